@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.errors import DataError
-from featx.images import is_image_file
+from featx.errors import DataError, ImageError
+from featx.images import is_image_file, load_image
 
 SPLITS = ("train", "val", "test", "unlabeled")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -102,14 +102,20 @@ class Dataset:
         return out
 
 
-def packaged_datasets() -> dict[str, tuple[Path, DatasetOptions]]:
-    """Datasets that ship inside PyPI packages, usable offline by name."""
+# ELPV's labels are defect probabilities from raters; 1/3 and 2/3 mean the raters were unsure.
+ELPV_NAMES = {"0.0": "functional (p=0)", "0.3333333333333333": "doubtful (p=1/3)",
+              "0.6666666666666666": "doubtful (p=2/3)", "1.0": "defective (p=1)",
+              "<=0.5": "functional", ">0.5": "defective"}
+
+
+def packaged_datasets() -> dict[str, tuple[Path, DatasetOptions, dict[str, str]]]:
+    """Datasets that ship inside PyPI packages, usable offline by name: (file, options, names)."""
     out = {}
     try:
         import elpv_dataset
 
         labels = Path(elpv_dataset.__file__).parent / "data" / "labels.csv"
-        out["elpv"] = (labels, DatasetOptions(label_col=1))
+        out["elpv"] = (labels, DatasetOptions(label_col=1), ELPV_NAMES)
     except ImportError:
         pass
     return out
@@ -121,8 +127,10 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = Non
     options = options or DatasetOptions()
     path = Path(source).expanduser()
     packaged = packaged_datasets()
+    name, names = None, {}
     if not path.exists() and str(source) in packaged:
-        path, defaults = packaged[str(source)]
+        path, defaults, names = packaged[str(source)]
+        name = str(source)
         if not explicit or options.label_col is None:
             options = _merge_defaults(options, defaults)
     if not path.exists():
@@ -132,6 +140,9 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = Non
         dataset = _from_manifest(path, options)
     else:
         dataset = _from_folder(path, options)
+    if name:
+        dataset.name = name
+        dataset.display_names = [names.get(c, c) for c in dataset.classes]
     if options.class_map:
         dataset.display_names = _apply_class_map(Path(options.class_map), dataset.classes)
     if not dataset.samples:
@@ -396,3 +407,60 @@ def _apply_class_map(path: Path, classes: list[str]) -> list[str]:
     if not isinstance(mapping, dict):
         raise DataError(f"{path}: class map must be a JSON object {{class: name}}")
     return [str(mapping.get(c, c)) for c in classes]
+
+
+# --- subsets and scans -------------------------------------------------------------------------
+
+def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
+    """A stratified (per split and class), seeded subset of about `n` samples, for quick runs.
+
+    The subset is a dataset of its own (name `<name>-sub<n>`, its own fingerprint), so its
+    feature store never mixes with the full dataset's.
+    """
+    if n <= 0:
+        raise DataError(f"subset size must be positive, got {n}")
+    if n >= len(dataset.samples):
+        return dataset
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, s in enumerate(dataset.samples):
+        groups.setdefault((s.split, s.label), []).append(i)
+    rng = np.random.default_rng(seed)
+    fraction = n / len(dataset.samples)
+    keep: list[int] = []
+    for key in sorted(groups):
+        members = groups[key]
+        take = max(1, int(round(len(members) * fraction)))
+        keep += [members[j] for j in rng.permutation(len(members))[:take]]
+    samples = [dataset.samples[i] for i in sorted(keep)]
+    from dataclasses import replace
+
+    return replace(dataset, name=f"{dataset.name}-sub{n}", samples=samples,
+                   notes=dataset.notes + [f"stratified subset: {len(samples)} of "
+                                          f"{len(dataset.samples)} samples (seed {seed})"])
+
+
+@dataclass
+class ScanReport:
+    """What decoding every image found: sizes, modes, and the files that cannot be used."""
+
+    sizes: Counter = field(default_factory=Counter)  # (width, height) -> count
+    modes: Counter = field(default_factory=Counter)  # Pillow mode before conversion -> count
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def scan_images(dataset: Dataset, advance=lambda n: None) -> ScanReport:
+    """Decode every sample fully (truncation shows only then) and summarise what was found."""
+    from PIL import Image
+
+    report = ScanReport(unreadable=list(dataset.skipped))
+    for sample in dataset.samples:
+        path = dataset.abspath(sample)
+        try:
+            load_image(path)
+            with Image.open(path) as img:
+                report.sizes[img.size] += 1
+                report.modes[img.mode] += 1
+        except ImageError as exc:
+            report.unreadable.append((sample.path, exc.reason))
+        advance(1)
+    return report

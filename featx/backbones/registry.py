@@ -116,6 +116,9 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 def list_backbones(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Names matching a glob (a plain word matches anywhere in the name)."""
+    if not any(ch in pattern for ch in "*?["):
+        pattern = f"*{pattern}*"
     return sorted(n for n, e in _REGISTRY.items()
                   if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family))
 

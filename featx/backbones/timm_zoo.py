@@ -45,7 +45,11 @@ def _preprocess(model: nn.Module) -> Preprocess:
 
 
 def _describe(name: str) -> BackboneSpec:
-    with parameters_on_meta():
+    try:
+        with parameters_on_meta():
+            model = _create(name)
+    except (NotImplementedError, RuntimeError):
+        # A few models (swin v2, ...) fill buffers from parameters at construction time.
         model = _create(name)
     return BackboneSpec(
         name=PREFIX + name, family="timm", feature_dim=int(model.num_features),

@@ -1,0 +1,41 @@
+# The README's two commands. Both create (or reuse) .venv, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# pip on this project's machines is capped at these (a local CUDA build); override elsewhere.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.featx-installed
+# The demo takes a stratified subset of ELPV so it finishes in a few minutes on 2 CPU cores;
+# `make demo FULL=1` runs all 2,624 images.
+DEMO_SAMPLES ?= 480
+DEMO_VIEWS ?= 2
+DEMO_OUT ?= runs/demo
+ifeq ($(FULL),1)
+SUBSET :=
+else
+SUBSET := --subset $(DEMO_SAMPLES)
+endif
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/featx scan elpv
+	$(BIN)/featx backbones --family packaged
+	$(BIN)/featx extract elpv --backbone efficientnet_lite0 $(SUBSET) \
+		--views $(DEMO_VIEWS) --aug mild --out $(DEMO_OUT)/stores
+	$(BIN)/featx info $(DEMO_OUT)/stores/*.h5
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

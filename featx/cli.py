@@ -1,0 +1,233 @@
+"""The `featx` command: a thin layer over the Python API (featx.data, featx.backbones, ...).
+
+Every FeatxError becomes one line on stderr and exit status 1; a traceback means a featx bug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from featx.errors import FeatxError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run each frozen backbone once into an HDF5 feature store; train heads in seconds.")
+out = Console()
+err = Console(stderr=True)
+
+DataArg = typer.Argument(None, help="Folder, CSV/TSV manifest, or packaged dataset name (elpv).")
+LabelCol = typer.Option(None, "--label-col", help="Manifest label column (name or 0-based index).")
+Binarize = typer.Option(None, "--binarize", help="Numeric labels -> two classes '<=T' and '>T'.")
+ValFrac = typer.Option(None, "--val-frac", help="Validation fraction when the data has no splits.")
+TestFrac = typer.Option(None, "--test-frac", help="Test fraction when the data has no splits.")
+SplitSeed = typer.Option(None, "--split-seed", help="Seed of the stratified split.")
+ClassMap = typer.Option(None, "--class-map", help="JSON {class: display name}.")
+Subset = typer.Option(None, "--subset", help="Use a stratified subset of N samples (quick runs).")
+
+
+def _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset_n):
+    from featx.data import DatasetOptions, open_dataset, subset
+
+    given = {"label_col": label_col, "binarize": binarize, "val_frac": val_frac,
+             "test_frac": test_frac, "split_seed": split_seed, "class_map": class_map}
+    options = DatasetOptions(**{k: v for k, v in given.items() if v is not None})
+    explicit = any(v is not None for v in given.values())
+    dataset = open_dataset(data, options if explicit else None)
+    return subset(dataset, subset_n, options.split_seed) if subset_n else dataset
+
+
+@app.command()
+def scan(data: str = DataArg, label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,
+         val_frac: Optional[float] = ValFrac, test_frac: Optional[float] = TestFrac,
+         split_seed: Optional[int] = SplitSeed, class_map: Optional[str] = ClassMap,
+         subset: Optional[int] = Subset) -> None:
+    """Classes, counts per split, image sizes and modes, and every unreadable file."""
+    from featx.data import scan_images
+    from featx.progress import progress_bar
+
+    _require(data, "DATA")
+    ds = _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
+    with progress_bar(len(ds.samples), f"scan {ds.name}") as advance:
+        report = scan_images(ds, advance)
+    out.print(f"[bold]{ds.name}[/]  {ds.root}  layout: {ds.layout}, {len(ds.samples)} images, "
+              f"{len(ds.classes)} classes")
+    counts = ds.counts()
+    splits = [s for s in ("train", "val", "test", "unlabeled") if s in counts]
+    table = Table("class", "name", *splits, "total")
+    for c, name in list(zip(ds.classes, ds.display_names)) + ([("(unlabeled)", "")] if "unlabeled" in counts else []):
+        row = [counts[s].get(c, 0) for s in splits]
+        table.add_row(c, name if name != c else "", *map(str, row), str(sum(row)))
+    table.add_row("[bold]all", "", *[str(sum(counts[s].values())) for s in splits],
+                  str(len(ds.samples)))
+    out.print(table)
+    out.print("sizes: " + _top(report.sizes, lambda wh: f"{wh[0]}x{wh[1]}"))
+    out.print("modes: " + _top(report.modes, str))
+    for note in ds.notes:
+        out.print(f"note: {note}")
+    if ds.ignored_files:
+        out.print(f"note: {ds.ignored_files} file(s) without an image extension ignored")
+    if report.unreadable:
+        out.print(f"[bold red]{len(report.unreadable)} unreadable file(s)[/] (excluded from every run):")
+        for path, reason in report.unreadable:
+            out.print(f"  {path}: {reason}", markup=False, highlight=False)
+    else:
+        out.print("all images decode")
+
+
+def _top(counter, fmt, n: int = 6) -> str:
+    items = counter.most_common()
+    text = ", ".join(f"{fmt(k)} ({v})" for k, v in items[:n])
+    return text + (f", ... {len(items) - n} more" if len(items) > n else "") if items else "-"
+
+
+@app.command()
+def backbones(pattern: str = typer.Argument("*", help="Glob on names, e.g. 'resnet*'."),
+              family: Optional[str] = typer.Option(None, help="torchvision | packaged | timm")) -> None:
+    """Names, feature dims, parameter counts, and whether weights are available offline."""
+    from featx.backbones import get_spec, list_backbones
+
+    names = list_backbones(pattern, family)
+    hidden = 0
+    if pattern == "*" and family is None:
+        # timm has over a thousand models: list them on request (--family timm, 'timm/convnext*').
+        hidden = sum(n.startswith("timm/") for n in names)
+        names = [n for n in names if not n.startswith("timm/")]
+    if not names:
+        raise FeatxError(f"no backbone matches '{pattern}'" + (f" in family {family}" if family else ""))
+    table = Table("name", "family", "dim", "params", "input", "weights offline")
+    for name in names:
+        spec = get_spec(name)
+        table.add_row(name, spec.family, str(spec.feature_dim), f"{spec.num_params / 1e6:.1f}M",
+                      str(spec.preprocess.input_size),
+                      "[green]yes[/]" if spec.weights_offline else "no")
+    out.print(table)
+    offline = sum(get_spec(n).weights_offline for n in names)
+    out.print(f"{len(names)} backbones, {offline} with weights on this machine "
+              "(others: --weights PATH, or the torch hub / Hugging Face cache)")
+    if hidden:
+        out.print(f"and {hidden} timm models: `featx backbones --family timm` or a pattern "
+                  "like 'timm/convnext*'")
+
+
+EXTRACT_DEFAULTS = {"out": "stores", "backbone": ["efficientnet_lite0"]}
+
+
+@app.command()
+def extract(
+    data: Optional[str] = DataArg,
+    backbone: Optional[list[str]] = typer.Option(None, "--backbone", "-b", help="Repeat for several."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for the stores [stores]."),
+    views: Optional[int] = typer.Option(None, help="Augmented views per training image (K) [0]."),
+    aug: Optional[str] = typer.Option(None, help="Recipe in configs/aug or a YAML path [mild]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per forward pass [64]."),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes [1 on CPU, 16 on CUDA]."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N [auto]."),
+    dtype: Optional[str] = typer.Option(None, help="Store dtype: float16 | float32 [float16]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the augmented views [0]."),
+    weights: Optional[str] = typer.Option(None, help="default | none | PATH (.safetensors/.pt)."),
+    input_size: Optional[int] = typer.Option(None, help="Crop size override (keeps resize ratio)."),
+    decode: Optional[str] = typer.Option(None, help="auto | cpu | gpu (nvjpeg for JPEG files)."),
+    amp: Optional[str] = typer.Option(None, help="CUDA autocast: bf16 | fp16 | off [bf16]."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a store made differently."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with these options."),
+    label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,
+    val_frac: Optional[float] = ValFrac, test_frac: Optional[float] = TestFrac,
+    split_seed: Optional[int] = SplitSeed, class_map: Optional[str] = ClassMap,
+    subset: Optional[int] = Subset,
+) -> None:
+    """Run each backbone once over DATA (clean + K augmented views) into a feature store."""
+    from featx.config import load_config, merge
+    from featx.extract import ExtractConfig
+    from featx.extract import extract as run_extract
+
+    given = {k: v for k, v in locals().items() if k not in ("config", "load_config", "merge",
+                                                              "ExtractConfig", "run_extract")}
+    given["out"] = given.pop("out_dir")
+    allowed = set(given) | {"out"}
+    opts = merge(given, load_config(config, allowed) if config else {}, EXTRACT_DEFAULTS)
+    _require(opts.get("data"), "DATA (or `data:` in --config)")
+    names = opts["backbone"] if isinstance(opts["backbone"], list) else [opts["backbone"]]
+    ds = _dataset(str(opts["data"]), opts.get("label_col"), opts.get("binarize"),
+                  opts.get("val_frac"), opts.get("test_frac"), opts.get("split_seed"),
+                  opts.get("class_map"), opts.get("subset"))
+    known = {f.name for f in fields(ExtractConfig)}
+    cfg = ExtractConfig(**{k: v for k, v in opts.items() if k in known and v is not None})
+    for name in names:
+        r = run_extract(ds, name, Path(opts["out"]), cfg)
+        if r.status == "complete":
+            out.print(f"{r.backbone}: {r.store} is already complete ({r.samples} samples, "
+                      f"{r.failed} failed); nothing to do")
+        else:
+            out.print(f"{r.backbone}: {r.status} {r.store}: {r.images} images in {r.seconds:.1f} s "
+                      f"({r.images_per_second:.1f} img/s on {r.device}), {r.samples} samples, "
+                      f"{r.failed} failed" + (" (see `featx info`)" if r.failed else ""))
+
+
+@app.command()
+def info(stores: list[Path] = typer.Argument(..., help="One or more .h5 feature stores."),
+         as_json: bool = typer.Option(False, "--json", help="Print the attributes as JSON.")) -> None:
+    """Provenance, shapes, completeness and failed samples of a feature store."""
+    from featx.store import FeatureStore
+
+    for path in stores:
+        with FeatureStore(path) as st:
+            attrs = st.attrs
+            if as_json:
+                out.print_json(json.dumps(attrs, default=str))
+                continue
+            _print_store(st, attrs)
+
+
+def _print_store(st, attrs: dict) -> None:
+    done_clean = int(st.f["done/clean"][:].sum())
+    done_aug = st.f["done/aug"][:]
+    state = "[green]complete[/]" if st.complete else "[yellow]incomplete (re-run extract to resume)[/]"
+    out.print(f"[bold]{st.path}[/]  {state}")
+    out.print(f"  backbone   {attrs['backbone']}  weights {attrs['weights'].get('source')}")
+    out.print(f"  input      {attrs['input_size']} px, {attrs['num_aug_views']} augmented views"
+              + (f" ({attrs['transform']['aug']['name']})" if attrs["transform"].get("aug") else ""))
+    out.print(f"  dataset    {attrs['dataset_name']} ({attrs['dataset_layout']}) {attrs['dataset_root']}")
+    counts = {s: int((st.splits == s).sum()) for s in ("train", "val", "test", "unlabeled")}
+    out.print("  samples    " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+              + f"; classes {len(st.classes)}: {', '.join(st.class_names[:8])}"
+              + (" ..." if len(st.classes) > 8 else ""))
+    out.print(f"  clean      {tuple(st.f['features/clean'].shape)} {attrs['dtype']}, "
+              f"{done_clean}/{len(st.paths)} rows done")
+    if "aug" in st.f["features"]:
+        out.print(f"  aug        {tuple(st.f['features/aug'].shape)} {attrs['dtype']}, "
+                  f"{int(done_aug.sum())}/{done_aug.size} rows done")
+    out.print(f"  made       {attrs['created']} with featx {attrs['featx_version']}, "
+              f"{attrs['engine']}, {attrs['device']}, seed {attrs['seed']}")
+    if attrs.get("extract_seconds"):
+        out.print(f"  speed      {attrs['images_per_second']:.1f} img/s "
+                  f"(last run, {attrs['extract_seconds']:.1f} s)")
+    out.print(f"  failed     {len(st.failed)}")
+    for row, reason in sorted(st.failed.items()):
+        out.print(f"    {st.paths[row]}: {reason}", markup=False, highlight=False)
+
+
+def _require(value, what: str) -> None:
+    if value is None:
+        raise FeatxError(f"missing {what}")
+
+
+def main() -> None:
+    try:
+        app()
+    except FeatxError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished batches are saved, re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

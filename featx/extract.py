@@ -1,0 +1,420 @@
+"""Run a frozen backbone once over a dataset (clean view + K augmented views) into a store.
+
+    ds = open_dataset("elpv")
+    result = extract(ds, "efficientnet_lite0", Path("stores"), ExtractConfig(views=4))
+
+The work is cut into a fixed plan of batches (consecutive samples, up to `batch_size` images),
+the same plan on every run: a resumed run recomputes exactly the unfinished batches with the
+same batch composition, so the finished store equals an uninterrupted run's bit for bit.
+
+Pipeline: DataLoader workers decode and transform whole batches (PIL on the CPU; on CUDA, JPEG
+files may instead be decoded by nvjpeg on the GPU), the main thread runs the model under
+inference_mode (AMP + channels_last on CUDA), and a writer thread commits finished batches to
+HDF5 while the next one computes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featx.backbones import Backbone, create_backbone
+from featx.data import Dataset
+from featx.errors import ConfigError, FeatxError, ImageError
+from featx.images import image_to_tensor, load_image
+from featx.progress import progress_bar
+from featx.store import StoreLock, StoreSpec, StoreWriter, prepare_store, read_done
+from featx.transforms import AugRecipe, load_recipe, make_views, normalize, transform_provenance
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+STORE_DTYPES = ("float16", "float32")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    views: int = 0  # augmented views per training image (K)
+    aug: str = "mild"  # recipe name or YAML path, used when views > 0
+    batch_size: int = 64  # images per forward pass (clean + views)
+    workers: int | None = None  # decoding processes; None = 1 on CPU, up to 16 on CUDA
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float16"  # store dtype: features lose nothing a linear head can use
+    seed: int = 0  # augmented views (and random-init weights) derive from it
+    weights: str = "default"  # default | none | path to safetensors / state dict
+    input_size: int | None = None  # override the backbone's crop size
+    decode: str = "auto"  # auto | cpu | gpu (nvjpeg for JPEG files; auto = gpu on CUDA)
+    amp: str = "bf16"  # bf16 | fp16 | off, CUDA only
+    channels_last: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.views >= 0, "views", "must be >= 0"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.workers is None or self.workers >= 0, "workers", "must be >= 0"),
+            (self.dtype in STORE_DTYPES, "dtype", f"must be one of {STORE_DTYPES}"),
+            (self.decode in ("auto", "cpu", "gpu"), "decode", "must be auto, cpu or gpu"),
+            (self.amp in ("bf16", "fp16", "off"), "amp", "must be bf16, fp16 or off"),
+            (self.input_size is None or self.input_size >= 16, "input_size", "must be >= 16"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} {rule}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class ExtractResult:
+    store: str
+    backbone: str
+    status: str  # created | resumed | complete (nothing to do)
+    samples: int
+    images: int  # images forwarded in this run
+    failed: int
+    seconds: float
+    images_per_second: float
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Batch:
+    start: int  # sample rows [start, stop)
+    stop: int
+    train_start: int  # augmented rows [train_start, train_stop)
+    train_stop: int
+
+    def images(self, views: int) -> int:
+        """Images this batch forwards when none fails: every clean view plus K per train row."""
+        return self.stop - self.start + views * (self.train_stop - self.train_start)
+
+
+def plan_batches(is_train: np.ndarray, views: int, batch_size: int) -> list[Batch]:
+    """Consecutive samples, up to `batch_size` images each (a training sample has 1 + K)."""
+    batches, start, images = [], 0, 0
+    train_rank = np.concatenate([[0], np.cumsum(is_train)])
+    for i, train in enumerate(is_train):
+        cost = 1 + (views if train else 0)
+        if images and images + cost > batch_size:
+            batches.append(Batch(start, i, int(train_rank[start]), int(train_rank[i])))
+            start, images = i, 0
+        images += cost
+    if len(is_train) > start:
+        n = len(is_train)
+        batches.append(Batch(start, n, int(train_rank[start]), int(train_rank[n])))
+    return batches
+
+
+def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: ExtractConfig,
+                   recipe: AugRecipe | None) -> Path:
+    """One store per dataset x backbone x input config."""
+    views = f"{recipe.name}x{config.views}" if recipe and config.views else "clean"
+    name = f"{dataset.name}_{backbone.name.replace('/', '-')}_{backbone.preprocess.input_size}px_{views}"
+    return Path(out_dir) / f"{name}.h5"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but CUDA is not available here")
+    return dev
+
+
+def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: ExtractConfig = ExtractConfig(),
+            store_path: Path | None = None, show_progress: bool = True) -> ExtractResult:
+    """Extract (or resume, or confirm complete) the store of `backbone_name` over `dataset`."""
+    device = resolve_device(config.device)
+    backbone = create_backbone(backbone_name, config.weights, config.seed, config.input_size)
+    recipe = load_recipe(config.aug) if config.views else None
+    path = Path(store_path) if store_path else store_path_for(out_dir, dataset, backbone, config, recipe)
+    gpu_decode = device.type == "cuda" and config.decode in ("auto", "gpu")
+    spec = StoreSpec(
+        provenance={
+            "backbone": backbone.name, "weights": backbone.weights,
+            "weights_sha256": backbone.weights.get("sha256", backbone.weights["source"]),
+            "input_size": backbone.preprocess.input_size,
+            "transform": transform_provenance(backbone.preprocess, recipe, config.views),
+            "seed": config.seed, "device": str(device), "batch_size": config.batch_size,
+            "engine": f"torch {torch.__version__}", "decode": "gpu" if gpu_decode else "cpu",
+            "amp": config.amp if device.type == "cuda" else "off",
+        },
+        feature_dim=backbone.spec.feature_dim, num_aug_views=config.views, dtype=config.dtype)
+    with StoreLock(path):
+        status = prepare_store(path, dataset, spec, config.overwrite)
+        n_failed = 0
+        if status == "complete":
+            return ExtractResult(str(path), backbone.name, status, len(dataset.samples), 0,
+                                 _count_failed(path), 0.0, 0.0, str(device))
+        # A resumed run keeps the batch plan of the run it resumes (same numbers, bit for bit).
+        batch_size = _stored_attr(path, "batch_size", config.batch_size)
+        runner = _Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size)
+        seconds, images = runner.run(path, show_progress)
+        n_failed = _count_failed(path)
+    return ExtractResult(str(path), backbone.name, status, len(dataset.samples), images, n_failed,
+                         seconds, images / seconds if seconds else 0.0, str(device))
+
+
+def _stored_attr(path: Path, key: str, default):
+    from featx.store import open_h5
+
+    with open_h5(path) as f:
+        value = f.attrs.get(key, default)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _count_failed(path: Path) -> int:
+    from featx.store import open_h5
+
+    with open_h5(path) as f:
+        return int((f["failed/reason"][:] != b"").sum())
+
+
+class _Runner:
+    """One extraction run: plan, load, forward, write."""
+
+    def __init__(self, dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None,
+                 config: ExtractConfig, device: torch.device, gpu_decode: bool, batch_size: int):
+        self.dataset, self.backbone, self.recipe, self.config = dataset, backbone, recipe, config
+        self.device, self.gpu_decode, self.batch_size = device, gpu_decode, batch_size
+        self.is_train = np.array([s.split == "train" for s in dataset.samples])
+        self.train_rank = np.cumsum(self.is_train) - 1  # augmented row of each training sample
+
+    def run(self, path: Path, show_progress: bool) -> tuple[float, int]:
+        k = self.config.views
+        plan = plan_batches(self.is_train, k, self.batch_size)
+        done_clean, done_aug = read_done(path)
+        todo = [b for b in plan if not (done_clean[b.start:b.stop].all()
+                                        and done_aug[:, b.train_start:b.train_stop].all())]
+        total = sum(b.images(k) for b in todo)
+        model = self._prepare_model()
+        loader = self._loader(todo)
+        batches = iter(loader)  # workers fork here, before the store is opened for writing
+        writer = StoreWriter(path)
+        sink = _WriterThread(writer, self.config.dtype, k, self.train_rank)
+        start, images = time.perf_counter(), 0
+        try:
+            with progress_bar(total, f"extract {self.backbone.name}") as advance:
+                sink.on_written = advance
+                for batch, item in zip(todo, _guarded(batches)):
+                    feats, owner = self._forward(model, item)
+                    images += len(owner)
+                    sink.put(batch, feats, owner, item["failed"])
+                sink.close()
+            seconds = time.perf_counter() - start
+            writer.finish(seconds, images / seconds if seconds else 0.0)
+        finally:
+            sink.close()
+            writer.close()
+        return seconds, images
+
+    def _prepare_model(self) -> torch.nn.Module:
+        model = self.backbone.model.to(self.device)
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            # Same batch -> same numbers: resumed and uninterrupted runs must agree exactly.
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        return model
+
+    def _loader(self, todo: list[Batch]) -> torch.utils.data.DataLoader:
+        workers = self.config.workers
+        if workers is None:
+            cpus = os.cpu_count() or 1
+            workers = min(16, cpus) if self.device.type == "cuda" else (1 if cpus > 1 else 0)
+        decoder = BatchDecoder(self.dataset, todo, self.is_train, self.backbone.preprocess,
+                               self.recipe, self.config.seed, self.config.views, self.gpu_decode)
+        return torch.utils.data.DataLoader(
+            decoder, batch_size=None, shuffle=False, num_workers=workers,
+            pin_memory=self.device.type == "cuda", worker_init_fn=_one_thread,
+            prefetch_factor=4 if workers else None, timeout=600 if workers else 0)
+
+    @torch.inference_mode()
+    def _forward(self, model: torch.nn.Module, item: dict) -> tuple[torch.Tensor, np.ndarray]:
+        images, owner = item["images"], item["owner"]
+        if self.gpu_decode and item["jpeg"]:
+            images, owner = self._merge_gpu_decoded(images, owner, item)
+        if len(owner) == 0:
+            return torch.empty(0, self.backbone.spec.feature_dim), owner
+        x = normalize(images.to(self.device, non_blocking=True), self.backbone.preprocess)
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = self.device.type == "cuda" and self.config.amp != "off"
+        with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.config.amp), enabled=amp):
+            feats = model(x)
+        return feats.float(), owner
+
+    def _merge_gpu_decoded(self, images: torch.Tensor, owner: np.ndarray, item: dict):
+        """Decode the batch's JPEG files with nvjpeg and make their views on the GPU."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        parts = [(o, v, images[j].to(self.device, non_blocking=True)) for j, (o, v) in enumerate(owner)]
+        offsets = [o for o, _ in item["jpeg"]]
+        datas = [d for _, d in item["jpeg"]]
+        try:
+            decoded = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device,
+                                  apply_exif_orientation=True)
+        except RuntimeError:  # one bad file fails the whole call: decode one by one to find it
+            decoded = [_decode_one(d, self.device) for d in datas]
+        for offset, img in zip(offsets, decoded):
+            row = item["start"] + offset
+            if isinstance(img, str):
+                item["failed"][row] = img
+                continue
+            sample = self.dataset.samples[row]
+            views = [0] + (list(range(1, self.config.views + 1)) if self.is_train[row] else [])
+            for v, view in zip(views, make_views(img, self.backbone.preprocess, self.recipe,
+                                                 self.config.seed, sample.path, views)):
+                parts.append((offset, v, view))
+        parts.sort(key=lambda p: (p[0], p[1]))
+        owner = np.array([(o, v) for o, v, _ in parts], dtype=np.int64).reshape(-1, 2)
+        return (torch.stack([p[2] for p in parts]) if parts else images), owner
+
+
+def _decode_one(data: torch.Tensor, device: torch.device):
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+    except RuntimeError as exc:
+        return f"JPEG decode failed ({str(exc).strip().splitlines()[0][:120]})"
+
+
+def _guarded(batches):
+    """Turn DataLoader worker deaths and hangs into one clear line; progress stays saved."""
+    try:
+        yield from batches
+    except RuntimeError as exc:
+        if "DataLoader" in str(exc) or "worker" in str(exc):
+            raise FeatxError(f"a data loading worker failed ({str(exc).strip().splitlines()[0]}); "
+                             "finished batches are saved: re-run the same command to resume") from None
+        raise
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # decoding workers must not fight the model for cores
+
+
+class BatchDecoder(torch.utils.data.Dataset):
+    """Item i = planned batch i, decoded and transformed: uint8 images + (sample, view) owners.
+
+    A file that fails to decode is recorded in `failed` and the batch goes on without it.
+    """
+
+    def __init__(self, dataset: Dataset, batches: list[Batch], is_train: np.ndarray, pre,
+                 recipe: AugRecipe | None, seed: int, views: int, gpu_decode: bool):
+        self.root = dataset.root
+        self.paths = [s.path for s in dataset.samples]
+        self.batches, self.is_train, self.pre, self.recipe = batches, is_train, pre, recipe
+        self.seed, self.views, self.gpu_decode = seed, views, gpu_decode
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict:
+        b = self.batches[i]
+        images, owner, failed, jpeg = [], [], {}, []
+        for row in range(b.start, b.stop):
+            rel = self.paths[row]
+            path = self.root / rel
+            if self.gpu_decode and path.suffix.lower() in JPEG_SUFFIXES:
+                try:
+                    jpeg.append((row - b.start, _read_bytes(path)))
+                    continue
+                except OSError as exc:
+                    failed[row] = f"cannot read file ({exc.strerror or exc})"
+                    continue
+            views = [0] + (list(range(1, self.views + 1)) if self.is_train[row] else [])
+            try:
+                img = image_to_tensor(load_image(path))
+                made = make_views(img, self.pre, self.recipe, self.seed, rel, views)
+            except ImageError as exc:
+                failed[row] = exc.reason
+                continue
+            except Exception as exc:  # noqa: BLE001 - one odd image must not end a long run
+                failed[row] = f"{type(exc).__name__}: {str(exc)[:160]}"
+                continue
+            images += made
+            owner += [(row - b.start, v) for v in views]
+        size = self.pre.input_size
+        return {
+            "start": b.start,
+            "images": torch.stack(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8),
+            "owner": np.array(owner, dtype=np.int64).reshape(-1, 2),
+            "failed": failed,
+            "jpeg": jpeg,
+        }
+
+
+def _read_bytes(path: Path) -> torch.Tensor:
+    from torchvision.io import read_file
+
+    return read_file(str(path))
+
+
+class _WriterThread:
+    """Commits batches to the store in the background, so HDF5 writes overlap the forward pass."""
+
+    def __init__(self, writer: StoreWriter, dtype: str, views: int, train_rank: np.ndarray):
+        self.writer, self.dtype, self.views = writer, np.dtype(dtype), views
+        self.train_rank = train_rank  # sample row -> row in features/aug
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.on_written = lambda n: None
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def put(self, batch: Batch, feats: torch.Tensor, owner: np.ndarray, failed: dict) -> None:
+        if self.error:
+            raise self.error
+        event = None
+        if feats.is_cuda:  # copy to pinned memory without blocking the next forward pass
+            host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+            host.copy_(feats, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            feats = host
+        self.queue.put((batch, feats, owner, failed, event))
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if self.error:
+            error, self.error = self.error, None
+            raise error
+
+    def _loop(self) -> None:
+        while (job := self.queue.get()) is not None:
+            if self.error:
+                continue  # drain after a failure; close() re-raises it
+            try:
+                self._write(*job)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                self.error = exc
+
+    def _write(self, batch: Batch, feats: torch.Tensor, owner: np.ndarray, failed: dict, event) -> None:
+        if event is not None:
+            event.synchronize()
+        feats = feats.numpy()
+        dim = feats.shape[1] if feats.ndim == 2 and feats.shape[0] else self.writer.clean.shape[1]
+        clean = np.zeros((batch.stop - batch.start, dim), dtype=self.dtype)
+        aug = np.zeros((self.views, batch.train_stop - batch.train_start, dim), dtype=self.dtype)
+        is_view = owner[:, 1] > 0 if len(owner) else np.zeros(0, dtype=bool)
+        clean[owner[~is_view, 0]] = feats[~is_view]
+        if self.views and is_view.any():
+            rows = owner[is_view, 0] + batch.start
+            aug[owner[is_view, 1] - 1, self.train_rank[rows] - batch.train_start] = feats[is_view]
+        self.writer.write_batch(batch.start, batch.stop, clean, batch.train_start,
+                                aug if self.views else None, failed)
+        self.on_written(batch.images(self.views))

@@ -1,0 +1,195 @@
+"""Image -> input tensor: the clean view and K deterministic augmented views.
+
+All ops work on uint8 (3, H, W) tensors on any device, so the CPU path (PIL decode in
+DataLoader workers) and the CUDA path (nvjpeg decode on the GPU) share one implementation.
+Randomness comes only from a CPU generator seeded by (seed, sample path, view), never from
+global or worker RNG state: view k of a sample is the same whatever the worker count, batch
+order or resume point (RELIABILITY.md item 14).
+
+Recipes are YAML lists of ops in configs/aug/ (or any YAML file given by path); sizes may be
+the words "input" and "resize", the backbone's crop and resize sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as F
+import yaml
+from torchvision.transforms import InterpolationMode
+
+from featx.backbones.registry import Preprocess
+from featx.errors import ConfigError
+
+# Named recipes live in the repository's configs/aug/ (featx is installed from a checkout).
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs" / "aug"
+
+
+@dataclass(frozen=True)
+class AugRecipe:
+    name: str
+    ops: tuple[dict, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "ops": [dict(op) for op in self.ops]}
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str) -> AugRecipe:
+    """A named recipe from configs/aug/, or a YAML file: `ops: [{op: hflip, p: 0.5}, ...]`."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown augmentation recipe '{name_or_path}' "
+                          f"(built in: {', '.join(list_recipes())}; or a path to a YAML file)")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read recipe ({exc})") from None
+    ops = doc.get("ops") if isinstance(doc, dict) else None
+    if not isinstance(ops, list) or not all(isinstance(op, dict) and op.get("op") in OPS for op in ops):
+        raise ConfigError(f"{path}: a recipe is `ops:` followed by a list of {{op: NAME, ...}} "
+                          f"with NAME one of {', '.join(sorted(OPS))}")
+    return AugRecipe(doc.get("name", path.stem), tuple(ops))
+
+
+def view_seed(seed: int, sample_path: str, view: int) -> int:
+    """A 63-bit seed from (seed, sample, view): stable across processes, shards and resumes."""
+    digest = hashlib.sha256(f"{seed}\0{sample_path}\0{view}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def clean_view(img: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """Resize the short side, center crop: the backbone's evaluation transform."""
+    img = F.resize(img, [pre.resize_size], interpolation=_interp(pre), antialias=True)
+    return F.center_crop(img, [pre.input_size, pre.input_size])
+
+
+def augmented_view(img: torch.Tensor, pre: Preprocess, recipe: AugRecipe,
+                   gen: torch.Generator) -> torch.Tensor:
+    for op in recipe.ops:
+        img = OPS[op["op"]](img, op, pre, gen)
+    if tuple(img.shape[-2:]) != (pre.input_size, pre.input_size):
+        img = F.center_crop(F.resize(img, [pre.input_size], interpolation=_interp(pre),
+                                     antialias=True), [pre.input_size, pre.input_size])
+    return img
+
+
+def make_views(img: torch.Tensor, pre: Preprocess, recipe: AugRecipe | None, seed: int,
+               sample_path: str, views: list[int]) -> list[torch.Tensor]:
+    """Views of one decoded image: view 0 is clean, view k >= 1 is augmented view k-1."""
+    out = []
+    for v in views:
+        if v == 0:
+            out.append(clean_view(img, pre))
+        else:
+            gen = torch.Generator().manual_seed(view_seed(seed, sample_path, v - 1))
+            out.append(augmented_view(img, pre, recipe, gen))
+    return out
+
+
+def normalize(batch: torch.Tensor, pre: Preprocess, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> normalised float, on the batch's device."""
+    mean = torch.tensor(pre.mean, device=batch.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    std = torch.tensor(pre.std, device=batch.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    return (batch.to(dtype) - mean) / std
+
+
+def transform_provenance(pre: Preprocess, recipe: AugRecipe | None, views: int) -> dict:
+    return {"clean": pre.to_dict(), "aug": recipe.to_dict() if recipe and views else None,
+            "views": views}
+
+
+# --- ops: (img, op params, preprocess, generator) -> img ----------------------------------------
+
+def _interp(pre: Preprocess) -> InterpolationMode:
+    return InterpolationMode(pre.interpolation)
+
+
+def _size(value, pre: Preprocess) -> int:
+    return {"input": pre.input_size, "resize": pre.resize_size}.get(value, value) if isinstance(value, str) else int(value)
+
+
+def _uniform(gen: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
+    return low + (high - low) * torch.rand((), generator=gen).item()
+
+
+def _randint(gen: torch.Generator, high: int) -> int:
+    """Uniform integer in [0, high)."""
+    return int(torch.randint(high, (), generator=gen).item()) if high > 0 else 0
+
+
+def _resize(img, op, pre, gen):
+    return F.resize(img, [_size(op.get("size", "resize"), pre)], interpolation=_interp(pre), antialias=True)
+
+
+def _center_crop(img, op, pre, gen):
+    s = _size(op.get("size", "input"), pre)
+    return F.center_crop(img, [s, s])
+
+
+def _random_crop(img, op, pre, gen):
+    s = _size(op.get("size", "input"), pre)
+    h, w = img.shape[-2:]
+    if h < s or w < s:
+        img = F.resize(img, [s], interpolation=_interp(pre), antialias=True)
+        h, w = img.shape[-2:]
+    top, left = _randint(gen, h - s + 1), _randint(gen, w - s + 1)
+    return F.crop(img, top, left, s, s)
+
+
+def _random_resized_crop(img, op, pre, gen):
+    """torchvision's RandomResizedCrop sampling, drawn from our generator."""
+    s = _size(op.get("size", "input"), pre)
+    lo_scale, hi_scale = op.get("scale", (0.08, 1.0))
+    lo_ratio, hi_ratio = op.get("ratio", (3 / 4, 4 / 3))
+    h, w = img.shape[-2:]
+    area = h * w
+    for _ in range(10):
+        target = area * _uniform(gen, lo_scale, hi_scale)
+        ratio = math.exp(_uniform(gen, math.log(lo_ratio), math.log(hi_ratio)))
+        cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top, left = _randint(gen, h - ch + 1), _randint(gen, w - cw + 1)
+            return F.resized_crop(img, top, left, ch, cw, [s, s], interpolation=_interp(pre), antialias=True)
+    side = min(h, w)  # fallback, as torchvision: a central crop
+    return F.resized_crop(img, (h - side) // 2, (w - side) // 2, side, side, [s, s],
+                          interpolation=_interp(pre), antialias=True)
+
+
+def _hflip(img, op, pre, gen):
+    return F.horizontal_flip(img) if _uniform(gen) < op.get("p", 0.5) else img
+
+
+def _vflip(img, op, pre, gen):
+    return F.vertical_flip(img) if _uniform(gen) < op.get("p", 0.5) else img
+
+
+def _rot90(img, op, pre, gen):
+    return torch.rot90(img, _randint(gen, 4), dims=(-2, -1))
+
+
+def _rotate(img, op, pre, gen):
+    degrees = float(op.get("degrees", 30))
+    return F.rotate(img, _uniform(gen, -degrees, degrees), interpolation=InterpolationMode.BILINEAR)
+
+
+def _pad_reflect(img, op, pre, gen):
+    pad = int(op.get("pad", 16))
+    pad = min(pad, img.shape[-1] - 1, img.shape[-2] - 1)  # reflect padding needs pad < size
+    return F.pad(img, [pad], padding_mode="reflect")
+
+
+OPS = {
+    "resize": _resize, "center_crop": _center_crop, "random_crop": _random_crop,
+    "random_resized_crop": _random_resized_crop, "hflip": _hflip, "vflip": _vflip,
+    "rot90": _rot90, "rotate": _rotate, "pad_reflect": _pad_reflect,
+}
