@@ -425,11 +425,15 @@ def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     for i, s in enumerate(dataset.samples):
         groups.setdefault((s.split, s.label), []).append(i)
     rng = np.random.default_rng(seed)
-    fraction = n / len(dataset.samples)
+    keys = sorted(groups)
+    # Largest-remainder apportionment: exactly n samples, each group in proportion.
+    quotas = np.array([len(groups[k]) * n / len(dataset.samples) for k in keys])
+    takes = np.floor(quotas).astype(int)
+    for j in np.argsort(-(quotas - takes), kind="stable")[: n - int(takes.sum())]:
+        takes[j] += 1
     keep: list[int] = []
-    for key in sorted(groups):
+    for key, take in zip(keys, takes):
         members = groups[key]
-        take = max(1, int(round(len(members) * fraction)))
         keep += [members[j] for j in rng.permutation(len(members))[:take]]
     samples = [dataset.samples[i] for i in sorted(keep)]
     from dataclasses import replace

@@ -21,7 +21,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
 # Limit decoders to the formats we claim to support: fewer parsers, less attack surface.
-PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "MPO")
+# (Multi-picture JPEGs open through the JPEG plugin; "MPO" is not a separate opener.)
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 # Transparent pixels are composited on white, the usual page background for product/web images.
 BACKGROUND = (255, 255, 255)
 # Pillow's default bomb limit (~89 Mpx) warns first and raises at twice that; we raise at the limit.

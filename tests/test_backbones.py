@@ -1,0 +1,167 @@
+"""featx.backbones: registry names -> frozen feature networks, with safe, checked weights."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from featx.backbones import create_backbone, get_spec, list_backbones
+from featx.backbones.torchvision_zoo import _full_model, _hub_cache_file
+from featx.backbones.weights import load_state_dict
+from featx.errors import BackboneError
+from featx.images import image_to_tensor
+from featx.transforms import clean_view, normalize
+
+
+def test_registry_lists_torchvision_and_packaged_models():
+    names = list_backbones()
+    for name in ("resnet18", "resnet50", "vgg16", "densenet121", "vit_b_16", "efficientnet_lite0",
+                 "efficientnet_lite1", "efficientnet_lite2"):
+        assert name in names
+    assert list_backbones("efficientnet_lite", family="packaged") == [
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+def test_timm_models_are_listed_when_timm_is_installed():
+    pytest.importorskip("timm")
+    assert "timm/resnet50" in list_backbones("timm/resnet5*")
+    assert get_spec("timm/resnet18").feature_dim == 512
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name,dim,size", [("resnet50", 2048, 224), ("vgg16", 4096, 224),
+                                           ("densenet121", 1024, 224), ("vit_b_16", 768, 224),
+                                           ("inception_v3", 2048, 299), ("squeezenet1_1", 512, 224),
+                                           ("efficientnet_lite0", 1280, 224)])
+def test_specs_know_feature_dim_and_preprocessing(name, dim, size):
+    spec = get_spec(name)
+    assert spec.feature_dim == dim and spec.preprocess.input_size == size
+    assert spec.num_params > 1e6
+
+
+def test_unknown_name_suggests_close_ones():
+    with pytest.raises(BackboneError, match="did you mean resnet50"):
+        create_backbone("resnt50")
+
+
+def test_missing_default_weights_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(BackboneError) as info:
+        create_backbone("resnet50")
+    message = str(info.value)
+    assert "no pretrained weights for 'resnet50'" in message and "download https://" in message
+    assert "--weights PATH" in message
+
+
+def _photo(name: str, size: int = 224) -> torch.Tensor:
+    from sklearn.datasets import load_sample_image
+
+    return image_to_tensor(__import__("PIL.Image").Image.fromarray(load_sample_image(name)))
+
+
+def test_packaged_lite0_weights_are_real_imagenet_weights():
+    """The lite0 features plus its shipped ImageNet classifier name a real photo correctly."""
+    import torchvision
+
+    backbone = create_backbone("efficientnet_lite0")
+    state = load_state_dict(backbone.spec.default_weights)
+    categories = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    x = normalize(clean_view(_photo("flower.jpg"), backbone.preprocess)[None], backbone.preprocess)
+    with torch.inference_mode():
+        logits = backbone.model(x) @ state["_fc.weight"].T + state["_fc.bias"]
+    top5 = [categories[i] for i in logits[0].topk(5).indices]
+    assert "daisy" in top5, top5
+    assert backbone.weights["sha256"] and backbone.weights["source"].endswith(".pth")
+
+
+def test_random_init_is_seeded():
+    a = create_backbone("mobilenet_v3_small", weights="none", seed=1)
+    b = create_backbone("mobilenet_v3_small", weights="none", seed=1)
+    c = create_backbone("mobilenet_v3_small", weights="none", seed=2)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(a.model(x), b.model(x))
+        assert not torch.equal(a.model(x), c.model(x))
+        assert a.model(x).shape == (2, 1024)  # input of the last Linear
+
+
+def _full_state(name: str, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return {k: v.contiguous() for k, v in _full_model(name).state_dict().items()}
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_weights_file_loads_into_the_feature_network(tmp_path, fmt):
+    state = _full_state("mobilenet_v3_small", seed=7)
+    path = tmp_path / f"w.{fmt}"
+    if fmt == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    backbone = create_backbone("mobilenet_v3_small", weights=path)
+    reference = _full_model("mobilenet_v3_small")
+    reference.load_state_dict(state)
+    reference.classifier[-1] = torch.nn.Identity()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(backbone.model(x), reference.eval()(x))
+    assert backbone.weights["source"] == str(path)
+
+
+def test_default_torchvision_weights_come_from_the_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    cached = _hub_cache_file("mobilenet_v3_small")
+    cached.parent.mkdir(parents=True)
+    torch.save(_full_state("mobilenet_v3_small", seed=3), cached)
+    backbone = create_backbone("mobilenet_v3_small")
+    assert backbone.weights["source"] == str(cached)
+
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(path, "wb") as f:
+        pickle.dump({"weight": Payload()}, f)
+    with pytest.raises(BackboneError, match="refus|code"):
+        create_backbone("mobilenet_v3_small", weights=path)
+    assert not marker.exists()
+
+
+def test_weights_that_do_not_fit_are_explained(tmp_path):
+    state = _full_state("mobilenet_v3_small", seed=0)
+    state["features.0.0.weight"] = torch.zeros(3, 3, 3, 3)
+    del state["features.1.block.0.0.weight"]
+    state["extra.bias"] = torch.zeros(1)
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(BackboneError) as info:
+        create_backbone("mobilenet_v3_small", weights=path)
+    message = str(info.value)
+    assert "do not fit mobilenet_v3_small" in message
+    assert "features.0.0.weight" in message and "features.1.block.0.0.weight" in message
+
+
+def test_garbage_weights_file_is_one_line(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"not really")
+    with pytest.raises(BackboneError, match="w.safetensors") as info:
+        create_backbone("mobilenet_v3_small", weights=path)
+    assert "\n" not in str(info.value)
+
+
+def test_input_size_override_keeps_crop_ratio():
+    backbone = create_backbone("efficientnet_lite0", weights="none", input_size=300)
+    assert backbone.preprocess.input_size == 300
+    assert backbone.preprocess.resize_size == round(300 * 256 / 224)
+    assert np.isclose(backbone.preprocess.mean[0], 0.485)

@@ -1,0 +1,165 @@
+"""featx.data: four layouts -> one ordered sample list, with classes and a fingerprint."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+from featx.data import DatasetOptions, open_dataset, scan_images, subset
+from featx.errors import DataError
+from tests.conftest import make_class_tree, write_image
+
+
+def test_split_folders(split_tree):
+    ds = open_dataset(split_tree)
+    assert ds.layout == "split-folders" and ds.classes == ["ants", "bees"]
+    assert Counter(s.split for s in ds.samples) == {"train": 8, "val": 4}
+    assert ds.samples[0].path == "train/ants/ants_00.png"
+    assert [s.path for s in ds.samples] == sorted(s.path for s in ds.samples)
+
+
+def test_class_folders_get_a_seeded_stratified_split(tmp_path):
+    root = make_class_tree(tmp_path / "malaria", classes=("parasitized", "uninfected"), per_class=10)
+    opts = DatasetOptions(val_frac=0.2, test_frac=0.1, split_seed=1)
+    ds = open_dataset(root, opts)
+    assert ds.layout == "class-folders"
+    per_class = ds.counts()
+    for split, n in (("train", 7), ("val", 2), ("test", 1)):
+        assert per_class[split] == {"parasitized": n, "uninfected": n}
+    again = open_dataset(root, opts)
+    assert [s.split for s in again.samples] == [s.split for s in ds.samples]
+    other = open_dataset(root, DatasetOptions(val_frac=0.2, test_frac=0.1, split_seed=2))
+    assert [s.split for s in other.samples] != [s.split for s in ds.samples]
+
+
+def test_csv_manifest_with_header_label_and_split_columns(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "img" / f"{i}.png", i)
+    (tmp_path / "m.csv").write_text(
+        "file,kind,quality,split\n"
+        "img/0.png,cat,good,train\nimg/1.png,dog,bad,train\nimg/2.png,cat,bad,test\n"
+        "img/3.png,dog,good,val\n")
+    ds = open_dataset(tmp_path / "m.csv", DatasetOptions(label_col="quality"))
+    assert ds.classes == ["bad", "good"]
+    assert [(s.path, ds.classes[s.label], s.split) for s in ds.samples] == [
+        ("img/0.png", "good", "train"), ("img/1.png", "bad", "train"),
+        ("img/2.png", "bad", "test"), ("img/3.png", "good", "val")]
+
+
+def test_manifest_names_missing_files_and_bad_splits(tmp_path):
+    write_image(tmp_path / "a.png", 0)
+    (tmp_path / "m.csv").write_text("path,label\na.png,x\ngone.png,y\n")
+    ds = open_dataset(tmp_path / "m.csv")
+    assert ds.skipped == [("gone.png", "file not found")]
+    (tmp_path / "s.csv").write_text("path,label,split\na.png,x,holdout\n")
+    with pytest.raises(DataError, match=r"s.csv:2: unknown split 'holdout'"):
+        open_dataset(tmp_path / "s.csv")
+
+
+def test_elpv_labels_csv_as_shipped():
+    ds = open_dataset("elpv")
+    assert ds.name == "elpv" and len(ds.samples) == 2624
+    assert [float(c) for c in ds.classes] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert Counter(ds.classes[s.label] for s in ds.samples)["1.0"] == 715
+    # The published protocol: 25% stratified test split.
+    assert sum(s.split == "test" for s in ds.samples) == pytest.approx(656, abs=3)
+
+
+def test_elpv_binarized_is_defective_vs_functional():
+    ds = open_dataset("elpv", DatasetOptions(binarize=0.5))
+    assert ds.display_names == ["functional", "defective"]
+    counts = Counter(ds.classes[s.label] for s in ds.samples)
+    assert counts == {"<=0.5": 1508 + 295, ">0.5": 106 + 715}
+
+
+def test_unlabeled_folder(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "test" / f"{i}.jpg", i)
+    ds = open_dataset(tmp_path / "test")
+    assert ds.layout == "unlabeled-folder" and ds.classes == []
+    assert {(s.label, s.split) for s in ds.samples} == {(-1, "unlabeled")}
+
+
+def test_class_map_gives_display_names(class_tree, tmp_path):
+    (tmp_path / "cat_to_name.json").write_text(json.dumps({"ants": "formicidae"}))
+    ds = open_dataset(class_tree, DatasetOptions(class_map=str(tmp_path / "cat_to_name.json")))
+    assert ds.classes == ["ants", "bees"] and ds.display_names == ["formicidae", "bees"]
+
+
+def test_hidden_files_empty_classes_and_non_images_are_handled(class_tree):
+    (class_tree / ".DS_Store").write_bytes(b"\0")
+    (class_tree / "ants" / "._ants_00.png").write_bytes(b"\0")
+    (class_tree / ".git").mkdir()
+    write_image(class_tree / ".git" / "x.png", 1)
+    (class_tree / "wasps").mkdir()
+    (class_tree / "bees" / "README.txt").write_text("notes")
+    ds = open_dataset(class_tree)
+    assert ds.classes == ["ants", "bees"] and len(ds.samples) == 12
+    assert any("empty class folder 'wasps'" in n for n in ds.notes)
+    assert ds.ignored_files == 1
+
+
+def test_symlinks_followed_once_and_broken_links_reported(class_tree, tmp_path):
+    os.symlink(class_tree / "ants", class_tree / "ants" / "loop")  # a loop must not hang
+    os.symlink(tmp_path / "nowhere.png", class_tree / "bees" / "dangling.png")
+    extra = write_image(tmp_path / "elsewhere" / "far.png", 9)
+    os.symlink(extra, class_tree / "bees" / "linked.png")
+    ds = open_dataset(class_tree)
+    paths = [s.path for s in ds.samples]
+    assert "bees/linked.png" in paths and len(paths) == 13
+    assert ds.skipped == [(str(class_tree / "bees" / "dangling.png"), "broken symlink")]
+
+
+def test_non_utf8_file_name_is_reported(class_tree):
+    name = os.fsencode(class_tree / "ants") + b"/caf\xe9.png"
+    with open(name, "wb") as f:
+        f.write((class_tree / "ants" / "ants_00.png").read_bytes())
+    ds = open_dataset(class_tree)
+    assert len(ds.samples) == 12
+    assert [reason for _, reason in ds.skipped] == ["file name is not valid UTF-8"]
+
+
+def test_fingerprint_changes_when_a_file_is_added_removed_or_changed(class_tree):
+    base = open_dataset(class_tree).fingerprint
+    assert open_dataset(class_tree).fingerprint == base
+    extra = write_image(class_tree / "ants" / "new.png", 77)
+    added = open_dataset(class_tree).fingerprint
+    extra.unlink()
+    assert open_dataset(class_tree).fingerprint == base
+    (class_tree / "bees" / "bees_00.png").unlink()
+    removed = open_dataset(class_tree).fingerprint
+    write_image(class_tree / "bees" / "bees_00.png", 5, size=(41, 32))
+    changed = open_dataset(class_tree).fingerprint
+    assert len({base, added, removed, changed}) == 4
+
+
+def test_subset_is_stratified_and_named(class_tree):
+    ds = open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
+    small = subset(ds, 6, seed=0)
+    assert small.name == "cells-sub6" and len(small.samples) == 6
+    assert Counter(s.label for s in small.samples) == {0: 3, 1: 3}
+    assert small.fingerprint != ds.fingerprint
+
+
+def test_scan_reports_every_unreadable_file_and_goes_on(class_tree):
+    (class_tree / "ants" / "empty.png").write_bytes(b"")
+    (class_tree / "bees" / "fake.jpg").write_text("not a jpeg")
+    write_image(class_tree / "bees" / "gray.png", 3, mode="L")
+    ds = open_dataset(class_tree)
+    report = scan_images(ds)
+    assert sorted(report.unreadable) == [("ants/empty.png", "empty file (0 bytes)"),
+                                         ("bees/fake.jpg", "not an image file Pillow can identify")]
+    assert report.modes == {"RGB": 12, "L": 1} and report.sizes == {(40, 32): 13}
+
+
+def test_bad_options_and_missing_data_are_one_line_errors(tmp_path):
+    with pytest.raises(DataError, match="val_frac \\+ test_frac"):
+        DatasetOptions(val_frac=0.5, test_frac=0.5)
+    with pytest.raises(DataError, match="no such file or folder"):
+        open_dataset(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        open_dataset(tmp_path / "empty")
