@@ -241,7 +241,8 @@ class _Runner:
 
     @torch.inference_mode()
     def _forward(self, model: torch.nn.Module, item: dict) -> tuple[torch.Tensor, np.ndarray]:
-        images, owner = item["images"], item["owner"]
+        # The DataLoader turns numpy arrays into tensors; owners are indices, keep them numpy.
+        images, owner = item["images"], np.asarray(item["owner"], dtype=np.int64).reshape(-1, 2)
         if self.gpu_decode and item["jpeg"]:
             images, owner = self._merge_gpu_decoded(images, owner, item)
         if len(owner) == 0:

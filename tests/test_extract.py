@@ -1,0 +1,178 @@
+"""featx.extract: batched, deterministic, resumable extraction into a feature store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from featx.backbones import create_backbone
+from featx.data import DatasetOptions, open_dataset
+from featx.extract import ExtractConfig, extract, plan_batches
+from featx.images import image_to_tensor, load_image
+from featx.store import FeatureStore
+from featx.transforms import load_recipe, make_views, normalize
+from tests.conftest import make_class_tree
+
+SMALL = dict(weights="none", input_size=32, batch_size=5, views=2, aug="mild", workers=0)
+
+
+@pytest.fixture
+def dataset(class_tree):
+    return open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    """Everything a resumed run must reproduce exactly."""
+    with h5py.File(path, "r") as f:
+        out = {k: f[k][:] for k in ("features/clean", "features/aug", "done/clean", "done/aug",
+                                     "failed/reason", "samples/label")}
+        out["complete"] = np.array(f.attrs["complete"])
+    return out
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_plan_batches_covers_every_image_once():
+    is_train = np.array([1, 0, 1, 1, 0, 0, 1], dtype=bool)
+    plan = plan_batches(is_train, views=2, batch_size=4)
+    assert [(b.start, b.stop) for b in plan] == [(0, 2), (2, 3), (3, 5), (5, 7)]
+    assert [(b.train_start, b.train_stop) for b in plan] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert sum(b.images(2) for b in plan) == 7 + 2 * 4
+
+
+def test_features_are_the_backbone_applied_to_each_view(tmp_path, dataset):
+    r = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    assert r.status == "created" and r.failed == 0
+    assert r.images == len(dataset.samples) + 2 * sum(s.split == "train" for s in dataset.samples)
+    backbone = create_backbone("resnet18", "none", 0, 32)
+    recipe = load_recipe("mild")
+    with FeatureStore(r.store) as st:
+        assert st.complete and st.attrs["dtype"] == "float16"
+        train_row = int(np.flatnonzero(st.splits == "train")[1])
+        sample = dataset.samples[train_row]
+        img = image_to_tensor(load_image(dataset.abspath(sample)))
+        views = make_views(img, backbone.preprocess, recipe, 0, sample.path, [0, 1, 2])
+        with torch.inference_mode():
+            expected = backbone.model(normalize(torch.stack(views), backbone.preprocess)).numpy()
+        clean = st.f["features/clean"][train_row].astype(np.float32)
+        np.testing.assert_allclose(clean, expected[0], rtol=4e-3, atol=1e-3)
+        aug_row = int(np.flatnonzero(st.aug_rows == train_row)[0])
+        for k in (0, 1):
+            got = st.f["features/aug"][k, aug_row].astype(np.float32)
+            np.testing.assert_allclose(got, expected[k + 1], rtol=4e-3, atol=1e-3)
+        assert not np.allclose(expected[1], expected[2])
+
+
+def test_same_command_same_numbers_whatever_the_workers(tmp_path, dataset):
+    a = extract(dataset, "resnet18", tmp_path / "a", ExtractConfig(**SMALL), show_progress=False)
+    b = extract(dataset, "resnet18", tmp_path / "b",
+                ExtractConfig(**{**SMALL, "workers": 2}), show_progress=False)
+    _assert_same(_arrays(Path(a.store)), _arrays(Path(b.store)))
+
+
+def test_complete_store_is_a_no_op(tmp_path, dataset):
+    first = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    before = os.stat(first.store).st_mtime_ns
+    again = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    assert again.status == "complete" and again.images == 0
+    assert os.stat(first.store).st_mtime_ns == before
+
+
+def test_bad_images_are_skipped_and_recorded(tmp_path, class_tree):
+    (class_tree / "ants" / "ants_03.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (class_tree / "bees" / "empty.png").write_bytes(b"")
+    ds = open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
+    r = extract(ds, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    assert r.failed == 2
+    with FeatureStore(r.store) as st:
+        assert st.complete
+        failed = {st.paths[i]: reason for i, reason in st.failed.items()}
+        assert set(failed) == {"ants/ants_03.png", "bees/empty.png"}
+        assert failed["bees/empty.png"] == "empty file (0 bytes)"
+        X, _ = st.features()
+        assert len(X) == len(ds.samples) - 2 and np.abs(X).sum(1).min() > 0
+
+
+def _command(data: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18",
+            "--weights", "none", "--input-size", "128", "--batch-size", "2", "--views", "1",
+            "--aug", "flowers", "--workers", "0", "--out", str(out), "--val-frac", "0",
+            "--test-frac", "0.5"]
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    data = make_class_tree(tmp_path / "data", per_class=20, seed=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_command(data, tmp_path / "killed"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "killed").glob("*.h5"))
+        if found:
+            store = found[0]
+            with h5py.File(store, "r", locking=False) as f:
+                done = int(f["done/clean"][:].sum())
+            if 6 <= done < 30:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    with FeatureStore(store) as st:
+        assert not st.complete
+    resumed = subprocess.run(_command(data, tmp_path / "killed"), env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout
+    clean = subprocess.run(_command(data, tmp_path / "clean"), env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    _assert_same(_arrays(store), _arrays(next((tmp_path / "clean").glob("*.h5"))))
+
+
+def test_other_settings_against_an_existing_store_are_refused(tmp_path, dataset):
+    from featx.errors import StoreError
+
+    r = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    with pytest.raises(StoreError, match="seed is 0 in the store, 1 requested"):
+        extract(dataset, "resnet18", tmp_path, ExtractConfig(**{**SMALL, "seed": 1}),
+                store_path=Path(r.store), show_progress=False)
+    again = extract(dataset, "resnet18", tmp_path,
+                    ExtractConfig(**{**SMALL, "seed": 1, "overwrite": True}),
+                    store_path=Path(r.store), show_progress=False)
+    assert again.status == "created"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gpu_decode_resumed_equals_uninterrupted(tmp_path):
+    data = make_class_tree(tmp_path / "data", per_class=12, seed=5, ext=".jpg")
+    ds = open_dataset(data, DatasetOptions(val_frac=0.0, test_frac=0.5))
+    cfg = ExtractConfig(**{**SMALL, "device": "cuda", "decode": "gpu", "workers": 2})
+    full = extract(ds, "resnet18", tmp_path / "full", cfg, show_progress=False)
+    partial_cfg = cfg
+    part = extract(ds, "resnet18", tmp_path / "part", partial_cfg, show_progress=False)
+    with h5py.File(part.store, "r+") as f:  # forget the second half, as a kill would
+        n = f["done/clean"].shape[0]
+        f["done/clean"][n // 2:] = 0
+        f["done/aug"][:, :] = 0
+        f.attrs.modify("complete", np.uint8(0))
+    resumed = extract(ds, "resnet18", tmp_path / "part", cfg, show_progress=False)
+    assert resumed.status == "resumed"
+    _assert_same(_arrays(Path(full.store)), _arrays(Path(part.store)))
+    with FeatureStore(full.store) as st:
+        assert st.attrs["decode"] == "gpu" and np.isfinite(st.features()[0]).all()

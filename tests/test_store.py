@@ -1,0 +1,135 @@
+"""featx.store: create, validate, lock, write, finish and read feature stores."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from featx.data import DatasetOptions, open_dataset
+from featx.errors import StoreError
+from featx.store import FeatureStore, StoreLock, StoreSpec, StoreWriter, prepare_store, read_done
+from tests.conftest import write_image
+
+DIM, K = 4, 2
+
+
+def _spec(**changes) -> StoreSpec:
+    provenance = {"backbone": "toy", "weights": {"source": "random-init(seed=0)"},
+                  "weights_sha256": "random-init(seed=0)", "input_size": 32,
+                  "transform": {"clean": {"input_size": 32}, "aug": None, "views": K}, "seed": 0,
+                  "device": "cpu", "engine": "torch", "batch_size": 4}
+    provenance.update(changes)
+    return StoreSpec(provenance=provenance, feature_dim=DIM, num_aug_views=K)
+
+
+@pytest.fixture
+def dataset(class_tree):
+    return open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
+
+
+def _fill(path, dataset, failed_row=None):
+    """Write every row: clean feature = row index, view k = 100 * (k + 1) + train rank."""
+    n = len(dataset.samples)
+    train = [i for i, s in enumerate(dataset.samples) if s.split == "train"]
+    writer = StoreWriter(path)
+    clean = np.repeat(np.arange(n, dtype=np.float16)[:, None], DIM, 1)
+    aug = np.stack([np.repeat((100 * (k + 1) + np.arange(len(train), dtype=np.float16))[:, None],
+                              DIM, 1) for k in range(K)])
+    failed = {failed_row: "truncated image"} if failed_row is not None else {}
+    writer.write_batch(0, n, clean, 0, aug, failed)
+    writer.finish(1.0, float(n))
+    writer.close()
+    return train
+
+
+def test_new_store_has_the_design_layout(tmp_path, dataset):
+    path = tmp_path / "s.h5"
+    assert prepare_store(path, dataset, _spec()) == "created"
+    n = len(dataset.samples)
+    with h5py.File(path, "r") as f:  # plain h5py, no featx
+        assert f["features/clean"].shape == (n, DIM) and f["features/clean"].dtype == np.float16
+        n_train = sum(s.split == "train" for s in dataset.samples)
+        assert f["features/aug"].shape == (K, n_train, DIM)
+        assert f["done/clean"][:].sum() == 0 and f.attrs["complete"] == 0
+        assert list(f["classes"].asstr()[:]) == ["ants", "bees"]
+        assert f["samples/path"].asstr()[0] == dataset.samples[0].path
+        for key in ("format_version", "featx_version", "backbone", "weights", "feature_dim",
+                    "input_size", "transform", "num_aug_views", "seed", "dataset_root",
+                    "dataset_fingerprint", "created", "torch_version", "device", "dtype", "engine"):
+            assert key in f.attrs, key
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_written_store_reads_back_by_split_and_view(tmp_path, dataset):
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, _spec())
+    train = _fill(path, dataset, failed_row=1)
+    assert prepare_store(path, dataset, _spec()) == "complete"
+    with FeatureStore(path) as st:
+        assert st.complete and st.failed == {1: "truncated image"}
+        X, y = st.features("train")
+        rows = [i for i in train if i != 1]
+        assert X[:, 0].tolist() == rows and y.tolist() == [dataset.samples[i].label for i in rows]
+        Xa, _ = st.features("train", view=1)
+        assert Xa[:, 0].tolist() == [200 + j for j, i in enumerate(train) if i != 1]
+        Xt, _ = st.torch("test")
+        assert Xt.dtype.is_floating_point and len(Xt) == len(dataset.samples) - len(train)
+        with pytest.raises(StoreError, match="view 2 does not exist"):
+            st.features("train", view=2)
+
+
+def test_unfinished_store_is_resumable_not_complete(tmp_path, dataset):
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, _spec())
+    writer = StoreWriter(path)
+    writer.write_batch(0, 2, np.ones((2, DIM), np.float16), 0, None, {})
+    writer.finish(1.0, 2.0)
+    writer.close()
+    done_clean, _ = read_done(path)
+    assert done_clean.tolist()[:3] == [True, True, False]
+    assert prepare_store(path, dataset, _spec()) == "resumed"
+
+
+def test_other_settings_are_refused_saying_what_differs(tmp_path, dataset):
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, _spec())
+    with pytest.raises(StoreError) as info:
+        prepare_store(path, dataset, _spec(backbone="other", seed=3))
+    message = str(info.value)
+    assert "backbone is toy in the store, other requested" in message
+    assert "seed is 0 in the store, 3 requested" in message and "--overwrite" in message
+    assert prepare_store(path, dataset, _spec(backbone="other"), overwrite=True) == "created"
+
+
+def test_changed_dataset_is_explained_in_files(tmp_path, class_tree, dataset):
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, _spec())
+    write_image(class_tree / "ants" / "zz_new.png", 99)
+    changed = open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
+    with pytest.raises(StoreError, match=r"the dataset changed: 1 added \(e.g. ants/zz_new.png\)"):
+        prepare_store(path, changed, _spec())
+
+
+def test_second_writer_is_refused(tmp_path):
+    path = tmp_path / "s.h5"
+    with StoreLock(path):
+        with pytest.raises(StoreError, match=r"already being written by pid \d+"):
+            StoreLock(path).acquire()
+    StoreLock(path).acquire().release()  # free again once the first writer is done
+
+
+def test_corrupt_and_foreign_files_are_one_line_errors(tmp_path, dataset):
+    garbage = tmp_path / "g.h5"
+    garbage.write_bytes(b"\0" * 1000)
+    with pytest.raises(StoreError, match="g.h5: unreadable or corrupt store"):
+        FeatureStore(garbage)
+    with pytest.raises(StoreError, match="unreadable or corrupt"):
+        prepare_store(garbage, dataset, _spec())
+    foreign = tmp_path / "f.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    with pytest.raises(StoreError, match="not a featx feature store"):
+        FeatureStore(foreign)
+    with pytest.raises(StoreError, match="no such store"):
+        FeatureStore(tmp_path / "missing.h5")
