@@ -19,8 +19,8 @@ from featx.errors import FeatxError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run each frozen backbone once into an HDF5 feature store; train heads in seconds.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # long paths stay on one line (greppable, copyable)
+err = Console(stderr=True, soft_wrap=True)
 
 DataArg = typer.Argument(None, help="Folder, CSV/TSV manifest, or packaged dataset name (elpv).")
 LabelCol = typer.Option(None, "--label-col", help="Manifest label column (name or 0-based index).")
