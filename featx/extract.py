@@ -130,6 +130,13 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def use_device_decode(device: torch.device, decode: str) -> bool:
+    """Decode JPEG files with torchvision.io on the model's device (nvjpeg on CUDA)?"""
+    if decode == "gpu" and device.type != "cuda":
+        raise ConfigError("--decode gpu needs a CUDA device")
+    return device.type == "cuda" and decode in ("auto", "gpu")
+
+
 def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: ExtractConfig = ExtractConfig(),
             store_path: Path | None = None, show_progress: bool = True) -> ExtractResult:
     """Extract (or resume, or confirm complete) the store of `backbone_name` over `dataset`."""
@@ -137,7 +144,7 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
     backbone = create_backbone(backbone_name, config.weights, config.seed, config.input_size)
     recipe = load_recipe(config.aug) if config.views else None
     path = Path(store_path) if store_path else store_path_for(out_dir, dataset, backbone, config, recipe)
-    gpu_decode = device.type == "cuda" and config.decode in ("auto", "gpu")
+    gpu_decode = use_device_decode(device, config.decode)
     spec = StoreSpec(
         provenance={
             "backbone": backbone.name, "weights": backbone.weights,
@@ -256,18 +263,9 @@ class _Runner:
         return feats.float(), owner
 
     def _merge_gpu_decoded(self, images: torch.Tensor, owner: np.ndarray, item: dict):
-        """Decode the batch's JPEG files with nvjpeg and make their views on the GPU."""
-        from torchvision.io import ImageReadMode, decode_jpeg
-
+        """Decode the batch's JPEG files on the device (nvjpeg) and make their views there."""
         parts = [(o, v, images[j].to(self.device, non_blocking=True)) for j, (o, v) in enumerate(owner)]
-        offsets = [o for o, _ in item["jpeg"]]
-        datas = [d for _, d in item["jpeg"]]
-        try:
-            decoded = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device,
-                                  apply_exif_orientation=True)
-        except RuntimeError:  # one bad file fails the whole call: decode one by one to find it
-            decoded = [_decode_one(d, self.device) for d in datas]
-        for offset, img in zip(offsets, decoded):
+        for offset, img in self._decode_jpegs(item):
             row = item["start"] + offset
             if isinstance(img, str):
                 item["failed"][row] = img
@@ -281,14 +279,32 @@ class _Runner:
         owner = np.array([(o, v) for o, v, _ in parts], dtype=np.int64).reshape(-1, 2)
         return (torch.stack([p[2] for p in parts]) if parts else images), owner
 
+    def _decode_jpegs(self, item: dict) -> list[tuple[int, torch.Tensor | str]]:
+        """(offset, RGB uint8 image on the device, or the reason it failed) per JPEG file."""
+        from torchvision.io import ImageReadMode, decode_jpeg
 
-def _decode_one(data: torch.Tensor, device: torch.device):
-    from torchvision.io import ImageReadMode, decode_jpeg
+        offsets = [o for o, _ in item["jpeg"]]
+        datas = [d for _, d in item["jpeg"]]
+        try:
+            decoded = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device,
+                                  apply_exif_orientation=True)
+        except RuntimeError:  # one bad file fails the whole call: decode one by one
+            decoded = [self._decode_one(d, item["start"] + o) for o, d in zip(offsets, datas)]
+        return list(zip(offsets, decoded))
 
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
-    except RuntimeError as exc:
-        return f"JPEG decode failed ({str(exc).strip().splitlines()[0][:120]})"
+    def _decode_one(self, data: torch.Tensor, row: int) -> torch.Tensor | str:
+        """nvjpeg, else Pillow (CMYK and other JPEG variants nvjpeg refuses), else the reason."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device,
+                               apply_exif_orientation=True)
+        except RuntimeError:
+            try:
+                path = self.dataset.abspath(self.dataset.samples[row])
+                return image_to_tensor(load_image(path)).to(self.device)
+            except ImageError as exc:
+                return exc.reason
 
 
 def _guarded(batches):

@@ -157,6 +157,33 @@ def test_other_settings_against_an_existing_store_are_refused(tmp_path, dataset)
     assert again.status == "created"
 
 
+def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
+    """The nvjpeg path's logic, run with torchvision's CPU JPEG decoder: JPEGs decoded in the
+    main process (EXIF applied, bad files recorded), other formats from the workers."""
+    import featx.extract
+    from PIL import Image
+
+    root = make_class_tree(tmp_path / "d", per_class=5, seed=2, ext=".jpg")
+    make_class_tree(tmp_path / "d", per_class=1, seed=9, ext=".png")
+    rotated = Image.open(root / "ants" / "ants_01.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(root / "ants" / "ants_01.jpg", exif=exif, quality=95)
+    data = (root / "bees" / "bees_02.jpg").read_bytes()
+    (root / "bees" / "bees_02.jpg").write_bytes(data[: len(data) // 3])
+    ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.5))
+    cfg = ExtractConfig(**{**SMALL, "dtype": "float32"})
+    pil = extract(ds, "resnet18", tmp_path / "pil", cfg, show_progress=False)
+    monkeypatch.setattr(featx.extract, "use_device_decode", lambda device, decode: True)
+    dev = extract(ds, "resnet18", tmp_path / "dev", cfg, show_progress=False)
+    a, b = _arrays(Path(pil.store)), _arrays(Path(dev.store))
+    np.testing.assert_array_equal(a["failed/reason"] != b"", b["failed/reason"] != b"")
+    assert pil.failed == 1
+    np.testing.assert_array_equal(a["done/aug"], b["done/aug"])
+    np.testing.assert_allclose(a["features/clean"], b["features/clean"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(a["features/aug"], b["features/aug"], rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_gpu_decode_resumed_equals_uninterrupted(tmp_path):
