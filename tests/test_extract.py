@@ -113,35 +113,83 @@ def _command(data: Path, out: Path) -> list[str]:
             "--test-frac", "0.5"]
 
 
-def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
-    data = make_class_tree(tmp_path / "data", per_class=20, seed=3)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_command(data, tmp_path / "killed"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    store = None
-    deadline = time.time() + 120
+def _run_and_kill(command: list[str], out: Path, env: dict, kill_at: int) -> Path:
+    """Start `command`, SIGKILL it once `kill_at` or more clean rows are done; the store path."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store, deadline = None, time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        found = list((tmp_path / "killed").glob("*.h5"))
+        found = list(out.glob("*.h5"))
         if found:
             store = found[0]
             with h5py.File(store, "r", locking=False) as f:
                 done = int(f["done/clean"][:].sum())
-            if 6 <= done < 30:
+            if done >= kill_at:
                 os.kill(proc.pid, signal.SIGKILL)
                 break
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    return store
+
+
+def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path):
+    data = make_class_tree(tmp_path / "data", per_class=20, seed=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = _command(data, tmp_path / "killed")
+    store = _run_and_kill(command, tmp_path / "killed", env, kill_at=4)
     with FeatureStore(store) as st:
         assert not st.complete
-    resumed = subprocess.run(_command(data, tmp_path / "killed"), env=env, capture_output=True,
-                             text=True, timeout=300)
+    _run_and_kill(command, tmp_path / "killed", env, kill_at=16)  # a resumed run, killed again
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout
     clean = subprocess.run(_command(data, tmp_path / "clean"), env=env, capture_output=True,
                            text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr
     _assert_same(_arrays(store), _arrays(next((tmp_path / "clean").glob("*.h5"))))
+
+
+def test_dead_worker_is_one_clear_error_and_the_run_resumes(tmp_path, dataset, monkeypatch):
+    import featx.extract
+    from featx.errors import FeatxError
+
+    cfg = ExtractConfig(**{**SMALL, "workers": 2})
+    original = featx.extract.BatchDecoder.__getitem__
+
+    def dies_on_batch_3(self, i):
+        if self.batches[i].start >= 6:
+            time.sleep(1.0)  # let the first batches reach the store
+            os._exit(3)  # a worker killed by the OOM killer looks like this
+        return original(self, i)
+
+    monkeypatch.setattr(featx.extract.BatchDecoder, "__getitem__", dies_on_batch_3)
+    with pytest.raises(FeatxError, match="data loading worker failed.*re-run the same command"):
+        extract(dataset, "resnet18", tmp_path / "a", cfg, show_progress=False)
+    monkeypatch.setattr(featx.extract.BatchDecoder, "__getitem__", original)
+    (store,) = (tmp_path / "a").glob("*.h5")
+    assert read_done_count(store) > 0
+    resumed = extract(dataset, "resnet18", tmp_path / "a", cfg, show_progress=False)
+    clean = extract(dataset, "resnet18", tmp_path / "b", cfg, show_progress=False)
+    assert resumed.status == "resumed"
+    _assert_same(_arrays(Path(resumed.store)), _arrays(Path(clean.store)))
+
+
+def read_done_count(store: Path) -> int:
+    with h5py.File(store, "r") as f:
+        return int(f["done/clean"][:].sum())
+
+
+def test_truncated_store_is_a_clear_error(tmp_path, dataset):
+    from featx.errors import StoreError
+
+    r = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    data = Path(r.store).read_bytes()
+    Path(r.store).write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match="unreadable or corrupt store.*--overwrite"):
+        extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    again = extract(dataset, "resnet18", tmp_path, ExtractConfig(**{**SMALL, "overwrite": True}),
+                    show_progress=False)
+    assert again.status == "created"
 
 
 def test_other_settings_against_an_existing_store_are_refused(tmp_path, dataset):
