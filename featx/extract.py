@@ -31,7 +31,8 @@ from featx.errors import ConfigError, FeatxError, ImageError
 from featx.images import image_to_tensor, load_image
 from featx.progress import progress_bar
 from featx.store import StoreLock, StoreSpec, StoreWriter, prepare_store, read_done
-from featx.transforms import AugRecipe, load_recipe, make_views, normalize, transform_provenance
+from featx.transforms import (AugRecipe, augmented_views, clean_views, load_recipe, make_views,
+                              normalize, transform_provenance)
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 STORE_DTYPES = ("float16", "float32")
@@ -265,16 +266,21 @@ class _Runner:
     def _merge_gpu_decoded(self, images: torch.Tensor, owner: np.ndarray, item: dict):
         """Decode the batch's JPEG files on the device (nvjpeg) and make their views there."""
         parts = [(o, v, images[j].to(self.device, non_blocking=True)) for j, (o, v) in enumerate(owner)]
+        decoded = []
         for offset, img in self._decode_jpegs(item):
-            row = item["start"] + offset
             if isinstance(img, str):
-                item["failed"][row] = img
-                continue
-            sample = self.dataset.samples[row]
-            views = [0] + (list(range(1, self.config.views + 1)) if self.is_train[row] else [])
-            for v, view in zip(views, make_views(img, self.backbone.preprocess, self.recipe,
-                                                 self.config.seed, sample.path, views)):
-                parts.append((offset, v, view))
+                item["failed"][item["start"] + offset] = img
+            else:
+                decoded.append((offset, img))
+        cleans = clean_views([img for _, img in decoded], self.backbone.preprocess)
+        for (offset, img), clean in zip(decoded, cleans):
+            parts.append((offset, 0, clean))
+            row = item["start"] + offset
+            if self.config.views and self.is_train[row]:
+                views = list(range(1, self.config.views + 1))
+                augmented = augmented_views(img, self.backbone.preprocess, self.recipe,
+                                            self.config.seed, self.dataset.samples[row].path, views)
+                parts += [(offset, v, view) for v, view in zip(views, augmented)]
         parts.sort(key=lambda p: (p[0], p[1]))
         owner = np.array([(o, v) for o, v, _ in parts], dtype=np.int64).reshape(-1, 2)
         return (torch.stack([p[2] for p in parts]) if parts else images), owner

@@ -73,6 +73,20 @@ def clean_view(img: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return F.center_crop(img, [pre.input_size, pre.input_size])
 
 
+def clean_views(images: list[torch.Tensor], pre: Preprocess) -> list[torch.Tensor]:
+    """clean_view of many images, one resize call per group of equal sizes (GPU batches:
+    hundreds of per-image calls would make Python, not the GPU, the limit)."""
+    out: list[torch.Tensor | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(i)
+    for members in groups.values():
+        views = clean_view(torch.stack([images[i] for i in members]), pre)
+        for i, view in zip(members, views):
+            out[i] = view
+    return out
+
+
 def augmented_view(img: torch.Tensor, pre: Preprocess, recipe: AugRecipe,
                    gen: torch.Generator) -> torch.Tensor:
     for op in recipe.ops:
@@ -86,13 +100,17 @@ def augmented_view(img: torch.Tensor, pre: Preprocess, recipe: AugRecipe,
 def make_views(img: torch.Tensor, pre: Preprocess, recipe: AugRecipe | None, seed: int,
                sample_path: str, views: list[int]) -> list[torch.Tensor]:
     """Views of one decoded image: view 0 is clean, view k >= 1 is augmented view k-1."""
+    return [clean_view(img, pre) if v == 0 else augmented_views(img, pre, recipe, seed, sample_path, [v])[0]
+            for v in views]
+
+
+def augmented_views(img: torch.Tensor, pre: Preprocess, recipe: AugRecipe | None, seed: int,
+                    sample_path: str, views: list[int]) -> list[torch.Tensor]:
+    """Augmented views v >= 1 of one image (view v draws from view_seed(seed, path, v - 1))."""
     out = []
     for v in views:
-        if v == 0:
-            out.append(clean_view(img, pre))
-        else:
-            gen = torch.Generator().manual_seed(view_seed(seed, sample_path, v - 1))
-            out.append(augmented_view(img, pre, recipe, gen))
+        gen = torch.Generator().manual_seed(view_seed(seed, sample_path, v - 1))
+        out.append(augmented_view(img, pre, recipe, gen))
     return out
 
 

@@ -82,3 +82,12 @@ def test_recipe_files_are_validated(tmp_path):
         load_recipe(str(bad))
     with pytest.raises(ConfigError, match="unknown augmentation recipe 'nope'.*mild"):
         load_recipe("nope")
+
+
+def test_batched_clean_views_equal_one_by_one():
+    from featx.transforms import clean_view, clean_views
+
+    images = [_img(0), _img(1), torch.randint(0, 256, (3, 50, 41), dtype=torch.uint8), _img(2)]
+    batched = clean_views(images, PRE)
+    for img, view in zip(images, batched):
+        assert torch.equal(view, clean_view(img, PRE))
