@@ -152,14 +152,13 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
             "weights_sha256": backbone.weights.get("sha256", backbone.weights["source"]),
             "input_size": backbone.preprocess.input_size,
             "transform": transform_provenance(backbone.preprocess, recipe, config.views),
-            "seed": config.seed, "device": str(device), "batch_size": config.batch_size,
+            "seed": config.seed, "device": device.type, "batch_size": config.batch_size,
             "engine": f"torch {torch.__version__}", "decode": "gpu" if gpu_decode else "cpu",
             "amp": config.amp if device.type == "cuda" else "off",
         },
         feature_dim=backbone.spec.feature_dim, num_aug_views=config.views, dtype=config.dtype)
     with StoreLock(path):
         status = prepare_store(path, dataset, spec, config.overwrite)
-        n_failed = 0
         if status == "complete":
             return ExtractResult(str(path), backbone.name, status, len(dataset.samples), 0,
                                  _count_failed(path), 0.0, 0.0, str(device))
@@ -211,7 +210,7 @@ class _Runner:
         sink = _WriterThread(writer, self.config.dtype, k, self.train_rank)
         start, images = time.perf_counter(), 0
         try:
-            with progress_bar(total, f"extract {self.backbone.name}") as advance:
+            with progress_bar(total, f"extract {self.backbone.name}", enabled=show_progress) as advance:
                 sink.on_written = advance
                 for batch, item in zip(todo, _guarded(batches)):
                     feats, owner = self._forward(model, item)

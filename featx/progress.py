@@ -24,11 +24,13 @@ class RateColumn(ProgressColumn):
 
 
 @contextmanager
-def progress_bar(total: int, description: str, unit: str = "img") -> Iterator[Callable[[int], None]]:
+def progress_bar(total: int, description: str, unit: str = "img",
+                 enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """Yields advance(n). Drawn on stderr; rich disables the live display when not a TTY."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         RateColumn(unit), TimeElapsedColumn(), TextColumn("eta"),
-                        TimeRemainingColumn(), console=console, transient=False)
+                        TimeRemainingColumn(), console=console, transient=False,
+                        disable=not enabled)
     with progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)

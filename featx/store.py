@@ -45,6 +45,9 @@ REASON_BYTES = 256
 # Provenance that must match for a store to be resumed or reused; anything else is informative.
 IDENTITY_KEYS = ("backbone", "weights_sha256", "feature_dim", "input_size", "transform",
                  "num_aug_views", "seed", "dataset_fingerprint", "dtype")
+# How the numbers were computed: a resumed run must match them (CPU and GPU, bf16 and fp32
+# agree only to rounding), but a complete store stays usable from any machine.
+EXECUTION_KEYS = ("device", "decode", "amp")
 JSON_ATTRS = ("weights", "transform")
 
 
@@ -110,8 +113,8 @@ def prepare_store(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool
         path.unlink()
     if path.exists():
         with open_h5(path) as f:
-            differences = _differences(dict(f.attrs), spec, f, dataset)
             complete = bool(f.attrs.get("complete", False))
+            differences = _differences(dict(f.attrs), spec, f, dataset, resuming=not complete)
         if differences:
             raise StoreError(f"{path} was made with other settings: {'; '.join(differences)}. "
                              "Use --overwrite to replace it, or --out to write elsewhere")
@@ -191,13 +194,14 @@ def _write_attrs(f: h5py.File, dataset: Dataset, spec: StoreSpec) -> None:
     f.attrs["num_failed"] = np.int64(0)
 
 
-def _differences(attrs: dict, spec: StoreSpec, f: h5py.File, dataset: Dataset) -> list[str]:
+def _differences(attrs: dict, spec: StoreSpec, f: h5py.File, dataset: Dataset,
+                 resuming: bool) -> list[str]:
     if attrs.get("format_version") != FORMAT_VERSION:
         return [f"store format {attrs.get('format_version')} (this featx writes {FORMAT_VERSION})"]
     wanted = {"feature_dim": spec.feature_dim, "num_aug_views": spec.num_aug_views,
               "dtype": spec.dtype, **spec.provenance}
     out = []
-    for key in IDENTITY_KEYS:
+    for key in IDENTITY_KEYS + (EXECUTION_KEYS if resuming else ()):
         have, want = attrs.get(key), wanted.get(key)
         if key in JSON_ATTRS and isinstance(have, str):
             have, want = json.loads(have), json.loads(json.dumps(want, sort_keys=True))

@@ -133,3 +133,12 @@ def test_corrupt_and_foreign_files_are_one_line_errors(tmp_path, dataset):
         FeatureStore(foreign)
     with pytest.raises(StoreError, match="no such store"):
         FeatureStore(tmp_path / "missing.h5")
+
+
+def test_resume_must_run_on_the_same_kind_of_device_but_a_complete_store_is_reusable(tmp_path, dataset):
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, _spec(device="cuda", amp="bf16", decode="gpu"))
+    with pytest.raises(StoreError, match="device is cuda in the store, cpu requested"):
+        prepare_store(path, dataset, _spec(device="cpu", amp="off", decode="cpu"))
+    _fill(path, dataset)
+    assert prepare_store(path, dataset, _spec(device="cpu", amp="off", decode="cpu")) == "complete"
