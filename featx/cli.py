@@ -170,6 +170,132 @@ def extract(
                       f"{r.failed} failed" + (" (see `featx info`)" if r.failed else ""))
 
 
+@app.command("train-head")
+def train_head_cmd(
+    store: Path = typer.Argument(..., help="A complete feature store (.h5)."),
+    head: str = typer.Option("linear", help="linear | mlp | logreg | svm | knn"),
+    hidden: Optional[str] = typer.Option(None, help="MLP hidden sizes, e.g. 512 or 1024,256."),
+    dropout: Optional[float] = typer.Option(None, help="MLP dropout [0.4]."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd | adam | adamw."),
+    lookahead: Optional[bool] = typer.Option(None, "--lookahead", help="Wrap in Lookahead(k=5, 0.5)."),
+    lr: Optional[list[float]] = typer.Option(None, "--lr", help="Learning rate(s); several = sweep."),
+    wd: Optional[list[float]] = typer.Option(None, "--wd", help="Weight decay(s); several = sweep."),
+    schedule: Optional[str] = typer.Option(None, help="none | step | cosine | onecycle."),
+    step_size: Optional[int] = typer.Option(None, help="StepLR period in epochs [7]."),
+    gamma: Optional[float] = typer.Option(None, help="StepLR factor [0.1]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [30]."),
+    batch_size: Optional[int] = typer.Option(None, help="Minibatch size [256]."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing [0]."),
+    balance: Optional[str] = typer.Option(None, help="none | weights | sampler."),
+    normalize: Optional[str] = typer.Option(None, help="none | standard | l2 [standard]."),
+    views: Optional[bool] = typer.Option(None, "--views/--clean-only", help="Use stored views."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience (val loss)."),
+    seed: Optional[int] = typer.Option(None, help="Seed [0]."),
+    memory_mb: Optional[float] = typer.Option(None, help="Stream from HDF5 above this many MB."),
+    out: Optional[Path] = typer.Option(None, help="Head path stem [heads/STORE.HEAD]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML with these options."),
+) -> None:
+    """Train a head on cached features: fit on train, select on val, report on test."""
+    from featx.config import load_config, merge
+    from featx.heads import HeadConfig, head_defaults
+    from featx.train import train_head
+
+    given = {k: v for k, v in locals().items() if k not in (
+        "store", "config", "load_config", "merge", "HeadConfig", "head_defaults", "train_head")}
+    given["lrs"], given["weight_decays"] = given.pop("lr") or None, given.pop("wd") or None
+    known = {f.name for f in fields(HeadConfig)}
+    file = load_config(config, known | {"memory_mb", "out"}) if config else {}
+    kind = file.get("head", head) if head == "linear" else head
+    opts = merge(given, file, head_defaults(kind))
+    if isinstance(opts.get("hidden"), str):
+        opts["hidden"] = tuple(int(h) for h in opts["hidden"].replace(" ", "").split(",") if h)
+    cfg = HeadConfig(**{k: tuple(v) if isinstance(v, list) else v
+                        for k, v in opts.items() if k in known and v is not None})
+    r = train_head(store, cfg.head, cfg, opts.get("out"), opts.get("memory_mb"))
+    _print_training(r, store)
+
+
+def _print_training(r, store: Path) -> None:
+    if r.search and len(r.search) > 1:
+        ranked = sorted(r.search, key=lambda s: -s["val_top1"])
+        out.print(f"searched {len(r.search)} candidates; best on val: "
+                  + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in r.params.items())
+                  + f" (val top-1 {ranked[0]['val_top1']:.3f})")
+    table = Table("split", "n", "top-1", "top-5", "bal. acc", "macro-F1", "NLL", "ECE")
+    for name, m in (("val", r.val), ("test", r.test)):
+        if m:
+            table.add_row(name, str(m.n), f"{m.top1:.3f}", _fmt(m.top5), f"{m.balanced_accuracy:.3f}",
+                          f"{m.macro_f1:.3f}", _fmt(m.nll), _fmt(m.ece))
+    out.print(table)
+    final = r.test or r.val
+    if final:
+        per = Table("class", "precision", "recall", "F1", "support", title=f"per class ({'test' if r.test else 'val'})")
+        for c in final.per_class:
+            per.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+        out.print(per)
+        out.print("confusion (rows = true, columns = predicted): " + str(final.confusion))
+        if final.worst:
+            out.print("worst errors (highest cross-entropy):")
+            for w in final.worst[:5]:
+                out.print(f"  {w['path']}: true {w['true']} (p={w['p_true']:.2f}), predicted "
+                          f"{w['predicted']} (p={w['p_predicted']:.2f})", markup=False, highlight=False)
+    out.print(f"{r.kind} head trained in {r.seconds:.1f} s{' (streamed from HDF5)' if r.streamed else ''}: "
+              f"{r.head} (+ .json with metrics)")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@app.command("lr-find")
+def lr_find_cmd(
+    store: Path = typer.Argument(..., help="A complete feature store (.h5)."),
+    head: str = typer.Option("linear", help="linear | mlp"),
+    optimizer: str = typer.Option("sgd", help="sgd | adam | adamw."),
+    start: float = typer.Option(1e-6), end: float = typer.Option(10.0),
+    steps: int = typer.Option(100), batch_size: int = typer.Option(256),
+    out_stem: Optional[Path] = typer.Option(None, "--out", help="Curve stem [heads/STORE.lr-find] (.csv, .png)."),
+) -> None:
+    """Learning-rate range test: the loss curve (CSV + PNG) and a suggested learning rate."""
+    from featx.feature_data import FeatureData
+    from featx.heads import HeadConfig, lr_find
+    from featx.report_plots import plot_lr_find
+    from featx.store import FeatureStore
+
+    cfg = HeadConfig(head=head, optimizer=optimizer, batch_size=batch_size, lrs=(1.0,), weight_decays=(0.0,))
+    with FeatureStore(store) as st:
+        data = FeatureData(st)
+        result = lr_find(data, data.fit_normalizer(cfg.normalize), cfg, start, end, steps)
+    stem = out_stem or Path("heads") / f"{store.stem}.lr-find"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = stem.with_name(stem.name + ".csv")
+    csv_path.write_text("lr,loss\n" + "".join(f"{a:.6g},{b:.6g}\n" for a, b in zip(result.lrs, result.losses)))
+    png = plot_lr_find(result, stem.with_name(stem.name + ".png"))
+    out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss "
+              f"rate); curve: {csv_path}, {png}")
+
+
+@app.command()
+def predict(
+    inputs: list[str] = typer.Argument(..., help="Images, folders, or one feature store (.h5)."),
+    head: Path = typer.Option(..., "--head", help="Head path (NAME or NAME.safetensors)."),
+    out_csv: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write."),
+    top_k: int = typer.Option(3, help="Classes per image."),
+    class_map: Optional[str] = ClassMap,
+    device: str = typer.Option("auto"), batch_size: int = typer.Option(64),
+    workers: Optional[int] = typer.Option(None),
+) -> None:
+    """Classify new images (or a store's features) with a trained head, into a CSV."""
+    from featx.predict import predict as run_predict
+
+    r = run_predict(head, inputs, out_csv, top_k, class_map, device, batch_size, workers)
+    for path, reason in r.failed:
+        err.print(f"skipped {path}: {reason}", markup=False, highlight=False)
+    out.print(f"{r.predicted} predictions written to {r.csv}"
+              + (f"; {len(r.failed)} file(s) skipped" if r.failed else ""))
+
+
 @app.command()
 def info(stores: list[Path] = typer.Argument(..., help="One or more .h5 feature stores."),
          as_json: bool = typer.Option(False, "--json", help="Print the attributes as JSON.")) -> None:

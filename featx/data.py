@@ -253,6 +253,26 @@ def _list_images(folder: Path, recursive: bool) -> tuple[list[Path], list[tuple[
     return images, skipped, ignored
 
 
+def list_images(paths: list[str | os.PathLike]) -> tuple[Dataset, list[tuple[str, str]]]:
+    """Image files and folders (searched recursively) as one unlabeled dataset, for prediction."""
+    files, skipped = [], []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found, sk, _ = _list_images(item, recursive=True)
+            files += found
+            skipped += sk
+        elif item.is_file():
+            files.append(item)
+        else:
+            skipped.append((str(item), "no such file or folder"))
+    files = sorted({f.resolve() for f in files})
+    if not files:
+        raise DataError(f"no images found in {', '.join(map(str, paths))}")
+    root = Path(os.path.commonpath([str(f.parent) for f in files]))
+    samples = [_sample(root, f, -1, "unlabeled") for f in files]
+    return Dataset(root, root.name, "unlabeled-folder", samples, [], [], skipped), skipped
+
+
 def _utf8(name: str) -> bool:
     try:
         name.encode("utf-8")

@@ -171,6 +171,28 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
                          seconds, images / seconds if seconds else 0.0, str(device))
 
 
+def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,
+          workers: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """Clean-view features [N, D] of every sample, in memory (prediction on new images).
+
+    Failed images keep a zero row and are listed in the returned {row: reason}.
+    """
+    dev = resolve_device(device)
+    config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu")
+    runner = _Runner(dataset, backbone, None, config, dev, False, batch_size)
+    model = runner._prepare_model()
+    plan = plan_batches(runner.is_train, 0, batch_size)
+    out = np.zeros((len(dataset.samples), backbone.spec.feature_dim), np.float32)
+    failed: dict[int, str] = {}
+    with progress_bar(len(dataset.samples), f"embed {backbone.name}") as advance:
+        for batch, item in zip(plan, _guarded(iter(runner._loader(plan)))):
+            feats, owner = runner._forward(model, item)
+            out[batch.start + owner[:, 0]] = feats.cpu().numpy()
+            failed.update(item["failed"])
+            advance(batch.stop - batch.start)
+    return out, failed
+
+
 def _stored_attr(path: Path, key: str, default):
     from featx.store import open_h5
 

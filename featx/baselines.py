@@ -1,0 +1,106 @@
+"""scikit-learn baselines on the same cached features: logistic regression, linear SVM, k-NN.
+
+Each searches its one hyper-parameter on the validation split and returns its model as plain
+tensors (a linear layer, or the k-NN's reference set), so it is saved and used exactly like a
+torch head, with no pickles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+
+from featx.errors import ConfigError
+
+C_GRID = (1e-3, 1e-2, 0.1, 1.0, 10.0)
+K_GRID = (1, 5, 10, 20, 50)
+BASELINES = ("logreg", "svm", "knn")
+
+
+@dataclass
+class BaselineFit:
+    kind: str
+    tensors: dict[str, np.ndarray]
+    params: dict  # the chosen hyper-parameter
+    search: list[dict]  # every candidate with its val top-1
+
+
+def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                 num_classes: int, seed: int = 0) -> BaselineFit:
+    if kind not in BASELINES:
+        raise ConfigError(f"unknown baseline '{kind}' (use {', '.join(BASELINES)})")
+    candidates = K_GRID if kind == "knn" else C_GRID
+    search, best = [], None
+    for value in candidates:
+        if kind == "knn" and value > len(y):
+            continue
+        tensors = _fit_one(kind, value, x, y, num_classes, seed)
+        params = {"k": value, "num_classes": num_classes}
+        score = float((scores(kind, tensors, x_val, params).argmax(1) == y_val).mean()) \
+            if len(y_val) else 0.0
+        search.append({"k" if kind == "knn" else "C": value, "val_top1": score})
+        if best is None or score > best[0]:
+            best = (score, value, tensors)
+    _, value, tensors = best
+    params = {"k": value, "num_classes": num_classes} if kind == "knn" else {"C": value}
+    return BaselineFit(kind, tensors, params, search)
+
+
+def _fit_one(kind: str, value: float, x: np.ndarray, y: np.ndarray, num_classes: int,
+             seed: int) -> dict[str, np.ndarray]:
+    if kind == "knn":
+        return {"train_x": _l2(x).astype(np.float32), "train_y": y.astype(np.int64)}
+    model = (LogisticRegression(C=value, max_iter=2000) if kind == "logreg"
+             else LinearSVC(C=value, max_iter=5000, random_state=seed))
+    model.fit(x, y)
+    return _as_linear(model.coef_, model.intercept_, model.classes_, num_classes)
+
+
+def _as_linear(coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray,
+               num_classes: int) -> dict[str, np.ndarray]:
+    """sklearn coefficients as one linear layer over all classes (absent classes never win)."""
+    weight = np.zeros((coef.shape[1], num_classes), np.float32)
+    bias = np.full(num_classes, -1e4, np.float32)
+    if len(classes) == 2 and coef.shape[0] == 1:  # binary: softmax([-z/2, z/2]) = sigmoid(z)
+        weight[:, classes[0]], weight[:, classes[1]] = -coef[0] / 2, coef[0] / 2
+        bias[classes[0]], bias[classes[1]] = -intercept[0] / 2, intercept[0] / 2
+    else:
+        weight[:, classes] = coef.T
+        bias[classes] = intercept
+    return {"layers.0.weight": weight, "layers.0.bias": bias}
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def scores(kind: str, tensors: dict[str, np.ndarray], x: np.ndarray, params: dict) -> np.ndarray:
+    """Class scores [n, C]: probabilities for logreg and k-NN, margins for the SVM."""
+    if kind == "knn":
+        k = int(params["k"])
+        sims = _l2(x) @ tensors["train_x"].T
+        nearest = np.argpartition(-sims, kth=min(k, sims.shape[1]) - 1, axis=1)[:, :k]
+        labels = tensors["train_y"][nearest]
+        num_classes = int(params.get("num_classes", labels.max() + 1))
+        votes = np.zeros((len(x), num_classes), np.float64)
+        np.add.at(votes, (np.repeat(np.arange(len(x)), k), labels.ravel()), 1.0)
+        return votes / k
+    return linear_scores(tensors, x, softmax=kind != "svm")
+
+
+def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax: bool = True) -> np.ndarray:
+    """Run layers.{i}.weight/bias with ReLU between them; softmax at the end if asked."""
+    h = x
+    n_layers = sum(1 for key in tensors if key.endswith(".weight") and key.startswith("layers."))
+    for i in range(n_layers):
+        h = h @ tensors[f"layers.{i}.weight"] + tensors[f"layers.{i}.bias"]
+        if i < n_layers - 1:
+            h = np.maximum(h, 0)
+    if not softmax:
+        return h
+    h = h - h.max(1, keepdims=True)
+    e = np.exp(h)
+    return e / e.sum(1, keepdims=True)

@@ -1,0 +1,326 @@
+"""Torch heads trained many at once: H heads (a grid of learning rates x weight decays) share
+every feature batch and run as one batched computation (DINOv2's linear evaluation idea).
+
+Parameters carry a leading head dimension; the optimiser applies each head's own learning rate
+and weight decay, so the sweep trains exactly what H separate runs would, at the cost of one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from featx.errors import ConfigError
+
+# The default linear sweep: 8 learning rates x 4 weight decays = 32 heads.
+SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
+SWEEP_WDS = (0.0, 1e-5, 1e-4, 1e-3)
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    head: str = "linear"  # linear | mlp
+    hidden: tuple[int, ...] = (512,)  # MLP hidden sizes (Caltech tutorial: Linear-ReLU-Dropout-Linear)
+    dropout: float = 0.4
+    optimizer: str = "sgd"
+    lookahead: bool = False  # Lookahead(k=5, alpha=0.5) around the optimiser (flowers tutorial)
+    lrs: tuple[float, ...] = SWEEP_LRS
+    weight_decays: tuple[float, ...] = SWEEP_WDS
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    step_size: int = 7  # StepLR, in epochs (the tutorials' step 7, gamma 0.1)
+    gamma: float = 0.1
+    epochs: int = 30
+    batch_size: int = 256
+    label_smoothing: float = 0.0
+    balance: str = "none"  # none | weights (class-weighted loss) | sampler (balanced sampling)
+    normalize: str = "standard"  # none | standard | l2
+    views: bool = True  # sample one of clean + K stored views per image per epoch
+    patience: int | None = None  # early stopping on val loss, best state restored
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.head in ("linear", "mlp"), "head", "linear or mlp"),
+            (self.optimizer in OPTIMIZERS, "optimizer", " | ".join(OPTIMIZERS)),
+            (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES)),
+            (self.balance in ("none", "weights", "sampler"), "balance", "none | weights | sampler"),
+            (self.normalize in ("none", "standard", "l2"), "normalize", "none | standard | l2"),
+            (self.epochs >= 1 and self.batch_size >= 1, "epochs", "epochs and batch size >= 1"),
+            (bool(self.lrs) and all(lr > 0 for lr in self.lrs), "lrs", "positive learning rates"),
+            (all(wd >= 0 for wd in self.weight_decays) and bool(self.weight_decays),
+             "weight_decays", "weight decays >= 0"),
+            (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+    @property
+    def grid(self) -> list[tuple[float, float]]:
+        return [(lr, wd) for lr in self.lrs for wd in self.weight_decays]
+
+
+class BatchedHeads(torch.nn.Module):
+    """H independent heads (linear or MLP) evaluated together: x [B, D] -> logits [H, B, C]."""
+
+    def __init__(self, num_heads: int, dim: int, num_classes: int, hidden: tuple[int, ...] = (),
+                 dropout: float = 0.0, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        sizes = [dim, *hidden, num_classes]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+            if not hidden:  # linear probe: small normal init (DINOv2), zero bias
+                w = torch.randn(num_heads, d_in, d_out, generator=gen) * 0.01
+            else:  # nn.Linear's default init
+                bound = 1 / math.sqrt(d_in)
+                w = (torch.rand(num_heads, d_in, d_out, generator=gen) * 2 - 1) * bound
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(torch.zeros(num_heads, d_out)))
+        self.dropout = dropout
+        self.gen = torch.Generator().manual_seed(seed + 1)  # dropout masks, seeded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.unsqueeze(0).expand(len(self.weights[0]), -1, -1)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b.unsqueeze(1), h, w)
+            if i < last:
+                h = F.relu(h)
+                if self.training and self.dropout:
+                    keep = torch.rand(h.shape, generator=self.gen) >= self.dropout
+                    h = h * keep / (1 - self.dropout)
+        return h
+
+    def select(self, index: int) -> dict[str, torch.Tensor]:
+        """One head's parameters: layers.{i}.weight [d_in, d_out], layers.{i}.bias [d_out]."""
+        out = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            out[f"layers.{i}.weight"] = w[index].detach().clone().contiguous()
+            out[f"layers.{i}.bias"] = b[index].detach().clone().contiguous()
+        return out
+
+
+class BatchedOptimizer:
+    """SGD (momentum) / Adam / AdamW with a learning rate and weight decay per head.
+
+    Weight decay applies to weights, not biases. Adam's decay is L2 (added to the gradient),
+    AdamW's is decoupled, as in torch.optim.
+    """
+
+    def __init__(self, heads: BatchedHeads, kind: str, lrs: torch.Tensor, wds: torch.Tensor,
+                 momentum: float = 0.9, lookahead: bool = False, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = [(p, True) for p in heads.weights] + [(p, False) for p in heads.biases]
+        self.kind, self.lrs, self.wds, self.momentum = kind, lrs, wds, momentum
+        self.betas, self.eps, self.steps = betas, eps, 0
+        self.state = [{"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for p, _ in self.params]
+        self.slow = [p.detach().clone() for p, _ in self.params] if lookahead else None
+
+    @torch.no_grad()
+    def step(self, factor: float = 1.0) -> None:
+        self.steps += 1
+        b1, b2 = self.betas
+        for (p, decays), state in zip(self.params, self.state):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            lr = (self.lrs * factor).view(shape)
+            wd = self.wds.view(shape) if decays else torch.zeros_like(self.wds).view(shape)
+            g = p.grad
+            if self.kind == "sgd":
+                g = g + wd * p
+                state["m"].mul_(self.momentum).add_(g)
+                p.sub_(lr * state["m"])
+                continue
+            if self.kind == "adamw":
+                p.mul_(1 - lr * wd)
+            else:
+                g = g + wd * p
+            state["m"].mul_(b1).add_(g, alpha=1 - b1)
+            state["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            m_hat = state["m"] / (1 - b1 ** self.steps)
+            v_hat = state["v"] / (1 - b2 ** self.steps)
+            p.sub_(lr * m_hat / (v_hat.sqrt() + self.eps))
+        if self.slow is not None and self.steps % 5 == 0:  # Lookahead: k=5, alpha=0.5
+            for (p, _), slow in zip(self.params, self.slow):
+                slow.add_(p.detach() - slow, alpha=0.5)
+                p.copy_(slow)
+
+    def zero_grad(self) -> None:
+        for p, _ in self.params:
+            p.grad = None
+
+
+def schedule_factor(kind: str, step: int, total: int, epoch: int, step_size: int, gamma: float) -> float:
+    """Multiplier of the base learning rate at `step` of `total` (epoch for StepLR)."""
+    t = step / max(total, 1)
+    if kind == "step":
+        return gamma ** (epoch // step_size)
+    if kind == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    if kind == "onecycle":  # torch's OneCycleLR shape: 30% warm-up from 1/25, cosine to 1/1e4
+        if t < 0.3:
+            return 1 / 25 + (1 - 1 / 25) * (0.5 - 0.5 * math.cos(math.pi * t / 0.3))
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - 0.3) / 0.7))
+    return 1.0
+
+
+@dataclass
+class SweepResult:
+    heads: BatchedHeads  # with the selected state (best val loss per head when early stopping)
+    grid: list[tuple[float, float]]
+    val_top1: np.ndarray  # [H]
+    val_loss: np.ndarray  # [H]
+    best: int  # selected head
+    epochs_run: int
+    curve: list[dict] = field(default_factory=list)  # per epoch: train loss, val loss/top1 of best
+
+
+def head_losses(logits: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None,
+                label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of each head: logits [H, B, C] -> [H]."""
+    h, b, c = logits.shape
+    losses = F.cross_entropy(logits.reshape(h * b, c), y.repeat(h), weight=class_weights,
+                             label_smoothing=label_smoothing, reduction="none").view(h, b)
+    if class_weights is None:
+        return losses.mean(1)
+    return losses.sum(1) / class_weights[y].sum()
+
+
+def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) -> SweepResult:
+    """Train the grid of heads on `data` (a FeatureData), select the best on val."""
+    torch.manual_seed(config.seed)
+    grid = config.grid
+    hidden = config.hidden if config.head == "mlp" else ()
+    heads = BatchedHeads(len(grid), data.dim, data.num_classes, hidden,
+                         config.dropout if hidden else 0.0, config.seed)
+    lrs = torch.tensor([lr for lr, _ in grid], dtype=torch.float32)
+    wds = torch.tensor([wd for _, wd in grid], dtype=torch.float32)
+    opt = BatchedOptimizer(heads, config.optimizer, lrs, wds, config.momentum, config.lookahead)
+    counts = np.bincount(data.train_labels, minlength=data.num_classes).astype(np.float64)
+    class_weights = sample_weights = None
+    if config.balance == "weights" or (config.balance == "sampler" and data.streamed):
+        w = counts.sum() / np.maximum(counts, 1) / data.num_classes
+        class_weights = torch.tensor(w, dtype=torch.float32)
+    elif config.balance == "sampler":
+        sample_weights = 1.0 / counts[data.train_labels]
+    x_val, y_val, _ = data.split_arrays("val")
+    x_val = torch.from_numpy(normalizer(x_val))
+    y_val_t = torch.from_numpy(y_val)
+    steps_per_epoch = math.ceil(data.n_train / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    best_loss = torch.full((len(grid),), float("inf"))
+    best_state = [p.detach().clone() for p in heads.parameters()]
+    since_best = torch.zeros(len(grid), dtype=torch.long)
+    val_top1 = val_loss = None
+    curve, step, epochs_run, factor = [], 0, 0, 1.0
+    for epoch in range(config.epochs):
+        heads.train()
+        train_loss, batches = torch.zeros(len(grid)), 0
+        for x, y in data.epoch(epoch, config.batch_size, config.seed, sample_weights):
+            factor = schedule_factor(config.schedule, step, total, epoch, config.step_size, config.gamma)
+            logits = heads(torch.from_numpy(normalizer(x)))
+            losses = head_losses(logits, torch.from_numpy(y), class_weights, config.label_smoothing)
+            opt.zero_grad()
+            losses.sum().backward()
+            opt.step(factor)
+            train_loss += losses.detach()
+            batches += 1
+            step += 1
+        epochs_run = epoch + 1
+        val_top1, val_loss = _evaluate_heads(heads, x_val, y_val_t)
+        improved = val_loss < best_loss
+        best_loss = torch.where(improved, val_loss, best_loss)
+        since_best = torch.where(improved, 0, since_best + 1)
+        if config.patience is not None:
+            with torch.no_grad():
+                for p, keep in zip(heads.parameters(), best_state):
+                    keep[improved] = p[improved]
+        leader = int(_select(val_top1, val_loss))
+        curve.append({"epoch": epoch + 1, "lr_factor": factor,
+                      "train_loss": float(train_loss[leader] / max(batches, 1)),
+                      "val_loss": float(val_loss[leader]), "val_top1": float(val_top1[leader])})
+        advance(1)
+        if config.patience is not None and bool((since_best >= config.patience).all()):
+            break
+    if config.patience is not None:  # restore each head's best-val-loss state
+        with torch.no_grad():
+            for p, keep in zip(heads.parameters(), best_state):
+                p.copy_(keep)
+        val_top1, val_loss = _evaluate_heads(heads, x_val, y_val_t)
+    heads.eval()
+    return SweepResult(heads, grid, val_top1.numpy(), val_loss.numpy(),
+                       int(_select(val_top1, val_loss)), epochs_run, curve)
+
+
+@torch.no_grad()
+def _evaluate_heads(heads: BatchedHeads, x: torch.Tensor, y: torch.Tensor):
+    if len(y) == 0:
+        n = len(heads.weights[0])
+        return torch.zeros(n), torch.zeros(n)
+    heads.eval()
+    logits = heads(x)
+    top1 = (logits.argmax(-1) == y).float().mean(1)
+    loss = head_losses(logits, y, None)
+    return top1, loss
+
+
+def _select(top1: torch.Tensor, loss: torch.Tensor) -> int:
+    """Best val top-1; ties broken by lower val loss."""
+    order = np.lexsort((loss.numpy(), -top1.numpy()))
+    return int(order[0])
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]  # exponentially smoothed training loss at each learning rate
+    suggestion: float  # a tenth of the learning rate with the lowest smoothed loss
+
+
+def lr_find(data, normalizer, config: HeadConfig, start: float = 1e-6, end: float = 10.0,
+            steps: int = 100) -> LRFindResult:
+    """LR range test (Smith 2017, the flowers tutorial's finder): one head, the learning rate
+    growing exponentially each step, until the loss diverges (4x its best)."""
+    hidden = config.hidden if config.head == "mlp" else ()
+    heads = BatchedHeads(1, data.dim, data.num_classes, hidden, config.dropout if hidden else 0.0,
+                         config.seed)
+    base = torch.tensor([1.0])
+    opt = BatchedOptimizer(heads, config.optimizer, base, torch.tensor([config.weight_decays[0]]),
+                           config.momentum, config.lookahead)
+    gamma = (end / start) ** (1 / max(steps - 1, 1))
+    lrs, losses, smooth, best, epoch = [], [], 0.0, float("inf"), 0
+    heads.train()
+    while len(lrs) < steps:
+        for x, y in data.epoch(epoch, config.batch_size, config.seed):
+            lr = start * gamma ** len(lrs)
+            loss = head_losses(heads(torch.from_numpy(normalizer(x))), torch.from_numpy(y), None,
+                               config.label_smoothing)
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step(lr)
+            value = float(loss[0].detach())
+            smooth = value if not lrs else 0.9 * smooth + 0.1 * value
+            debiased = smooth / (1 - 0.9 ** (len(lrs) + 1))
+            lrs.append(lr)
+            losses.append(debiased)
+            best = min(best, debiased)
+            if debiased > 4 * best or not math.isfinite(debiased) or len(lrs) >= steps:
+                return LRFindResult(lrs, losses, lrs[int(np.argmin(losses))] / 10)
+        epoch += 1
+    return LRFindResult(lrs, losses, lrs[int(np.argmin(losses))] / 10)
+
+
+def head_defaults(head: str) -> dict:
+    """Defaults that differ by head: a 32-head SGD sweep for linear probes; for the MLP, the
+    Caltech tutorial's single Adam-style run (an MLP sweep multiplies its larger cost)."""
+    if head == "mlp":
+        return {"optimizer": "adamw", "lrs": (1e-3,), "weight_decays": (1e-4,)}
+    return {}
