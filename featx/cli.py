@@ -209,9 +209,11 @@ def train_head_cmd(
     opts = merge(given, file, head_defaults(kind))
     if isinstance(opts.get("hidden"), str):
         opts["hidden"] = tuple(int(h) for h in opts["hidden"].replace(" ", "").split(",") if h)
+    kind = opts["head"]
+    opts["head"] = kind if kind in ("linear", "mlp") else "linear"  # baselines ignore it
     cfg = HeadConfig(**{k: tuple(v) if isinstance(v, list) else v
                         for k, v in opts.items() if k in known and v is not None})
-    r = train_head(store, cfg.head, cfg, opts.get("out"), opts.get("memory_mb"))
+    r = train_head(store, kind, cfg, opts.get("out"), opts.get("memory_mb"))
     _print_training(r, store)
 
 

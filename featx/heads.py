@@ -307,7 +307,7 @@ def lr_find(data, normalizer, config: HeadConfig, start: float = 1e-6, end: floa
             loss.sum().backward()
             opt.step(lr)
             value = float(loss[0].detach())
-            smooth = value if not lrs else 0.9 * smooth + 0.1 * value
+            smooth = 0.9 * smooth + 0.1 * value
             debiased = smooth / (1 - 0.9 ** (len(lrs) + 1))
             lrs.append(lr)
             losses.append(debiased)
