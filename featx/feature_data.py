@@ -126,10 +126,8 @@ class FeatureData:
             source = self._clean if view == 0 else self._aug[view - 1]
             return source[start:stop], labels
         ranks = self.train_rank[start:stop]
-        if view == 0:
-            rows = self.train_rows[start:stop]
-            block = self.store.f["features/clean"][rows[0]:rows[-1] + 1]
-            return block[rows - rows[0]].astype(np.float32), labels
+        if view == 0:  # increasing row lists: h5py reads just those rows
+            return self.store.f["features/clean"][self.train_rows[start:stop]].astype(np.float32), labels
         block = self.store.f["features/aug"][view - 1, ranks[0]:ranks[-1] + 1]
         return block[ranks - ranks[0]].astype(np.float32), labels
 
@@ -137,10 +135,9 @@ class FeatureData:
         """(x, y, sample rows) of the clean features of `split`, in blocks of sample rows."""
         rows = self.rows(split)
         clean = self.store.f["features/clean"]
-        for i in range(0, len(rows), BLOCK_ROWS * 4):
-            part = rows[i:i + BLOCK_ROWS * 4]
-            block = clean[part[0]:part[-1] + 1]
-            yield block[part - part[0]].astype(np.float32), self.store.labels[part], part
+        for i in range(0, len(rows), BLOCK_ROWS):
+            part = rows[i:i + BLOCK_ROWS]
+            yield clean[part].astype(np.float32), self.store.labels[part], part
 
     def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = list(self.split_blocks(split))

@@ -74,16 +74,19 @@ class BatchedHeads(torch.nn.Module):
     def __init__(self, num_heads: int, dim: int, num_classes: int, hidden: tuple[int, ...] = (),
                  dropout: float = 0.0, seed: int = 0):
         super().__init__()
+        # Every head starts from the same init, so head h of a sweep trains exactly what a
+        # single run with its learning rate and weight decay would.
         gen = torch.Generator().manual_seed(seed)
         sizes = [dim, *hidden, num_classes]
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
         for d_in, d_out in zip(sizes[:-1], sizes[1:]):
             if not hidden:  # linear probe: small normal init (DINOv2), zero bias
-                w = torch.randn(num_heads, d_in, d_out, generator=gen) * 0.01
+                w = torch.randn(1, d_in, d_out, generator=gen) * 0.01
             else:  # nn.Linear's default init
                 bound = 1 / math.sqrt(d_in)
-                w = (torch.rand(num_heads, d_in, d_out, generator=gen) * 2 - 1) * bound
+                w = (torch.rand(1, d_in, d_out, generator=gen) * 2 - 1) * bound
+            w = w.repeat(num_heads, 1, 1)
             self.weights.append(torch.nn.Parameter(w))
             self.biases.append(torch.nn.Parameter(torch.zeros(num_heads, d_out)))
         self.dropout = dropout
@@ -211,9 +214,7 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
         class_weights = torch.tensor(w, dtype=torch.float32)
     elif config.balance == "sampler":
         sample_weights = 1.0 / counts[data.train_labels]
-    x_val, y_val, _ = data.split_arrays("val")
-    x_val = torch.from_numpy(normalizer(x_val))
-    y_val_t = torch.from_numpy(y_val)
+    evaluate_val = _val_evaluator(data, normalizer)
     steps_per_epoch = math.ceil(data.n_train / config.batch_size)
     total = steps_per_epoch * config.epochs
     best_loss = torch.full((len(grid),), float("inf"))
@@ -235,7 +236,7 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
             batches += 1
             step += 1
         epochs_run = epoch + 1
-        val_top1, val_loss = _evaluate_heads(heads, x_val, y_val_t)
+        val_top1, val_loss = evaluate_val(heads)
         improved = val_loss < best_loss
         best_loss = torch.where(improved, val_loss, best_loss)
         since_best = torch.where(improved, 0, since_best + 1)
@@ -254,22 +255,35 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
         with torch.no_grad():
             for p, keep in zip(heads.parameters(), best_state):
                 p.copy_(keep)
-        val_top1, val_loss = _evaluate_heads(heads, x_val, y_val_t)
+        val_top1, val_loss = evaluate_val(heads)
     heads.eval()
     return SweepResult(heads, grid, val_top1.numpy(), val_loss.numpy(),
                        int(_select(val_top1, val_loss)), epochs_run, curve)
 
 
+def _val_evaluator(data, normalizer):
+    """heads -> (val top-1 [H], val loss [H]); val features cached unless the data streams."""
+    if data.streamed:
+        return lambda heads: _evaluate_heads(heads, data.split_blocks("val"), normalizer)
+    x, y, _ = data.split_arrays("val")
+    cached = [(normalizer(x), y, None)]
+    return lambda heads: _evaluate_heads(heads, cached, lambda v: v)
+
+
 @torch.no_grad()
-def _evaluate_heads(heads: BatchedHeads, x: torch.Tensor, y: torch.Tensor):
-    if len(y) == 0:
-        n = len(heads.weights[0])
-        return torch.zeros(n), torch.zeros(n)
+def _evaluate_heads(heads: BatchedHeads, blocks, normalizer):
     heads.eval()
-    logits = heads(x)
-    top1 = (logits.argmax(-1) == y).float().mean(1)
-    loss = head_losses(logits, y, None)
-    return top1, loss
+    n_heads = len(heads.weights[0])
+    correct, loss_sum, n = torch.zeros(n_heads), torch.zeros(n_heads), 0
+    for x, y, _ in blocks:
+        if len(y) == 0:
+            continue
+        y = torch.from_numpy(y)
+        logits = heads(torch.from_numpy(normalizer(x)))
+        correct += (logits.argmax(-1) == y).float().sum(1)
+        loss_sum += head_losses(logits, y, None) * len(y)
+        n += len(y)
+    return (correct / n, loss_sum / n) if n else (correct, loss_sum)
 
 
 def _select(top1: torch.Tensor, loss: torch.Tensor) -> int:

@@ -41,3 +41,46 @@ def split_tree(tmp_path: Path) -> Path:
     make_class_tree(root / "train", per_class=4, seed=0)
     make_class_tree(root / "val", per_class=2, seed=50)
     return root
+
+
+def make_feature_store(path: Path, n_per_class: int = 40, dim: int = 16, classes=("a", "b", "c"),
+                       views: int = 2, seed: int = 0, separation: float = 3.0) -> Path:
+    """A complete feature store of Gaussian blobs (one per class), written without images.
+
+    Splits cycle train, train, val, test; augmented views are the clean features plus noise.
+    """
+    from featx.data import Dataset, Sample
+    from featx.store import StoreSpec, StoreWriter, prepare_store
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(len(classes), dim)) * separation
+    samples, feats = [], []
+    for i in range(n_per_class * len(classes)):
+        label = i % len(classes)
+        split = ("train", "train", "val", "test")[(i // len(classes)) % 4]
+        samples.append(Sample(f"img/{i:05d}.png", label, split, 100, i))
+        feats.append(centers[label] + rng.normal(size=dim))
+    feats = np.array(feats, dtype=np.float32)
+    dataset = Dataset(path.parent, "blobs", "manifest", samples, list(classes), list(classes))
+    spec = StoreSpec(provenance={
+        "backbone": "resnet18", "weights": {"source": "random-init(seed=0)"},
+        "weights_sha256": "random-init(seed=0)", "input_size": 32,
+        "transform": {"clean": {"input_size": 32, "resize_size": 37, "mean": [0.485, 0.456, 0.406],
+                                "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"},
+                      "aug": None, "views": views},
+        "seed": 0, "device": "cpu", "engine": "torch", "batch_size": 64, "decode": "cpu", "amp": "off"},
+        feature_dim=dim, num_aug_views=views, dtype="float32")
+    prepare_store(path, dataset, spec)
+    train = [i for i, s in enumerate(samples) if s.split == "train"]
+    aug = np.stack([feats[train] + rng.normal(size=(len(train), dim)).astype(np.float32) * 0.3
+                    for _ in range(views)]) if views else None
+    writer = StoreWriter(path)
+    writer.write_batch(0, len(samples), feats, 0, aug, {})
+    writer.finish(1.0, 1.0)
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def blob_store(tmp_path: Path) -> Path:
+    return make_feature_store(tmp_path / "blobs.h5")

@@ -1,0 +1,61 @@
+"""featx.train + featx.head_io: train every head kind on a store, save, reload, agree."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from featx.errors import ConfigError, FeatxError
+from featx.head_io import Head
+from featx.heads import HeadConfig
+from featx.store import FeatureStore
+from featx.train import train_head
+
+FAST = HeadConfig(epochs=8, batch_size=16)
+
+
+@pytest.mark.parametrize("kind,config", [
+    ("linear", FAST),
+    ("mlp", HeadConfig(head="mlp", hidden=(16,), optimizer="adamw", lrs=(1e-2,), weight_decays=(1e-4,),
+                       epochs=15, batch_size=16)),
+    ("logreg", FAST), ("svm", FAST), ("knn", FAST)])
+def test_every_head_kind_learns_saves_and_reloads(blob_store, tmp_path, kind, config):
+    result = train_head(blob_store, kind, config, out=tmp_path / f"h.{kind}", show_progress=False)
+    assert result.test.top1 > 0.9 and result.val.top1 > 0.9
+    assert result.head.name == f"h.{kind}.safetensors"
+    meta = json.loads(result.head.with_suffix(".json").read_text())
+    assert meta["kind"] == kind and meta["classes"] == ["a", "b", "c"]
+    assert meta["backbone"] == "resnet18" and meta["metrics"]["test"]["top1"] == result.test.top1
+    assert meta["store_dataset_fingerprint"] and meta["search"]
+    if kind in ("linear", "mlp"):
+        assert len(meta["curve"]) == meta["params"]["epochs_run"]
+    # The saved head, reloaded, gives exactly the reported test predictions.
+    head = Head.load(result.head)
+    with FeatureStore(blob_store) as st:
+        x, y = st.features("test")
+    predicted = head.scores(x).argmax(1)
+    assert (predicted == y).mean() == pytest.approx(result.test.top1)
+    assert (result.test.nll is None) == (kind == "svm") and (result.test.ece is None) == (kind == "svm")
+
+
+def test_linear_default_is_a_32_head_sweep_with_views(blob_store, tmp_path):
+    result = train_head(blob_store, "linear", FAST, out=tmp_path / "h", show_progress=False)
+    assert len(result.search) == 32 and {"lr", "weight_decay"} <= set(result.params)
+    assert json.loads(result.head.with_suffix(".json").read_text())["views_used"] == 2
+
+
+def test_same_seed_same_head(blob_store, tmp_path):
+    a = train_head(blob_store, "linear", FAST, out=tmp_path / "a", show_progress=False)
+    b = train_head(blob_store, "linear", FAST, out=tmp_path / "b", show_progress=False)
+    assert a.head.read_bytes() == b.head.read_bytes()
+
+
+def test_errors(blob_store, tmp_path):
+    with pytest.raises(ConfigError, match="unknown head 'tree'"):
+        train_head(blob_store, "tree")
+    with pytest.raises(ConfigError, match="optimizer must be"):
+        HeadConfig(optimizer="lbfgs")
+    with pytest.raises(FeatxError, match="no such file"):
+        Head.load(tmp_path / "missing")
