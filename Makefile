@@ -12,9 +12,13 @@ DEMO_VIEWS ?= 2
 DEMO_OUT ?= runs/demo
 ifeq ($(FULL),1)
 SUBSET :=
+DEMO_DATA := elpv
 else
 SUBSET := --subset $(DEMO_SAMPLES)
+DEMO_DATA := elpv-sub$(DEMO_SAMPLES)
 endif
+DEMO_STORE := $(DEMO_OUT)/stores/$(DEMO_DATA)_efficientnet_lite0_224px_mildx$(DEMO_VIEWS).h5
+DEMO_HEAD := $(DEMO_OUT)/heads/$(DEMO_DATA)_efficientnet_lite0.linear
 
 .PHONY: demo test venv clean
 
@@ -32,7 +36,10 @@ demo: $(STAMP)
 	$(BIN)/featx backbones --family packaged
 	$(BIN)/featx extract elpv --backbone efficientnet_lite0 $(SUBSET) \
 		--views $(DEMO_VIEWS) --aug mild --out $(DEMO_OUT)/stores
-	$(BIN)/featx info $(DEMO_OUT)/stores/*.h5
+	$(BIN)/featx info $(DEMO_STORE)
+	$(BIN)/featx train-head $(DEMO_STORE) --head linear --out $(DEMO_HEAD)
+	$(BIN)/featx predict $(DEMO_STORE) --head $(DEMO_HEAD) --out $(DEMO_OUT)/predictions.csv
+	head -4 $(DEMO_OUT)/predictions.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

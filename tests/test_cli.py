@@ -95,3 +95,22 @@ def test_config_file_typos_are_refused(tmp_path):
     result = _run("extract", "--config", str(config))
     assert result.exit_code != 0
     assert "unknown option(s) backbones" in str(result.exception)
+
+
+def test_train_head_lr_find_and_predict_commands(tmp_path):
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "blobs.h5")
+    output = _ok("train-head", str(store), "--epochs", "5", "--batch-size", "16",
+                 "--out", str(tmp_path / "h"))
+    assert "searched 32 candidates" in output and "per class (test)" in output
+    assert (tmp_path / "h.safetensors").is_file() and (tmp_path / "h.json").is_file()
+    output = _ok("train-head", str(store), "--head", "mlp", "--hidden", "8,8", "--lr", "0.01",
+                 "--epochs", "3", "--out", str(tmp_path / "m"))
+    assert "mlp head trained" in output
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["config"]["hidden"] == [8, 8] and meta["config"]["optimizer"] == "adamw"
+    output = _ok("lr-find", str(store), "--steps", "30", "--out", str(tmp_path / "lrf"))
+    assert "suggested learning rate" in output and (tmp_path / "lrf.png").stat().st_size > 0
+    output = _ok("predict", str(store), "--head", str(tmp_path / "h"), "--out", str(tmp_path / "p.csv"))
+    assert "120 predictions written" in output
