@@ -173,7 +173,7 @@ def extract(
 @app.command("train-head")
 def train_head_cmd(
     store: Path = typer.Argument(..., help="A complete feature store (.h5)."),
-    head: str = typer.Option("linear", help="linear | mlp | logreg | svm | knn"),
+    head: Optional[str] = typer.Option(None, help="linear | mlp | logreg | svm | knn [linear]"),
     hidden: Optional[str] = typer.Option(None, help="MLP hidden sizes, e.g. 512 or 1024,256."),
     dropout: Optional[float] = typer.Option(None, help="MLP dropout [0.4]."),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adam | adamw."),
@@ -205,8 +205,8 @@ def train_head_cmd(
     given["lrs"], given["weight_decays"] = given.pop("lr") or None, given.pop("wd") or None
     known = {f.name for f in fields(HeadConfig)}
     file = load_config(config, known | {"memory_mb", "out"}) if config else {}
-    kind = file.get("head", head) if head == "linear" else head
-    opts = merge(given, file, head_defaults(kind))
+    kind = head or file.get("head") or "linear"
+    opts = merge(given, file, {"head": kind, **head_defaults(kind)})
     if isinstance(opts.get("hidden"), str):
         opts["hidden"] = tuple(int(h) for h in opts["hidden"].replace(" ", "").split(",") if h)
     kind = opts["head"]

@@ -114,3 +114,14 @@ def test_train_head_lr_find_and_predict_commands(tmp_path):
     assert "suggested learning rate" in output and (tmp_path / "lrf.png").stat().st_size > 0
     output = _ok("predict", str(store), "--head", str(tmp_path / "h"), "--out", str(tmp_path / "p.csv"))
     assert "120 predictions written" in output
+
+
+def test_train_head_config_file_picks_the_head(tmp_path):
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "blobs.h5")
+    config = tmp_path / "head.yaml"
+    config.write_text("head: mlp\nhidden: [8]\nepochs: 2\nbatch_size: 16\n")
+    output = _ok("train-head", str(store), "--config", str(config), "--out", str(tmp_path / "m"))
+    assert "mlp head trained" in output
+    assert json.loads((tmp_path / "m.json").read_text())["config"]["hidden"] == [8]
