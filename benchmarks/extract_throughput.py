@@ -4,8 +4,9 @@
     python benchmarks/extract_throughput.py --backbone resnet50 --weights none -n 20000 --batch-size 256
 
 The data is ELPV converted to JPEG (quality 95), repeated to `-n` files. The bare loop gets the
-same clean views already decoded and resized in memory, and runs only normalise + forward, with
-the same device, batch size, autocast and channels_last as featx. featx is timed from files to
+same clean views already decoded and resized in memory, and runs only normalise + forward on the
+same engine as featx (ONNX Runtime on CPU, torch with autocast + channels_last on CUDA), with the
+same batch size. featx is timed from files to
 a finished store (decode, transform, forward, HDF5 writes), with nothing cached between runs.
 """
 
@@ -22,9 +23,10 @@ from PIL import Image
 
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
-from featx.extract import AMP_DTYPES, ExtractConfig, extract, resolve_device
+from featx.engines import create_engine
+from featx.extract import ExtractConfig, extract, resolve_device
 from featx.images import image_to_tensor, load_image
-from featx.transforms import clean_view, normalize
+from featx.transforms import clean_view
 
 
 def make_jpeg_dataset(folder: Path, n: int) -> Path:
@@ -38,25 +40,15 @@ def make_jpeg_dataset(folder: Path, n: int) -> Path:
     return folder
 
 
-def bare_forward(backbone, images: torch.Tensor, device: torch.device, batch_size: int,
-                 amp: str) -> float:
+def bare_forward(engine, images: torch.Tensor, device: torch.device, batch_size: int) -> float:
     """Images/s of normalise + forward over uint8 tensors already in memory."""
-    model = backbone.model.to(device).to(memory_format=torch.channels_last)
-    use_amp = device.type == "cuda" and amp != "off"
-
-    def run(batch: torch.Tensor) -> None:
-        x = normalize(batch.to(device, non_blocking=True), backbone.preprocess)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=use_amp):
-            model(x).float().cpu()
-
     if device.type == "cuda":
         images = images.pin_memory()
     with torch.inference_mode():
-        run(images[:batch_size])  # warm-up: kernels, allocator
+        engine(images[:batch_size]).cpu()  # warm-up: kernels, allocator, ORT graph
         start = time.perf_counter()
         for i in range(0, len(images), batch_size):
-            run(images[i:i + batch_size])
+            engine(images[i:i + batch_size]).cpu()
         if device.type == "cuda":
             torch.cuda.synchronize()
     return len(images) / (time.perf_counter() - start)
@@ -72,6 +64,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--decode", default="auto")
     parser.add_argument("--amp", default="bf16")
+    parser.add_argument("--engine", default="auto", help="auto | torch | onnxruntime")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -82,11 +75,13 @@ def main() -> None:
         backbone = create_backbone(args.backbone, args.weights)
         decoded = torch.stack([clean_view(image_to_tensor(load_image(ds.abspath(s))), backbone.preprocess)
                                for s in ds.samples])
-        bare = bare_forward(backbone, decoded, device, args.batch_size, args.amp)
+        engine = create_engine(backbone, args.engine, device, amp=args.amp)
+        bare = bare_forward(engine, decoded, device, args.batch_size)
         del decoded
 
         config = ExtractConfig(batch_size=args.batch_size, device=args.device, weights=args.weights,
-                               workers=args.workers, decode=args.decode, amp=args.amp)
+                               workers=args.workers, decode=args.decode, amp=args.amp,
+                               engine=args.engine)
         start = time.perf_counter()
         result = extract(ds, args.backbone, tmp / "stores", config, show_progress=False)
         wall = time.perf_counter() - start
@@ -95,7 +90,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"backbone {args.backbone}, {args.n} ELPV JPEGs, batch {args.batch_size}, {name}")
+    print(f"backbone {args.backbone}, {args.n} ELPV JPEGs, batch {args.batch_size}, {name}, "
+          f"engine {engine.name}")
     print(f"  bare forward (in-memory tensors)   {bare:10.1f} img/s")
     print(f"  featx extract (files -> store)     {featx_rate:10.1f} img/s  "
           f"({result.images_per_second:.1f} img/s excluding model load and store creation)")

@@ -6,7 +6,8 @@
 The tutorial (PyTorch's "ConvNet as fixed feature extractor"): frozen pretrained backbone + new fc,
 SGD lr 1e-3 momentum 0.9, StepLR(7, 0.1), on-the-fly RandomResizedCrop(224) + flip, batch 32,
 12 epochs, the best-val-accuracy epoch kept; every epoch pays a backbone forward per image.
-featx: `extract` (clean view, once) then `train-head` (the default 32-head linear sweep).
+featx: `extract` (clean view, once; ONNX Runtime on CPU) then `train-head` (the default 32-head
+linear sweep).
 Both use the same 60/15/25 stratified split of ELPV and are timed end to end on this machine.
 """
 
@@ -98,7 +99,7 @@ def featx_run(dataset, backbone_name: str) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--tutorial-epochs", type=int, default=12)
+    parser.add_argument("--tutorial-epochs", type=int, default=12, help="0 = featx only")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     dataset = open_dataset("elpv")
@@ -107,6 +108,8 @@ def main() -> None:
     acc_f, t_extract, t_f = featx_run(dataset, args.backbone)
     print(f"featx    test top-1 {acc_f:.3f}   {t_f:7.1f} s  (extract {t_extract:.1f} s, heads "
           f"{t_f - t_extract:.1f} s)", flush=True)
+    if args.tutorial_epochs == 0:
+        return  # featx only
     acc_t, t_t = tutorial(dataset, args.backbone, args.tutorial_epochs, args.workers)
     print(f"tutorial test top-1 {acc_t:.3f}   {t_t:7.1f} s  ({args.tutorial_epochs} epochs)")
     print(f"time ratio featx / tutorial {t_f / t_t:.3f} (1/{t_t / t_f:.1f}); "

@@ -135,6 +135,8 @@ def extract(
     input_size: Optional[int] = typer.Option(None, help="Crop size override (keeps resize ratio)."),
     decode: Optional[str] = typer.Option(None, help="auto | cpu | gpu (nvjpeg for JPEG files)."),
     amp: Optional[str] = typer.Option(None, help="CUDA autocast: bf16 | fp16 | off [bf16]."),
+    engine: Optional[str] = typer.Option(None, help="auto | torch | onnxruntime [auto: ORT on CPU]."),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads [torch's thread count]."),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a store made differently."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with these options."),
     label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,
@@ -287,11 +289,12 @@ def predict(
     class_map: Optional[str] = ClassMap,
     device: str = typer.Option("auto"), batch_size: int = typer.Option(64),
     workers: Optional[int] = typer.Option(None),
+    engine: str = typer.Option("auto", help="auto | torch | onnxruntime [auto: ORT on CPU]."),
 ) -> None:
     """Classify new images (or a store's features) with a trained head, into a CSV."""
     from featx.predict import predict as run_predict
 
-    r = run_predict(head, inputs, out_csv, top_k, class_map, device, batch_size, workers)
+    r = run_predict(head, inputs, out_csv, top_k, class_map, device, batch_size, workers, engine)
     for path, reason in r.failed:
         err.print(f"skipped {path}: {reason}", markup=False, highlight=False)
     out.print(f"{r.predicted} predictions written to {r.csv}"

@@ -27,16 +27,16 @@ import torch
 
 from featx.backbones import Backbone, create_backbone
 from featx.data import Dataset
+from featx.engines import ENGINES, TorchEngine, create_engine, engine_version, verify
 from featx.errors import ConfigError, FeatxError, ImageError
 from featx.images import image_to_tensor, load_image
-from featx.progress import progress_bar
+from featx.progress import console, progress_bar
 from featx.store import StoreLock, StoreSpec, StoreWriter, prepare_store, read_done
 from featx.transforms import (AugRecipe, augmented_views, clean_views, load_recipe, make_views,
-                              normalize, transform_provenance)
+                              transform_provenance)
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 STORE_DTYPES = ("float16", "float32")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class ExtractConfig:
     decode: str = "auto"  # auto | cpu | gpu (nvjpeg for JPEG files; auto = gpu on CUDA)
     amp: str = "bf16"  # bf16 | fp16 | off, CUDA only
     channels_last: bool = True
+    engine: str = "auto"  # auto (onnxruntime on CPU, torch on CUDA) | torch | onnxruntime
+    threads: int | None = None  # ONNX Runtime intra-op threads; None = torch's thread count
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -64,6 +66,8 @@ class ExtractConfig:
             (self.decode in ("auto", "cpu", "gpu"), "decode", "must be auto, cpu or gpu"),
             (self.amp in ("bf16", "fp16", "off"), "amp", "must be bf16, fp16 or off"),
             (self.input_size is None or self.input_size >= 16, "input_size", "must be >= 16"),
+            (self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}"),
+            (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -146,6 +150,7 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
     recipe = load_recipe(config.aug) if config.views else None
     path = Path(store_path) if store_path else store_path_for(out_dir, dataset, backbone, config, recipe)
     gpu_decode = use_device_decode(device, config.decode)
+    engine = _engine_for(backbone, config, device, _resumed_engine(path, config))
     spec = StoreSpec(
         provenance={
             "backbone": backbone.name, "weights": backbone.weights,
@@ -153,7 +158,8 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
             "input_size": backbone.preprocess.input_size,
             "transform": transform_provenance(backbone.preprocess, recipe, config.views),
             "seed": config.seed, "device": device.type, "batch_size": config.batch_size,
-            "engine": f"torch {torch.__version__}", "decode": "gpu" if gpu_decode else "cpu",
+            "engine": engine.name, "engine_version": engine_version(engine.name),
+            "decode": "gpu" if gpu_decode else "cpu",
             "amp": config.amp if device.type == "cuda" else "off",
         },
         feature_dim=backbone.spec.feature_dim, num_aug_views=config.views, dtype=config.dtype)
@@ -164,29 +170,65 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
                                  _count_failed(path), 0.0, 0.0, str(device))
         # A resumed run keeps the batch plan of the run it resumes (same numbers, bit for bit).
         batch_size = _stored_attr(path, "batch_size", config.batch_size)
-        runner = _Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size)
+        runner = _Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size, engine)
         seconds, images = runner.run(path, show_progress)
         n_failed = _count_failed(path)
     return ExtractResult(str(path), backbone.name, status, len(dataset.samples), images, n_failed,
                          seconds, images / seconds if seconds else 0.0, str(device))
 
 
+def _resumed_engine(path: Path, config: ExtractConfig) -> str:
+    """`auto` resumes an unfinished store with the engine that started it (same numbers)."""
+    if config.engine != "auto" or config.overwrite or not path.is_file():
+        return config.engine
+    try:
+        from featx.store import open_h5
+
+        with open_h5(path) as f:
+            if not f.attrs.get("complete", 0) and f.attrs.get("engine") in ENGINES:
+                return str(f.attrs["engine"])
+    except FeatxError:
+        pass  # a corrupt store is reported by prepare_store
+    return config.engine
+
+
+def _engine_for(backbone: Backbone, config: ExtractConfig, device: torch.device, name: str):
+    """The engine to run, checked against torch on a probe batch before any store is touched."""
+    engine = create_engine(backbone, name, device, config.channels_last, config.amp, config.threads,
+                           warn=_warn)
+    if isinstance(engine, TorchEngine):
+        return engine
+    size = backbone.preprocess.input_size
+    probe = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
+    problem = verify(engine, TorchEngine(backbone, device, config.channels_last, config.amp), probe)
+    if problem is None:
+        return engine
+    _warn(f"ONNX Runtime output differs from torch for {backbone.name} ({problem}); using torch")
+    return TorchEngine(backbone, device, config.channels_last, config.amp)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
 def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,
-          workers: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
+          workers: int | None = None, engine: str = "auto") -> tuple[np.ndarray, dict[int, str]]:
     """Clean-view features [N, D] of every sample, in memory (prediction on new images).
 
     Failed images keep a zero row and are listed in the returned {row: reason}.
     """
     dev = resolve_device(device)
-    config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu")
-    runner = _Runner(dataset, backbone, None, config, dev, False, batch_size)
-    model = runner._prepare_model()
+    config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu",
+                           engine=engine)
+    runner = _Runner(dataset, backbone, None, config, dev, False, batch_size,
+                     _engine_for(backbone, config, dev, engine))
     plan = plan_batches(runner.is_train, 0, batch_size)
     out = np.zeros((len(dataset.samples), backbone.spec.feature_dim), np.float32)
     failed: dict[int, str] = {}
     with progress_bar(len(dataset.samples), f"embed {backbone.name}") as advance:
         for batch, item in zip(plan, _guarded(iter(runner._loader(plan)))):
-            feats, owner = runner._forward(model, item)
+            feats, owner = runner._forward(item)
             out[batch.start + owner[:, 0]] = feats.cpu().numpy()
             failed.update(item["failed"])
             advance(batch.stop - batch.start)
@@ -212,8 +254,10 @@ class _Runner:
     """One extraction run: plan, load, forward, write."""
 
     def __init__(self, dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None,
-                 config: ExtractConfig, device: torch.device, gpu_decode: bool, batch_size: int):
+                 config: ExtractConfig, device: torch.device, gpu_decode: bool, batch_size: int,
+                 engine):
         self.dataset, self.backbone, self.recipe, self.config = dataset, backbone, recipe, config
+        self.engine = engine
         self.device, self.gpu_decode, self.batch_size = device, gpu_decode, batch_size
         self.is_train = np.array([s.split == "train" for s in dataset.samples])
         self.train_rank = np.cumsum(self.is_train) - 1  # augmented row of each training sample
@@ -225,7 +269,6 @@ class _Runner:
         todo = [b for b in plan if not (done_clean[b.start:b.stop].all()
                                         and done_aug[:, b.train_start:b.train_stop].all())]
         total = sum(b.images(k) for b in todo)
-        model = self._prepare_model()
         loader = self._loader(todo)
         batches = iter(loader)  # workers fork here, before the store is opened for writing
         writer = StoreWriter(path)
@@ -235,7 +278,7 @@ class _Runner:
             with progress_bar(total, f"extract {self.backbone.name}", enabled=show_progress) as advance:
                 sink.on_written = advance
                 for batch, item in zip(todo, _guarded(batches)):
-                    feats, owner = self._forward(model, item)
+                    feats, owner = self._forward(item)
                     images += len(owner)
                     sink.put(batch, feats, owner, item["failed"])
                 sink.close()
@@ -245,16 +288,6 @@ class _Runner:
             sink.close()
             writer.close()
         return seconds, images
-
-    def _prepare_model(self) -> torch.nn.Module:
-        model = self.backbone.model.to(self.device)
-        if self.config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            # Same batch -> same numbers: resumed and uninterrupted runs must agree exactly.
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
-        return model
 
     def _loader(self, todo: list[Batch]) -> torch.utils.data.DataLoader:
         workers = self.config.workers
@@ -269,20 +302,14 @@ class _Runner:
             prefetch_factor=4 if workers else None, timeout=600 if workers else 0)
 
     @torch.inference_mode()
-    def _forward(self, model: torch.nn.Module, item: dict) -> tuple[torch.Tensor, np.ndarray]:
+    def _forward(self, item: dict) -> tuple[torch.Tensor, np.ndarray]:
         # The DataLoader turns numpy arrays into tensors; owners are indices, keep them numpy.
         images, owner = item["images"], np.asarray(item["owner"], dtype=np.int64).reshape(-1, 2)
         if self.gpu_decode and item["jpeg"]:
             images, owner = self._merge_gpu_decoded(images, owner, item)
         if len(owner) == 0:
             return torch.empty(0, self.backbone.spec.feature_dim), owner
-        x = normalize(images.to(self.device, non_blocking=True), self.backbone.preprocess)
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        amp = self.device.type == "cuda" and self.config.amp != "off"
-        with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.config.amp), enabled=amp):
-            feats = model(x)
-        return feats.float(), owner
+        return self.engine(images), owner
 
     def _merge_gpu_decoded(self, images: torch.Tensor, owner: np.ndarray, item: dict):
         """Decode the batch's JPEG files on the device (nvjpeg) and make their views there."""

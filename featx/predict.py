@@ -33,13 +33,13 @@ class PredictResult:
 
 def predict(head_path: str | os.PathLike, inputs: list[str | os.PathLike], out_csv: str | os.PathLike,
             top_k: int = 3, class_map: str | None = None, device: str = "auto",
-            batch_size: int = 64, workers: int | None = None) -> PredictResult:
+            batch_size: int = 64, workers: int | None = None, engine: str = "auto") -> PredictResult:
     head = Head.load(head_path)
     names = _names(head, class_map)
     if len(inputs) == 1 and str(inputs[0]).endswith((".h5", ".hdf5")):
         paths, features, failed = _from_store(head, Path(inputs[0]))
     else:
-        paths, features, failed = _from_images(head, inputs, device, batch_size, workers)
+        paths, features, failed = _from_images(head, inputs, device, batch_size, workers, engine)
     scores = head.scores(features) if len(features) else np.zeros((0, len(names)))
     _write_csv(Path(out_csv), paths, scores, names, min(top_k, len(names)), head.probabilistic)
     return PredictResult(Path(out_csv), len(paths), failed)
@@ -64,7 +64,7 @@ def _from_store(head: Head, path: Path):
         return [store.paths[r] for r in rows], features, failed
 
 
-def _from_images(head: Head, inputs, device: str, batch_size: int, workers: int | None):
+def _from_images(head: Head, inputs, device: str, batch_size: int, workers: int | None, engine: str):
     dataset, skipped = list_images(list(inputs))
     pre = head.meta["preprocess"]
     source = head.meta["weights"].get("source", "")
@@ -75,7 +75,7 @@ def _from_images(head: Head, inputs, device: str, batch_size: int, workers: int 
                                pre["input_size"])
     _check_same_features(head, backbone.name, backbone.weights.get("sha256", backbone.weights["source"]),
                          "this machine's weights")
-    features, failed_rows = embed(dataset, backbone, device, batch_size, workers)
+    features, failed_rows = embed(dataset, backbone, device, batch_size, workers, engine)
     ok = [i for i in range(len(dataset.samples)) if i not in failed_rows]
     failed = skipped + [(str(dataset.abspath(dataset.samples[i])), r) for i, r in sorted(failed_rows.items())]
     return [str(dataset.abspath(dataset.samples[i])) for i in ok], features[ok], failed

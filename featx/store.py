@@ -45,9 +45,9 @@ REASON_BYTES = 256
 # Provenance that must match for a store to be resumed or reused; anything else is informative.
 IDENTITY_KEYS = ("backbone", "weights_sha256", "feature_dim", "input_size", "transform",
                  "num_aug_views", "seed", "dataset_fingerprint", "dtype")
-# How the numbers were computed: a resumed run must match them (CPU and GPU, bf16 and fp32
-# agree only to rounding), but a complete store stays usable from any machine.
-EXECUTION_KEYS = ("device", "decode", "amp")
+# How the numbers were computed: a resumed run must match them (CPU and GPU, torch and ONNX
+# Runtime, bf16 and fp32 agree only to rounding), but a complete store stays usable anywhere.
+EXECUTION_KEYS = ("device", "engine", "decode", "amp")
 JSON_ATTRS = ("weights", "transform")
 
 

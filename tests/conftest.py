@@ -28,6 +28,21 @@ def make_class_tree(root: Path, classes=("ants", "bees"), per_class: int = 6, se
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def onnx_cache(tmp_path_factory):
+    """Exported ONNX files go to a per-run cache, shared by the tests, never ~/.cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("featx-cache")
+    old = os.environ.get("FEATX_CACHE")
+    os.environ["FEATX_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("FEATX_CACHE", None)
+    else:
+        os.environ["FEATX_CACHE"] = old
+
+
 @pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
     """One ImageFolder: 2 classes x 6 images."""

@@ -106,8 +106,9 @@ def test_bad_images_are_skipped_and_recorded(tmp_path, class_tree):
         assert len(X) == len(ds.samples) - 2 and np.abs(X).sum(1).min() > 0
 
 
-def _command(data: Path, out: Path) -> list[str]:
+def _command(data: Path, out: Path, engine: str = "auto") -> list[str]:
     return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18",
+            "--engine", engine,
             "--weights", "none", "--input-size", "128", "--batch-size", "2", "--views", "1",
             "--aug", "flowers", "--workers", "0", "--out", str(out), "--val-frac", "0",
             "--test-frac", "0.5"]
@@ -132,10 +133,11 @@ def _run_and_kill(command: list[str], out: Path, env: dict, kill_at: int) -> Pat
     return store
 
 
-def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine):
     data = make_class_tree(tmp_path / "data", per_class=20, seed=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = _command(data, tmp_path / "killed")
+    command = _command(data, tmp_path / "killed", engine)
     store = _run_and_kill(command, tmp_path / "killed", env, kill_at=4)
     with FeatureStore(store) as st:
         assert not st.complete
@@ -143,10 +145,12 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path):
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout
-    clean = subprocess.run(_command(data, tmp_path / "clean"), env=env, capture_output=True,
+    clean = subprocess.run(_command(data, tmp_path / "clean", engine), env=env, capture_output=True,
                            text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr
     _assert_same(_arrays(store), _arrays(next((tmp_path / "clean").glob("*.h5"))))
+    with FeatureStore(store) as st:
+        assert st.attrs["engine"] == engine
 
 
 def test_dead_worker_is_one_clear_error_and_the_run_resumes(tmp_path, dataset, monkeypatch):
