@@ -20,7 +20,7 @@ endif
 DEMO_STORE := $(DEMO_OUT)/stores/$(DEMO_DATA)_efficientnet_lite0_224px_mildx$(DEMO_VIEWS).h5
 DEMO_HEAD := $(DEMO_OUT)/heads/$(DEMO_DATA)_efficientnet_lite0.linear
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv browser clean
 
 venv: $(STAMP)
 
@@ -40,9 +40,20 @@ demo: $(STAMP)
 	$(BIN)/featx train-head $(DEMO_STORE) --head linear --out $(DEMO_HEAD)
 	$(BIN)/featx predict $(DEMO_STORE) --head $(DEMO_HEAD) --out $(DEMO_OUT)/predictions.csv
 	head -4 $(DEMO_OUT)/predictions.csv
+	$(BIN)/featx compare elpv $(SUBSET) -b efficientnet_lite0 -b efficientnet_lite1 \
+		-b efficientnet_lite2 --head linear --head logreg --out $(DEMO_OUT)/compare
+	@echo "open $(DEMO_OUT)/compare/report.html to compare the backbones"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The report test renders HTML in headless Chromium (Debian's package); without it, it is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+		{ APT="apt-get"; [ "$$(id -u)" = 0 ] || APT="sudo -n apt-get"; \
+		  $$APT install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+		  { $$APT update >/dev/null 2>&1 && $$APT install -y --no-install-recommends chromium >/dev/null 2>&1; }; } || \
+		echo "note: could not install chromium; the HTML render test will be skipped"
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -302,6 +302,50 @@ def predict(
 
 
 @app.command()
+def report(
+    results: Path = typer.Argument(..., help="Folder with head results (searched recursively)."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Report file [RESULTS/report.html]."),
+    fmt: str = typer.Option("html", "--format", help="html (one self-contained file) | md."),
+) -> None:
+    """Compare every trained head in RESULTS: table, plots, worst errors."""
+    from featx.report import write_report
+
+    path = write_report(results, out_path or results / f"report.{fmt}", fmt)
+    out.print(f"report written to {path}")
+
+
+@app.command("compare")
+def compare_cmd(
+    data: str = DataArg,
+    backbone: list[str] = typer.Option(..., "--backbone", "-b", help="Repeat for each backbone."),
+    out_dir: Path = typer.Option(Path("runs/compare"), "--out", help="Stores, heads and the report."),
+    head: list[str] = typer.Option(["linear"], "--head", help="Heads per backbone (repeatable)."),
+    views: int = typer.Option(0, help="Augmented views per training image."),
+    aug: str = typer.Option("mild"), batch_size: int = typer.Option(64),
+    device: str = typer.Option("auto"), engine: str = typer.Option("auto"),
+    weights: str = typer.Option("default", help="default | none (random init, for trials)."),
+    fmt: str = typer.Option("html", "--format", help="html | md."),
+    label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,
+    val_frac: Optional[float] = ValFrac, test_frac: Optional[float] = TestFrac,
+    split_seed: Optional[int] = SplitSeed, class_map: Optional[str] = ClassMap,
+    subset: Optional[int] = Subset,
+) -> None:
+    """Extract + train-head for each backbone on DATA, then write the comparison report."""
+    from featx.compare import compare
+    from featx.extract import ExtractConfig
+
+    _require(data, "DATA")
+    ds = _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
+    cfg = ExtractConfig(views=views, aug=aug, batch_size=batch_size, device=device, engine=engine,
+                        weights=weights)
+    result = compare(ds, backbone, out_dir, cfg, tuple(head), fmt)
+    for r in result.heads:
+        m = r.test or r.val
+        out.print(f"{Path(r.head).name}: top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}")
+    out.print(f"report written to {result.report}")
+
+
+@app.command()
 def info(stores: list[Path] = typer.Argument(..., help="One or more .h5 feature stores."),
          as_json: bool = typer.Option(False, "--json", help="Print the attributes as JSON.")) -> None:
     """Provenance, shapes, completeness and failed samples of a feature store."""

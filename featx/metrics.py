@@ -38,6 +38,7 @@ class Metrics:
     per_class: list[ClassMetrics]
     confusion: list[list[int]]  # rows = true class, columns = predicted
     worst: list[dict] = field(default_factory=list)  # highest per-image cross-entropy
+    reliability: list[dict] = field(default_factory=list)  # per confidence bin, for the diagram
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,17 +60,20 @@ def evaluate(y_true: np.ndarray, scores: np.ndarray, class_names: list[str],
         top5 = float((top == y_true[:, None]).any(1).mean()) if n else 0.0
     nll = ece = None
     worst: list[dict] = []
+    reliability: list[dict] = []
     if probabilities and n:
         p_true = np.clip(scores[np.arange(n), y_true], 1e-12, 1.0)
         losses = -np.log(p_true)
         nll = float(losses.mean())
         ece = expected_calibration_error(scores, y_true)
+        reliability = reliability_bins(scores, y_true)
         worst = _worst(losses, y_true, pred, scores, class_names, paths)
     return Metrics(
         n=n, top1=float((pred == y_true).mean()) if n else 0.0,
         balanced_accuracy=float(np.mean(recalls)) if recalls else 0.0,
         macro_f1=float(np.mean([m.f1 for m in per_class if m.support > 0])) if recalls else 0.0,
-        top5=top5, nll=nll, ece=ece, per_class=per_class, confusion=confusion.tolist(), worst=worst)
+        top5=top5, nll=nll, ece=ece, per_class=per_class, confusion=confusion.tolist(), worst=worst,
+        reliability=reliability)
 
 
 def _per_class(confusion: np.ndarray, names: list[str]) -> list[ClassMetrics]:
@@ -84,18 +88,27 @@ def _per_class(confusion: np.ndarray, names: list[str]) -> list[ClassMetrics]:
     return out
 
 
-def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Confidence-binned |accuracy - confidence|, weighted by bin size (Guo et al. 2017)."""
+def reliability_bins(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Non-empty confidence bins: their range, mean confidence, accuracy and size."""
     confidence = probs.max(1)
     correct = probs.argmax(1) == y_true
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
+    out = []
     for b in range(bins):
         members = which == b
         if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
+            out.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(members.sum()),
+                        "confidence": float(confidence[members].mean()),
+                        "accuracy": float(correct[members].mean())})
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Confidence-binned |accuracy - confidence|, weighted by bin size (Guo et al. 2017)."""
+    n = len(y_true)
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"])
+                     for b in reliability_bins(probs, y_true, bins))) if n else 0.0
 
 
 def _worst(losses, y_true, pred, probs, names, paths) -> list[dict]:

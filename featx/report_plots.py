@@ -1,25 +1,172 @@
-"""Plots written as PNG files (matplotlib, headless)."""
+"""Plots as PNG bytes (matplotlib, headless), for reports and the LR finder.
+
+Each function takes result sidecars (the JSON written next to each head) and returns PNG bytes,
+or None when the results hold nothing to plot.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 
-def plot_lr_find(result, path: Path) -> Path:
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def label(meta: dict) -> str:
+    return f"{meta['backbone']} / {meta['kind']}"
+
+
+def _test(meta: dict) -> dict | None:
+    metrics = meta.get("metrics", {})
+    return metrics.get("test") or metrics.get("val")
+
+
+def lr_find_png(lrs, losses, suggestion: float | None = None) -> bytes:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(result.lrs, result.losses)
-    ax.axvline(result.suggestion, color="tab:red", linestyle="--",
-               label=f"suggested {result.suggestion:.2g}")
+    ax.plot(lrs, losses)
+    if suggestion:
+        ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2g}")
+        ax.legend()
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss (smoothed)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _png(fig)
+
+
+def plot_lr_find(result, path: Path) -> Path:
+    Path(path).write_bytes(lr_find_png(result.lrs, result.losses, result.suggestion))
+    return Path(path)
+
+
+def accuracy_vs_throughput(results: list[dict]) -> bytes | None:
+    points = [(m["extraction"]["images_per_second"], _test(m)["top1"], label(m)) for m in results
+              if _test(m) and (m.get("extraction") or {}).get("images_per_second")]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for x, y, name in points:
+        ax.scatter(x, y)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    xs = [x for x, _, _ in points]
+    log = min(xs) > 0 and max(xs) / min(xs) > 10  # log only where it spreads the points
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("extraction throughput (images/s" + (", log scale)" if log else ")"))
+    ax.set_ylabel("test top-1")
+    ax.set_title("accuracy vs extraction speed")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def per_class_vs_train_count(results: list[dict]) -> bytes | None:
+    usable = [m for m in results if _test(m) and m.get("train_counts")]
+    if not usable:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for m in usable:
+        counts = m["train_counts"]
+        recalls = [c["recall"] for c in _test(m)["per_class"]]
+        ax.scatter(counts, recalls, label=label(m), alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("per-class accuracy (recall)")
+    ax.set_title("per-class accuracy vs training images")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def confusion(meta: dict) -> bytes | None:
+    metrics = _test(meta)
+    if not metrics:
+        return None
+    matrix = np.array(metrics["confusion"])
+    names = meta.get("class_names") or meta["classes"]
+    plt = _pyplot()
+    size = min(2 + 0.5 * len(names), 12)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    ax.imshow(matrix, cmap="Blues")
+    if len(names) <= 20:
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > matrix.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(label(meta))
+    return _png(fig)
+
+
+def training_curves(results: list[dict]) -> bytes | None:
+    usable = [m for m in results if m.get("curve")]
+    if not usable:
+        return None
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for m in usable:
+        epochs = [c["epoch"] for c in m["curve"]]
+        line, = loss_ax.plot(epochs, [c["train_loss"] for c in m["curve"]], label=f"{label(m)} train")
+        loss_ax.plot(epochs, [c["val_loss"] for c in m["curve"]], linestyle="--", color=line.get_color(),
+                     label=f"{label(m)} val")
+        acc_ax.plot(epochs, [c["val_top1"] for c in m["curve"]], label=label(m))
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("val top-1")
+    loss_ax.legend(fontsize=7)
+    acc_ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def reliability(results: list[dict]) -> bytes | None:
+    usable = [m for m in results if _test(m) and _test(m).get("reliability")]
+    if not usable:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
+    for m in usable:
+        bins = _test(m)["reliability"]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                label=f"{label(m)} (ECE {_test(m)['ece']:.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability diagram (test)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def thumbnail_jpeg(path: Path, size: int = 112) -> bytes | None:
+    """A small JPEG of an image file, or None if it cannot be read any more."""
+    from featx.errors import ImageError
+    from featx.images import load_image
+
+    try:
+        img = load_image(path)
+    except ImageError:
+        return None
+    img.thumbnail((size, size))
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()

@@ -115,5 +115,20 @@ def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, s
         "params": params, "search": search, "curve": curve,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
         "train_samples": data.n_train, "views_used": data.views, "streamed": data.streamed,
+        "train_counts": np.bincount(data.train_labels, minlength=data.num_classes).tolist(),
+        "dataset_root": attrs["dataset_root"], "dataset_name": attrs.get("dataset_name"),
+        "extraction": {"images_per_second": attrs.get("images_per_second"),
+                       "seconds": attrs.get("extract_seconds"), "device": attrs.get("device"),
+                       "engine": attrs.get("engine"), "backbone_params": _param_count(attrs["backbone"])},
         "seconds": seconds,
     }
+
+
+def _param_count(name: str) -> int | None:
+    from featx.backbones import get_spec
+    from featx.errors import FeatxError
+
+    try:
+        return get_spec(name).num_params
+    except FeatxError:  # a timm model without timm installed here, say
+        return None

@@ -1,0 +1,240 @@
+"""Backbone comparison reports: every head result in a folder, as one HTML file or Markdown.
+
+    write_report("runs/compare", "runs/compare/report.html")      # self-contained HTML
+    write_report("runs/compare", "runs/compare/report.md", "md")  # Markdown + PNGs beside it
+
+Results are the JSON sidecars that `featx train-head` writes next to each head.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from featx import report_plots as plots
+from featx.errors import FeatxError
+from featx.head_io import FORMAT
+
+WORST_IN_GALLERY = 8
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    value: Callable[[dict], float | str | None]
+    better: str | None = None  # "max" | "min": the best cell is highlighted
+    fmt: str = "{:.3f}"
+
+
+def _test(meta: dict, key: str):
+    metrics = meta.get("metrics", {})
+    split = metrics.get("test") or metrics.get("val") or {}
+    return split.get(key)
+
+
+def _extraction(meta: dict, key: str):
+    return (meta.get("extraction") or {}).get(key)
+
+
+COLUMNS = [
+    Column("backbone", lambda m: m["backbone"], fmt="{}"),
+    Column("dim", lambda m: m.get("feature_dim"), fmt="{}"),
+    Column("params", lambda m: (_extraction(m, "backbone_params") or 0) / 1e6 or None, fmt="{:.1f}M"),
+    Column("extract img/s", lambda m: _extraction(m, "images_per_second"), "max", "{:.1f}"),
+    Column("device", lambda m: " ".join(filter(None, [_extraction(m, "device"), _extraction(m, "engine")])),
+           fmt="{}"),
+    Column("head", lambda m: m["kind"], fmt="{}"),
+    Column("top-1", lambda m: _test(m, "top1"), "max"),
+    Column("top-5", lambda m: _test(m, "top5"), "max"),
+    Column("bal. acc", lambda m: _test(m, "balanced_accuracy"), "max"),
+    Column("macro-F1", lambda m: _test(m, "macro_f1"), "max"),
+    Column("NLL", lambda m: _test(m, "nll"), "min"),
+    Column("ECE", lambda m: _test(m, "ece"), "min"),
+    Column("train s", lambda m: m.get("seconds"), "min", "{:.1f}"),
+]
+
+
+def load_results(folder: str | Path) -> list[dict]:
+    """Every featx head sidecar under `folder` (recursively), sorted by backbone and head."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeatxError(f"{folder}: no such folder")
+    results = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours
+        if isinstance(meta, dict) and meta.get("format") == FORMAT:
+            meta["_path"] = str(path)
+            results.append(meta)
+    if not results:
+        raise FeatxError(f"{folder}: no head results (*.json from `featx train-head`) found")
+    return sorted(results, key=lambda m: (m["backbone"], m["kind"], m["_path"]))
+
+
+def table(results: list[dict]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """Headers, formatted cells, and which cells are the best of their column."""
+    values = [[c.value(m) for c in COLUMNS] for m in results]
+    best = [[False] * len(COLUMNS) for _ in results]
+    for j, column in enumerate(COLUMNS):
+        numbers = [row[j] for row in values if isinstance(row[j], (int, float))]
+        if column.better and len(numbers) > 1:
+            target = max(numbers) if column.better == "max" else min(numbers)
+            for i, row in enumerate(values):
+                best[i][j] = row[j] == target
+    cells = [[("-" if v is None or v == "" else c.fmt.format(v)) for v, c in zip(row, COLUMNS)]
+             for row in values]
+    return [c.title for c in COLUMNS], cells, best
+
+
+def _lr_find_curves(folder: Path) -> list[tuple[str, bytes]]:
+    out = []
+    for path in sorted(folder.rglob("*.lr-find.csv")):
+        with open(path, newline="") as f:
+            rows = [(float(r["lr"]), float(r["loss"])) for r in csv.DictReader(f)]
+        if rows:
+            lrs, losses = zip(*rows)
+            out.append((path.name, plots.lr_find_png(lrs, losses)))
+    return out
+
+
+def _sections(results: list[dict], folder: Path) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    """(section title, [(caption, PNG bytes)]) in report order, empty ones dropped."""
+    def one(caption, png):
+        return [(caption, png)] if png else []
+
+    sections = [
+        ("Accuracy vs extraction throughput", one("", plots.accuracy_vs_throughput(results))),
+        ("Per-class accuracy vs training images", one("", plots.per_class_vs_train_count(results))),
+        ("Confusion matrices (test)", [(plots.label(m), png) for m in results
+                                       if (png := plots.confusion(m))]),
+        ("Training curves", one("", plots.training_curves(results))),
+        ("Learning-rate finder", _lr_find_curves(folder)),
+        ("Reliability", one("", plots.reliability(results))),
+    ]
+    return [(title, images) for title, images in sections if images]
+
+
+def _gallery(results: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Per result, its worst test errors with a thumbnail (JPEG bytes) when the file is there."""
+    out = []
+    for m in results:
+        worst = ((m.get("metrics", {}).get("test") or {}).get("worst") or [])[:WORST_IN_GALLERY]
+        items = []
+        for w in worst:
+            if not w.get("path"):
+                continue
+            full = Path(m.get("dataset_root", "")) / w["path"]
+            items.append({**w, "thumbnail": plots.thumbnail_jpeg(full)})
+        if items:
+            out.append((plots.label(m), items))
+    return out
+
+
+def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
+                 title: str = "featx backbone comparison") -> Path:
+    folder, out = Path(folder), Path(out)
+    results = load_results(folder)
+    if fmt not in ("html", "md"):
+        raise FeatxError(f"report format must be html or md, got {fmt!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render = _render_html if fmt == "html" else _render_markdown
+    render(results, folder, out, title)
+    return out
+
+
+# --- HTML: one self-contained file, images as data URIs -------------------------------------------
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td.text{text-align:left}td.best{background:#d8f5d0;font-weight:bold}
+figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:0.85em;max-width:240px}
+img.plot{max-width:100%}.gallery figure{width:130px}"""
+
+
+def _data_uri(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(png).decode()}"
+
+
+def _render_html(results: list[dict], folder: Path, out: Path, title: str) -> None:
+    headers, cells, best = table(results)
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
+             f"<p>{len(results)} result(s) from {e(str(folder))}. Best value per column highlighted; "
+             "metrics are on the test split.</p>",
+             "<table id='comparison'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
+             + "</tr></thead><tbody>"]
+    for row, marks in zip(cells, best):
+        parts.append("<tr>" + "".join(
+            f"<td class='{'best' if mark else ('text' if j in (0, 4, 5) else '')}'>{e(c)}</td>"
+            for j, (c, mark) in enumerate(zip(row, marks))) + "</tr>")
+    parts.append("</tbody></table>")
+    for section, images in _sections(results, folder):
+        parts.append(f"<h2>{e(section)}</h2>")
+        for caption, png in images:
+            parts.append(f"<figure><img class='plot' alt='{e(section)} {e(caption)}' "
+                         f"src='{_data_uri(png)}'>" + (f"<figcaption>{e(caption)}</figcaption>" if caption else "")
+                         + "</figure>")
+    gallery = _gallery(results)
+    if gallery:
+        parts.append("<h2>Worst errors</h2>")
+        for name, items in gallery:
+            parts.append(f"<h3>{e(name)}</h3><div class='gallery'>")
+            for w in items:
+                image = (f"<img alt='{e(w['path'])}' src='{_data_uri(w['thumbnail'], 'image/jpeg')}'>"
+                         if w["thumbnail"] else "<div>(image not found)</div>")
+                parts.append(f"<figure>{image}<figcaption>{e(w['path'])}<br>true {e(w['true'])} "
+                             f"({w['p_true']:.2f})<br>predicted {e(w['predicted'])} "
+                             f"({w['p_predicted']:.2f})</figcaption></figure>")
+            parts.append("</div>")
+    parts.append("</body></html>")
+    _atomic_write(out, "\n".join(parts))
+
+
+# --- Markdown: the table, and PNG files in a folder beside it --------------------------------------
+
+def _render_markdown(results: list[dict], folder: Path, out: Path, title: str) -> None:
+    headers, cells, best = table(results)
+    assets = out.with_name(out.stem + "_files")
+    assets.mkdir(exist_ok=True)
+    lines = [f"# {title}", "", f"{len(results)} result(s) from `{folder}`; best per column in "
+             "bold; metrics on the test split.", "",
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row, marks in zip(cells, best):
+        lines.append("| " + " | ".join(f"**{c}**" if mark else c for c, mark in zip(row, marks)) + " |")
+    n = 0
+    for section, images in _sections(results, folder):
+        lines += ["", f"## {section}", ""]
+        for caption, png in images:
+            n += 1
+            name = f"plot{n:02d}.png"
+            (assets / name).write_bytes(png)
+            lines.append(f"![{section} {caption}".rstrip() + f"]({assets.name}/{name})")
+    gallery = _gallery(results)
+    if gallery:
+        lines += ["", "## Worst errors", ""]
+        for name, items in gallery:
+            lines += [f"### {name}", "", "| image | path | true | predicted |", "|---|---|---|---|"]
+            for i, w in enumerate(items):
+                cell = "-"
+                if w["thumbnail"]:
+                    thumb = f"worst{n:02d}_{i:02d}.jpg"
+                    (assets / thumb).write_bytes(w["thumbnail"])
+                    cell = f"![]({assets.name}/{thumb})"
+                lines.append(f"| {cell} | {w['path']} | {w['true']} ({w['p_true']:.2f}) | "
+                             f"{w['predicted']} ({w['p_predicted']:.2f}) |")
+            n += 1
+    _atomic_write(out, "\n".join(lines) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
