@@ -112,7 +112,7 @@ def _sections(results: list[dict], folder: Path) -> list[tuple[str, list[tuple[s
     sections = [
         ("Accuracy vs extraction throughput", one("", plots.accuracy_vs_throughput(results))),
         ("Per-class accuracy vs training images", one("", plots.per_class_vs_train_count(results))),
-        ("Confusion matrices (test)", [(plots.label(m), png) for m in results
+        ("Confusion matrices (test)", [("", png) for m in results  # titled inside the plot
                                        if (png := plots.confusion(m))]),
         ("Training curves", one("", plots.training_curves(results))),
         ("Learning-rate finder", _lr_find_curves(folder)),
