@@ -161,15 +161,26 @@ def extract(
                   opts.get("class_map"), opts.get("subset"))
     known = {f.name for f in fields(ExtractConfig)}
     cfg = ExtractConfig(**{k: v for k, v in opts.items() if k in known and v is not None})
-    for name in names:
-        r = run_extract(ds, name, Path(opts["out"]), cfg)
-        if r.status == "complete":
-            out.print(f"{r.backbone}: {r.store} is already complete ({r.samples} samples, "
-                      f"{r.failed} failed); nothing to do")
-        else:
-            out.print(f"{r.backbone}: {r.status} {r.store}: {r.images} images in {r.seconds:.1f} s "
-                      f"({r.images_per_second:.1f} img/s on {r.device}), {r.samples} samples, "
-                      f"{r.failed} failed" + (" (see `featx info`)" if r.failed else ""))
+    from featx.distributed import context, finish
+
+    quiet = context().rank != 0  # under torchrun, rank 0 speaks for all
+    try:
+        for name in names:
+            r = run_extract(ds, name, Path(opts["out"]), cfg)
+            if not quiet:
+                _print_extraction(r)
+    finally:
+        finish()
+
+
+def _print_extraction(r) -> None:
+    if r.status == "complete":
+        out.print(f"{r.backbone}: {r.store} is already complete ({r.samples} samples, "
+                  f"{r.failed} failed); nothing to do")
+    else:
+        out.print(f"{r.backbone}: {r.status} {r.store}: {r.images} images in {r.seconds:.1f} s "
+                  f"({r.images_per_second:.1f} img/s on {r.device}), {r.samples} samples, "
+                  f"{r.failed} failed" + (" (see `featx info`)" if r.failed else ""))
 
 
 @app.command("train-head")
@@ -345,6 +356,19 @@ def compare_cmd(
     out.print(f"report written to {result.report}")
 
 
+@app.command("merge")
+def merge_cmd(
+    shards: list[Path] = typer.Argument(..., help="Shard stores (*.shardRRR-of-WWW.h5) of one run."),
+    out_path: Path = typer.Option(..., "--out", help="The merged store to write."),
+    mode: str = typer.Option("copy", help="copy (self-contained) | virtual (HDF5 VDS over shards)."),
+) -> None:
+    """Merge the shard stores of a torchrun extraction into one store (rank 0 does it itself)."""
+    from featx.merge import merge_shards
+
+    path = merge_shards(shards, out_path, mode)
+    out.print(f"merged {len(shards)} shards into {path} ({mode})")
+
+
 @app.command()
 def info(stores: list[Path] = typer.Argument(..., help="One or more .h5 feature stores."),
          as_json: bool = typer.Option(False, "--json", help="Print the attributes as JSON.")) -> None:
@@ -383,6 +407,13 @@ def _print_store(st, attrs: dict) -> None:
     if attrs.get("extract_seconds"):
         out.print(f"  speed      {attrs['images_per_second']:.1f} img/s "
                   f"(last run, {attrs['extract_seconds']:.1f} s)")
+    if "shard_rank" in attrs:
+        out.print(f"  shard      rank {attrs['shard_rank']} of {attrs['shard_world_size']}, rows "
+                  f"{attrs['shard_start']}-{attrs['shard_stop']} of {attrs['full_num_samples']} "
+                  f"({attrs['sharding']})")
+    if "merged_from" in attrs:
+        out.print(f"  merged     {attrs['merge_mode']} of {attrs['world_size']} shards: "
+                  + ", ".join(json.loads(attrs["merged_from"])))
     out.print(f"  failed     {len(st.failed)}")
     for row, reason in sorted(st.failed.items()):
         out.print(f"    {st.paths[row]}: {reason}", markup=False, highlight=False)

@@ -19,19 +19,20 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from featx import distributed, merge
 from featx.backbones import Backbone, create_backbone
 from featx.data import Dataset
 from featx.engines import ENGINES, TorchEngine, create_engine, engine_version, verify
-from featx.errors import ConfigError, FeatxError, ImageError
+from featx.errors import ConfigError, FeatxError, ImageError, StoreError
 from featx.images import image_to_tensor, load_image
 from featx.progress import console, progress_bar
-from featx.store import StoreLock, StoreSpec, StoreWriter, prepare_store, read_done
+from featx.store import StoreLock, StoreSpec, StoreWriter, open_h5, prepare_store, read_done
 from featx.transforms import (AugRecipe, augmented_views, clean_views, load_recipe, make_views,
                               transform_provenance)
 
@@ -144,11 +145,26 @@ def use_device_decode(device: torch.device, decode: str) -> bool:
 
 def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: ExtractConfig = ExtractConfig(),
             store_path: Path | None = None, show_progress: bool = True) -> ExtractResult:
-    """Extract (or resume, or confirm complete) the store of `backbone_name` over `dataset`."""
+    """Extract (or resume, or confirm complete) the store of `backbone_name` over `dataset`.
+
+    Under torchrun (WORLD_SIZE > 1) each rank extracts its shard, and rank 0 merges them.
+    """
+    ctx = distributed.context()
     device = resolve_device(config.device)
+    if ctx.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ctx.local_rank)  # one GPU per rank
+        torch.cuda.set_device(device)
     backbone = create_backbone(backbone_name, config.weights, config.seed, config.input_size)
     recipe = load_recipe(config.aug) if config.views else None
     path = Path(store_path) if store_path else store_path_for(out_dir, dataset, backbone, config, recipe)
+    if ctx.active:
+        return _extract_sharded(dataset, backbone, recipe, path, config, device, ctx, show_progress)
+    return _extract_store(dataset, backbone, recipe, path, config, device, show_progress)
+
+
+def _extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
+                   config: ExtractConfig, device: torch.device, show_progress: bool,
+                   extra_provenance: dict | None = None) -> ExtractResult:
     gpu_decode = use_device_decode(device, config.decode)
     engine = _engine_for(backbone, config, device, _resumed_engine(path, config))
     spec = StoreSpec(
@@ -161,6 +177,7 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
             "engine": engine.name, "engine_version": engine_version(engine.name),
             "decode": "gpu" if gpu_decode else "cpu",
             "amp": config.amp if device.type == "cuda" else "off",
+            **(extra_provenance or {}),
         },
         feature_dim=backbone.spec.feature_dim, num_aug_views=config.views, dtype=config.dtype)
     with StoreLock(path):
@@ -177,13 +194,91 @@ def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extract
                          seconds, images / seconds if seconds else 0.0, str(device))
 
 
+SHARDING = "contiguous runs of the single-process batch plan, balanced by image count"
+
+
+def _extract_sharded(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
+                     config: ExtractConfig, device: torch.device, ctx, show_progress: bool) -> ExtractResult:
+    """This rank's shard into its own store; rank 0 merges all shards into `final`."""
+    distributed.init(ctx, device)
+    if final.is_file() and not config.overwrite:
+        with open_h5(final) as f:
+            if not f.attrs.get("complete", 0):
+                raise StoreError(f"{final} exists and is an unfinished single-process store; finish "
+                                 "it without torchrun, or pass --overwrite")
+        # A finished merged store: rank 0 runs the normal checks (same settings and data) under
+        # the store's lock; the other ranks wait for its verdict.
+        result = (_extract_store(dataset, backbone, recipe, final, config, device, show_progress)
+                  if ctx.rank == 0 else None)
+        distributed.barrier()
+        return result or ExtractResult(str(final), backbone.name, "complete", len(dataset.samples),
+                                       0, _count_failed(final), 0.0, 0.0, str(device))
+    result = _extract_shard(dataset, backbone, recipe, final, config, device, ctx.rank,
+                            ctx.world_size, show_progress and ctx.rank == 0)
+    distributed.barrier()  # every shard written
+    if ctx.rank == 0:
+        shards = [merge.shard_path(final, r, ctx.world_size) for r in range(ctx.world_size)]
+        merge.merge_shards(shards, final)
+        for path in shards:  # the merged copy is self-contained; `featx merge` keeps shards
+            path.unlink()
+            Path(str(path) + ".lock").unlink(missing_ok=True)
+    distributed.barrier()  # merged: every rank may now read the final store
+    if ctx.rank != 0:
+        return replace(result, store=str(final))
+    with open_h5(final) as f:  # rank 0 reports the whole run, not its own part
+        seconds = float(f.attrs.get("extract_seconds", result.seconds))
+        rate = float(f.attrs.get("images_per_second", result.images_per_second))
+    return replace(result, store=str(final), samples=len(dataset.samples), seconds=seconds,
+                   images=int(round(rate * seconds)), images_per_second=rate,
+                   failed=_count_failed(final))
+
+
+def extract_shard(dataset: Dataset, backbone_name: str, out_dir: Path, rank: int, world_size: int,
+                  config: ExtractConfig = ExtractConfig(), store_path: Path | None = None,
+                  show_progress: bool = True) -> ExtractResult:
+    """Shard `rank` of `world_size` into its own store (`featx merge` joins them), no torchrun."""
+    device = resolve_device(config.device)
+    backbone = create_backbone(backbone_name, config.weights, config.seed, config.input_size)
+    recipe = load_recipe(config.aug) if config.views else None
+    final = Path(store_path) if store_path else store_path_for(out_dir, dataset, backbone, config, recipe)
+    return _extract_shard(dataset, backbone, recipe, final, config, device, rank, world_size,
+                          show_progress)
+
+
+def _extract_shard(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
+                   config: ExtractConfig, device: torch.device, rank: int, world_size: int,
+                   show_progress: bool) -> ExtractResult:
+    is_train = np.array([s.split == "train" for s in dataset.samples])
+    batch_size = _shard_batch_size(final, world_size, config.batch_size)
+    plan = plan_batches(is_train, config.views, batch_size)
+    bounds = distributed.shard_bounds([b.start for b in plan], [b.images(config.views) for b in plan],
+                                      len(dataset.samples), world_size)
+    start, stop = bounds[rank]
+    shard = replace(dataset, samples=dataset.samples[start:stop])
+    provenance = {"shard_rank": rank, "shard_world_size": world_size, "shard_start": start,
+                  "shard_stop": stop, "full_num_samples": len(dataset.samples),
+                  "full_dataset_fingerprint": dataset.fingerprint, "sharding": SHARDING}
+    return _extract_store(shard, backbone, recipe, merge.shard_path(final, rank, world_size),
+                          replace(config, batch_size=batch_size), device, show_progress, provenance)
+
+
+def _shard_batch_size(final: Path, world_size: int, default: int) -> int:
+    """The batch size of shards already started (the shard bounds depend on it)."""
+    for rank in range(world_size):
+        path = merge.shard_path(final, rank, world_size)
+        if path.is_file():
+            try:
+                return int(_stored_attr(path, "batch_size", default))
+            except FeatxError:
+                continue
+    return default
+
+
 def _resumed_engine(path: Path, config: ExtractConfig) -> str:
     """`auto` resumes an unfinished store with the engine that started it (same numbers)."""
     if config.engine != "auto" or config.overwrite or not path.is_file():
         return config.engine
     try:
-        from featx.store import open_h5
-
         with open_h5(path) as f:
             if not f.attrs.get("complete", 0) and f.attrs.get("engine") in ENGINES:
                 return str(f.attrs["engine"])
@@ -236,16 +331,12 @@ def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size
 
 
 def _stored_attr(path: Path, key: str, default):
-    from featx.store import open_h5
-
     with open_h5(path) as f:
         value = f.attrs.get(key, default)
     return value.item() if isinstance(value, np.generic) else value
 
 
 def _count_failed(path: Path) -> int:
-    from featx.store import open_h5
-
     with open_h5(path) as f:
         return int((f["failed/reason"][:] != b"").sum())
 

@@ -1,0 +1,103 @@
+"""featx.distributed: torchrun-sharded extraction (2 CPU processes, gloo) equals one process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from featx.distributed import shard_bounds
+from featx.store import FeatureStore
+from featx.train import train_head
+from tests.conftest import make_class_tree
+
+ARRAYS = ("features/clean", "features/aug", "features/aug_rows", "done/clean", "done/aug",
+          "failed/reason", "samples/path", "samples/label", "samples/split")
+
+
+def test_shards_are_contiguous_whole_batches_balanced_by_images():
+    starts, images = [0, 3, 5, 9, 10], [6, 6, 6, 6, 2]  # five batches over 12 samples
+    assert shard_bounds(starts, images, 12, 2) == [(0, 5), (5, 12)]
+    assert shard_bounds(starts, images, 12, 1) == [(0, 12)]
+    assert shard_bounds(starts, images, 12, 4) == [(0, 3), (3, 5), (5, 9), (9, 12)]
+    assert shard_bounds([0], [4], 2, 3) == [(0, 0), (0, 2), (2, 2)]  # more ranks than batches
+
+
+def _extract(data: Path, out: Path, nproc: int, env: dict, size: int = 32) -> list[str]:
+    args = ["-m", "featx.cli", "extract", str(data), "-b", "resnet18", "--weights", "none",
+            "--input-size", str(size), "--views", "2", "--batch-size", "4", "--out", str(out),
+            "--val-frac", "0.25", "--test-frac", "0.25", "--workers", "0"]
+    if nproc == 1:
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+            "--master-port", str(29500 + os.getpid() % 1000), *args]
+
+
+def _run(command, env):
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if "error:" in line or "Error:" in line]
+    assert done.returncode == 0, "\n".join(errors[:10]) or done.stderr[-3000:]
+    return done
+
+
+def _same_store(a: Path, b: Path) -> None:
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        for key in ARRAYS:
+            np.testing.assert_array_equal(fa[key][()], fb[key][()], err_msg=key)
+        assert fa.attrs["dataset_fingerprint"] == fb.attrs["dataset_fingerprint"]
+
+
+@pytest.fixture
+def env():
+    # torchrun gives each rank one thread; the single process gets the same, so the numbers match.
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_two_processes_equal_one(tmp_path, env):
+    data = make_class_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8, seed=4)
+    multi = _run(_extract(data, tmp_path / "multi", 2, env), env)
+    _run(_extract(data, tmp_path / "single", 1, env), env)
+    (merged,) = (tmp_path / "multi").glob("*.h5")
+    (single,) = (tmp_path / "single").glob("*.h5")
+    _same_store(merged, single)
+    assert multi.stdout.count("created") == 1  # rank 0 speaks for both
+    assert not list((tmp_path / "multi").glob("*shard*"))
+    heads = [train_head(p, "linear", out=tmp_path / f"h{i}", show_progress=False)
+             for i, p in enumerate((merged, single))]
+    assert heads[0].head.read_bytes() == heads[1].head.read_bytes()
+    info = _run([sys.executable, "-m", "featx.cli", "info", str(merged)], env).stdout
+    assert "merged     copy of 2 shards" in info
+
+
+def test_killed_torchrun_resumes_each_shard(tmp_path, env):
+    data = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=24, seed=6)
+    out = tmp_path / "multi"
+    command = _extract(data, out, 2, env, size=96)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline, killed = time.time() + 120, False
+    while time.time() < deadline and proc.poll() is None:
+        shards = list(out.glob("*.shard*-of-002.h5"))
+        if len(shards) == 2:
+            with h5py.File(shards[0], "r", locking=False) as f0, h5py.File(shards[1], "r", locking=False) as f1:
+                done = [int(f["done/clean"][:].sum()) for f in (f0, f1)]
+            if all(d >= 2 for d in done):
+                os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+                killed = True
+                break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert killed, "the run ended before it could be killed"
+    for shard in out.glob("*.shard*-of-002.h5"):
+        with FeatureStore(shard) as st:
+            assert not st.complete and st.attrs["shard_world_size"] == 2
+    _run(command, env)
+    _run(_extract(data, tmp_path / "single", 1, env, size=96), env)
+    _same_store(next(out.glob("*.h5")), next((tmp_path / "single").glob("*.h5")))

@@ -1,0 +1,98 @@
+"""featx.merge: shard stores of a distributed run -> one store, checked before writing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import featx.distributed
+from featx.data import DatasetOptions, open_dataset
+from featx.distributed import DistContext
+from featx.errors import StoreError
+from featx.extract import ExtractConfig, extract, extract_shard
+from featx.merge import merge_shards, shard_path
+from featx.store import FeatureStore
+
+CFG = dict(weights="none", input_size=32, batch_size=4, views=2, workers=0)
+ARRAYS = ("features/clean", "features/aug", "features/aug_rows", "done/clean", "done/aug",
+          "failed/reason", "samples/path", "samples/label", "samples/split")
+
+
+def _arrays(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[k][()] for k in ARRAYS}
+
+
+def _as_rank(monkeypatch, rank: int, world: int = 2) -> None:
+    """Run the next extract as one rank of a `world`-process job, in this process."""
+    monkeypatch.setattr(featx.distributed, "context", lambda: DistContext(rank, world, rank))
+    monkeypatch.setattr(featx.distributed, "init", lambda ctx, device: None)
+
+
+@pytest.fixture
+def dataset(class_tree):
+    return open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
+
+
+def _sharded(dataset, out, monkeypatch, seed=0, ranks=(1, 0)):
+    """Ranks run one after the other (rank 0 last: it merges); returns the final store path."""
+    result = None
+    for rank in ranks:
+        _as_rank(monkeypatch, rank)
+        result = extract(dataset, "resnet18", out, ExtractConfig(seed=seed, **CFG), show_progress=False)
+    monkeypatch.undo()
+    return Path(result.store)
+
+
+def test_sharded_run_merges_into_the_single_process_store(tmp_path, dataset, monkeypatch):
+    merged = _sharded(dataset, tmp_path / "multi", monkeypatch)
+    single = extract(dataset, "resnet18", tmp_path / "single", ExtractConfig(**CFG), show_progress=False)
+    a, b = _arrays(merged), _arrays(single.store)
+    for key in ARRAYS:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert not list((tmp_path / "multi").glob("*.shard*"))  # copied, then removed
+    with FeatureStore(merged) as st:
+        assert st.complete and st.attrs["world_size"] == 2 and st.attrs["merge_mode"] == "copy"
+    # The merged store is the store of this data: a plain re-run has nothing to do.
+    again = extract(dataset, "resnet18", tmp_path / "multi", ExtractConfig(**CFG), show_progress=False)
+    assert again.status == "complete"
+
+
+def _shards(dataset, out, seed=0):
+    """Both shard stores of a 2-process run, written without torchrun and not merged."""
+    return [Path(extract_shard(dataset, "resnet18", out, rank, 2, ExtractConfig(seed=seed, **CFG),
+                               show_progress=False).store) for rank in (0, 1)]
+
+
+def test_virtual_merge_reads_the_same_and_survives_moving_the_folder(tmp_path, dataset):
+    shards = _shards(dataset, tmp_path / "s")
+    assert len(shards) == 2
+    copy = merge_shards(shards, tmp_path / "s" / "copy.h5")
+    virtual = merge_shards(shards, tmp_path / "s" / "virtual.h5", mode="virtual")
+    assert virtual.stat().st_size < copy.stat().st_size
+    shutil.move(tmp_path / "s", tmp_path / "moved")
+    a, b = _arrays(tmp_path / "moved" / "copy.h5"), _arrays(tmp_path / "moved" / "virtual.h5")
+    for key in ARRAYS:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_merge_refuses_shards_that_do_not_belong_together(tmp_path, dataset):
+    ours = _shards(dataset, tmp_path / "a", seed=0)
+    theirs = _shards(dataset, tmp_path / "b", seed=1)
+    with pytest.raises(StoreError, match=r"cannot merge with the other shards: .*seed is 1 in it, 0 in"):
+        merge_shards([ours[0], theirs[1]], tmp_path / "m.h5")
+    with pytest.raises(StoreError, match=r"missing rank\(s\) \[1\]"):
+        merge_shards([ours[0]], tmp_path / "m.h5")
+    with h5py.File(ours[1], "r+") as f:
+        f.attrs.modify("complete", np.uint8(0))
+    with pytest.raises(StoreError, match="shard is incomplete; re-run the same torchrun command"):
+        merge_shards(ours, tmp_path / "m.h5")
+    single = extract(dataset, "resnet18", tmp_path / "c", ExtractConfig(**CFG), show_progress=False)
+    with pytest.raises(StoreError, match="not a shard store"):
+        merge_shards([Path(single.store)], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists() and not list(tmp_path.glob("m.h5.tmp-*"))
+    assert shard_path(Path("x/s.h5"), 1, 4) == Path("x/s.shard001-of-004.h5")
