@@ -31,7 +31,7 @@ def test_shards_are_contiguous_whole_batches_balanced_by_images():
 
 
 def _extract(data: Path, out: Path, nproc: int, env: dict, size: int = 32) -> list[str]:
-    args = ["-m", "featx.cli", "extract", str(data), "-b", "resnet18", "--weights", "none",
+    args = ["-m", "featx", "extract", str(data), "-b", "resnet18", "--weights", "none",
             "--input-size", str(size), "--views", "2", "--batch-size", "4", "--out", str(out),
             "--val-frac", "0.25", "--test-frac", "0.25", "--workers", "0"]
     if nproc == 1:
