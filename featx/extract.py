@@ -8,9 +8,10 @@ the same plan on every run: a resumed run recomputes exactly the unfinished batc
 same batch composition, so the finished store equals an uninterrupted run's bit for bit.
 
 Pipeline: DataLoader workers decode and transform whole batches (PIL on the CPU; on CUDA, JPEG
-files may instead be decoded by nvjpeg on the GPU), the main thread runs the model under
-inference_mode (AMP + channels_last on CUDA), and a writer thread commits finished batches to
-HDF5 while the next one computes.
+files may instead be decoded by nvjpeg on the GPU), the main thread runs the engine (ONNX Runtime
+on a CPU; torch with AMP + channels_last on CUDA, see featx.engines), and a writer thread commits
+finished batches to HDF5 while the next one computes. Under torchrun, each rank extracts a shard
+and rank 0 merges them (see featx.distributed and featx.merge).
 """
 
 from __future__ import annotations
@@ -130,7 +131,10 @@ def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device} requested but CUDA is not available here")
     return dev

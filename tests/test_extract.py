@@ -109,7 +109,7 @@ def test_bad_images_are_skipped_and_recorded(tmp_path, class_tree):
 def _command(data: Path, out: Path, engine: str = "auto") -> list[str]:
     return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18",
             "--engine", engine,
-            "--weights", "none", "--input-size", "128", "--batch-size", "2", "--views", "1",
+            "--weights", "none", "--input-size", "160", "--batch-size", "2", "--views", "1",
             "--aug", "flowers", "--workers", "0", "--out", str(out), "--val-frac", "0",
             "--test-frac", "0.5"]
 
@@ -135,7 +135,7 @@ def _run_and_kill(command: list[str], out: Path, env: dict, kill_at: int) -> Pat
 
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
 def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine):
-    data = make_class_tree(tmp_path / "data", per_class=20, seed=3)
+    data = make_class_tree(tmp_path / "data", per_class=30, seed=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = _command(data, tmp_path / "killed", engine)
     store = _run_and_kill(command, tmp_path / "killed", env, kill_at=4)
