@@ -231,6 +231,8 @@ def train_head_cmd(
 
 
 def _print_training(r, store: Path) -> None:
+    for note in r.notes:
+        out.print(f"note: {note}")
     if r.search and len(r.search) > 1:
         ranked = sorted(r.search, key=lambda s: -s["val_top1"])
         out.print(f"searched {len(r.search)} candidates; best on val: "

@@ -18,6 +18,8 @@ from featx.store import FeatureStore
 
 # Rows per streamed block: the store's chunk length along N, so a block is one chunk read.
 BLOCK_ROWS = 256
+HELD_OUT_FRACTION = 0.15
+HELD_OUT_MIN = 10
 
 
 @dataclass
@@ -52,8 +54,15 @@ class FeatureData:
         aug_rows = store.aug_rows
         # Training rows as ranks into features/aug (equal to sample order), minus failed samples.
         self.train_rank = np.flatnonzero(ok[aug_rows]) if len(aug_rows) else np.zeros(0, np.int64)
+        self.val_rows = np.flatnonzero(ok & (store.splits == "val"))
+        self.note = None
+        if not len(self.val_rows) and len(self.train_rank) >= 2 * HELD_OUT_MIN:
+            self._hold_out_val(aug_rows, store.labels)
         self.train_rows = aug_rows[self.train_rank]
         self.train_labels = store.labels[self.train_rows]
+        if not len(self.train_rows) or self.num_classes < 2:
+            raise StoreError(f"{store.path}: nothing to train on ({len(self.train_rows)} usable "
+                             f"labelled training samples, {self.num_classes} classes)")
         self.views = store.num_views if use_views else 0
         need = (1 + self.views) * len(self.train_rows) * self.dim * 4 / 2**20
         self.streamed = memory_mb is not None and need > memory_mb
@@ -68,7 +77,24 @@ class FeatureData:
     def n_train(self) -> int:
         return len(self.train_rows)
 
+    def _hold_out_val(self, aug_rows: np.ndarray, labels: np.ndarray) -> None:
+        """No val split (train/ + test/ folders, say): select on a seeded, stratified 15% of train."""
+        rng = np.random.default_rng(0)
+        held = []
+        for label in np.unique(labels[aug_rows[self.train_rank]]):
+            members = self.train_rank[labels[aug_rows[self.train_rank]] == label]
+            take = int(round(len(members) * HELD_OUT_FRACTION))
+            if 0 < take < len(members):
+                held += list(rng.choice(members, size=take, replace=False))
+        held = np.sort(np.array(held, dtype=np.int64))
+        self.val_rows = aug_rows[held]
+        self.train_rank = np.setdiff1d(self.train_rank, held)
+        self.note = (f"the store has no val split: {len(held)} training samples (15%, stratified, "
+                     "seeded) were held out to select hyper-parameters")
+
     def rows(self, split: str) -> np.ndarray:
+        if split == "val":
+            return self.val_rows
         return np.flatnonzero(self.ok & (self.store.splits == split))
 
     def fit_normalizer(self, mode: str) -> Normalizer:

@@ -37,6 +37,7 @@ class TrainResult:
     search: list[dict] = field(default_factory=list)  # every candidate, with its val scores
     curve: list[dict] = field(default_factory=list)
     streamed: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def default_head_stem(store_path: Path, kind: str, out_dir: Path | None = None) -> Path:
@@ -67,7 +68,8 @@ def train_head(store_path: str | Path, kind: str = "linear", config: HeadConfig 
         tensors = {**tensors, "norm.mean": normalizer.mean, "norm.std": normalizer.std}
     stem = Path(out) if out else default_head_stem(Path(store_path), kind)
     path = save_head(stem, tensors, meta)
-    return TrainResult(path, kind, params, val, test, seconds, search, curve, data.streamed)
+    return TrainResult(path, kind, params, val, test, seconds, search, curve, data.streamed,
+                       [data.note] if data.note else [])
 
 
 def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, show_progress: bool):
@@ -115,6 +117,7 @@ def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, s
         "params": params, "search": search, "curve": curve,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
         "train_samples": data.n_train, "views_used": data.views, "streamed": data.streamed,
+        "notes": [data.note] if data.note else [],
         "train_counts": np.bincount(data.train_labels, minlength=data.num_classes).tolist(),
         "dataset_root": attrs["dataset_root"], "dataset_name": attrs.get("dataset_name"),
         "extraction": {"images_per_second": attrs.get("images_per_second"),

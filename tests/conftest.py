@@ -59,10 +59,11 @@ def split_tree(tmp_path: Path) -> Path:
 
 
 def make_feature_store(path: Path, n_per_class: int = 40, dim: int = 16, classes=("a", "b", "c"),
-                       views: int = 2, seed: int = 0, separation: float = 3.0) -> Path:
+                       views: int = 2, seed: int = 0, separation: float = 3.0,
+                       splits=("train", "train", "val", "test")) -> Path:
     """A complete feature store of Gaussian blobs (one per class), written without images.
 
-    Splits cycle train, train, val, test; augmented views are the clean features plus noise.
+    Splits cycle through `splits`; augmented views are the clean features plus noise.
     """
     from featx.data import Dataset, Sample
     from featx.store import StoreSpec, StoreWriter, prepare_store
@@ -72,7 +73,7 @@ def make_feature_store(path: Path, n_per_class: int = 40, dim: int = 16, classes
     samples, feats = [], []
     for i in range(n_per_class * len(classes)):
         label = i % len(classes)
-        split = ("train", "train", "val", "test")[(i // len(classes)) % 4]
+        split = splits[(i // len(classes)) % len(splits)]
         samples.append(Sample(f"img/{i:05d}.png", label, split, 100, i))
         feats.append(centers[label] + rng.normal(size=dim))
     feats = np.array(feats, dtype=np.float32)

@@ -59,3 +59,23 @@ def test_errors(blob_store, tmp_path):
         HeadConfig(optimizer="lbfgs")
     with pytest.raises(FeatxError, match="no such file"):
         Head.load(tmp_path / "missing")
+
+
+def test_store_without_val_split_holds_out_part_of_train(tmp_path):
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "s.h5", splits=("train", "train", "train", "test"))
+    result = train_head(store, "linear", FAST, out=tmp_path / "h", show_progress=False)
+    assert result.notes and "no val split" in result.notes[0]
+    n_train = 3 * 40 * 3 // 4
+    assert result.val.n == round(n_train / 3 * 0.15) * 3
+    meta = json.loads(result.head.with_suffix(".json").read_text())
+    assert meta["train_samples"] + result.val.n == n_train and result.test.top1 > 0.9
+
+
+def test_unlabeled_store_is_refused(tmp_path):
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "s.h5", classes=("only",))
+    with pytest.raises(FeatxError, match="nothing to train on"):
+        train_head(store, "linear", FAST, out=tmp_path / "h", show_progress=False)
