@@ -315,6 +315,52 @@ def predict(
 
 
 @app.command()
+def finetune(
+    data: str = DataArg,
+    head: Path = typer.Option(..., "--head", help="A head from train-head to start from."),
+    out_stem: Optional[Path] = typer.Option(None, "--out", help="Path stem [runs/finetune/HEAD]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [8]."),
+    head_epochs: Optional[int] = typer.Option(None, help="Head-only warm-up epochs first [0]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step [32]."),
+    accumulate: Optional[int] = typer.Option(None, help="Gradient accumulation steps [1]."),
+    lr: Optional[float] = typer.Option(None, help="Head (top) learning rate [1e-3]."),
+    lr_ratio: Optional[float] = typer.Option(None, help="Top / bottom group rate ratio [100]."),
+    groups: Optional[int] = typer.Option(None, help="Backbone layer groups [3]."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw | sgd."),
+    weight_decay: Optional[float] = typer.Option(None, help="[0.01]."),
+    schedule: Optional[str] = typer.Option(None, help="onecycle | cosine."),
+    label_smoothing: Optional[float] = typer.Option(None, help="[0.1]."),
+    balance: Optional[str] = typer.Option(None, help="none | weights."),
+    train_bn: Optional[bool] = typer.Option(None, "--train-bn", help="Update batch-norm statistics."),
+    aug: Optional[str] = typer.Option(None, help="Recipe applied on the fly [flips]; none = off."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience on val loss [3]."),
+    seed: Optional[int] = typer.Option(None), device: Optional[str] = typer.Option(None),
+    workers: Optional[int] = typer.Option(None),
+    label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,
+    val_frac: Optional[float] = ValFrac, test_frac: Optional[float] = TestFrac,
+    split_seed: Optional[int] = SplitSeed, class_map: Optional[str] = ClassMap,
+    subset: Optional[int] = Subset,
+) -> None:
+    """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable)."""
+    from featx.finetune import FinetuneConfig
+    from featx.finetune import finetune as run_finetune
+
+    _require(data, "DATA")
+    options = {k: v for k, v in locals().items() if k in {f.name for f in fields(FinetuneConfig)}
+               and v is not None}
+    ds = _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
+    stem = out_stem or Path("runs/finetune") / Path(str(head).removesuffix(".safetensors")).name
+    r = run_finetune(ds, head, stem, FinetuneConfig(**options))
+    if r.resumed_from:
+        out.print(f"resumed after epoch {r.resumed_from}")
+    m = r.test or r.val
+    out.print(f"fine-tuned {r.epochs_run} epoch(s) in {r.seconds:.1f} s, best epoch {r.best_epoch}: "
+              + (f"test top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}" if m else "no test split"))
+    out.print(f"head: {r.head} (featx predict --head); backbone weights: {r.weights} "
+              "(featx extract --weights)")
+
+
+@app.command()
 def report(
     results: Path = typer.Argument(..., help="Folder with head results (searched recursively)."),
     out_path: Optional[Path] = typer.Option(None, "--out", help="Report file [RESULTS/report.html]."),

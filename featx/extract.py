@@ -122,9 +122,15 @@ def plan_batches(is_train: np.ndarray, views: int, batch_size: int) -> list[Batc
 
 def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: ExtractConfig,
                    recipe: AugRecipe | None) -> Path:
-    """One store per dataset x backbone x input config."""
+    """One store per dataset x backbone (x weights, when not the default ones) x input config."""
     views = f"{recipe.name}x{config.views}" if recipe and config.views else "clean"
-    name = f"{dataset.name}_{backbone.name.replace('/', '-')}_{backbone.preprocess.input_size}px_{views}"
+    weights = ""
+    if str(config.weights) == "none":
+        weights = f"-init{config.seed}"
+    elif str(config.weights) != "default":  # a fine-tuned or local file: never the default's store
+        weights = f"-w{backbone.weights['sha256'][:8]}"
+    name = (f"{dataset.name}_{backbone.name.replace('/', '-')}{weights}_"
+            f"{backbone.preprocess.input_size}px_{views}")
     return Path(out_dir) / f"{name}.h5"
 
 

@@ -81,7 +81,7 @@ def test_extract_from_config_file_then_info(tmp_path):
     output = _ok("extract", "--config", str(config), "--seed", "3")
     assert "created" in output and "0 failed" in output
     (store,) = (tmp_path / "stores").glob("*.h5")
-    assert store.name == "d_resnet18_32px_flipsx1.h5"
+    assert store.name == "d_resnet18-init3_32px_flipsx1.h5"
     info = _ok("info", str(store))
     assert "complete" in info and "resnet18" in info and "(8, 512)" in info
     attrs = json.loads(_ok("info", str(store), "--json"))

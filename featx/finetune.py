@@ -1,0 +1,475 @@
+"""Fine-tune a whole network, warm-started from a head trained on cached features.
+
+    result = finetune(open_dataset("elpv"), "heads/elpv_efficientnet_lite0_224px_clean.linear",
+                      Path("runs/ft"), FinetuneConfig(epochs=8))
+
+Linear-probe-then-fine-tune: the backbone and the trained head are rebuilt from the head's
+sidecar, optionally only the head trains for `head_epochs`, then the whole network trains with
+discriminative learning rates (layer groups from bottom to top get lr / lr_ratio ... lr, as
+fastai's `slice`). Batch-norm statistics stay frozen by default: fine-tuning batches are small
+(32 on a CPU) and their statistics are noisier than the pretrained ones.
+
+Every epoch ends with a checkpoint (model and optimiser tensors as safetensors, the rest as JSON;
+no pickle). Re-running the same command resumes after the last finished epoch; data order,
+augmentation and dropout are seeded per epoch, so a resumed run ends with the same weights as an
+uninterrupted one. The best epoch on val (loss) is kept: saved as a backbone weights file that
+`featx extract --weights` accepts, and a featx head on top of it that `featx predict` and
+`featx report` use like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from featx.backbones import create_backbone
+from featx.backbones.weights import sha256_file
+from featx.data import Dataset
+from featx.errors import ConfigError, FeatxError
+from featx.extract import resolve_device
+from featx.head_io import Head, save_head
+from featx.images import image_to_tensor, load_image
+from featx.metrics import Metrics, evaluate
+from featx.progress import console, progress_bar
+from featx.transforms import augmented_views, clean_view, load_recipe, normalize
+
+CHECKPOINT_FORMAT = "featx-finetune-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 8
+    head_epochs: int = 0  # head-only warm-up epochs before the whole network trains
+    batch_size: int = 32
+    accumulate: int = 1  # gradient accumulation steps (effective batch = batch_size x accumulate)
+    lr: float = 1e-3  # the head's (top group's) learning rate
+    lr_ratio: float = 100.0  # bottom group gets lr / lr_ratio
+    groups: int = 3  # backbone layer groups for discriminative learning rates
+    optimizer: str = "adamw"  # adamw | sgd
+    weight_decay: float = 0.01
+    schedule: str = "onecycle"  # onecycle (warm-up then cosine) | cosine
+    label_smoothing: float = 0.1
+    balance: str = "none"  # none | weights
+    train_bn: bool = False
+    aug: str = "flips"  # recipe applied on the fly (configs/aug/); flips suit orientation-free images
+    patience: int | None = 3  # early stopping on val loss (best epoch kept)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "bf16"  # CUDA only
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs", ">= 1"), (self.batch_size >= 1, "batch_size", ">= 1"),
+            (self.accumulate >= 1, "accumulate", ">= 1"), (self.lr > 0, "lr", "> 0"),
+            (self.lr_ratio >= 1, "lr_ratio", ">= 1"), (self.groups >= 1, "groups", ">= 1"),
+            (self.optimizer in ("adamw", "sgd"), "optimizer", "adamw or sgd"),
+            (self.schedule in ("onecycle", "cosine"), "schedule", "onecycle or cosine"),
+            (self.balance in ("none", "weights"), "balance", "none or weights"),
+            (0 <= self.head_epochs < self.epochs, "head_epochs", "in [0, epochs)"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class FinetuneResult:
+    head: Path  # the featx head (its sidecar names the fine-tuned backbone weights)
+    weights: Path  # backbone weights: `featx extract --weights` takes this file
+    val: Metrics | None
+    test: Metrics | None
+    seconds: float
+    epochs_run: int
+    best_epoch: int
+    resumed_from: int = 0  # epochs already done when this run started
+    curve: list[dict] = field(default_factory=list)
+
+
+class HeadModule(torch.nn.Module):
+    """A saved linear/MLP head (with its feature standardisation) as trainable torch layers."""
+
+    def __init__(self, head: Head):
+        super().__init__()
+        if head.kind == "knn":
+            raise FeatxError(f"{head.path}: a k-NN head has no weights to fine-tune from; "
+                             "train a linear head (featx train-head --head linear)")
+        norm = head.normalizer()
+        dim = int(head.meta["feature_dim"])
+        mean = norm.mean if norm.mode == "standard" else np.zeros(dim, np.float32)
+        std = norm.std if norm.mode == "standard" else np.ones(dim, np.float32)
+        self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)))
+        self.register_buffer("std", torch.from_numpy(np.asarray(std, np.float32)))
+        self.l2 = norm.mode == "l2"
+        n = sum(1 for k in head.tensors if k.startswith("layers.") and k.endswith(".weight"))
+        self.layers = torch.nn.ModuleList()
+        for i in range(n):
+            w, b = head.tensors[f"layers.{i}.weight"], head.tensors[f"layers.{i}.bias"]
+            layer = torch.nn.Linear(w.shape[0], w.shape[1])
+            with torch.no_grad():
+                layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
+                layer.bias.copy_(torch.from_numpy(b))
+            self.layers.append(layer)
+        dropout = head.meta.get("config", {}).get("dropout", 0.0) if n > 1 else 0.0
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(features, dim=1) if self.l2 else (features - self.mean) / self.std
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self.dropout(F.relu(x))
+        return x
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """In featx head layout: layers.{i}.weight [d_in, d_out], norm.mean/std."""
+        out = {f"layers.{i}.weight": l.weight.detach().cpu().T.contiguous().numpy()
+               for i, l in enumerate(self.layers)}
+        out.update({f"layers.{i}.bias": l.bias.detach().cpu().numpy() for i, l in enumerate(self.layers)})
+        if not self.l2:
+            out.update({"norm.mean": self.mean.cpu().numpy(), "norm.std": self.std.cpu().numpy()})
+        return out
+
+
+class Network(torch.nn.Module):
+    def __init__(self, backbone: torch.nn.Module, head: HeadModule):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class ImageSamples(torch.utils.data.Dataset):
+    """(uint8 view, label) of one split; training views augmented, seeded by (seed, path, epoch)."""
+
+    def __init__(self, dataset: Dataset, split: str, pre, recipe, seed: int):
+        self.samples = [s for s in dataset.samples if s.split == split and s.label >= 0]
+        self.root, self.pre, self.recipe, self.seed = dataset.root, pre, recipe, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        sample = self.samples[i]
+        try:
+            img = image_to_tensor(load_image(self.root / sample.path))
+        except FeatxError:
+            return None  # skipped by the collate function, reported once by the scan
+        if self.recipe is None:
+            return clean_view(img, self.pre), sample.label
+        (view,) = augmented_views(img, self.pre, self.recipe, self.seed, f"finetune:{sample.path}",
+                                  [self.epoch + 1])
+        return view, sample.label
+
+
+def _collate(items):
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def layer_groups(backbone: torch.nn.Module, groups: int) -> list[list[torch.nn.Parameter]]:
+    """Backbone parameters split bottom -> top into `groups` runs of (about) equal size."""
+    params = [p for p in backbone.parameters()]
+    sizes = np.cumsum([p.numel() for p in params])
+    bounds = sizes[-1] * np.arange(1, groups) / groups if len(params) else []
+    which = np.searchsorted(bounds, sizes, side="left")
+    return [[p for p, w in zip(params, which) if w == g] for g in range(groups)]
+
+
+def lr_factor(kind: str, step: int, total: int, warmup: float = 0.1) -> float:
+    t = step / max(total, 1)
+    if kind == "onecycle" and t < warmup:
+        return 0.04 + 0.96 * t / warmup
+    if kind == "onecycle":
+        t = (t - warmup) / (1 - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
+             config: FinetuneConfig = FinetuneConfig(), show_progress: bool = True) -> FinetuneResult:
+    """Fine-tune backbone + head on `dataset`; `out` is the path stem of everything written."""
+    start_time = time.perf_counter()
+    out = Path(out)
+    head = Head.load(head_path)
+    _check_head_fits(head, dataset)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    source = head.meta["weights"].get("source", "")
+    weights = "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
+    backbone = create_backbone(head.meta["backbone"], weights, head.meta.get("backbone_seed", 0),
+                               head.meta["preprocess"]["input_size"])
+    net = Network(backbone.model, HeadModule(head)).to(device)
+    recipe = load_recipe(config.aug) if config.aug != "none" else None
+    loaders = {split: _loader(dataset, split, backbone.preprocess, recipe if split == "train" else None,
+                              config, device) for split in ("train", "val", "test")}
+    if not len(loaders["train"].dataset):
+        raise FeatxError(f"{dataset.root}: no labelled training images to fine-tune on")
+    groups = layer_groups(net.backbone, config.groups)
+    rates = [config.lr / config.lr_ratio ** ((config.groups - 1 - g) / max(config.groups - 1, 1))
+             for g in range(config.groups)] if config.groups > 1 else [config.lr / config.lr_ratio]
+    param_groups = [{"params": ps, "lr": lr, "base_lr": lr} for ps, lr in zip(groups, rates) if ps]
+    param_groups.append({"params": list(net.head.parameters()), "lr": config.lr, "base_lr": config.lr})
+    opt = (torch.optim.AdamW(param_groups, weight_decay=config.weight_decay) if config.optimizer == "adamw"
+           else torch.optim.SGD(param_groups, momentum=0.9, weight_decay=config.weight_decay))
+    weights_class = _class_weights(dataset, head, config, device)
+    state = _resume(out, net, opt, config)
+    steps_per_epoch = math.ceil(len(loaders["train"]) / config.accumulate)
+    total_steps = steps_per_epoch * config.epochs
+    resumed_from = state["epoch"]
+    with progress_bar(config.epochs, f"finetune {backbone.name}", unit="epoch",
+                      enabled=show_progress) as advance:
+        advance(resumed_from)
+        for epoch in range(resumed_from, config.epochs):
+            head_only = epoch < config.head_epochs
+            train_loss = _train_epoch(net, loaders["train"], opt, config, epoch, head_only,
+                                      steps_per_epoch, total_steps, weights_class, device)
+            val_loss, val_top1 = _val(net, loaders["val"], device, config)
+            state["curve"].append({"epoch": epoch + 1, "train_loss": train_loss,
+                                   "val_loss": val_loss, "val_top1": val_top1})
+            if val_loss < state["best_loss"]:
+                state.update(best_loss=val_loss, best_epoch=epoch + 1, since_best=0)
+                _save_best(out, net)
+            else:
+                state["since_best"] += 1
+            state["epoch"] = epoch + 1
+            _checkpoint(out, net, opt, state, config)
+            advance(1)
+            if config.patience is not None and state["since_best"] >= config.patience:
+                console.print(f"early stop after epoch {epoch + 1}: val loss has not improved for "
+                              f"{config.patience} epochs (best: epoch {state['best_epoch']})")
+                break
+    net.load_state_dict(load_file(str(_best_path(out))))
+    val = _metrics(net, loaders["val"], head, device, config)
+    test = _metrics(net, loaders["test"], head, device, config)
+    seconds = time.perf_counter() - start_time + state.get("seconds_before", 0.0)
+    weights_file = _save_backbone(out, net)
+    head_file = _save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds,
+                                     dataset)
+    return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
+                          state["best_epoch"], resumed_from, state["curve"])
+
+
+def _check_head_fits(head: Head, dataset: Dataset) -> None:
+    if list(head.classes) != list(dataset.classes):
+        raise FeatxError(f"{head.path}: the head's classes {head.classes[:6]} do not match the data's "
+                         f"{dataset.classes[:6]}; train a head on a store of this data first")
+
+
+def _loader(dataset: Dataset, split: str, pre, recipe, config: FinetuneConfig, device):
+    data = ImageSamples(dataset, split, pre, recipe, config.seed)
+    workers = config.workers if config.workers is not None else (1 if (os.cpu_count() or 1) > 1 else 0)
+    return torch.utils.data.DataLoader(
+        data, batch_size=config.batch_size, shuffle=False, num_workers=workers,
+        collate_fn=_collate, pin_memory=device.type == "cuda", timeout=600 if workers else 0,
+        sampler=_EpochSampler(data, config.seed) if split == "train" else None,
+        worker_init_fn=lambda _: torch.set_num_threads(1))
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """A permutation seeded by (seed, epoch): the same order after a resume."""
+
+    def __init__(self, data: ImageSamples, seed: int):
+        self.data, self.seed = data, seed
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.data.epoch]).permutation(len(self.data)).tolist())
+
+
+def _class_weights(dataset: Dataset, head: Head, config: FinetuneConfig, device):
+    if config.balance != "weights":
+        return None
+    counts = np.bincount([s.label for s in dataset.samples if s.split == "train"],
+                         minlength=len(head.classes)).astype(np.float64)
+    return torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32,
+                        device=device)
+
+
+def _set_train_mode(net: Network, head_only: bool, train_bn: bool) -> None:
+    net.train()
+    for p in net.backbone.parameters():
+        p.requires_grad_(not head_only)
+    for module in net.backbone.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (head_only or not train_bn):
+            module.eval()  # pretrained statistics: small fine-tuning batches are noisier
+
+
+def _autocast(device, config: FinetuneConfig):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    return torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype is not None)
+
+
+def _train_epoch(net, loader, opt, config, epoch, head_only, steps_per_epoch, total_steps,
+                 class_weights, device) -> float:
+    _set_train_mode(net, head_only, config.train_bn)
+    loader.dataset.epoch = epoch
+    torch.manual_seed(config.seed * 100_003 + epoch)  # dropout masks: the same after a resume
+    losses, step = [], epoch * steps_per_epoch
+    opt.zero_grad(set_to_none=True)
+    for i, batch in enumerate(loader):
+        if batch is None:
+            continue
+        x, y = batch
+        x = normalize(x.to(device, non_blocking=True), loader.dataset.pre)
+        with _autocast(device, config):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y.to(device), weight=class_weights,
+                               label_smoothing=config.label_smoothing)
+        (loss / config.accumulate).backward()
+        losses.append(float(loss.detach()))
+        if (i + 1) % config.accumulate == 0 or i + 1 == len(loader):
+            factor = lr_factor(config.schedule, step, total_steps)
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+@torch.no_grad()
+def _predict(net, loader, device, config) -> tuple[np.ndarray, np.ndarray]:
+    net.eval()
+    probs, labels = [], []
+    for batch in loader:
+        if batch is None:
+            continue
+        x, y = batch
+        with _autocast(device, config):
+            logits = net(normalize(x.to(device), loader.dataset.pre))
+        probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        labels.append(y.numpy())
+    if not probs:
+        return np.zeros((0, 0)), np.zeros(0, np.int64)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def _val(net, loader, device, config) -> tuple[float, float]:
+    probs, y = _predict(net, loader, device, config)
+    if not len(y):
+        return float("inf"), 0.0
+    nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean())
+    return nll, float((probs.argmax(1) == y).mean())
+
+
+def _metrics(net, loader, head: Head, device, config) -> Metrics | None:
+    probs, y = _predict(net, loader, device, config)
+    if not len(y):
+        return None
+    paths = [s.path for s in loader.dataset.samples]
+    return evaluate(y, probs, head.class_names, paths if len(paths) == len(y) else None)
+
+
+# --- files: checkpoint, best state, results --------------------------------------------------------
+
+def _files(out: Path) -> dict[str, Path]:
+    return {"ckpt": out.with_name(out.name + ".checkpoint.safetensors"),
+            "ckpt_json": out.with_name(out.name + ".checkpoint.json"),
+            "best": _best_path(out)}
+
+
+def _best_path(out: Path) -> Path:
+    return out.with_name(out.name + ".best.safetensors")
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_best(out: Path, net: Network) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    _atomic(_best_path(out), lambda p: save_file(state, str(p)))
+
+
+def _checkpoint(out: Path, net: Network, opt, state: dict, config: FinetuneConfig) -> None:
+    """Model + optimiser tensors (safetensors), then the JSON that makes the checkpoint valid."""
+    files = _files(out)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    opt_state = opt.state_dict()
+    for index, values in opt_state["state"].items():
+        for name, value in values.items():
+            tensors[f"opt.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    _atomic(files["ckpt"], lambda p: save_file(tensors, str(p)))
+    meta = {"format": CHECKPOINT_FORMAT, "config": asdict(config), "state": state,
+            "checkpoint_sha256": sha256_file(files["ckpt"])}
+    _atomic(files["ckpt_json"], lambda p: p.write_text(json.dumps(meta)))
+
+
+def _resume(out: Path, net: Network, opt, config: FinetuneConfig) -> dict:
+    fresh = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "since_best": 0, "curve": []}
+    files = _files(out)
+    if not files["ckpt_json"].is_file():
+        return fresh
+    try:
+        meta = json.loads(files["ckpt_json"].read_text())
+        valid = (meta.get("format") == CHECKPOINT_FORMAT and files["ckpt"].is_file()
+                 and meta.get("checkpoint_sha256") == sha256_file(files["ckpt"]))
+    except (OSError, ValueError):
+        valid = False
+    if not valid:
+        console.print(f"[yellow]warning:[/] {files['ckpt_json']}: unreadable checkpoint; starting over")
+        return fresh
+    if meta["config"] != json.loads(json.dumps(asdict(config))):
+        changed = sorted(k for k in meta["config"] if meta["config"][k] != asdict(config).get(k))
+        raise FeatxError(f"{files['ckpt_json']}: a checkpoint with other settings ({', '.join(changed)}) "
+                         "is here; use the same options to resume, or another --out")
+    tensors = load_file(str(files["ckpt"]))
+    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state = opt.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, index, name = key.split(".", 2)
+            opt_state["state"].setdefault(int(index), {})[name] = value
+    opt.load_state_dict(opt_state)
+    return meta["state"]
+
+
+def _save_backbone(out: Path, net: Network) -> Path:
+    """The fine-tuned backbone as a weights file `featx extract --weights` accepts."""
+    path = out.with_name(out.name + ".backbone.safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items()}
+    _atomic(path, lambda p: save_file(state, str(p)))
+    return path
+
+
+def _save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
+                         config: FinetuneConfig, state: dict, val, test, seconds: float,
+                         dataset: Dataset) -> Path:
+    meta = {k: v for k, v in head.meta.items() if k not in ("format",)}
+    sha = sha256_file(weights_file)
+    meta.update({
+        "kind": "finetune", "weights": {"source": str(weights_file.resolve()), "sha256": sha},
+        "weights_sha256": sha, "warm_start": str(head.path), "config": asdict(config),
+        "params": {"lr": config.lr, "lr_ratio": config.lr_ratio, "best_epoch": state["best_epoch"],
+                   "epochs_run": state["epoch"]},
+        "search": [], "curve": state["curve"], "seconds": seconds,
+        "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
+        "train_counts": np.bincount([s.label for s in dataset.samples if s.split == "train"],
+                                    minlength=len(head.classes)).tolist(),
+        "dataset_root": str(dataset.root), "store": None,
+    })
+    meta["normalize"] = "l2" if net.head.l2 else "standard"
+    return save_head(out.with_name(out.name + ".head"), net.head.tensors(), meta)

@@ -1,0 +1,141 @@
+"""featx.finetune: warm start from a head, resumable epochs, outputs usable by extract/predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from featx.backbones import create_backbone
+from featx.data import DatasetOptions, open_dataset
+from featx.errors import FeatxError
+from featx.extract import ExtractConfig, extract
+from featx.finetune import FinetuneConfig, HeadModule, finetune, layer_groups, lr_factor
+from featx.head_io import Head
+from featx.heads import HeadConfig
+from featx.predict import predict
+from featx.store import FeatureStore
+from featx.train import train_head
+from tests.conftest import make_class_tree
+
+OPTIONS = DatasetOptions(val_frac=0.2, test_frac=0.2)
+FAST = dict(epochs=3, batch_size=8, workers=0, patience=None)
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """A tiny image tree, its resnet18 (random init, 32 px) store, and a linear head on it."""
+    tmp = tmp_path_factory.mktemp("ft")
+    root = make_class_tree(tmp / "data", classes=("a", "b", "c"), per_class=10, seed=1)
+    ds = open_dataset(root, OPTIONS)
+    store = extract(ds, "resnet18", tmp / "stores", ExtractConfig(weights="none", input_size=32,
+                    workers=0, dtype="float32"), show_progress=False).store
+    head = train_head(store, "linear", HeadConfig(epochs=5), out=tmp / "heads" / "lin",
+                      show_progress=False)
+    return tmp, root, ds, store, head.head
+
+
+def test_the_warm_start_network_is_the_trained_head(probe):
+    _, _, _, store, head_path = probe
+    head = Head.load(head_path)
+    with FeatureStore(store) as st:
+        x, _ = st.features("test")
+    with torch.no_grad():
+        logits = HeadModule(head).eval()(torch.from_numpy(x))
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), head.scores(x), rtol=1e-4, atol=1e-5)
+
+
+def test_finetune_outputs_work_with_extract_predict_and_report(probe, tmp_path):
+    tmp, root, ds, _, head_path = probe
+    result = finetune(ds, head_path, tmp_path / "run", FinetuneConfig(**FAST), show_progress=False)
+    assert result.epochs_run == 3 and 1 <= result.best_epoch <= 3 and result.test is not None
+    meta = json.loads(result.head.with_suffix(".json").read_text())
+    assert meta["kind"] == "finetune" and len(meta["curve"]) == 3
+    assert meta["warm_start"].endswith("lin.safetensors")
+    # The backbone file is a normal --weights file, and its features are the network's.
+    again = extract(ds, "resnet18", tmp_path / "stores", ExtractConfig(weights=str(result.weights),
+                    input_size=32, workers=0, dtype="float32", engine="torch"), show_progress=False)
+    assert "-w" in Path(again.store).name  # never mixed up with the default weights' store
+    best = load_file(str(tmp_path / "run.best.safetensors"))
+    backbone = create_backbone("resnet18", str(result.weights), input_size=32)
+    for key, value in backbone.model.state_dict().items():
+        torch.testing.assert_close(value, best[f"backbone.{key}"])
+    rows = predict(result.head, [root / "a"], tmp_path / "p.csv").predicted
+    assert rows == 10
+    from featx.report import load_results
+
+    assert any(m["kind"] == "finetune" for m in load_results(tmp_path))
+
+
+def test_discriminative_rates_and_schedule():
+    net = create_backbone("resnet18", "none", input_size=32).model
+    groups = layer_groups(net, 3)
+    assert sum(len(g) for g in groups) == len(list(net.parameters()))
+    first = {id(p) for p in groups[0]}
+    assert id(next(net.parameters())) in first  # the bottom layer is in the lowest-rate group
+    assert lr_factor("onecycle", 0, 100) == pytest.approx(0.04)
+    assert lr_factor("onecycle", 10, 100) == pytest.approx(1.0)
+    assert lr_factor("cosine", 100, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mismatched_head_and_knn_head_are_refused(probe, tmp_path):
+    tmp, root, ds, store, head_path = probe
+    other = open_dataset(root, DatasetOptions(val_frac=0.2, test_frac=0.2, class_map=None))
+    other.classes = ["x", "y", "z"]
+    with pytest.raises(FeatxError, match="do not match the data"):
+        finetune(other, head_path, tmp_path / "r", FinetuneConfig(**FAST), show_progress=False)
+    knn = train_head(store, "knn", out=tmp_path / "knn", show_progress=False)
+    with pytest.raises(FeatxError, match="k-NN head has no weights"):
+        finetune(ds, knn.head, tmp_path / "r", FinetuneConfig(**FAST), show_progress=False)
+
+
+def _command(root: Path, head: Path, out: Path, epochs: int = 6) -> list[str]:
+    return [sys.executable, "-m", "featx", "finetune", str(root), "--head", str(head), "--out",
+            str(out), "--epochs", str(epochs), "--batch-size", "4", "--workers", "0",
+            "--val-frac", "0.2", "--test-frac", "0.2", "--aug", "flowers"]
+
+
+def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
+    _, root, _, _, head_path = probe
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_command(root, head_path, tmp_path / "killed"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed.checkpoint.json"
+    deadline, killed = time.time() + 180, False
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoint.is_file():
+            try:
+                epoch = json.loads(checkpoint.read_text())["state"]["epoch"]
+            except ValueError:
+                epoch = 0
+            if epoch >= 2:
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed and proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resumed = subprocess.run(_command(root, head_path, tmp_path / "killed"), env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed after epoch" in resumed.stdout
+    clean = subprocess.run(_command(root, head_path, tmp_path / "clean"), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    a = load_file(str(tmp_path / "killed.backbone.safetensors"))
+    b = load_file(str(tmp_path / "clean.backbone.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    changed = subprocess.run(_command(root, head_path, tmp_path / "killed", epochs=7), env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 1 and "checkpoint with other settings (epochs)" in changed.stderr
