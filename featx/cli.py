@@ -349,8 +349,15 @@ def finetune(
     options = {k: v for k, v in locals().items() if k in {f.name for f in fields(FinetuneConfig)}
                and v is not None}
     ds = _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
+    from featx.distributed import context, finish
+
     stem = out_stem or Path("runs/finetune") / Path(str(head).removesuffix(".safetensors")).name
-    r = run_finetune(ds, head, stem, FinetuneConfig(**options))
+    try:
+        r = run_finetune(ds, head, stem, FinetuneConfig(**options))
+    finally:
+        finish()
+    if context().rank != 0:  # under torchrun, rank 0 speaks for all
+        return
     if r.resumed_from:
         out.print(f"resumed after epoch {r.resumed_from}")
     m = r.test or r.val

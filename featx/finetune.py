@@ -19,6 +19,7 @@ uninterrupted one. The best epoch on val (loss) is kept: saved as a backbone wei
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from featx import distributed
 from featx.backbones import create_backbone
 from featx.backbones.weights import sha256_file
 from featx.data import Dataset
@@ -205,16 +207,28 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
     out = Path(out)
     head = Head.load(head_path)
     _check_head_fits(head, dataset)
+    ctx = distributed.context()
     device = resolve_device(config.device)
+    if ctx.active:
+        if config.batch_size % ctx.world_size:
+            raise ConfigError(f"batch size {config.batch_size} (the global batch) must be a multiple "
+                              f"of the {ctx.world_size} processes")
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", ctx.local_rank)
+            torch.cuda.set_device(device)
+        distributed.init(ctx, device)
+    writer = ctx.rank == 0  # one process writes checkpoints and results
     torch.manual_seed(config.seed)
     source = head.meta["weights"].get("source", "")
     weights = "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
     backbone = create_backbone(head.meta["backbone"], weights, head.meta.get("backbone_seed", 0),
                                head.meta["preprocess"]["input_size"])
     net = Network(backbone.model, HeadModule(head)).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
     recipe = load_recipe(config.aug) if config.aug != "none" else None
     loaders = {split: _loader(dataset, split, backbone.preprocess, recipe if split == "train" else None,
-                              config, device) for split in ("train", "val", "test")}
+                              config, device, ctx) for split in ("train", "val", "test")}
     if not len(loaders["train"].dataset):
         raise FeatxError(f"{dataset.root}: no labelled training images to fine-tune on")
     groups = layer_groups(net.backbone, config.groups)
@@ -230,22 +244,25 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
     total_steps = steps_per_epoch * config.epochs
     resumed_from = state["epoch"]
     with progress_bar(config.epochs, f"finetune {backbone.name}", unit="epoch",
-                      enabled=show_progress) as advance:
+                      enabled=show_progress and writer) as advance:
         advance(resumed_from)
         for epoch in range(resumed_from, config.epochs):
             head_only = epoch < config.head_epochs
             train_loss = _train_epoch(net, loaders["train"], opt, config, epoch, head_only,
-                                      steps_per_epoch, total_steps, weights_class, device)
+                                      steps_per_epoch, total_steps, weights_class, device, ctx)
             val_loss, val_top1 = _val(net, loaders["val"], device, config)
             state["curve"].append({"epoch": epoch + 1, "train_loss": train_loss,
                                    "val_loss": val_loss, "val_top1": val_top1})
             if val_loss < state["best_loss"]:
                 state.update(best_loss=val_loss, best_epoch=epoch + 1, since_best=0)
-                _save_best(out, net)
+                if writer:
+                    _save_best(out, net)
             else:
                 state["since_best"] += 1
             state["epoch"] = epoch + 1
-            _checkpoint(out, net, opt, state, config)
+            if writer:
+                _checkpoint(out, net, opt, state, config)
+            distributed.barrier()  # the checkpoint is on disk before anyone goes on
             advance(1)
             if config.patience is not None and state["since_best"] >= config.patience:
                 console.print(f"early stop after epoch {epoch + 1}: val loss has not improved for "
@@ -255,9 +272,12 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
     val = _metrics(net, loaders["val"], head, device, config)
     test = _metrics(net, loaders["test"], head, device, config)
     seconds = time.perf_counter() - start_time + state.get("seconds_before", 0.0)
-    weights_file = _save_backbone(out, net)
-    head_file = _save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds,
-                                     dataset)
+    weights_file = out.with_name(out.name + ".backbone.safetensors")
+    head_file = out.with_name(out.name + ".head.safetensors")
+    if writer:
+        _save_backbone(weights_file, net)
+        _save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds, dataset)
+    distributed.barrier()
     return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
                           state["best_epoch"], resumed_from, state["curve"])
 
@@ -268,27 +288,42 @@ def _check_head_fits(head: Head, dataset: Dataset) -> None:
                          f"{dataset.classes[:6]}; train a head on a store of this data first")
 
 
-def _loader(dataset: Dataset, split: str, pre, recipe, config: FinetuneConfig, device):
+def _loader(dataset: Dataset, split: str, pre, recipe, config: FinetuneConfig, device, ctx):
     data = ImageSamples(dataset, split, pre, recipe, config.seed)
     workers = config.workers if config.workers is not None else (1 if (os.cpu_count() or 1) > 1 else 0)
-    return torch.utils.data.DataLoader(
-        data, batch_size=config.batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate, pin_memory=device.type == "cuda", timeout=600 if workers else 0,
-        sampler=_EpochSampler(data, config.seed) if split == "train" else None,
-        worker_init_fn=lambda _: torch.set_num_threads(1))
+    common = dict(num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+                  timeout=600 if workers else 0, worker_init_fn=_one_thread)
+    if split == "train":
+        sampler = _RankBatches(data, config.seed, config.batch_size, ctx.rank, ctx.world_size)
+        return torch.utils.data.DataLoader(data, batch_sampler=sampler, **common)
+    return torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=False, **common)
 
 
-class _EpochSampler(torch.utils.data.Sampler):
-    """A permutation seeded by (seed, epoch): the same order after a resume."""
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # decoding workers must not fight the model for cores
 
-    def __init__(self, data: ImageSamples, seed: int):
-        self.data, self.seed = data, seed
+
+class _RankBatches(torch.utils.data.Sampler):
+    """This rank's share of each global batch of a permutation seeded by (seed, epoch).
+
+    Every rank walks the same global batches (the same order after a resume, and the same
+    batches whatever the number of processes); rank r takes items r, r + W, ... of each. A final
+    global batch with fewer items than processes is dropped (every rank must take a step).
+    """
+
+    def __init__(self, data: ImageSamples, seed: int, global_batch: int, rank: int, world: int):
+        self.data, self.seed, self.global_batch, self.rank, self.world = data, seed, global_batch, rank, world
+
+    def global_batches(self) -> list[np.ndarray]:
+        order = np.random.default_rng([self.seed, self.data.epoch]).permutation(len(self.data))
+        batches = [order[i:i + self.global_batch] for i in range(0, len(order), self.global_batch)]
+        return [b for b in batches if len(b) >= self.world]
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.global_batches())
 
     def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.data.epoch]).permutation(len(self.data)).tolist())
+        return iter([b[self.rank::self.world].tolist() for b in self.global_batches()])
 
 
 def _class_weights(dataset: Dataset, head: Head, config: FinetuneConfig, device):
@@ -315,24 +350,27 @@ def _autocast(device, config: FinetuneConfig):
 
 
 def _train_epoch(net, loader, opt, config, epoch, head_only, steps_per_epoch, total_steps,
-                 class_weights, device) -> float:
+                 class_weights, device, ctx) -> float:
     _set_train_mode(net, head_only, config.train_bn)
     loader.dataset.epoch = epoch
     torch.manual_seed(config.seed * 100_003 + epoch)  # dropout masks: the same after a resume
+    model = net
+    if ctx.active:  # wrapped per epoch: head-only epochs train fewer parameters
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+    sizes = [len(b) for b in loader.batch_sampler.global_batches()]
     losses, step = [], epoch * steps_per_epoch
     opt.zero_grad(set_to_none=True)
     for i, batch in enumerate(loader):
-        if batch is None:
-            continue
-        x, y = batch
-        x = normalize(x.to(device, non_blocking=True), loader.dataset.pre)
-        with _autocast(device, config):
-            logits = net(x)
-        loss = F.cross_entropy(logits.float(), y.to(device), weight=class_weights,
-                               label_smoothing=config.label_smoothing)
-        (loss / config.accumulate).backward()
+        last_micro = (i + 1) % config.accumulate == 0 or i + 1 == len(loader)
+        with (model.no_sync() if ctx.active and not last_micro else contextlib.nullcontext()):
+            loss = _batch_loss(model, batch, sizes[i], class_weights, device, config, ctx.world_size,
+                               loader.dataset.pre)
+            (loss / config.accumulate).backward()
         losses.append(float(loss.detach()))
-        if (i + 1) % config.accumulate == 0 or i + 1 == len(loader):
+        if last_micro:
             factor = lr_factor(config.schedule, step, total_steps)
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * factor
@@ -340,6 +378,26 @@ def _train_epoch(net, loader, opt, config, epoch, head_only, steps_per_epoch, to
             opt.zero_grad(set_to_none=True)
             step += 1
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def _batch_loss(model, batch, global_size: int, class_weights, device, config, world: int, pre):
+    """This rank's part of the global batch's mean loss, scaled so that DDP's gradient average
+    (a mean over ranks) equals the single-process gradient of the same global batch."""
+    if batch is None:  # every image of this share failed to decode: a zero loss keeps ranks in step
+        return sum(p.sum() * 0 for p in model.parameters() if p.requires_grad)
+    x, y = batch
+    x = normalize(x.to(device, non_blocking=True), pre)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    try:
+        with _autocast(device, config):
+            logits = model(x)
+    except torch.OutOfMemoryError:
+        raise FeatxError(f"CUDA out of memory at batch size {len(x)} per process: use a smaller "
+                         "--batch-size with --accumulate N to keep the effective batch") from None
+    per_item = F.cross_entropy(logits.float(), y.to(device), weight=class_weights,
+                               label_smoothing=config.label_smoothing, reduction="none")
+    return per_item.sum() * world / global_size
 
 
 @torch.no_grad()
@@ -447,9 +505,8 @@ def _resume(out: Path, net: Network, opt, config: FinetuneConfig) -> dict:
     return meta["state"]
 
 
-def _save_backbone(out: Path, net: Network) -> Path:
+def _save_backbone(path: Path, net: Network) -> Path:
     """The fine-tuned backbone as a weights file `featx extract --weights` accepts."""
-    path = out.with_name(out.name + ".backbone.safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items()}
     _atomic(path, lambda p: save_file(state, str(p)))
     return path

@@ -139,3 +139,29 @@ def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
     changed = subprocess.run(_command(root, head_path, tmp_path / "killed", epochs=7), env=env,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 1 and "checkpoint with other settings (epochs)" in changed.stderr
+
+
+def test_ddp_with_two_processes_matches_one(probe, tmp_path):
+    _, root, _, _, head_path = probe
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "featx", "finetune", str(root), "--head", str(head_path), "--epochs", "2",
+            "--batch-size", "8", "--workers", "0", "--val-frac", "0.2", "--test-frac", "0.2"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(29600 + os.getpid() % 1000), *args,
+                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("fine-tuned") == 1  # rank 0 speaks for both
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for part in ("backbone", "head"):
+        a = load_file(str(tmp_path / f"two.{part}.safetensors"))
+        b = load_file(str(tmp_path / f"one.{part}.safetensors"))
+        for key in b:  # same global batches; only the gradient sums' order differs
+            torch.testing.assert_close(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-4)
+    odd = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(29700 + os.getpid() % 1000), *args[:-6],
+                          "--batch-size", "7", "--workers", "0", "--out", str(tmp_path / "odd")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert odd.returncode != 0 and "must be a multiple of the 2 processes" in odd.stderr
