@@ -89,10 +89,14 @@ def _top(counter, fmt, n: int = 6) -> str:
 
 @app.command()
 def backbones(pattern: str = typer.Argument("*", help="Glob on names, e.g. 'resnet*'."),
-              family: Optional[str] = typer.Option(None, help="torchvision | packaged | timm")) -> None:
+              family: Optional[str] = typer.Option(None, help="torchvision | packaged | timm"),
+              cuts: Optional[str] = typer.Option(None, "--cuts", help="List a backbone's cut points.")) -> None:
     """Names, feature dims, parameter counts, and whether weights are available offline."""
     from featx.backbones import get_spec, list_backbones
 
+    if cuts:
+        _print_cuts(cuts)
+        return
     names = list_backbones(pattern, family)
     hidden = 0
     if pattern == "*" and family is None:
@@ -114,6 +118,24 @@ def backbones(pattern: str = typer.Argument("*", help="Glob on names, e.g. 'resn
     if hidden:
         out.print(f"and {hidden} timm models: `featx backbones --family timm` or a pattern "
                   "like 'timm/convnext*'")
+
+
+def _print_cuts(name: str) -> None:
+    from featx.backbones import create_backbone
+    from featx.backbones.cuts import cut_table
+
+    backbone = create_backbone(name, weights="none")  # shapes and FLOPs need no weights
+    rows = cut_table(backbone.model, backbone.preprocess.input_size)
+    if not rows:
+        raise FeatxError(f"{name}: no known cut points for this architecture")
+    table = Table("cut", "map (C, H, W)", "MB / image (fp16)", "forward FLOPs below",
+                  title=f"{name} at {backbone.preprocess.input_size} px: extract --cut CUT, "
+                        "finetune --from-block CUT")
+    for row in rows:
+        c, h, w = row["shape"]
+        table.add_row(row["cut"], f"{c} x {h} x {w}", f"{c * h * w * 2 / 1e6:.3f}",
+                      f"{row['bottom_flops']:.0%}")
+    out.print(table)
 
 
 EXTRACT_DEFAULTS = {"out": "stores", "backbone": ["efficientnet_lite0"]}
