@@ -159,6 +159,8 @@ def extract(
     amp: Optional[str] = typer.Option(None, help="CUDA autocast: bf16 | fp16 | off [bf16]."),
     engine: Optional[str] = typer.Option(None, help="auto | torch | onnxruntime [auto: ORT on CPU]."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads [torch's thread count]."),
+    cut: Optional[str] = typer.Option(None, help="Also store the maps entering this block "
+                                      "(`featx backbones --cuts NAME`; for finetune --from-block)."),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace a store made differently."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with these options."),
     label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,

@@ -68,10 +68,10 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, backbone: Backbone, device: torch.device, channels_last: bool = True,
-                 amp: str = "bf16"):
+                 amp: str = "bf16", module: torch.nn.Module | None = None):
         self.backbone, self.device, self.channels_last = backbone, device, channels_last
         self.amp = amp if device.type == "cuda" else "off"
-        self.model = backbone.model.to(device)
+        self.model = (module if module is not None else backbone.model).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if device.type == "cuda":
@@ -85,7 +85,8 @@ class TorchEngine:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp != "off"):
-            return self.model(x).float()
+            out = self.model(x)
+        return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
 
 
 class OnnxEngine:
@@ -93,11 +94,12 @@ class OnnxEngine:
 
     name = "onnxruntime"
 
-    def __init__(self, backbone: Backbone, threads: int | None = None):
+    def __init__(self, backbone: Backbone, threads: int | None = None,
+                 module: torch.nn.Module | None = None, cut: str | None = None):
         import onnxruntime as ort
 
         self.backbone = backbone
-        path = cached_onnx(backbone)
+        path = cached_onnx(backbone, module, cut)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -110,43 +112,52 @@ class OnnxEngine:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         # uint8 in: normalisation runs inside the graph, on ORT's threads, without temporaries.
         x = images.contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"images": x})[0])
+        outputs = [torch.from_numpy(o) for o in self.session.run(None, {"images": x})]
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
 
 
 class _NormalizedInput(torch.nn.Module):
     """uint8 (B, 3, S, S) -> normalise -> backbone: the graph that is exported."""
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, module: torch.nn.Module | None = None):
         super().__init__()
         pre = backbone.preprocess
-        self.model = backbone.model
+        self.model = module if module is not None else backbone.model
         self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1) * 255)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor):
         return self.model((images.float() - self.mean) / self.std)
 
 
 def create_engine(backbone: Backbone, name: str, device: torch.device, channels_last: bool = True,
-                  amp: str = "bf16", threads: int | None = None, warn=print):
-    """The engine `name` (resolved), or torch with a one-line warning if ONNX cannot be used."""
+                  amp: str = "bf16", threads: int | None = None, warn=print,
+                  module: torch.nn.Module | None = None, cut: str | None = None):
+    """The engine `name` (resolved), or torch with a one-line warning if ONNX cannot be used.
+
+    `module` replaces backbone.model (with `cut`: a WithMaps returning features and maps).
+    """
     name = resolve_engine(name, device)
     if name == "torch":
-        return TorchEngine(backbone, device, channels_last, amp)
+        return TorchEngine(backbone, device, channels_last, amp, module)
     try:
-        return OnnxEngine(backbone, threads)
+        return OnnxEngine(backbone, threads, module, cut)
     except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; torch still works
         warn(f"ONNX Runtime unavailable for {backbone.name} ({_first_line(exc)}); using torch")
-        return TorchEngine(backbone, device, channels_last, amp)
+        return TorchEngine(backbone, device, channels_last, amp, module)
 
 
 def verify(engine, reference: TorchEngine, images: torch.Tensor) -> str | None:
-    """None if `engine` matches torch on `images` within TOLERANCE, else why not."""
-    got, want = engine(images).float(), reference(images).float().cpu()
-    scale = max(float(want.abs().max()), 1e-30)
-    diff = float((got - want).abs().max())
-    if got.shape != want.shape or not np.isfinite(diff) or diff > TOLERANCE * scale:
-        return f"max difference {diff:.3g} > {TOLERANCE:g} x {scale:.3g}"
+    """None if `engine` matches torch on `images` within TOLERANCE (every output), else why not."""
+    got, want = engine(images), reference(images)
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want):
+        g, w = g.float(), w.float().cpu()
+        scale = max(float(w.abs().max()), 1e-30)
+        diff = float((g - w).abs().max()) if g.shape == w.shape else float("inf")
+        if not np.isfinite(diff) or diff > TOLERANCE * scale:
+            return f"max difference {diff:.3g} > {TOLERANCE:g} x {scale:.3g}"
     return None
 
 
@@ -156,20 +167,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEATX_CACHE") or Path.home() / ".cache" / "featx")
 
 
-def onnx_key(backbone: Backbone) -> str:
+def onnx_key(backbone: Backbone, cut: str | None = None) -> str:
     identity = {"backbone": backbone.name, "weights": backbone.weights.get("sha256",
                                                                           backbone.weights["source"]),
-                "input_size": backbone.preprocess.input_size, "opset": OPSET, "cut": None,
+                "input_size": backbone.preprocess.input_size, "opset": OPSET, "cut": cut,
                 "preprocess": backbone.preprocess.to_dict(), "input": "uint8",
                 "torch": torch.__version__.split("+")[0], "format": 2}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def cached_onnx(backbone: Backbone) -> Path:
-    """The verified-on-disk ONNX file for `backbone`, exported now if missing or corrupt."""
-    key = onnx_key(backbone)
+def cached_onnx(backbone: Backbone, module: torch.nn.Module | None = None, cut: str | None = None) -> Path:
+    """The verified-on-disk ONNX file for `backbone` (and cut), exported now if missing or corrupt."""
+    key = onnx_key(backbone, cut)
     folder = cache_dir() / "onnx"
-    path = folder / f"{backbone.name.replace('/', '-')}-{key[:16]}.onnx"
+    tag = f"-{cut}" if cut else ""
+    path = folder / f"{backbone.name.replace('/', '-')}{tag}-{key[:16]}.onnx"
     sidecar = path.with_suffix(".json")
     if path.is_file() and sidecar.is_file():
         try:
@@ -181,7 +193,7 @@ def cached_onnx(backbone: Backbone) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        _export(backbone, tmp)
+        _export(backbone, tmp, module, cut)
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -194,17 +206,19 @@ def cached_onnx(backbone: Backbone) -> Path:
     return path
 
 
-def _export(backbone: Backbone, path: Path) -> None:
+def _export(backbone: Backbone, path: Path, module: torch.nn.Module | None = None,
+            cut: str | None = None) -> None:
     import onnx
 
     size = backbone.preprocess.input_size
-    model = _NormalizedInput(backbone).cpu().eval()
+    model = _NormalizedInput(backbone, module).cpu().eval()
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    outputs = ["features", "maps"] if cut else ["features"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), input_names=["images"],
-                          output_names=["features"], opset_version=OPSET, dynamo=False,
-                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+                          output_names=outputs, opset_version=OPSET, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]})
     onnx.checker.check_model(str(path))
 
 

@@ -57,6 +57,7 @@ class ExtractConfig:
     channels_last: bool = True
     engine: str = "auto"  # auto (onnxruntime on CPU, torch on CUDA) | torch | onnxruntime
     threads: int | None = None  # ONNX Runtime intra-op threads; None = torch's thread count
+    cut: str | None = None  # also store the activation maps entering this block (finetune --from-block)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -129,8 +130,9 @@ def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: 
         weights = f"-init{config.seed}"
     elif str(config.weights) != "default":  # a fine-tuned or local file: never the default's store
         weights = f"-w{backbone.weights['sha256'][:8]}"
+    cut = f"_cut-{config.cut}" if config.cut else ""
     name = (f"{dataset.name}_{backbone.name.replace('/', '-')}{weights}_"
-            f"{backbone.preprocess.input_size}px_{views}")
+            f"{backbone.preprocess.input_size}px_{views}{cut}")
     return Path(out_dir) / f"{name}.h5"
 
 
@@ -176,7 +178,8 @@ def _extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | Non
                    config: ExtractConfig, device: torch.device, show_progress: bool,
                    extra_provenance: dict | None = None) -> ExtractResult:
     gpu_decode = use_device_decode(device, config.decode)
-    engine = _engine_for(backbone, config, device, _resumed_engine(path, config))
+    module, cut_shape = _cut_module(backbone, config.cut)
+    engine = _engine_for(backbone, config, device, _resumed_engine(path, config), module)
     spec = StoreSpec(
         provenance={
             "backbone": backbone.name, "weights": backbone.weights,
@@ -189,7 +192,8 @@ def _extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | Non
             "amp": config.amp if device.type == "cuda" else "off",
             **(extra_provenance or {}),
         },
-        feature_dim=backbone.spec.feature_dim, num_aug_views=config.views, dtype=config.dtype)
+        feature_dim=backbone.spec.feature_dim, num_aug_views=config.views, dtype=config.dtype,
+        cut=config.cut, cut_shape=cut_shape)
     with StoreLock(path):
         status = prepare_store(path, dataset, spec, config.overwrite)
         if status == "complete":
@@ -297,20 +301,40 @@ def _resumed_engine(path: Path, config: ExtractConfig) -> str:
     return config.engine
 
 
-def _engine_for(backbone: Backbone, config: ExtractConfig, device: torch.device, name: str):
+def _cut_module(backbone: Backbone, cut: str | None):
+    """(module returning features and maps, map shape) for `--cut`, or (None, None)."""
+    if not cut:
+        return None, None
+    from featx.backbones.cuts import WithMaps, trunk_for
+
+    trunk = trunk_for(backbone.model)
+    if trunk is None:
+        raise ConfigError(f"{backbone.name} has no known cut points (`featx backbones --cuts NAME` "
+                          "lists them for efficientnet_lite, ResNets and features-based models)")
+    trunk.check(cut, backbone.name)
+    module = WithMaps(trunk, cut).eval()
+    size = backbone.preprocess.input_size
+    with torch.no_grad():
+        shape = tuple(module.bottom(torch.zeros(1, 3, size, size)).shape[1:])
+    return module, shape
+
+
+def _engine_for(backbone: Backbone, config: ExtractConfig, device: torch.device, name: str,
+                module: torch.nn.Module | None = None):
     """The engine to run, checked against torch on a probe batch before any store is touched."""
     engine = create_engine(backbone, name, device, config.channels_last, config.amp, config.threads,
-                           warn=_warn)
+                           warn=_warn, module=module, cut=config.cut)
     if isinstance(engine, TorchEngine):
         return engine
     size = backbone.preprocess.input_size
     probe = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(0))
-    problem = verify(engine, TorchEngine(backbone, device, config.channels_last, config.amp), probe)
+    reference = TorchEngine(backbone, device, config.channels_last, config.amp, module)
+    problem = verify(engine, reference, probe)
     if problem is None:
         return engine
     _warn(f"ONNX Runtime output differs from torch for {backbone.name} ({problem}); using torch")
-    return TorchEngine(backbone, device, config.channels_last, config.amp)
+    return reference
 
 
 def _warn(message: str) -> None:
@@ -380,8 +404,11 @@ class _Runner:
                 sink.on_written = advance
                 for batch, item in zip(todo, _guarded(batches)):
                     feats, owner = self._forward(item)
+                    maps = None
+                    if isinstance(feats, tuple):  # --cut: features and the maps entering the cut
+                        feats, maps = feats
                     images += len(owner)
-                    sink.put(batch, feats, owner, item["failed"])
+                    sink.put(batch, feats, owner, item["failed"], maps)
                 sink.close()
             seconds = time.perf_counter() - start
             writer.finish(seconds, images / seconds if seconds else 0.0)
@@ -409,7 +436,8 @@ class _Runner:
         if self.gpu_decode and item["jpeg"]:
             images, owner = self._merge_gpu_decoded(images, owner, item)
         if len(owner) == 0:
-            return torch.empty(0, self.backbone.spec.feature_dim), owner
+            empty = torch.empty(0, self.backbone.spec.feature_dim)
+            return ((empty, None) if self.config.cut else empty), owner
         return self.engine(images), owner
 
     def _merge_gpu_decoded(self, images: torch.Tensor, owner: np.ndarray, item: dict):
@@ -534,6 +562,12 @@ def _read_bytes(path: Path) -> torch.Tensor:
     return read_file(str(path))
 
 
+def _to_pinned(t: torch.Tensor) -> torch.Tensor:
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
+
+
 class _WriterThread:
     """Commits batches to the store in the background, so HDF5 writes overlap the forward pass."""
 
@@ -546,17 +580,16 @@ class _WriterThread:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
-    def put(self, batch: Batch, feats: torch.Tensor, owner: np.ndarray, failed: dict) -> None:
+    def put(self, batch: Batch, feats: torch.Tensor, owner: np.ndarray, failed: dict,
+            maps: torch.Tensor | None = None) -> None:
         if self.error:
             raise self.error
         event = None
         if feats.is_cuda:  # copy to pinned memory without blocking the next forward pass
-            host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
-            host.copy_(feats, non_blocking=True)
+            feats, maps = (_to_pinned(t) if t is not None else None for t in (feats, maps))
             event = torch.cuda.Event()
             event.record()
-            feats = host
-        self.queue.put((batch, feats, owner, failed, event))
+        self.queue.put((batch, feats, owner, failed, event, maps))
 
     def close(self) -> None:
         if self.thread.is_alive():
@@ -575,18 +608,30 @@ class _WriterThread:
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 self.error = exc
 
-    def _write(self, batch: Batch, feats: torch.Tensor, owner: np.ndarray, failed: dict, event) -> None:
+    def _write(self, batch: Batch, feats: torch.Tensor, owner: np.ndarray, failed: dict, event,
+               maps: torch.Tensor | None) -> None:
         if event is not None:
             event.synchronize()
-        feats = feats.numpy()
-        dim = feats.shape[1] if feats.ndim == 2 and feats.shape[0] else self.writer.clean.shape[1]
-        clean = np.zeros((batch.stop - batch.start, dim), dtype=self.dtype)
-        aug = np.zeros((self.views, batch.train_stop - batch.train_start, dim), dtype=self.dtype)
-        is_view = owner[:, 1] > 0 if len(owner) else np.zeros(0, dtype=bool)
-        clean[owner[~is_view, 0]] = feats[~is_view]
+        clean, aug = self._scatter(batch, owner, feats, self.writer.clean.shape[1:], self.dtype)
+        cut = None
+        if self.writer.maps is not None:
+            cut = self._scatter(batch, owner, maps, self.writer.maps["clean"].shape[1:], np.float16)
+            cut = (cut[0], cut[1] if self.views else None)
+        self.writer.write_batch(batch.start, batch.stop, clean, batch.train_start,
+                                aug if self.views else None, failed, cut)
+        self.on_written(batch.images(self.views))
+
+    def _scatter(self, batch: Batch, owner: np.ndarray, values: torch.Tensor | None, shape, dtype):
+        """Rows of one forward pass -> (clean rows of the batch, [K, train rows] of its views);
+        rows of failed images stay zero (and are listed in failed/reason)."""
+        clean = np.zeros((batch.stop - batch.start, *shape), dtype=dtype)
+        aug = np.zeros((self.views, batch.train_stop - batch.train_start, *shape), dtype=dtype)
+        if values is None or not len(owner):
+            return clean, aug
+        values = values.numpy()
+        is_view = owner[:, 1] > 0
+        clean[owner[~is_view, 0]] = values[~is_view]
         if self.views and is_view.any():
             rows = owner[is_view, 0] + batch.start
-            aug[owner[is_view, 1] - 1, self.train_rank[rows] - batch.train_start] = feats[is_view]
-        self.writer.write_batch(batch.start, batch.stop, clean, batch.train_start,
-                                aug if self.views else None, failed)
-        self.on_written(batch.images(self.views))
+            aug[owner[is_view, 1] - 1, self.train_rank[rows] - batch.train_start] = values[is_view]
+        return clean, aug

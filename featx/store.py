@@ -44,7 +44,7 @@ FORMAT_VERSION = 1
 REASON_BYTES = 256
 # Provenance that must match for a store to be resumed or reused; anything else is informative.
 IDENTITY_KEYS = ("backbone", "weights_sha256", "feature_dim", "input_size", "transform",
-                 "num_aug_views", "seed", "dataset_fingerprint", "dtype")
+                 "num_aug_views", "seed", "dataset_fingerprint", "dtype", "cut")
 # How the numbers were computed: a resumed run must match them (CPU and GPU, torch and ONNX
 # Runtime, bf16 and fp32 agree only to rounding), but a complete store stays usable anywhere.
 EXECUTION_KEYS = ("device", "engine", "decode", "amp")
@@ -59,6 +59,8 @@ class StoreSpec:
     feature_dim: int
     num_aug_views: int
     dtype: str = "float16"
+    cut: str | None = None  # also store the activation maps entering this block (float16)
+    cut_shape: tuple[int, ...] | None = None  # (C, H, W) of those maps
 
 
 # --- locking -------------------------------------------------------------------------------
@@ -146,6 +148,12 @@ def _create(path: Path, dataset: Dataset, spec: StoreSpec) -> None:
             if k:
                 _fixed(feats, "aug", (k, len(train_rows), d), spec.dtype,
                        chunks=(1, max(1, min(len(train_rows), 256)), d))
+            if spec.cut:  # one chunk per image: training reads maps in shuffled order
+                maps = f.create_group(f"cut/{spec.cut}")
+                _fixed(maps, "clean", (n, *spec.cut_shape), "float16", chunks=(1, *spec.cut_shape))
+                if k:
+                    _fixed(maps, "aug", (k, len(train_rows), *spec.cut_shape), "float16",
+                           chunks=(1, 1, *spec.cut_shape))
             done = f.create_group("done")
             _fixed(done, "clean", (n,), "uint8")
             _fixed(done, "aug", (k, len(train_rows)), "uint8")
@@ -173,7 +181,7 @@ def _write_attrs(f: h5py.File, dataset: Dataset, spec: StoreSpec) -> None:
     import torch
 
     attrs = {
-        "format_version": FORMAT_VERSION, "featx_version": __version__,
+        "format_version": FORMAT_VERSION, "featx_version": __version__, "cut": spec.cut or "",
         "feature_dim": spec.feature_dim, "num_aug_views": spec.num_aug_views, "dtype": spec.dtype,
         "dataset_root": str(dataset.root), "dataset_name": dataset.name,
         "dataset_layout": dataset.layout, "dataset_fingerprint": dataset.fingerprint,
@@ -199,10 +207,10 @@ def _differences(attrs: dict, spec: StoreSpec, f: h5py.File, dataset: Dataset,
     if attrs.get("format_version") != FORMAT_VERSION:
         return [f"store format {attrs.get('format_version')} (this featx writes {FORMAT_VERSION})"]
     wanted = {"feature_dim": spec.feature_dim, "num_aug_views": spec.num_aug_views,
-              "dtype": spec.dtype, **spec.provenance}
+              "dtype": spec.dtype, "cut": spec.cut or "", **spec.provenance}
     out = []
     for key in IDENTITY_KEYS + (EXECUTION_KEYS if resuming else ()):
-        have, want = attrs.get(key), wanted.get(key)
+        have, want = attrs.get(key, "" if key == "cut" else None), wanted.get(key)
         if key in JSON_ATTRS and isinstance(have, str):
             have, want = json.loads(have), json.loads(json.dumps(want, sort_keys=True))
         if key == "dataset_fingerprint":
@@ -281,14 +289,22 @@ class StoreWriter:
         self.f = open_h5(path, "r+")
         self.clean = self.f["features/clean"]
         self.aug = self.f["features/aug"] if "aug" in self.f["features"] else None
+        cut = self.f.attrs.get("cut", "")
+        self.maps = self.f[f"cut/{cut}"] if cut else None
 
     def write_batch(self, start: int, stop: int, clean: np.ndarray, train_start: int,
-                    aug: np.ndarray | None, failed: dict[int, str]) -> None:
-        """Rows [start, stop) of clean features, training rows [train_start, ...) of views."""
+                    aug: np.ndarray | None, failed: dict[int, str],
+                    maps: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
+        """Rows [start, stop) of clean features, training rows [train_start, ...) of views,
+        and the same rows of the cut maps (clean, aug) when the store has a cut."""
         try:
             self.clean[start:stop] = clean
             if aug is not None and aug.shape[1]:
                 self.aug[:, train_start:train_start + aug.shape[1]] = aug
+            if maps is not None:
+                self.maps["clean"][start:stop] = maps[0]
+                if maps[1] is not None and maps[1].shape[1]:
+                    self.maps["aug"][:, train_start:train_start + maps[1].shape[1]] = maps[1]
             for row, reason in failed.items():
                 self.f["failed/reason"][row] = reason.encode("utf-8")[:REASON_BYTES]
             self.f.flush()  # rows reach the file before they are marked done

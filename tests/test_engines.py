@@ -69,7 +69,7 @@ def test_export_is_cached_and_a_corrupt_file_is_rebuilt():
 def test_export_failure_falls_back_to_torch_with_one_line(monkeypatch):
     messages = []
 
-    def broken(backbone, path):
+    def broken(backbone, path, module=None, cut=None):
         raise RuntimeError("Unsupported: aten::weird_op\nlong details")
 
     monkeypatch.setattr(featx.engines, "_export", broken)

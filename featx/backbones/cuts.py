@@ -143,3 +143,15 @@ def cut_table(model: nn.Module, input_size: int) -> list[dict]:
             rows.append({"cut": cut, "shape": tuple(maps.shape[1:]),
                          "bottom_flops": below.get_total_flops() / max(total.get_total_flops(), 1)})
     return rows
+
+
+class WithMaps(nn.Module):
+    """x -> (features, maps entering the cut): what `featx extract --cut` runs."""
+
+    def __init__(self, trunk: Trunk, cut: str):
+        super().__init__()
+        self.bottom, self.top = trunk.bottom(cut), trunk.top(cut)
+
+    def forward(self, x: torch.Tensor):
+        maps = self.bottom(x)
+        return self.top(maps), maps
