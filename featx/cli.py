@@ -360,24 +360,28 @@ def finetune(
     patience: Optional[int] = typer.Option(None, help="Early stopping patience on val loss [3]."),
     seed: Optional[int] = typer.Option(None), device: Optional[str] = typer.Option(None),
     workers: Optional[int] = typer.Option(None),
+    from_block: Optional[str] = typer.Option(None, "--from-block", help="Train only the blocks above "
+                                             "this cut, on the maps of DATA = a store made with --cut."),
     label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,
     val_frac: Optional[float] = ValFrac, test_frac: Optional[float] = TestFrac,
     split_seed: Optional[int] = SplitSeed, class_map: Optional[str] = ClassMap,
     subset: Optional[int] = Subset,
 ) -> None:
     """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable)."""
-    from featx.finetune import FinetuneConfig
+    from featx.distributed import context, finish
+    from featx.finetune import FinetuneConfig, finetune_top
     from featx.finetune import finetune as run_finetune
 
     _require(data, "DATA")
     options = {k: v for k, v in locals().items() if k in {f.name for f in fields(FinetuneConfig)}
                and v is not None}
-    ds = _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
-    from featx.distributed import context, finish
-
     stem = out_stem or Path("runs/finetune") / Path(str(head).removesuffix(".safetensors")).name
     try:
-        r = run_finetune(ds, head, stem, FinetuneConfig(**options))
+        if from_block:
+            r = finetune_top(data, head, stem, FinetuneConfig(**options))
+        else:
+            ds = _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
+            r = run_finetune(ds, head, stem, FinetuneConfig(**options))
     finally:
         finish()
     if context().rank != 0:  # under torchrun, rank 0 speaks for all

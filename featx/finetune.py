@@ -68,6 +68,7 @@ class FinetuneConfig:
     device: str = "auto"
     amp: str = "bf16"  # CUDA only
     workers: int | None = None
+    from_block: str | None = None  # train only the blocks above this cut, on a store's cached maps
 
     def __post_init__(self) -> None:
         checks = [
@@ -275,11 +276,169 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
     weights_file = out.with_name(out.name + ".backbone.safetensors")
     head_file = out.with_name(out.name + ".head.safetensors")
     if writer:
-        _save_backbone(weights_file, net)
-        _save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds, dataset)
+        _save_backbone(weights_file, net.backbone)
+        _save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds,
+                             dataset, dataset.root,
+                             np.array([s.label for s in dataset.samples if s.split == "train"]))
     distributed.barrier()
     return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
                           state["best_epoch"], resumed_from, state["curve"])
+
+
+def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
+                 config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
+    """Train the blocks above `config.from_block` + the head on the maps a store cached there.
+
+    The frozen bottom never runs: each epoch reads the cached maps (a clean or stored augmented
+    view per image), with random flips and 90-degree rotations of the maps as free augmentation.
+    The saved backbone is the original bottom + the tuned top.
+    """
+    from featx.backbones.cuts import trunk_for
+    from featx.store import FeatureStore
+
+    start_time, out, cut = time.perf_counter(), Path(out), config.from_block
+    head = Head.load(head_path)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    with FeatureStore(store_path) as store:
+        attrs = store.attrs
+        if attrs.get("cut") != cut or f"cut/{cut}" not in store.f:
+            raise FeatxError(f"{store_path}: no maps cached at '{cut}' (store cut: "
+                             f"{attrs.get('cut') or 'none'}); run `featx extract --cut {cut}` first")
+        if not store.complete:
+            raise FeatxError(f"{store_path}: the store is incomplete; finish `featx extract` first")
+        if list(head.classes) != list(store.classes) or head.meta["weights_sha256"] != attrs["weights_sha256"]:
+            raise FeatxError(f"{head.path}: the head was not trained on this store's backbone and "
+                             "classes; train one on it (featx train-head STORE)")
+        maps = _MapData(store, cut, use_views=True)
+    source = attrs["weights"].get("source", "")
+    weights = "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
+    backbone = create_backbone(attrs["backbone"], weights, int(attrs["seed"]), int(attrs["input_size"]))
+    trunk = trunk_for(backbone.model)
+    trunk.check(cut, backbone.name)
+    net = Network(trunk.top(cut), HeadModule(head)).to(device)
+    groups = layer_groups(net.backbone, config.groups)
+    rates = [config.lr / config.lr_ratio ** ((config.groups - 1 - g) / max(config.groups - 1, 1))
+             for g in range(config.groups)]
+    param_groups = [{"params": ps, "lr": lr, "base_lr": lr} for ps, lr in zip(groups, rates) if ps]
+    param_groups.append({"params": list(net.head.parameters()), "lr": config.lr, "base_lr": config.lr})
+    opt = (torch.optim.AdamW(param_groups, weight_decay=config.weight_decay) if config.optimizer == "adamw"
+           else torch.optim.SGD(param_groups, momentum=0.9, weight_decay=config.weight_decay))
+    state = _resume(out, net, opt, config)
+    steps_per_epoch = math.ceil(math.ceil(maps.n_train / config.batch_size) / config.accumulate)
+    total_steps, resumed_from = steps_per_epoch * config.epochs, state["epoch"]
+    class_weights = None
+    if config.balance == "weights":
+        counts = np.bincount(maps.y_train, minlength=len(head.classes)).astype(np.float64)
+        class_weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts),
+                                     dtype=torch.float32, device=device)
+    with progress_bar(config.epochs, f"finetune {backbone.name} above {cut}", unit="epoch",
+                      enabled=show_progress) as advance:
+        advance(resumed_from)
+        for epoch in range(resumed_from, config.epochs):
+            _set_train_mode(net, epoch < config.head_epochs, config.train_bn)
+            torch.manual_seed(config.seed * 100_003 + epoch)
+            losses, step = [], epoch * steps_per_epoch
+            opt.zero_grad(set_to_none=True)
+            batches = list(maps.epoch(epoch, config.batch_size, config.seed))
+            for i, (x, y) in enumerate(batches):
+                with _autocast(device, config):
+                    logits = net(x.to(device).float())
+                loss = F.cross_entropy(logits.float(), y.to(device), weight=class_weights,
+                                       label_smoothing=config.label_smoothing)
+                (loss / config.accumulate).backward()
+                losses.append(float(loss.detach()))
+                if (i + 1) % config.accumulate == 0 or i + 1 == len(batches):
+                    factor = lr_factor(config.schedule, step, total_steps)
+                    for group in opt.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+            probs, y_val = _predict_maps(net, maps.split("val"), device, config)
+            val_loss = (float(-np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-12, 1)).mean())
+                        if len(y_val) else float("inf"))
+            state["curve"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                                   "val_loss": val_loss,
+                                   "val_top1": float((probs.argmax(1) == y_val).mean()) if len(y_val) else 0.0})
+            if val_loss < state["best_loss"]:
+                state.update(best_loss=val_loss, best_epoch=epoch + 1, since_best=0)
+                _save_best(out, net)
+            else:
+                state["since_best"] += 1
+            state["epoch"] = epoch + 1
+            _checkpoint(out, net, opt, state, config)
+            advance(1)
+            if config.patience is not None and state["since_best"] >= config.patience:
+                break
+    net.load_state_dict(load_file(str(_best_path(out))))  # the top's modules are the backbone's
+    metrics = {}
+    for split in ("val", "test"):
+        probs, y = _predict_maps(net, maps.split(split), device, config)
+        metrics[split] = evaluate(y, probs, head.class_names, maps.paths(split)) if len(y) else None
+    seconds = time.perf_counter() - start_time
+    weights_file = _save_backbone(out.with_name(out.name + ".backbone.safetensors"), backbone.model)
+    dataset_root = Path(attrs["dataset_root"])
+    head_file = _save_finetuned_head(out, net, head, weights_file, config, state, metrics["val"],
+                                     metrics["test"], seconds, None, dataset_root, maps.y_train)
+    return FinetuneResult(head_file, weights_file, metrics["val"], metrics["test"], seconds,
+                          state["epoch"], state["best_epoch"], resumed_from, state["curve"])
+
+
+class _MapData:
+    """A store's cached maps in memory: training views + flips/rot90, val/test clean."""
+
+    def __init__(self, store, cut: str, use_views: bool):
+        ok = np.ones(len(store.paths), dtype=bool)
+        ok[list(store.failed)] = False
+        clean = store.f[f"cut/{cut}/clean"]
+        self.labels, self.store_paths = store.labels, store.paths
+        train_rank = np.flatnonzero(ok[store.aug_rows]) if len(store.aug_rows) else np.zeros(0, int)
+        self.train_rows = store.aug_rows[train_rank]
+        self.y_train = store.labels[self.train_rows]
+        all_clean = torch.from_numpy(clean[:])
+        self.clean_train = all_clean[self.train_rows]
+        aug = store.f[f"cut/{cut}"].get("aug")
+        self.aug = (torch.from_numpy(aug[:])[:, train_rank] if use_views and aug is not None
+                    and aug.shape[0] else None)
+        self.rows = {s: np.flatnonzero(ok & (store.splits == s)) for s in ("val", "test")}
+        self.clean = {s: all_clean[r] for s, r in self.rows.items()}
+        self.n_train = len(self.train_rows)
+
+    def epoch(self, epoch: int, batch_size: int, seed: int):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(self.n_train)
+        views = self.aug.shape[0] if self.aug is not None else 0
+        view = rng.integers(0, views + 1, size=self.n_train)
+        rot, flip = rng.integers(0, 4, size=self.n_train), rng.integers(0, 2, size=self.n_train)
+        for i in range(0, self.n_train, batch_size):
+            idx = order[i:i + batch_size]
+            x = torch.stack([self.clean_train[j] if view[j] == 0 else self.aug[view[j] - 1, j]
+                             for j in idx])
+            x = torch.stack([_square_symmetry(m, int(rot[j]), bool(flip[j])) for m, j in zip(x, idx)])
+            yield x, torch.from_numpy(self.y_train[idx])
+
+    def split(self, split: str):
+        return self.clean[split], self.labels[self.rows[split]]
+
+    def paths(self, split: str) -> list[str]:
+        return [self.store_paths[r] for r in self.rows[split]]
+
+
+def _square_symmetry(m: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
+    m = torch.rot90(m, rot, dims=(-2, -1)) if m.shape[-1] == m.shape[-2] else m
+    return m.flip(-1) if flip else m
+
+
+@torch.no_grad()
+def _predict_maps(net, data, device, config, batch: int = 256):
+    x, y = data
+    net.eval()
+    probs = []
+    for i in range(0, len(x), batch):
+        with _autocast(device, config):
+            probs.append(torch.softmax(net(x[i:i + batch].to(device).float()).float(), 1).cpu().numpy())
+    return (np.concatenate(probs) if probs else np.zeros((0, 0))), np.asarray(y)
 
 
 def _check_head_fits(head: Head, dataset: Dataset) -> None:
@@ -505,16 +664,16 @@ def _resume(out: Path, net: Network, opt, config: FinetuneConfig) -> dict:
     return meta["state"]
 
 
-def _save_backbone(path: Path, net: Network) -> Path:
+def _save_backbone(path: Path, backbone: torch.nn.Module) -> Path:
     """The fine-tuned backbone as a weights file `featx extract --weights` accepts."""
-    state = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     _atomic(path, lambda p: save_file(state, str(p)))
     return path
 
 
 def _save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
                          config: FinetuneConfig, state: dict, val, test, seconds: float,
-                         dataset: Dataset) -> Path:
+                         dataset: Dataset | None, dataset_root: Path, train_labels: np.ndarray) -> Path:
     meta = {k: v for k, v in head.meta.items() if k not in ("format",)}
     sha = sha256_file(weights_file)
     meta.update({
@@ -524,9 +683,8 @@ def _save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path
                    "epochs_run": state["epoch"]},
         "search": [], "curve": state["curve"], "seconds": seconds,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
-        "train_counts": np.bincount([s.label for s in dataset.samples if s.split == "train"],
-                                    minlength=len(head.classes)).tolist(),
-        "dataset_root": str(dataset.root), "store": None,
+        "train_counts": np.bincount(train_labels, minlength=len(head.classes)).tolist(),
+        "dataset_root": str(dataset_root), "store": None,
     })
     meta["normalize"] = "l2" if net.head.l2 else "standard"
     return save_head(out.with_name(out.name + ".head"), net.head.tensors(), meta)
