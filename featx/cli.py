@@ -362,6 +362,8 @@ def finetune(
     workers: Optional[int] = typer.Option(None),
     from_block: Optional[str] = typer.Option(None, "--from-block", help="Train only the blocks above "
                                              "this cut, on the maps of DATA = a store made with --cut."),
+    map_aug: Optional[str] = typer.Option(None, "--map-aug", help="With --from-block: rot90-flip "
+                                          "(orientation-free images) | flip | none [rot90-flip]."),
     label_col: Optional[str] = LabelCol, binarize: Optional[float] = Binarize,
     val_frac: Optional[float] = ValFrac, test_frac: Optional[float] = TestFrac,
     split_seed: Optional[int] = SplitSeed, class_map: Optional[str] = ClassMap,
@@ -369,8 +371,9 @@ def finetune(
 ) -> None:
     """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable)."""
     from featx.distributed import context, finish
-    from featx.finetune import FinetuneConfig, finetune_top
+    from featx.finetune import FinetuneConfig
     from featx.finetune import finetune as run_finetune
+    from featx.finetune_top import finetune_top
 
     _require(data, "DATA")
     options = {k: v for k, v in locals().items() if k in {f.name for f in fields(FinetuneConfig)}

@@ -69,6 +69,7 @@ class FinetuneConfig:
     amp: str = "bf16"  # CUDA only
     workers: int | None = None
     from_block: str | None = None  # train only the blocks above this cut, on a store's cached maps
+    map_aug: str = "rot90-flip"  # with from_block: symmetries of the cached maps (rot90-flip | flip | none)
 
     def __post_init__(self) -> None:
         checks = [
@@ -79,6 +80,7 @@ class FinetuneConfig:
             (self.schedule in ("onecycle", "cosine"), "schedule", "onecycle or cosine"),
             (self.balance in ("none", "weights"), "balance", "none or weights"),
             (0 <= self.head_epochs < self.epochs, "head_epochs", "in [0, epochs)"),
+            (self.map_aug in ("rot90-flip", "flip", "none"), "map_aug", "rot90-flip, flip or none"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -220,9 +222,8 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
         distributed.init(ctx, device)
     writer = ctx.rank == 0  # one process writes checkpoints and results
     torch.manual_seed(config.seed)
-    source = head.meta["weights"].get("source", "")
-    weights = "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
-    backbone = create_backbone(head.meta["backbone"], weights, head.meta.get("backbone_seed", 0),
+    backbone = create_backbone(head.meta["backbone"], weights_arg(head.meta["weights"]),
+                               head.meta.get("backbone_seed", 0),
                                head.meta["preprocess"]["input_size"])
     net = Network(backbone.model, HeadModule(head)).to(device)
     if device.type == "cuda":
@@ -232,26 +233,85 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
                               config, device, ctx) for split in ("train", "val", "test")}
     if not len(loaders["train"].dataset):
         raise FeatxError(f"{dataset.root}: no labelled training images to fine-tune on")
+    opt = make_optimizer(net, config)
+    train_labels = np.array([s.label for s in dataset.samples if s.split == "train"])
+    weights_per_class = class_weights(train_labels, len(head.classes), config, device)
+    schedule = Schedule(config, steps_per_epoch=math.ceil(len(loaders["train"]) / config.accumulate))
+    run = fit(net, opt, config, out, f"finetune {backbone.name}", start_time,
+              train_epoch=lambda epoch: _train_epoch(net, loaders["train"], opt, config, epoch, schedule,
+                                                     weights_per_class, device, ctx),
+              validate=lambda: _val(net, loaders["val"], device, config),
+              show_progress=show_progress, writer=writer)
+    val = _metrics(net, loaders["val"], head, device, config)
+    test = _metrics(net, loaders["test"], head, device, config)
+    seconds = run.seconds()
+    state = run.state
+    weights_file = out.with_name(out.name + ".backbone.safetensors")
+    head_file = out.with_name(out.name + ".head.safetensors")
+    if writer:
+        save_backbone(weights_file, net.backbone)
+        save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds,
+                             dataset.root, train_labels)
+    distributed.barrier()
+    return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
+                          state["best_epoch"], run.resumed_from, state["curve"])
+
+
+def weights_arg(weights_meta: dict) -> str:
+    """The `create_backbone` weights argument that rebuilds the weights a head or store names."""
+    source = weights_meta.get("source", "")
+    return "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
+
+
+def make_optimizer(net: Network, config: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW/SGD with discriminative rates: backbone groups bottom -> top at lr / lr_ratio ... lr."""
     groups = layer_groups(net.backbone, config.groups)
     rates = [config.lr / config.lr_ratio ** ((config.groups - 1 - g) / max(config.groups - 1, 1))
              for g in range(config.groups)] if config.groups > 1 else [config.lr / config.lr_ratio]
     param_groups = [{"params": ps, "lr": lr, "base_lr": lr} for ps, lr in zip(groups, rates) if ps]
     param_groups.append({"params": list(net.head.parameters()), "lr": config.lr, "base_lr": config.lr})
-    opt = (torch.optim.AdamW(param_groups, weight_decay=config.weight_decay) if config.optimizer == "adamw"
-           else torch.optim.SGD(param_groups, momentum=0.9, weight_decay=config.weight_decay))
-    weights_class = _class_weights(dataset, head, config, device)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, weight_decay=config.weight_decay)
+    return torch.optim.SGD(param_groups, momentum=0.9, weight_decay=config.weight_decay)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rates per optimiser step over the whole run (warm-up + cosine, or cosine)."""
+    config: FinetuneConfig
+    steps_per_epoch: int
+
+    def apply(self, opt: torch.optim.Optimizer, step: int) -> None:
+        factor = lr_factor(self.config.schedule, step, self.steps_per_epoch * self.config.epochs)
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+
+@dataclass
+class Run:
+    state: dict  # epoch, best_loss, best_epoch, since_best, curve, seconds (as checkpointed)
+    resumed_from: int  # epochs already done when this process started
+    start_time: float
+    prior_seconds: float  # spent by earlier, interrupted runs of the same job
+
+    def seconds(self) -> float:
+        return self.prior_seconds + time.perf_counter() - self.start_time
+
+
+def fit(net: Network, opt: torch.optim.Optimizer, config: FinetuneConfig, out: Path, title: str,
+        start_time: float, train_epoch, validate, show_progress: bool = True, writer: bool = True) -> Run:
+    """The epoch loop both fine-tunes share: resume, train, validate, keep the best, checkpoint,
+    stop early. `train_epoch(epoch)` returns the mean train loss; `validate()` (val loss, top-1).
+    Ends with the best epoch's weights loaded into `net`."""
     state = _resume(out, net, opt, config)
-    steps_per_epoch = math.ceil(len(loaders["train"]) / config.accumulate)
-    total_steps = steps_per_epoch * config.epochs
-    resumed_from = state["epoch"]
-    with progress_bar(config.epochs, f"finetune {backbone.name}", unit="epoch",
-                      enabled=show_progress and writer) as advance:
-        advance(resumed_from)
-        for epoch in range(resumed_from, config.epochs):
-            head_only = epoch < config.head_epochs
-            train_loss = _train_epoch(net, loaders["train"], opt, config, epoch, head_only,
-                                      steps_per_epoch, total_steps, weights_class, device, ctx)
-            val_loss, val_top1 = _val(net, loaders["val"], device, config)
+    run = Run(state, state["epoch"], start_time, state.get("seconds", 0.0))
+    with progress_bar(config.epochs, title, unit="epoch", enabled=show_progress and writer) as advance:
+        advance(run.resumed_from)
+        for epoch in range(run.resumed_from, config.epochs):
+            _set_train_mode(net, epoch < config.head_epochs, config.train_bn)
+            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout masks: the same after a resume
+            train_loss = train_epoch(epoch)
+            val_loss, val_top1 = validate()
             state["curve"].append({"epoch": epoch + 1, "train_loss": train_loss,
                                    "val_loss": val_loss, "val_top1": val_top1})
             if val_loss < state["best_loss"]:
@@ -260,7 +320,7 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
                     _save_best(out, net)
             else:
                 state["since_best"] += 1
-            state["epoch"] = epoch + 1
+            state.update(epoch=epoch + 1, seconds=run.seconds())
             if writer:
                 _checkpoint(out, net, opt, state, config)
             distributed.barrier()  # the checkpoint is on disk before anyone goes on
@@ -269,176 +329,9 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
                 console.print(f"early stop after epoch {epoch + 1}: val loss has not improved for "
                               f"{config.patience} epochs (best: epoch {state['best_epoch']})")
                 break
-    net.load_state_dict(load_file(str(_best_path(out))))
-    val = _metrics(net, loaders["val"], head, device, config)
-    test = _metrics(net, loaders["test"], head, device, config)
-    seconds = time.perf_counter() - start_time + state.get("seconds_before", 0.0)
-    weights_file = out.with_name(out.name + ".backbone.safetensors")
-    head_file = out.with_name(out.name + ".head.safetensors")
-    if writer:
-        _save_backbone(weights_file, net.backbone)
-        _save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds,
-                             dataset, dataset.root,
-                             np.array([s.label for s in dataset.samples if s.split == "train"]))
     distributed.barrier()
-    return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
-                          state["best_epoch"], resumed_from, state["curve"])
-
-
-def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
-                 config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
-    """Train the blocks above `config.from_block` + the head on the maps a store cached there.
-
-    The frozen bottom never runs: each epoch reads the cached maps (a clean or stored augmented
-    view per image), with random flips and 90-degree rotations of the maps as free augmentation.
-    The saved backbone is the original bottom + the tuned top.
-    """
-    from featx.backbones.cuts import trunk_for
-    from featx.store import FeatureStore
-
-    start_time, out, cut = time.perf_counter(), Path(out), config.from_block
-    head = Head.load(head_path)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    with FeatureStore(store_path) as store:
-        attrs = store.attrs
-        if attrs.get("cut") != cut or f"cut/{cut}" not in store.f:
-            raise FeatxError(f"{store_path}: no maps cached at '{cut}' (store cut: "
-                             f"{attrs.get('cut') or 'none'}); run `featx extract --cut {cut}` first")
-        if not store.complete:
-            raise FeatxError(f"{store_path}: the store is incomplete; finish `featx extract` first")
-        if list(head.classes) != list(store.classes) or head.meta["weights_sha256"] != attrs["weights_sha256"]:
-            raise FeatxError(f"{head.path}: the head was not trained on this store's backbone and "
-                             "classes; train one on it (featx train-head STORE)")
-        maps = _MapData(store, cut, use_views=True)
-    source = attrs["weights"].get("source", "")
-    weights = "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
-    backbone = create_backbone(attrs["backbone"], weights, int(attrs["seed"]), int(attrs["input_size"]))
-    trunk = trunk_for(backbone.model)
-    trunk.check(cut, backbone.name)
-    net = Network(trunk.top(cut), HeadModule(head)).to(device)
-    groups = layer_groups(net.backbone, config.groups)
-    rates = [config.lr / config.lr_ratio ** ((config.groups - 1 - g) / max(config.groups - 1, 1))
-             for g in range(config.groups)]
-    param_groups = [{"params": ps, "lr": lr, "base_lr": lr} for ps, lr in zip(groups, rates) if ps]
-    param_groups.append({"params": list(net.head.parameters()), "lr": config.lr, "base_lr": config.lr})
-    opt = (torch.optim.AdamW(param_groups, weight_decay=config.weight_decay) if config.optimizer == "adamw"
-           else torch.optim.SGD(param_groups, momentum=0.9, weight_decay=config.weight_decay))
-    state = _resume(out, net, opt, config)
-    steps_per_epoch = math.ceil(math.ceil(maps.n_train / config.batch_size) / config.accumulate)
-    total_steps, resumed_from = steps_per_epoch * config.epochs, state["epoch"]
-    class_weights = None
-    if config.balance == "weights":
-        counts = np.bincount(maps.y_train, minlength=len(head.classes)).astype(np.float64)
-        class_weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts),
-                                     dtype=torch.float32, device=device)
-    with progress_bar(config.epochs, f"finetune {backbone.name} above {cut}", unit="epoch",
-                      enabled=show_progress) as advance:
-        advance(resumed_from)
-        for epoch in range(resumed_from, config.epochs):
-            _set_train_mode(net, epoch < config.head_epochs, config.train_bn)
-            torch.manual_seed(config.seed * 100_003 + epoch)
-            losses, step = [], epoch * steps_per_epoch
-            opt.zero_grad(set_to_none=True)
-            batches = list(maps.epoch(epoch, config.batch_size, config.seed))
-            for i, (x, y) in enumerate(batches):
-                with _autocast(device, config):
-                    logits = net(x.to(device).float())
-                loss = F.cross_entropy(logits.float(), y.to(device), weight=class_weights,
-                                       label_smoothing=config.label_smoothing)
-                (loss / config.accumulate).backward()
-                losses.append(float(loss.detach()))
-                if (i + 1) % config.accumulate == 0 or i + 1 == len(batches):
-                    factor = lr_factor(config.schedule, step, total_steps)
-                    for group in opt.param_groups:
-                        group["lr"] = group["base_lr"] * factor
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    step += 1
-            probs, y_val = _predict_maps(net, maps.split("val"), device, config)
-            val_loss = (float(-np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-12, 1)).mean())
-                        if len(y_val) else float("inf"))
-            state["curve"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                                   "val_loss": val_loss,
-                                   "val_top1": float((probs.argmax(1) == y_val).mean()) if len(y_val) else 0.0})
-            if val_loss < state["best_loss"]:
-                state.update(best_loss=val_loss, best_epoch=epoch + 1, since_best=0)
-                _save_best(out, net)
-            else:
-                state["since_best"] += 1
-            state["epoch"] = epoch + 1
-            _checkpoint(out, net, opt, state, config)
-            advance(1)
-            if config.patience is not None and state["since_best"] >= config.patience:
-                break
-    net.load_state_dict(load_file(str(_best_path(out))))  # the top's modules are the backbone's
-    metrics = {}
-    for split in ("val", "test"):
-        probs, y = _predict_maps(net, maps.split(split), device, config)
-        metrics[split] = evaluate(y, probs, head.class_names, maps.paths(split)) if len(y) else None
-    seconds = time.perf_counter() - start_time
-    weights_file = _save_backbone(out.with_name(out.name + ".backbone.safetensors"), backbone.model)
-    dataset_root = Path(attrs["dataset_root"])
-    head_file = _save_finetuned_head(out, net, head, weights_file, config, state, metrics["val"],
-                                     metrics["test"], seconds, None, dataset_root, maps.y_train)
-    return FinetuneResult(head_file, weights_file, metrics["val"], metrics["test"], seconds,
-                          state["epoch"], state["best_epoch"], resumed_from, state["curve"])
-
-
-class _MapData:
-    """A store's cached maps in memory: training views + flips/rot90, val/test clean."""
-
-    def __init__(self, store, cut: str, use_views: bool):
-        ok = np.ones(len(store.paths), dtype=bool)
-        ok[list(store.failed)] = False
-        clean = store.f[f"cut/{cut}/clean"]
-        self.labels, self.store_paths = store.labels, store.paths
-        train_rank = np.flatnonzero(ok[store.aug_rows]) if len(store.aug_rows) else np.zeros(0, int)
-        self.train_rows = store.aug_rows[train_rank]
-        self.y_train = store.labels[self.train_rows]
-        all_clean = torch.from_numpy(clean[:])
-        self.clean_train = all_clean[self.train_rows]
-        aug = store.f[f"cut/{cut}"].get("aug")
-        self.aug = (torch.from_numpy(aug[:])[:, train_rank] if use_views and aug is not None
-                    and aug.shape[0] else None)
-        self.rows = {s: np.flatnonzero(ok & (store.splits == s)) for s in ("val", "test")}
-        self.clean = {s: all_clean[r] for s, r in self.rows.items()}
-        self.n_train = len(self.train_rows)
-
-    def epoch(self, epoch: int, batch_size: int, seed: int):
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(self.n_train)
-        views = self.aug.shape[0] if self.aug is not None else 0
-        view = rng.integers(0, views + 1, size=self.n_train)
-        rot, flip = rng.integers(0, 4, size=self.n_train), rng.integers(0, 2, size=self.n_train)
-        for i in range(0, self.n_train, batch_size):
-            idx = order[i:i + batch_size]
-            x = torch.stack([self.clean_train[j] if view[j] == 0 else self.aug[view[j] - 1, j]
-                             for j in idx])
-            x = torch.stack([_square_symmetry(m, int(rot[j]), bool(flip[j])) for m, j in zip(x, idx)])
-            yield x, torch.from_numpy(self.y_train[idx])
-
-    def split(self, split: str):
-        return self.clean[split], self.labels[self.rows[split]]
-
-    def paths(self, split: str) -> list[str]:
-        return [self.store_paths[r] for r in self.rows[split]]
-
-
-def _square_symmetry(m: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
-    m = torch.rot90(m, rot, dims=(-2, -1)) if m.shape[-1] == m.shape[-2] else m
-    return m.flip(-1) if flip else m
-
-
-@torch.no_grad()
-def _predict_maps(net, data, device, config, batch: int = 256):
-    x, y = data
-    net.eval()
-    probs = []
-    for i in range(0, len(x), batch):
-        with _autocast(device, config):
-            probs.append(torch.softmax(net(x[i:i + batch].to(device).float()).float(), 1).cpu().numpy())
-    return (np.concatenate(probs) if probs else np.zeros((0, 0))), np.asarray(y)
+    net.load_state_dict(load_file(str(_best_path(out))))
+    return run
 
 
 def _check_head_fits(head: Head, dataset: Dataset) -> None:
@@ -485,12 +378,12 @@ class _RankBatches(torch.utils.data.Sampler):
         return iter([b[self.rank::self.world].tolist() for b in self.global_batches()])
 
 
-def _class_weights(dataset: Dataset, head: Head, config: FinetuneConfig, device):
+def class_weights(train_labels: np.ndarray, classes: int, config: FinetuneConfig, device):
+    """Inverse-frequency loss weights (mean 1 over samples) when `balance` asks for them."""
     if config.balance != "weights":
         return None
-    counts = np.bincount([s.label for s in dataset.samples if s.split == "train"],
-                         minlength=len(head.classes)).astype(np.float64)
-    return torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32,
+    counts = np.bincount(train_labels, minlength=classes).astype(np.float64)
+    return torch.tensor(counts.sum() / np.maximum(counts, 1) / classes, dtype=torch.float32,
                         device=device)
 
 
@@ -503,16 +396,13 @@ def _set_train_mode(net: Network, head_only: bool, train_bn: bool) -> None:
             module.eval()  # pretrained statistics: small fine-tuning batches are noisier
 
 
-def _autocast(device, config: FinetuneConfig):
+def autocast(device, config: FinetuneConfig):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
     return torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype is not None)
 
 
-def _train_epoch(net, loader, opt, config, epoch, head_only, steps_per_epoch, total_steps,
-                 class_weights, device, ctx) -> float:
-    _set_train_mode(net, head_only, config.train_bn)
+def _train_epoch(net, loader, opt, config, epoch, schedule: Schedule, class_weights, device, ctx) -> float:
     loader.dataset.epoch = epoch
-    torch.manual_seed(config.seed * 100_003 + epoch)  # dropout masks: the same after a resume
     model = net
     if ctx.active:  # wrapped per epoch: head-only epochs train fewer parameters
         from torch.nn.parallel import DistributedDataParallel
@@ -520,7 +410,7 @@ def _train_epoch(net, loader, opt, config, epoch, head_only, steps_per_epoch, to
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                         broadcast_buffers=False)
     sizes = [len(b) for b in loader.batch_sampler.global_batches()]
-    losses, step = [], epoch * steps_per_epoch
+    losses, step = [], epoch * schedule.steps_per_epoch
     opt.zero_grad(set_to_none=True)
     for i, batch in enumerate(loader):
         last_micro = (i + 1) % config.accumulate == 0 or i + 1 == len(loader)
@@ -530,9 +420,7 @@ def _train_epoch(net, loader, opt, config, epoch, head_only, steps_per_epoch, to
             (loss / config.accumulate).backward()
         losses.append(float(loss.detach()))
         if last_micro:
-            factor = lr_factor(config.schedule, step, total_steps)
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * factor
+            schedule.apply(opt, step)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -549,7 +437,7 @@ def _batch_loss(model, batch, global_size: int, class_weights, device, config, w
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     try:
-        with _autocast(device, config):
+        with autocast(device, config):
             logits = model(x)
     except torch.OutOfMemoryError:
         raise FeatxError(f"CUDA out of memory at batch size {len(x)} per process: use a smaller "
@@ -567,7 +455,7 @@ def _predict(net, loader, device, config) -> tuple[np.ndarray, np.ndarray]:
         if batch is None:
             continue
         x, y = batch
-        with _autocast(device, config):
+        with autocast(device, config):
             logits = net(normalize(x.to(device), loader.dataset.pre))
         probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
         labels.append(y.numpy())
@@ -577,7 +465,11 @@ def _predict(net, loader, device, config) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _val(net, loader, device, config) -> tuple[float, float]:
-    probs, y = _predict(net, loader, device, config)
+    return loss_and_top1(*_predict(net, loader, device, config))
+
+
+def loss_and_top1(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(NLL, top-1) of predicted probabilities; (inf, 0) without samples (no val split)."""
     if not len(y):
         return float("inf"), 0.0
     nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean())
@@ -664,16 +556,16 @@ def _resume(out: Path, net: Network, opt, config: FinetuneConfig) -> dict:
     return meta["state"]
 
 
-def _save_backbone(path: Path, backbone: torch.nn.Module) -> Path:
+def save_backbone(path: Path, backbone: torch.nn.Module) -> Path:
     """The fine-tuned backbone as a weights file `featx extract --weights` accepts."""
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     _atomic(path, lambda p: save_file(state, str(p)))
     return path
 
 
-def _save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
+def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
                          config: FinetuneConfig, state: dict, val, test, seconds: float,
-                         dataset: Dataset | None, dataset_root: Path, train_labels: np.ndarray) -> Path:
+                        dataset_root: Path, train_labels: np.ndarray) -> Path:
     meta = {k: v for k, v in head.meta.items() if k not in ("format",)}
     sha = sha256_file(weights_file)
     meta.update({

@@ -165,27 +165,3 @@ def test_ddp_with_two_processes_matches_one(probe, tmp_path):
                           "--batch-size", "7", "--workers", "0", "--out", str(tmp_path / "odd")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert odd.returncode != 0 and "must be a multiple of the 2 processes" in odd.stderr
-
-
-def test_from_block_trains_only_the_top_on_cached_maps(probe, tmp_path):
-    from featx.finetune import finetune_top
-
-    _, root, ds, _, _ = probe
-    store = extract(ds, "resnet18", tmp_path / "stores", ExtractConfig(
-        weights="none", input_size=64, workers=0, views=1, cut="layer4"), show_progress=False).store
-    with FeatureStore(store) as st:
-        assert st.f["cut/layer4/clean"].shape == (30, 256, 4, 4) and st.attrs["cut"] == "layer4"
-    head = train_head(store, "linear", HeadConfig(epochs=3), out=tmp_path / "h", show_progress=False)
-    result = finetune_top(store, head.head, tmp_path / "top",
-                          FinetuneConfig(from_block="layer4", epochs=2, batch_size=8, lr=0.05),
-                          show_progress=False)
-    tuned = load_file(str(result.weights))
-    original = create_backbone("resnet18", "none", input_size=64).model.state_dict()
-    assert torch.equal(tuned["layer3.0.conv1.weight"], original["layer3.0.conv1.weight"])  # frozen
-    assert not torch.equal(tuned["layer4.0.conv1.weight"], original["layer4.0.conv1.weight"])  # tuned
-    assert predict(result.head, [root / "a"], tmp_path / "p.csv").predicted == 10
-    plain = extract(ds, "resnet18", tmp_path / "plain", ExtractConfig(weights="none", input_size=64,
-                    workers=0), show_progress=False).store
-    with pytest.raises(FeatxError, match="no maps cached at 'layer4'"):
-        finetune_top(plain, head.head, tmp_path / "x", FinetuneConfig(from_block="layer4"),
-                     show_progress=False)

@@ -1,0 +1,162 @@
+"""Fine-tune only the top of a network, on activation maps a store cached at a cut point.
+
+    featx extract elpv -b efficientnet_lite0 --cut block14 --views 2 --aug flips
+    featx train-head STORE --head linear --out heads/lin
+    featx finetune STORE --head heads/lin.safetensors --from-block block14
+
+The frozen bottom never runs again: every epoch reads the maps `featx extract --cut` stored
+(clean, or one of the K stored augmented views per training image) and trains the blocks from
+the cut up plus the warm-started head. Random flips and 90-degree rotations of the maps are free
+augmentation (`map_aug`). The result is saved like a whole-network fine-tune: the original bottom +
+the tuned top as one backbone weights file, and a featx head on top of it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from featx import distributed
+from featx.backbones import create_backbone
+from featx.backbones.cuts import trunk_for
+from featx.errors import ConfigError, FeatxError
+from featx.extract import resolve_device
+from featx.finetune import (FinetuneConfig, FinetuneResult, HeadModule, Network, Schedule, autocast,
+                            class_weights, fit, loss_and_top1, make_optimizer, save_backbone, save_finetuned_head,
+                            weights_arg)
+from featx.head_io import Head
+from featx.metrics import evaluate
+from featx.store import FeatureStore
+
+def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
+                 config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
+    """Train the blocks above `config.from_block` + the head on the maps `store_path` cached there."""
+    start_time, out, cut = time.perf_counter(), Path(out), config.from_block
+    if distributed.context().active:
+        raise ConfigError("--from-block trains in one process (the cached maps make it cheap); "
+                          "run it without torchrun")
+    head = Head.load(head_path)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    with FeatureStore(store_path) as store:
+        _check_store(store, store_path, head, cut)
+        attrs = dict(store.attrs)
+        maps = MapData(store, cut, config.map_aug)
+    backbone = create_backbone(attrs["backbone"], weights_arg(attrs["weights"]), int(attrs["seed"]),
+                               int(attrs["input_size"]))
+    trunk = trunk_for(backbone.model)
+    trunk.check(cut, backbone.name)
+    # The top's modules are the backbone's own: tuning them tunes `backbone.model` in place.
+    net = Network(trunk.top(cut), HeadModule(head)).to(device)
+    opt = make_optimizer(net, config)
+    weights_per_class = class_weights(maps.y_train, len(head.classes), config, device)
+    batches_per_epoch = math.ceil(maps.n_train / config.batch_size)
+    schedule = Schedule(config, steps_per_epoch=math.ceil(batches_per_epoch / config.accumulate))
+
+    def train_epoch(epoch: int) -> float:
+        losses, step = [], epoch * schedule.steps_per_epoch
+        opt.zero_grad(set_to_none=True)
+        for i, (x, y) in enumerate(maps.train_batches(epoch, config.batch_size, config.seed)):
+            with autocast(device, config):
+                logits = net(x.to(device).float())
+            loss = F.cross_entropy(logits.float(), y.to(device), weight=weights_per_class,
+                                   label_smoothing=config.label_smoothing)
+            (loss / config.accumulate).backward()
+            losses.append(float(loss.detach()))
+            if (i + 1) % config.accumulate == 0 or i + 1 == batches_per_epoch:
+                schedule.apply(opt, step)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+        return float(np.mean(losses))
+
+    run = fit(net, opt, config, out, f"finetune {backbone.name} above {cut}", start_time, train_epoch,
+              lambda: loss_and_top1(*predict_maps(net, maps.split("val"), device, config)), show_progress)
+    metrics = {}
+    for split in ("val", "test"):
+        probs, y = predict_maps(net, maps.split(split), device, config)
+        metrics[split] = evaluate(y, probs, head.class_names, maps.paths(split)) if len(y) else None
+    weights_file = save_backbone(out.with_name(out.name + ".backbone.safetensors"), backbone.model)
+    seconds = run.seconds()
+    head_file = save_finetuned_head(out, net, head, weights_file, config, run.state, metrics["val"],
+                                    metrics["test"], seconds, Path(attrs["dataset_root"]), maps.y_train)
+    return FinetuneResult(head_file, weights_file, metrics["val"], metrics["test"], seconds,
+                          run.state["epoch"], run.state["best_epoch"], run.resumed_from, run.state["curve"])
+
+
+def _check_store(store: FeatureStore, store_path: str | Path, head: Head, cut: str) -> None:
+    attrs = store.attrs
+    if attrs.get("cut") != cut or f"cut/{cut}" not in store.f:
+        raise FeatxError(f"{store_path}: no maps cached at '{cut}' (store cut: "
+                         f"{attrs.get('cut') or 'none'}); run `featx extract --cut {cut}` first")
+    if not store.complete:
+        raise FeatxError(f"{store_path}: the store is incomplete; finish `featx extract` first")
+    if list(head.classes) != list(store.classes) or head.meta["weights_sha256"] != attrs["weights_sha256"]:
+        raise FeatxError(f"{head.path}: the head was not trained on this store's backbone and "
+                         "classes; train one on it (featx train-head STORE)")
+
+
+class MapData:
+    """A store's cached maps in memory: training maps (clean + stored views), val/test clean."""
+
+    def __init__(self, store: FeatureStore, cut: str, map_aug: str = "rot90-flip"):
+        self.map_aug = map_aug
+        ok = np.ones(len(store.paths), dtype=bool)
+        ok[list(store.failed)] = False  # failed images have no maps
+        self.labels, self.store_paths = store.labels, store.paths
+        all_clean = torch.from_numpy(store.f[f"cut/{cut}/clean"][:])
+        train_rank = np.flatnonzero(ok[store.aug_rows]) if len(store.aug_rows) else np.zeros(0, int)
+        self.train_rows = store.aug_rows[train_rank]  # every training image, in store order
+        self.y_train = store.labels[self.train_rows]
+        self.clean_train = all_clean[self.train_rows]
+        aug = store.f[f"cut/{cut}"].get("aug")
+        self.views = (torch.from_numpy(aug[:])[:, train_rank] if aug is not None and aug.shape[0]
+                      else torch.zeros((0, *self.clean_train.shape)))
+        self.rows = {s: np.flatnonzero(ok & (store.splits == s)) for s in ("val", "test")}
+        self.clean = {s: all_clean[r] for s, r in self.rows.items()}
+        self.n_train = len(self.train_rows)
+        if not self.n_train:
+            raise FeatxError(f"{store.path}: no training images with maps to fine-tune on")
+
+    def train_batches(self, epoch: int, batch_size: int, seed: int):
+        """Shuffled batches of (maps, labels); per image a random stored view (or the clean map)
+        and a random symmetry, all drawn from (seed, epoch) so a resumed run sees the same."""
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(self.n_train)
+        view = rng.integers(0, len(self.views) + 1, size=self.n_train)  # 0 = clean
+        rot = rng.integers(0, 4, size=self.n_train) if self.map_aug == "rot90-flip" else np.zeros(self.n_train, int)
+        flip = rng.integers(0, 2, size=self.n_train) if self.map_aug != "none" else np.zeros(self.n_train, int)
+        for i in range(0, self.n_train, batch_size):
+            idx = order[i:i + batch_size]
+            x = torch.stack([square_symmetry(self.clean_train[j] if view[j] == 0 else self.views[view[j] - 1, j],
+                                             int(rot[j]), bool(flip[j])) for j in idx])
+            yield x, torch.from_numpy(self.y_train[idx])
+
+    def split(self, split: str) -> tuple[torch.Tensor, np.ndarray]:
+        return self.clean[split], self.labels[self.rows[split]]
+
+    def paths(self, split: str) -> list[str]:
+        return [self.store_paths[r] for r in self.rows[split]]
+
+
+def square_symmetry(m: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
+    """One of the 8 symmetries of a square map (rotations only when the map is square)."""
+    m = torch.rot90(m, rot, dims=(-2, -1)) if m.shape[-1] == m.shape[-2] else m
+    return m.flip(-1) if flip else m
+
+
+@torch.no_grad()
+def predict_maps(net: Network, data: tuple[torch.Tensor, np.ndarray], device, config: FinetuneConfig,
+                 batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    x, y = data
+    net.eval()
+    probs = []
+    for i in range(0, len(x), batch):
+        with autocast(device, config):
+            probs.append(torch.softmax(net(x[i:i + batch].to(device).float()).float(), 1).cpu().numpy())
+    return (np.concatenate(probs) if probs else np.zeros((0, 0))), np.asarray(y)

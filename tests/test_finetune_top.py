@@ -1,0 +1,118 @@
+"""featx.finetune_top: the blocks above a cut + the head, trained on a store's cached maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import featx.finetune
+from featx.backbones import create_backbone
+from featx.data import DatasetOptions, open_dataset
+from featx.errors import ConfigError, FeatxError
+from featx.extract import ExtractConfig, extract
+from featx.finetune import FinetuneConfig
+from featx.finetune_top import MapData, finetune_top, square_symmetry
+from featx.head_io import Head
+from featx.heads import HeadConfig
+from featx.predict import predict
+from featx.store import FeatureStore
+from featx.train import train_head
+from tests.conftest import make_class_tree
+
+TOP = dict(from_block="layer4", epochs=3, batch_size=8, lr=0.02, patience=None)
+
+
+@pytest.fixture(scope="module")
+def cut_store(tmp_path_factory):
+    """A tiny tree, a resnet18 (random init, 64 px) store with 1 view and the maps entering
+    layer4, and a linear head trained on its features."""
+    tmp = tmp_path_factory.mktemp("top")
+    root = make_class_tree(tmp / "data", classes=("a", "b", "c"), per_class=10, seed=2)
+    ds = open_dataset(root, DatasetOptions(val_frac=0.2, test_frac=0.2))
+    store = extract(ds, "resnet18", tmp / "stores", ExtractConfig(
+        weights="none", input_size=64, workers=0, views=1, cut="layer4"), show_progress=False).store
+    head = train_head(store, "linear", HeadConfig(epochs=3), out=tmp / "h", show_progress=False)
+    return root, ds, store, head.head
+
+
+def test_only_the_top_is_tuned_and_the_saved_network_predicts_from_images(cut_store, tmp_path):
+    root, ds, store, head = cut_store
+    result = finetune_top(store, head, tmp_path / "top", FinetuneConfig(**TOP), show_progress=False)
+    assert result.epochs_run == 3 and result.test is not None
+    tuned = load_file(str(result.weights))
+    original = create_backbone("resnet18", "none", input_size=64).model.state_dict()
+    assert torch.equal(tuned["layer3.1.conv2.weight"], original["layer3.1.conv2.weight"])  # frozen bottom
+    assert not torch.equal(tuned["layer4.0.conv1.weight"], original["layer4.0.conv1.weight"])  # tuned top
+    # The saved bottom + tuned top, run on the images, gives the accuracy measured on the maps.
+    retuned = extract(ds, "resnet18", tmp_path / "tuned", ExtractConfig(
+        weights=str(result.weights), input_size=64, workers=0, dtype="float32"), show_progress=False).store
+    assert predict(result.head, [retuned], tmp_path / "p.csv").predicted == 30
+    with FeatureStore(retuned) as st:
+        x, y = st.features("test")
+    on_images = (Head.load(result.head).scores(x).argmax(1) == y).mean()
+    assert on_images == pytest.approx(result.test.top1)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(cut_store, tmp_path, monkeypatch):
+    _, _, store, head = cut_store
+    whole = finetune_top(store, head, tmp_path / "whole", FinetuneConfig(**TOP), show_progress=False)
+    real_checkpoint = featx.finetune._checkpoint
+
+    def checkpoint_then_die(*args, **kwargs):
+        real_checkpoint(*args, **kwargs)
+        if args[3]["epoch"] == 2:
+            raise KeyboardInterrupt  # killed right after epoch 2 was saved
+
+    monkeypatch.setattr(featx.finetune, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_top(store, head, tmp_path / "killed", FinetuneConfig(**TOP), show_progress=False)
+    monkeypatch.setattr(featx.finetune, "_checkpoint", real_checkpoint)
+    resumed = finetune_top(store, head, tmp_path / "killed", FinetuneConfig(**TOP), show_progress=False)
+    assert resumed.resumed_from == 2 and resumed.epochs_run == 3
+    a, b = load_file(str(whole.weights)), load_file(str(resumed.weights))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_map_batches_are_seeded_and_use_views_and_symmetries(cut_store):
+    _, _, store, _ = cut_store
+    with FeatureStore(store) as st:
+        maps = MapData(st, "layer4", "rot90-flip")
+        plain = MapData(st, "layer4", "none")
+    assert maps.n_train == 18 and maps.views.shape == (1, 18, 256, 4, 4)
+    first = [x for x, _ in maps.train_batches(epoch=0, batch_size=8, seed=0)]
+    again = [x for x, _ in maps.train_batches(epoch=0, batch_size=8, seed=0)]
+    other = [x for x, _ in maps.train_batches(epoch=1, batch_size=8, seed=0)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    # Without symmetries each training map is exactly a stored map (clean or its view).
+    stored = torch.cat([plain.clean_train, plain.views[0]])
+    for x, _ in plain.train_batches(epoch=0, batch_size=8, seed=0):
+        assert all((stored == m).flatten(1).all(1).any() for m in x)
+
+
+def test_square_symmetry_gives_the_eight_symmetries():
+    m = torch.arange(9.0).reshape(1, 3, 3)
+    images = {tuple(square_symmetry(m, r, f).flatten().tolist()) for r in range(4) for f in (False, True)}
+    assert len(images) == 8
+    wide = torch.arange(6.0).reshape(1, 2, 3)
+    assert torch.equal(square_symmetry(wide, 1, False), wide)  # no rotation of non-square maps
+
+
+def test_clear_errors(cut_store, tmp_path):
+    root, ds, store, head = cut_store
+    plain = extract(ds, "resnet18", tmp_path / "plain", ExtractConfig(weights="none", input_size=64,
+                    workers=0), show_progress=False).store
+    with pytest.raises(FeatxError, match="no maps cached at 'layer4'.*featx extract --cut layer4"):
+        finetune_top(plain, head, tmp_path / "x", FinetuneConfig(from_block="layer4"), show_progress=False)
+    two = open_dataset(make_class_tree(tmp_path / "two", classes=("a", "b"), per_class=6, seed=3),
+                       DatasetOptions(val_frac=0.2, test_frac=0.2))
+    two_store = extract(two, "resnet18", tmp_path / "two_stores", ExtractConfig(
+        weights="none", input_size=64, workers=0), show_progress=False).store
+    other = train_head(two_store, "linear", HeadConfig(epochs=1), out=tmp_path / "other", show_progress=False)
+    with pytest.raises(FeatxError, match="not trained on this store's backbone"):
+        finetune_top(store, other.head, tmp_path / "y", FinetuneConfig(from_block="layer4"),
+                     show_progress=False)
+    with pytest.raises(ConfigError, match="map_aug"):
+        FinetuneConfig(from_block="layer4", map_aug="mirror")
