@@ -488,6 +488,11 @@ def _print_store(st, attrs: dict) -> None:
     if "aug" in st.f["features"]:
         out.print(f"  aug        {tuple(st.f['features/aug'].shape)} {attrs['dtype']}, "
                   f"{int(done_aug.sum())}/{done_aug.size} rows done")
+    if attrs.get("cut"):
+        maps = st.f[f"cut/{attrs['cut']}"]
+        shapes = " + ".join(f"{name} {tuple(maps[name].shape)}" for name in ("clean", "aug") if name in maps)
+        out.print(f"  cut maps   entering {attrs['cut']}: {shapes} float16 "
+                  f"(featx finetune --from-block {attrs['cut']})")
     out.print(f"  made       {attrs['created']} with featx {attrs['featx_version']}, "
               f"{attrs['engine']}, {attrs['device']}, seed {attrs['seed']}")
     if attrs.get("extract_seconds"):

@@ -125,3 +125,20 @@ def test_train_head_config_file_picks_the_head(tmp_path):
     output = _ok("train-head", str(store), "--config", str(config), "--out", str(tmp_path / "m"))
     assert "mlp head trained" in output
     assert json.loads((tmp_path / "m.json").read_text())["config"]["hidden"] == [8]
+
+
+def test_extract_cut_then_finetune_from_block(tmp_path):
+    root = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=8, seed=4)
+    _ok("extract", str(root), "-b", "resnet18", "--weights", "none", "--input-size", "64",
+        "--views", "1", "--cut", "layer4", "--workers", "0", "--out", str(tmp_path / "stores"))
+    store = next((tmp_path / "stores").glob("*_cut-layer4.h5"))
+    assert "cut maps   entering layer4: clean (16, 256, 4, 4)" in _ok("info", str(store))
+    _ok("train-head", str(store), "--epochs", "3", "--out", str(tmp_path / "h"))
+    output = _ok("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
+                 "layer4", "--epochs", "2", "--map-aug", "flip", "--out", str(tmp_path / "top"))
+    assert "fine-tuned 2 epoch(s)" in output and (tmp_path / "top.backbone.safetensors").is_file()
+    meta = json.loads((tmp_path / "top.head.json").read_text())
+    assert meta["kind"] == "finetune" and meta["config"]["map_aug"] == "flip"
+    result = _run("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
+                  "layer3", "--out", str(tmp_path / "x"))
+    assert "no maps cached at 'layer3'" in str(result.exception)  # main() prints it as one line
