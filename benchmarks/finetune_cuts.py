@@ -40,7 +40,7 @@ def run_cut(dataset, args, cut: str, tmp: Path) -> dict:
     done = time.perf_counter()
     return {"cut": cut, "probe": probe.test, "tuned": tuned.test, "extract": extracted - start,
             "probe_s": probed - extracted, "top_s": done - probed, "total": done - start,
-            "best_epoch": tuned.best_epoch, "map_mb": store.stat().st_size / 2**20}
+            "best_epoch": tuned.best_epoch, "map_mb": Path(store).stat().st_size / 2**20}
 
 
 def main() -> None:
@@ -49,16 +49,17 @@ def main() -> None:
     parser.add_argument("--cut", action="append", help="Repeat; default block11 and block14.")
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--aug", default="flips")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--lr-ratio", type=float, default=1.0)
+    parser.add_argument("--epochs", type=int, help="Default: featx's (12).")
+    parser.add_argument("--lr", type=float, help="Default: featx's (3e-4).")
+    parser.add_argument("--lr-ratio", type=float, help="Default: featx's (1).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--binarize", type=float, default=None, help="0.5: ELPV 2 classes")
     args = parser.parse_args()
     dataset = open_dataset("elpv", DatasetOptions(binarize=args.binarize))
+    c = FinetuneConfig(from_block="any", epochs=args.epochs, lr=args.lr, lr_ratio=args.lr_ratio)
     print(f"ELPV {len(dataset.classes)} classes, {len(dataset.samples)} images, {args.backbone}, "
-          f"K={args.views} '{args.aug}' views, {args.epochs} epochs at lr {args.lr:g} (ratio "
-          f"{args.lr_ratio:g}), {torch.get_num_threads()} CPU threads", flush=True)
+          f"K={args.views} '{args.aug}' views, {c.epochs} epochs at lr {c.lr:g} (ratio "
+          f"{c.lr_ratio:g}), {torch.get_num_threads()} CPU threads", flush=True)
     print(f"{'cut':9} {'store MB':>8} {'extract s':>9} {'probe s':>7} {'top s':>6} {'total s':>7}   "
           f"{'probe top-1/bal':>15}   {'tuned top-1/bal':>15}  best epoch")
     for cut in args.cut or ["block11", "block14"]:

@@ -31,7 +31,7 @@ from featx.backbones import Backbone, create_backbone
 from featx.data import Dataset
 from featx.engines import ENGINES, TorchEngine, create_engine, engine_version, verify
 from featx.errors import ConfigError, FeatxError, ImageError, StoreError
-from featx.images import image_to_tensor, load_image
+from featx.images import decode_jpegs, image_to_tensor, load_image, read_file_bytes
 from featx.progress import console, progress_bar
 from featx.store import StoreLock, StoreSpec, StoreWriter, open_h5, prepare_store, read_done
 from featx.transforms import (AugRecipe, augmented_views, clean_views, load_recipe, make_views,
@@ -464,30 +464,10 @@ class _Runner:
 
     def _decode_jpegs(self, item: dict) -> list[tuple[int, torch.Tensor | str]]:
         """(offset, RGB uint8 image on the device, or the reason it failed) per JPEG file."""
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         offsets = [o for o, _ in item["jpeg"]]
-        datas = [d for _, d in item["jpeg"]]
-        try:
-            decoded = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device,
-                                  apply_exif_orientation=True)
-        except RuntimeError:  # one bad file fails the whole call: decode one by one
-            decoded = [self._decode_one(d, item["start"] + o) for o, d in zip(offsets, datas)]
+        paths = [self.dataset.abspath(self.dataset.samples[item["start"] + o]) for o in offsets]
+        decoded = decode_jpegs([d for _, d in item["jpeg"]], paths, self.device)
         return list(zip(offsets, decoded))
-
-    def _decode_one(self, data: torch.Tensor, row: int) -> torch.Tensor | str:
-        """nvjpeg, else Pillow (CMYK and other JPEG variants nvjpeg refuses), else the reason."""
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device,
-                               apply_exif_orientation=True)
-        except RuntimeError:
-            try:
-                path = self.dataset.abspath(self.dataset.samples[row])
-                return image_to_tensor(load_image(path)).to(self.device)
-            except ImageError as exc:
-                return exc.reason
 
 
 def _guarded(batches):
@@ -529,7 +509,7 @@ class BatchDecoder(torch.utils.data.Dataset):
             path = self.root / rel
             if self.gpu_decode and path.suffix.lower() in JPEG_SUFFIXES:
                 try:
-                    jpeg.append((row - b.start, _read_bytes(path)))
+                    jpeg.append((row - b.start, read_file_bytes(path)))
                     continue
                 except OSError as exc:
                     failed[row] = f"cannot read file ({exc.strerror or exc})"
@@ -554,12 +534,6 @@ class BatchDecoder(torch.utils.data.Dataset):
             "failed": failed,
             "jpeg": jpeg,
         }
-
-
-def _read_bytes(path: Path) -> torch.Tensor:
-    from torchvision.io import read_file
-
-    return read_file(str(path))
 
 
 def _to_pinned(t: torch.Tensor) -> torch.Tensor:

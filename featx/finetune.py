@@ -37,24 +37,31 @@ from featx.backbones import create_backbone
 from featx.backbones.weights import sha256_file
 from featx.data import Dataset
 from featx.errors import ConfigError, FeatxError
-from featx.extract import resolve_device
+from featx.extract import JPEG_SUFFIXES, resolve_device, use_device_decode
 from featx.head_io import Head, save_head
-from featx.images import image_to_tensor, load_image
+from featx.images import decode_jpegs, image_to_tensor, load_image, read_file_bytes
 from featx.metrics import Metrics, evaluate
 from featx.progress import console, progress_bar
-from featx.transforms import augmented_views, clean_view, load_recipe, normalize
+from featx.transforms import augmented_views, clean_view, clean_views, load_recipe, normalize
 
 CHECKPOINT_FORMAT = "featx-finetune-checkpoint/1"
+# Whole network: low rates at the bottom keep the pretrained filters (fastai's slice(lr/100, lr)).
+# Top on cached maps: a few blocks near the head, one rate for all (on ELPV, block14, 3 seeds:
+# 79.0-79.4% test at ratio 1 vs 77.1% at ratio 3; benchmarks/finetune_cuts.py).
+MODE_DEFAULTS = {"whole": {"epochs": 8, "lr": 1e-3, "lr_ratio": 100.0},
+                 "top": {"epochs": 12, "lr": 3e-4, "lr_ratio": 1.0}}
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: int = 8
+    """Settings of a fine-tune. `epochs`, `lr` and `lr_ratio` left as None take the defaults of the
+    mode (`MODE_DEFAULTS`): the whole network, or the top above `from_block` on cached maps."""
+    epochs: int | None = None
     head_epochs: int = 0  # head-only warm-up epochs before the whole network trains
     batch_size: int = 32
     accumulate: int = 1  # gradient accumulation steps (effective batch = batch_size x accumulate)
-    lr: float = 1e-3  # the head's (top group's) learning rate
-    lr_ratio: float = 100.0  # bottom group gets lr / lr_ratio
+    lr: float | None = None  # the head's (top group's) learning rate
+    lr_ratio: float | None = None  # bottom group gets lr / lr_ratio
     groups: int = 3  # backbone layer groups for discriminative learning rates
     optimizer: str = "adamw"  # adamw | sgd
     weight_decay: float = 0.01
@@ -63,15 +70,20 @@ class FinetuneConfig:
     balance: str = "none"  # none | weights
     train_bn: bool = False
     aug: str = "flips"  # recipe applied on the fly (configs/aug/); flips suit orientation-free images
-    patience: int | None = 3  # early stopping on val loss (best epoch kept)
+    # Off by default: one-cycle anneals in the last epochs, where the best val epoch usually is.
+    patience: int | None = None  # early stopping on val loss (the best epoch is kept either way)
     seed: int = 0
     device: str = "auto"
     amp: str = "bf16"  # CUDA only
+    decode: str = "auto"  # auto | cpu | gpu: JPEG files decoded by nvjpeg on CUDA (auto = gpu on CUDA)
     workers: int | None = None
     from_block: str | None = None  # train only the blocks above this cut, on a store's cached maps
     map_aug: str = "rot90-flip"  # with from_block: symmetries of the cached maps (rot90-flip | flip | none)
 
     def __post_init__(self) -> None:
+        for name, value in MODE_DEFAULTS["top" if self.from_block else "whole"].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         checks = [
             (self.epochs >= 1, "epochs", ">= 1"), (self.batch_size >= 1, "batch_size", ">= 1"),
             (self.accumulate >= 1, "accumulate", ">= 1"), (self.lr > 0, "lr", "> 0"),
@@ -81,6 +93,7 @@ class FinetuneConfig:
             (self.balance in ("none", "weights"), "balance", "none or weights"),
             (0 <= self.head_epochs < self.epochs, "head_epochs", "in [0, epochs)"),
             (self.map_aug in ("rot90-flip", "flip", "none"), "map_aug", "rot90-flip, flip or none"),
+            (self.decode in ("auto", "cpu", "gpu"), "decode", "auto, cpu or gpu"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -155,11 +168,16 @@ class Network(torch.nn.Module):
 
 
 class ImageSamples(torch.utils.data.Dataset):
-    """(uint8 view, label) of one split; training views augmented, seeded by (seed, path, epoch)."""
+    """(uint8 view, label) of one split; training views augmented, seeded by (seed, path, epoch).
 
-    def __init__(self, dataset: Dataset, split: str, pre, recipe, seed: int):
+    With `device_decode` (CUDA), JPEG files come back undecoded (`JpegBytes`): the main process
+    decodes them on the GPU (nvjpeg) and makes the same views there (`views_on_device`).
+    """
+
+    def __init__(self, dataset: Dataset, split: str, pre, recipe, seed: int, device_decode: bool = False):
         self.samples = [s for s in dataset.samples if s.split == split and s.label >= 0]
         self.root, self.pre, self.recipe, self.seed = dataset.root, pre, recipe, seed
+        self.device_decode = device_decode
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -167,22 +185,64 @@ class ImageSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         sample = self.samples[i]
+        path = self.root / sample.path
         try:
-            img = image_to_tensor(load_image(self.root / sample.path))
-        except FeatxError:
+            if self.device_decode and path.suffix.lower() in JPEG_SUFFIXES:
+                return JpegBytes(read_file_bytes(path), i), sample.label
+            return self.view(image_to_tensor(load_image(path)), i), sample.label
+        except (FeatxError, OSError):
             return None  # skipped by the collate function, reported once by the scan
+
+    def view(self, img: torch.Tensor, i: int) -> torch.Tensor:
+        """Sample i's view this epoch (clean for val/test), on the image's device."""
         if self.recipe is None:
-            return clean_view(img, self.pre), sample.label
-        (view,) = augmented_views(img, self.pre, self.recipe, self.seed, f"finetune:{sample.path}",
-                                  [self.epoch + 1])
-        return view, sample.label
+            return clean_view(img, self.pre)
+        (view,) = augmented_views(img, self.pre, self.recipe, self.seed,
+                                  f"finetune:{self.samples[i].path}", [self.epoch + 1])
+        return view
+
+
+@dataclass
+class JpegBytes:
+    data: torch.Tensor  # the file's bytes
+    index: int  # sample index in its ImageSamples
 
 
 def _collate(items):
+    """(decoded views, labels, undecoded JPEGs with their positions), in the batch's order."""
     items = [it for it in items if it is not None]
     if not items:
         return None
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+    decoded = [x for x, _ in items if not isinstance(x, JpegBytes)]
+    jpegs = [(pos, x) for pos, (x, _) in enumerate(items) if isinstance(x, JpegBytes)]
+    x = torch.stack(decoded) if decoded else torch.zeros(0, dtype=torch.uint8)
+    return x, torch.tensor([y for _, y in items]), jpegs
+
+
+def views_on_device(batch, data: ImageSamples, device: torch.device):
+    """A collated batch as (uint8 views, labels) on `device`, in the batch's order: JPEGs decoded
+    and viewed there, those that fail to decode left out. None when no image is left."""
+    if batch is None:
+        return None
+    x, y, jpegs = batch
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if not jpegs:
+        return x, y
+    decoded = decode_jpegs([j.data for _, j in jpegs],
+                           [data.root / data.samples[j.index].path for _, j in jpegs], device)
+    ok = [(pos, j, img) for (pos, j), img in zip(jpegs, decoded) if not isinstance(img, str)]
+    if data.recipe is None:  # one resize call per image size, not per image
+        views = clean_views([img for _, _, img in ok], data.pre)
+    else:
+        views = [data.view(img, j.index) for _, j, img in ok]
+    by_position = dict(zip([pos for pos, _, _ in ok], views))
+    rest = iter(x)
+    jpeg_positions = {pos for pos, _ in jpegs}
+    order = [pos for pos in range(len(y)) if pos not in jpeg_positions or pos in by_position]
+    if not order:
+        return None
+    images = [by_position[pos] if pos in jpeg_positions else next(rest) for pos in order]
+    return torch.stack(images), y[torch.tensor(order, device=device)]
 
 
 def layer_groups(backbone: torch.nn.Module, groups: int) -> list[list[torch.nn.Parameter]]:
@@ -314,7 +374,7 @@ def fit(net: Network, opt: torch.optim.Optimizer, config: FinetuneConfig, out: P
             val_loss, val_top1 = validate()
             state["curve"].append({"epoch": epoch + 1, "train_loss": train_loss,
                                    "val_loss": val_loss, "val_top1": val_top1})
-            if val_loss < state["best_loss"]:
+            if val_loss < state["best_loss"] or math.isinf(val_loss):  # no val split: keep the last
                 state.update(best_loss=val_loss, best_epoch=epoch + 1, since_best=0)
                 if writer:
                     _save_best(out, net)
@@ -341,7 +401,7 @@ def _check_head_fits(head: Head, dataset: Dataset) -> None:
 
 
 def _loader(dataset: Dataset, split: str, pre, recipe, config: FinetuneConfig, device, ctx):
-    data = ImageSamples(dataset, split, pre, recipe, config.seed)
+    data = ImageSamples(dataset, split, pre, recipe, config.seed, use_device_decode(device, config.decode))
     workers = config.workers if config.workers is not None else (1 if (os.cpu_count() or 1) > 1 else 0)
     common = dict(num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
                   timeout=600 if workers else 0, worker_init_fn=_one_thread)
@@ -416,7 +476,7 @@ def _train_epoch(net, loader, opt, config, epoch, schedule: Schedule, class_weig
         last_micro = (i + 1) % config.accumulate == 0 or i + 1 == len(loader)
         with (model.no_sync() if ctx.active and not last_micro else contextlib.nullcontext()):
             loss = _batch_loss(model, batch, sizes[i], class_weights, device, config, ctx.world_size,
-                               loader.dataset.pre)
+                               loader.dataset)
             (loss / config.accumulate).backward()
         losses.append(float(loss.detach()))
         if last_micro:
@@ -427,13 +487,15 @@ def _train_epoch(net, loader, opt, config, epoch, schedule: Schedule, class_weig
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def _batch_loss(model, batch, global_size: int, class_weights, device, config, world: int, pre):
+def _batch_loss(model, batch, global_size: int, class_weights, device, config, world: int,
+                data: ImageSamples):
     """This rank's part of the global batch's mean loss, scaled so that DDP's gradient average
     (a mean over ranks) equals the single-process gradient of the same global batch."""
+    batch = views_on_device(batch, data, device)
     if batch is None:  # every image of this share failed to decode: a zero loss keeps ranks in step
         return sum(p.sum() * 0 for p in model.parameters() if p.requires_grad)
     x, y = batch
-    x = normalize(x.to(device, non_blocking=True), pre)
+    x = normalize(x, data.pre)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     try:
@@ -452,13 +514,14 @@ def _predict(net, loader, device, config) -> tuple[np.ndarray, np.ndarray]:
     net.eval()
     probs, labels = [], []
     for batch in loader:
+        batch = views_on_device(batch, loader.dataset, device)
         if batch is None:
             continue
         x, y = batch
         with autocast(device, config):
-            logits = net(normalize(x.to(device), loader.dataset.pre))
+            logits = net(normalize(x, loader.dataset.pre))
         probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
-        labels.append(y.numpy())
+        labels.append(y.cpu().numpy())
     if not probs:
         return np.zeros((0, 0)), np.zeros(0, np.int64)
     return np.concatenate(probs), np.concatenate(labels)

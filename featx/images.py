@@ -112,3 +112,34 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
     """(width, height, mode) from the header only, for quick dataset summaries."""
     with Image.open(path, formats=PIL_FORMATS) as img:
         return img.size[0], img.size[1], img.mode
+
+
+def read_file_bytes(path: str | os.PathLike) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor (what `decode_jpegs` takes)."""
+    from torchvision.io import read_file
+
+    return read_file(str(path))
+
+
+def decode_jpegs(datas: list[torch.Tensor], paths: list[Path], device: torch.device) -> list[torch.Tensor | str]:
+    """RGB uint8 images decoded on `device` (nvjpeg on CUDA), EXIF orientation applied; per file
+    the image, or the reason it failed. Files nvjpeg refuses (CMYK and other JPEG variants) are
+    decoded by Pillow from `paths`."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
+    except RuntimeError:  # one bad file fails the whole call: decode one by one
+        return [_decode_one_jpeg(data, path, device) for data, path in zip(datas, paths)]
+
+
+def _decode_one_jpeg(data: torch.Tensor, path: Path, device: torch.device) -> torch.Tensor | str:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+    except RuntimeError:
+        try:
+            return image_to_tensor(load_image(path)).to(device)
+        except ImageError as exc:
+            return exc.reason

@@ -165,3 +165,35 @@ def test_ddp_with_two_processes_matches_one(probe, tmp_path):
                           "--batch-size", "7", "--workers", "0", "--out", str(tmp_path / "odd")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert odd.returncode != 0 and "must be a multiple of the 2 processes" in odd.stderr
+
+
+def test_device_decode_path_gives_the_workers_views(tmp_path, monkeypatch):
+    """The nvjpeg path's logic, run with torchvision's CPU JPEG decoder: JPEG files reach the main
+    process undecoded and get the same (seeded) views there; a broken file drops out with its
+    label; other formats still come decoded from the workers."""
+    import featx.finetune
+    from featx.finetune import ImageSamples, _collate, views_on_device
+    from featx.transforms import load_recipe
+
+    root = make_class_tree(tmp_path / "d", classes=("a", "b"), per_class=6, seed=5, ext=".jpg")
+    make_class_tree(tmp_path / "d", classes=("a", "b"), per_class=1, seed=8, ext=".png")
+    broken = root / "b" / "b_02.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.0))
+    pre = create_backbone("resnet18", "none", input_size=32).preprocess
+    for recipe in (None, load_recipe("flips")):
+        workers = ImageSamples(ds, "train", pre, recipe, seed=3)
+        device = ImageSamples(ds, "train", pre, recipe, seed=3, device_decode=True)
+        workers.epoch = device.epoch = 2
+        order = list(range(len(workers)))
+        x_cpu, y_cpu, no_jpegs = _collate([workers[i] for i in order])
+        x_dev, y_dev = views_on_device(_collate([device[i] for i in order]), device, torch.device("cpu"))
+        assert not no_jpegs and len(x_cpu) == len(x_dev) == 13  # 14 files, 1 broken
+        assert torch.equal(y_cpu, y_dev)  # the same order (the gallery's paths depend on it)
+        assert (x_cpu.float() - x_dev.float()).abs().mean() < 1.0  # libjpeg vs Pillow rounding
+    monkeypatch.setattr(featx.finetune, "use_device_decode", lambda device, decode: True)
+    head = train_head(extract(ds, "resnet18", tmp_path / "s", ExtractConfig(
+        weights="none", input_size=32, workers=0), show_progress=False).store, "linear",
+        HeadConfig(epochs=2), out=tmp_path / "h", show_progress=False).head
+    result = finetune(ds, head, tmp_path / "ft", FinetuneConfig(**{**FAST, "epochs": 1}), show_progress=False)
+    assert result.epochs_run == 1 and np.isfinite(result.curve[0]["train_loss"])
