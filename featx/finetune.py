@@ -45,10 +45,11 @@ from featx.progress import console, progress_bar
 from featx.transforms import augmented_views, clean_view, clean_views, load_recipe, normalize
 
 CHECKPOINT_FORMAT = "featx-finetune-checkpoint/1"
+CONSTANT_STD = 1e-3  # a feature whose std is below this share of the median std counts as constant
 # Whole network: low rates at the bottom keep the pretrained filters (fastai's slice(lr/100, lr)).
 # Top on cached maps: a few blocks near the head, one rate for all (on ELPV, block14, 3 seeds:
 # 79.0-79.4% test at ratio 1 vs 77.1% at ratio 3; benchmarks/finetune_cuts.py).
-MODE_DEFAULTS = {"whole": {"epochs": 8, "lr": 1e-3, "lr_ratio": 100.0},
+MODE_DEFAULTS = {"whole": {"epochs": 8, "lr": 3e-4, "lr_ratio": 10.0},
                  "top": {"epochs": 12, "lr": 3e-4, "lr_ratio": 1.0}}
 
 
@@ -125,13 +126,22 @@ class HeadModule(torch.nn.Module):
         dim = int(head.meta["feature_dim"])
         mean = norm.mean if norm.mode == "standard" else np.zeros(dim, np.float32)
         std = norm.std if norm.mode == "standard" else np.ones(dim, np.float32)
-        self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)))
-        self.register_buffer("std", torch.from_numpy(np.asarray(std, np.float32)))
+        mean, std = np.asarray(mean, np.float32), np.array(std, np.float32)
+        # Features constant on the probe's training set have std ~0 (floored at 1e-6) and a weight
+        # no data ever tested: once fine-tuning moves such a feature a little, (x - mean) / std
+        # explodes (ELPV lite0: one weight of 12 on a std of 1e-6, train loss 23 in epoch 1). They
+        # start from a zero weight and an ordinary std instead; on the training set nothing changes.
+        constant = std <= CONSTANT_STD * np.median(std)
+        std[constant] = np.median(std)
+        self.register_buffer("mean", torch.from_numpy(mean))
+        self.register_buffer("std", torch.from_numpy(std))
         self.l2 = norm.mode == "l2"
         n = sum(1 for k in head.tensors if k.startswith("layers.") and k.endswith(".weight"))
         self.layers = torch.nn.ModuleList()
         for i in range(n):
-            w, b = head.tensors[f"layers.{i}.weight"], head.tensors[f"layers.{i}.bias"]
+            w, b = head.tensors[f"layers.{i}.weight"].copy(), head.tensors[f"layers.{i}.bias"]
+            if i == 0 and not self.l2:
+                w[constant] = 0.0
             layer = torch.nn.Linear(w.shape[0], w.shape[1])
             with torch.no_grad():
                 layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))

@@ -14,6 +14,7 @@ the tuned top as one backbone weights file, and a featx head on top of it.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -106,6 +107,7 @@ class MapData:
 
     def __init__(self, store: FeatureStore, cut: str, map_aug: str = "rot90-flip"):
         self.map_aug = map_aug
+        _check_memory(store, cut)
         ok = np.ones(len(store.paths), dtype=bool)
         ok[list(store.failed)] = False  # failed images have no maps
         self.labels, self.store_paths = store.labels, store.paths
@@ -142,6 +144,19 @@ class MapData:
 
     def paths(self, split: str) -> list[str]:
         return [self.store_paths[r] for r in self.rows[split]]
+
+
+def _check_memory(store: FeatureStore, cut: str) -> None:
+    """Refuse up front, in one line, maps that cannot fit in memory (not an OOM kill later)."""
+    need = sum(store.f[f"cut/{cut}/{name}"].nbytes for name in ("clean", "aug") if name in store.f[f"cut/{cut}"])
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this platform: let it try
+        return
+    if need > 0.8 * free:
+        raise FeatxError(f"{store.path}: the maps at '{cut}' need {need / 2**20:,.0f} MB in memory and "
+                         f"{free / 2**20:,.0f} MB are free; cut higher (featx backbones --cuts) or "
+                         "extract fewer --views")
 
 
 def square_symmetry(m: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:

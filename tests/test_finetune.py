@@ -45,13 +45,20 @@ def probe(tmp_path_factory):
 
 
 def test_the_warm_start_network_is_the_trained_head(probe):
+    """Exactly the head on its training features; features that were constant there start with
+    a zero weight (their std of ~0 would turn any change into an exploding input)."""
     _, _, _, store, head_path = probe
     head = Head.load(head_path)
     with FeatureStore(store) as st:
-        x, _ = st.features("test")
+        x, _ = st.features("train")
+    module = HeadModule(head).eval()
     with torch.no_grad():
-        logits = HeadModule(head).eval()(torch.from_numpy(x))
+        logits = module(torch.from_numpy(x))
     np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), head.scores(x), rtol=1e-4, atol=1e-5)
+    constant = np.asarray(head.normalizer().std) <= 1e-3 * np.median(head.normalizer().std)
+    assert constant.any()  # random-init features at 32 px have dead ones
+    assert (module.layers[0].weight[:, torch.from_numpy(constant)] == 0).all()
+    assert (module.std[torch.from_numpy(constant)] > 1e-4).all()
 
 
 def test_finetune_outputs_work_with_extract_predict_and_report(probe, tmp_path):

@@ -116,3 +116,15 @@ def test_clear_errors(cut_store, tmp_path):
                      show_progress=False)
     with pytest.raises(ConfigError, match="map_aug"):
         FinetuneConfig(from_block="layer4", map_aug="mirror")
+
+
+def test_maps_that_do_not_fit_in_memory_are_refused_up_front(cut_store, monkeypatch):
+    import featx.finetune_top
+
+    _, _, store, _ = cut_store
+    page = 4096
+    monkeypatch.setattr(featx.finetune_top.os, "sysconf",
+                        lambda name: 10 if name == "SC_AVPHYS_PAGES" else page)  # 40 KB free
+    refused = r"need \d+ MB in memory and 0 MB are free; cut higher"
+    with FeatureStore(store) as st, pytest.raises(FeatxError, match=refused):
+        MapData(st, "layer4")
