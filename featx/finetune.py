@@ -46,7 +46,8 @@ from featx.transforms import augmented_views, clean_view, clean_views, load_reci
 
 CHECKPOINT_FORMAT = "featx-finetune-checkpoint/1"
 CONSTANT_STD = 1e-3  # a feature whose std is below this share of the median std counts as constant
-# Whole network: low rates at the bottom keep the pretrained filters (fastai's slice(lr/100, lr)).
+# Whole network: lower rates at the bottom keep the pretrained filters (fastai's slice); the same
+# top rate as the top-block runs (ELPV lite0 on CPU: train loss ~1 from the first epoch).
 # Top on cached maps: a few blocks near the head, one rate for all (on ELPV, block14, 3 seeds:
 # 79.0-79.4% test at ratio 1 vs 77.1% at ratio 3; benchmarks/finetune_cuts.py).
 MODE_DEFAULTS = {"whole": {"epochs": 8, "lr": 3e-4, "lr_ratio": 10.0},
