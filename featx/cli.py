@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featx.errors import FeatxError
+from featx.errors import ConfigError, FeatxError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run each frozen backbone once into an HDF5 feature store; train heads in seconds.")
@@ -370,7 +370,8 @@ def finetune(
     split_seed: Optional[int] = SplitSeed, class_map: Optional[str] = ClassMap,
     subset: Optional[int] = Subset,
 ) -> None:
-    """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable)."""
+    """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable); with
+    --from-block only the top, on the maps of DATA = a store made by `extract --cut`."""
     from featx.distributed import context, finish
     from featx.finetune import FinetuneConfig
     from featx.finetune import finetune as run_finetune
@@ -380,6 +381,12 @@ def finetune(
     options = {k: v for k, v in locals().items() if k in {f.name for f in fields(FinetuneConfig)}
                and v is not None}
     stem = out_stem or Path("runs/finetune") / Path(str(head).removesuffix(".safetensors")).name
+    data_options = {"--label-col": label_col, "--binarize": binarize, "--val-frac": val_frac,
+                    "--test-frac": test_frac, "--split-seed": split_seed, "--subset": subset}
+    ignored = [name for name, value in data_options.items() if value is not None]
+    if from_block and ignored:
+        raise ConfigError(f"{', '.join(ignored)}: with --from-block the store fixes the data and its "
+                          "splits; give these to `featx extract --cut`")
     try:
         if from_block:
             r = finetune_top(data, head, stem, FinetuneConfig(**options))

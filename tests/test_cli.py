@@ -142,3 +142,6 @@ def test_extract_cut_then_finetune_from_block(tmp_path):
     result = _run("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
                   "layer3", "--out", str(tmp_path / "x"))
     assert "no maps cached at 'layer3'" in str(result.exception)  # main() prints it as one line
+    result = _run("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
+                  "layer4", "--binarize", "0.5", "--out", str(tmp_path / "y"))
+    assert "--binarize: with --from-block the store fixes the data" in str(result.exception)
