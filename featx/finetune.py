@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from featx import distributed
 from featx.backbones import create_backbone
-from featx.backbones.weights import sha256_file
+from featx.backbones.weights import sha256_file, weights_arg
 from featx.data import Dataset
 from featx.errors import ConfigError, FeatxError
 from featx.extract import JPEG_SUFFIXES, resolve_device, use_device_decode
@@ -328,12 +328,6 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
                           state["best_epoch"], run.resumed_from, state["curve"])
 
 
-def weights_arg(weights_meta: dict) -> str:
-    """The `create_backbone` weights argument that rebuilds the weights a head or store names."""
-    source = weights_meta.get("source", "")
-    return "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
-
-
 def make_optimizer(net: Network, config: FinetuneConfig) -> torch.optim.Optimizer:
     """AdamW/SGD with discriminative rates: backbone groups bottom -> top at lr / lr_ratio ... lr."""
     groups = layer_groups(net.backbone, config.groups)
@@ -352,10 +346,13 @@ class Schedule:
     config: FinetuneConfig
     steps_per_epoch: int
 
-    def apply(self, opt: torch.optim.Optimizer, step: int) -> None:
+    def step(self, opt: torch.optim.Optimizer, step: int) -> None:
+        """Optimiser step `step` of the run (0-based) at its scheduled rates; gradients cleared."""
         factor = lr_factor(self.config.schedule, step, self.steps_per_epoch * self.config.epochs)
         for group in opt.param_groups:
             group["lr"] = group["base_lr"] * factor
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
 
 @dataclass
@@ -491,9 +488,7 @@ def _train_epoch(net, loader, opt, config, epoch, schedule: Schedule, class_weig
             (loss / config.accumulate).backward()
         losses.append(float(loss.detach()))
         if last_micro:
-            schedule.apply(opt, step)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            schedule.step(opt, step)
             step += 1
     return float(np.mean(losses)) if losses else float("nan")
 

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from featx import distributed
 from featx.backbones import create_backbone
 from featx.backbones.cuts import trunk_for
+from featx.backbones.weights import weights_arg
 from featx.errors import ConfigError, FeatxError
 from featx.extract import resolve_device
 from featx.finetune import (FinetuneConfig, FinetuneResult, HeadModule, Network, Schedule, autocast,
-                            class_weights, fit, loss_and_top1, make_optimizer, save_backbone, save_finetuned_head,
-                            weights_arg)
+                            class_weights, fit, loss_and_top1, make_optimizer, save_backbone,
+                            save_finetuned_head)
 from featx.head_io import Head
 from featx.metrics import evaluate
 from featx.store import FeatureStore
@@ -70,9 +71,7 @@ def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
             (loss / config.accumulate).backward()
             losses.append(float(loss.detach()))
             if (i + 1) % config.accumulate == 0 or i + 1 == batches_per_epoch:
-                schedule.apply(opt, step)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                schedule.step(opt, step)
                 step += 1
         return float(np.mean(losses))
 

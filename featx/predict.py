@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.backbones import create_backbone
+from featx.backbones.weights import weights_arg
 from featx.data import list_images
 from featx.errors import FeatxError
 from featx.extract import embed
@@ -67,11 +68,8 @@ def _from_store(head: Head, path: Path):
 def _from_images(head: Head, inputs, device: str, batch_size: int, workers: int | None, engine: str):
     dataset, skipped = list_images(list(inputs))
     pre = head.meta["preprocess"]
-    source = head.meta["weights"].get("source", "")
-    # The weights file it was trained with when it is here, else this machine's default weights
-    # (checked by sha256 below); random-init test backbones are rebuilt from their seed.
-    weights = "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
-    backbone = create_backbone(head.meta["backbone"], weights, head.meta.get("backbone_seed", 0),
+    backbone = create_backbone(head.meta["backbone"], weights_arg(head.meta["weights"]),
+                               head.meta.get("backbone_seed", 0),
                                pre["input_size"])
     _check_same_features(head, backbone.name, backbone.weights.get("sha256", backbone.weights["source"]),
                          "this machine's weights")

@@ -19,6 +19,14 @@ from featx.errors import BackboneError
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
+def weights_arg(weights_meta: dict) -> str:
+    """The `create_backbone` weights argument that rebuilds the weights a head or store names: the
+    weights file when it is here, else this machine's default weights (callers check the sha256);
+    random-init backbones are rebuilt from their seed."""
+    source = weights_meta.get("source", "")
+    return "none" if source.startswith("random-init") else source if Path(source).is_file() else "default"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     st = os.stat(path)
