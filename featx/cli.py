@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Optional
 
@@ -298,21 +298,17 @@ def lr_find_cmd(
     steps: int = typer.Option(100), batch_size: int = typer.Option(256),
     out_stem: Optional[Path] = typer.Option(None, "--out", help="Curve stem [heads/STORE.lr-find] (.csv, .png)."),
 ) -> None:
-    """Learning-rate range test: the loss curve (CSV + PNG) and a suggested learning rate."""
+    """Learning-rate range test of a head on cached features: the loss curve (CSV + PNG) and a
+    suggested learning rate. For a fine-tune through the network: featx finetune ... --lr-find."""
     from featx.feature_data import FeatureData
     from featx.heads import HeadConfig, lr_find
-    from featx.report_plots import plot_lr_find
     from featx.store import FeatureStore
 
     cfg = HeadConfig(head=head, optimizer=optimizer, batch_size=batch_size, lrs=(1.0,), weight_decays=(0.0,))
     with FeatureStore(store) as st:
         data = FeatureData(st)
         result = lr_find(data, data.fit_normalizer(cfg.normalize), cfg, start, end, steps)
-    stem = out_stem or Path("heads") / f"{store.stem}.lr-find"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv_path = stem.with_name(stem.name + ".csv")
-    csv_path.write_text("lr,loss\n" + "".join(f"{a:.6g},{b:.6g}\n" for a, b in zip(result.lrs, result.losses)))
-    png = plot_lr_find(result, stem.with_name(stem.name + ".png"))
+    csv_path, png = result.save(out_stem or Path("heads") / f"{store.stem}.lr-find")
     out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss "
               f"rate); curve: {csv_path}, {png}")
 
@@ -347,7 +343,10 @@ def finetune(
     head_epochs: Optional[int] = typer.Option(None, help="Head-only warm-up epochs first [0]."),
     batch_size: Optional[int] = typer.Option(None, help="Images per step [32]."),
     accumulate: Optional[int] = typer.Option(None, help="Gradient accumulation steps [1]."),
-    lr: Optional[float] = typer.Option(None, help="Head (top) learning rate [3e-4]."),
+    lr: Optional[str] = typer.Option(None, help="Head (top) learning rate [3e-4], or auto: the LR "
+                                     "range test's suggestion for these settings (found once per --out)."),
+    lr_find: bool = typer.Option(False, "--lr-find", help="Only run the LR range test with these "
+                                 "settings: curve (OUT.lr-find.csv/.png) and a suggested --lr."),
     lr_ratio: Optional[float] = typer.Option(None, help="Top / bottom group rate ratio [10; 1 with --from-block]."),
     groups: Optional[int] = typer.Option(None, help="Backbone layer groups [3]."),
     optimizer: Optional[str] = typer.Option(None, help="adamw | sgd."),
@@ -374,25 +373,30 @@ def finetune(
     --from-block only the top, on the maps of DATA = a store made by `extract --cut`."""
     from featx.distributed import context, finish
     from featx.finetune import FinetuneConfig
-    from featx.finetune import finetune as run_finetune
-    from featx.finetune_top import finetune_top
 
     _require(data, "DATA")
     options = {k: v for k, v in locals().items() if k in {f.name for f in fields(FinetuneConfig)}
-               and v is not None}
+               and v is not None and k != "lr"}
     stem = out_stem or Path("runs/finetune") / Path(str(head).removesuffix(".safetensors")).name
     data_options = {"--label-col": label_col, "--binarize": binarize, "--val-frac": val_frac,
                     "--test-frac": test_frac, "--split-seed": split_seed, "--subset": subset}
-    ignored = [name for name, value in data_options.items() if value is not None]
-    if from_block and ignored:
-        raise ConfigError(f"{', '.join(ignored)}: with --from-block the store fixes the data and its "
+    given = [name for name, value in data_options.items() if value is not None]
+    if from_block and given:
+        raise ConfigError(f"{', '.join(given)}: with --from-block the store fixes the data and its "
                           "splits; give these to `featx extract --cut`")
+    rate = _parse_lr(lr)
+    config = FinetuneConfig(**options, lr=None if rate == "auto" else rate)
+
+    def dataset():
+        return _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
+
     try:
-        if from_block:
-            r = finetune_top(data, head, stem, FinetuneConfig(**options))
-        else:
-            ds = _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
-            r = run_finetune(ds, head, stem, FinetuneConfig(**options))
+        if lr_find or rate == "auto":
+            found = _find_finetune_lr(data, head, stem, config, dataset, data_options, rerun=lr_find)
+            if lr_find:
+                return
+            config = replace(config, lr=found)
+        r = _run_finetune(data, head, stem, config, dataset)
     finally:
         finish()
     if context().rank != 0:  # under torchrun, rank 0 speaks for all
@@ -404,6 +408,54 @@ def finetune(
               + (f"test top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}" if m else "no test split"))
     out.print(f"head: {r.head} (featx predict --head); backbone weights: {r.weights} "
               "(featx extract --weights)")
+
+
+def _parse_lr(lr: Optional[str]):
+    if lr is None or lr == "auto":
+        return lr
+    try:
+        return float(lr)
+    except ValueError:
+        raise ConfigError(f"--lr must be a number or auto, got {lr!r}") from None
+
+
+def _run_finetune(data: str, head: Path, stem: Path, config, dataset):
+    from featx.finetune import finetune
+    from featx.finetune_top import finetune_top
+
+    if config.from_block:
+        return finetune_top(data, head, stem, config)
+    return finetune(dataset(), head, stem, config)
+
+
+def _find_finetune_lr(data: str, head: Path, stem: Path, config, dataset, data_options: dict,
+                      rerun: bool) -> float:
+    """The range test for this fine-tune (`--lr-find` runs it; `--lr auto` reuses its record)."""
+    from featx.backbones.weights import sha256_file
+    from featx.distributed import context
+    from featx.finetune import find_lr, range_test_settings
+    from featx.finetune_top import find_lr_top
+    from featx.head_io import head_paths
+    from featx.lr_range import cached_range_test
+
+    head_file = head_paths(head)[0]
+    if not head_file.is_file():
+        raise FeatxError(f"{head_file}: no such head")
+    settings = range_test_settings(config)
+    settings.update(data=str(data), data_options=data_options, head_sha256=sha256_file(head_file))
+    curve = stem.with_name(stem.name + ".lr-find")
+    if config.from_block:
+        result, reused = cached_range_test(curve, settings, lambda: find_lr_top(data, head, config), rerun)
+    else:
+        result, reused = cached_range_test(curve, settings, lambda: find_lr(dataset(), head, config), rerun)
+    if context().rank == 0:
+        where = f"{curve}.csv, {curve}.png" if not reused else f"{curve}.json (found before)"
+        out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the rate where the "
+                  f"loss diverged); curve: {where}")
+        if not result.diverged:
+            out.print("[yellow]warning:[/] the loss did not diverge within the tested rates; the "
+                      "suggestion is a tenth of the highest rate tried")
+    return result.suggestion
 
 
 @app.command()

@@ -20,12 +20,14 @@ uninterrupted one. The best epoch on val (loss) is kept: saved as a backbone wei
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from featx.errors import ConfigError, FeatxError
 from featx.extract import JPEG_SUFFIXES, resolve_device, use_device_decode
 from featx.head_io import Head, save_head
 from featx.images import decode_jpegs, image_to_tensor, load_image, read_file_bytes
+from featx.lr_range import LRFindResult, range_test
 from featx.metrics import Metrics, evaluate
 from featx.progress import console, progress_bar
 from featx.transforms import augmented_views, clean_view, clean_views, load_recipe, normalize
@@ -274,11 +277,20 @@ def lr_factor(kind: str, step: int, total: int, warmup: float = 0.1) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
-             config: FinetuneConfig = FinetuneConfig(), show_progress: bool = True) -> FinetuneResult:
-    """Fine-tune backbone + head on `dataset`; `out` is the path stem of everything written."""
-    start_time = time.perf_counter()
-    out = Path(out)
+@dataclass
+class _WholeNetwork:
+    """Everything a whole-network fine-tune (or its LR range test) trains with."""
+    net: Network
+    head: Head
+    backbone_name: str
+    loaders: dict[str, torch.utils.data.DataLoader]
+    train_labels: np.ndarray
+    class_weights: torch.Tensor | None
+    device: torch.device
+    ctx: distributed.DistContext
+
+
+def _whole_network(dataset: Dataset, head_path: str | Path, config: FinetuneConfig) -> _WholeNetwork:
     head = Head.load(head_path)
     _check_head_fits(head, dataset)
     ctx = distributed.context()
@@ -291,7 +303,6 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
             device = torch.device("cuda", ctx.local_rank)
             torch.cuda.set_device(device)
         distributed.init(ctx, device)
-    writer = ctx.rank == 0  # one process writes checkpoints and results
     torch.manual_seed(config.seed)
     backbone = create_backbone(head.meta["backbone"], weights_arg(head.meta["weights"]),
                                head.meta.get("backbone_seed", 0),
@@ -304,28 +315,96 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
                               config, device, ctx) for split in ("train", "val", "test")}
     if not len(loaders["train"].dataset):
         raise FeatxError(f"{dataset.root}: no labelled training images to fine-tune on")
-    opt = make_optimizer(net, config)
     train_labels = np.array([s.label for s in dataset.samples if s.split == "train"])
-    weights_per_class = class_weights(train_labels, len(head.classes), config, device)
+    return _WholeNetwork(net, head, backbone.name, loaders, train_labels,
+                         class_weights(train_labels, len(head.classes), config, device), device, ctx)
+
+
+def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
+             config: FinetuneConfig = FinetuneConfig(), show_progress: bool = True) -> FinetuneResult:
+    """Fine-tune backbone + head on `dataset`; `out` is the path stem of everything written."""
+    start_time = time.perf_counter()
+    out = Path(out)
+    job = _whole_network(dataset, head_path, config)
+    net, loaders, device = job.net, job.loaders, job.device
+    writer = job.ctx.rank == 0  # one process writes checkpoints and results
+    opt = make_optimizer(net, config)
     schedule = Schedule(config, steps_per_epoch=math.ceil(len(loaders["train"]) / config.accumulate))
-    run = fit(net, opt, config, out, f"finetune {backbone.name}", start_time,
+    run = fit(net, opt, config, out, f"finetune {job.backbone_name}", start_time,
               train_epoch=lambda epoch: _train_epoch(net, loaders["train"], opt, config, epoch, schedule,
-                                                     weights_per_class, device, ctx),
+                                                     job.class_weights, device, job.ctx),
               validate=lambda: _val(net, loaders["val"], device, config),
               show_progress=show_progress, writer=writer)
-    val = _metrics(net, loaders["val"], head, device, config)
-    test = _metrics(net, loaders["test"], head, device, config)
+    val = _metrics(net, loaders["val"], job.head, device, config)
+    test = _metrics(net, loaders["test"], job.head, device, config)
     seconds = run.seconds()
     state = run.state
     weights_file = out.with_name(out.name + ".backbone.safetensors")
     head_file = out.with_name(out.name + ".head.safetensors")
     if writer:
         save_backbone(weights_file, net.backbone)
-        save_finetuned_head(out, net, head, weights_file, config, state, val, test, seconds,
-                             dataset.root, train_labels)
+        save_finetuned_head(out, net, job.head, weights_file, config, state, val, test, seconds,
+                            dataset.root, job.train_labels)
     distributed.barrier()
     return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
                           state["best_epoch"], run.resumed_from, state["curve"])
+
+
+def find_lr(dataset: Dataset, head_path: str | Path, config: FinetuneConfig = FinetuneConfig(),
+            start: float = 1e-7, end: float = 1.0, steps: int = 100,
+            show_progress: bool = True) -> LRFindResult:
+    """LR range test through backbone + head, warm-started from the head as `finetune` would be:
+    the top rate sweeps start -> end with the lower groups at their `lr_ratio` shares. The
+    suggestion is a `--lr` for `finetune` with the same settings."""
+    if distributed.context().active:
+        raise ConfigError("the learning-rate finder runs in one process: run the same command with "
+                          "--lr-find without torchrun first (--lr auto then reuses its rate), or give --lr")
+    job = _whole_network(dataset, head_path, config)
+
+    def losses():
+        data = job.loaders["train"]
+        for epoch in itertools.count():
+            data.dataset.epoch = epoch
+            sizes = [len(b) for b in data.batch_sampler.global_batches()]
+            for batch, size in zip(data, sizes):
+                yield _batch_loss(job.net, batch, size, job.class_weights, job.device, config, 1, data.dataset)
+
+    return network_range_test(job.net, config, losses(), start, end, steps,
+                              f"lr-find {job.backbone_name}", show_progress)
+
+
+def range_test_settings(config: FinetuneConfig) -> dict:
+    """The settings a range test's result depends on: not the rate it looks for, nor the length
+    and stopping of the run it is for, nor where it runs."""
+    skip = ("lr", "epochs", "head_epochs", "patience", "schedule", "device", "workers", "decode")
+    return {k: v for k, v in asdict(config).items() if k not in skip}
+
+
+def network_range_test(net: Network, config: FinetuneConfig, losses: Iterator[torch.Tensor], start: float,
+                       end: float, steps: int, title: str, show_progress: bool = True) -> LRFindResult:
+    """The range test on `net` with `config`'s optimiser, rate ratios, accumulation and BN mode;
+    each next(losses) is one micro-batch's loss. `net` is left as it was."""
+    saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    opt = make_optimizer(net, replace(config, lr=1.0))  # base_lr: each group's share of the top rate
+    _set_train_mode(net, head_only=False, train_bn=config.train_bn)
+    torch.manual_seed(config.seed)
+
+    def step(lr: float) -> float:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * lr
+        total = 0.0
+        for _ in range(config.accumulate):
+            loss = next(losses)
+            (loss / config.accumulate).backward()
+            total += float(loss.detach()) / config.accumulate
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return total
+
+    try:
+        return range_test(step, start, end, steps, "divergence", title, show_progress)
+    finally:
+        net.load_state_dict(saved)
 
 
 def make_optimizer(net: Network, config: FinetuneConfig) -> torch.optim.Optimizer:

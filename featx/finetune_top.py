@@ -13,9 +13,11 @@ the tuned top as one backbone weights file, and a featx head on top of it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +31,31 @@ from featx.backbones.weights import weights_arg
 from featx.errors import ConfigError, FeatxError
 from featx.extract import resolve_device
 from featx.finetune import (FinetuneConfig, FinetuneResult, HeadModule, Network, Schedule, autocast,
-                            class_weights, fit, loss_and_top1, make_optimizer, save_backbone,
-                            save_finetuned_head)
+                            class_weights, fit, loss_and_top1, make_optimizer, network_range_test,
+                            save_backbone, save_finetuned_head)
 from featx.head_io import Head
+from featx.lr_range import LRFindResult
 from featx.metrics import evaluate
 from featx.store import FeatureStore
 
-def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
-                 config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
-    """Train the blocks above `config.from_block` + the head on the maps `store_path` cached there."""
-    start_time, out, cut = time.perf_counter(), Path(out), config.from_block
+@dataclass
+class _TopNetwork:
+    """Everything a top-block fine-tune (or its LR range test) trains with."""
+    net: Network  # the top blocks (modules of `model`, shared) + the head
+    model: torch.nn.Module  # the whole backbone: original bottom, the top being tuned
+    backbone_name: str
+    head: Head
+    maps: MapData
+    dataset_root: Path
+    class_weights: torch.Tensor | None
+    device: torch.device
+
+
+def _top_network(store_path: str | Path, head_path: str | Path, config: FinetuneConfig) -> _TopNetwork:
     if distributed.context().active:
         raise ConfigError("--from-block trains in one process (the cached maps make it cheap); "
                           "run it without torchrun")
+    cut = config.from_block
     head = Head.load(head_path)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -55,8 +69,18 @@ def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
     trunk.check(cut, backbone.name)
     # The top's modules are the backbone's own: tuning them tunes `backbone.model` in place.
     net = Network(trunk.top(cut), HeadModule(head)).to(device)
+    return _TopNetwork(net, backbone.model, f"{backbone.name} above {cut}", head, maps,
+                       Path(attrs["dataset_root"]),
+                       class_weights(maps.y_train, len(head.classes), config, device), device)
+
+
+def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
+                 config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
+    """Train the blocks above `config.from_block` + the head on the maps `store_path` cached there."""
+    start_time, out = time.perf_counter(), Path(out)
+    job = _top_network(store_path, head_path, config)
+    net, maps, device = job.net, job.maps, job.device
     opt = make_optimizer(net, config)
-    weights_per_class = class_weights(maps.y_train, len(head.classes), config, device)
     batches_per_epoch = math.ceil(maps.n_train / config.batch_size)
     schedule = Schedule(config, steps_per_epoch=math.ceil(batches_per_epoch / config.accumulate))
 
@@ -64,10 +88,7 @@ def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
         losses, step = [], epoch * schedule.steps_per_epoch
         opt.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(maps.train_batches(epoch, config.batch_size, config.seed)):
-            with autocast(device, config):
-                logits = net(x.to(device).float())
-            loss = F.cross_entropy(logits.float(), y.to(device), weight=weights_per_class,
-                                   label_smoothing=config.label_smoothing)
+            loss = _map_loss(job, x, y, config)
             (loss / config.accumulate).backward()
             losses.append(float(loss.detach()))
             if (i + 1) % config.accumulate == 0 or i + 1 == batches_per_epoch:
@@ -75,18 +96,41 @@ def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
                 step += 1
         return float(np.mean(losses))
 
-    run = fit(net, opt, config, out, f"finetune {backbone.name} above {cut}", start_time, train_epoch,
+    run = fit(net, opt, config, out, f"finetune {job.backbone_name}", start_time, train_epoch,
               lambda: loss_and_top1(*predict_maps(net, maps.split("val"), device, config)), show_progress)
     metrics = {}
     for split in ("val", "test"):
         probs, y = predict_maps(net, maps.split(split), device, config)
-        metrics[split] = evaluate(y, probs, head.class_names, maps.paths(split)) if len(y) else None
-    weights_file = save_backbone(out.with_name(out.name + ".backbone.safetensors"), backbone.model)
+        metrics[split] = evaluate(y, probs, job.head.class_names, maps.paths(split)) if len(y) else None
+    weights_file = save_backbone(out.with_name(out.name + ".backbone.safetensors"), job.model)
     seconds = run.seconds()
-    head_file = save_finetuned_head(out, net, head, weights_file, config, run.state, metrics["val"],
-                                    metrics["test"], seconds, Path(attrs["dataset_root"]), maps.y_train)
+    head_file = save_finetuned_head(out, net, job.head, weights_file, config, run.state, metrics["val"],
+                                    metrics["test"], seconds, job.dataset_root, maps.y_train)
     return FinetuneResult(head_file, weights_file, metrics["val"], metrics["test"], seconds,
                           run.state["epoch"], run.state["best_epoch"], run.resumed_from, run.state["curve"])
+
+
+def find_lr_top(store_path: str | Path, head_path: str | Path, config: FinetuneConfig,
+                start: float = 1e-7, end: float = 1.0, steps: int = 100,
+                show_progress: bool = True) -> LRFindResult:
+    """LR range test of the top above `config.from_block` + head on the cached maps: a `--lr` for
+    `finetune_top` with the same settings."""
+    job = _top_network(store_path, head_path, config)
+
+    def losses():
+        for epoch in itertools.count():
+            for x, y in job.maps.train_batches(epoch, config.batch_size, config.seed):
+                yield _map_loss(job, x, y, config)
+
+    return network_range_test(job.net, config, losses(), start, end, steps, f"lr-find {job.backbone_name}",
+                              show_progress)
+
+
+def _map_loss(job: _TopNetwork, x: torch.Tensor, y: torch.Tensor, config: FinetuneConfig) -> torch.Tensor:
+    with autocast(job.device, config):
+        logits = job.net(x.to(job.device).float())
+    return F.cross_entropy(logits.float(), y.to(job.device), weight=job.class_weights,
+                           label_smoothing=config.label_smoothing)
 
 
 def _check_store(store: FeatureStore, store_path: str | Path, head: Head, cut: str) -> None:

@@ -7,6 +7,7 @@ and weight decay, so the sweep trains exactly what H separate runs would, at the
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from featx.errors import ConfigError
+from featx.lr_range import LRFindResult, range_test
 
 # The default linear sweep: 8 learning rates x 4 weight decays = 32 heads.
 SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
@@ -292,44 +294,32 @@ def _select(top1: torch.Tensor, loss: torch.Tensor) -> int:
     return int(order[0])
 
 
-@dataclass
-class LRFindResult:
-    lrs: list[float]
-    losses: list[float]  # exponentially smoothed training loss at each learning rate
-    suggestion: float  # a tenth of the learning rate with the lowest smoothed loss
-
-
 def lr_find(data, normalizer, config: HeadConfig, start: float = 1e-6, end: float = 10.0,
             steps: int = 100) -> LRFindResult:
-    """LR range test (Smith 2017, the flowers tutorial's finder): one head, the learning rate
-    growing exponentially each step, until the loss diverges (4x its best)."""
+    """LR range test (the flowers tutorial's finder) for one head of this config."""
     hidden = config.hidden if config.head == "mlp" else ()
     heads = BatchedHeads(1, data.dim, data.num_classes, hidden, config.dropout if hidden else 0.0,
                          config.seed)
-    base = torch.tensor([1.0])
-    opt = BatchedOptimizer(heads, config.optimizer, base, torch.tensor([config.weight_decays[0]]),
-                           config.momentum, config.lookahead)
-    gamma = (end / start) ** (1 / max(steps - 1, 1))
-    lrs, losses, smooth, best, epoch = [], [], 0.0, float("inf"), 0
+    opt = BatchedOptimizer(heads, config.optimizer, torch.tensor([1.0]),
+                           torch.tensor([config.weight_decays[0]]), config.momentum, config.lookahead)
+    batches = _endless(data, config)
     heads.train()
-    while len(lrs) < steps:
-        for x, y in data.epoch(epoch, config.batch_size, config.seed):
-            lr = start * gamma ** len(lrs)
-            loss = head_losses(heads(torch.from_numpy(normalizer(x))), torch.from_numpy(y), None,
-                               config.label_smoothing)
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step(lr)
-            value = float(loss[0].detach())
-            smooth = 0.9 * smooth + 0.1 * value
-            debiased = smooth / (1 - 0.9 ** (len(lrs) + 1))
-            lrs.append(lr)
-            losses.append(debiased)
-            best = min(best, debiased)
-            if debiased > 4 * best or not math.isfinite(debiased) or len(lrs) >= steps:
-                return LRFindResult(lrs, losses, lrs[int(np.argmin(losses))] / 10)
-        epoch += 1
-    return LRFindResult(lrs, losses, lrs[int(np.argmin(losses))] / 10)
+
+    def step(lr: float) -> float:
+        x, y = next(batches)
+        loss = head_losses(heads(torch.from_numpy(normalizer(x))), torch.from_numpy(y), None,
+                           config.label_smoothing)
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step(lr)
+        return float(loss[0].detach())
+
+    return range_test(step, start, end, steps)
+
+
+def _endless(data, config: HeadConfig):
+    for epoch in itertools.count():
+        yield from data.epoch(epoch, config.batch_size, config.seed)
 
 
 def head_defaults(head: str) -> dict:

@@ -139,6 +139,19 @@ def test_extract_cut_then_finetune_from_block(tmp_path):
     assert "fine-tuned 2 epoch(s)" in output and (tmp_path / "top.backbone.safetensors").is_file()
     meta = json.loads((tmp_path / "top.head.json").read_text())
     assert meta["kind"] == "finetune" and meta["config"]["map_aug"] == "flip"
+    found = _ok("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
+                "layer4", "--lr-find", "--out", str(tmp_path / "auto"))
+    assert "suggested learning rate" in found and not (tmp_path / "auto.head.json").exists()
+    record = json.loads((tmp_path / "auto.lr-find.json").read_text())
+    assert (tmp_path / "auto.lr-find.png").is_file() and (tmp_path / "auto.lr-find.csv").is_file()
+    output = _ok("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
+                 "layer4", "--lr", "auto", "--epochs", "2", "--out", str(tmp_path / "auto"))
+    assert "(found before)" in output and "fine-tuned 2 epoch(s)" in output
+    meta = json.loads((tmp_path / "auto.head.json").read_text())
+    assert meta["config"]["lr"] == record["result"]["suggestion"]
+    result = _run("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
+                  "layer4", "--lr", "fast", "--out", str(tmp_path / "x"))
+    assert "--lr must be a number or auto, got 'fast'" in str(result.exception)
     result = _run("finetune", str(store), "--head", str(tmp_path / "h.safetensors"), "--from-block",
                   "layer3", "--out", str(tmp_path / "x"))
     assert "no maps cached at 'layer3'" in str(result.exception)  # main() prints it as one line

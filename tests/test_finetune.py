@@ -19,7 +19,8 @@ from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
 from featx.extract import ExtractConfig, extract
-from featx.finetune import FinetuneConfig, HeadModule, finetune, layer_groups, lr_factor
+from featx.finetune import (FinetuneConfig, HeadModule, Network, find_lr, finetune, layer_groups, lr_factor,
+                            network_range_test)
 from featx.head_io import Head
 from featx.heads import HeadConfig
 from featx.predict import predict
@@ -92,6 +93,23 @@ def test_discriminative_rates_and_schedule():
     assert lr_factor("onecycle", 0, 100) == pytest.approx(0.04)
     assert lr_factor("onecycle", 10, 100) == pytest.approx(1.0)
     assert lr_factor("cosine", 100, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_lr_finder_through_the_network_is_seeded_and_leaves_it_untouched(probe):
+    _, _, ds, _, head_path = probe
+    config = FinetuneConfig(**FAST)
+    first = find_lr(ds, head_path, config, start=1e-5, end=10.0, steps=40, show_progress=False)
+    again = find_lr(ds, head_path, config, start=1e-5, end=10.0, steps=40, show_progress=False)
+    assert first == again  # same seed, same batches, same curve
+    assert first.diverged and first.rule == "divergence" and len(first.lrs) < 40
+    assert first.suggestion == pytest.approx(first.lrs[-1] / 10)
+    net = Network(create_backbone("resnet18", "none", input_size=32).model, HeadModule(Head.load(head_path)))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    batches = iter(lambda: torch.nn.functional.cross_entropy(net(torch.randn(4, 3, 32, 32)),
+                                                             torch.tensor([0, 1, 2, 0])), None)
+    network_range_test(net, config, batches, 1e-4, 1.0, 10, "t", show_progress=False)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
 
 
 def test_mismatched_head_and_knn_head_are_refused(probe, tmp_path):

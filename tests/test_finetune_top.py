@@ -13,7 +13,7 @@ from featx.data import DatasetOptions, open_dataset
 from featx.errors import ConfigError, FeatxError
 from featx.extract import ExtractConfig, extract
 from featx.finetune import FinetuneConfig
-from featx.finetune_top import MapData, finetune_top, square_symmetry
+from featx.finetune_top import MapData, find_lr_top, finetune_top, square_symmetry
 from featx.head_io import Head
 from featx.heads import HeadConfig
 from featx.predict import predict
@@ -53,6 +53,18 @@ def test_only_the_top_is_tuned_and_the_saved_network_predicts_from_images(cut_st
         x, y = st.features("test")
     on_images = (Head.load(result.head).scores(x).argmax(1) == y).mean()
     assert on_images == pytest.approx(result.test.top1)
+
+
+def test_lr_finder_on_the_maps_suggests_a_rate_that_trains(cut_store, tmp_path):
+    _, _, store, head = cut_store
+    config = FinetuneConfig(**{**TOP, "lr": None})
+    found = find_lr_top(store, head, config, start=1e-6, end=10.0, steps=60, show_progress=False)
+    assert found.diverged and found.suggestion == pytest.approx(found.lrs[-1] / 10)
+    assert found == find_lr_top(store, head, config, start=1e-6, end=10.0, steps=60, show_progress=False)
+    result = finetune_top(store, head, tmp_path / "top", FinetuneConfig(**{**TOP, "lr": found.suggestion}),
+                          show_progress=False)
+    assert all(np.isfinite(c["train_loss"]) for c in result.curve)
+    assert result.curve[-1]["train_loss"] < result.curve[0]["train_loss"]
 
 
 def test_a_killed_run_resumes_to_the_same_weights(cut_store, tmp_path, monkeypatch):
