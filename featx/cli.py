@@ -392,7 +392,8 @@ def finetune(
 
     try:
         if lr_find or rate == "auto":
-            found = _find_finetune_lr(data, head, stem, config, dataset, data_options, rerun=lr_find)
+            data_key = {"data": str(data), **data_options, "--class-map": class_map}
+            found = _find_finetune_lr(data, head, stem, config, dataset, data_key, rerun=lr_find)
             if lr_find:
                 return
             config = replace(config, lr=found)
@@ -428,7 +429,7 @@ def _run_finetune(data: str, head: Path, stem: Path, config, dataset):
     return finetune(dataset(), head, stem, config)
 
 
-def _find_finetune_lr(data: str, head: Path, stem: Path, config, dataset, data_options: dict,
+def _find_finetune_lr(data: str, head: Path, stem: Path, config, dataset, data_key: dict,
                       rerun: bool) -> float:
     """The range test for this fine-tune (`--lr-find` runs it; `--lr auto` reuses its record)."""
     from featx.backbones.weights import sha256_file
@@ -442,7 +443,7 @@ def _find_finetune_lr(data: str, head: Path, stem: Path, config, dataset, data_o
     if not head_file.is_file():
         raise FeatxError(f"{head_file}: no such head")
     settings = range_test_settings(config)
-    settings.update(data=str(data), data_options=data_options, head_sha256=sha256_file(head_file))
+    settings.update(data=data_key, head_sha256=sha256_file(head_file))
     curve = stem.with_name(stem.name + ".lr-find")
     if config.from_block:
         result, reused = cached_range_test(curve, settings, lambda: find_lr_top(data, head, config), rerun)
@@ -450,11 +451,10 @@ def _find_finetune_lr(data: str, head: Path, stem: Path, config, dataset, data_o
         result, reused = cached_range_test(curve, settings, lambda: find_lr(dataset(), head, config), rerun)
     if context().rank == 0:
         where = f"{curve}.csv, {curve}.png" if not reused else f"{curve}.json (found before)"
-        out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the rate where the "
-                  f"loss diverged); curve: {where}")
-        if not result.diverged:
-            out.print("[yellow]warning:[/] the loss did not diverge within the tested rates; the "
-                      "suggestion is a tenth of the highest rate tried")
+        edge = (f"where the loss diverged after {len(result.lrs)} steps" if result.diverged else
+                "the highest rate tried: [yellow]the loss never diverged[/], the rate may be too low")
+        out.print(f"suggested learning rate {result.suggestion:.3g}: a tenth of {result.lrs[-1]:.3g}, "
+                  f"{edge}; curve: {where}")
     return result.suggestion
 
 

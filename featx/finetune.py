@@ -351,7 +351,7 @@ def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
 
 
 def find_lr(dataset: Dataset, head_path: str | Path, config: FinetuneConfig = FinetuneConfig(),
-            start: float = 1e-7, end: float = 1.0, steps: int = 100,
+            start: float = 1e-6, end: float = 1.0, steps: int = 120,
             show_progress: bool = True) -> LRFindResult:
     """LR range test through backbone + head, warm-started from the head as `finetune` would be:
     the top rate sweeps start -> end with the lower groups at their `lr_ratio` shares. The

@@ -111,7 +111,7 @@ def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
 
 
 def find_lr_top(store_path: str | Path, head_path: str | Path, config: FinetuneConfig,
-                start: float = 1e-7, end: float = 1.0, steps: int = 100,
+                start: float = 1e-6, end: float = 1.0, steps: int = 120,
                 show_progress: bool = True) -> LRFindResult:
     """LR range test of the top above `config.from_block` + head on the cached maps: a `--lr` for
     `finetune_top` with the same settings."""
