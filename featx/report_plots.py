@@ -46,6 +46,10 @@ def lr_find_png(lrs, losses, suggestion: float | None = None) -> bytes:
         ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2g}")
         ax.legend()
     ax.set_xscale("log")
+    finite = [v for v in losses if np.isfinite(v)]
+    if finite:  # the last steps explode: cut the axis where the rise is plain, keep the flat part readable
+        low, start = min(finite), finite[0]
+        ax.set_ylim(low - 0.05 * abs(low), min(max(finite), 2 * max(start, low)) + 0.05 * abs(low))
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss (smoothed)")
     return _png(fig)
