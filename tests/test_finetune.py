@@ -126,10 +126,11 @@ def test_mismatched_head_and_knn_head_are_refused(probe, tmp_path):
 def _command(root: Path, head: Path, out: Path, epochs: int = 6) -> list[str]:
     return [sys.executable, "-m", "featx", "finetune", str(root), "--head", str(head), "--out",
             str(out), "--epochs", str(epochs), "--batch-size", "4", "--workers", "0",
-            "--val-frac", "0.2", "--test-frac", "0.2", "--aug", "flowers"]
+            "--val-frac", "0.2", "--test-frac", "0.2", "--aug", "flowers", "--lr", "auto"]
 
 
 def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
+    """With --lr auto: the rate found before the kill is reused, and found again the same."""
     _, root, _, _, head_path = probe
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(_command(root, head_path, tmp_path / "killed"), env=env,
@@ -152,7 +153,7 @@ def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
     resumed = subprocess.run(_command(root, head_path, tmp_path / "killed"), env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed after epoch" in resumed.stdout
+    assert "resumed after epoch" in resumed.stdout and "(found before)" in resumed.stdout
     clean = subprocess.run(_command(root, head_path, tmp_path / "clean"), env=env,
                            capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-2000:]
@@ -161,6 +162,8 @@ def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert json.loads((tmp_path / "killed.head.json").read_text())["config"]["lr"] == \
+        json.loads((tmp_path / "clean.head.json").read_text())["config"]["lr"]
     changed = subprocess.run(_command(root, head_path, tmp_path / "killed", epochs=7), env=env,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 1 and "checkpoint with other settings (epochs)" in changed.stderr
