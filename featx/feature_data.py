@@ -93,8 +93,11 @@ class FeatureData:
                      "seeded) were held out to select hyper-parameters")
 
     def rows(self, split: str) -> np.ndarray:
+        """Usable sample rows of `split`, increasing; "train" without the rows held out as val."""
         if split == "val":
             return self.val_rows
+        if split == "train":
+            return self.train_rows
         return np.flatnonzero(self.ok & (self.store.splits == split))
 
     def fit_normalizer(self, mode: str) -> Normalizer:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from featx.errors import ConfigError, FeatxError
+from featx.feature_data import FeatureData
 from featx.head_io import Head
 from featx.heads import HeadConfig
 from featx.store import FeatureStore
@@ -71,6 +72,12 @@ def test_store_without_val_split_holds_out_part_of_train(tmp_path):
     assert result.val.n == round(n_train / 3 * 0.15) * 3
     meta = json.loads(result.head.with_suffix(".json").read_text())
     assert meta["train_samples"] + result.val.n == n_train and result.test.top1 > 0.9
+    # Baselines fit on the same train rows: the held-out val never leaks into their fit.
+    with FeatureStore(store) as st:
+        data = FeatureData(st)
+        _, _, train_rows = data.split_arrays("train")
+        assert len(train_rows) == meta["train_samples"]
+        assert not set(train_rows) & set(data.rows("val"))
 
 
 def test_unlabeled_store_is_refused(tmp_path):
