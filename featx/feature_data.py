@@ -20,6 +20,7 @@ from featx.store import FeatureStore
 BLOCK_ROWS = 256
 HELD_OUT_FRACTION = 0.15
 HELD_OUT_MIN = 10
+CONSTANT_STD = 1e-3  # a feature whose std is below this share of the typical std counts as constant
 
 
 @dataclass
@@ -36,6 +37,18 @@ class Normalizer:
         if self.mode == "l2":
             return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x
+
+
+def scale_constant_features(std: np.ndarray) -> np.ndarray:
+    """Stds with those of (nearly) constant features raised to the typical std.
+
+    A unit that is dead on the training images (ELPV efficientnet_lite0 has one) has std ~0; with
+    a tiny floor, the first new image that wakes it up would blow up through (x - mean) / std and
+    decide the prediction alone. Scaled like a typical feature it moves the logits like one.
+    """
+    positive = std[std > 0]
+    typical = float(np.median(positive)) if len(positive) else 1.0
+    return np.where(std <= CONSTANT_STD * typical, typical, std)
 
 
 class FeatureData:
@@ -111,7 +124,7 @@ class FeatureData:
         n = max(self.n_train, 1)
         mean = total / n
         std = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
-        return Normalizer("standard", mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
+        return Normalizer("standard", mean.astype(np.float32), scale_constant_features(std).astype(np.float32))
 
     def epoch(self, epoch: int, batch_size: int, seed: int,
               sample_weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:

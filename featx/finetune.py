@@ -40,6 +40,7 @@ from featx.backbones.weights import sha256_file, weights_arg
 from featx.data import Dataset
 from featx.errors import ConfigError, FeatxError
 from featx.extract import JPEG_SUFFIXES, resolve_device, use_device_decode
+from featx.feature_data import scale_constant_features
 from featx.head_io import Head, save_head
 from featx.images import decode_jpegs, image_to_tensor, load_image, read_file_bytes
 from featx.lr_range import LRFindResult, range_test
@@ -48,7 +49,6 @@ from featx.progress import console, progress_bar
 from featx.transforms import augmented_views, clean_view, clean_views, load_recipe, normalize
 
 CHECKPOINT_FORMAT = "featx-finetune-checkpoint/1"
-CONSTANT_STD = 1e-3  # a feature whose std is below this share of the median std counts as constant
 # Whole network: lower rates at the bottom keep the pretrained filters (fastai's slice); the same
 # top rate as the top-block runs (ELPV lite0 on CPU: train loss ~1 from the first epoch).
 # Top on cached maps: a few blocks near the head, one rate for all (on ELPV, block14, 3 seeds:
@@ -131,12 +131,13 @@ class HeadModule(torch.nn.Module):
         mean = norm.mean if norm.mode == "standard" else np.zeros(dim, np.float32)
         std = norm.std if norm.mode == "standard" else np.ones(dim, np.float32)
         mean, std = np.asarray(mean, np.float32), np.array(std, np.float32)
-        # Features constant on the probe's training set have std ~0 (floored at 1e-6) and a weight
-        # no data ever tested: once fine-tuning moves such a feature a little, (x - mean) / std
-        # explodes (ELPV lite0: one weight of 12 on a std of 1e-6, train loss 23 in epoch 1). They
-        # start from a zero weight and an ordinary std instead; on the training set nothing changes.
-        constant = std <= CONSTANT_STD * np.median(std)
-        std[constant] = np.median(std)
+        # Heads from before train-head scaled constant features (scale_constant_features) have a
+        # std of 1e-6 on them and a weight no data ever tested: once fine-tuning moves such a
+        # feature a little, (x - mean) / std explodes (ELPV lite0: one weight of 12, train loss 23
+        # in epoch 1). They start from a zero weight and a typical std; on the training set
+        # nothing changes.
+        scaled = scale_constant_features(std).astype(np.float32)
+        constant, std = scaled != std, scaled
         self.register_buffer("mean", torch.from_numpy(mean))
         self.register_buffer("std", torch.from_numpy(std))
         self.l2 = norm.mode == "l2"

@@ -60,3 +60,27 @@ def test_incomplete_store_is_refused(tmp_path):
         f.attrs.modify("complete", np.uint8(0))
     with FeatureStore(path) as st, pytest.raises(StoreError, match="incomplete.*featx extract"):
         FeatureData(st)
+
+
+def test_a_unit_dead_in_training_cannot_decide_predictions_when_it_wakes_up(tmp_path):
+    """Constant on the training set (std 0): scaled like a typical feature, not by a 1e-6 floor
+    that turns its first non-zero value on a new image into a logit of ~1e6."""
+    import h5py
+
+    from featx.train import train_head
+
+    path = make_feature_store(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        splits = np.array(f["samples/split"].asstr()[:])
+        clean = f["features/clean"][:]
+        clean[:, 0] = np.where(splits == "test", 5.0, 0.0)  # dead in train and val, awake in test
+        f["features/clean"][:] = clean
+        aug = f["features/aug"][:]
+        aug[..., 0] = 0.0
+        f["features/aug"][:] = aug
+    with FeatureStore(path) as st:
+        std = FeatureData(st).fit_normalizer("standard").std
+    others = np.median(std[1:])
+    assert std[0] == pytest.approx(others, rel=0.3)
+    result = train_head(path, "linear", HeadConfig(epochs=10), out=tmp_path / "h", show_progress=False)
+    assert result.val.top1 > 0.9 and result.test.top1 > 0.9

@@ -21,7 +21,7 @@ from featx.errors import FeatxError
 from featx.extract import ExtractConfig, extract
 from featx.finetune import (FinetuneConfig, HeadModule, Network, find_lr, finetune, layer_groups, lr_factor,
                             network_range_test)
-from featx.head_io import Head
+from featx.head_io import Head, save_head
 from featx.heads import HeadConfig
 from featx.predict import predict
 from featx.store import FeatureStore
@@ -45,21 +45,30 @@ def probe(tmp_path_factory):
     return tmp, root, ds, store, head.head
 
 
-def test_the_warm_start_network_is_the_trained_head(probe):
-    """Exactly the head on its training features; features that were constant there start with
-    a zero weight (their std of ~0 would turn any change into an exploding input)."""
+def test_the_warm_start_network_is_the_trained_head(probe, tmp_path):
+    """Exactly the head on its training features. A head saved before train-head scaled constant
+    features (std 1e-6 on a feature constant in training, a weight on it) starts with a zero weight
+    and a typical std there: any change of that feature would otherwise explode."""
     _, _, _, store, head_path = probe
-    head = Head.load(head_path)
     with FeatureStore(store) as st:
         x, _ = st.features("train")
-    module = HeadModule(head).eval()
-    with torch.no_grad():
-        logits = module(torch.from_numpy(x))
-    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), head.scores(x), rtol=1e-4, atol=1e-5)
-    constant = np.asarray(head.normalizer().std) <= 1e-3 * np.median(head.normalizer().std)
-    assert constant.any()  # random-init features at 32 px have dead ones
-    assert (module.layers[0].weight[:, torch.from_numpy(constant)] == 0).all()
-    assert (module.std[torch.from_numpy(constant)] > 1e-4).all()
+    head = Head.load(head_path)
+    dead = int(np.argmin(x.std(0)))  # random-init features at 32 px have dead units
+    assert x[:, dead].std() == 0
+    tensors = dict(head.tensors)
+    tensors["norm.std"] = tensors["norm.std"].copy()
+    tensors["norm.std"][dead] = 1e-6
+    tensors["layers.0.weight"] = tensors["layers.0.weight"].copy()
+    tensors["layers.0.weight"][dead] = 12.0
+    legacy = Head.load(save_head(tmp_path / "legacy", tensors, {k: v for k, v in head.meta.items()
+                                                                   if k != "format"}))
+    for saved in (head, legacy):
+        module = HeadModule(saved).eval()
+        with torch.no_grad():
+            probs = torch.softmax(module(torch.from_numpy(x)), 1).numpy()
+        np.testing.assert_allclose(probs, saved.scores(x), rtol=1e-4, atol=1e-5)
+        assert module.std[dead] > 1e-4
+    assert (module.layers[0].weight[:, dead] == 0).all()
 
 
 def test_finetune_outputs_work_with_extract_predict_and_report(probe, tmp_path):
