@@ -2,7 +2,7 @@
 
 The rate grows exponentially from `start` to `end`, one training step each, until the smoothed
 loss diverges (4x its best). Heads on cached features (`featx lr-find STORE`) and fine-tunes
-through the network (`featx lr-find DATA --head HEAD`) both run it through `range_test`, which
+through the network (`featx finetune ... --lr-find`) both run it through `range_test`, which
 only needs "take one step at this rate and tell me the loss".
 
 Two rules read a rate off the curve (`SUGGESTIONS`):
@@ -51,7 +51,8 @@ class LRFindResult:
 
 
 def tenth_of_minimum(lrs: list[float], losses: list[float]) -> float:
-    return lrs[int(np.nanargmin(losses))] / 10
+    finite = np.where(np.isfinite(losses), losses, np.inf)  # a first step can already overflow
+    return lrs[int(np.argmin(finite))] / 10
 
 
 def tenth_of_divergence(lrs: list[float], losses: list[float]) -> float:

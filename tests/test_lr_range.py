@@ -61,3 +61,8 @@ def test_the_record_is_reused_for_the_same_settings_only(tmp_path):
     (tmp_path / "run.lr-find.json").write_text('{"settings": ')  # cut short by a kill
     _, reused = cached_range_test(stem, {"lr_ratio": 3.0, "groups": (1, 2)}, find)
     assert not reused and len(calls) == 4
+
+
+def test_a_loss_that_overflows_at_once_still_gives_a_rate():
+    result = range_test(lambda lr: float("nan"), 1e-6, 1.0, 50)
+    assert result.diverged and len(result.lrs) == 1 and result.suggestion == pytest.approx(1e-7)
