@@ -5,6 +5,7 @@ Every FeatxError becomes one line on stderr and exit status 1; a traceback means
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import fields, replace
@@ -387,6 +388,7 @@ def finetune(
     rate = _parse_lr(lr)
     config = FinetuneConfig(**options, lr=None if rate == "auto" else rate)
 
+    @functools.cache  # opened once when --lr auto both finds the rate and fine-tunes
     def dataset():
         return _dataset(data, label_col, binarize, val_frac, test_frac, split_seed, class_map, subset)
 
