@@ -365,9 +365,7 @@ def find_lr(dataset: Dataset, head_path: str | Path, config: FinetuneConfig = Fi
     def losses():
         data = job.loaders["train"]
         for epoch in itertools.count():
-            data.dataset.epoch = epoch
-            sizes = [len(b) for b in data.batch_sampler.global_batches()]
-            for batch, size in zip(data, sizes):
+            for batch, size in _epoch_batches(data, epoch):
                 yield _batch_loss(job.net, batch, size, job.class_weights, job.device, config, 1, data.dataset)
 
     return network_range_test(job.net, config, losses(), start, end, steps,
@@ -549,21 +547,25 @@ def autocast(device, config: FinetuneConfig):
     return torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype is not None)
 
 
+def _epoch_batches(loader, epoch: int):
+    """(this rank's batch, size of its global batch) of one training epoch, in order."""
+    loader.dataset.epoch = epoch  # before global_batches(): the order and views depend on it
+    return zip(loader, [len(b) for b in loader.batch_sampler.global_batches()])
+
+
 def _train_epoch(net, loader, opt, config, epoch, schedule: Schedule, class_weights, device, ctx) -> float:
-    loader.dataset.epoch = epoch
     model = net
     if ctx.active:  # wrapped per epoch: head-only epochs train fewer parameters
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                         broadcast_buffers=False)
-    sizes = [len(b) for b in loader.batch_sampler.global_batches()]
     losses, step = [], epoch * schedule.steps_per_epoch
     opt.zero_grad(set_to_none=True)
-    for i, batch in enumerate(loader):
+    for i, (batch, global_size) in enumerate(_epoch_batches(loader, epoch)):
         last_micro = (i + 1) % config.accumulate == 0 or i + 1 == len(loader)
         with (model.no_sync() if ctx.active and not last_micro else contextlib.nullcontext()):
-            loss = _batch_loss(model, batch, sizes[i], class_weights, device, config, ctx.world_size,
+            loss = _batch_loss(model, batch, global_size, class_weights, device, config, ctx.world_size,
                                loader.dataset)
             (loss / config.accumulate).backward()
         losses.append(float(loss.detach()))
