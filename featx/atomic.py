@@ -1,0 +1,65 @@
+"""One way to write a file so that a kill at any moment leaves the old file or the new one.
+
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write_text(path, json.dumps(meta))
+
+The recipe (RELIABILITY 6): write a temporary file in the same folder, fsync it, `os.replace`
+it over the target, fsync the folder so the rename itself survives a power cut. Temporary
+files are named `NAME.tmp-PID`, so a later run can sweep the ones a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def temp_path(path: Path) -> Path:
+    """Where `atomic_write` stages `path` (same folder, so the rename is atomic)."""
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in `folder` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories; the rename still happened
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` to produce the file, then move it over `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> None:
+    """Delete `NAME.tmp-*` files that a killed writer of `path` left behind."""
+    path = Path(path)
+    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
+        tmp.unlink(missing_ok=True)
