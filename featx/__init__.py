@@ -1,3 +1,74 @@
-"""featx: run each frozen backbone once into an HDF5 feature store, then train heads in seconds."""
+"""featx: run each frozen backbone once into an HDF5 feature store, then train heads in seconds.
 
-__version__ = "0.1.0"
+    import featx
+
+    run = featx.extract("elpv", "efficientnet_lite0", views=2)     # -> ExtractResult (.store)
+    head = featx.train_head(run.store, "linear")                     # -> Head (saved, with metrics)
+    head.predict_proba(["cell1.png", "cell2.png"])                   # backbone rebuilt from the head
+    featx.predict(head, ["new_cells/"]).to_csv("predictions.csv")
+
+Names are imported on first use, so `import featx` is quick and loading a head to score
+features never imports the image or HDF5 stack. docs/api.md is the guided tour.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.2.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # data
+    "open_dataset": "featx.data", "Dataset": "featx.data", "DatasetOptions": "featx.data",
+    # backbones
+    "list_backbones": "featx.backbones", "get_spec": "featx.backbones",
+    "create_backbone": "featx.backbones", "register_backbone": "featx.backbones",
+    "BackboneSpec": "featx.backbones",
+    # extraction and the store
+    "extract": "featx.api", "ExtractConfig": "featx.extract", "ExtractResult": "featx.extract",
+    "FeatureStore": "featx.store",
+    # heads
+    "train_head": "featx.train", "HeadConfig": "featx.heads", "Head": "featx.head_io",
+    "load_head": "featx.head_io", "LinearProbe": "featx.estimators", "MLPProbe": "featx.estimators",
+    "predict": "featx.predict", "Predictions": "featx.predict",
+    # fine-tuning, comparison, reports
+    "finetune": "featx.api", "FinetuneConfig": "featx.finetune",
+    "compare": "featx.compare", "write_report": "featx.report",
+    # errors
+    "FeatxError": "featx.errors", "ConfigError": "featx.errors", "DataError": "featx.errors",
+    "StoreError": "featx.errors", "BackboneError": "featx.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazily
+    from featx.api import extract, finetune
+    from featx.backbones import BackboneSpec, create_backbone, get_spec, list_backbones, register_backbone
+    from featx.compare import compare
+    from featx.data import Dataset, DatasetOptions, open_dataset
+    from featx.errors import BackboneError, ConfigError, DataError, FeatxError, StoreError
+    from featx.estimators import LinearProbe, MLPProbe
+    from featx.extract import ExtractConfig, ExtractResult
+    from featx.finetune import FinetuneConfig
+    from featx.head_io import Head, load_head
+    from featx.heads import HeadConfig
+    from featx.predict import Predictions, predict
+    from featx.report import write_report
+    from featx.store import FeatureStore
+    from featx.train import train_head

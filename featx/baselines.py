@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from featx.errors import ConfigError
+from featx.scoring import l2_normalize, scores
 
 C_GRID = {"logreg": (1e-3, 1e-2, 0.1, 1.0, 10.0),
           # On standardised deep features large C overfits and liblinear crawls (minutes).
@@ -54,7 +55,7 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
 def _fit_one(kind: str, value: float, x: np.ndarray, y: np.ndarray, num_classes: int,
              seed: int) -> dict[str, np.ndarray]:
     if kind == "knn":
-        return {"train_x": _l2(x).astype(np.float32), "train_y": y.astype(np.int64)}
+        return {"train_x": l2_normalize(x).astype(np.float32), "train_y": y.astype(np.int64)}
     model = (LogisticRegression(C=value, max_iter=2000) if kind == "logreg"
              else LinearSVC(C=value, dual=False, max_iter=5000, random_state=seed))
     model.fit(x, y)
@@ -73,36 +74,3 @@ def _as_linear(coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray,
         weight[:, classes] = coef.T
         bias[classes] = intercept
     return {"layers.0.weight": weight, "layers.0.bias": bias}
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def scores(kind: str, tensors: dict[str, np.ndarray], x: np.ndarray, params: dict) -> np.ndarray:
-    """Class scores [n, C]: probabilities for logreg and k-NN, margins for the SVM."""
-    if kind == "knn":
-        k = int(params["k"])
-        sims = _l2(x) @ tensors["train_x"].T
-        nearest = np.argpartition(-sims, kth=min(k, sims.shape[1]) - 1, axis=1)[:, :k]
-        labels = tensors["train_y"][nearest]
-        num_classes = int(params.get("num_classes", labels.max() + 1))
-        votes = np.zeros((len(x), num_classes), np.float64)
-        np.add.at(votes, (np.repeat(np.arange(len(x)), k), labels.ravel()), 1.0)
-        return votes / k
-    return linear_scores(tensors, x, softmax=kind != "svm")
-
-
-def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax: bool = True) -> np.ndarray:
-    """Run layers.{i}.weight/bias with ReLU between them; softmax at the end if asked."""
-    h = x
-    n_layers = sum(1 for key in tensors if key.endswith(".weight") and key.startswith("layers."))
-    for i in range(n_layers):
-        h = h @ tensors[f"layers.{i}.weight"] + tensors[f"layers.{i}.bias"]
-        if i < n_layers - 1:
-            h = np.maximum(h, 0)
-    if not softmax:
-        return h
-    h = h - h.max(1, keepdims=True)
-    e = np.exp(h)
-    return e / e.sum(1, keepdims=True)

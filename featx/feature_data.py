@@ -14,41 +14,13 @@ from typing import Iterator
 import numpy as np
 
 from featx.errors import StoreError
+from featx.scoring import Normalizer, scale_constant_features  # noqa: F401 (old import path)
 from featx.store import FeatureStore
 
 # Rows per streamed block: the store's chunk length along N, so a block is one chunk read.
 BLOCK_ROWS = 256
 HELD_OUT_FRACTION = 0.15
 HELD_OUT_MIN = 10
-CONSTANT_STD = 1e-3  # a feature whose std is below this share of the typical std counts as constant
-
-
-@dataclass
-class Normalizer:
-    """Feature standardisation learnt on the training clean features (kept with the head)."""
-
-    mode: str  # none | standard | l2
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.mode == "standard":
-            return (x - self.mean) / self.std
-        if self.mode == "l2":
-            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return x
-
-
-def scale_constant_features(std: np.ndarray) -> np.ndarray:
-    """Stds with those of (nearly) constant features raised to the typical std.
-
-    A unit that is dead on the training images (ELPV efficientnet_lite0 has one) has std ~0; with
-    a tiny floor, the first new image that wakes it up would blow up through (x - mean) / std and
-    decide the prediction alone. Scaled like a typical feature it moves the logits like one.
-    """
-    positive = std[std > 0]
-    typical = float(np.median(positive)) if len(positive) else 1.0
-    return np.where(std <= CONSTANT_STD * typical, typical, std)
 
 
 class FeatureData:
@@ -59,7 +31,7 @@ class FeatureData:
             raise StoreError(f"{store.path}: the store is incomplete; re-run `featx extract` "
                              "to finish it before training heads")
         self.store = store
-        self.dim = int(store.f["features/clean"].shape[1])
+        self.dim = store.feature_dim
         self.num_classes = len(store.classes)
         ok = np.ones(len(store.paths), dtype=bool)
         ok[list(store.failed)] = False
@@ -81,10 +53,9 @@ class FeatureData:
         self.streamed = memory_mb is not None and need > memory_mb
         self._clean = self._aug = None
         if not self.streamed:
-            clean = store.f["features/clean"][:]
-            self._clean = clean[self.train_rows].astype(np.float32)
+            self._clean = store.read_clean(self.train_rows)
             if self.views:
-                self._aug = store.f["features/aug"][:, :][:, self.train_rank].astype(np.float32)
+                self._aug = store.read_aug(ranks=self.train_rank)
 
     @property
     def n_train(self) -> int:
@@ -121,10 +92,7 @@ class FeatureData:
         for x, _ in self._blocks_in_order(view=0):
             total += x.sum(0)
             squares += (x.astype(np.float64) ** 2).sum(0)
-        n = max(self.n_train, 1)
-        mean = total / n
-        std = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
-        return Normalizer("standard", mean.astype(np.float32), scale_constant_features(std).astype(np.float32))
+        return Normalizer.from_moments(total, squares, self.n_train)
 
     def epoch(self, epoch: int, batch_size: int, seed: int,
               sample_weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -168,18 +136,16 @@ class FeatureData:
             source = self._clean if view == 0 else self._aug[view - 1]
             return source[start:stop], labels
         ranks = self.train_rank[start:stop]
-        if view == 0:  # increasing row lists: h5py reads just those rows
-            return self.store.f["features/clean"][self.train_rows[start:stop]].astype(np.float32), labels
-        block = self.store.f["features/aug"][view - 1, ranks[0]:ranks[-1] + 1]
-        return block[ranks - ranks[0]].astype(np.float32), labels
+        if view == 0:  # a block of increasing rows: the store reads just those rows
+            return self.store.read_clean(self.train_rows[start:stop]), labels
+        return self.store.read_aug(view - 1, ranks), labels
 
     def split_blocks(self, split: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(x, y, sample rows) of the clean features of `split`, in blocks of sample rows."""
         rows = self.rows(split)
-        clean = self.store.f["features/clean"]
         for i in range(0, len(rows), BLOCK_ROWS):
             part = rows[i:i + BLOCK_ROWS]
-            yield clean[part].astype(np.float32), self.store.labels[part], part
+            yield self.store.read_clean(part), self.store.labels[part], part
 
     def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = list(self.split_blocks(split))

@@ -1,31 +1,46 @@
-"""Saved heads: safetensors (the numbers) + a JSON sidecar (what they mean), never a pickle.
+"""A trained head: safetensors (the numbers) + a JSON sidecar (what they mean), never a pickle.
 
-    head = Head.load("heads/elpv_efficientnet_lite0.linear")
-    probs = head.scores(features)          # features straight from the backbone / store
+    head = featx.load_head("heads/elpv_efficientnet_lite0.linear")
+    head.predict_proba(features)              # [n, C] from backbone features [n, D]
+    head.predict_proba(["a.png", "b.png"])    # images: the backbone is rebuilt from the sidecar
+    head.metrics["test"].top1
 
 The sidecar holds the classes, the backbone and its weights' sha256, the preprocessing, the
-store it was trained on, hyper-parameters, metrics and the training curve; `featx predict`
-uses it to re-attach the head to its backbone.
+store it was trained on, hyper-parameters, metrics and the training curve, and the sha256 of
+its own weights file: the pair is bound, so a kill between the two renames of a save can never
+pair new weights with old metadata unnoticed (RELIABILITY 17).
+
+Loading a head and scoring features imports numpy and safetensors only; images pull in the
+backbone stack on first use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as load_bytes
+from safetensors.numpy import save as save_bytes
 
-from featx.baselines import linear_scores, scores
+from featx.atomic import atomic_write, atomic_write_text
 from featx.errors import FeatxError
-from featx.feature_data import Normalizer
+from featx.scoring import Normalizer, scores
+
+if TYPE_CHECKING:
+    from featx.head_backbone import Embedded
+    from featx.metrics import Metrics
 
 FORMAT = "featx-head/1"
+KINDS = ("linear", "mlp", "logreg", "svm", "knn")
 
 
 def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
+    """(NAME.safetensors, NAME.json) for a head given as NAME, NAME.safetensors or NAME.json."""
     stem = Path(stem)
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
@@ -33,23 +48,13 @@ def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict) -> Path:
-    """Write both files atomically (temp file, fsync, rename); returns the safetensors path."""
+    """Write the weights, then the sidecar that names their sha256; returns the weights path."""
     weights, sidecar = head_paths(stem)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, **meta}
-    tmp_w = weights.with_name(weights.name + f".tmp-{os.getpid()}")
-    tmp_j = sidecar.with_name(sidecar.name + f".tmp-{os.getpid()}")
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp_w))
-        tmp_j.write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-        for tmp in (tmp_w, tmp_j):
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp_w, weights)
-        os.replace(tmp_j, sidecar)
-    finally:
-        tmp_w.unlink(missing_ok=True)
-        tmp_j.unlink(missing_ok=True)
+    blob = save_bytes({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+    meta = {"format": FORMAT, **meta, "weights_file_sha256": hashlib.sha256(blob).hexdigest()}
+    text = json.dumps(meta, indent=2, default=_jsonable) + "\n"
+    atomic_write(weights, lambda tmp: tmp.write_bytes(blob))
+    atomic_write_text(sidecar, text)
     return weights
 
 
@@ -63,24 +68,44 @@ def _jsonable(value):
 
 @dataclass
 class Head:
+    """A head fitted on one backbone's features; scores features or images."""
+
     meta: dict
     tensors: dict[str, np.ndarray]
-    path: Path
+    path: Path | None = None
+    _embedder: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, stem: str | os.PathLike) -> "Head":
+        """Read NAME.safetensors + NAME.json, checking that they belong together."""
         weights, sidecar = head_paths(stem)
         for p in (weights, sidecar):
             if not p.is_file():
                 raise FeatxError(f"{p}: no such file (a head is NAME.safetensors + NAME.json)")
+        meta = _read_sidecar(sidecar)
+        blob = weights.read_bytes()
+        expected = meta.get("weights_file_sha256")
+        if expected and hashlib.sha256(blob).hexdigest() != expected:
+            raise FeatxError(f"{weights}: these weights are not the ones {sidecar.name} describes "
+                             "(a save was interrupted, or one file was replaced); train the head again")
         try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            tensors = load_file(str(weights))
-        except (ValueError, OSError) as exc:
-            raise FeatxError(f"{weights.with_suffix('')}: unreadable head ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise FeatxError(f"{sidecar}: not a featx head (format {meta.get('format')!r})")
-        return cls(meta, tensors, weights)
+            tensors = load_bytes(blob)
+        except Exception as exc:  # safetensors raises its own error types on malformed headers
+            raise FeatxError(f"{weights}: unreadable head weights ({exc})") from None
+        head = cls(meta, tensors, weights)
+        head._check_shapes(sidecar)
+        return head
+
+    def save(self, stem: str | os.PathLike) -> Path:
+        self.path = save_head(stem, self.tensors, {k: v for k, v in self.meta.items()
+                                                    if k not in ("format", "weights_file_sha256")})
+        return self.path
+
+    # --- what it is --------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
 
     @property
     def classes(self) -> list[str]:
@@ -91,21 +116,139 @@ class Head:
         return self.meta.get("class_names") or self.classes
 
     @property
-    def kind(self) -> str:
-        return self.meta["kind"]
+    def backbone(self) -> str:
+        return self.meta["backbone"]
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.meta["feature_dim"])
 
     @property
     def probabilistic(self) -> bool:
+        """False for the SVM, whose scores are margins, not probabilities."""
         return self.kind != "svm"
+
+    @property
+    def params(self) -> dict:
+        """The hyper-parameters chosen on val."""
+        return self.meta.get("params", {})
+
+    @property
+    def metrics(self) -> dict[str, "Metrics | None"]:
+        """{"val": Metrics | None, "test": Metrics | None} measured when the head was trained."""
+        from featx.metrics import Metrics
+
+        stored = self.meta.get("metrics") or {}
+        return {split: Metrics.from_dict(m) if m else None for split, m in stored.items()}
+
+    @property
+    def val(self) -> "Metrics | None":
+        return self.metrics.get("val")
+
+    @property
+    def test(self) -> "Metrics | None":
+        return self.metrics.get("test")
+
+    @property
+    def search(self) -> list[dict]:
+        """Every candidate tried, with its val scores."""
+        return self.meta.get("search", [])
+
+    @property
+    def curve(self) -> list[dict]:
+        """Per epoch: train loss, val loss and top-1 (torch heads)."""
+        return self.meta.get("curve", [])
+
+    @property
+    def notes(self) -> list[str]:
+        return self.meta.get("notes", [])
 
     def normalizer(self) -> Normalizer:
         mode = self.meta.get("normalize", "none")
         return Normalizer(mode, self.tensors.get("norm.mean"), self.tensors.get("norm.std"))
 
+    # --- using it ----------------------------------------------------------------------------
+
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """[n, C] probabilities (scores for an SVM) from raw backbone features [n, D]."""
-        x = self.normalizer()(features.astype(np.float32))
+        """[n, C] probabilities (margins for an SVM) from raw backbone features [n, D]."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != self.feature_dim:
+            raise FeatxError(f"features of shape {features.shape} given to a head that takes "
+                             f"[n, {self.feature_dim}] ({self.backbone} features)")
+        x = self.normalizer()(features)
         layers = {k: v for k, v in self.tensors.items() if not k.startswith("norm.")}
-        if self.kind in ("logreg", "svm", "knn"):
-            return scores(self.kind, layers, x, self.meta.get("params", {}))
-        return linear_scores(layers, x)
+        return scores(self.kind, layers, x, self.params)
+
+    def predict_proba(self, inputs: np.ndarray | Sequence[str | os.PathLike] | str | os.PathLike,
+                      **embed_options) -> np.ndarray:
+        """Class probabilities [n, C] for features [n, D], or for image files and folders.
+
+        Images are featurised by the head's own backbone, rebuilt from the sidecar (same
+        weights by sha256, same preprocessing); `embed_options` go to it (device, batch_size,
+        workers, engine). Unreadable images raise; use `featx.predict` to skip and list them.
+        """
+        if _is_features(inputs):
+            return self.scores(np.asarray(inputs))
+        embedded = self.embed(inputs, **embed_options)
+        if embedded.failed:
+            path, reason = embedded.failed[0]
+            more = len(embedded.failed) - 1
+            raise FeatxError(f"{path}: {reason}" + (f" (and {more} more)" if more else ""))
+        return self.scores(embedded.features)
+
+    def predict(self, inputs, **embed_options) -> list[str]:
+        """The most likely class name for each row of features or each image."""
+        return [self.class_names[i] for i in self.predict_proba(inputs, **embed_options).argmax(1)]
+
+    def embed(self, images, **embed_options) -> "Embedded":
+        """Features of image files/folders through this head's backbone, in input order;
+        unreadable images are left out and listed in `.failed`."""
+        from featx.head_backbone import HeadEmbedder
+
+        if self._embedder is None:
+            self._embedder = HeadEmbedder(self.meta)
+        return self._embedder(images, **embed_options)
+
+    def _check_shapes(self, sidecar: Path) -> None:
+        for key in ("kind", "classes", "feature_dim", "backbone"):
+            if key not in self.meta:
+                raise FeatxError(f"{sidecar}: not a complete featx head (no {key!r})")
+        if self.kind not in KINDS:
+            raise FeatxError(f"{sidecar}: unknown head kind {self.kind!r} (featx knows {', '.join(KINDS)})")
+        out = _output_size(self.tensors, self.kind)
+        if out is not None and out != len(self.classes):
+            raise FeatxError(f"{sidecar}: {len(self.classes)} classes, but the weights score {out}")
+
+
+def load_head(path: str | os.PathLike) -> Head:
+    """A saved head, from NAME, NAME.safetensors or NAME.json."""
+    return Head.load(path)
+
+
+def _read_sidecar(sidecar: Path) -> dict:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FeatxError(f"{sidecar}: unreadable head sidecar ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise FeatxError(f"{sidecar}: not a featx head (format {found!r})")
+    return meta
+
+
+def _output_size(tensors: dict[str, np.ndarray], kind: str) -> int | None:
+    if kind == "knn":
+        return None
+    n = sum(1 for k in tensors if k.startswith("layers.") and k.endswith(".weight"))
+    last = tensors.get(f"layers.{n - 1}.bias")
+    return None if last is None else int(last.shape[0])
+
+
+def _is_features(inputs) -> bool:
+    if isinstance(inputs, (str, os.PathLike)):
+        return False
+    if isinstance(inputs, np.ndarray):
+        return True
+    if type(inputs).__module__.startswith("torch"):
+        return True
+    return bool(len(inputs)) and not isinstance(inputs[0], (str, os.PathLike))

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from featx.balance import balanced_class_weights
 from featx.errors import ConfigError
 from featx.lr_range import LRFindResult, range_test
+from featx.schedules import schedule_factor
 
 # The default linear sweep: 8 learning rates x 4 weight decays = 32 heads.
 SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
@@ -25,15 +27,25 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 
 
+HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # torch heads, then scikit-learn baselines
+# Defaults that differ by head: a 32-head SGD sweep for linear probes; for the MLP, the Caltech
+# tutorial's single AdamW run (an MLP sweep multiplies its larger cost).
+KIND_DEFAULTS = {"linear": {"optimizer": "sgd", "lrs": SWEEP_LRS, "weight_decays": SWEEP_WDS},
+                 "mlp": {"optimizer": "adamw", "lrs": (1e-3,), "weight_decays": (1e-4,)}}
+
+
 @dataclass(frozen=True)
 class HeadConfig:
-    head: str = "linear"  # linear | mlp
+    """How to train a head. `optimizer`, `lrs` and `weight_decays` left as None take the
+    defaults of `head` (KIND_DEFAULTS), so the API, `--head mlp` and `compare` train alike."""
+
+    head: str = "linear"  # linear | mlp | logreg | svm | knn
     hidden: tuple[int, ...] = (512,)  # MLP hidden sizes (Caltech tutorial: Linear-ReLU-Dropout-Linear)
     dropout: float = 0.4
-    optimizer: str = "sgd"
+    optimizer: str | None = None  # sgd | adam | adamw; None: the head's default
     lookahead: bool = False  # Lookahead(k=5, alpha=0.5) around the optimiser (flowers tutorial)
-    lrs: tuple[float, ...] = SWEEP_LRS
-    weight_decays: tuple[float, ...] = SWEEP_WDS
+    lrs: tuple[float, ...] | None = None  # several = a sweep; None: the head's default
+    weight_decays: tuple[float, ...] | None = None
     momentum: float = 0.9
     schedule: str = "cosine"
     step_size: int = 7  # StepLR, in epochs (the tutorials' step 7, gamma 0.1)
@@ -46,15 +58,34 @@ class HeadConfig:
     views: bool = True  # sample one of clean + K stored views per image per epoch
     patience: int | None = None  # early stopping on val loss, best state restored
     seed: int = 0
+    # The fields that took the head's defaults (so `for_kind` can take another head's).
+    defaulted: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.head not in HEAD_KINDS:
+            raise ConfigError(f"unknown head {self.head!r} (use {' | '.join(HEAD_KINDS)})")
+        defaulted = []
+        for name, value in KIND_DEFAULTS.get(self.head, KIND_DEFAULTS["linear"]).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+                defaulted.append(name)
+        object.__setattr__(self, "defaulted", tuple(defaulted))
+        for name in ("lrs", "weight_decays", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)):
+                object.__setattr__(self, name, (value,))
+            elif not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
         checks = [
-            (self.head in ("linear", "mlp"), "head", "linear or mlp"),
             (self.optimizer in OPTIMIZERS, "optimizer", " | ".join(OPTIMIZERS)),
             (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES)),
             (self.balance in ("none", "weights", "sampler"), "balance", "none | weights | sampler"),
             (self.normalize in ("none", "standard", "l2"), "normalize", "none | standard | l2"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs", "epochs and batch size >= 1"),
+            (all(h >= 1 for h in self.hidden), "hidden", "hidden sizes >= 1"),
+            (self.patience is None or self.patience >= 1, "patience", ">= 1"),
+            (self.step_size >= 1, "step_size", ">= 1"),
+            (all(math.isfinite(lr) for lr in self.lrs), "lrs", "finite learning rates"),
             (bool(self.lrs) and all(lr > 0 for lr in self.lrs), "lrs", "positive learning rates"),
             (all(wd >= 0 for wd in self.weight_decays) and bool(self.weight_decays),
              "weight_decays", "weight decays >= 0"),
@@ -64,6 +95,16 @@ class HeadConfig:
         for ok, name, rule in checks:
             if not ok:
                 raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+    def for_kind(self, head: str) -> "HeadConfig":
+        """The same settings for another head, with that head's defaults where none were given."""
+        if head == self.head:
+            return self
+        return replace(self, head=head, **{name: None for name in self.defaulted})
+
+    @property
+    def torch_head(self) -> bool:
+        return self.head in ("linear", "mlp")
 
     @property
     def grid(self) -> list[tuple[float, float]]:
@@ -163,20 +204,6 @@ class BatchedOptimizer:
             p.grad = None
 
 
-def schedule_factor(kind: str, step: int, total: int, epoch: int, step_size: int, gamma: float) -> float:
-    """Multiplier of the base learning rate at `step` of `total` (epoch for StepLR)."""
-    t = step / max(total, 1)
-    if kind == "step":
-        return gamma ** (epoch // step_size)
-    if kind == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * t))
-    if kind == "onecycle":  # torch's OneCycleLR shape: 30% warm-up from 1/25, cosine to 1/1e4
-        if t < 0.3:
-            return 1 / 25 + (1 - 1 / 25) * (0.5 - 0.5 * math.cos(math.pi * t / 0.3))
-        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - 0.3) / 0.7))
-    return 1.0
-
-
 @dataclass
 class SweepResult:
     heads: BatchedHeads  # with the selected state (best val loss per head when early stopping)
@@ -212,7 +239,7 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
     counts = np.bincount(data.train_labels, minlength=data.num_classes).astype(np.float64)
     class_weights = sample_weights = None
     if config.balance == "weights" or (config.balance == "sampler" and data.streamed):
-        w = counts.sum() / np.maximum(counts, 1) / data.num_classes
+        w = balanced_class_weights(data.train_labels, data.num_classes)
         class_weights = torch.tensor(w, dtype=torch.float32)
     elif config.balance == "sampler":
         sample_weights = 1.0 / counts[data.train_labels]
@@ -323,8 +350,5 @@ def _endless(data, config: HeadConfig):
 
 
 def head_defaults(head: str) -> dict:
-    """Defaults that differ by head: a 32-head SGD sweep for linear probes; for the MLP, the
-    Caltech tutorial's single Adam-style run (an MLP sweep multiplies its larger cost)."""
-    if head == "mlp":
-        return {"optimizer": "adamw", "lrs": (1e-3,), "weight_decays": (1e-4,)}
-    return {}
+    """The options whose defaults depend on the head (HeadConfig applies them itself)."""
+    return dict(KIND_DEFAULTS.get(head, {}))

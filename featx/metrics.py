@@ -43,6 +43,11 @@ class Metrics:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Metrics":
+        """The inverse of to_dict (a head's sidecar stores its metrics this way)."""
+        return cls(**{**d, "per_class": [ClassMetrics(**c) for c in d.get("per_class", [])]})
+
 
 def evaluate(y_true: np.ndarray, scores: np.ndarray, class_names: list[str],
              paths: list[str] | None = None, probabilities: bool = True) -> Metrics:

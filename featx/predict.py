@@ -1,6 +1,8 @@
-"""Classify new images (or a store of features) with a saved head, into a CSV.
+"""Classify new images (or a store's features) with a trained head, in memory or into a CSV.
 
-    rows = predict("heads/elpv_efficientnet_lite0.linear", ["new_cells/"], "predictions.csv")
+    preds = featx.predict("heads/elpv_efficientnet_lite0.linear", ["new_cells/"])
+    preds.labels[:4], preds.scores.shape, preds.failed
+    preds.to_csv("predictions.csv", top_k=3)
 
 The head's sidecar names its backbone, weights (by sha256) and preprocessing: the backbone is
 rebuilt the same way, and a mismatch is refused instead of giving quietly wrong answers.
@@ -9,92 +11,97 @@ rebuilt the same way, and a mismatch is refused instead of giving quietly wrong 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from featx.backbones import create_backbone
-from featx.backbones.weights import weights_arg
-from featx.data import list_images
-from featx.errors import FeatxError
-from featx.extract import embed
+from featx.atomic import atomic_write
+from featx.data import read_class_map
+from featx.errors import ConfigError, FeatxError
+from featx.head_backbone import check_same_features
 from featx.head_io import Head
 from featx.store import FeatureStore
 
+STORE_SUFFIXES = (".h5", ".hdf5")
+
 
 @dataclass
-class PredictResult:
-    csv: Path
-    predicted: int
+class Predictions:
+    """Scores of each input that could be used; the others are listed in `failed`."""
+
+    paths: list[str]
+    scores: np.ndarray  # [n, C]: probabilities (margins for an SVM head)
+    class_names: list[str]
+    probabilistic: bool = True
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
+    @property
+    def labels(self) -> list[str]:
+        """The most likely class of each input."""
+        return [self.class_names[i] for i in self.scores.argmax(1)] if len(self.paths) else []
 
-def predict(head_path: str | os.PathLike, inputs: list[str | os.PathLike], out_csv: str | os.PathLike,
-            top_k: int = 3, class_map: str | None = None, device: str = "auto",
-            batch_size: int = 64, workers: int | None = None, engine: str = "auto") -> PredictResult:
-    head = Head.load(head_path)
-    names = _names(head, class_map)
-    if len(inputs) == 1 and str(inputs[0]).endswith((".h5", ".hdf5")):
-        paths, features, failed = _from_store(head, Path(inputs[0]))
+    def to_csv(self, path: str | os.PathLike, top_k: int = 3) -> Path:
+        """path, class_1, prob_1, ..., class_k, prob_k per input; written atomically."""
+        if top_k < 1:
+            raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+        k = min(top_k, len(self.class_names))
+        value = "prob" if self.probabilistic else "score"
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"class_{i}", f"{value}_{i}")])
+                for p, s in zip(self.paths, self.scores):
+                    top = np.argsort(-s, kind="stable")[:k]
+                    writer.writerow([p] + [c for j in top for c in (self.class_names[j], f"{s[j]:.4f}")])
+
+        return atomic_write(Path(path), write)
+
+
+def predict(head: Head | str | os.PathLike, inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+            class_map: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
+            workers: int | None = None, engine: str = "auto") -> Predictions:
+    """Score image files/folders, or every usable row of one complete feature store (.h5)."""
+    head = head if isinstance(head, Head) else Head.load(head)
+    names = _display_names(head, class_map)
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if len(items) == 1 and str(items[0]).endswith(STORE_SUFFIXES):
+        paths, features, failed = _from_store(head, Path(items[0]))
     else:
-        paths, features, failed = _from_images(head, inputs, device, batch_size, workers, engine)
+        embedded = head.embed(items, device=device, batch_size=batch_size, workers=workers, engine=engine)
+        paths, features, failed = embedded.paths, embedded.features, embedded.failed
     scores = head.scores(features) if len(features) else np.zeros((0, len(names)))
-    _write_csv(Path(out_csv), paths, scores, names, min(top_k, len(names)), head.probabilistic)
-    return PredictResult(Path(out_csv), len(paths), failed)
+    return Predictions(paths, scores, names, head.probabilistic, failed)
 
 
-def _names(head: Head, class_map: str | None) -> list[str]:
+def _display_names(head: Head, class_map: str | os.PathLike | None) -> list[str]:
     if not class_map:
         return head.class_names
-    try:
-        mapping = json.loads(Path(class_map).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FeatxError(f"{class_map}: cannot read class map ({exc})") from None
+    mapping = read_class_map(class_map)
     return [str(mapping.get(c, n)) for c, n in zip(head.classes, head.class_names)]
 
 
 def _from_store(head: Head, path: Path):
     with FeatureStore(path) as store:
-        _check_same_features(head, store.attrs["backbone"], store.attrs["weights_sha256"], path)
+        attrs = store.attrs
+        check_same_features(head.meta, attrs["backbone"], attrs["weights_sha256"], path)
+        _check_same_preprocessing(head, attrs["transform"]["clean"], path)
+        if not store.complete:
+            raise FeatxError(f"{path}: the store is incomplete ({len(store.rows())} of {len(store.paths)} "
+                             "rows written); re-run `featx extract` to finish it first")
         rows = store.rows()
-        features = store.f["features/clean"][:][rows].astype(np.float32)
-        failed = [(store.paths[r], reason) for r, reason in sorted(store.failed.items())]
-        return [store.paths[r] for r in rows], features, failed
+        features, _ = store.features()
+        failed = [(str(store.paths[r]), reason) for r, reason in sorted(store.failed.items())]
+        return [str(store.paths[r]) for r in rows], features, failed
 
 
-def _from_images(head: Head, inputs, device: str, batch_size: int, workers: int | None, engine: str):
-    dataset, skipped = list_images(list(inputs))
-    pre = head.meta["preprocess"]
-    backbone = create_backbone(head.meta["backbone"], weights_arg(head.meta["weights"]),
-                               head.meta.get("backbone_seed", 0),
-                               pre["input_size"])
-    _check_same_features(head, backbone.name, backbone.weights.get("sha256", backbone.weights["source"]),
-                         "this machine's weights")
-    features, failed_rows = embed(dataset, backbone, device, batch_size, workers, engine)
-    ok = [i for i in range(len(dataset.samples)) if i not in failed_rows]
-    failed = skipped + [(str(dataset.abspath(dataset.samples[i])), r) for i, r in sorted(failed_rows.items())]
-    return [str(dataset.abspath(dataset.samples[i])) for i in ok], features[ok], failed
-
-
-def _check_same_features(head: Head, backbone: str, sha: str, where) -> None:
-    if backbone != head.meta["backbone"] or sha != head.meta["weights_sha256"]:
-        raise FeatxError(f"{where}: features come from {backbone} (weights {sha[:12]}), but the head "
-                         f"was trained on {head.meta['backbone']} (weights "
-                         f"{head.meta['weights_sha256'][:12]}); use the matching backbone weights")
-
-
-def _write_csv(path: Path, paths: list[str], scores: np.ndarray, names: list[str], k: int,
-               probabilistic: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = "prob" if probabilistic else "score"
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"class_{i}", f"{value}_{i}")])
-        for p, s in zip(paths, scores):
-            top = np.argsort(-s, kind="stable")[:k]
-            writer.writerow([p] + [c for j in top for c in (names[j], f"{s[j]:.4f}")])
-    os.replace(tmp, path)
+def _check_same_preprocessing(head: Head, clean: dict, where) -> None:
+    trained = head.meta.get("preprocess")
+    if trained and trained != clean:
+        differing = sorted(k for k in set(trained) | set(clean) if trained.get(k) != clean.get(k))
+        shown = ", ".join(f"{k} {clean.get(k)!r} vs {trained.get(k)!r}" for k in differing)
+        raise FeatxError(f"{where}: preprocessed differently from the head's training store ({shown}); "
+                         "extract the store with the head's settings")

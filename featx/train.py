@@ -1,7 +1,7 @@
 """Train a head on a feature store: fit on train, select on val, report on test, save.
 
-    result = train_head("stores/elpv_efficientnet_lite0_224px_mildx4.h5", "linear")
-    result.test.top1, result.head          # metrics, and the saved head's path
+    head = train_head("stores/elpv_efficientnet_lite0_224px_mildx4.h5", "linear")
+    head.metrics["test"].top1, head.path, head.predict_proba(features)
 
 Heads never touch images: everything here reads the store only.
 """
@@ -9,54 +9,59 @@ Heads never touch images: everything here reads the store only.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from featx.baselines import BASELINES, fit_baseline, linear_scores, scores
+from featx.baselines import fit_baseline
 from featx.errors import ConfigError
-from featx.feature_data import FeatureData, Normalizer
-from featx.head_io import save_head
-from featx.heads import HeadConfig, train_heads
+from featx.feature_data import FeatureData
+from featx.head_io import Head, save_head
+from featx.heads import HEAD_KINDS, HeadConfig, train_heads
 from featx.metrics import Metrics, evaluate
 from featx.progress import progress_bar
+from featx.scoring import Normalizer, linear_scores, scores
 from featx.store import FeatureStore
 
-HEAD_KINDS = ("linear", "mlp") + BASELINES
 
-
-@dataclass
-class TrainResult:
-    head: Path  # the saved .safetensors (its .json sidecar is next to it)
-    kind: str
-    params: dict  # the selected hyper-parameters
-    val: Metrics | None
-    test: Metrics | None
-    seconds: float
-    search: list[dict] = field(default_factory=list)  # every candidate, with its val scores
-    curve: list[dict] = field(default_factory=list)
-    streamed: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-def default_head_stem(store_path: Path, kind: str, out_dir: Path | None = None) -> Path:
+def default_head_stem(store_path: str | Path, kind: str, out_dir: str | Path | None = None) -> Path:
+    """OUT_DIR/STORE.KIND (heads/ by default): one head of each kind per store."""
     return Path(out_dir or "heads") / f"{Path(store_path).stem}.{kind}"
 
 
-def train_head(store_path: str | Path, kind: str = "linear", config: HeadConfig = HeadConfig(),
+def head_stem(store_path: str | Path, kind: str, out: str | Path | None) -> Path:
+    """Where a head is saved: `out` as a path stem, or inside `out` when it is a folder."""
+    if out is None:
+        return default_head_stem(store_path, kind)
+    if Path(out).is_dir() or str(out).endswith(("/", "\\")):
+        return default_head_stem(store_path, kind, out)
+    return Path(out)
+
+
+def train_head(store_path: str | Path, kind: str | None = None, config: HeadConfig | None = None,
                out: str | Path | None = None, memory_mb: float | None = None,
-               show_progress: bool = True) -> TrainResult:
-    """Train (and save) one head of `kind` on the store; `out` is the head's path stem."""
-    if kind not in HEAD_KINDS:
+               show_progress: bool = True) -> Head:
+    """Train one head on a complete store, save it, and return it.
+
+    Args:
+        kind: linear | mlp | logreg | svm | knn; None takes `config.head` (linear by default).
+        config: the training settings; options it leaves unset take the defaults of `kind`.
+        out: a path stem (NAME -> NAME.safetensors + NAME.json) or a folder; heads/ by default.
+        memory_mb: stream features from the store when they would need more memory than this.
+    """
+    if kind is not None and kind not in HEAD_KINDS:
         raise ConfigError(f"unknown head '{kind}' (use {', '.join(HEAD_KINDS)})")
+    config = config or HeadConfig()
+    config = config.for_kind(kind) if kind else config
+    kind = config.head
+    stem = head_stem(store_path, kind, out)
     start = time.perf_counter()
     with FeatureStore(store_path) as store:
-        data = FeatureData(store, use_views=config.views and kind in ("linear", "mlp"),
-                           memory_mb=memory_mb)
+        data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb)
         normalizer = data.fit_normalizer(config.normalize)
-        if kind in ("linear", "mlp"):
-            fitted = _fit_torch(data, normalizer, replace(config, head=kind), show_progress)
+        if config.torch_head:
+            fitted = _fit_torch(data, normalizer, config, show_progress)
         else:
             fitted = _fit_sklearn(data, normalizer, kind, config.seed)
         tensors, params, search, curve, score = fitted
@@ -66,10 +71,8 @@ def train_head(store_path: str | Path, kind: str = "linear", config: HeadConfig 
         meta = _sidecar(store, kind, config, params, search, curve, val, test, seconds, data)
     if normalizer.mode == "standard":
         tensors = {**tensors, "norm.mean": normalizer.mean, "norm.std": normalizer.std}
-    stem = Path(out) if out else default_head_stem(Path(store_path), kind)
     path = save_head(stem, tensors, meta)
-    return TrainResult(path, kind, params, val, test, seconds, search, curve, data.streamed,
-                       [data.note] if data.note else [])
+    return Head.load(path)
 
 
 def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, show_progress: bool):
@@ -112,8 +115,8 @@ def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, s
         "weights_sha256": attrs["weights_sha256"], "feature_dim": data.dim,
         "preprocess": attrs["transform"]["clean"], "store": str(Path(store.path).resolve()),
         "store_dataset_fingerprint": attrs["dataset_fingerprint"], "normalize": config.normalize,
-        "config": asdict(config) if kind in ("linear", "mlp") else {"normalize": config.normalize,
-                                                                     "seed": config.seed},
+        "config": asdict(config) if config.torch_head else {"normalize": config.normalize,
+                                                            "seed": config.seed},
         "params": params, "search": search, "curve": curve,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
         "train_samples": data.n_train, "views_used": data.views, "streamed": data.streamed,

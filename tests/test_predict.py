@@ -12,6 +12,7 @@ from featx.errors import FeatxError
 from featx.extract import ExtractConfig, extract
 from featx.heads import HeadConfig
 from featx.predict import predict
+from featx.store import FeatureStore
 from featx.train import train_head
 from tests.conftest import make_class_tree, write_image
 
@@ -38,11 +39,11 @@ def test_predict_images_matches_the_store_and_skips_bad_files(tmp_path, trained)
     for name in ("ants_00.png", "bees_03.png"):
         (new / name).write_bytes((root / name.split("_")[0] / name).read_bytes())
     (new / "broken.jpg").write_text("not an image")
-    result = predict(head.head, [new], tmp_path / "p.csv", top_k=2)
-    assert result.predicted == 2 and [p for p, _ in result.failed] == [str(new / "broken.jpg")]
-    rows = _rows(tmp_path / "p.csv")
+    result = predict(head, [new])
+    assert len(result.paths) == 2 and [p for p, _ in result.failed] == [str(new / "broken.jpg")]
+    rows = _rows(result.to_csv(tmp_path / "p.csv", top_k=2))
     assert list(rows[0]) == ["path", "class_1", "prob_1", "class_2", "prob_2"]
-    from_store = {r["path"]: r for r in _rows(predict(head.head, [store], tmp_path / "s.csv").csv)}
+    from_store = {r["path"]: r for r in _rows(predict(head.path, [store]).to_csv(tmp_path / "s.csv"))}
     for row in rows:
         name = row["path"].rsplit("/", 1)[1]
         ref = from_store[f"{name.split('_')[0]}/{name}"]
@@ -54,8 +55,8 @@ def test_predict_images_matches_the_store_and_skips_bad_files(tmp_path, trained)
 def test_class_map_renames_predictions(tmp_path, trained):
     root, _, head = trained
     (tmp_path / "map.json").write_text('{"ants": "Formicidae", "bees": "Apidae"}')
-    predict(head.head, [root / "ants"], tmp_path / "p.csv", class_map=str(tmp_path / "map.json"))
-    assert {r["class_1"] for r in _rows(tmp_path / "p.csv")} <= {"Formicidae", "Apidae"}
+    result = predict(head, [root / "ants"], class_map=str(tmp_path / "map.json"))
+    assert set(result.labels) <= {"Formicidae", "Apidae"} and len(result.labels) == 8
 
 
 def test_head_refuses_features_of_another_backbone(tmp_path, trained):
@@ -65,4 +66,43 @@ def test_head_refuses_features_of_another_backbone(tmp_path, trained):
                     ExtractConfig(weights="none", seed=5, input_size=32, workers=0),
                     show_progress=False).store
     with pytest.raises(FeatxError, match="head was trained on resnet18"):
-        predict(head.head, [other], tmp_path / "p.csv")
+        predict(head, [other])
+
+
+def test_predict_proba_on_images_keeps_the_input_order(tmp_path, trained):
+    root, store, head = trained
+    files = [root / "bees" / "bees_03.png", root / "ants" / "ants_00.png", root / "bees" / "bees_01.png"]
+    probs = head.predict_proba(files)
+    embedded = head.embed(files)
+    assert embedded.paths == [str(f.resolve()) for f in files]
+    np.testing.assert_allclose(probs, head.scores(embedded.features))
+    with FeatureStore(store) as st:
+        rows = [list(st.paths).index(f"{f.parent.name}/{f.name}") for f in files]
+        x, _ = st.features()
+        np.testing.assert_allclose(probs, head.predict_proba(x[[list(st.rows()).index(r) for r in rows]]),
+                                   atol=2e-4)
+    assert head.predict(files) == [head.class_names[i] for i in probs.argmax(1)]
+
+
+def test_predict_proba_raises_on_an_unreadable_image(tmp_path, trained):
+    _, _, head = trained
+    (tmp_path / "broken.png").write_text("not an image")
+    with pytest.raises(FeatxError, match="broken.png"):
+        head.predict_proba([tmp_path / "broken.png"])
+
+
+def test_a_store_preprocessed_differently_is_refused(tmp_path, trained):
+    root, _, head = trained
+    ds = open_dataset(root, DatasetOptions(val_frac=0.25, test_frac=0.25))
+    other = extract(ds, "resnet18", tmp_path / "other",
+                    ExtractConfig(weights="none", input_size=48, workers=0, dtype="float32"),
+                    show_progress=False).store
+    with pytest.raises(FeatxError, match="preprocessed differently.*input_size 48 vs 32"):
+        predict(head, [other])
+
+
+def test_top_k_must_be_positive(tmp_path, trained):
+    _, store, head = trained
+    with pytest.raises(FeatxError, match="--top-k must be at least 1"):
+        predict(head, [store]).to_csv(tmp_path / "p.csv", top_k=0)
+    assert not (tmp_path / "p.csv").exists()

@@ -25,15 +25,15 @@ FAST = HeadConfig(epochs=8, batch_size=16)
 def test_every_head_kind_learns_saves_and_reloads(blob_store, tmp_path, kind, config):
     result = train_head(blob_store, kind, config, out=tmp_path / f"h.{kind}", show_progress=False)
     assert result.test.top1 > 0.9 and result.val.top1 > 0.9
-    assert result.head.name == f"h.{kind}.safetensors"
-    meta = json.loads(result.head.with_suffix(".json").read_text())
+    assert result.path.name == f"h.{kind}.safetensors"
+    meta = json.loads(result.path.with_suffix(".json").read_text())
     assert meta["kind"] == kind and meta["classes"] == ["a", "b", "c"]
     assert meta["backbone"] == "resnet18" and meta["metrics"]["test"]["top1"] == result.test.top1
     assert meta["store_dataset_fingerprint"] and meta["search"]
     if kind in ("linear", "mlp"):
         assert len(meta["curve"]) == meta["params"]["epochs_run"]
     # The saved head, reloaded, gives exactly the reported test predictions.
-    head = Head.load(result.head)
+    head = Head.load(result.path)
     with FeatureStore(blob_store) as st:
         x, y = st.features("test")
     predicted = head.scores(x).argmax(1)
@@ -44,13 +44,13 @@ def test_every_head_kind_learns_saves_and_reloads(blob_store, tmp_path, kind, co
 def test_linear_default_is_a_32_head_sweep_with_views(blob_store, tmp_path):
     result = train_head(blob_store, "linear", FAST, out=tmp_path / "h", show_progress=False)
     assert len(result.search) == 32 and {"lr", "weight_decay"} <= set(result.params)
-    assert json.loads(result.head.with_suffix(".json").read_text())["views_used"] == 2
+    assert json.loads(result.path.with_suffix(".json").read_text())["views_used"] == 2
 
 
 def test_same_seed_same_head(blob_store, tmp_path):
     a = train_head(blob_store, "linear", FAST, out=tmp_path / "a", show_progress=False)
     b = train_head(blob_store, "linear", FAST, out=tmp_path / "b", show_progress=False)
-    assert a.head.read_bytes() == b.head.read_bytes()
+    assert a.path.read_bytes() == b.path.read_bytes()
 
 
 def test_errors(blob_store, tmp_path):
@@ -70,7 +70,7 @@ def test_store_without_val_split_holds_out_part_of_train(tmp_path):
     assert result.notes and "no val split" in result.notes[0]
     n_train = 3 * 40 * 3 // 4
     assert result.val.n == round(n_train / 3 * 0.15) * 3
-    meta = json.loads(result.head.with_suffix(".json").read_text())
+    meta = json.loads(result.path.with_suffix(".json").read_text())
     assert meta["train_samples"] + result.val.n == n_train and result.test.top1 > 0.9
     # Baselines fit on the same train rows: the held-out val never leaks into their fit.
     with FeatureStore(store) as st:
@@ -86,3 +86,66 @@ def test_unlabeled_store_is_refused(tmp_path):
     store = make_feature_store(tmp_path / "s.h5", classes=("only",))
     with pytest.raises(FeatxError, match="nothing to train on"):
         train_head(store, "linear", FAST, out=tmp_path / "h", show_progress=False)
+
+
+def test_the_config_decides_the_kind_and_its_defaults(blob_store, tmp_path):
+    """HeadConfig(head="mlp") trains the MLP with the MLP defaults, as `--head mlp` does."""
+    head = train_head(blob_store, config=HeadConfig(head="mlp", hidden=(8,), epochs=3),
+                      out=tmp_path / "m", show_progress=False)
+    assert head.kind == "mlp" and "layers.1.weight" in head.tensors
+    assert head.meta["config"]["optimizer"] == "adamw" and len(head.search) == 1
+    assert HeadConfig(head="mlp") == HeadConfig(head="mlp", optimizer="adamw", lrs=(1e-3,),
+                                                weight_decays=(1e-4,))
+    # A shared config given with another kind takes that kind's defaults where it set none.
+    shared = HeadConfig(epochs=3)
+    assert shared.for_kind("mlp").optimizer == "adamw" and shared.for_kind("mlp").epochs == 3
+    assert HeadConfig(optimizer="sgd").for_kind("mlp").optimizer == "sgd"
+
+
+def test_out_folder_holds_the_head(blob_store, tmp_path):
+    (tmp_path / "heads").mkdir()
+    head = train_head(blob_store, "logreg", out=tmp_path / "heads", show_progress=False)
+    assert head.path == tmp_path / "heads" / "blobs.logreg.safetensors"
+
+
+def test_a_torn_head_is_refused(blob_store, tmp_path):
+    """New weights beside an old sidecar (a kill between the two renames) must not load."""
+    a = train_head(blob_store, "linear", FAST, out=tmp_path / "a", show_progress=False)
+    b = train_head(blob_store, "linear", HeadConfig(epochs=2, batch_size=16, seed=1),
+                   out=tmp_path / "b", show_progress=False)
+    (tmp_path / "a.safetensors").write_bytes(b.path.read_bytes())
+    with pytest.raises(FeatxError, match="not the ones a.json describes"):
+        Head.load(tmp_path / "a")
+    assert a.path.exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.pop("classes"), "no 'classes'"),
+    (lambda m: m.update(kind="tree"), "unknown head kind 'tree'"),
+    (lambda m: m.update(classes=["a", "b"]), "2 classes, but the weights score 3"),
+    (lambda m: m.update(format="other/1"), "not a featx head"),
+])
+def test_tampered_sidecars_are_one_line_errors(blob_store, tmp_path, change, message):
+    head = train_head(blob_store, "logreg", out=tmp_path / "h", show_progress=False)
+    sidecar = head.path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    change(meta)
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(FeatxError, match=message):
+        Head.load(head.path)
+
+
+def test_random_bytes_as_weights_are_refused(tmp_path, blob_store):
+    head = train_head(blob_store, "logreg", out=tmp_path / "h", show_progress=False)
+    meta = json.loads(head.path.with_suffix(".json").read_text())
+    meta.pop("weights_file_sha256")  # an older head: no hash to compare, the parser must refuse
+    head.path.with_suffix(".json").write_text(json.dumps(meta))
+    head.path.write_bytes(b"\x80\x04not safetensors at all")
+    with pytest.raises(FeatxError, match="unreadable head weights"):
+        Head.load(head.path)
+
+
+def test_features_of_the_wrong_width_are_refused(blob_store, tmp_path):
+    head = train_head(blob_store, "linear", FAST, out=tmp_path / "h", show_progress=False)
+    with pytest.raises(FeatxError, match=r"takes \[n, 16\]"):
+        head.predict_proba(np.zeros((2, 5), np.float32))

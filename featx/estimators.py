@@ -1,0 +1,159 @@
+"""Probes on arrays, in scikit-learn's shape: the heads of `featx train-head`, without a store.
+
+    probe = LinearProbe().fit(X_train, y_train)       # X: backbone features [n, D]
+    probe.predict_proba(X_test), probe.classes_, probe.best_params_
+    cross_val_score(LinearProbe(epochs=20), X, y, cv=5)
+
+`__init__` only stores its arguments; `fit` checks them, learns, and returns self; learned state
+ends in `_`. With several learning rates or weight decays (the default for LinearProbe is the
+same 32-head sweep as train-head), a seeded, stratified share of the training rows is held out
+to choose one, exactly as train-head does on a store without a val split.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from featx.heads import HeadConfig, train_heads
+from featx.scoring import Normalizer, linear_scores
+
+
+class ArrayData:
+    """Training rows held in memory, with the interface `train_heads` reads (like FeatureData)."""
+
+    streamed = False
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                 num_classes: int):
+        self.x, self.train_labels = x, y
+        self.x_val, self.y_val = x_val, y_val
+        self.dim, self.num_classes = x.shape[1], num_classes
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_labels)
+
+    def epoch(self, epoch: int, batch_size: int, seed: int,
+              sample_weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Shuffled minibatches, order seeded by (seed, epoch) as FeatureData's."""
+        rng = np.random.default_rng([seed, epoch])
+        n = self.n_train
+        if sample_weights is not None:
+            order = rng.choice(n, size=n, replace=True, p=sample_weights / sample_weights.sum())
+        else:
+            order = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield self.x[idx], self.train_labels[idx]
+
+    def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert split == "val", split  # train_heads only evaluates val
+        return self.x_val, self.y_val, np.arange(len(self.y_val))
+
+    def split_blocks(self, split: str):
+        yield self.split_arrays(split)
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a seeded, stratified `fraction` of rows (none from a class of one)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        take = int(round(len(members) * fraction))
+        if 0 < take < len(members):
+            held[rng.choice(members, size=take, replace=False)] = True
+    return held
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """featx's linear head (an MLP with `hidden`) trained on feature arrays.
+
+    Args:
+        lrs, weight_decays: one value each trains one head; several train them all at once
+            and keep the best on the held-out rows. None: train-head's defaults for the kind.
+        val_fraction: share of the training rows held out to choose among several settings.
+        random_state: seeds the init, the shuffling and the hold-out.
+    """
+
+    kind = "linear"
+
+    def __init__(self, lrs: Sequence[float] | float | None = None,
+                 weight_decays: Sequence[float] | float | None = None, optimizer: str | None = None,
+                 epochs: int = 30, batch_size: int = 256, schedule: str = "cosine",
+                 normalize: str = "standard", balance: str = "none", label_smoothing: float = 0.0,
+                 val_fraction: float = 0.15, random_state: int = 0):
+        self.lrs = lrs
+        self.weight_decays = weight_decays
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.schedule = schedule
+        self.normalize = normalize
+        self.balance = balance
+        self.label_smoothing = label_smoothing
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+
+    def _config(self) -> HeadConfig:
+        return HeadConfig(head=self.kind, lrs=self.lrs, weight_decays=self.weight_decays,
+                          optimizer=self.optimizer, epochs=self.epochs, batch_size=self.batch_size,
+                          schedule=self.schedule, normalize=self.normalize, balance=self.balance,
+                          label_smoothing=self.label_smoothing, views=False, seed=self.random_state,
+                          **self._extra_config())
+
+    def _extra_config(self) -> dict:
+        return {}
+
+    def fit(self, X, y) -> "LinearProbe":
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        config = self._config()
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes, got {len(self.classes_)}")
+        held = (stratified_holdout(y_index, self.val_fraction, self.random_state)
+                if len(config.grid) > 1 else np.zeros(len(y), dtype=bool))
+        self.normalizer_ = Normalizer.fit(config.normalize, X[~held])
+        data = ArrayData(X[~held], y_index[~held], X[held], y_index[held], len(self.classes_))
+        sweep = train_heads(data, self.normalizer_, config)
+        self.tensors_ = {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}
+        lr, wd = sweep.grid[sweep.best]
+        self.best_params_ = {"lr": lr, "weight_decay": wd}
+        self.search_ = [{"lr": a, "weight_decay": b, "val_top1": float(t)}
+                        for (a, b), t in zip(sweep.grid, sweep.val_top1)] if held.any() else []
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "tensors_")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return linear_scores(self.tensors_, self.normalizer_(X))
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "tensors_")
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+class MLPProbe(LinearProbe):
+    """featx's MLP head (Linear-ReLU-Dropout-Linear) on feature arrays; one AdamW run by default."""
+
+    kind = "mlp"
+
+    def __init__(self, hidden: Sequence[int] = (512,), dropout: float = 0.4,
+                 lrs: Sequence[float] | float | None = None,
+                 weight_decays: Sequence[float] | float | None = None, optimizer: str | None = None,
+                 epochs: int = 30, batch_size: int = 256, schedule: str = "cosine",
+                 normalize: str = "standard", balance: str = "none", label_smoothing: float = 0.0,
+                 val_fraction: float = 0.15, random_state: int = 0):
+        super().__init__(lrs, weight_decays, optimizer, epochs, batch_size, schedule, normalize,
+                         balance, label_smoothing, val_fraction, random_state)
+        self.hidden = hidden
+        self.dropout = dropout
+
+    def _extra_config(self) -> dict:
+        return {"hidden": tuple(self.hidden), "dropout": self.dropout}
