@@ -45,7 +45,7 @@ class Images(torch.utils.data.Dataset):
 def tutorial(dataset, backbone_name: str, epochs: int, workers: int) -> tuple[float, float]:
     """(test accuracy of the best-val epoch, seconds)."""
     start = time.perf_counter()
-    backbone = create_backbone(backbone_name)
+    backbone = create_backbone(backbone_name, weights="default")
     pre = backbone.preprocess
     norm = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
     train_tf = T.Compose([T.RandomResizedCrop(pre.input_size), T.RandomHorizontalFlip(), *norm])

