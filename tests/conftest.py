@@ -1,5 +1,5 @@
-"""Shared fixtures: small image trees that the tests write themselves, and `tiny_cnn`, a
-random-init backbone registered for tests that exercise the machinery, not a real network."""
+"""Shared fixtures: small image trees that the tests write themselves, and `tiny_cnn`
+(tests/tiny_backbone.py), a random-init backbone for tests of the machinery, not of a network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featx.backbones import load_weights, register_backbone
+from tests.tiny_backbone import tiny_cnn  # noqa: F401 (registers the tiny_cnn backbone)
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 32), mode: str = "RGB",
@@ -104,16 +104,3 @@ def make_feature_store(path: Path, n_per_class: int = 40, dim: int = 16, classes
 def blob_store(tmp_path: Path) -> Path:
     return make_feature_store(tmp_path / "blobs.h5")
 
-
-@register_backbone("tiny_cnn", feature_dim=16, input_size=32)
-def tiny_cnn(weights):
-    """Three small convs and global pooling, random init: a backbone for tests of the machinery
-    (extract, stores, heads, finetune) that builds and runs in milliseconds."""
-    from torch import nn
-
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 16)
-    return net if weights is None else load_weights(net, weights)

@@ -266,3 +266,14 @@ def test_register_backbone_takes_a_spec_and_an_entry_form():
     assert create_backbone("flat-net").model(torch.zeros(1, 3, 16, 16)).shape == (1, 12)
     with pytest.raises(TypeError, match="feature_dim"):
         register_backbone("no_dim")
+
+
+def test_backbone_modules_env_registers_custom_backbones_in_subprocesses():
+    from tests.tiny_backbone import subprocess_env
+
+    cli = [sys.executable, "-m", "featx.cli", "backbones", "tiny"]
+    done = subprocess.run(cli, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert done.returncode == 0 and "tiny_cnn" in done.stdout and "custom" in done.stdout, done.stderr
+    env = subprocess_env() | {"FEATX_BACKBONE_MODULES": "no_such_module"}
+    bad = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and "FEATX_BACKBONE_MODULES: cannot import 'no_such_module'" in bad.stdout + bad.stderr

@@ -44,6 +44,9 @@ TIMM_PREFIX = "timm/"
 FAMILY_MODULES = {"torchvision": "featx.backbones.torchvision_zoo",
                   "packaged": "featx.backbones.efficientnet_lite",
                   "timm": "featx.backbones.timm_zoo"}
+# Modules that register custom backbones in every process, the CLI's and subprocesses' too:
+# FEATX_BACKBONE_MODULES="my_pkg.backbones,tests.tiny_backbone".
+MODULES_ENV = "FEATX_BACKBONE_MODULES"
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,13 @@ def _build_factory(spec: BackboneSpec, factory: Callable, weights: str | Path,
 
 
 def _load_families(timm: bool = False) -> None:
-    for family, module in FAMILY_MODULES.items():
-        if timm or family != "timm":
+    modules = [m for f, m in FAMILY_MODULES.items() if timm or f != "timm"]
+    modules += [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",") if m.strip()]
+    for module in modules:
+        try:
             importlib.import_module(module)  # registers on first import; a dict look-up after
+        except ImportError as exc:
+            raise BackboneError(f"{MODULES_ENV}: cannot import '{module}' ({exc})") from None
 
 
 def _normalise(name: str) -> str:
