@@ -20,7 +20,7 @@ endif
 DEMO_STORE := $(DEMO_OUT)/stores/$(DEMO_DATA)_efficientnet_lite0_224px_mildx$(DEMO_VIEWS).h5
 DEMO_HEAD := $(DEMO_OUT)/heads/$(DEMO_DATA)_efficientnet_lite0.linear
 
-.PHONY: demo test venv browser clean
+.PHONY: demo test wheel-smoke venv browser clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The built wheel, installed alone into a clean venv, runs the main commands (CI runs it after test).
+wheel-smoke: $(STAMP)
+	TORCH_SPEC="$(TORCH_SPEC)" PYTHON=$(PYTHON) .ci/wheel_smoke.sh
 
 # The report test renders HTML in headless Chromium (Debian's package); without it, it is skipped.
 browser:
