@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from featx.data import DatasetOptions, open_dataset, scan_images, subset
+from featx.data import DatasetOptions, list_images, open_dataset, read_class_map, scan_images, subset
 from featx.errors import DataError
 from tests.conftest import make_class_tree, write_image
 
@@ -87,6 +87,26 @@ def test_class_map_gives_display_names(class_tree, tmp_path):
     (tmp_path / "cat_to_name.json").write_text(json.dumps({"ants": "formicidae"}))
     ds = open_dataset(class_tree, DatasetOptions(class_map=str(tmp_path / "cat_to_name.json")))
     assert ds.classes == ["ants", "bees"] and ds.display_names == ["formicidae", "bees"]
+
+
+@pytest.mark.parametrize("text,problem", [("{not json", "cannot read class map"),
+                                          ('["ants"]', "must be a JSON object"),
+                                          (None, "cannot read class map")])
+def test_bad_class_map_is_a_one_line_error(tmp_path, text, problem):
+    path = tmp_path / "map.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(DataError, match=problem) as info:
+        read_class_map(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_list_images_gathers_files_and_folders_for_prediction(class_tree, tmp_path):
+    ds, skipped = list_images([class_tree / "ants", class_tree / "bees" / "bees_00.png",
+                               tmp_path / "missing.png"])
+    assert len(ds.samples) == 7 and all(s.label == -1 and s.split == "unlabeled" for s in ds.samples)
+    assert ds.root == class_tree.resolve() and skipped == [(str(tmp_path / "missing.png"),
+                                                            "no such file or folder")]
 
 
 def test_hidden_files_empty_classes_and_non_images_are_handled(class_tree):

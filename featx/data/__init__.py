@@ -1,0 +1,32 @@
+"""Datasets: turn a folder tree, a CSV manifest or a loose folder into an ordered sample list.
+
+    ds = open_dataset("path/to/hymenoptera")          # train/ val/ [test/] class folders
+    ds = open_dataset("cell_images", DatasetOptions(val_frac=0.2, test_frac=0.1))
+    ds = open_dataset("elpv")                          # the packaged ELPV labels.csv
+    ds = open_dataset("labels.csv", DatasetOptions(label_col=1, binarize=0.5))
+
+Every layout gives the same thing: `Dataset.samples`, a list of (path, label, split) in a stable
+order (sorted by path), the class names, and a fingerprint that changes when a file is added,
+removed or changed (size or mtime), so a feature store made from other data is never reused.
+Decoding the images themselves is featx.images' job (every file an RGB image or a reason).
+
+    dataset.py   Sample, DatasetOptions, Dataset (fingerprint, counts)
+    source.py    open_dataset, read_class_map
+    folders.py   split / class / loose folder layouts; list_images for prediction
+    manifest.py  CSV, TSV and whitespace manifests
+    splits.py    stratified_split, subset
+    scan.py      ScanReport, scan_images
+    packaged.py  datasets shipped on PyPI (ELPV)
+"""
+
+from featx.data.dataset import SPLIT_ALIASES, SPLITS, Dataset, DatasetOptions, Sample
+from featx.data.folders import list_images
+from featx.data.manifest import PATH_COLUMNS
+from featx.data.packaged import ELPV_NAMES, packaged_datasets
+from featx.data.scan import ScanReport, scan_images
+from featx.data.source import open_dataset, read_class_map
+from featx.data.splits import stratified_split, subset
+
+__all__ = ["ELPV_NAMES", "PATH_COLUMNS", "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions",
+           "Sample", "ScanReport", "list_images", "open_dataset", "packaged_datasets",
+           "read_class_map", "scan_images", "stratified_split", "subset"]

@@ -1,0 +1,91 @@
+"""The dataset every layout becomes: ordered samples, class names, and a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featx.errors import DataError
+
+SPLITS = ("train", "val", "test", "unlabeled")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # POSIX path relative to Dataset.root (absolute if outside it)
+    label: int  # index into Dataset.classes; -1 = unlabeled
+    split: str  # train | val | test | unlabeled
+    size: int = 0  # bytes, for the fingerprint and for explaining what changed
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    label_col: str | int | None = None  # manifest label column (name or 0-based index)
+    split_col: str | int | None = None  # manifest split column; default "split" if present
+    binarize: float | None = None  # numeric labels -> "<=T" / ">T" (ELPV: defective = p > 0.5)
+    # 60/15/25 by default: ELPV's published protocol holds out 25% for test.
+    val_frac: float = 0.15
+    test_frac: float = 0.25
+    split_seed: int = 0
+    class_map: str | None = None  # JSON {class: display name}, like cat_to_name.json
+
+    def __post_init__(self) -> None:
+        for name in ("val_frac", "test_frac"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise DataError(f"{name} must be in [0, 1), got {value}")
+        if self.val_frac + self.test_frac >= 1.0:
+            raise DataError(f"val_frac + test_frac must leave a training split, got "
+                            f"{self.val_frac} + {self.test_frac}")
+
+
+@dataclass
+class Dataset:
+    root: Path
+    name: str
+    layout: str  # split-folders | class-folders | manifest | unlabeled-folder
+    samples: list[Sample]
+    classes: list[str]
+    display_names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) found at scan
+    notes: list[str] = field(default_factory=list)
+    ignored_files: int = 0
+
+    def abspath(self, sample: Sample) -> Path:
+        return self.root / sample.path
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when a file is added, removed or changed (size, mtime), or a label moves."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.layout, self.classes]).encode())
+        for s in self.samples:
+            h.update(f"{s.path}\0{s.label}\0{s.split}\0{s.size}\0{s.mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def counts(self) -> dict[str, Counter]:
+        """{split: Counter(class name -> count)} for splits that have samples."""
+        out: dict[str, Counter] = {}
+        for s in self.samples:
+            name = self.classes[s.label] if s.label >= 0 else "(unlabeled)"
+            out.setdefault(s.split, Counter())[name] += 1
+        return out
+
+
+def relative_path(root: Path, path: Path) -> str:
+    """`path` as POSIX relative to `root`, or absolute when it lies outside."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def make_sample(root: Path, path: Path, label: int, split: str) -> Sample:
+    st = path.stat()
+    return Sample(relative_path(root, path), label, split, st.st_size, st.st_mtime_ns)

@@ -1,0 +1,60 @@
+"""open_dataset: a folder, a manifest file or a packaged dataset name -> one Dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from featx.data.dataset import Dataset, DatasetOptions
+from featx.data.folders import from_folder
+from featx.data.manifest import from_manifest
+from featx.data.packaged import packaged_datasets
+from featx.errors import DataError
+
+
+def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = None) -> Dataset:
+    """Scan `source` (a folder, a manifest file, or a packaged dataset name) into a Dataset.
+
+    Raises:
+        DataError: no such source, an unreadable manifest, or no images found.
+    """
+    explicit = options is not None
+    options = options or DatasetOptions()
+    path = Path(source).expanduser()
+    packaged = packaged_datasets()
+    name, names = None, {}
+    if not path.exists() and str(source) in packaged:
+        path, defaults, names = packaged[str(source)]
+        name = str(source)
+        if not explicit or options.label_col is None:
+            options = replace(options, label_col=defaults.label_col)
+    if not path.exists():
+        hint = f" (packaged datasets: {', '.join(sorted(packaged))})" if packaged else ""
+        raise DataError(f"{source}: no such file or folder{hint}")
+    dataset = from_manifest(path, options) if path.is_file() else from_folder(path, options)
+    if name:
+        dataset.name = name
+        dataset.display_names = [names.get(c, c) for c in dataset.classes]
+    if options.class_map:
+        mapping = read_class_map(options.class_map)
+        dataset.display_names = [str(mapping.get(c, c)) for c in dataset.classes]
+    if not dataset.samples:
+        raise DataError(f"{source}: no images found (layout: {dataset.layout})")
+    return dataset
+
+
+def read_class_map(path: str | os.PathLike) -> dict[str, str]:
+    """A JSON {class: display name} file, like the flowers tutorial's cat_to_name.json.
+
+    Raises:
+        DataError: the file cannot be read, is not JSON, or is not one object.
+    """
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read class map ({exc})") from None
+    if not isinstance(mapping, dict):
+        raise DataError(f"{path}: class map must be a JSON object {{class: name}}")
+    return {str(k): str(v) for k, v in mapping.items()}
