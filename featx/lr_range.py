@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from featx.atomic import atomic_write_text
+from featx.plots import plot_lr_find
 from featx.progress import progress_bar
 
 SMOOTHING = 0.9  # exponential moving average of the step losses (debiased)
@@ -39,14 +41,11 @@ class LRFindResult:
     rule: str = "minimum"
     diverged: bool = True  # False: the loss never diverged up to the end rate
 
-    def save(self, stem: Path) -> tuple[Path, Path]:
+    def save(self, stem: str | Path) -> tuple[Path, Path]:
         """STEM.csv (lr,loss: `featx report` plots every *.lr-find.csv it finds) and STEM.png."""
-        from featx.report_plots import plot_lr_find
-
         stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        csv_path = stem.with_name(stem.name + ".csv")
-        csv_path.write_text("lr,loss\n" + "".join(f"{a:.6g},{b:.6g}\n" for a, b in zip(self.lrs, self.losses)))
+        csv_path = atomic_write_text(stem.with_name(stem.name + ".csv"), "lr,loss\n" + "".join(
+            f"{a:.6g},{b:.6g}\n" for a, b in zip(self.lrs, self.losses)))
         return csv_path, plot_lr_find(self, stem.with_name(stem.name + ".png"))
 
 
@@ -82,7 +81,7 @@ def range_test(step: Callable[[float], float], start: float, end: float, steps: 
     return LRFindResult(lrs, losses, SUGGESTIONS[rule](lrs, losses), rule, diverged)
 
 
-def cached_range_test(stem: Path, settings: dict, find: Callable[[], LRFindResult],
+def cached_range_test(stem: str | Path, settings: dict, find: Callable[[], LRFindResult],
                       refresh: bool = False) -> tuple[LRFindResult, bool]:
     """`find()` once per settings: its result is kept in STEM.json (+ the curve as STEM.csv/.png),
     so re-running a fine-tune that found its rate (to resume it) starts from the same rate
@@ -97,5 +96,5 @@ def cached_range_test(stem: Path, settings: dict, find: Callable[[], LRFindResul
         pass  # no record, or an unreadable one: find again
     result = find()
     result.save(stem)
-    record.write_text(json.dumps({"settings": settings, "result": asdict(result)}))
+    atomic_write_text(record, json.dumps({"settings": settings, "result": asdict(result)}))
     return result, False

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featx.plots import lr_find_png, plot_lr_find  # noqa: F401 (the LR finder's curve: featx.plots)
+
 
 def _pyplot():
     import matplotlib
@@ -36,28 +38,6 @@ def label(meta: dict) -> str:
 def _test(meta: dict) -> dict | None:
     metrics = meta.get("metrics", {})
     return metrics.get("test") or metrics.get("val")
-
-
-def lr_find_png(lrs, losses, suggestion: float | None = None) -> bytes:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(lrs, losses)
-    if suggestion:
-        ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2g}")
-        ax.legend()
-    ax.set_xscale("log")
-    finite = [v for v in losses if np.isfinite(v)]
-    if finite:  # the last steps explode: cut the axis where the rise is plain, keep the flat part readable
-        low, start = min(finite), finite[0]
-        ax.set_ylim(low - 0.05 * abs(low), min(max(finite), 2 * max(start, low)) + 0.05 * abs(low))
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss (smoothed)")
-    return _png(fig)
-
-
-def plot_lr_find(result, path: Path) -> Path:
-    Path(path).write_bytes(lr_find_png(result.lrs, result.losses, result.suggestion))
-    return Path(path)
 
 
 def accuracy_vs_throughput(results: list[dict]) -> bytes | None:
