@@ -6,8 +6,9 @@ Randomness comes only from a CPU generator seeded by (seed, sample path, view), 
 global or worker RNG state: view k of a sample is the same whatever the worker count, batch
 order or resume point (RELIABILITY.md item 14).
 
-Recipes are YAML lists of ops in configs/aug/ (or any YAML file given by path); sizes may be
-the words "input" and "resize", the backbone's crop and resize sizes.
+Recipes are YAML lists of ops: the built-in ones are package data in featx/recipes/ (`mild`,
+`flips`, `tutorial`, `flowers`), or any YAML file given by path; sizes may be the words "input"
+and "resize", the backbone's crop and resize sizes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,11 +24,11 @@ import torchvision.transforms.v2.functional as F
 import yaml
 from torchvision.transforms import InterpolationMode
 
-from featx.backbones.registry import Preprocess
+from featx.backbones import Preprocess
 from featx.errors import ConfigError
 
-# Named recipes live in the repository's configs/aug/ (featx is installed from a checkout).
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs" / "aug"
+# Built-in recipes ship inside the package, so a wheel install has them too.
+RECIPES = resources.files("featx") / "recipes"
 
 
 @dataclass(frozen=True)
@@ -39,26 +41,42 @@ class AugRecipe:
 
 
 def list_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    """Names of the built-in recipes (featx/recipes/*.yaml)."""
+    return sorted(p.name[:-len(".yaml")] for p in RECIPES.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_recipe(name_or_path: str) -> AugRecipe:
-    """A named recipe from configs/aug/, or a YAML file: `ops: [{op: hflip, p: 0.5}, ...]`."""
+def load_recipe(name_or_path: str | Path) -> AugRecipe:
+    """A built-in recipe by name, or a YAML file: `ops: [{op: hflip, p: 0.5}, ...]`.
+
+    Raises:
+        ConfigError: an unknown name, an unreadable file, or ops that are not a list of known ops.
+    """
+    where, text = _recipe_text(name_or_path)
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: cannot read recipe ({exc})") from None
+    ops = doc.get("ops") if isinstance(doc, dict) else None
+    if not isinstance(ops, list) or not all(isinstance(op, dict) and op.get("op") in OPS for op in ops):
+        raise ConfigError(f"{where}: a recipe is `ops:` followed by a list of {{op: NAME, ...}} "
+                          f"with NAME one of {', '.join(sorted(OPS))}")
+    return AugRecipe(doc.get("name", Path(where).stem), tuple(ops))
+
+
+def _recipe_text(name_or_path: str | Path) -> tuple[str, str]:
+    """(where it came from, its YAML text): a file by path first, else a built-in by name."""
     path = Path(name_or_path)
-    if not path.is_file():
-        path = RECIPE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
+    if path.is_file():
+        source, where = path, str(path)
+    elif str(name_or_path) in list_recipes():
+        source, where = RECIPES / f"{name_or_path}.yaml", f"featx/recipes/{name_or_path}.yaml"
+    else:
         raise ConfigError(f"unknown augmentation recipe '{name_or_path}' "
                           f"(built in: {', '.join(list_recipes())}; or a path to a YAML file)")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read recipe ({exc})") from None
-    ops = doc.get("ops") if isinstance(doc, dict) else None
-    if not isinstance(ops, list) or not all(isinstance(op, dict) and op.get("op") in OPS for op in ops):
-        raise ConfigError(f"{path}: a recipe is `ops:` followed by a list of {{op: NAME, ...}} "
-                          f"with NAME one of {', '.join(sorted(OPS))}")
-    return AugRecipe(doc.get("name", path.stem), tuple(ops))
+        return where, source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read recipe ({exc})") from None
 
 
 def view_seed(seed: int, sample_path: str, view: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featx.backbones.registry import Preprocess
+from featx.backbones import Preprocess
 from featx.errors import ConfigError
 from featx.transforms import list_recipes, load_recipe, make_views, normalize, view_seed
 
@@ -17,7 +17,8 @@ def _img(seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (3, 48, 60), dtype=torch.uint8, generator=g)
 
 
-def test_named_recipes_cover_the_tutorials():
+def test_named_recipes_cover_the_tutorials(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # package data: found from anywhere, not from the checkout
     assert {"tutorial", "flowers", "mild", "flips"} <= set(list_recipes())
     ops = [op["op"] for op in load_recipe("flowers").ops]
     assert ops[:2] == ["resize", "pad_reflect"] and "rotate" in ops and "hflip" in ops
