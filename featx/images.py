@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from featx.errors import ImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: scanning a dataset needs none
+    import torch
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -104,6 +107,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def image_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 tensor (3, H, W)."""
+    import torch
+
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
@@ -121,7 +126,8 @@ def read_file_bytes(path: str | os.PathLike) -> torch.Tensor:
     return read_file(str(path))
 
 
-def decode_jpegs(datas: list[torch.Tensor], paths: list[Path], device: torch.device) -> list[torch.Tensor | str]:
+def decode_jpegs(datas: list[torch.Tensor], paths: list[Path],
+                 device: torch.device) -> list[torch.Tensor | str]:
     """RGB uint8 images decoded on `device` (nvjpeg on CUDA), EXIF orientation applied; per file
     the image, or the reason it failed. Files nvjpeg refuses (CMYK and other JPEG variants) are
     decoded by Pillow from `paths`."""

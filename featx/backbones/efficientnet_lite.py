@@ -56,7 +56,7 @@ def describe_model(name: str) -> dict:
     return {"feature_dim": net._fc.in_features, "num_params": count_parameters(net)}
 
 
-def _build(name: str, weights: str | Path, seed: int) -> "tuple[nn.Module, dict]":
+def _build(name: str, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:
     from featx.backbones.efficientnet_lite_net import EfficientNetLiteFeatures, architecture
     from featx.backbones.modules import seeded_init
     from featx.backbones.weights import fit_state_dict, load_state_dict, sha256_file

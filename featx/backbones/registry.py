@@ -58,7 +58,7 @@ class BackboneEntry:
     describe: Callable[[], BackboneSpec]
     # build(weights, seed) -> (feature model, weights provenance); weights is "none" (random init
     # from seed), "default" (the family's pretrained weights) or the Path of a weights file.
-    build: Callable[[str | Path, int], "tuple[nn.Module, dict]"]
+    build: Callable[[str | Path, int], tuple[nn.Module, dict]]
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -91,7 +91,7 @@ def register_backbone(name: str | BackboneSpec | BackboneEntry, *, feature_dim: 
                             num_params=num_params,
                             default_weights=Path(default_weights) if default_weights else None)
 
-    def decorator(factory: Callable[[Path | None], "nn.Module"]):
+    def decorator(factory: Callable[[Path | None], nn.Module]):
         register_backbone(BackboneEntry(
             name=spec.name, family=spec.family,
             describe=lambda: _describe_factory(spec, factory),
@@ -118,7 +118,7 @@ def _describe_factory(spec: BackboneSpec, factory: Callable) -> BackboneSpec:
 
 
 def _build_factory(spec: BackboneSpec, factory: Callable, weights: str | Path,
-                   seed: int) -> "tuple[nn.Module, dict]":
+                   seed: int) -> tuple[nn.Module, dict]:
     from featx.backbones.modules import seeded_init
     from featx.backbones.weights import sha256_file
 

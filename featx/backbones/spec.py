@@ -66,7 +66,7 @@ class Backbone:
     """A ready-to-run frozen feature extractor: (B, 3, H, W) normalised -> (B, feature_dim)."""
 
     spec: BackboneSpec
-    model: "nn.Module"
+    model: nn.Module
     preprocess: Preprocess
     weights: dict = field(default_factory=dict)  # {"source": ..., "sha256": ...}
 

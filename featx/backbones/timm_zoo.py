@@ -22,13 +22,13 @@ if TYPE_CHECKING:
 FAMILY = "timm"
 
 
-def _create(name: str, pretrained: bool = False) -> "nn.Module":
+def _create(name: str, pretrained: bool = False) -> nn.Module:
     import timm
 
     return timm.create_model(name, pretrained=pretrained)
 
 
-def _preprocess(model: "nn.Module") -> Preprocess:
+def _preprocess(model: nn.Module) -> Preprocess:
     import timm.data
 
     cfg = timm.data.resolve_data_config({}, model=model)
@@ -56,7 +56,7 @@ def _describe(name: str) -> BackboneSpec:
     )
 
 
-def _build(name: str, weights: str | Path, seed: int) -> "tuple[nn.Module, dict]":
+def _build(name: str, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:
     from featx.backbones.modules import seeded_init
     from featx.backbones.weights import fit_state_dict, load_state_dict, sha256_file, sha256_state_dict
 

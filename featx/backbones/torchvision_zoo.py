@@ -55,7 +55,7 @@ def _spec(name: str, row: dict) -> BackboneSpec:
 
 # --- building (torch from here on) -------------------------------------------------------------
 
-def full_model(name: str) -> "nn.Module":
+def full_model(name: str) -> nn.Module:
     """The ImageNet classifier `name`, random init (torch's global RNG)."""
     from torchvision.models import get_model
 
@@ -69,7 +69,7 @@ def full_model(name: str) -> "nn.Module":
                                 f"regenerate the table with {SPEC_SCRIPT}") from None
 
 
-def strip_classifier(model: "nn.Module") -> "tuple[nn.Module, str, int]":
+def strip_classifier(model: nn.Module) -> tuple[nn.Module, str, int]:
     """Replace the ImageNet classifier with Identity: (model, classifier name, feature dim)."""
     import torchvision
     from torch import nn
@@ -106,7 +106,7 @@ def describe_model(name: str) -> dict:
                            "interpolation": t.interpolation.value}}
 
 
-def _build(name: str, row: dict, weights: str | Path, seed: int) -> "tuple[nn.Module, dict]":
+def _build(name: str, row: dict, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:
     from featx.backbones.modules import seeded_init
     from featx.backbones.weights import fit_state_dict, load_state_dict, sha256_file
 

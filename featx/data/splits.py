@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from featx.data.dataset import Dataset, DatasetOptions
 from featx.errors import DataError
 
-if TYPE_CHECKING:
-    from featx.data.dataset import Dataset, DatasetOptions
 
-
-def stratified_split(labels: list[int], options: "DatasetOptions") -> list[str]:
+def stratified_split(labels: list[int], options: DatasetOptions) -> list[str]:
     """Seeded, per-class split into train/val/test; unlabeled (-1) samples stay unlabeled."""
     splits = ["unlabeled" if y < 0 else "train" for y in labels]
     rng = np.random.default_rng(options.split_seed)
@@ -35,7 +32,7 @@ def stratified_split(labels: list[int], options: "DatasetOptions") -> list[str]:
     return splits
 
 
-def subset(dataset: "Dataset", n: int, seed: int = 0) -> "Dataset":
+def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     """A stratified (per split and class), seeded subset of about `n` samples, for quick runs.
 
     The subset is a dataset of its own (name `<name>-sub<n>`, its own fingerprint), so its
