@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
+from featx.store import FeatureStore
 
 
 def run(nproc: int, args, out: Path) -> tuple[float, float]:
@@ -32,8 +32,9 @@ def run(nproc: int, args, out: Path) -> tuple[float, float]:
     subprocess.run([sys.executable, *command], env=env, check=True, capture_output=True)
     wall = time.perf_counter() - start
     (store,) = out.glob("*.h5")
-    with h5py.File(store, "r") as f:
-        images = int(f["done/clean"].shape[0] + f["done/aug"].size)
+    with FeatureStore(store) as st:
+        summary = st.summary()
+    images = summary.clean_shape[0] + summary.aug_total
     return wall, images / wall
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from featx.atomic import atomic_write, atomic_write_text
 from featx.backbones import Backbone
 from featx.backbones.weights import sha256_file
 from featx.errors import ConfigError
@@ -190,19 +191,17 @@ def cached_onnx(backbone: Backbone, module: torch.nn.Module | None = None, cut: 
                 return path
         except (OSError, ValueError):
             pass
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    digest = {}
+
+    def export(tmp: Path) -> None:
         _export(backbone, tmp, module, cut)
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        sidecar_tmp = sidecar.with_name(f"{sidecar.name}.tmp-{os.getpid()}")
-        sidecar_tmp.write_text(json.dumps({"key": key, "sha256": digest, "backbone": backbone.name}))
-        os.replace(sidecar_tmp, sidecar)
-    finally:
-        tmp.unlink(missing_ok=True)
+        digest["sha256"] = sha256_file(tmp)
+
+    # The model first, then its sidecar: a kill between the two leaves a file with no matching
+    # sidecar, which the next run rebuilds rather than trusts.
+    atomic_write(path, export)
+    atomic_write_text(sidecar, json.dumps({"key": key, "sha256": digest["sha256"],
+                                           "backbone": backbone.name}))
     return path
 
 

@@ -60,6 +60,7 @@ def env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, env):
     data = make_class_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8, seed=4)
     multi = _run(_extract(data, tmp_path / "multi", 2, env), env)
@@ -71,11 +72,12 @@ def test_two_processes_equal_one(tmp_path, env):
     assert not list((tmp_path / "multi").glob("*shard*"))
     heads = [train_head(p, "linear", out=tmp_path / f"h{i}", show_progress=False)
              for i, p in enumerate((merged, single))]
-    assert heads[0].head.read_bytes() == heads[1].head.read_bytes()
+    assert heads[0].path.read_bytes() == heads[1].path.read_bytes()  # the saved weights
     info = _run([sys.executable, "-m", "featx.cli", "info", str(merged)], env).stdout
     assert "merged     copy of 2 shards" in info
 
 
+@pytest.mark.slow
 def test_killed_torchrun_resumes_each_shard(tmp_path, env):
     data = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=24, seed=6)
     out = tmp_path / "multi"
@@ -95,9 +97,15 @@ def test_killed_torchrun_resumes_each_shard(tmp_path, env):
         time.sleep(0.01)
     proc.wait(timeout=60)
     assert killed, "the run ended before it could be killed"
+    unfinished = 0
     for shard in out.glob("*.shard*-of-002.h5"):
         with FeatureStore(shard) as st:
-            assert not st.complete and st.attrs["shard_world_size"] == 2
+            s = st.summary()
+            all_done = s.done_clean == s.clean_shape[0] and s.done_aug == s.aug_total
+            # On a busy machine one rank may finish first; a partly written shard is never complete.
+            assert st.complete == all_done and st.attrs["shard_world_size"] == 2
+            unfinished += not all_done
+    assert unfinished, "both shards finished before the kill"
     _run(command, env)
     _run(_extract(data, tmp_path / "single", 1, env, size=96), env)
     _same_store(next(out.glob("*.h5")), next((tmp_path / "single").glob("*.h5")))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -15,7 +14,7 @@ from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.engines import OnnxEngine, TorchEngine, cached_onnx, create_engine, resolve_engine
 from featx.errors import ConfigError, StoreError
-from featx.extract import ExtractConfig, _engine_for, extract
+from featx.extract import ExtractConfig, engine_for, extract
 from featx.store import FeatureStore
 
 CPU = torch.device("cpu")
@@ -39,6 +38,7 @@ def test_auto_picks_onnxruntime_on_cpu_and_refuses_it_on_cuda():
         resolve_engine("tensorrt", CPU)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0", "mobilenet_v3_small"])
 def test_onnxruntime_features_match_torch(name):
     backbone = create_backbone(name, "default" if name == "efficientnet_lite0" else "none", 0,
@@ -51,6 +51,7 @@ def test_onnxruntime_features_match_torch(name):
     assert float((ort_feats - torch_feats).abs().max()) <= 1e-3 * scale
 
 
+@pytest.mark.slow
 def test_export_is_cached_and_a_corrupt_file_is_rebuilt():
     backbone = _backbone(seed=11)
     path = cached_onnx(backbone)
@@ -79,9 +80,10 @@ def test_export_failure_falls_back_to_torch_with_one_line(monkeypatch):
                         "aten::weird_op); using torch"]
 
 
+@pytest.mark.slow
 def test_verification_failure_falls_back_to_torch(monkeypatch, capsys):
     monkeypatch.setattr(featx.engines, "TOLERANCE", -1.0)  # nothing can pass
-    engine = _engine_for(_backbone(), ExtractConfig(), CPU, "onnxruntime")
+    engine = engine_for(_backbone(), ExtractConfig(), CPU, "onnxruntime")
     assert isinstance(engine, TorchEngine)
     assert "differs from torch" in capsys.readouterr().err
 
@@ -94,6 +96,7 @@ def _forget_second_half(path: Path) -> None:
         f.attrs.modify("complete", np.uint8(0))
 
 
+@pytest.mark.slow
 def test_store_records_the_engine_and_auto_resumes_with_it(tmp_path, class_tree):
     ds = open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
     cfg = dict(weights="none", input_size=32, batch_size=5, views=1, workers=0)
@@ -108,10 +111,10 @@ def test_store_records_the_engine_and_auto_resumes_with_it(tmp_path, class_tree)
     assert resumed.status == "resumed"
     with FeatureStore(resumed.store) as st, FeatureStore(full.store) as ref:
         assert st.attrs["engine"] == "torch" and st.attrs["engine_version"] == torch.__version__
-        np.testing.assert_array_equal(st.f["features/clean"][:], ref.f["features/clean"][:])
-        np.testing.assert_array_equal(st.f["features/aug"][:], ref.f["features/aug"][:])
+        np.testing.assert_array_equal(st.read_clean(dtype=np.float16), ref.read_clean(dtype=np.float16))
+        np.testing.assert_array_equal(st.read_aug(dtype=np.float16), ref.read_aug(dtype=np.float16))
     ort = extract(ds, "resnet18", tmp_path / "c", ExtractConfig(**cfg), show_progress=False)
     with FeatureStore(ort.store) as st, FeatureStore(full.store) as ref:
         assert st.attrs["engine"] == "onnxruntime"
-        a, b = st.f["features/clean"][:].astype(np.float32), ref.f["features/clean"][:].astype(np.float32)
+        a, b = st.read_clean(), ref.read_clean()
         assert np.abs(a - b).max() <= 2e-3 * np.abs(b).max()  # float16 store: rounding included

@@ -67,11 +67,11 @@ def test_features_are_the_backbone_applied_to_each_view(tmp_path, dataset):
         views = make_views(img, backbone.preprocess, recipe, 0, sample.path, [0, 1, 2])
         with torch.inference_mode():
             expected = backbone.model(normalize(torch.stack(views), backbone.preprocess)).numpy()
-        clean = st.f["features/clean"][train_row].astype(np.float32)
+        clean = st.read_clean([train_row])[0]
         np.testing.assert_allclose(clean, expected[0], rtol=4e-3, atol=1e-3)
         aug_row = int(np.flatnonzero(st.aug_rows == train_row)[0])
         for k in (0, 1):
-            got = st.f["features/aug"][k, aug_row].astype(np.float32)
+            got = st.read_aug(k, [aug_row])[0]
             np.testing.assert_allclose(got, expected[k + 1], rtol=4e-3, atol=1e-3)
         assert not np.allclose(expected[1], expected[2])
 
@@ -133,6 +133,7 @@ def _run_and_kill(command: list[str], out: Path, env: dict, kill_at: int) -> Pat
     return store
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
 def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine):
     data = make_class_tree(tmp_path / "data", per_class=30, seed=3)
@@ -212,7 +213,7 @@ def test_other_settings_against_an_existing_store_are_refused(tmp_path, dataset)
 def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
     """The nvjpeg path's logic, run with torchvision's CPU JPEG decoder: JPEGs decoded in the
     main process (EXIF applied, bad files recorded), other formats from the workers."""
-    import featx.extract
+    import featx.extract.store_run
     from PIL import Image
 
     root = make_class_tree(tmp_path / "d", per_class=5, seed=2, ext=".jpg")
@@ -226,7 +227,7 @@ def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
     ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.5))
     cfg = ExtractConfig(**{**SMALL, "dtype": "float32"})
     pil = extract(ds, "resnet18", tmp_path / "pil", cfg, show_progress=False)
-    monkeypatch.setattr(featx.extract, "use_device_decode", lambda device, decode: True)
+    monkeypatch.setattr(featx.extract.store_run, "use_device_decode", lambda device, decode: True)
     dev = extract(ds, "resnet18", tmp_path / "dev", cfg, show_progress=False)
     a, b = _arrays(Path(pil.store)), _arrays(Path(dev.store))
     np.testing.assert_array_equal(a["failed/reason"] != b"", b["failed/reason"] != b"")

@@ -1,4 +1,4 @@
-"""featx.merge: shard stores of a distributed run -> one store, checked before writing."""
+"""featx.store.merge: shard stores of a distributed run -> one store, checked before writing."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from featx.data import DatasetOptions, open_dataset
 from featx.distributed import DistContext
 from featx.errors import StoreError
 from featx.extract import ExtractConfig, extract, extract_shard
-from featx.merge import merge_shards, shard_path
-from featx.store import FeatureStore
+from featx.store import FeatureStore, merge_shards, shard_path
 
 CFG = dict(weights="none", input_size=32, batch_size=4, views=2, workers=0)
 ARRAYS = ("features/clean", "features/aug", "features/aug_rows", "done/clean", "done/aug",

@@ -142,3 +142,51 @@ def test_resume_must_run_on_the_same_kind_of_device_but_a_complete_store_is_reus
         prepare_store(path, dataset, _spec(device="cpu", amp="off", decode="cpu"))
     _fill(path, dataset)
     assert prepare_store(path, dataset, _spec(device="cpu", amp="off", decode="cpu")) == "complete"
+
+
+def test_reading_methods_cover_what_callers_read(tmp_path, dataset, monkeypatch):
+    """feature_dim, read_clean, read_aug and summary: what heads, predict and `featx info` use
+    instead of raw h5py."""
+    import featx.store.reader
+
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, _spec())
+    train = _fill(path, dataset)
+    n = len(dataset.samples)
+    with FeatureStore(path) as st:
+        assert st.feature_dim == DIM and st.cut is None
+        assert st.read_clean().dtype == np.float32 and st.read_clean()[:, 0].tolist() == list(range(n))
+        for few in (True, False):  # an HDF5 selection, or one read then numpy indexing
+            monkeypatch.setattr(featx.store.reader, "SELECTION_ROWS", 100 if few else 0)
+            assert st.read_clean([1, 3])[:, 0].tolist() == [1, 3]
+            assert st.read_clean([3, 1])[:, 0].tolist() == [3, 1]
+            assert st.read_clean([]).shape == (0, DIM)
+        assert st.read_aug().shape == (K, len(train), DIM)
+        assert st.read_aug(1, [0, 2])[:, 0].tolist() == [200, 202]
+        assert st.read_aug(ranks=[2])[:, 0, 0].tolist() == [102, 202]
+        with pytest.raises(StoreError, match="view 2 does not exist"):
+            st.read_aug(2)
+        s = st.summary()
+        assert s.clean_shape == (n, DIM) and s.aug_shape == (K, len(train), DIM)
+        assert (s.done_clean, s.done_aug, s.aug_total) == (n, K * len(train), K * len(train))
+        assert s.cut is None and s.cut_shapes == {} and st.cut_nbytes("layer4") == 0
+
+
+def test_cut_maps_are_read_by_name(tmp_path, dataset):
+    path = tmp_path / "s.h5"
+    spec = StoreSpec(provenance=_spec().provenance, feature_dim=DIM, num_aug_views=K, cut="layer4",
+                     cut_shape=(2, 3, 3))
+    prepare_store(path, dataset, spec)
+    n, n_train = len(dataset.samples), sum(s.split == "train" for s in dataset.samples)
+    writer = StoreWriter(path)
+    maps = np.ones((n, 2, 3, 3), np.float16), np.full((K, n_train, 2, 3, 3), 2, np.float16)
+    writer.write_batch(0, n, np.zeros((n, DIM), np.float16), 0, np.zeros((K, n_train, DIM), np.float16),
+                       {}, maps)
+    writer.close()
+    with FeatureStore(path) as st:
+        assert st.cut == "layer4" and st.has_cut("layer4") and not st.has_cut("layer3")
+        np.testing.assert_array_equal(st.cut_maps("layer4"), maps[0])
+        np.testing.assert_array_equal(st.cut_maps("layer4", "aug"), maps[1])
+        assert st.cut_maps("layer3") is None
+        assert st.cut_nbytes("layer4") == maps[0].nbytes + maps[1].nbytes
+        assert st.summary().cut_shapes == {"clean": (n, 2, 3, 3), "aug": (K, n_train, 2, 3, 3)}

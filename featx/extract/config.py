@@ -1,0 +1,64 @@
+"""What an extraction is asked to do (ExtractConfig) and what it reports (ExtractResult)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from featx.device import DECODES
+from featx.engines import ENGINES
+from featx.errors import ConfigError
+
+STORE_DTYPES = ("float16", "float32")
+AMP_MODES = ("bf16", "fp16", "off")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    views: int = 0  # augmented views per training image (K)
+    aug: str = "mild"  # recipe name or YAML path, used when views > 0
+    batch_size: int = 64  # images per forward pass (clean + views)
+    workers: int | None = None  # decoding processes; None = 1 on CPU, up to 16 on CUDA
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float16"  # store dtype: features lose nothing a linear head can use
+    seed: int = 0  # augmented views (and random-init weights) derive from it
+    weights: str = "default"  # default | none | path to safetensors / state dict
+    input_size: int | None = None  # override the backbone's crop size
+    decode: str = "auto"  # auto | cpu | gpu (nvjpeg for JPEG files; auto = gpu on CUDA)
+    amp: str = "bf16"  # bf16 | fp16 | off, CUDA only
+    channels_last: bool = True
+    engine: str = "auto"  # auto (onnxruntime on CPU, torch on CUDA) | torch | onnxruntime
+    threads: int | None = None  # ONNX Runtime intra-op threads; None = torch's thread count
+    cut: str | None = None  # also store the activation maps entering this block (finetune --from-block)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.views >= 0, "views", "must be >= 0"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.workers is None or self.workers >= 0, "workers", "must be >= 0"),
+            (self.dtype in STORE_DTYPES, "dtype", f"must be one of {STORE_DTYPES}"),
+            (self.decode in DECODES, "decode", "must be auto, cpu or gpu"),
+            (self.amp in AMP_MODES, "amp", "must be bf16, fp16 or off"),
+            (self.input_size is None or self.input_size >= 16, "input_size", "must be >= 16"),
+            (self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}"),
+            (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} {rule}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class ExtractResult:
+    store: str
+    backbone: str
+    status: str  # created | resumed | complete (nothing to do)
+    samples: int
+    images: int  # images forwarded in this run
+    failed: int
+    seconds: float
+    images_per_second: float
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)

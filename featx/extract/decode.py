@@ -1,0 +1,85 @@
+"""Decoding planned batches in DataLoader workers: files -> uint8 views, failures recorded.
+
+Each item of the DataLoader is one whole planned batch (batch_size=None), so a worker decodes
+and transforms every view of its samples, and a file that fails is one entry in `failed` rather
+than the end of a long run (RELIABILITY 8). Views derive from (seed, sample path, view), never
+from worker state, so any number of workers gives the same numbers (RELIABILITY 14).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from featx.data import Dataset
+from featx.device import JPEG_SUFFIXES
+from featx.errors import FeatxError, ImageError
+from featx.extract.plan import Batch
+from featx.images import image_to_tensor, load_image, read_file_bytes
+from featx.transforms import AugRecipe, make_views
+
+
+class BatchDecoder(torch.utils.data.Dataset):
+    """Item i = planned batch i, decoded and transformed: uint8 images + (sample, view) owners.
+
+    A file that fails to decode is recorded in `failed` and the batch goes on without it. With
+    `gpu_decode`, JPEG files are only read here (bytes in `jpeg`) and decoded on the device.
+    """
+
+    def __init__(self, dataset: Dataset, batches: list[Batch], is_train: np.ndarray, pre,
+                 recipe: AugRecipe | None, seed: int, views: int, gpu_decode: bool):
+        self.root = dataset.root
+        self.paths = [s.path for s in dataset.samples]
+        self.batches, self.is_train, self.pre, self.recipe = batches, is_train, pre, recipe
+        self.seed, self.views, self.gpu_decode = seed, views, gpu_decode
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict:
+        b = self.batches[i]
+        images, owner, failed, jpeg = [], [], {}, []
+        for row in range(b.start, b.stop):
+            path = self.root / self.paths[row]
+            if self.gpu_decode and path.suffix.lower() in JPEG_SUFFIXES:
+                try:
+                    jpeg.append((row - b.start, read_file_bytes(path)))
+                except OSError as exc:
+                    failed[row] = f"cannot read file ({exc.strerror or exc})"
+                continue
+            views = [0] + (list(range(1, self.views + 1)) if self.is_train[row] else [])
+            made = self._views(row, views, failed)
+            if made is not None:
+                images += made
+                owner += [(row - b.start, v) for v in views]
+        size = self.pre.input_size
+        return {
+            "start": b.start,
+            "images": torch.stack(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8),
+            "owner": np.array(owner, dtype=np.int64).reshape(-1, 2),
+            "failed": failed,
+            "jpeg": jpeg,
+        }
+
+    def _views(self, row: int, views: list[int], failed: dict[int, str]) -> list[torch.Tensor] | None:
+        """The uint8 views of sample `row`, or None with the reason in `failed`."""
+        rel = self.paths[row]
+        try:
+            img = image_to_tensor(load_image(self.root / rel))
+            return make_views(img, self.pre, self.recipe, self.seed, rel, views)
+        except ImageError as exc:
+            failed[row] = exc.reason
+        except Exception as exc:  # noqa: BLE001 - one odd image must not end a long run
+            failed[row] = f"{type(exc).__name__}: {str(exc)[:160]}"
+        return None
+
+
+def guarded(batches):
+    """Turn DataLoader worker deaths and hangs into one clear line; progress stays saved."""
+    try:
+        yield from batches
+    except RuntimeError as exc:
+        if "DataLoader" in str(exc) or "worker" in str(exc):
+            raise FeatxError(f"a data loading worker failed ({str(exc).strip().splitlines()[0]}); "
+                             "finished batches are saved: re-run the same command to resume") from None
+        raise

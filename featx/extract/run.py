@@ -1,0 +1,61 @@
+"""The entry points: `extract` a dataset into a store, `embed` new images in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featx import distributed
+from featx.backbones import Backbone
+from featx.data import Dataset
+from featx.device import resolve_device
+from featx.extract.config import ExtractConfig, ExtractResult
+from featx.extract.decode import guarded
+from featx.extract.engine_choice import engine_for
+from featx.extract.plan import plan_batches, resolve_target
+from featx.extract.runner import Runner
+from featx.extract.sharded import extract_sharded
+from featx.extract.store_run import extract_store
+from featx.progress import progress_bar
+
+
+def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: ExtractConfig = ExtractConfig(),
+            store_path: Path | None = None, show_progress: bool = True) -> ExtractResult:
+    """Extract (or resume, or confirm complete) the store of `backbone_name` over `dataset`.
+
+    Under torchrun (WORLD_SIZE > 1) each rank extracts its shard, and rank 0 merges them.
+    """
+    ctx = distributed.context()
+    device = resolve_device(config.device)
+    if ctx.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ctx.local_rank)  # one GPU per rank
+        torch.cuda.set_device(device)
+    backbone, recipe, path = resolve_target(dataset, backbone_name, out_dir, config, store_path)
+    if ctx.active:
+        return extract_sharded(dataset, backbone, recipe, path, config, device, ctx, show_progress)
+    return extract_store(dataset, backbone, recipe, path, config, device, show_progress)
+
+
+def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,
+          workers: int | None = None, engine: str = "auto") -> tuple[np.ndarray, dict[int, str]]:
+    """Clean-view features [N, D] of every sample, in memory (prediction on new images).
+
+    Failed images keep a zero row and are listed in the returned {row: reason}.
+    """
+    dev = resolve_device(device)
+    config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu",
+                           engine=engine)
+    runner = Runner(dataset, backbone, None, config, dev, False, batch_size,
+                    engine_for(backbone, config, dev, engine))
+    plan = plan_batches(runner.is_train, 0, batch_size)
+    out = np.zeros((len(dataset.samples), backbone.spec.feature_dim), np.float32)
+    failed: dict[int, str] = {}
+    with progress_bar(len(dataset.samples), f"embed {backbone.name}") as advance:
+        for batch, item in zip(plan, guarded(iter(runner.loader(plan)))):
+            feats, owner = runner.forward(item)
+            out[batch.start + owner[:, 0]] = feats.cpu().numpy()  # (B, D) into their sample rows
+            failed.update(item["failed"])
+            advance(batch.stop - batch.start)
+    return out, failed

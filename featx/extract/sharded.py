@@ -1,0 +1,112 @@
+"""Extraction split across processes: each rank writes a shard store, rank 0 merges them.
+
+Under torchrun, rank r takes a contiguous run of the single-process batch plan (featx.distributed
+explains why), so the merged store holds the numbers a one-process run would. `extract_shard`
+writes one shard without torchrun, for jobs scheduled one by one (`featx merge` joins them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featx import distributed
+from featx.backbones import Backbone
+from featx.data import Dataset
+from featx.device import resolve_device
+from featx.errors import FeatxError, StoreError
+from featx.extract.config import ExtractConfig, ExtractResult
+from featx.extract.plan import plan_batches, resolve_target
+from featx.extract.store_run import extract_store
+from featx.store import count_failed, merge_shards, read_attrs, shard_path
+from featx.transforms import AugRecipe
+
+SHARDING = "contiguous runs of the single-process batch plan, balanced by image count"
+
+
+def extract_sharded(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
+                    config: ExtractConfig, device: torch.device, ctx: distributed.DistContext,
+                    show_progress: bool) -> ExtractResult:
+    """This rank's shard into its own store; rank 0 merges all shards into `final`."""
+    distributed.init(ctx, device)
+    if final.is_file() and not config.overwrite:
+        return _check_finished(dataset, backbone, recipe, final, config, device, ctx, show_progress)
+    result = _extract_shard(dataset, backbone, recipe, final, config, device, ctx.rank,
+                            ctx.world_size, show_progress and ctx.rank == 0)
+    distributed.barrier()  # every shard written
+    if ctx.rank == 0:
+        _merge_and_remove(final, ctx.world_size)
+    distributed.barrier()  # merged: every rank may now read the final store
+    if ctx.rank != 0:
+        return replace(result, store=str(final))
+    attrs = read_attrs(final)  # rank 0 reports the whole run, not its own part
+    seconds = float(attrs.get("extract_seconds", result.seconds))
+    rate = float(attrs.get("images_per_second", result.images_per_second))
+    return replace(result, store=str(final), samples=len(dataset.samples), seconds=seconds,
+                   images=int(round(rate * seconds)), images_per_second=rate,
+                   failed=count_failed(final))
+
+
+def _check_finished(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
+                    config: ExtractConfig, device: torch.device, ctx: distributed.DistContext,
+                    show_progress: bool) -> ExtractResult:
+    """`final` exists: a finished merged store is checked by rank 0 (same settings and data,
+    under the store's lock) while the other ranks wait for its verdict."""
+    if not read_attrs(final).get("complete", 0):
+        raise StoreError(f"{final} exists and is an unfinished single-process store; finish "
+                         "it without torchrun, or pass --overwrite")
+    result = (extract_store(dataset, backbone, recipe, final, config, device, show_progress)
+              if ctx.rank == 0 else None)
+    distributed.barrier()
+    return result or ExtractResult(str(final), backbone.name, "complete", len(dataset.samples),
+                                   0, count_failed(final), 0.0, 0.0, str(device))
+
+
+def _merge_and_remove(final: Path, world_size: int) -> None:
+    shards = [shard_path(final, r, world_size) for r in range(world_size)]
+    merge_shards(shards, final)
+    for path in shards:  # the merged copy is self-contained; `featx merge` keeps shards
+        path.unlink()
+        Path(str(path) + ".lock").unlink(missing_ok=True)
+
+
+def extract_shard(dataset: Dataset, backbone_name: str, out_dir: Path, rank: int, world_size: int,
+                  config: ExtractConfig = ExtractConfig(), store_path: Path | None = None,
+                  show_progress: bool = True) -> ExtractResult:
+    """Shard `rank` of `world_size` into its own store (`featx merge` joins them), no torchrun."""
+    device = resolve_device(config.device)
+    backbone, recipe, final = resolve_target(dataset, backbone_name, out_dir, config, store_path)
+    return _extract_shard(dataset, backbone, recipe, final, config, device, rank, world_size,
+                          show_progress)
+
+
+def _extract_shard(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
+                   config: ExtractConfig, device: torch.device, rank: int, world_size: int,
+                   show_progress: bool) -> ExtractResult:
+    is_train = np.array([s.split == "train" for s in dataset.samples])
+    batch_size = _shard_batch_size(final, world_size, config.batch_size)
+    plan = plan_batches(is_train, config.views, batch_size)
+    bounds = distributed.shard_bounds([b.start for b in plan], [b.images(config.views) for b in plan],
+                                      len(dataset.samples), world_size)
+    start, stop = bounds[rank]
+    shard = replace(dataset, samples=dataset.samples[start:stop])
+    provenance = {"shard_rank": rank, "shard_world_size": world_size, "shard_start": start,
+                  "shard_stop": stop, "full_num_samples": len(dataset.samples),
+                  "full_dataset_fingerprint": dataset.fingerprint, "sharding": SHARDING}
+    return extract_store(shard, backbone, recipe, shard_path(final, rank, world_size),
+                         replace(config, batch_size=batch_size), device, show_progress, provenance)
+
+
+def _shard_batch_size(final: Path, world_size: int, default: int) -> int:
+    """The batch size of shards already started (the shard bounds depend on it)."""
+    for rank in range(world_size):
+        path = shard_path(final, rank, world_size)
+        if path.is_file():
+            try:
+                return int(read_attrs(path).get("batch_size", default))
+            except FeatxError:
+                continue
+    return default

@@ -1,0 +1,64 @@
+"""One process, one store: create or resume it, run the missing batches, report.
+
+The store records how its numbers were made (engine, device, decode, AMP, batch size): a resumed
+run must compute the same way, so it takes its batch size from the store and `auto` takes the
+engine the store was started with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from featx.backbones import Backbone
+from featx.data import Dataset
+from featx.device import use_device_decode
+from featx.engines import engine_version
+from featx.extract.config import ExtractConfig, ExtractResult
+from featx.extract.engine_choice import cut_module, engine_for, resumed_engine
+from featx.extract.runner import Runner
+from featx.store import StoreLock, StoreSpec, count_failed, prepare_store, read_attrs
+from featx.transforms import AugRecipe, transform_provenance
+
+
+def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
+                  config: ExtractConfig, device: torch.device, show_progress: bool,
+                  extra_provenance: dict | None = None) -> ExtractResult:
+    """Extract `dataset` into the store at `path` (created, resumed, or found complete)."""
+    gpu_decode = use_device_decode(device, config.decode)
+    module, cut_shape = cut_module(backbone, config.cut)
+    engine = engine_for(backbone, config, device, resumed_engine(path, config), module)
+    spec = _spec(backbone, recipe, config, device, engine.name, gpu_decode, cut_shape,
+                 extra_provenance or {})
+    with StoreLock(path):
+        status = prepare_store(path, dataset, spec, config.overwrite)
+        if status == "complete":
+            return ExtractResult(str(path), backbone.name, status, len(dataset.samples), 0,
+                                 count_failed(path), 0.0, 0.0, str(device))
+        # A resumed run keeps the batch plan of the run it resumes (same numbers, bit for bit).
+        batch_size = read_attrs(path).get("batch_size", config.batch_size)
+        runner = Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size, engine)
+        seconds, images = runner.run(path, show_progress)
+        n_failed = count_failed(path)
+    return ExtractResult(str(path), backbone.name, status, len(dataset.samples), images, n_failed,
+                         seconds, images / seconds if seconds else 0.0, str(device))
+
+
+def _spec(backbone: Backbone, recipe: AugRecipe | None, config: ExtractConfig, device: torch.device,
+          engine: str, gpu_decode: bool, cut_shape: tuple | None, extra: dict) -> StoreSpec:
+    """What the store records: identity (what the numbers are) and execution (how computed)."""
+    provenance = {
+        "backbone": backbone.name, "weights": backbone.weights,
+        "weights_sha256": backbone.weights.get("sha256", backbone.weights["source"]),
+        "input_size": backbone.preprocess.input_size,
+        "transform": transform_provenance(backbone.preprocess, recipe, config.views),
+        "seed": config.seed, "device": device.type, "batch_size": config.batch_size,
+        "engine": engine, "engine_version": engine_version(engine),
+        "decode": "gpu" if gpu_decode else "cpu",
+        "amp": config.amp if device.type == "cuda" else "off",
+        **extra,
+    }
+    return StoreSpec(provenance=provenance, feature_dim=backbone.spec.feature_dim,
+                     num_aug_views=config.views, dtype=config.dtype, cut=config.cut,
+                     cut_shape=cut_shape)

@@ -1,0 +1,235 @@
+"""Reading a store: by split and view for heads, shapes and progress for `featx info`.
+
+    with FeatureStore("stores/elpv_efficientnet_lite0.h5") as st:
+        X, y = st.features("train")             # clean view, written and not failed
+        Xk, yk = st.features("train", view=2)   # augmented view 2
+        block = st.read_clean(rows[:256])       # a few rows, read alone
+
+Readers open without HDF5's file lock: the store's writes never change HDF5 metadata, and
+`featx info` must work while an extraction holds the write lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from featx.errors import StoreError
+from featx.store.schema import JSON_ATTRS, os_reason, plain
+
+# Up to this many increasing rows are read as an HDF5 selection; more, and one read of the whole
+# dataset then numpy indexing is faster (h5py builds its selection row by row).
+SELECTION_ROWS = 4096
+MAPS = ("clean", "aug")
+
+
+def open_h5(path: Path, mode: str = "r") -> h5py.File:
+    """Open a store file, turning HDF5's errors into one clear line."""
+    if not Path(path).is_file():
+        raise StoreError(f"{path}: no such store")
+    try:
+        return h5py.File(path, mode, locking=(mode != "r"))
+    except OSError as exc:
+        raise StoreError(f"{path}: unreadable or corrupt store ({os_reason(exc)}); move it aside "
+                         "or re-run with --overwrite") from None
+
+
+def read_attrs(path: Path) -> dict:
+    """The store's attributes as plain Python (JSON ones decoded), without reading any table."""
+    with open_h5(path) as f:
+        return _decoded(f.attrs)
+
+
+def count_failed(path: Path) -> int:
+    """Samples of the store that could not be read (their reason is recorded)."""
+    with open_h5(path) as f:
+        return int((f["failed/reason"][:] != b"").sum())
+
+
+def _decoded(attrs) -> dict:
+    out = {}
+    for key, value in attrs.items():
+        value = plain(value)
+        out[key] = json.loads(value) if key in JSON_ATTRS and isinstance(value, str) else value
+    return out
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """Shapes and progress of a store: what `featx info` prints."""
+
+    clean_shape: tuple[int, ...]  # (N, D)
+    aug_shape: tuple[int, ...] | None  # (K, N_train, D); None when the store has no views
+    done_clean: int  # clean rows written (or failed)
+    done_aug: int  # augmented rows written, out of aug_total = K x N_train
+    aug_total: int
+    cut: str | None  # block whose entering maps are stored (extract --cut)
+    cut_shapes: dict[str, tuple[int, ...]]  # "clean" / "aug" -> shape of those maps
+
+
+class FeatureStore:
+    """Read access by split and view, as numpy or torch.
+
+    `f` is the open h5py file, for plain-h5py users; featx itself reads through the methods.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.f = open_h5(self.path)
+        missing = [k for k in ("samples/path", "features/clean", "done/clean", "failed/reason")
+                   if k not in self.f]
+        if missing:
+            self.f.close()
+            raise StoreError(f"{self.path}: not a featx feature store (missing {', '.join(missing)})")
+        self.classes = list(self.f["classes"].asstr()[:])
+        self.class_names = list(self.f["class_names"].asstr()[:])
+        self.paths = np.array(self.f["samples/path"].asstr()[:], dtype=object)
+        self.labels = self.f["samples/label"][:]
+        self.splits = np.array(self.f["samples/split"].asstr()[:], dtype=object)
+        self.aug_rows = self.f["features/aug_rows"][:]
+        reasons = self.f["failed/reason"][:]
+        self.failed = {int(i): reasons[i].decode("utf-8", "replace") for i in np.flatnonzero(reasons != b"")}
+
+    # --- what the store is ----------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> dict:
+        return _decoded(self.f.attrs)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.f.attrs.get("complete", 0))
+
+    @property
+    def num_views(self) -> int:
+        return int(self.f.attrs["num_aug_views"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.f["features/clean"].shape[1])
+
+    @property
+    def cut(self) -> str | None:
+        """The block whose entering maps the store holds, or None."""
+        return str(self.f.attrs.get("cut", "")) or None
+
+    def summary(self) -> StoreSummary:
+        done_aug = self.f["done/aug"][:]
+        aug = self.f["features"].get("aug")
+        return StoreSummary(
+            clean_shape=tuple(self.f["features/clean"].shape),
+            aug_shape=tuple(aug.shape) if aug is not None else None,
+            done_clean=int(self.f["done/clean"][:].sum()), done_aug=int(done_aug.sum()),
+            aug_total=int(done_aug.size), cut=self.cut,
+            cut_shapes={name: tuple(ds.shape) for name, ds in self._maps(self.cut).items()})
+
+    # --- rows and features ----------------------------------------------------------------------
+
+    def rows(self, split: str | None = None) -> np.ndarray:
+        """Sample indices of `split` (all if None) that are written and did not fail."""
+        ok = self.f["done/clean"][:].astype(bool)
+        ok[list(self.failed)] = False
+        if split is not None:
+            ok &= self.splits == split
+        return np.flatnonzero(ok)
+
+    def features(self, split: str | None = None, view: str | int = "clean",
+                 dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """(X [n, D], y [n]) for the written, non-failed samples of `split`.
+
+        view: "clean", or k in [0, num_aug_views) for augmented view k of training samples.
+        """
+        if view == "clean":
+            rows = self.rows(split)
+            return self.read_clean(rows, dtype), self.labels[rows]
+        k = self._check_view(int(view))
+        done = self.f["done/aug"][k].astype(bool)
+        sample = self.aug_rows
+        keep = done & ~np.isin(sample, list(self.failed))
+        if split is not None:
+            keep &= self.splits[sample] == split
+        return self.read_aug(k, dtype=dtype)[keep], self.labels[sample[keep]]
+
+    def read_clean(self, rows: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
+        """Clean features [len(rows), D] of sample `rows` (any order; None = every row).
+
+        A block of up to SELECTION_ROWS increasing rows reads only those rows (flat memory when
+        streaming); otherwise the whole dataset is read once and indexed.
+        """
+        data = self.f["features/clean"]
+        if rows is None:
+            return data[()].astype(dtype)
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return data[:0].astype(dtype)
+        if len(rows) <= SELECTION_ROWS and (np.diff(rows) > 0).all():
+            return data[rows].astype(dtype)
+        return data[()][rows].astype(dtype)
+
+    def read_aug(self, view: int | None = None, ranks: np.ndarray | None = None,
+                 dtype=np.float32) -> np.ndarray:
+        """Augmented features by rank in features/aug (= training samples in sample order).
+
+        view: k for [n, D] of view k, None for every view [K, n, D]. ranks: None = all; for one
+        view, increasing ranks are read as the one span ranks[0]..ranks[-1] (one chunk row read).
+        """
+        data = self.f["features"].get("aug")
+        if data is None:
+            raise StoreError(f"{self.path}: the store has no augmented views (extract --views K)")
+        if view is None:
+            block = data[()] if ranks is None else data[()][:, ranks]
+            return block.astype(dtype)
+        k = self._check_view(view)
+        if ranks is None:
+            return data[k].astype(dtype)
+        ranks = np.asarray(ranks, dtype=np.int64)
+        if not len(ranks):
+            return data[k, :0].astype(dtype)
+        return data[k, ranks[0]:ranks[-1] + 1][ranks - ranks[0]].astype(dtype)
+
+    def torch(self, split: str | None = None, view: str | int = "clean"):
+        import torch
+
+        x, y = self.features(split, view)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    # --- cut maps (extract --cut) ----------------------------------------------------------------
+
+    def has_cut(self, cut: str) -> bool:
+        """Does the store hold the maps entering block `cut`?"""
+        return self.cut == cut and f"cut/{cut}" in self.f
+
+    def cut_maps(self, cut: str, which: str = "clean") -> np.ndarray | None:
+        """All stored maps entering `cut` (float16): "clean" [N, C, H, W] or "aug" [K, N_train, C,
+        H, W]; None when the store has no such maps (no views: no "aug")."""
+        if which not in MAPS:
+            raise StoreError(f"cut maps are clean or aug, got {which!r}")
+        data = self._maps(cut).get(which)
+        return data[()] if data is not None else None
+
+    def cut_nbytes(self, cut: str) -> int:
+        """Bytes the maps entering `cut` take in memory (clean and views)."""
+        return sum(int(ds.nbytes) for ds in self._maps(cut).values())
+
+    def _maps(self, cut: str | None) -> dict[str, h5py.Dataset]:
+        group = self.f.get(f"cut/{cut}") if cut else None
+        return {name: group[name] for name in MAPS if name in group} if group is not None else {}
+
+    def _check_view(self, k: int) -> int:
+        if not 0 <= k < self.num_views:
+            raise StoreError(f"{self.path}: view {k} does not exist (store has {self.num_views} views)")
+        return k
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,116 @@
+"""Writing a store: create or check it, commit batches of rows, mark it complete.
+
+    with StoreLock(path):
+        status = prepare_store(path, dataset, spec)     # created | resumed | complete
+        writer = StoreWriter(path)
+        writer.write_batch(start, stop, clean, train_start, aug, failed)
+        writer.finish(seconds, images_per_second)
+
+Why it survives SIGKILL at any moment (RELIABILITY 1-3): a batch commits as write rows, flush,
+mark done, flush. A kill loses at most the batch in flight, and resume recomputes it from the
+done masks; a store is marked complete only once every row is done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from featx.atomic import remove_stale_temp_files
+from featx.data import Dataset
+from featx.errors import StoreError
+from featx.store.reader import open_h5
+from featx.store.schema import REASON_BYTES, StoreSpec, create_store, differences, os_reason
+
+
+def prepare_store(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool = False) -> str:
+    """Create the store, or check an existing one matches `spec`. Call with the lock held.
+
+    Returns "created", "resumed" or "complete".
+    """
+    remove_stale_temp_files(path)  # a creation killed before its rename
+    if path.exists() and overwrite:
+        path.unlink()
+    if path.exists():
+        with open_h5(path) as f:
+            complete = bool(f.attrs.get("complete", False))
+            found = differences(dict(f.attrs), spec, f, dataset, resuming=not complete)
+        if found:
+            raise StoreError(f"{path} was made with other settings: {'; '.join(found)}. "
+                             "Use --overwrite to replace it, or --out to write elsewhere")
+        return "complete" if complete else "resumed"
+    create_store(path, dataset, spec)
+    return "created"
+
+
+def read_done(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The done masks: clean [N] and augmented [K, N_train], as booleans."""
+    with open_h5(path) as f:
+        return f["done/clean"][:].astype(bool), f["done/aug"][:].astype(bool)
+
+
+class StoreWriter:
+    """Writes batches of rows into a prepared store; the caller holds the StoreLock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.f = open_h5(path, "r+")
+        self.clean = self.f["features/clean"]
+        self.aug = self.f["features/aug"] if "aug" in self.f["features"] else None
+        cut = self.f.attrs.get("cut", "")
+        self.maps = self.f[f"cut/{cut}"] if cut else None
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """Shape of one row of features: (D,)."""
+        return tuple(self.clean.shape[1:])
+
+    @property
+    def map_shape(self) -> tuple[int, ...] | None:
+        """Shape of one image's cut maps (C, H, W), or None without --cut."""
+        return tuple(self.maps["clean"].shape[1:]) if self.maps is not None else None
+
+    def write_batch(self, start: int, stop: int, clean: np.ndarray, train_start: int,
+                    aug: np.ndarray | None, failed: dict[int, str],
+                    maps: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
+        """Rows [start, stop) of clean features, training rows [train_start, ...) of views,
+        and the same rows of the cut maps (clean, aug) when the store has a cut."""
+        n_aug = aug.shape[1] if aug is not None else 0
+        try:
+            self.clean[start:stop] = clean
+            if n_aug:
+                self.aug[:, train_start:train_start + n_aug] = aug
+            if maps is not None:
+                self._write_maps(start, stop, train_start, *maps)
+            for row, reason in failed.items():
+                self.f["failed/reason"][row] = reason.encode("utf-8")[:REASON_BYTES]
+            self.f.flush()  # rows reach the file before they are marked done
+            self.f["done/clean"][start:stop] = 1
+            if n_aug:
+                self.f["done/aug"][:, train_start:train_start + n_aug] = 1
+            self.f.flush()
+        except OSError as exc:
+            raise StoreError(f"{self.path}: write failed ({os_reason(exc)}); rows written so far "
+                             "are kept: fix the cause and re-run the same command to resume") from None
+
+    def _write_maps(self, start: int, stop: int, train_start: int, clean: np.ndarray,
+                    aug: np.ndarray | None) -> None:
+        self.maps["clean"][start:stop] = clean
+        if aug is not None and aug.shape[1]:
+            self.maps["aug"][:, train_start:train_start + aug.shape[1]] = aug
+
+    def finish(self, seconds: float, images_per_second: float) -> None:
+        """Record the run's timing; mark the store complete if every row is done."""
+        done = self.f["done/clean"][:].all() and self.f["done/aug"][:].all()
+        failed = int((self.f["failed/reason"][:] != b"").sum())
+        self.f.attrs.modify("extract_seconds", np.float64(seconds))
+        self.f.attrs.modify("images_per_second", np.float64(images_per_second))
+        self.f.attrs.modify("num_failed", np.int64(failed))
+        self.f.flush()
+        if done:  # only a store whose every row is written is ever marked complete
+            self.f.attrs.modify("complete", np.uint8(1))
+            self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
