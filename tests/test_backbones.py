@@ -268,12 +268,12 @@ def test_register_backbone_takes_a_spec_and_an_entry_form():
         register_backbone("no_dim")
 
 
-def test_backbone_modules_env_registers_custom_backbones_in_subprocesses():
+def test_backbone_modules_env_registers_custom_backbones_in_subprocesses(monkeypatch):
     from tests.tiny_backbone import subprocess_env
 
     cli = [sys.executable, "-m", "featx.cli", "backbones", "tiny"]
     done = subprocess.run(cli, capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert done.returncode == 0 and "tiny_cnn" in done.stdout and "custom" in done.stdout, done.stderr
-    env = subprocess_env() | {"FEATX_BACKBONE_MODULES": "no_such_module"}
-    bad = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 1 and "FEATX_BACKBONE_MODULES: cannot import 'no_such_module'" in bad.stdout + bad.stderr
+    monkeypatch.setenv("FEATX_BACKBONE_MODULES", "no_such_module")
+    with pytest.raises(BackboneError, match="FEATX_BACKBONE_MODULES: cannot import 'no_such_module'"):
+        list_backbones()
