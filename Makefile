@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,7 +45,7 @@ demo: $(STAMP)
 		-b efficientnet_lite2 --head linear --head logreg --out $(DEMO_OUT)/compare
 	@echo "open $(DEMO_OUT)/compare/report.html to compare the backbones"
 
-test: $(STAMP) browser
+test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The built wheel, installed alone into a clean venv, runs the main commands (CI runs it after test).
