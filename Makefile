@@ -18,7 +18,7 @@ SUBSET := --subset $(DEMO_SAMPLES)
 DEMO_DATA := elpv-sub$(DEMO_SAMPLES)
 endif
 DEMO_STORE := $(DEMO_OUT)/stores/$(DEMO_DATA)_efficientnet_lite0_224px_mildx$(DEMO_VIEWS).h5
-DEMO_HEAD := $(DEMO_OUT)/heads/$(DEMO_DATA)_efficientnet_lite0.linear
+DEMO_HEAD := $(DEMO_OUT)/heads/$(basename $(notdir $(DEMO_STORE))).linear.safetensors
 
 .PHONY: demo test wheel-smoke venv browser clean
 
@@ -38,11 +38,11 @@ demo: $(STAMP)
 	$(BIN)/featx extract elpv --backbone efficientnet_lite0 $(SUBSET) \
 		--views $(DEMO_VIEWS) --aug mild --out $(DEMO_OUT)/stores
 	$(BIN)/featx info $(DEMO_STORE)
-	$(BIN)/featx train-head $(DEMO_STORE) --head linear --out $(DEMO_HEAD)
+	$(BIN)/featx train-head $(DEMO_STORE) --kind linear --out $(DEMO_OUT)/heads
 	$(BIN)/featx predict $(DEMO_STORE) --head $(DEMO_HEAD) --out $(DEMO_OUT)/predictions.csv
 	head -4 $(DEMO_OUT)/predictions.csv
 	$(BIN)/featx compare elpv $(SUBSET) -b efficientnet_lite0 -b efficientnet_lite1 \
-		-b efficientnet_lite2 --head linear --head logreg --out $(DEMO_OUT)/compare
+		-b efficientnet_lite2 --kind linear --kind logreg --out $(DEMO_OUT)/compare
 	@echo "open $(DEMO_OUT)/compare/report.html to compare the backbones"
 
 test: $(STAMP)

@@ -1,6 +1,11 @@
 """One command from images to a backbone comparison: extract + train-head per backbone, report.
 
-    compare(open_dataset("elpv"), ["efficientnet_lite0", "efficientnet_lite1"], Path("runs/cmp"))
+    result = compare(open_dataset("elpv"), ["efficientnet_lite0", "resnet50"], Path("runs/cmp"))
+    result.report, result.heads, result.failed    # failed: [(backbone, reason)]
+
+One backbone that cannot run (no weights on this machine, out of memory, an unknown name) does
+not end the comparison: it is recorded with its reason, the others go on, and the report names
+it. The report is always written.
 """
 
 from __future__ import annotations
@@ -9,33 +14,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featx.data import Dataset
+from featx.errors import FeatxError
 from featx.extract import ExtractConfig, ExtractResult, extract
-from featx.heads import HeadConfig, head_defaults
+from featx.head_io import Head
+from featx.heads import HeadConfig
 from featx.report import write_report
-from featx.train import TrainResult, default_head_stem, train_head
+from featx.train import default_head_stem, train_head
 
 
 @dataclass
 class CompareResult:
     report: Path
     extractions: list[ExtractResult] = field(default_factory=list)
-    heads: list[TrainResult] = field(default_factory=list)
+    heads: list[Head] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (backbone, reason)
+
+    @property
+    def all_failed(self) -> bool:
+        """Every backbone failed: the report holds only their reasons."""
+        return bool(self.failed) and not self.extractions
 
 
-def compare(dataset: Dataset, backbones: list[str], out_dir: Path,
+def compare(dataset: Dataset, backbones: list[str], out_dir: str | Path,
             config: ExtractConfig = ExtractConfig(), heads: tuple[str, ...] = ("linear",),
             fmt: str = "html", show_progress: bool = True) -> CompareResult:
     """Stores in out_dir/stores, heads in out_dir/heads, the report at out_dir/report.{html,md}."""
     out_dir = Path(out_dir)
     result = CompareResult(out_dir / f"report.{fmt}")
     for name in backbones:
-        extracted = extract(dataset, name, out_dir / "stores", config, show_progress=show_progress)
+        try:
+            extracted = extract(dataset, name, out_dir / "stores", config, show_progress=show_progress)
+            trained = [train_head(extracted.store, kind, HeadConfig(head=kind),
+                                  default_head_stem(extracted.store, kind, out_dir / "heads"),
+                                  show_progress=show_progress) for kind in heads]
+        except (FeatxError, MemoryError) as exc:
+            result.failed.append((name, _reason(exc)))
+            continue
+        except RuntimeError as exc:  # torch's out-of-memory errors on CUDA (a RuntimeError)
+            if "out of memory" not in str(exc).lower():
+                raise
+            result.failed.append((name, _reason(exc)))
+            continue
         result.extractions.append(extracted)
-        for kind in heads:
-            head_config = HeadConfig(**head_defaults(kind)) if kind in ("linear", "mlp") else HeadConfig()
-            stem = default_head_stem(Path(extracted.store), kind, out_dir / "heads")
-            result.heads.append(train_head(extracted.store, kind, head_config, stem,
-                                           show_progress=show_progress))
-    write_report(out_dir / "heads", result.report, fmt,
+        result.heads.extend(trained)
+    write_report(out_dir / "heads", result.report, fmt, failed=result.failed,
                  title=f"featx: {len(backbones)} backbone(s) on {dataset.name}")
     return result
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,26 +1,41 @@
-"""Run configs: YAML or TOML files in configs/ whose keys are the CLI's option names.
+"""Run configs: YAML or TOML files whose keys are a command's option names.
 
-    # configs/elpv_lite0.yaml
+    # configs/elpv_lite0.yaml, for `featx extract --config configs/elpv_lite0.yaml`
     data: elpv
     backbone: [efficientnet_lite0]
     views: 4
     aug: mild
 
-Command-line options override the file; the file overrides the built-in defaults.
+Precedence: the command line wins over the file, which wins over the option's default.
+Keys may be written with dashes or underscores (`batch-size`, `batch_size`); a key no option
+has is refused, so a typo never passes silently.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import yaml
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
+    import tomli as tomllib
+
 from featx.errors import ConfigError
 
 
-def load_config(path: str | Path, allowed: set[str]) -> dict:
-    """Read `path` into {option: value}, refusing keys no option has (typos must not pass)."""
+def load_config(path: str | Path, allowed: set[str], aliases: dict[str, str] | None = None) -> dict:
+    """Read `path` into {option name: value}.
+
+    Args:
+        path: a .toml file, or YAML (any other suffix).
+        allowed: the option names the command has (underscores, as Python names).
+        aliases: other accepted spellings -> option name (`wd` -> `weight_decay`).
+
+    Raises:
+        ConfigError: unreadable or invalid file, a key no option has, or one option given twice.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -30,11 +45,19 @@ def load_config(path: str | Path, allowed: set[str]) -> dict:
         doc = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'} ({first})") from None
+        kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
+        raise ConfigError(f"{path}: not valid {kind} ({first})") from None
     doc = doc or {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a config is a mapping of option names to values")
-    config = {str(k).replace("-", "_"): v for k, v in doc.items()}
+    aliases = aliases or {}
+    config: dict = {}
+    for key, value in doc.items():
+        name = str(key).replace("-", "_")
+        name = aliases.get(name, name)
+        if name in config:
+            raise ConfigError(f"{path}: option {name} given twice (as {key} and another spelling)")
+        config[name] = value
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)} "
@@ -43,7 +66,8 @@ def load_config(path: str | Path, allowed: set[str]) -> dict:
 
 
 def merge(cli: dict, file: dict, defaults: dict) -> dict:
-    """CLI values that were given (not None) win over the file, which wins over defaults."""
+    """For callers without click: CLI values that were given (not None) win over the file,
+    which wins over defaults."""
     out = dict(defaults)
     out.update({k: v for k, v in file.items() if v is not None})
     out.update({k: v for k, v in cli.items() if v is not None})

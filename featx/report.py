@@ -3,7 +3,9 @@
     write_report("runs/compare", "runs/compare/report.html")      # self-contained HTML
     write_report("runs/compare", "runs/compare/report.md", "md")  # Markdown + PNGs beside it
 
-Results are the JSON sidecars that `featx train-head` writes next to each head.
+Results are the JSON sidecars that `featx train-head` writes next to each head. Backbones that
+failed (`compare` records them) are listed with their reasons; with failures the report is
+written even when no head result exists.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from featx import report_plots as plots
+from featx.atomic import atomic_write_text
 from featx.errors import FeatxError
 from featx.head_io import FORMAT
 
@@ -59,10 +62,15 @@ COLUMNS = [
 ]
 
 
-def load_results(folder: str | Path) -> list[dict]:
-    """Every featx head sidecar under `folder` (recursively), sorted by backbone and head."""
+def load_results(folder: str | Path, required: bool = True) -> list[dict]:
+    """Every featx head sidecar under `folder` (recursively), sorted by backbone and head.
+
+    Raises FeatxError when there is none (or no folder), unless `required` is False.
+    """
     folder = Path(folder)
     if not folder.is_dir():
+        if not required:
+            return []
         raise FeatxError(f"{folder}: no such folder")
     results = []
     for path in sorted(folder.rglob("*.json")):
@@ -73,7 +81,7 @@ def load_results(folder: str | Path) -> list[dict]:
         if isinstance(meta, dict) and meta.get("format") == FORMAT:
             meta["_path"] = str(path)
             results.append(meta)
-    if not results:
+    if not results and required:
         raise FeatxError(f"{folder}: no head results (*.json from `featx train-head`) found")
     return sorted(results, key=lambda m: (m["backbone"], m["kind"], m["_path"]))
 
@@ -138,14 +146,21 @@ def _gallery(results: list[dict]) -> list[tuple[str, list[dict]]]:
 
 
 def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
-                 title: str = "featx backbone comparison") -> Path:
+                 title: str = "featx backbone comparison",
+                 failed: Sequence[tuple[str, str]] = ()) -> Path:
+    """Write the report of every head result under `folder` to `out` (html or md).
+
+    Args:
+        failed: (backbone, reason) of backbones that produced no result; listed in the report.
+            With failures, a folder without results still gives a report (naming them).
+    """
     folder, out = Path(folder), Path(out)
-    results = load_results(folder)
     if fmt not in ("html", "md"):
         raise FeatxError(f"report format must be html or md, got {fmt!r}")
+    results = load_results(folder, required=not failed)
     out.parent.mkdir(parents=True, exist_ok=True)
     render = _render_html if fmt == "html" else _render_markdown
-    render(results, folder, out, title)
+    render(results, folder, out, title, list(failed))
     return out
 
 
@@ -162,20 +177,30 @@ def _data_uri(png: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(png).decode()}"
 
 
-def _render_html(results: list[dict], folder: Path, out: Path, title: str) -> None:
+def _summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
+    text = f"{len(results)} result(s)"
+    return text + (f"; {len(failed)} backbone(s) failed (listed below)" if failed else "")
+
+
+def _render_html(results: list[dict], folder: Path, out: Path, title: str,
+                 failed: list[tuple[str, str]]) -> None:
     headers, cells, best = table(results)
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
-             f"<p>{len(results)} result(s) from {e(str(folder))}. Best value per column highlighted; "
-             "metrics are on the test split.</p>",
-             "<table id='comparison'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
-             + "</tr></thead><tbody>"]
-    for row, marks in zip(cells, best):
-        parts.append("<tr>" + "".join(
-            f"<td class='{'best' if mark else ('text' if j in (0, 4, 5) else '')}'>{e(c)}</td>"
-            for j, (c, mark) in enumerate(zip(row, marks))) + "</tr>")
-    parts.append("</tbody></table>")
+             f"<p>{e(_summary(results, failed))} from {e(str(folder))}. Best value per column "
+             "highlighted; metrics are on the test split.</p>"]
+    if results:
+        parts.append("<table id='comparison'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
+                     + "</tr></thead><tbody>")
+        for row, marks in zip(cells, best):
+            parts.append("<tr>" + "".join(
+                f"<td class='{'best' if mark else ('text' if j in (0, 4, 5) else '')}'>{e(c)}</td>"
+                for j, (c, mark) in enumerate(zip(row, marks))) + "</tr>")
+        parts.append("</tbody></table>")
+    if failed:
+        parts.append("<h2>Failed backbones</h2><ul id='failed'>" + "".join(
+            f"<li><b>{e(name)}</b>: {e(reason)}</li>" for name, reason in failed) + "</ul>")
     for section, images in _sections(results, folder):
         parts.append(f"<h2>{e(section)}</h2>")
         for caption, png in images:
@@ -195,20 +220,24 @@ def _render_html(results: list[dict], folder: Path, out: Path, title: str) -> No
                              f"({w['p_predicted']:.2f})</figcaption></figure>")
             parts.append("</div>")
     parts.append("</body></html>")
-    _atomic_write(out, "\n".join(parts))
+    atomic_write_text(out, "\n".join(parts))
 
 
 # --- Markdown: the table, and PNG files in a folder beside it --------------------------------------
 
-def _render_markdown(results: list[dict], folder: Path, out: Path, title: str) -> None:
+def _render_markdown(results: list[dict], folder: Path, out: Path, title: str,
+                     failed: list[tuple[str, str]]) -> None:
     headers, cells, best = table(results)
     assets = out.with_name(out.stem + "_files")
     assets.mkdir(exist_ok=True)
-    lines = [f"# {title}", "", f"{len(results)} result(s) from `{folder}`; best per column in "
-             "bold; metrics on the test split.", "",
-             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = [f"# {title}", "", f"{_summary(results, failed)} from `{folder}`; best per column in "
+             "bold; metrics on the test split."]
+    if results:
+        lines += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row, marks in zip(cells, best):
         lines.append("| " + " | ".join(f"**{c}**" if mark else c for c, mark in zip(row, marks)) + " |")
+    if failed:
+        lines += ["", "## Failed backbones", ""] + [f"- **{name}**: {reason}" for name, reason in failed]
     n = 0
     for section, images in _sections(results, folder):
         lines += ["", f"## {section}", ""]
@@ -231,10 +260,4 @@ def _render_markdown(results: list[dict], folder: Path, out: Path, title: str) -
                 lines.append(f"| {cell} | {w['path']} | {w['true']} ({w['p_true']:.2f}) | "
                              f"{w['predicted']} ({w['p_predicted']:.2f}) |")
             n += 1
-    _atomic_write(out, "\n".join(lines) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(out, "\n".join(lines) + "\n")

@@ -76,6 +76,29 @@ def test_markdown_form(compared):
         assert f"## {section}" in text
 
 
+def test_failed_backbones_are_listed_beside_the_results(compared):
+    out, _ = compared
+    failed = [("resnet18", "no pretrained weights on this machine <here>")]
+    text = write_report(out, out / "f.html", failed=failed).read_text()
+    assert "<table id='comparison'>" in text and "4 result(s); 1 backbone(s) failed" in text
+    assert "<h2>Failed backbones</h2>" in text and "<b>resnet18</b>: no pretrained weights" in text
+    assert "&lt;here&gt;" in text  # escaped
+    text = write_report(out, out / "f.md", "md", failed=failed).read_text()
+    assert "## Failed backbones" in text and "- **resnet18**: no pretrained weights" in text
+
+
+def test_compare_records_a_backbone_that_cannot_run_and_still_writes_the_report(tmp_path):
+    root = make_class_tree(tmp_path / "data", per_class=4)
+    ds = open_dataset(root, DatasetOptions(val_frac=0.25, test_frac=0.25))
+    result = compare(ds, ["no_such_net"], tmp_path / "out", ExtractConfig(weights="none"),
+                     show_progress=False)
+    assert result.all_failed and result.failed[0][0] == "no_such_net"
+    assert "unknown backbone" in result.failed[0][1]
+    text = result.report.read_text()
+    assert "0 result(s); 1 backbone(s) failed" in text and "no_such_net" in text
+    assert "<table" not in text
+
+
 def test_no_results_is_a_clear_error(tmp_path):
     with pytest.raises(FeatxError, match="no head results"):
         write_report(tmp_path, tmp_path / "r.html")

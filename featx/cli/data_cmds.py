@@ -1,0 +1,151 @@
+"""featx scan | backbones | info: look at the data, the backbones, and a feature store."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from featx.cli import options as o
+from featx.cli.core import out, open_data
+from featx.errors import FeatxError
+
+
+def scan(ctx: typer.Context, data: o.Data, label_col: o.LabelCol = None, binarize: o.Binarize = None,
+         val_frac: o.ValFrac = 0.15, test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0,
+         class_map: o.ClassMap = None, subset: o.Subset = None) -> None:
+    """Classes, counts per split, image sizes and modes, and every unreadable file."""
+    from featx.data import scan_images
+    from featx.progress import progress_bar
+
+    ds = open_data(data, ctx.params)
+    with progress_bar(len(ds.samples), f"scan {ds.name}") as advance:
+        report = scan_images(ds, advance)
+    out.print(f"[bold]{ds.name}[/]  {ds.root}  layout: {ds.layout}, {len(ds.samples)} images, "
+              f"{len(ds.classes)} classes", highlight=False)
+    counts = ds.counts()
+    splits = [s for s in ("train", "val", "test", "unlabeled") if s in counts]
+    table = Table("class", "name", *splits, "total")
+    rows = list(zip(ds.classes, ds.display_names)) + ([("(unlabeled)", "")] if "unlabeled" in counts else [])
+    for c, name in rows:
+        row = [counts[s].get(c, 0) for s in splits]
+        table.add_row(c, name if name != c else "", *map(str, row), str(sum(row)))
+    table.add_row("[bold]all", "", *[str(sum(counts[s].values())) for s in splits], str(len(ds.samples)))
+    out.print(table)
+    out.print("sizes: " + _top(report.sizes, lambda wh: f"{wh[0]}x{wh[1]}"))
+    out.print("modes: " + _top(report.modes, str))
+    for note in ds.notes:
+        out.print(f"note: {note}", markup=False)
+    if ds.ignored_files:
+        out.print(f"note: {ds.ignored_files} file(s) without an image extension ignored")
+    if report.unreadable:
+        out.print(f"[bold red]{len(report.unreadable)} unreadable file(s)[/] (excluded from every run):")
+        for path, reason in report.unreadable:
+            out.print(f"  {path}: {reason}", markup=False, highlight=False)
+    else:
+        out.print("all images decode")
+
+
+def _top(counter, fmt, n: int = 6) -> str:
+    items = counter.most_common()
+    text = ", ".join(f"{fmt(k)} ({v})" for k, v in items[:n])
+    return text + (f", ... {len(items) - n} more" if len(items) > n else "") if items else "-"
+
+
+def backbones(pattern: o.Pattern = "*", family: o.Family = None, cuts: o.Cuts = None) -> None:
+    """Names, feature dims, parameter counts, and whether weights are available offline."""
+    from featx.backbones import get_spec, list_backbones
+
+    if cuts:
+        _print_cuts(cuts)
+        return
+    names = list_backbones(pattern, family)
+    hidden = 0
+    if pattern == "*" and family is None:
+        # timm has over a thousand models: list them on request (--family timm, 'timm/convnext*').
+        hidden = sum(n.startswith("timm/") for n in names)
+        names = [n for n in names if not n.startswith("timm/")]
+    if not names:
+        raise FeatxError(f"no backbone matches '{pattern}'" + (f" in family {family}" if family else ""))
+    table = Table("name", "family", "dim", "params", "input", "weights offline")
+    for name in names:
+        spec = get_spec(name)
+        table.add_row(name, spec.family, str(spec.feature_dim), f"{spec.num_params / 1e6:.1f}M",
+                      str(spec.preprocess.input_size), "[green]yes[/]" if spec.weights_offline else "no")
+    out.print(table)
+    offline = sum(get_spec(n).weights_offline for n in names)
+    out.print(f"{len(names)} backbones, {offline} with weights on this machine "
+              "(others: --weights FILE, or the torch hub / Hugging Face cache)")
+    if hidden:
+        out.print(f"and {hidden} timm models: `featx backbones --family timm` or a pattern "
+                  "like 'timm/convnext*'")
+
+
+def _print_cuts(name: str) -> None:
+    from featx.backbones import create_backbone
+    from featx.backbones.cuts import cut_table
+
+    backbone = create_backbone(name, weights="none")  # shapes and FLOPs need no weights
+    rows = cut_table(backbone.model, backbone.preprocess.input_size)
+    if not rows:
+        raise FeatxError(f"{name}: no known cut points for this architecture")
+    table = Table("cut", "map (C, H, W)", "MB / image (fp16)", "forward FLOPs below",
+                  title=f"{name} at {backbone.preprocess.input_size} px: extract --cut CUT, "
+                        "finetune --from-block CUT")
+    for row in rows:
+        c, h, w = row["shape"]
+        table.add_row(row["cut"], f"{c} x {h} x {w}", f"{c * h * w * 2 / 1e6:.3f}", f"{row['bottom_flops']:.0%}")
+    out.print(table)
+
+
+def info(stores: o.Stores, as_json: o.Json = False) -> None:
+    """Provenance, shapes, completeness and failed samples of a feature store."""
+    from featx.store import FeatureStore
+
+    for path in stores:
+        with FeatureStore(path) as st:
+            if as_json:
+                out.print_json(json.dumps(st.attrs, default=str))
+            else:
+                _print_store(st, st.attrs)
+
+
+def _print_store(st, attrs: dict) -> None:
+    shapes = st.summary()
+    state = "[green]complete[/]" if st.complete else "[yellow]incomplete (re-run extract to resume)[/]"
+    out.print(f"[bold]{escape(str(st.path))}[/]  {state}")
+    line = _line
+    line("backbone", f"{attrs['backbone']}  weights {attrs['weights'].get('source')}")
+    line("input", f"{attrs['input_size']} px, {attrs['num_aug_views']} augmented views"
+         + (f" ({attrs['transform']['aug']['name']})" if attrs["transform"].get("aug") else ""))
+    line("dataset", f"{attrs['dataset_name']} ({attrs['dataset_layout']}) {attrs['dataset_root']}")
+    counts = {s: int((st.splits == s).sum()) for s in ("train", "val", "test", "unlabeled")}
+    line("samples", ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+         + f"; classes {len(st.classes)}: {', '.join(st.class_names[:8])}" + (" ..." if len(st.classes) > 8 else ""))
+    line("clean", f"{shapes.clean_shape} {attrs['dtype']}, {shapes.done_clean}/{len(st.paths)} rows done")
+    if shapes.aug_shape is not None:
+        line("aug", f"{shapes.aug_shape} {attrs['dtype']}, {shapes.done_aug}/{shapes.aug_total} rows done")
+    if shapes.cut:
+        maps = " + ".join(f"{name} {shapes.cut_shapes[name]}" for name in ("clean", "aug")
+                          if name in shapes.cut_shapes)
+        line("cut maps", f"entering {shapes.cut}: {maps} float16 (featx finetune --from-block {shapes.cut})")
+    line("made", f"{attrs['created']} with featx {attrs['featx_version']}, {attrs['engine']}, "
+         f"{attrs['device']}, seed {attrs['seed']}")
+    if attrs.get("extract_seconds"):
+        line("speed", f"{attrs['images_per_second']:.1f} img/s (last run, {attrs['extract_seconds']:.1f} s)")
+    if "shard_rank" in attrs:
+        line("shard", f"rank {attrs['shard_rank']} of {attrs['shard_world_size']}, rows "
+             f"{attrs['shard_start']}-{attrs['shard_stop']} of {attrs['full_num_samples']} ({attrs['sharding']})")
+    if "merged_from" in attrs:
+        line("merged", f"{attrs['merge_mode']} of {attrs['world_size']} shards: "
+             + ", ".join(json.loads(attrs["merged_from"])))
+    line("failed", str(len(st.failed)))
+    for row, reason in sorted(st.failed.items()):
+        out.print(f"    {st.paths[row]}: {reason}", markup=False, highlight=False)
+
+
+def _line(label: str, text: str) -> None:
+    """`  label      text`: the store's facts in one aligned column."""
+    out.print(f"  {label:<10} {text}", markup=False, highlight=False)

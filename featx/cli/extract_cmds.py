@@ -1,0 +1,74 @@
+"""featx extract | merge: run each backbone once into a feature store (torchrun: one shard per
+process, merged at the end)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from featx.cli import options as o
+from featx.cli.core import open_data, out, require_data
+
+
+def extract(
+    ctx: typer.Context,
+    data: o.DataOrConfig = None,
+    backbone: o.Backbones = ("efficientnet_lite0",),
+    out_dir: o.StoresOut = Path("stores"),
+    views: o.Views = 0,
+    aug: o.Aug = "mild",
+    batch_size: o.BatchSize = 64,
+    workers: o.Workers = None,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "float16",
+    seed: o.Seed = 0,
+    weights: o.Weights = "default",
+    input_size: o.InputSize = None,
+    decode: o.Decode = "auto",
+    amp: o.Amp = "bf16",
+    engine: o.Engine = "auto",
+    threads: o.Threads = None,
+    cut: o.Cut = None,
+    overwrite: o.Overwrite = False,
+    label_col: o.LabelCol = None, binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15,
+    test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0, class_map: o.ClassMap = None,
+    subset: o.Subset = None,
+    config: o.Config = None,
+) -> None:
+    """Run each backbone once over DATA (clean + K augmented views) into a feature store."""
+    from featx.distributed import context, finish
+    from featx.extract import ExtractConfig
+    from featx.extract import extract as run_extract
+
+    ds = open_data(require_data(data), ctx.params)
+    settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
+                             dtype=dtype, seed=seed, weights=weights, input_size=input_size, decode=decode,
+                             amp=amp, engine=engine, threads=threads, cut=cut, overwrite=overwrite)
+    quiet = context().rank != 0  # under torchrun, rank 0 speaks for all
+    try:
+        for name in backbone:
+            r = run_extract(ds, name, out_dir, settings)
+            if not quiet:
+                _print_extraction(r)
+    finally:
+        finish()
+
+
+def _print_extraction(r) -> None:
+    if r.status == "complete":
+        out.print(f"{r.backbone}: {r.store} is already complete ({r.samples} samples, "
+                  f"{r.failed} failed); nothing to do", markup=False, highlight=False)
+    else:
+        out.print(f"{r.backbone}: {r.status} {r.store}: {r.images} images in {r.seconds:.1f} s "
+                  f"({r.images_per_second:.1f} img/s on {r.device}), {r.samples} samples, "
+                  f"{r.failed} failed" + (" (see `featx info`)" if r.failed else ""),
+                  markup=False, highlight=False)
+
+
+def merge(shards: o.Shards, out_path: o.MergeOut, mode: o.MergeMode = "copy") -> None:
+    """Merge the shard stores of a torchrun extraction into one store (rank 0 does it itself)."""
+    from featx.merge import merge_shards
+
+    path = merge_shards(shards, out_path, mode)
+    out.print(f"merged {len(shards)} shards into {path} ({mode})", markup=False, highlight=False)

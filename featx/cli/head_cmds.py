@@ -1,0 +1,188 @@
+"""featx train-head | lr-find | predict: heads on cached features, and new images through them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from featx.cli import options as o
+from featx.cli.core import given, old_spelling, out, err
+from featx.errors import ConfigError
+
+def train_head(
+    ctx: typer.Context,
+    store: o.Store,
+    kind: o.Kind = "linear",
+    hidden: o.Hidden = "512",
+    dropout: o.Dropout = 0.4,
+    optimizer: o.HeadOptimizer = None,
+    lookahead: o.Lookahead = False,
+    lr: o.HeadLrs = None,
+    weight_decay: o.HeadWeightDecays = None,
+    momentum: o.Momentum = 0.9,
+    schedule: o.HeadSchedule = "cosine",
+    step_size: o.StepSize = 7,
+    gamma: o.Gamma = 0.1,
+    epochs: o.Epochs = 30,
+    batch_size: o.BatchSize = 256,
+    label_smoothing: o.LabelSmoothing = 0.0,
+    balance: o.HeadBalance = "none",
+    normalize: o.Normalize = "standard",
+    use_views: o.UseViews = True,
+    patience: o.Patience = None,
+    seed: o.Seed = 0,
+    memory_mb: o.MemoryMb = None,
+    out_dir: o.HeadsOut = Path("heads"),
+    config: o.Config = None,
+    head: o.OldHeadKind = None,
+    views: o.OldViews = None,
+) -> None:
+    """Train a head on cached features: fit on train, select on val, report on test."""
+    from featx.heads import HeadConfig
+    from featx.train import train_head as run_train_head
+
+    kind = old_spelling(ctx, "--head", "--kind", head, kind)
+    use_views = old_spelling(ctx, "--views", "--use-views", views, use_views)
+    # Left unset (None), the optimizer and the sweep are the kind's own: HeadConfig picks them.
+    settings = HeadConfig(
+        head=kind, hidden=o.parse_sizes(hidden), dropout=dropout, lookahead=lookahead, optimizer=optimizer,
+        lrs=tuple(lr) if lr else None, weight_decays=tuple(weight_decay) if weight_decay else None,
+        momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, epochs=epochs,
+        batch_size=batch_size, label_smoothing=label_smoothing, balance=balance, normalize=normalize,
+        views=use_views, patience=patience, seed=seed)
+    result = run_train_head(store, kind, settings, head_stem(out_dir, store, kind), memory_mb)
+    print_training(summarize(result))
+
+
+def head_stem(out_dir: Path, store: Path, kind: str) -> Path:
+    """--out DIR: the head is DIR/STORE.KIND(.safetensors, .json); --out FILE.safetensors names it."""
+    if out_dir.suffix == ".safetensors":
+        return out_dir.with_suffix("")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder (give a folder, or FILE.safetensors)")
+    return out_dir / f"{Path(store).stem}.{kind}"
+
+
+@dataclass
+class TrainingSummary:
+    """What train-head prints, read from what featx.train.train_head returned."""
+    head: Path
+    kind: str
+    params: dict
+    val: object  # featx.metrics.Metrics or None
+    test: object
+    seconds: float
+    search: list = field(default_factory=list)
+    streamed: bool = False
+    notes: list = field(default_factory=list)
+
+
+def summarize(result) -> TrainingSummary:
+    """From a TrainResult, or from a featx.head_io.Head (its sidecar `meta` holds the same)."""
+    meta = getattr(result, "meta", None)
+    if meta is None:
+        return TrainingSummary(Path(result.head), result.kind, result.params, result.val, result.test,
+                               result.seconds, result.search, result.streamed, result.notes)
+    from featx.metrics import Metrics
+
+    metrics = meta.get("metrics") or {}
+    val, test = (Metrics.from_dict(metrics[s]) if metrics.get(s) else None for s in ("val", "test"))
+    return TrainingSummary(Path(result.path), meta["kind"], meta.get("params", {}), val, test,
+                           meta.get("seconds", 0.0), meta.get("search", []), meta.get("streamed", False),
+                           meta.get("notes", []))
+
+
+def print_training(r: TrainingSummary) -> None:
+    for note in r.notes:
+        out.print(f"note: {note}", markup=False)
+    if r.search and len(r.search) > 1:
+        best = max(r.search, key=lambda s: s["val_top1"])
+        chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
+        out.print(f"searched {len(r.search)} candidates; best on val: {chosen} (val top-1 {best['val_top1']:.3f})")
+    table = Table("split", "n", "top-1", "top-5", "bal. acc", "macro-F1", "NLL", "ECE")
+    for name, m in (("val", r.val), ("test", r.test)):
+        if m:
+            table.add_row(name, str(m.n), f"{m.top1:.3f}", _fmt(m.top5), f"{m.balanced_accuracy:.3f}",
+                          f"{m.macro_f1:.3f}", _fmt(m.nll), _fmt(m.ece))
+    out.print(table)
+    final = r.test or r.val
+    if final:
+        per = Table("class", "precision", "recall", "F1", "support",
+                    title=f"per class ({'test' if r.test else 'val'})")
+        for c in final.per_class:
+            per.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+        out.print(per)
+        out.print("confusion (rows = true, columns = predicted): " + str(final.confusion))
+        if final.worst:
+            out.print("worst errors (highest cross-entropy):")
+            for w in final.worst[:5]:
+                out.print(f"  {w['path']}: true {w['true']} (p={w['p_true']:.2f}), predicted "
+                          f"{w['predicted']} (p={w['p_predicted']:.2f})", markup=False, highlight=False)
+    out.print(f"{r.kind} head trained in {r.seconds:.1f} s{' (streamed from HDF5)' if r.streamed else ''}: "
+              f"{r.head} (+ .json with metrics)", markup=False, highlight=False)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def lr_find(
+    ctx: typer.Context,
+    store: o.Store,
+    kind: o.ProbeKind = "linear",
+    hidden: o.Hidden = "512",
+    optimizer: o.HeadOptimizer = None,
+    start: o.Start = 1e-6,
+    end: o.End = 10.0,
+    steps: o.Steps = 100,
+    batch_size: o.BatchSize = 256,
+    out_dir: o.CurveOut = Path("heads"),
+    config: o.Config = None,
+    head: o.OldHeadKind = None,
+) -> None:
+    """Learning-rate range test of a head on cached features: the loss curve (CSV + PNG) and a
+    suggested learning rate. For a fine-tune through the network: featx finetune ... --lr-find."""
+    from featx.feature_data import FeatureData
+    from featx.heads import HeadConfig
+    from featx.heads import lr_find as range_test
+    from featx.store import FeatureStore
+
+    kind = old_spelling(ctx, "--head", "--kind", head, kind)
+    if kind not in ("linear", "mlp"):
+        raise ConfigError(f"--kind {kind}: the range test trains a linear or mlp head")
+    # The test sets the rate at each step (lrs is a placeholder); weight decay is the kind's first.
+    cfg = HeadConfig(head=kind, hidden=o.parse_sizes(hidden), batch_size=batch_size, lrs=(1.0,),
+                     optimizer=optimizer)
+    with FeatureStore(store) as st:
+        data = FeatureData(st)
+        result = range_test(data, data.fit_normalizer(cfg.normalize), cfg, start, end, steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, png = result.save(out_dir / f"{store.stem}.lr-find")
+    out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss "
+              f"rate); curve: {csv_path}, {png}", markup=False, highlight=False)
+
+
+def predict(
+    inputs: o.Inputs,
+    head: o.HeadFile,
+    out_csv: o.CsvOut = Path("predictions.csv"),
+    top_k: o.TopK = 3,
+    class_map: o.ClassMap = None,
+    device: o.Device = "auto",
+    batch_size: o.BatchSize = 64,
+    workers: o.Workers = None,
+    engine: o.Engine = "auto",
+    config: o.Config = None,
+) -> None:
+    """Classify new images (or a store's features) with a trained head, into a CSV."""
+    from featx.predict import predict as run_predict
+
+    found = run_predict(head, inputs, class_map, device, batch_size, workers, engine)
+    csv_path = found.to_csv(out_csv, top_k)
+    for path, reason in found.failed:
+        err.print(f"skipped {path}: {reason}", markup=False, highlight=False)
+    out.print(f"{len(found.paths)} predictions written to {csv_path}"
+              + (f"; {len(found.failed)} file(s) skipped" if found.failed else ""), markup=False, highlight=False)

@@ -1,0 +1,301 @@
+"""Every option of the `featx` command, declared once; commands use these in their signatures.
+
+One name, one meaning, in every command (the rules, for the docs: /work/notes/cli_rules.md):
+
+- `--out DIR` is a folder wherever a command writes several files (extract, compare, train-head,
+  lr-find, finetune), and `--out FILE` where it writes one (predict, report, merge).
+  train-head also takes `--out FILE.safetensors` to name the head itself.
+- `--head FILE` always reads a trained head (predict, finetune); `--kind` is the kind of head to
+  train (train-head, lr-find, compare). `--head KIND` there is the old spelling, still accepted.
+- `--weight-decay` everywhere (`--wd` is the short alias); `--views K` counts augmented views per
+  image (extract, compare); train-head's choice of stored views is `--use-views/--clean-only`.
+
+Defaults live in the signatures and are shown by `--help`; a default that depends on another
+option (the MLP's optimizer, a fine-tune's epochs) is described by `show_default`.
+Choices are checked by a callback (`one_of`), so a bad value, from the command line or from
+--config, is a usage error naming the option.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from featx.cli.core import apply_config
+
+# The library's choices, copied so that `featx --help` imports no torch; tests/test_cli.py
+# checks each against the constant it copies.
+HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # featx.heads.HEAD_KINDS
+HEAD_OPTIMIZERS = ("sgd", "adam", "adamw")  # featx.heads.OPTIMIZERS
+HEAD_SCHEDULES = ("none", "step", "cosine", "onecycle")  # featx.heads.SCHEDULES
+FINETUNE_SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # featx.finetuning.config.SCHEDULES
+MAP_AUGS = ("rot90-flip", "flip", "none")  # featx.finetuning.config.MAP_AUGS
+STORE_DTYPES = ("float16", "float32")  # featx.extract.config.STORE_DTYPES
+AMP_MODES = ("bf16", "fp16", "off")  # featx.extract.config.AMP_MODES
+ENGINES = ("auto", "torch", "onnxruntime")  # featx.engines.ENGINES
+DECODES = ("auto", "cpu", "gpu")  # featx.device.DECODES
+MERGE_MODES = ("copy", "virtual")  # featx.store.MERGE_MODES
+
+
+def one_of(*choices: str) -> Callable:
+    """A callback that accepts only `choices` (one value or a list of them)."""
+    def check(value):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None and item not in choices:
+                raise typer.BadParameter(f"{item!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """'1024,256' -> (1024, 256): the MLP's hidden layer sizes."""
+    try:
+        sizes = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"must be positive integers separated by commas, got {text!r}")
+    return sizes
+
+
+def _check_sizes(value: Optional[str]) -> Optional[str]:
+    if value is not None:
+        parse_sizes(value)
+    return value
+
+
+def _check_rate_or_auto(value: Optional[str]) -> Optional[str]:
+    if value is None or value == "auto":
+        return value
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0:
+        raise typer.BadParameter(f"must be a positive number or auto, got {value!r}")
+    return value
+
+
+def _option(*names: str, metavar: str | None = None, help: str, **kw) -> typer.models.OptionInfo:
+    """An option with its help; value options name their value (metavar), flags take none."""
+    return typer.Option(*names, metavar=metavar, help=help, **kw)
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+DATA_HELP = "Folder, CSV/TSV manifest, or packaged dataset name (elpv)."
+Data = Annotated[str, typer.Argument(metavar="DATA", help=DATA_HELP, show_default=False)]
+# Commands with --config take DATA from the file too (`data: elpv`), so there it may be left out.
+DataOrConfig = Annotated[Optional[str], typer.Argument(
+    metavar="DATA", help=DATA_HELP + " Or `data:` in --config.", show_default=False)]
+Store = Annotated[Path, typer.Argument(metavar="STORE", help="A complete feature store (.h5).",
+                                       show_default=False)]
+Stores = Annotated[list[Path], typer.Argument(metavar="STORE...", help="One or more feature stores (.h5).",
+                                              show_default=False)]
+Inputs = Annotated[list[str], typer.Argument(
+    metavar="INPUT...", help="Images, folders of images, or one feature store (.h5).", show_default=False)]
+Shards = Annotated[list[Path], typer.Argument(
+    metavar="SHARD...", help="The shard stores (*.shardRRR-of-WWW.h5) of one torchrun extraction.",
+    show_default=False)]
+Results = Annotated[Path, typer.Argument(
+    metavar="RESULTS", help="Folder with trained heads (their .json files, searched recursively).",
+    show_default=False)]
+Pattern = Annotated[str, typer.Argument(metavar="PATTERN", help="Glob on backbone names, e.g. 'resnet*'.")]
+
+# --- data (scan, extract, finetune, compare) ----------------------------------------------
+
+LabelCol = Annotated[Optional[str], _option(
+    "--label-col", metavar="COLUMN", help="Manifest label column (name or 0-based index).",
+    show_default="label, class or target; else the 2nd column")]
+Binarize = Annotated[Optional[float], _option(
+    "--binarize", metavar="T", help="Numeric labels become two classes, '<=T' and '>T'.",
+    show_default="off")]
+ValFrac = Annotated[float, _option(
+    "--val-frac", metavar="FRACTION", help="Validation fraction, when the data has no splits.",
+    min=0.0, max=1.0)]
+TestFrac = Annotated[float, _option(
+    "--test-frac", metavar="FRACTION", help="Test fraction, when the data has no splits.",
+    min=0.0, max=1.0)]
+SplitSeed = Annotated[int, _option("--split-seed", metavar="N", help="Seed of the stratified split.")]
+ClassMap = Annotated[Optional[str], _option(
+    "--class-map", metavar="FILE", help="JSON file {class: display name}.",
+    show_default="the class names")]
+Subset = Annotated[Optional[int], _option(
+    "--subset", metavar="N", help="A stratified subset of about N samples (quick runs).",
+    min=1, show_default="all samples")]
+
+# --- extraction (extract, compare, predict) -----------------------------------------------
+
+Backbones = Annotated[list[str], _option(
+    "--backbone", "-b", metavar="NAME", help="Backbone; repeat for several (`featx backbones` lists them).")]
+Views = Annotated[int, _option(
+    "--views", metavar="K", help="Augmented views per training image, stored beside the clean one.",
+    min=0)]
+Aug = Annotated[str, _option(
+    "--aug", metavar="RECIPE", help="Augmentation recipe: a name in configs/aug, a YAML file, or none.")]
+BatchSize = Annotated[int, _option("--batch-size", metavar="N", help="Samples per batch.", min=1)]
+Workers = Annotated[Optional[int], _option(
+    "--workers", metavar="N", help="Image decoding processes (0 = in the main process).", min=0,
+    show_default="1 on CPU, up to 16 on CUDA")]
+Device = Annotated[str, _option("--device", metavar="auto|cpu|cuda|cuda:N",
+                                help="Where the network runs (auto: CUDA when there is one).")]
+Dtype = Annotated[str, _option("--dtype", metavar="|".join(STORE_DTYPES), help="Store dtype of the features.",
+                               callback=one_of(*STORE_DTYPES))]
+Seed = Annotated[int, _option("--seed", metavar="N",
+                              help="Random seed (augmented views, random-init weights, head init).")]
+Weights = Annotated[str, _option(
+    "--weights", metavar="default|none|FILE",
+    help="Backbone weights: the published ones, none (random init, for trials), or a .safetensors/.pt file.")]
+InputSize = Annotated[Optional[int], _option(
+    "--input-size", metavar="PX", help="Crop size (the resize keeps the backbone's ratio).", min=16,
+    show_default="the backbone's")]
+Decode = Annotated[str, _option("--decode", metavar="|".join(DECODES),
+                                help="JPEG decoding: gpu = nvjpeg on CUDA; auto = gpu on CUDA.",
+                                callback=one_of(*DECODES))]
+Amp = Annotated[str, _option("--amp", metavar="|".join(AMP_MODES), help="CUDA autocast precision.",
+                             callback=one_of(*AMP_MODES))]
+Engine = Annotated[str, _option("--engine", metavar="|".join(ENGINES),
+                                help="Inference engine (auto: ONNX Runtime on CPU, torch on CUDA).",
+                                callback=one_of(*ENGINES))]
+Threads = Annotated[Optional[int], _option("--threads", metavar="N", help="ONNX Runtime threads.", min=1,
+                                           show_default="torch's thread count")]
+Cut = Annotated[Optional[str], _option(
+    "--cut", metavar="BLOCK", help="Also store the maps entering this block, for finetune --from-block "
+    "(`featx backbones --cuts NAME` lists them).", show_default="off")]
+Overwrite = Annotated[bool, _option("--overwrite", help="Replace a store made with other settings.")]
+
+# --- heads (train-head, lr-find, compare) -------------------------------------------------
+
+Kind = Annotated[str, _option("--kind", metavar="|".join(HEAD_KINDS), help="Kind of head to train.",
+                              callback=one_of(*HEAD_KINDS))]
+Kinds = Annotated[list[str], _option("--kind", metavar="|".join(HEAD_KINDS),
+                                     help="Kind of head to train per backbone; repeat for several.",
+                                     callback=one_of(*HEAD_KINDS))]
+ProbeKind = Annotated[str, _option("--kind", metavar="linear|mlp", help="Kind of head.",
+                                   callback=one_of("linear", "mlp"))]
+# The old spelling of --kind (`--head linear`), kept working but out of the help: --head now
+# always names a trained head file.
+OldHeadKind = Annotated[Optional[str], typer.Option("--head", hidden=True, callback=one_of(*HEAD_KINDS))]
+OldHeadKinds = Annotated[Optional[list[str]], typer.Option("--head", hidden=True,
+                                                           callback=one_of(*HEAD_KINDS))]
+Hidden = Annotated[str, _option("--hidden", metavar="SIZES", help="MLP hidden sizes, e.g. 512 or 1024,256.",
+                                callback=_check_sizes)]
+Dropout = Annotated[float, _option("--dropout", metavar="P", help="MLP dropout.", min=0.0, max=1.0)]
+HeadOptimizer = Annotated[Optional[str], _option("--optimizer", metavar="|".join(HEAD_OPTIMIZERS), help="Optimizer.",
+                                       show_default="sgd; adamw with --kind mlp",
+                                       callback=one_of(*HEAD_OPTIMIZERS))]
+Lookahead = Annotated[bool, _option("--lookahead", help="Wrap the optimizer in Lookahead (k=5, alpha=0.5).")]
+HeadLrs = Annotated[Optional[list[float]], _option(
+    "--lr", metavar="RATE", help="Learning rate; repeat for a sweep (every rate x weight decay, "
+    "trained at once, best on val kept).", show_default="8 rates 1e-3 ... 3 with --kind linear; 1e-3 with --kind mlp")]
+HeadWeightDecays = Annotated[Optional[list[float]], _option(
+    "--weight-decay", "--wd", metavar="WD", help="Weight decay; repeat for a sweep.",
+    show_default="0, 1e-5, 1e-4, 1e-3 with --kind linear; 1e-4 with --kind mlp")]
+Momentum = Annotated[float, _option("--momentum", metavar="M", help="SGD momentum.", min=0.0)]
+HeadSchedule = Annotated[str, _option("--schedule", metavar="|".join(HEAD_SCHEDULES),
+                                      help="Learning-rate schedule.", callback=one_of(*HEAD_SCHEDULES))]
+StepSize = Annotated[int, _option("--step-size", metavar="EPOCHS", help="Period of --schedule step.", min=1)]
+Gamma = Annotated[float, _option("--gamma", metavar="FACTOR", help="Rate factor of --schedule step.")]
+Epochs = Annotated[int, _option("--epochs", metavar="N", help="Epochs.", min=1)]
+LabelSmoothing = Annotated[float, _option("--label-smoothing", metavar="EPS", help="Label smoothing.",
+                                          min=0.0, max=1.0)]
+HeadBalance = Annotated[str, _option("--balance", metavar="none|weights|sampler",
+                                     help="Class balance: a class-weighted loss, or balanced sampling.",
+                                     callback=one_of("none", "weights", "sampler"))]
+Normalize = Annotated[str, _option("--normalize", metavar="none|standard|l2", help="Feature normalization.",
+                                   callback=one_of("none", "standard", "l2"))]
+UseViews = Annotated[bool, _option("--use-views/--clean-only",
+                                   help="Train on the store's augmented views too, or on clean features only.")]
+OldViews = Annotated[Optional[bool], typer.Option("--views", hidden=True)]  # old spelling of --use-views
+Patience = Annotated[Optional[int], _option("--patience", metavar="EPOCHS",
+                                            help="Stop after this many epochs without a better val loss.",
+                                            min=1, show_default="off")]
+MemoryMb = Annotated[Optional[float], _option(
+    "--memory-mb", metavar="MB", help="Stream features from the store when they need more memory than this.",
+    min=0.0, show_default="load the whole store")]
+Start = Annotated[float, _option("--start", metavar="RATE", help="First learning rate of the range test.")]
+End = Annotated[float, _option("--end", metavar="RATE", help="Last learning rate of the range test.")]
+Steps = Annotated[int, _option("--steps", metavar="N", help="Steps of the range test.", min=2)]
+
+# --- trained heads (predict, finetune) ----------------------------------------------------
+
+HeadFile = Annotated[Path, _option("--head", metavar="FILE",
+                                   help="A trained head (NAME.safetensors, with NAME.json beside it).",
+                                   show_default=False)]
+TopK = Annotated[int, _option("--top-k", metavar="K", help="Classes listed per image.", min=1)]
+
+# --- fine-tuning ----------------------------------------------------------------------------
+
+FinetuneEpochs = Annotated[Optional[int], _option("--epochs", metavar="N", help="Epochs.", min=1,
+                                                  show_default="8; 12 with --from-block")]
+HeadEpochs = Annotated[int, _option("--head-epochs", metavar="N",
+                                    help="Head-only warm-up epochs before the whole network trains.", min=0)]
+Accumulate = Annotated[int, _option("--accumulate", metavar="N", help="Gradient accumulation steps.", min=1)]
+FinetuneLr = Annotated[Optional[str], _option(
+    "--lr", metavar="RATE|auto", help="Learning rate of the head (top group); auto = the range test's "
+    "suggestion for these settings, found once per --out.", show_default="3e-4",
+    callback=_check_rate_or_auto)]
+LrFind = Annotated[bool, _option("--lr-find", help="Only run the learning-rate range test with these "
+                                 "settings: the curve (.lr-find.csv/.png in --out) and a suggested --lr.")]
+LrRatio = Annotated[Optional[float], _option("--lr-ratio", metavar="R",
+                                             help="Top group rate / bottom group rate.", min=1.0,
+                                             show_default="10; 1 with --from-block")]
+Groups = Annotated[int, _option("--groups", metavar="N", help="Backbone layer groups (discriminative rates).",
+                                min=1)]
+FinetuneOptimizer = Annotated[str, _option("--optimizer", metavar="adamw|sgd", help="Optimizer.",
+                                           callback=one_of("adamw", "sgd"))]
+WeightDecay = Annotated[float, _option("--weight-decay", "--wd", metavar="WD", help="Weight decay.", min=0.0)]
+FinetuneSchedule = Annotated[str, _option("--schedule", metavar="|".join(FINETUNE_SCHEDULES),
+                                          help="Learning-rate schedule (warmup-cosine: 10% linear warm-up, "
+                                          "then cosine).", callback=one_of(*FINETUNE_SCHEDULES))]
+FinetuneBalance = Annotated[str, _option("--balance", metavar="none|weights",
+                                         help="Class balance: a class-weighted loss.",
+                                         callback=one_of("none", "weights"))]
+TrainBn = Annotated[bool, _option("--train-bn", help="Update batch-norm statistics while fine-tuning.")]
+FromBlock = Annotated[Optional[str], _option(
+    "--from-block", metavar="BLOCK", help="Train only the blocks above this cut, on the maps cached in "
+    "DATA = a store made by `extract --cut`.", show_default="off: the whole network")]
+MapAug = Annotated[str, _option("--map-aug", metavar="|".join(MAP_AUGS),
+                                help="With --from-block: symmetries applied to the cached maps "
+                                "(rot90-flip suits orientation-free images).", callback=one_of(*MAP_AUGS))]
+
+# --- outputs --------------------------------------------------------------------------------
+
+StoresOut = Annotated[Path, _option("--out", metavar="DIR", help="Folder for the stores.")]
+HeadsOut = Annotated[Path, _option(
+    "--out", metavar="DIR", help="Folder for the head (STORE.KIND.safetensors + .json); "
+    "or FILE.safetensors to name the head yourself.")]
+CurveOut = Annotated[Path, _option("--out", metavar="DIR", help="Folder for the curve (STORE.lr-find.csv, .png).")]
+FinetuneOut = Annotated[Path, _option(
+    "--out", metavar="DIR", help="Folder for the run, named after the head: HEAD.head.safetensors, "
+    "HEAD.backbone.safetensors, checkpoints (re-run to resume), .lr-find curves.")]
+CompareOut = Annotated[Path, _option("--out", metavar="DIR",
+                                     help="Folder for the stores/, heads/ and the report.")]
+CsvOut = Annotated[Path, _option("--out", metavar="FILE", help="CSV file to write.")]
+ReportOut = Annotated[Optional[Path], _option("--out", metavar="FILE", help="Report file to write.",
+                                              show_default="RESULTS/report.FORMAT")]
+MergeOut = Annotated[Path, _option("--out", metavar="FILE", help="The merged store to write.",
+                                   show_default=False)]
+Format = Annotated[str, _option("--format", metavar="html|md",
+                                help="html: one self-contained file; md: Markdown + PNGs beside it.",
+                                callback=one_of("html", "md"))]
+MergeMode = Annotated[str, _option("--mode", metavar="|".join(MERGE_MODES),
+                                   help="copy: self-contained; virtual: an HDF5 virtual dataset over the shards.",
+                                   callback=one_of(*MERGE_MODES))]
+
+# --- listing --------------------------------------------------------------------------------
+
+Family = Annotated[Optional[str], _option("--family", metavar="torchvision|packaged|timm",
+                                          help="Only this family.", show_default="all but timm's",
+                                          callback=one_of("torchvision", "packaged", "timm"))]
+Cuts = Annotated[Optional[str], _option("--cuts", metavar="NAME",
+                                        help="List this backbone's cut points (for extract --cut).",
+                                        show_default=False)]
+Json = Annotated[bool, _option("--json", help="Print the store's attributes as JSON.")]
+
+Config = Annotated[Optional[Path], _option(
+    "--config", metavar="FILE", help="YAML or TOML file of these options (keys = option names, e.g. "
+    "batch_size: 32); the command line wins over it.", is_eager=True, callback=apply_config,
+    show_default=False)]

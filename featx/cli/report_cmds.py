@@ -1,0 +1,66 @@
+"""featx report | compare: the comparison a person reads, from trained heads or from scratch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from featx.cli import options as o
+from featx.cli.core import err, old_spelling, open_data, out, require_data
+from featx.errors import FeatxError
+
+
+def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "html") -> None:
+    """Compare every trained head in RESULTS: table, plots, worst errors."""
+    from featx.report import write_report
+
+    path = write_report(results, out_path or results / f"report.{fmt}", fmt)
+    out.print(f"report written to {path}", markup=False, highlight=False)
+
+
+def compare(
+    ctx: typer.Context,
+    backbone: o.Backbones,
+    data: o.DataOrConfig = None,
+    out_dir: o.CompareOut = Path("runs/compare"),
+    kind: o.Kinds = ("linear",),
+    views: o.Views = 0,
+    aug: o.Aug = "mild",
+    batch_size: o.BatchSize = 64,
+    workers: o.Workers = None,
+    device: o.Device = "auto",
+    engine: o.Engine = "auto",
+    weights: o.Weights = "default",
+    input_size: o.InputSize = None,
+    seed: o.Seed = 0,
+    fmt: o.Format = "html",
+    label_col: o.LabelCol = None, binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15,
+    test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0, class_map: o.ClassMap = None,
+    subset: o.Subset = None,
+    config: o.Config = None,
+    head: o.OldHeadKinds = None,
+) -> None:
+    """Extract + train-head for each backbone on DATA, then write the comparison report.
+
+    A backbone that cannot run (no weights here, say) is reported as failed and the others go on;
+    the exit status is 1 only when every backbone failed.
+    """
+    from featx.compare import compare as run_compare
+    from featx.extract import ExtractConfig
+
+    kinds = old_spelling(ctx, "--head", "--kind", head, kind)
+    ds = open_data(require_data(data), ctx.params)
+    settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
+                             engine=engine, weights=weights, input_size=input_size, seed=seed)
+    result = run_compare(ds, list(backbone), out_dir, settings, tuple(kinds), fmt)
+    for head_result in result.heads:
+        m = head_result.test or head_result.val
+        out.print(f"{Path(head_result.path).name}: top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}",
+                  markup=False, highlight=False)
+    for name, reason in result.failed:
+        err.print(f"{name}: failed: {reason}", markup=False, highlight=False)
+    out.print(f"report written to {result.report}", markup=False, highlight=False)
+    if result.all_failed:
+        raise FeatxError(f"every backbone failed ({', '.join(n for n, _ in result.failed)}); "
+                         f"the report names the reasons: {result.report}")
