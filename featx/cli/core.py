@@ -26,7 +26,6 @@ err = Console(stderr=True, soft_wrap=True)
 # typer >= 0.2x vendors click (typer._click), older typer uses the click package: take the
 # exception classes from typer's own BadParameter so either works.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-Abort = next(c for c in typer.Abort.__mro__ if c.__name__ == "Abort")
 
 # Commands whose finished work survives Ctrl-C: re-running the same command resumes.
 RESUMABLE = {"extract", "finetune", "compare"}
@@ -59,7 +58,7 @@ class FeatxGroup(TyperGroup):
         except FeatxError as exc:
             error_line(str(exc))
             sys.exit(1)
-        except Abort:
+        except typer.Abort:
             error_line("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
