@@ -29,8 +29,7 @@ import torch
 
 from featx.data import DatasetOptions, open_dataset
 from featx.extract import ExtractConfig, extract
-from featx.finetune import FinetuneConfig
-from featx.finetune_top import find_lr_top, finetune_top
+from featx.finetuning import FinetuneConfig, find_lr_top, finetune_top
 from featx.train import train_head
 
 
@@ -50,8 +49,8 @@ def run_cut(dataset, args, cut: str, tmp: Path) -> list[dict]:
     for found in [False, True] if args.lr_find else [False]:
         begin = time.perf_counter()
         if found:
-            config = replace(config, lr=find_lr_top(store, probe.head, config, show_progress=False).suggestion)
-        tuned = finetune_top(store, probe.head, tmp / f"{cut}.top{int(found)}", config, show_progress=False)
+            config = replace(config, lr=find_lr_top(store, probe.path, config, show_progress=False).suggestion)
+        tuned = finetune_top(store, probe.path, tmp / f"{cut}.top{int(found)}", config, show_progress=False)
         top_s = time.perf_counter() - begin
         rows.append({**common, "lr": config.lr, "found": found, "tuned": tuned.test, "top_s": top_s,
                      "total": common["extract"] + common["probe_s"] + top_s, "best_epoch": tuned.best_epoch})

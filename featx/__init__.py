@@ -34,7 +34,7 @@ _EXPORTS = {
     "load_head": "featx.head_io", "LinearProbe": "featx.estimators", "MLPProbe": "featx.estimators",
     "predict": "featx.predict", "Predictions": "featx.predict",
     # fine-tuning, comparison, reports
-    "finetune": "featx.api", "FinetuneConfig": "featx.finetune",
+    "finetune": "featx.api", "FinetuneConfig": "featx.finetuning",
     "compare": "featx.compare", "write_report": "featx.report",
     # errors
     "FeatxError": "featx.errors", "ConfigError": "featx.errors", "DataError": "featx.errors",
@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazil
     from featx.errors import BackboneError, ConfigError, DataError, FeatxError, StoreError
     from featx.estimators import LinearProbe, MLPProbe
     from featx.extract import ExtractConfig, ExtractResult
-    from featx.finetune import FinetuneConfig
+    from featx.finetuning import FinetuneConfig
     from featx.head_io import Head, load_head
     from featx.heads import HeadConfig
     from featx.predict import Predictions, predict

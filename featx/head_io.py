@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from featx.metrics import Metrics
 
 FORMAT = "featx-head/1"
-KINDS = ("linear", "mlp", "logreg", "svm", "knn")
+KINDS = ("linear", "mlp", "logreg", "svm", "knn", "finetune")  # finetune: layers on a tuned backbone
 
 
 def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:

@@ -1,4 +1,5 @@
-"""featx.finetune: warm start from a head, resumable epochs, outputs usable by extract/predict."""
+"""featx.finetuning (whole network): warm start from a head, resumable epochs, outputs usable by
+extract/predict."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
 from featx.extract import ExtractConfig, extract
-from featx.finetune import (FinetuneConfig, HeadModule, Network, find_lr, finetune, layer_groups, lr_factor,
-                            network_range_test)
+from featx.finetuning import (FinetuneConfig, HeadModule, Network, find_lr, finetune, layer_groups,
+                              network_range_test)
+from featx.finetuning.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from featx.finetuning.loop import make_optimizer
 from featx.head_io import Head, save_head
 from featx.heads import HeadConfig
 from featx.predict import predict
+from featx.schedules import schedule_factor
 from featx.store import FeatureStore
 from featx.train import train_head
 from tests.conftest import make_class_tree
@@ -42,7 +46,7 @@ def probe(tmp_path_factory):
                     workers=0, dtype="float32"), show_progress=False).store
     head = train_head(store, "linear", HeadConfig(epochs=5), out=tmp / "heads" / "lin",
                       show_progress=False)
-    return tmp, root, ds, store, head.head
+    return tmp, root, ds, store, head.path
 
 
 def test_the_warm_start_network_is_the_trained_head(probe, tmp_path):
@@ -86,8 +90,7 @@ def test_finetune_outputs_work_with_extract_predict_and_report(probe, tmp_path):
     backbone = create_backbone("resnet18", str(result.weights), input_size=32)
     for key, value in backbone.model.state_dict().items():
         torch.testing.assert_close(value, best[f"backbone.{key}"])
-    rows = predict(result.head, [root / "a"], tmp_path / "p.csv").predicted
-    assert rows == 10
+    assert len(predict(result.head, [root / "a"]).paths) == 10
     from featx.report import load_results
 
     assert any(m["kind"] == "finetune" for m in load_results(tmp_path))
@@ -99,9 +102,28 @@ def test_discriminative_rates_and_schedule():
     assert sum(len(g) for g in groups) == len(list(net.parameters()))
     first = {id(p) for p in groups[0]}
     assert id(next(net.parameters())) in first  # the bottom layer is in the lowest-rate group
-    assert lr_factor("onecycle", 0, 100) == pytest.approx(0.04)
-    assert lr_factor("onecycle", 10, 100) == pytest.approx(1.0)
-    assert lr_factor("cosine", 100, 100) == pytest.approx(0.0, abs=1e-12)
+    assert FinetuneConfig().schedule == "warmup-cosine"
+    assert schedule_factor("warmup-cosine", 0, 100) == pytest.approx(0.04)
+    assert schedule_factor("warmup-cosine", 10, 100) == pytest.approx(1.0)
+    assert schedule_factor("cosine", 100, 100) == pytest.approx(0.0, abs=1e-12)
+    assert schedule_factor("onecycle", 0, 100) == pytest.approx(1 / 25)  # one name, one shape: the heads'
+
+
+def test_a_checkpoint_of_format_1_resumes_under_the_new_schedule_name(tmp_path):
+    """Format 1 called the warm-up + cosine schedule "onecycle": such a checkpoint resumes a run
+    with the default schedule, and is refused for the (other) onecycle schedule."""
+    net = Network(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    config = FinetuneConfig(epochs=2)
+    opt = make_optimizer(net, config)
+    state = {"epoch": 1, "best_loss": 0.5, "best_epoch": 1, "since_best": 0, "curve": []}
+    save_checkpoint(tmp_path / "run", net, opt, state, config)
+    record = checkpoint_paths(tmp_path / "run")[1]
+    meta = json.loads(record.read_text())
+    meta.update(format="featx-finetune-checkpoint/1", config={**meta["config"], "schedule": "onecycle"})
+    record.write_text(json.dumps(meta))
+    assert load_checkpoint(tmp_path / "run", net, opt, config)["epoch"] == 1
+    with pytest.raises(FeatxError, match=r"other settings \(schedule\)"):
+        load_checkpoint(tmp_path / "run", net, opt, FinetuneConfig(epochs=2, schedule="onecycle"))
 
 
 def test_lr_finder_through_the_network_is_seeded_and_leaves_it_untouched(probe):
@@ -129,22 +151,28 @@ def test_mismatched_head_and_knn_head_are_refused(probe, tmp_path):
         finetune(other, head_path, tmp_path / "r", FinetuneConfig(**FAST), show_progress=False)
     knn = train_head(store, "knn", out=tmp_path / "knn", show_progress=False)
     with pytest.raises(FeatxError, match="k-NN head has no weights"):
-        finetune(ds, knn.head, tmp_path / "r", FinetuneConfig(**FAST), show_progress=False)
+        finetune(ds, knn.path, tmp_path / "r", FinetuneConfig(**FAST), show_progress=False)
 
 
 def _command(root: Path, head: Path, out: Path, epochs: int = 6) -> list[str]:
+    """`featx finetune` into the folder `out` (its files are named after the head: `_file`)."""
     return [sys.executable, "-m", "featx", "finetune", str(root), "--head", str(head), "--out",
             str(out), "--epochs", str(epochs), "--batch-size", "4", "--workers", "0",
             "--val-frac", "0.2", "--test-frac", "0.2", "--aug", "flowers", "--lr", "auto"]
 
 
+def _file(out: Path, name: str) -> Path:
+    return out / f"lin.{name}"  # the probe's head is heads/lin
+
+
+@pytest.mark.slow
 def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
     """With --lr auto: the rate found before the kill is reused, and found again the same."""
     _, root, _, _, head_path = probe
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(_command(root, head_path, tmp_path / "killed"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "killed.checkpoint.json"
+    checkpoint = _file(tmp_path / "killed", "checkpoint.json")
     deadline, killed = time.time() + 180, False
     while time.time() < deadline and proc.poll() is None:
         if checkpoint.is_file():
@@ -166,18 +194,19 @@ def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
     clean = subprocess.run(_command(root, head_path, tmp_path / "clean"), env=env,
                            capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr[-2000:]
-    a = load_file(str(tmp_path / "killed.backbone.safetensors"))
-    b = load_file(str(tmp_path / "clean.backbone.safetensors"))
+    a = load_file(str(_file(tmp_path / "killed", "backbone.safetensors")))
+    b = load_file(str(_file(tmp_path / "clean", "backbone.safetensors")))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    assert json.loads((tmp_path / "killed.head.json").read_text())["config"]["lr"] == \
-        json.loads((tmp_path / "clean.head.json").read_text())["config"]["lr"]
+    assert json.loads(_file(tmp_path / "killed", "head.json").read_text())["config"]["lr"] == \
+        json.loads(_file(tmp_path / "clean", "head.json").read_text())["config"]["lr"]
     changed = subprocess.run(_command(root, head_path, tmp_path / "killed", epochs=7), env=env,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 1 and "checkpoint with other settings (epochs)" in changed.stderr
 
 
+@pytest.mark.slow
 def test_ddp_with_two_processes_matches_one(probe, tmp_path):
     _, root, _, _, head_path = probe
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -193,8 +222,8 @@ def test_ddp_with_two_processes_matches_one(probe, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     for part in ("backbone", "head"):
-        a = load_file(str(tmp_path / f"two.{part}.safetensors"))
-        b = load_file(str(tmp_path / f"one.{part}.safetensors"))
+        a = load_file(str(_file(tmp_path / "two", f"{part}.safetensors")))
+        b = load_file(str(_file(tmp_path / "one", f"{part}.safetensors")))
         for key in b:  # same global batches; only the gradient sums' order differs
             torch.testing.assert_close(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-4)
     odd = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -208,8 +237,8 @@ def test_device_decode_path_gives_the_workers_views(tmp_path, monkeypatch):
     """The nvjpeg path's logic, run with torchvision's CPU JPEG decoder: JPEG files reach the main
     process undecoded and get the same (seeded) views there; a broken file drops out with its
     label; other formats still come decoded from the workers."""
-    import featx.finetune
-    from featx.finetune import ImageSamples, _collate, views_on_device
+    import featx.finetuning.data
+    from featx.finetuning.data import ImageSamples, collate, views_on_device
     from featx.transforms import load_recipe
 
     root = make_class_tree(tmp_path / "d", classes=("a", "b"), per_class=6, seed=5, ext=".jpg")
@@ -223,14 +252,14 @@ def test_device_decode_path_gives_the_workers_views(tmp_path, monkeypatch):
         device = ImageSamples(ds, "train", pre, recipe, seed=3, device_decode=True)
         workers.epoch = device.epoch = 2
         order = list(range(len(workers)))
-        x_cpu, y_cpu, no_jpegs = _collate([workers[i] for i in order])
-        x_dev, y_dev = views_on_device(_collate([device[i] for i in order]), device, torch.device("cpu"))
+        x_cpu, y_cpu, no_jpegs = collate([workers[i] for i in order])
+        x_dev, y_dev = views_on_device(collate([device[i] for i in order]), device, torch.device("cpu"))
         assert not no_jpegs and len(x_cpu) == len(x_dev) == 13  # 14 files, 1 broken
         assert torch.equal(y_cpu, y_dev)  # the same order (the gallery's paths depend on it)
         assert (x_cpu.float() - x_dev.float()).abs().mean() < 1.0  # libjpeg vs Pillow rounding
-    monkeypatch.setattr(featx.finetune, "use_device_decode", lambda device, decode: True)
+    monkeypatch.setattr(featx.finetuning.data, "use_device_decode", lambda device, decode: True)
     head = train_head(extract(ds, "resnet18", tmp_path / "s", ExtractConfig(
         weights="none", input_size=32, workers=0), show_progress=False).store, "linear",
-        HeadConfig(epochs=2), out=tmp_path / "h", show_progress=False).head
+        HeadConfig(epochs=2), out=tmp_path / "h", show_progress=False).path
     result = finetune(ds, head, tmp_path / "ft", FinetuneConfig(**{**FAST, "epochs": 1}), show_progress=False)
     assert result.epochs_run == 1 and np.isfinite(result.curve[0]["train_loss"])

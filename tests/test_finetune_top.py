@@ -1,19 +1,22 @@
-"""featx.finetune_top: the blocks above a cut + the head, trained on a store's cached maps."""
+"""featx.finetuning.top: the blocks above a cut + the head, trained on a store's cached maps."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import featx.finetune
+import featx.finetuning.loop
+import featx.finetuning.top
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import ConfigError, FeatxError
 from featx.extract import ExtractConfig, extract
-from featx.finetune import FinetuneConfig
-from featx.finetune_top import MapData, find_lr_top, finetune_top, square_symmetry
+from featx.finetuning import (FinetuneConfig, MapData, find_lr_top, finetune_top, square_symmetry,
+                              suggest_lr)
 from featx.head_io import Head
 from featx.heads import HeadConfig
 from featx.predict import predict
@@ -34,7 +37,7 @@ def cut_store(tmp_path_factory):
     store = extract(ds, "resnet18", tmp / "stores", ExtractConfig(
         weights="none", input_size=64, workers=0, views=1, cut="layer4"), show_progress=False).store
     head = train_head(store, "linear", HeadConfig(epochs=3), out=tmp / "h", show_progress=False)
-    return root, ds, store, head.head
+    return root, ds, store, head.path
 
 
 def test_only_the_top_is_tuned_and_the_saved_network_predicts_from_images(cut_store, tmp_path):
@@ -48,7 +51,7 @@ def test_only_the_top_is_tuned_and_the_saved_network_predicts_from_images(cut_st
     # The saved bottom + tuned top, run on the images, gives the accuracy measured on the maps.
     retuned = extract(ds, "resnet18", tmp_path / "tuned", ExtractConfig(
         weights=str(result.weights), input_size=64, workers=0, dtype="float32"), show_progress=False).store
-    assert predict(result.head, [retuned], tmp_path / "p.csv").predicted == 30
+    assert len(predict(result.head, [retuned]).paths) == 30
     with FeatureStore(retuned) as st:
         x, y = st.features("test")
     on_images = (Head.load(result.head).scores(x).argmax(1) == y).mean()
@@ -67,20 +70,33 @@ def test_lr_finder_on_the_maps_suggests_a_rate_that_trains(cut_store, tmp_path):
     assert result.curve[-1]["train_loss"] < result.curve[0]["train_loss"]
 
 
+def test_suggest_lr_finds_once_per_settings(cut_store, tmp_path):
+    """The library behind `finetune --lr auto`: the rate is found once, then read back."""
+    _, ds, store, head = cut_store
+    config = FinetuneConfig(**{**TOP, "lr": None})
+    first = suggest_lr(store, head, tmp_path / "top", config)
+    assert not first.reused and first.lr == first.result.suggestion
+    assert (tmp_path / "top.lr-find.csv").is_file() and (tmp_path / "top.lr-find.png").is_file()
+    again = suggest_lr(store, head, tmp_path / "top", replace(config, epochs=5))  # not in the key
+    assert again.reused and again.result == first.result  # other settings: test_lr_range
+    with pytest.raises(FeatxError, match="a store made by `featx extract --cut`"):
+        suggest_lr(ds, head, tmp_path / "top", config)
+
+
 def test_a_killed_run_resumes_to_the_same_weights(cut_store, tmp_path, monkeypatch):
     _, _, store, head = cut_store
     whole = finetune_top(store, head, tmp_path / "whole", FinetuneConfig(**TOP), show_progress=False)
-    real_checkpoint = featx.finetune._checkpoint
+    real_checkpoint = featx.finetuning.loop.save_checkpoint
 
     def checkpoint_then_die(*args, **kwargs):
         real_checkpoint(*args, **kwargs)
         if args[3]["epoch"] == 2:
             raise KeyboardInterrupt  # killed right after epoch 2 was saved
 
-    monkeypatch.setattr(featx.finetune, "_checkpoint", checkpoint_then_die)
+    monkeypatch.setattr(featx.finetuning.loop, "save_checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
         finetune_top(store, head, tmp_path / "killed", FinetuneConfig(**TOP), show_progress=False)
-    monkeypatch.setattr(featx.finetune, "_checkpoint", real_checkpoint)
+    monkeypatch.setattr(featx.finetuning.loop, "save_checkpoint", real_checkpoint)
     resumed = finetune_top(store, head, tmp_path / "killed", FinetuneConfig(**TOP), show_progress=False)
     assert resumed.resumed_from == 2 and resumed.epochs_run == 3
     a, b = load_file(str(whole.weights)), load_file(str(resumed.weights))
@@ -124,18 +140,16 @@ def test_clear_errors(cut_store, tmp_path):
         weights="none", input_size=64, workers=0), show_progress=False).store
     other = train_head(two_store, "linear", HeadConfig(epochs=1), out=tmp_path / "other", show_progress=False)
     with pytest.raises(FeatxError, match="not trained on this store's backbone"):
-        finetune_top(store, other.head, tmp_path / "y", FinetuneConfig(from_block="layer4"),
+        finetune_top(store, other.path, tmp_path / "y", FinetuneConfig(from_block="layer4"),
                      show_progress=False)
     with pytest.raises(ConfigError, match="map_aug"):
         FinetuneConfig(from_block="layer4", map_aug="mirror")
 
 
 def test_maps_that_do_not_fit_in_memory_are_refused_up_front(cut_store, monkeypatch):
-    import featx.finetune_top
-
     _, _, store, _ = cut_store
     page = 4096
-    monkeypatch.setattr(featx.finetune_top.os, "sysconf",
+    monkeypatch.setattr(featx.finetuning.top.os, "sysconf",
                         lambda name: 10 if name == "SC_AVPHYS_PAGES" else page)  # 40 KB free
     refused = r"need \d+ MB in memory and 0 MB are free; cut higher"
     with FeatureStore(store) as st, pytest.raises(FeatxError, match=refused):

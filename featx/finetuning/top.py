@@ -28,18 +28,57 @@ from featx import distributed
 from featx.backbones import create_backbone
 from featx.backbones.cuts import trunk_for
 from featx.backbones.weights import weights_arg
+from featx.device import resolve_device
 from featx.errors import ConfigError, FeatxError
-from featx.extract import resolve_device
-from featx.finetune import (FinetuneConfig, FinetuneResult, HeadModule, Network, Schedule, autocast,
-                            class_weights, fit, loss_and_top1, make_optimizer, network_range_test,
-                            save_backbone, save_finetuned_head)
+from featx.finetuning.checkpoint import save_backbone, save_finetuned_head
+from featx.finetuning.config import FinetuneConfig, FinetuneResult
+from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
+                                 network_range_test)
+from featx.finetuning.model import HeadModule, Network
 from featx.head_io import Head
 from featx.lr_range import LRFindResult
 from featx.metrics import evaluate
 from featx.store import FeatureStore
 
+
+def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
+                 config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
+    """Train the blocks above `config.from_block` + the head on the maps `store_path` cached there."""
+    start_time, out = time.perf_counter(), Path(out)
+    job = TopNetwork.build(store_path, head_path, config)
+    opt = make_optimizer(job.net, config)
+    schedule = Schedule(config, steps_per_epoch=math.ceil(job.batches_per_epoch / config.accumulate))
+    run = fit(job, opt, schedule, config, out, f"finetune {job.backbone_name}", start_time, show_progress)
+    metrics = {}
+    for split in ("val", "test"):
+        probs, y = predict_maps(job.net, job.maps.split(split), job.device, config)
+        metrics[split] = evaluate(y, probs, job.head.class_names, job.maps.paths(split)) if len(y) else None
+    weights_file = save_backbone(out.with_name(out.name + ".backbone.safetensors"), job.model)
+    seconds = run.seconds()
+    head_file = save_finetuned_head(out, job.net, job.head, weights_file, config, run.state, metrics["val"],
+                                    metrics["test"], seconds, job.dataset_root, job.maps.y_train)
+    return FinetuneResult(head_file, weights_file, metrics["val"], metrics["test"], seconds,
+                          run.state["epoch"], run.state["best_epoch"], run.resumed_from, run.state["curve"])
+
+
+def find_lr_top(store_path: str | Path, head_path: str | Path, config: FinetuneConfig,
+                start: float = 1e-6, end: float = 1.0, steps: int = 120,
+                show_progress: bool = True) -> LRFindResult:
+    """LR range test of the top above `config.from_block` + head on the cached maps: a `lr` for
+    `finetune_top` with the same settings."""
+    job = TopNetwork.build(store_path, head_path, config)
+
+    def losses():
+        for epoch in itertools.count():
+            for x, y in job.maps.train_batches(epoch, config.batch_size, config.seed):
+                yield job.loss(x, y)
+
+    return network_range_test(job.net, config, losses(), start, end, steps, f"lr-find {job.backbone_name}",
+                              show_progress)
+
+
 @dataclass
-class _TopNetwork:
+class TopNetwork:
     """Everything a top-block fine-tune (or its LR range test) trains with."""
     net: Network  # the top blocks (modules of `model`, shared) + the head
     model: torch.nn.Module  # the whole backbone: original bottom, the top being tuned
@@ -49,95 +88,67 @@ class _TopNetwork:
     dataset_root: Path
     class_weights: torch.Tensor | None
     device: torch.device
+    config: FinetuneConfig
 
+    @classmethod
+    def build(cls, store_path: str | Path, head_path: str | Path, config: FinetuneConfig) -> TopNetwork:
+        """The store's backbone, its top above the cut with the head on it, and the cached maps."""
+        if distributed.context().active:
+            raise ConfigError("--from-block trains in one process (the cached maps make it cheap); "
+                              "run it without torchrun")
+        cut = config.from_block
+        head = Head.load(head_path)
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        with FeatureStore(store_path) as store:
+            check_store(store, store_path, head, cut)
+            attrs = dict(store.attrs)
+            maps = MapData(store, cut, config.map_aug)
+        backbone = create_backbone(attrs["backbone"], weights_arg(attrs["weights"]), int(attrs["seed"]),
+                                   int(attrs["input_size"]))
+        trunk = trunk_for(backbone.model)
+        trunk.check(cut, backbone.name)
+        # The top's modules are the backbone's own: tuning them tunes `backbone.model` in place.
+        net = Network(trunk.top(cut), HeadModule(head)).to(device)
+        return cls(net, backbone.model, f"{backbone.name} above {cut}", head, maps,
+                   Path(attrs["dataset_root"]), loss_weights(maps.y_train, len(head.classes), config, device),
+                   device, config)
 
-def _top_network(store_path: str | Path, head_path: str | Path, config: FinetuneConfig) -> _TopNetwork:
-    if distributed.context().active:
-        raise ConfigError("--from-block trains in one process (the cached maps make it cheap); "
-                          "run it without torchrun")
-    cut = config.from_block
-    head = Head.load(head_path)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    with FeatureStore(store_path) as store:
-        _check_store(store, store_path, head, cut)
-        attrs = dict(store.attrs)
-        maps = MapData(store, cut, config.map_aug)
-    backbone = create_backbone(attrs["backbone"], weights_arg(attrs["weights"]), int(attrs["seed"]),
-                               int(attrs["input_size"]))
-    trunk = trunk_for(backbone.model)
-    trunk.check(cut, backbone.name)
-    # The top's modules are the backbone's own: tuning them tunes `backbone.model` in place.
-    net = Network(trunk.top(cut), HeadModule(head)).to(device)
-    return _TopNetwork(net, backbone.model, f"{backbone.name} above {cut}", head, maps,
-                       Path(attrs["dataset_root"]),
-                       class_weights(maps.y_train, len(head.classes), config, device), device)
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.maps.n_train / self.config.batch_size)
 
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a batch of maps (B, C, H, W) with labels (B,)."""
+        with autocast(self.device, self.config):
+            logits = self.net(x.to(self.device).float())  # (B, classes)
+        return F.cross_entropy(logits.float(), y.to(self.device), weight=self.class_weights,
+                               label_smoothing=self.config.label_smoothing)
 
-def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
-                 config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
-    """Train the blocks above `config.from_block` + the head on the maps `store_path` cached there."""
-    start_time, out = time.perf_counter(), Path(out)
-    job = _top_network(store_path, head_path, config)
-    net, maps, device = job.net, job.maps, job.device
-    opt = make_optimizer(net, config)
-    batches_per_epoch = math.ceil(maps.n_train / config.batch_size)
-    schedule = Schedule(config, steps_per_epoch=math.ceil(batches_per_epoch / config.accumulate))
-
-    def train_epoch(epoch: int) -> float:
+    def train_epoch(self, epoch: int, opt: torch.optim.Optimizer, schedule: Schedule) -> float:
+        """One epoch of micro-batches; an optimiser step every `accumulate` of them."""
+        config = self.config
         losses, step = [], epoch * schedule.steps_per_epoch
         opt.zero_grad(set_to_none=True)
-        for i, (x, y) in enumerate(maps.train_batches(epoch, config.batch_size, config.seed)):
-            loss = _map_loss(job, x, y, config)
+        for i, (x, y) in enumerate(self.maps.train_batches(epoch, config.batch_size, config.seed)):
+            loss = self.loss(x, y)
             (loss / config.accumulate).backward()
             losses.append(float(loss.detach()))
-            if (i + 1) % config.accumulate == 0 or i + 1 == batches_per_epoch:
+            if (i + 1) % config.accumulate == 0 or i + 1 == self.batches_per_epoch:
                 schedule.step(opt, step)
                 step += 1
         return float(np.mean(losses))
 
-    run = fit(net, opt, config, out, f"finetune {job.backbone_name}", start_time, train_epoch,
-              lambda: loss_and_top1(*predict_maps(net, maps.split("val"), device, config)), show_progress)
-    metrics = {}
-    for split in ("val", "test"):
-        probs, y = predict_maps(net, maps.split(split), device, config)
-        metrics[split] = evaluate(y, probs, job.head.class_names, maps.paths(split)) if len(y) else None
-    weights_file = save_backbone(out.with_name(out.name + ".backbone.safetensors"), job.model)
-    seconds = run.seconds()
-    head_file = save_finetuned_head(out, net, job.head, weights_file, config, run.state, metrics["val"],
-                                    metrics["test"], seconds, job.dataset_root, maps.y_train)
-    return FinetuneResult(head_file, weights_file, metrics["val"], metrics["test"], seconds,
-                          run.state["epoch"], run.state["best_epoch"], run.resumed_from, run.state["curve"])
+    def validate(self) -> tuple[float, float]:
+        return loss_and_top1(*predict_maps(self.net, self.maps.split("val"), self.device, self.config))
 
 
-def find_lr_top(store_path: str | Path, head_path: str | Path, config: FinetuneConfig,
-                start: float = 1e-6, end: float = 1.0, steps: int = 120,
-                show_progress: bool = True) -> LRFindResult:
-    """LR range test of the top above `config.from_block` + head on the cached maps: a `--lr` for
-    `finetune_top` with the same settings."""
-    job = _top_network(store_path, head_path, config)
-
-    def losses():
-        for epoch in itertools.count():
-            for x, y in job.maps.train_batches(epoch, config.batch_size, config.seed):
-                yield _map_loss(job, x, y, config)
-
-    return network_range_test(job.net, config, losses(), start, end, steps, f"lr-find {job.backbone_name}",
-                              show_progress)
-
-
-def _map_loss(job: _TopNetwork, x: torch.Tensor, y: torch.Tensor, config: FinetuneConfig) -> torch.Tensor:
-    with autocast(job.device, config):
-        logits = job.net(x.to(job.device).float())
-    return F.cross_entropy(logits.float(), y.to(job.device), weight=job.class_weights,
-                           label_smoothing=config.label_smoothing)
-
-
-def _check_store(store: FeatureStore, store_path: str | Path, head: Head, cut: str) -> None:
+def check_store(store: FeatureStore, store_path: str | Path, head: Head, cut: str) -> None:
+    """The store holds complete maps at `cut`, of the backbone and classes `head` was trained on."""
     attrs = store.attrs
-    if attrs.get("cut") != cut or f"cut/{cut}" not in store.f:
+    if not store.has_cut(cut):
         raise FeatxError(f"{store_path}: no maps cached at '{cut}' (store cut: "
-                         f"{attrs.get('cut') or 'none'}); run `featx extract --cut {cut}` first")
+                         f"{store.cut or 'none'}); run `featx extract --cut {cut}` first")
     if not store.complete:
         raise FeatxError(f"{store_path}: the store is incomplete; finish `featx extract` first")
     if list(head.classes) != list(store.classes) or head.meta["weights_sha256"] != attrs["weights_sha256"]:
@@ -150,17 +161,17 @@ class MapData:
 
     def __init__(self, store: FeatureStore, cut: str, map_aug: str = "rot90-flip"):
         self.map_aug = map_aug
-        _check_memory(store, cut)
+        check_memory(store, cut)
         ok = np.ones(len(store.paths), dtype=bool)
         ok[list(store.failed)] = False  # failed images have no maps
         self.labels, self.store_paths = store.labels, store.paths
-        all_clean = torch.from_numpy(store.f[f"cut/{cut}/clean"][:])
+        all_clean = torch.from_numpy(store.cut_maps(cut, "clean"))  # (N, C, H, W)
         train_rank = np.flatnonzero(ok[store.aug_rows]) if len(store.aug_rows) else np.zeros(0, int)
         self.train_rows = store.aug_rows[train_rank]  # every training image, in store order
         self.y_train = store.labels[self.train_rows]
         self.clean_train = all_clean[self.train_rows]
-        aug = store.f[f"cut/{cut}"].get("aug")
-        self.views = (torch.from_numpy(aug[:])[:, train_rank] if aug is not None and aug.shape[0]
+        aug = store.cut_maps(cut, "aug")  # (K, N_train, C, H, W)
+        self.views = (torch.from_numpy(aug)[:, train_rank] if aug is not None and aug.shape[0]
                       else torch.zeros((0, *self.clean_train.shape)))
         self.rows = {s: np.flatnonzero(ok & (store.splits == s)) for s in ("val", "test")}
         self.clean = {s: all_clean[r] for s, r in self.rows.items()}
@@ -189,9 +200,9 @@ class MapData:
         return [self.store_paths[r] for r in self.rows[split]]
 
 
-def _check_memory(store: FeatureStore, cut: str) -> None:
+def check_memory(store: FeatureStore, cut: str) -> None:
     """Refuse up front, in one line, maps that cannot fit in memory (not an OOM kill later)."""
-    need = sum(store.f[f"cut/{cut}/{name}"].nbytes for name in ("clean", "aug") if name in store.f[f"cut/{cut}"])
+    need = store.cut_nbytes(cut)
     try:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on this platform: let it try
@@ -209,8 +220,9 @@ def square_symmetry(m: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_maps(net: Network, data: tuple[torch.Tensor, np.ndarray], device, config: FinetuneConfig,
-                 batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict_maps(net: Network, data: tuple[torch.Tensor, np.ndarray], device: torch.device,
+                 config: FinetuneConfig, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities (N, classes), labels (N,)) of clean maps (N, C, H, W) with labels."""
     x, y = data
     net.eval()
     probs = []

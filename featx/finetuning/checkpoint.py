@@ -1,0 +1,146 @@
+"""Files of a fine-tune: the per-epoch checkpoint, the best epoch's weights, and the outputs.
+
+Everything a run writes is named from its `out` stem:
+
+    OUT.checkpoint.safetensors + OUT.checkpoint.json   model + optimiser after the last epoch
+    OUT.best.safetensors                               the network at the best val epoch
+    OUT.backbone.safetensors                           `featx extract --weights` takes it
+    OUT.head.safetensors + OUT.head.json               a featx head on that backbone
+
+Tensors are safetensors, the rest JSON (no pickle). Each file is written atomically, and the
+checkpoint's JSON, written last, holds the hash of its tensors: a kill at any moment leaves
+either the previous checkpoint or the new one (RELIABILITY 6).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from featx.atomic import atomic_write, atomic_write_text, remove_stale_temp_files
+from featx.backbones.weights import sha256_file
+from featx.errors import FeatxError
+from featx.finetuning.config import FinetuneConfig
+from featx.finetuning.model import Network
+from featx.head_io import Head, save_head
+from featx.metrics import Metrics
+from featx.progress import console
+
+CHECKPOINT_FORMAT = "featx-finetune-checkpoint/2"
+# Format 1 called the warm-up + cosine schedule "onecycle", a name that now means torch's
+# OneCycleLR shape (featx.schedules): its checkpoints resume under the new name.
+FORMAT_1 = "featx-finetune-checkpoint/1"
+
+
+def checkpoint_paths(out: Path) -> tuple[Path, Path]:
+    """(tensors, JSON) of the checkpoint of the run `out`."""
+    return (out.with_name(out.name + ".checkpoint.safetensors"),
+            out.with_name(out.name + ".checkpoint.json"))
+
+
+def best_path(out: Path) -> Path:
+    return out.with_name(out.name + ".best.safetensors")
+
+
+def remove_stale_files(out: Path) -> None:
+    """Temporary files a killed writer of this run left behind."""
+    for path in (*checkpoint_paths(out), best_path(out)):
+        remove_stale_temp_files(path)
+
+
+def fresh_state() -> dict:
+    return {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "since_best": 0, "curve": []}
+
+
+def save_checkpoint(out: Path, net: Network, opt: torch.optim.Optimizer, state: dict,
+                    config: FinetuneConfig) -> None:
+    """Model + optimiser tensors (safetensors), then the JSON that makes the checkpoint valid."""
+    tensors_path, json_path = checkpoint_paths(out)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    opt_state = opt.state_dict()
+    for index, values in opt_state["state"].items():
+        for name, value in values.items():
+            tensors[f"opt.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    atomic_write(tensors_path, lambda tmp: save_file(tensors, str(tmp)))
+    meta = {"format": CHECKPOINT_FORMAT, "config": asdict(config), "state": state,
+            "checkpoint_sha256": sha256_file(tensors_path)}
+    atomic_write_text(json_path, json.dumps(meta))
+
+
+def load_checkpoint(out: Path, net: Network, opt: torch.optim.Optimizer, config: FinetuneConfig) -> dict:
+    """The state after the last finished epoch, with `net` and `opt` restored to it; a fresh
+    state when there is no valid checkpoint. A checkpoint of other settings is refused."""
+    tensors_path, json_path = checkpoint_paths(out)
+    if not json_path.is_file():
+        return fresh_state()
+    try:
+        meta = json.loads(json_path.read_text())
+        valid = (meta.get("format") in (CHECKPOINT_FORMAT, FORMAT_1) and tensors_path.is_file()
+                 and meta.get("checkpoint_sha256") == sha256_file(tensors_path))
+    except (OSError, ValueError):
+        valid = False
+    if not valid:
+        console.print(f"[yellow]warning:[/] {json_path}: unreadable checkpoint; starting over")
+        return fresh_state()
+    saved, wanted = _saved_config(meta), json.loads(json.dumps(asdict(config)))
+    if saved != wanted:
+        changed = sorted(k for k in saved if saved[k] != wanted.get(k))
+        raise FeatxError(f"{json_path}: a checkpoint with other settings ({', '.join(changed)}) "
+                         "is here; use the same options to resume, or another --out")
+    tensors = load_file(str(tensors_path))
+    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state = opt.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, index, name = key.split(".", 2)
+            opt_state["state"].setdefault(int(index), {})[name] = value
+    opt.load_state_dict(opt_state)
+    return meta["state"]
+
+
+def _saved_config(meta: dict) -> dict:
+    config = dict(meta["config"])
+    if meta["format"] == FORMAT_1 and config.get("schedule") == "onecycle":
+        config["schedule"] = "warmup-cosine"
+    return config
+
+
+def save_best(out: Path, net: Network) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    atomic_write(best_path(out), lambda tmp: save_file(state, str(tmp)))
+
+
+def load_best(out: Path, net: Network) -> None:
+    net.load_state_dict(load_file(str(best_path(out))))
+
+
+def save_backbone(path: Path, backbone: torch.nn.Module) -> Path:
+    """The fine-tuned backbone as a weights file `featx extract --weights` accepts."""
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
+                        config: FinetuneConfig, state: dict, val: Metrics | None, test: Metrics | None,
+                        seconds: float, dataset_root: Path, train_labels: np.ndarray) -> Path:
+    """OUT.head: the tuned head, its sidecar naming the tuned backbone `weights_file` (by hash),
+    the warm-start head, the settings, the curve and the metrics."""
+    meta = {k: v for k, v in head.meta.items() if k not in ("format",)}
+    sha = sha256_file(weights_file)
+    meta.update({
+        "kind": "finetune", "weights": {"source": str(weights_file.resolve()), "sha256": sha},
+        "weights_sha256": sha, "warm_start": str(head.path), "config": asdict(config),
+        "params": {"lr": config.lr, "lr_ratio": config.lr_ratio, "best_epoch": state["best_epoch"],
+                   "epochs_run": state["epoch"]},
+        "search": [], "curve": state["curve"], "seconds": seconds,
+        "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
+        "train_counts": np.bincount(train_labels, minlength=len(head.classes)).tolist(),
+        "dataset_root": str(dataset_root), "store": None,
+    })
+    meta["normalize"] = "l2" if net.head.l2 else "standard"
+    return save_head(out.with_name(out.name + ".head"), net.head.tensors(), meta)

@@ -1,0 +1,79 @@
+"""What a fine-tune is asked to do (`FinetuneConfig`) and what it gives back (`FinetuneResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featx.errors import ConfigError
+from featx.metrics import Metrics
+
+# Whole network: lower rates at the bottom keep the pretrained filters (fastai's slice); the same
+# top rate as the top-block runs (ELPV lite0 on CPU: train loss ~1 from the first epoch).
+# Top on cached maps: a few blocks near the head, one rate for all (on ELPV, block14, 3 seeds:
+# 79.0-79.4% test at ratio 1 vs 77.1% at ratio 3; benchmarks/finetune_cuts.py).
+MODE_DEFAULTS = {"whole": {"epochs": 8, "lr": 3e-4, "lr_ratio": 10.0},
+                 "top": {"epochs": 12, "lr": 3e-4, "lr_ratio": 1.0}}
+SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # shapes: featx.schedules
+MAP_AUGS = ("rot90-flip", "flip", "none")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of a fine-tune. `epochs`, `lr` and `lr_ratio` left as None take the defaults of the
+    mode (`MODE_DEFAULTS`): the whole network, or the top above `from_block` on cached maps."""
+    epochs: int | None = None
+    head_epochs: int = 0  # head-only warm-up epochs before the whole network trains
+    batch_size: int = 32
+    accumulate: int = 1  # gradient accumulation steps (effective batch = batch_size x accumulate)
+    lr: float | None = None  # the head's (top group's) learning rate
+    lr_ratio: float | None = None  # bottom group gets lr / lr_ratio
+    groups: int = 3  # backbone layer groups for discriminative learning rates
+    optimizer: str = "adamw"  # adamw | sgd
+    weight_decay: float = 0.01
+    schedule: str = "warmup-cosine"  # 10% linear warm-up, then cosine (featx.schedules)
+    label_smoothing: float = 0.1
+    balance: str = "none"  # none | weights
+    train_bn: bool = False
+    aug: str = "flips"  # recipe applied on the fly (configs/aug/); flips suit orientation-free images
+    # Off by default: the schedule anneals in the last epochs, where the best val epoch usually is.
+    patience: int | None = None  # early stopping on val loss (the best epoch is kept either way)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "bf16"  # CUDA only
+    decode: str = "auto"  # auto | cpu | gpu: JPEG files decoded by nvjpeg on CUDA (auto = gpu on CUDA)
+    workers: int | None = None
+    from_block: str | None = None  # train only the blocks above this cut, on a store's cached maps
+    map_aug: str = "rot90-flip"  # with from_block: symmetries of the cached maps (rot90-flip | flip | none)
+
+    def __post_init__(self) -> None:
+        for name, value in MODE_DEFAULTS["top" if self.from_block else "whole"].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        checks = [
+            (self.epochs >= 1, "epochs", ">= 1"), (self.batch_size >= 1, "batch_size", ">= 1"),
+            (self.accumulate >= 1, "accumulate", ">= 1"), (self.lr > 0, "lr", "> 0"),
+            (self.lr_ratio >= 1, "lr_ratio", ">= 1"), (self.groups >= 1, "groups", ">= 1"),
+            (self.optimizer in ("adamw", "sgd"), "optimizer", "adamw or sgd"),
+            (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES)),
+            (self.balance in ("none", "weights"), "balance", "none or weights"),
+            (0 <= self.head_epochs < self.epochs, "head_epochs", "in [0, epochs)"),
+            (self.map_aug in MAP_AUGS, "map_aug", " | ".join(MAP_AUGS)),
+            (self.decode in ("auto", "cpu", "gpu"), "decode", "auto, cpu or gpu"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class FinetuneResult:
+    head: Path  # the featx head (its sidecar names the fine-tuned backbone weights)
+    weights: Path  # backbone weights: `featx extract --weights` takes this file
+    val: Metrics | None
+    test: Metrics | None
+    seconds: float
+    epochs_run: int
+    best_epoch: int
+    resumed_from: int = 0  # epochs already done when this run started
+    curve: list[dict] = field(default_factory=list)  # per epoch: train loss, val loss and top-1
