@@ -8,7 +8,6 @@ which keeps memory flat at the cost of coarser mixing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
