@@ -7,14 +7,13 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from featx.cli import app
-from tests.conftest import make_class_tree, make_feature_store, write_image
+from tests.conftest import make_class_tree, write_image
 
 runner = CliRunner()
 COMMANDS = sorted(get_command(app).commands)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from featx.cli import options as o
-from featx.cli.core import given, old_spelling, out, err
+from featx.cli.core import err, old_spelling, out
 from featx.errors import ConfigError
 
 def train_head(
