@@ -20,7 +20,7 @@ import torch
 from featx.backbones import create_backbone
 from featx.data import open_dataset, subset
 from featx.engines import OnnxEngine, TorchEngine
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.store import FeatureStore
 
 CPU = torch.device("cpu")

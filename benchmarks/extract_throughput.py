@@ -25,7 +25,7 @@ from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.device import resolve_device
 from featx.engines import create_engine
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.images import image_to_tensor, load_image
 from featx.transforms import clean_view
 

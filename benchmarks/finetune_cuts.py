@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from featx.data import DatasetOptions, open_dataset
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.finetuning import FinetuneConfig, find_lr_top, finetune_top
 from featx.train import train_head
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from featx.data import open_dataset
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.heads import HeadConfig, head_defaults
 from featx.train import train_head
 

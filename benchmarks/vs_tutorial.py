@@ -24,7 +24,7 @@ import torchvision.transforms.v2 as T
 
 from featx.backbones import create_backbone
 from featx.data import open_dataset
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.images import load_image
 from featx.train import train_head
 

@@ -27,15 +27,15 @@ _EXPORTS = {
     "create_backbone": "featx.backbones", "register_backbone": "featx.backbones",
     "BackboneSpec": "featx.backbones",
     # extraction and the store
-    "extract": "featx.api", "ExtractConfig": "featx.extract", "ExtractResult": "featx.extract",
+    "extract": "featx.extraction", "ExtractConfig": "featx.extraction", "ExtractResult": "featx.extraction",
     "FeatureStore": "featx.store",
     # heads
     "train_head": "featx.train", "HeadConfig": "featx.heads", "Head": "featx.head_io",
     "load_head": "featx.head_io", "LinearProbe": "featx.estimators", "MLPProbe": "featx.estimators",
-    "predict": "featx.predict", "Predictions": "featx.predict",
+    "predict": "featx.prediction", "Predictions": "featx.prediction",
     # fine-tuning, comparison, reports
-    "finetune": "featx.api", "FinetuneConfig": "featx.finetuning",
-    "compare": "featx.compare", "write_report": "featx.report",
+    "finetune": "featx.finetuning", "FinetuneConfig": "featx.finetuning",
+    "compare": "featx.comparison", "write_report": "featx.report",
     # errors
     "FeatxError": "featx.errors", "ConfigError": "featx.errors", "DataError": "featx.errors",
     "StoreError": "featx.errors", "BackboneError": "featx.errors",
@@ -58,17 +58,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazily
-    from featx.api import extract, finetune
+    from featx.extraction import extract
+    from featx.finetuning import finetune
     from featx.backbones import BackboneSpec, create_backbone, get_spec, list_backbones, register_backbone
-    from featx.compare import compare
+    from featx.comparison import compare
     from featx.data import Dataset, DatasetOptions, open_dataset
     from featx.errors import BackboneError, ConfigError, DataError, FeatxError, StoreError
     from featx.estimators import LinearProbe, MLPProbe
-    from featx.extract import ExtractConfig, ExtractResult
+    from featx.extraction import ExtractConfig, ExtractResult
     from featx.finetuning import FinetuneConfig
     from featx.head_io import Head, load_head
     from featx.heads import HeadConfig
-    from featx.predict import Predictions, predict
+    from featx.prediction import Predictions, predict
     from featx.report import write_report
     from featx.store import FeatureStore
     from featx.train import train_head

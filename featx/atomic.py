@@ -3,7 +3,7 @@
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
     atomic_write_text(path, json.dumps(meta))
 
-The recipe (RELIABILITY 6): write a temporary file in the same folder, fsync it, `os.replace`
+The recipe (docs/reliability.md, 6): write a temporary file in the same folder, fsync it, `os.replace`
 it over the target, fsync the folder so the rename itself survives a power cut. Temporary
 files are named `NAME.tmp-PID`, so a later run can sweep the ones a killed run left behind.
 """

@@ -72,3 +72,17 @@ def merge(cli: dict, file: dict, defaults: dict) -> dict:
     out.update({k: v for k, v in file.items() if v is not None})
     out.update({k: v for k, v in cli.items() if v is not None})
     return out
+
+
+def with_options(config, options: dict):
+    """`config` (a dataclass) with `options` (its field names) replaced; unknown names refused."""
+    import dataclasses
+
+    if not options:
+        return config
+    known = {f.name for f in dataclasses.fields(config) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {type(config).__name__} "
+                          f"(known: {', '.join(sorted(known))})")
+    return dataclasses.replace(config, **options)

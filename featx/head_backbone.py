@@ -50,7 +50,7 @@ class HeadEmbedder:
                  batch_size: int = 64, workers: int | None = None,
                  engine: str = "auto") -> Embedded:
         from featx.data import list_images
-        from featx.extract import embed
+        from featx.extraction import embed
 
         items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         dataset, skipped = list_images(items)

@@ -8,7 +8,7 @@
 The sidecar holds the classes, the backbone and its weights' sha256, the preprocessing, the
 store it was trained on, hyper-parameters, metrics and the training curve, and the sha256 of
 its own weights file: the pair is bound, so a kill between the two renames of a save can never
-pair new weights with old metadata unnoticed (RELIABILITY 17).
+pair new weights with old metadata unnoticed (docs/reliability.md, 17).
 
 Loading a head and scoring features imports numpy and safetensors only; images pull in the
 backbone stack on first use.
@@ -185,7 +185,7 @@ class Head:
 
         Images are featurised by the head's own backbone, rebuilt from the sidecar (same
         weights by sha256, same preprocessing); `embed_options` go to it (device, batch_size,
-        workers, engine). Unreadable images raise; use `featx.predict` to skip and list them.
+        workers, engine). Unreadable images raise; use `featx.prediction` to skip and list them.
         """
         if _is_features(inputs):
             return self.scores(np.asarray(inputs))

@@ -37,7 +37,7 @@ KIND_DEFAULTS = {"linear": {"optimizer": "sgd", "lrs": SWEEP_LRS, "weight_decays
 @dataclass(frozen=True)
 class HeadConfig:
     """How to train a head. `optimizer`, `lrs` and `weight_decays` left as None take the
-    defaults of `head` (KIND_DEFAULTS), so the API, `--head mlp` and `compare` train alike."""
+    defaults of `head` (KIND_DEFAULTS), so the API, `--kind mlp` and `compare` train alike."""
 
     head: str = "linear"  # linear | mlp | logreg | svm | knn
     hidden: tuple[int, ...] = (512,)  # MLP hidden sizes (Caltech tutorial: Linear-ReLU-Dropout-Linear)

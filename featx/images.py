@@ -2,7 +2,7 @@
 
 Folders that users did not curate hold zero-byte files, text files named .jpg, truncated
 downloads, CMYK scans, 16-bit PNGs and decompression bombs. Each of them must be reported by
-name and skipped, never crash a long run (see RELIABILITY.md, items 8-11).
+name and skipped, never crash a long run (see docs/reliability.md, items 8-11).
 """
 
 from __future__ import annotations

@@ -138,3 +138,20 @@ def _param_count(name: str) -> int | None:
         return get_spec(name).num_params
     except FeatxError:  # a timm model without timm installed here, say
         return None
+
+
+def find_head_lr(store_path: str | Path, config: HeadConfig | None = None, start: float = 1e-6,
+                 end: float = 10.0, steps: int = 100):
+    """LR range test of one head of `config` (linear or mlp) on a complete store: the loss at
+    each rate and a suggested rate (a tenth of the lowest-loss rate). Returns LRFindResult."""
+    from featx.heads import lr_find
+
+    config = config or HeadConfig()
+    if not config.torch_head:
+        raise ConfigError(f"head {config.head}: the range test trains a linear or mlp head")
+    if steps < 2 or not 0 < start < end:
+        raise ConfigError(f"the range test needs 0 < start < end and steps >= 2, got start={start:g}, "
+                          f"end={end:g}, steps={steps}")
+    with FeatureStore(store_path) as store:
+        data = FeatureData(store)
+        return lr_find(data, data.fit_normalizer(config.normalize), config, start, end, steps)

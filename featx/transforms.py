@@ -4,7 +4,7 @@ All ops work on uint8 (3, H, W) tensors on any device, so the CPU path (PIL deco
 DataLoader workers) and the CUDA path (nvjpeg decode on the GPU) share one implementation.
 Randomness comes only from a CPU generator seeded by (seed, sample path, view), never from
 global or worker RNG state: view k of a sample is the same whatever the worker count, batch
-order or resume point (RELIABILITY.md item 14).
+order or resume point (docs/reliability.md item 14).
 
 Recipes are YAML lists of ops: the built-in ones are package data in featx/recipes/ (`mild`,
 `flips`, `tutorial`, `flowers`), or any YAML file given by path; sizes may be the words "input"

@@ -94,8 +94,8 @@ def test_help_shows_every_default_and_readable_metavars(command):
 def test_cli_defaults_are_the_librarys():
     from featx.data import DatasetOptions
     from featx.engines import ENGINES
-    from featx.extract import ExtractConfig
-    from featx.extract.config import AMP_MODES, STORE_DTYPES
+    from featx.extraction import ExtractConfig
+    from featx.extraction.config import AMP_MODES, STORE_DTYPES
     from featx.finetuning import FinetuneConfig
     from featx.finetuning.config import MAP_AUGS, SCHEDULES
     from featx.heads import HEAD_KINDS, OPTIMIZERS, HeadConfig

@@ -14,7 +14,7 @@ from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.engines import OnnxEngine, TorchEngine, cached_onnx, create_engine, resolve_engine
 from featx.errors import ConfigError, StoreError
-from featx.extract import ExtractConfig, engine_for, extract
+from featx.extraction import ExtractConfig, engine_for, extract
 from featx.store import FeatureStore
 
 CPU = torch.device("cpu")

@@ -1,4 +1,4 @@
-"""featx.extract: batched, deterministic, resumable extraction into a feature store."""
+"""featx.extraction: batched, deterministic, resumable extraction into a feature store."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
-from featx.extract import ExtractConfig, extract, plan_batches
+from featx.extraction import ExtractConfig, extract, plan_batches
 from featx.images import image_to_tensor, load_image
 from featx.store import FeatureStore
 from featx.transforms import load_recipe, make_views, normalize
@@ -155,11 +155,11 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine):
 
 
 def test_dead_worker_is_one_clear_error_and_the_run_resumes(tmp_path, dataset, monkeypatch):
-    import featx.extract
+    import featx.extraction
     from featx.errors import FeatxError
 
     cfg = ExtractConfig(**{**SMALL, "workers": 2})
-    original = featx.extract.BatchDecoder.__getitem__
+    original = featx.extraction.BatchDecoder.__getitem__
 
     def dies_on_batch_3(self, i):
         if self.batches[i].start >= 6:
@@ -167,10 +167,10 @@ def test_dead_worker_is_one_clear_error_and_the_run_resumes(tmp_path, dataset, m
             os._exit(3)  # a worker killed by the OOM killer looks like this
         return original(self, i)
 
-    monkeypatch.setattr(featx.extract.BatchDecoder, "__getitem__", dies_on_batch_3)
+    monkeypatch.setattr(featx.extraction.BatchDecoder, "__getitem__", dies_on_batch_3)
     with pytest.raises(FeatxError, match="data loading worker failed.*re-run the same command"):
         extract(dataset, "resnet18", tmp_path / "a", cfg, show_progress=False)
-    monkeypatch.setattr(featx.extract.BatchDecoder, "__getitem__", original)
+    monkeypatch.setattr(featx.extraction.BatchDecoder, "__getitem__", original)
     (store,) = (tmp_path / "a").glob("*.h5")
     assert read_done_count(store) > 0
     resumed = extract(dataset, "resnet18", tmp_path / "a", cfg, show_progress=False)
@@ -213,7 +213,7 @@ def test_other_settings_against_an_existing_store_are_refused(tmp_path, dataset)
 def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
     """The nvjpeg path's logic, run with torchvision's CPU JPEG decoder: JPEGs decoded in the
     main process (EXIF applied, bad files recorded), other formats from the workers."""
-    import featx.extract.store_run
+    import featx.extraction.store_run
     from PIL import Image
 
     root = make_class_tree(tmp_path / "d", per_class=5, seed=2, ext=".jpg")
@@ -227,7 +227,7 @@ def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
     ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.5))
     cfg = ExtractConfig(**{**SMALL, "dtype": "float32"})
     pil = extract(ds, "resnet18", tmp_path / "pil", cfg, show_progress=False)
-    monkeypatch.setattr(featx.extract.store_run, "use_device_decode", lambda device, decode: True)
+    monkeypatch.setattr(featx.extraction.store_run, "use_device_decode", lambda device, decode: True)
     dev = extract(ds, "resnet18", tmp_path / "dev", cfg, show_progress=False)
     a, b = _arrays(Path(pil.store)), _arrays(Path(dev.store))
     np.testing.assert_array_equal(a["failed/reason"] != b"", b["failed/reason"] != b"")

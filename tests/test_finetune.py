@@ -19,14 +19,14 @@ from safetensors.torch import load_file
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.finetuning import (FinetuneConfig, HeadModule, Network, find_lr, finetune, layer_groups,
                               network_range_test)
 from featx.finetuning.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from featx.finetuning.loop import make_optimizer
 from featx.head_io import Head, save_head
 from featx.heads import HeadConfig
-from featx.predict import predict
+from featx.prediction import predict
 from featx.schedules import schedule_factor
 from featx.store import FeatureStore
 from featx.train import train_head

@@ -14,12 +14,12 @@ import featx.finetuning.top
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import ConfigError, FeatxError
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.finetuning import (FinetuneConfig, MapData, find_lr_top, finetune_top, square_symmetry,
                               suggest_lr)
 from featx.head_io import Head
 from featx.heads import HeadConfig
-from featx.predict import predict
+from featx.prediction import predict
 from featx.store import FeatureStore
 from featx.train import train_head
 from tests.conftest import make_class_tree

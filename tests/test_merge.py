@@ -13,7 +13,7 @@ import featx.distributed
 from featx.data import DatasetOptions, open_dataset
 from featx.distributed import DistContext
 from featx.errors import StoreError
-from featx.extract import ExtractConfig, extract, extract_shard
+from featx.extraction import ExtractConfig, extract, extract_shard
 from featx.store import FeatureStore, merge_shards, shard_path
 
 CFG = dict(weights="none", input_size=32, batch_size=4, views=2, workers=0)

@@ -1,4 +1,4 @@
-"""featx.predict: a saved head re-attached to its backbone classifies new images."""
+"""featx.prediction: a saved head re-attached to its backbone classifies new images."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
-from featx.extract import ExtractConfig, extract
+from featx.extraction import ExtractConfig, extract
 from featx.heads import HeadConfig
-from featx.predict import predict
+from featx.prediction import predict
 from featx.store import FeatureStore
 from featx.train import train_head
 from tests.conftest import make_class_tree, write_image

@@ -1,4 +1,4 @@
-"""featx.report / featx.compare: the comparison a person looks at, in HTML and Markdown."""
+"""featx.report / featx.comparison: the comparison a person looks at, in HTML and Markdown."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from featx.compare import compare
+from featx.comparison import compare
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
-from featx.extract import ExtractConfig
+from featx.extraction import ExtractConfig
 from featx.report import load_results, table, write_report
 from tests.conftest import make_class_tree
 

@@ -1,7 +1,7 @@
 """Loading weight files safely: safetensors, or torch state dicts with weights_only=True.
 
 A .pt/.pth whose pickle would run code is refused, never retried with weights_only=False
-(RELIABILITY.md item 7).
+(docs/reliability.md item 7).
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ def extract(
 ) -> None:
     """Run each backbone once over DATA (clean + K augmented views) into a feature store."""
     from featx.distributed import context, finish
-    from featx.extract import ExtractConfig
-    from featx.extract import extract as run_extract
+    from featx.extraction import ExtractConfig
+    from featx.extraction import extract as run_extract
 
     ds = open_data(require_data(data), ctx.params)
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
@@ -68,7 +68,7 @@ def _print_extraction(r) -> None:
 
 def merge(shards: o.Shards, out_path: o.MergeOut, mode: o.MergeMode = "copy") -> None:
     """Merge the shard stores of a torchrun extraction into one store (rank 0 does it itself)."""
-    from featx.merge import merge_shards
+    from featx.store import merge_shards
 
     path = merge_shards(shards, out_path, mode)
     out.print(f"merged {len(shards)} shards into {path} ({mode})", markup=False, highlight=False)

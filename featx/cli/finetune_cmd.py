@@ -50,7 +50,7 @@ def finetune(
     """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable); with
     --from-block only the top, on the maps of DATA = a store made by `extract --cut`."""
     from featx.distributed import context, finish
-    from featx.finetuning import FinetuneConfig, finetune as run_finetune, finetune_top, suggest_lr
+    from featx.finetuning import FinetuneConfig, finetune as run_finetune, suggest_lr
 
     data = require_data(data)
     data_options = data_options_given(ctx)
@@ -78,8 +78,7 @@ def finetune(
             if lr_find:
                 return
             settings = replace(settings, lr=found.lr)
-        run = finetune_top if from_block else run_finetune
-        r = run(source(), head, stem, settings)
+        r = run_finetune(source(), head, stem, settings)
     finally:
         finish()
     if context().rank != 0:  # under torchrun, rank 0 speaks for all

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -11,6 +10,7 @@ from rich.table import Table
 from featx.cli import options as o
 from featx.cli.core import err, old_spelling, out
 from featx.errors import ConfigError
+
 
 def train_head(
     ctx: typer.Context,
@@ -54,7 +54,7 @@ def train_head(
         batch_size=batch_size, label_smoothing=label_smoothing, balance=balance, normalize=normalize,
         views=use_views, patience=patience, seed=seed)
     result = run_train_head(store, kind, settings, head_stem(out_dir, store, kind), memory_mb)
-    print_training(summarize(result))
+    print_training(result)
 
 
 def head_stem(out_dir: Path, store: Path, kind: str) -> Path:
@@ -66,36 +66,8 @@ def head_stem(out_dir: Path, store: Path, kind: str) -> Path:
     return out_dir / f"{Path(store).stem}.{kind}"
 
 
-@dataclass
-class TrainingSummary:
-    """What train-head prints, read from what featx.train.train_head returned."""
-    head: Path
-    kind: str
-    params: dict
-    val: object  # featx.metrics.Metrics or None
-    test: object
-    seconds: float
-    search: list = field(default_factory=list)
-    streamed: bool = False
-    notes: list = field(default_factory=list)
-
-
-def summarize(result) -> TrainingSummary:
-    """From a TrainResult, or from a featx.head_io.Head (its sidecar `meta` holds the same)."""
-    meta = getattr(result, "meta", None)
-    if meta is None:
-        return TrainingSummary(Path(result.head), result.kind, result.params, result.val, result.test,
-                               result.seconds, result.search, result.streamed, result.notes)
-    from featx.metrics import Metrics
-
-    metrics = meta.get("metrics") or {}
-    val, test = (Metrics.from_dict(metrics[s]) if metrics.get(s) else None for s in ("val", "test"))
-    return TrainingSummary(Path(result.path), meta["kind"], meta.get("params", {}), val, test,
-                           meta.get("seconds", 0.0), meta.get("search", []), meta.get("streamed", False),
-                           meta.get("notes", []))
-
-
-def print_training(r: TrainingSummary) -> None:
+def print_training(r) -> None:
+    """The chosen settings, metrics, per-class table and worst errors of a trained featx.Head."""
     for note in r.notes:
         out.print(f"note: {note}", markup=False)
     if r.search and len(r.search) > 1:
@@ -121,8 +93,9 @@ def print_training(r: TrainingSummary) -> None:
             for w in final.worst[:5]:
                 out.print(f"  {w['path']}: true {w['true']} (p={w['p_true']:.2f}), predicted "
                           f"{w['predicted']} (p={w['p_predicted']:.2f})", markup=False, highlight=False)
-    out.print(f"{r.kind} head trained in {r.seconds:.1f} s{' (streamed from HDF5)' if r.streamed else ''}: "
-              f"{r.head} (+ .json with metrics)", markup=False, highlight=False)
+    streamed = " (streamed from HDF5)" if r.meta.get("streamed") else ""
+    out.print(f"{r.kind} head trained in {r.meta.get('seconds', 0.0):.1f} s{streamed}: "
+              f"{r.path} (+ .json with metrics)", markup=False, highlight=False)
 
 
 def _fmt(value) -> str:
@@ -145,10 +118,8 @@ def lr_find(
 ) -> None:
     """Learning-rate range test of a head on cached features: the loss curve (CSV + PNG) and a
     suggested learning rate. For a fine-tune through the network: featx finetune ... --lr-find."""
-    from featx.feature_data import FeatureData
     from featx.heads import HeadConfig
-    from featx.heads import lr_find as range_test
-    from featx.store import FeatureStore
+    from featx.train import find_head_lr
 
     kind = old_spelling(ctx, "--head", "--kind", head, kind)
     if kind not in ("linear", "mlp"):
@@ -156,9 +127,7 @@ def lr_find(
     # The test sets the rate at each step (lrs is a placeholder); weight decay is the kind's first.
     cfg = HeadConfig(head=kind, hidden=o.parse_sizes(hidden), batch_size=batch_size, lrs=(1.0,),
                      optimizer=optimizer)
-    with FeatureStore(store) as st:
-        data = FeatureData(st)
-        result = range_test(data, data.fit_normalizer(cfg.normalize), cfg, start, end, steps)
+    result = find_head_lr(store, cfg, start, end, steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png = result.save(out_dir / f"{store.stem}.lr-find")
     out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss "
@@ -178,7 +147,7 @@ def predict(
     config: o.Config = None,
 ) -> None:
     """Classify new images (or a store's features) with a trained head, into a CSV."""
-    from featx.predict import predict as run_predict
+    from featx.prediction import predict as run_predict
 
     found = run_predict(head, inputs, class_map, device, batch_size, workers, engine)
     csv_path = found.to_csv(out_csv, top_k)

@@ -32,8 +32,8 @@ HEAD_OPTIMIZERS = ("sgd", "adam", "adamw")  # featx.heads.OPTIMIZERS
 HEAD_SCHEDULES = ("none", "step", "cosine", "onecycle")  # featx.heads.SCHEDULES
 FINETUNE_SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # featx.finetuning.config.SCHEDULES
 MAP_AUGS = ("rot90-flip", "flip", "none")  # featx.finetuning.config.MAP_AUGS
-STORE_DTYPES = ("float16", "float32")  # featx.extract.config.STORE_DTYPES
-AMP_MODES = ("bf16", "fp16", "off")  # featx.extract.config.AMP_MODES
+STORE_DTYPES = ("float16", "float32")  # featx.extraction.config.STORE_DTYPES
+AMP_MODES = ("bf16", "fp16", "off")  # featx.extraction.config.AMP_MODES
 ENGINES = ("auto", "torch", "onnxruntime")  # featx.engines.ENGINES
 DECODES = ("auto", "cpu", "gpu")  # featx.device.DECODES
 MERGE_MODES = ("copy", "virtual")  # featx.store.MERGE_MODES
@@ -134,7 +134,7 @@ Views = Annotated[int, _option(
     "--views", metavar="K", help="Augmented views per training image, stored beside the clean one.",
     min=0)]
 Aug = Annotated[str, _option(
-    "--aug", metavar="RECIPE", help="Augmentation recipe: a name in configs/aug, a YAML file, or none.")]
+    "--aug", metavar="RECIPE", help="Augmentation recipe: a built-in name (mild, flips, tutorial, flowers), a YAML file, or none.")]
 BatchSize = Annotated[int, _option("--batch-size", metavar="N", help="Samples per batch.", min=1)]
 Workers = Annotated[Optional[int], _option(
     "--workers", metavar="N", help="Image decoding processes (0 = in the main process).", min=0,

@@ -46,8 +46,8 @@ def compare(
     A backbone that cannot run (no weights here, say) is reported as failed and the others go on;
     the exit status is 1 only when every backbone failed.
     """
-    from featx.compare import compare as run_compare
-    from featx.extract import ExtractConfig
+    from featx.comparison import compare as run_compare
+    from featx.extraction import ExtractConfig
 
     kinds = old_spelling(ctx, "--head", "--kind", head, kind)
     ds = open_data(require_data(data), ctx.params)

@@ -60,6 +60,12 @@ class Dataset:
     def abspath(self, sample: Sample) -> Path:
         return self.root / sample.path
 
+    def subset(self, n: int, seed: int = 0) -> "Dataset":
+        """A stratified, seeded subset of about `n` samples (a dataset with its own name)."""
+        from featx.data.splits import subset
+
+        return subset(self, n, seed)
+
     @property
     def fingerprint(self) -> str:
         """Changes when a file is added, removed or changed (size, mtime), or a label moves."""

@@ -1,6 +1,6 @@
 """Folder layouts: train/val/test split folders, class folders, a loose folder of images.
 
-Deliberate choices (RELIABILITY.md item 12): hidden files and folders are ignored; symlinks are
+Deliberate choices (docs/reliability.md item 12): hidden files and folders are ignored; symlinks are
 followed and each real folder is visited once (a symlink loop cannot hang a scan); broken
 symlinks and non-UTF-8 names are reported in `skipped`; files without an image extension are
 counted in `ignored_files`; empty class folders are dropped with a note.

@@ -58,3 +58,8 @@ def read_class_map(path: str | os.PathLike) -> dict[str, str]:
     if not isinstance(mapping, dict):
         raise DataError(f"{path}: class map must be a JSON object {{class: name}}")
     return {str(k): str(v) for k, v in mapping.items()}
+
+
+def as_dataset(data: "Dataset | str | os.PathLike") -> "Dataset":
+    """`data` itself when it is a Dataset, else `open_dataset(data)` (the API takes either)."""
+    return data if isinstance(data, Dataset) else open_dataset(data)

@@ -9,7 +9,7 @@ Everything a run writes is named from its `out` stem:
 
 Tensors are safetensors, the rest JSON (no pickle). Each file is written atomically, and the
 checkpoint's JSON, written last, holds the hash of its tensors: a kill at any moment leaves
-either the previous checkpoint or the new one (RELIABILITY 6).
+either the previous checkpoint or the new one (docs/reliability.md, 6).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     balance: str = "none"  # none | weights
     train_bn: bool = False
-    aug: str = "flips"  # recipe applied on the fly (configs/aug/); flips suit orientation-free images
+    aug: str = "flips"  # recipe applied on the fly (featx/recipes/); flips suit orientation-free images
     # Off by default: the schedule anneals in the last epochs, where the best val epoch usually is.
     patience: int | None = None  # early stopping on val loss (the best epoch is kept either way)
     seed: int = 0

@@ -22,7 +22,7 @@ class HeadModule(torch.nn.Module):
         super().__init__()
         if head.kind == "knn":
             raise FeatxError(f"{head.path}: a k-NN head has no weights to fine-tune from; "
-                             "train a linear head (featx train-head --head linear)")
+                             "train a linear head (featx train-head --kind linear)")
         norm = head.normalizer()
         dim = int(head.meta["feature_dim"])
         mean = norm.mean if norm.mode == "standard" else np.zeros(dim, np.float32)

@@ -1,7 +1,7 @@
 """Fine-tune only the top of a network, on activation maps a store cached at a cut point.
 
     featx extract elpv -b efficientnet_lite0 --cut block14 --views 2 --aug flips
-    featx train-head STORE --head linear --out heads/lin
+    featx train-head STORE --kind linear --out heads/
     featx finetune STORE --head heads/lin.safetensors --from-block block14
 
 The frozen bottom never runs again: every epoch reads the maps `featx extract --cut` stored

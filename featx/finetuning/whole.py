@@ -1,6 +1,6 @@
 """Fine-tune a whole network, warm-started from a head trained on cached features.
 
-    result = finetune(open_dataset("elpv"), "heads/elpv_efficientnet_lite0_224px_clean.linear",
+    result = finetune_network(open_dataset("elpv"), "heads/elpv_efficientnet_lite0_224px_clean.linear",
                       Path("runs/ft"), FinetuneConfig(epochs=8))
 
 Linear-probe-then-fine-tune: the backbone and the trained head are rebuilt from the head's
@@ -47,7 +47,7 @@ from featx.metrics import Metrics, evaluate
 from featx.transforms import load_recipe, normalize
 
 
-def finetune(dataset: Dataset, head_path: str | Path, out: str | Path,
+def finetune_network(dataset: Dataset, head_path: str | Path, out: str | Path,
              config: FinetuneConfig = FinetuneConfig(), show_progress: bool = True) -> FinetuneResult:
     """Fine-tune backbone + head on `dataset`; `out` is the path stem of everything written."""
     start_time, out = time.perf_counter(), Path(out)

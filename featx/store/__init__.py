@@ -1,4 +1,4 @@
-"""The HDF5 feature store (DESIGN.md): create, validate, resume, write batches, read by split/view.
+"""The HDF5 feature store (docs/store.md): create, validate, resume, write batches, read by split/view.
 
     schema  what a store is: format, identity keys, layout of a new file, mismatch messages
     lock    one writer per store (flock on `<store>.lock`)

@@ -1,4 +1,4 @@
-"""One writer per store (RELIABILITY 4): an flock on `<store>.lock` that names its holder.
+"""One writer per store (docs/reliability.md, 4): an flock on `<store>.lock` that names its holder.
 
     with StoreLock(path):
         prepare_store(path, dataset, spec)

@@ -6,7 +6,7 @@
         writer.write_batch(start, stop, clean, train_start, aug, failed)
         writer.finish(seconds, images_per_second)
 
-Why it survives SIGKILL at any moment (RELIABILITY 1-3): a batch commits as write rows, flush,
+Why it survives SIGKILL at any moment (docs/reliability.md, 1-3): a batch commits as write rows, flush,
 mark done, flush. A kill loses at most the batch in flight, and resume recomputes it from the
 done masks; a store is marked complete only once every row is done.
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from featx.data import Dataset
 from featx.errors import FeatxError
-from featx.extract import ExtractConfig, ExtractResult, extract
+from featx.extraction import ExtractConfig, ExtractResult, extract
 from featx.head_io import Head
 from featx.heads import HeadConfig
 from featx.report import write_report

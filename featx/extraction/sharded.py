@@ -18,9 +18,9 @@ from featx.backbones import Backbone
 from featx.data import Dataset
 from featx.device import resolve_device
 from featx.errors import FeatxError, StoreError
-from featx.extract.config import ExtractConfig, ExtractResult
-from featx.extract.plan import plan_batches, resolve_target
-from featx.extract.store_run import extract_store
+from featx.extraction.config import ExtractConfig, ExtractResult
+from featx.extraction.plan import plan_batches, resolve_target
+from featx.extraction.store_run import extract_store
 from featx.store import count_failed, merge_shards, read_attrs, shard_path
 from featx.transforms import AugRecipe
 

@@ -15,9 +15,9 @@ from featx.backbones import Backbone
 from featx.data import Dataset
 from featx.device import use_device_decode
 from featx.engines import engine_version
-from featx.extract.config import ExtractConfig, ExtractResult
-from featx.extract.engine_choice import cut_module, engine_for, resumed_engine
-from featx.extract.runner import Runner
+from featx.extraction.config import ExtractConfig, ExtractResult
+from featx.extraction.engine_choice import cut_module, engine_for, resumed_engine
+from featx.extraction.runner import Runner
 from featx.store import StoreLock, StoreSpec, count_failed, prepare_store, read_attrs
 from featx.transforms import AugRecipe, transform_provenance
 

@@ -17,10 +17,10 @@ import torch
 from featx.backbones import Backbone
 from featx.data import Dataset
 from featx.device import one_thread
-from featx.extract.config import ExtractConfig
-from featx.extract.decode import BatchDecoder, guarded
-from featx.extract.plan import Batch, plan_batches
-from featx.extract.writer_thread import WriterThread
+from featx.extraction.config import ExtractConfig
+from featx.extraction.decode import BatchDecoder, guarded
+from featx.extraction.plan import Batch, plan_batches
+from featx.extraction.writer_thread import WriterThread
 from featx.images import decode_jpegs
 from featx.progress import progress_bar
 from featx.store import StoreWriter, read_done

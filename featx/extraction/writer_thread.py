@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import torch
 
-from featx.extract.plan import Batch
+from featx.extraction.plan import Batch
 from featx.store import StoreWriter
 
 QUEUE_BATCHES = 4

@@ -15,7 +15,7 @@ import torch
 from featx.backbones import Backbone
 from featx.engines import ENGINES, TorchEngine, create_engine, verify
 from featx.errors import ConfigError, FeatxError
-from featx.extract.config import ExtractConfig
+from featx.extraction.config import ExtractConfig
 from featx.progress import console
 from featx.store import read_attrs
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from featx.backbones import Backbone, create_backbone
 from featx.data import Dataset
-from featx.extract.config import ExtractConfig
+from featx.extraction.config import ExtractConfig
 from featx.transforms import AugRecipe, load_recipe
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,24 +10,35 @@ import torch
 
 from featx import distributed
 from featx.backbones import Backbone
-from featx.data import Dataset
+from featx.config import with_options
+from featx.data import Dataset, as_dataset
 from featx.device import resolve_device
-from featx.extract.config import ExtractConfig, ExtractResult
-from featx.extract.decode import guarded
-from featx.extract.engine_choice import engine_for
-from featx.extract.plan import plan_batches, resolve_target
-from featx.extract.runner import Runner
-from featx.extract.sharded import extract_sharded
-from featx.extract.store_run import extract_store
+from featx.extraction.config import ExtractConfig, ExtractResult
+from featx.extraction.decode import guarded
+from featx.extraction.engine_choice import engine_for
+from featx.extraction.plan import plan_batches, resolve_target
+from featx.extraction.runner import Runner
+from featx.extraction.sharded import extract_sharded
+from featx.extraction.store_run import extract_store
 from featx.progress import progress_bar
 
 
-def extract(dataset: Dataset, backbone_name: str, out_dir: Path, config: ExtractConfig = ExtractConfig(),
-            store_path: Path | None = None, show_progress: bool = True) -> ExtractResult:
-    """Extract (or resume, or confirm complete) the store of `backbone_name` over `dataset`.
+def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os.PathLike = "stores",
+            config: ExtractConfig | None = None, store_path: Path | None = None,
+            show_progress: bool = True, **options) -> ExtractResult:
+    """Extract (or resume, or confirm complete) the store of `backbone_name` over `data`.
+
+    Args:
+        data: a Dataset, or what `open_dataset` takes (a folder, a manifest, "elpv").
+        out: the folder of the stores; the store's name says what is in it.
+        config, options: ExtractConfig, or its fields as keywords (views=4, aug="mild", ...);
+            keywords override the config's fields.
 
     Under torchrun (WORLD_SIZE > 1) each rank extracts its shard, and rank 0 merges them.
     """
+    dataset = as_dataset(data)
+    config = with_options(config or ExtractConfig(), options)
+    out_dir = Path(out)
     ctx = distributed.context()
     device = resolve_device(config.device)
     if ctx.active and device.type == "cuda" and device.index is None:

@@ -15,12 +15,12 @@
 """
 
 from featx.device import JPEG_SUFFIXES, resolve_device, use_device_decode
-from featx.extract.config import STORE_DTYPES, ExtractConfig, ExtractResult
-from featx.extract.decode import BatchDecoder
-from featx.extract.engine_choice import engine_for
-from featx.extract.plan import Batch, plan_batches, store_path_for
-from featx.extract.run import embed, extract
-from featx.extract.sharded import SHARDING, extract_shard
+from featx.extraction.config import STORE_DTYPES, ExtractConfig, ExtractResult
+from featx.extraction.decode import BatchDecoder
+from featx.extraction.engine_choice import engine_for
+from featx.extraction.plan import Batch, plan_batches, store_path_for
+from featx.extraction.run import embed, extract
+from featx.extraction.sharded import SHARDING, extract_shard
 
 __all__ = [
     "JPEG_SUFFIXES", "SHARDING", "STORE_DTYPES", "Batch", "BatchDecoder", "ExtractConfig",

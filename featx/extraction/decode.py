@@ -2,8 +2,8 @@
 
 Each item of the DataLoader is one whole planned batch (batch_size=None), so a worker decodes
 and transforms every view of its samples, and a file that fails is one entry in `failed` rather
-than the end of a long run (RELIABILITY 8). Views derive from (seed, sample path, view), never
-from worker state, so any number of workers gives the same numbers (RELIABILITY 14).
+than the end of a long run (docs/reliability.md, 8). Views derive from (seed, sample path, view), never
+from worker state, so any number of workers gives the same numbers (docs/reliability.md, 14).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from featx.data import Dataset
 from featx.device import JPEG_SUFFIXES
 from featx.errors import FeatxError, ImageError
-from featx.extract.plan import Batch
+from featx.extraction.plan import Batch
 from featx.images import image_to_tensor, load_image, read_file_bytes
 from featx.transforms import AugRecipe, make_views
 

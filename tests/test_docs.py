@@ -1,0 +1,36 @@
+"""The examples in docs/ run as written: a page that shows code promises that code works."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def examples(page: str) -> list[str]:
+    return BLOCK.findall((DOCS / page).read_text(encoding="utf-8"))
+
+
+def featx_names(code: str) -> list[str]:
+    """What an example imports from featx: `featx` itself, or each name taken from it."""
+    names = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names if a.name.split(".")[0] == "featx"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "featx":
+            names += [a.name for a in node.names]
+    return names
+
+
+@pytest.mark.parametrize("index", range(len(examples("api.md"))))
+def test_api_page_examples_run(index, tmp_path, monkeypatch, capsys):
+    code = examples("api.md")[index]
+    assert len(featx_names(code)) <= 3, "an example should need at most 3 featx names"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, f"docs/api.md example {index + 1}", "exec"), {"__name__": "__docs__"})
+    assert capsys.readouterr().out.strip()  # every example shows its user something
