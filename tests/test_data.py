@@ -183,3 +183,25 @@ def test_bad_options_and_missing_data_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images found"):
         open_dataset(tmp_path / "empty")
+
+
+def test_symlink_loop_across_class_folders_does_not_relabel(split_tree):
+    """Issue 17.2: train/ants/up -> .. reached train/bees again as train/ants/up/bees/* (label ants)."""
+    os.symlink("..", split_tree / "train" / "ants" / "up")
+    os.symlink("../..", split_tree / "val" / "bees" / "top")  # the dataset root, from a class
+    ds = open_dataset(split_tree)
+    assert len(ds.samples) == 12 and not any("/up/" in s.path or "/top/" in s.path for s in ds.samples)
+    labels = {s.path: ds.classes[s.label] for s in ds.samples}
+    assert all(path.split("/")[1] == label for path, label in labels.items())
+    assert any("train/ants/up" in n and "skipped" in n for n in ds.notes)
+
+
+def test_a_folder_linked_from_two_classes_is_read_once_by_its_own_class(class_tree):
+    (class_tree / "bees" / "more").mkdir()
+    write_image(class_tree / "bees" / "more" / "m.png", 41)
+    os.symlink(class_tree / "bees" / "more", class_tree / "ants" / "borrowed")  # walked first
+    os.symlink(class_tree / "bees", class_tree / "wasps")  # a class folder that is another one
+    ds = open_dataset(class_tree)
+    assert ds.classes == ["ants", "bees"] and len(ds.samples) == 13
+    assert {s.path: s.label for s in ds.samples}["bees/more/m.png"] == 1
+    assert any("ants/borrowed" in n for n in ds.notes) and any("wasps" in n for n in ds.notes)

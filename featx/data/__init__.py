@@ -13,6 +13,7 @@ Decoding the images themselves is featx.images' job (every file an RGB image or 
     dataset.py   Sample, DatasetOptions, Dataset (fingerprint, counts)
     source.py    open_dataset, read_class_map
     folders.py   split / class / loose folder layouts; list_images for prediction
+    walk.py      FolderWalk: each real folder read once per dataset, symlinks followed last
     manifest.py  CSV, TSV and whitespace manifests
     splits.py    stratified_split, subset
     scan.py      ScanReport, scan_images

@@ -1,9 +1,10 @@
 """Folder layouts: train/val/test split folders, class folders, a loose folder of images.
 
 Deliberate choices (docs/reliability.md item 12): hidden files and folders are ignored; symlinks are
-followed and each real folder is visited once (a symlink loop cannot hang a scan); broken
-symlinks and non-UTF-8 names are reported in `skipped`; files without an image extension are
-counted in `ignored_files`; empty class folders are dropped with a note.
+followed and each real folder is read once per dataset, by the class it really lies in (featx.data.walk:
+a symlink loop can neither hang a scan nor relabel images); broken symlinks and non-UTF-8 names are
+reported in `skipped`; files without an image extension are counted in `ignored_files`; empty class
+folders are dropped with a note.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from pathlib import Path
 
 from featx.data.dataset import SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path
 from featx.data.splits import stratified_split
+from featx.data.walk import FolderWalk, Skipped, walk_images
 from featx.errors import DataError
-from featx.images import is_image_file
-
-Skipped = list[tuple[str, str]]  # (path, reason)
 
 
 def from_folder(root: Path, options: DatasetOptions) -> Dataset:
@@ -39,14 +38,19 @@ def from_folder(root: Path, options: DatasetOptions) -> Dataset:
 
 def _from_split_folders(root: Path, split_dirs: dict[str, Path], others: list[Path]) -> Dataset:
     notes = [f"folder '{d.name}' is not a split (train/val/test) and was ignored" for d in others]
-    per_split: dict[str, dict[str, list[Path]]] = {}
+    walk = FolderWalk(root, reserved=tuple(split_dirs.values()))
+    tops = [(split, sub) for split, folder in split_dirs.items() for sub in _visible_subdirs(folder)]
+    per_split: dict[str, dict[str, list[Path]]] = {split: {} for split in split_dirs}
     skipped: Skipped = []
     ignored = 0
-    for split, folder in split_dirs.items():
-        per_split[split], sk, ig, empty = _images_by_class(folder)
-        skipped += sk
-        ignored += ig
-        notes += [f"empty class folder '{split}/{c}' ignored" for c in empty]
+    for (split, sub), found in zip(tops, walk.walk([sub for _, sub in tops])):
+        skipped += found.skipped
+        ignored += found.ignored
+        if found.images:
+            per_split[split][sub.name] = found.images
+        elif sub not in walk.skipped_tops:
+            notes.append(f"empty class folder '{split}/{sub.name}' ignored")
+    notes += walk.notes
     classes = sorted({c for by_class in per_split.values() for c in by_class})
     index = {c: i for i, c in enumerate(classes)}
     samples = [make_sample(root, p, index[c], split)
@@ -57,69 +61,45 @@ def _from_split_folders(root: Path, split_dirs: dict[str, Path], others: list[Pa
 
 
 def _from_class_folders(root: Path, options: DatasetOptions) -> Dataset:
-    by_class, skipped, ignored, empty = _images_by_class(root)
+    walk = FolderWalk(root)
+    subs = _visible_subdirs(root)
+    by_class: dict[str, list[Path]] = {}
+    skipped: Skipped = []
+    ignored = 0
+    notes = []
+    for sub, found in zip(subs, walk.walk(subs)):
+        skipped += found.skipped
+        ignored += found.ignored
+        if found.images:
+            by_class[sub.name] = found.images
+        elif sub not in walk.skipped_tops:
+            notes.append(f"empty class folder '{sub.name}' ignored")
     classes = sorted(by_class)
     labels = {p: i for i, c in enumerate(classes) for p in by_class[c]}
     paths = sorted(labels, key=lambda p: relative_path(root, p))
     splits = stratified_split([labels[p] for p in paths], options)
     samples = [make_sample(root, p, labels[p], split) for p, split in zip(paths, splits)]
-    notes = [f"empty class folder '{c}' ignored" for c in empty]
     return Dataset(root, root.name, "class-folders", samples, classes, list(classes), skipped,
-                   notes, ignored)
-
-
-def _images_by_class(folder: Path) -> tuple[dict[str, list[Path]], Skipped, int, list[str]]:
-    """({class: images}, skipped, ignored file count, empty class folders) of `folder`'s subfolders."""
-    by_class: dict[str, list[Path]] = {}
-    skipped: Skipped = []
-    ignored = 0
-    empty = []
-    for sub in _visible_subdirs(folder):
-        images, sk, ig = walk_images(sub, recursive=True)
-        skipped += sk
-        ignored += ig
-        if images:
-            by_class[sub.name] = images
-        else:
-            empty.append(sub.name)
-    return by_class, skipped, ignored, empty
+                   notes + walk.notes, ignored)
 
 
 def _visible_subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
-
-
-def walk_images(folder: Path, recursive: bool) -> tuple[list[Path], Skipped, int]:
-    """(image files, skipped, ignored count) under `folder`, following symlinks but visiting
-    each real folder once."""
-    images, skipped, ignored = [], [], 0
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop or a second link to the same folder
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            full = Path(dirpath) / name
-            if not is_image_file(name):
-                ignored += 1
-            elif not _utf8(name):
-                skipped.append((os.fsdecode(full), "file name is not valid UTF-8"))
-            elif not full.exists():
-                skipped.append((str(full), "broken symlink"))
-            else:
-                images.append(full)
-    return images, skipped, ignored
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot read folder ({exc.strerror or exc})") from None
 
 
 def list_images(paths: list[str | os.PathLike]) -> tuple[Dataset, Skipped]:
     """Image files and folders (searched recursively) as one unlabeled dataset, for prediction."""
     files, skipped = [], []
     for item in map(Path, paths):
+        try:
+            item.stat()
+        except OSError as exc:  # missing, a name too long, a loop of links, no permission
+            skipped.append((str(item), "no such file or folder" if isinstance(exc, FileNotFoundError)
+                            else f"cannot read ({exc.strerror or exc})"))
+            continue
         if item.is_dir():
             found, sk, _ = walk_images(item, recursive=True)
             files += found
@@ -127,7 +107,7 @@ def list_images(paths: list[str | os.PathLike]) -> tuple[Dataset, Skipped]:
         elif item.is_file():
             files.append(item)
         else:
-            skipped.append((str(item), "no such file or folder"))
+            skipped.append((str(item), "not a file or a folder"))
     files = sorted({f.resolve() for f in files})
     if not files:
         raise DataError(f"no images found in {', '.join(map(str, paths))}")
@@ -135,10 +115,3 @@ def list_images(paths: list[str | os.PathLike]) -> tuple[Dataset, Skipped]:
     samples = [make_sample(root, f, -1, "unlabeled") for f in files]
     return Dataset(root, root.name, "unlabeled-folder", samples, [], [], skipped), skipped
 
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # surrogate-escaped bytes from a non-UTF-8 file system name
-        return False
