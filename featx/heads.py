@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from featx.balance import balanced_class_weights
-from featx.errors import ConfigError
+from featx.errors import ConfigError, FeatxError
 from featx.lr_range import LRFindResult, range_test
 from featx.schedules import schedule_factor
 
@@ -71,24 +72,21 @@ class HeadConfig:
                 defaulted.append(name)
         object.__setattr__(self, "defaulted", tuple(defaulted))
         for name in ("lrs", "weight_decays", "hidden"):
-            value = getattr(self, name)
-            if isinstance(value, (int, float)):
-                object.__setattr__(self, name, (value,))
-            elif not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
+            object.__setattr__(self, name, as_tuple(getattr(self, name)))
+        check_types(self, ints=("hidden", "step_size", "epochs", "batch_size", "patience", "seed"),
+                    numbers=("dropout", "lrs", "weight_decays", "momentum", "gamma", "label_smoothing"))
         checks = [
             (self.optimizer in OPTIMIZERS, "optimizer", " | ".join(OPTIMIZERS)),
             (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES)),
             (self.balance in ("none", "weights", "sampler"), "balance", "none | weights | sampler"),
             (self.normalize in ("none", "standard", "l2"), "normalize", "none | standard | l2"),
-            (self.epochs >= 1 and self.batch_size >= 1, "epochs", "epochs and batch size >= 1"),
-            (all(h >= 1 for h in self.hidden), "hidden", "hidden sizes >= 1"),
+            (self.epochs >= 1, "epochs", ">= 1"), (self.batch_size >= 1, "batch_size", ">= 1"),
+            (bool(self.hidden) and min(self.hidden) >= 1, "hidden", "sizes >= 1"),
             (self.patience is None or self.patience >= 1, "patience", ">= 1"),
             (self.step_size >= 1, "step_size", ">= 1"),
-            (all(math.isfinite(lr) for lr in self.lrs), "lrs", "finite learning rates"),
-            (bool(self.lrs) and all(lr > 0 for lr in self.lrs), "lrs", "positive learning rates"),
-            (all(wd >= 0 for wd in self.weight_decays) and bool(self.weight_decays),
-             "weight_decays", "weight decays >= 0"),
+            (bool(self.lrs) and min(self.lrs) > 0, "lrs", "positive learning rates"),
+            (bool(self.weight_decays) and min(self.weight_decays) >= 0, "weight_decays", ">= 0"),
+            (self.momentum >= 0, "momentum", ">= 0"),
             (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
         ]
@@ -109,6 +107,34 @@ class HeadConfig:
     @property
     def grid(self) -> list[tuple[float, float]]:
         return [(lr, wd) for lr in self.lrs for wd in self.weight_decays]
+
+
+def as_tuple(value) -> tuple:
+    """One value or a sequence of them, as a tuple (a string is one value, not its letters)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return (value,)
+    return tuple(value)
+
+
+def check_types(config, ints: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> None:
+    """Config values of the right type, from the API and config files alike: `ints` hold
+    integers (not a bool, not 2.7), `numbers` finite numbers; a tuple is checked item by item,
+    None passes (an option left unset). Raises ConfigError naming the field."""
+    for names, ok, rules in ((ints, _is_int, ("an integer", "integers")),
+                             (numbers, _is_finite, ("a finite number", "finite numbers"))):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not all(ok(v) for v in as_tuple(value)):
+                raise ConfigError(f"{name} must be {rules[isinstance(value, tuple)]}, got {value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_finite(value) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
 
 
 class BatchedHeads(torch.nn.Module):
@@ -146,6 +172,14 @@ class BatchedHeads(torch.nn.Module):
                     keep = torch.rand(h.shape, generator=self.gen) >= self.dropout
                     h = h * keep / (1 - self.dropout)
         return h
+
+    def finite(self) -> torch.Tensor:
+        """[H] bool: the heads whose parameters are all finite numbers (a too high rate makes
+        them inf or NaN)."""
+        ok = torch.ones(len(self.weights[0]), dtype=torch.bool)
+        for p in self.parameters():
+            ok &= torch.isfinite(p.detach()).flatten(1).all(1)
+        return ok
 
     def select(self, index: int) -> dict[str, torch.Tensor]:
         """One head's parameters: layers.{i}.weight [d_in, d_out], layers.{i}.bias [d_out]."""
@@ -213,6 +247,7 @@ class SweepResult:
     best: int  # selected head
     epochs_run: int
     curve: list[dict] = field(default_factory=list)  # per epoch: train loss, val loss/top1 of best
+    usable: np.ndarray | None = None  # [H] bool: False where the weights or val loss diverged
 
 
 def head_losses(logits: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None,
@@ -266,18 +301,21 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
             step += 1
         epochs_run = epoch + 1
         val_top1, val_loss = evaluate_val(heads)
-        improved = val_loss < best_loss
+        usable = heads.finite() & torch.isfinite(val_loss)
+        improved = usable & (val_loss < best_loss)
         best_loss = torch.where(improved, val_loss, best_loss)
         since_best = torch.where(improved, 0, since_best + 1)
         if config.patience is not None:
             with torch.no_grad():
                 for p, keep in zip(heads.parameters(), best_state):
                     keep[improved] = p[improved]
-        leader = int(_select(val_top1, val_loss))
+        leader = _select(val_top1, val_loss, usable)
         curve.append({"epoch": epoch + 1, "lr_factor": factor,
                       "train_loss": float(train_loss[leader] / max(batches, 1)),
                       "val_loss": float(val_loss[leader]), "val_top1": float(val_top1[leader])})
         advance(1)
+        if not usable.any():  # every head diverged: no later epoch brings a NaN back
+            break
         if config.patience is not None and bool((since_best >= config.patience).all()):
             break
     if config.patience is not None:  # restore each head's best-val-loss state
@@ -285,9 +323,15 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
             for p, keep in zip(heads.parameters(), best_state):
                 p.copy_(keep)
         val_top1, val_loss = evaluate_val(heads)
+        # A head that never had a finite val loss holds its initial state: not a trained head.
+        usable = heads.finite() & torch.isfinite(val_loss) & torch.isfinite(best_loss)
+    if not usable.any():
+        raise FeatxError(f"training diverged: the weights or val loss of every head became not finite "
+                         f"(learning rates {', '.join(f'{lr:g}' for lr in config.lrs)}; weight decays "
+                         f"{', '.join(f'{wd:g}' for wd in config.weight_decays)}); use lower --lr")
     heads.eval()
     return SweepResult(heads, grid, val_top1.numpy(), val_loss.numpy(),
-                       int(_select(val_top1, val_loss)), epochs_run, curve)
+                       _select(val_top1, val_loss, usable), epochs_run, curve, usable.numpy())
 
 
 def _val_evaluator(data, normalizer):
@@ -315,10 +359,13 @@ def _evaluate_heads(heads: BatchedHeads, blocks, normalizer):
     return (correct / n, loss_sum / n) if n else (correct, loss_sum)
 
 
-def _select(top1: torch.Tensor, loss: torch.Tensor) -> int:
-    """Best val top-1; ties broken by lower val loss."""
-    order = np.lexsort((loss.numpy(), -top1.numpy()))
-    return int(order[0])
+def _select(top1: torch.Tensor, loss: torch.Tensor, usable: torch.Tensor) -> int:
+    """Best val top-1 among the usable heads, ties broken by lower val loss (head 0 if none is)."""
+    candidates = np.flatnonzero(usable.numpy())
+    if not len(candidates):
+        return 0
+    order = np.lexsort((loss.numpy()[candidates], -top1.numpy()[candidates]))
+    return int(candidates[order[0]])
 
 
 def lr_find(data, normalizer, config: HeadConfig, start: float = 1e-6, end: float = 10.0,

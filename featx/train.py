@@ -8,14 +8,16 @@ Heads never touch images: everything here reads the store only.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from featx.atomic import temp_path
 from featx.baselines import fit_baseline
-from featx.errors import ConfigError
+from featx.errors import ConfigError, FeatxError
 from featx.feature_data import FeatureData
 from featx.head_io import Head, save_head
 from featx.heads import HEAD_KINDS, HeadConfig, train_heads
@@ -56,9 +58,11 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     config = config.for_kind(kind) if kind else config
     kind = config.head
     stem = head_stem(store_path, kind, out)
+    check_writable(stem.parent)  # now, not after the training
     start = time.perf_counter()
     with FeatureStore(store_path) as store:
         data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb)
+        check_val_split(data, config)
         normalizer = data.fit_normalizer(config.normalize)
         if config.torch_head:
             fitted = _fit_torch(data, normalizer, config, show_progress)
@@ -75,16 +79,50 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     return Head.load(path)
 
 
+def check_writable(folder: str | os.PathLike, option: str = "--out") -> None:
+    """Fail in one line before the work when `folder` cannot be created or written in (a
+    read-only folder, a file where the folder should be), rather than at the save after it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FeatxError(f"{folder}: is a file, not a folder; give another {option}")
+    probe = temp_path(folder / ".featx-write-check")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FeatxError(f"{folder}: cannot write here ({exc.strerror or exc}); give another {option}") from None
+
+
+def check_val_split(data: FeatureData, config: HeadConfig) -> None:
+    """Refuse to select on an empty val split: a sweep, a baseline's search and early stopping
+    all compare heads on val, and on no samples every head ties."""
+    if len(data.rows("val")):
+        return
+    if config.torch_head and len(config.grid) == 1 and config.patience is None:
+        return  # one head, no early stopping: nothing to select
+    what = ("early stopping" if config.torch_head and len(config.grid) == 1 else
+            f"the {len(config.grid)} heads of the sweep" if config.torch_head else f"the {config.head} search")
+    raise ConfigError(f"{data.store.path}: the val split is empty and {data.n_train} training samples are "
+                      f"too few to hold one out; {what} would select on nothing (extract with --val-frac, "
+                      "or train one --lr and --weight-decay without --patience)")
+
+
 def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, show_progress: bool):
     with progress_bar(config.epochs, f"train {len(config.grid)} {config.head} head(s)",
                       unit="epoch", enabled=show_progress) as advance:
         sweep = train_heads(data, normalizer, config, advance)
     tensors = {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}
     lr, wd = sweep.grid[sweep.best]
-    search = [{"lr": a, "weight_decay": b, "val_top1": float(t), "val_loss": float(l)}
-              for (a, b), t, l in zip(sweep.grid, sweep.val_top1, sweep.val_loss)]
+    search = [{"lr": a, "weight_decay": b, "val_top1": float(t), "val_loss": float(l)} if ok else
+              {"lr": a, "weight_decay": b, "val_top1": None, "val_loss": None, "diverged": True}
+              for (a, b), t, l, ok in zip(sweep.grid, sweep.val_top1, sweep.val_loss, sweep.usable)]
     params = {"lr": lr, "weight_decay": wd, "epochs_run": sweep.epochs_run}
-    return tensors, params, search, sweep.curve, lambda x: linear_scores(tensors, x)
+    curve = sweep.curve
+    if not len(data.rows("val")):  # one head trained without val (check_val_split): nothing measured
+        curve = [{**c, "val_loss": None, "val_top1": None} for c in curve]
+        search = [{**c, "val_loss": None, "val_top1": None} for c in search]
+    return tensors, params, search, curve, lambda x: linear_scores(tensors, x)
 
 
 def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int):
@@ -140,6 +178,16 @@ def _param_count(name: str) -> int | None:
         return None
 
 
+def check_range_test(start: float, end: float, steps: int) -> None:
+    """The range test's rates grow from `start` to `end` in `steps` steps: 0 < start < end, both
+    finite, steps an integer >= 2."""
+    rates = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end))
+    if not (rates and isinstance(steps, int) and not isinstance(steps, bool) and steps >= 2
+            and 0 < start < end < float("inf")):
+        raise ConfigError(f"the range test needs 0 < --start < --end (finite) and --steps >= 2, got "
+                          f"start={start!r}, end={end!r}, steps={steps!r}")
+
+
 def find_head_lr(store_path: str | Path, config: HeadConfig | None = None, start: float = 1e-6,
                  end: float = 10.0, steps: int = 100):
     """LR range test of one head of `config` (linear or mlp) on a complete store: the loss at
@@ -149,9 +197,7 @@ def find_head_lr(store_path: str | Path, config: HeadConfig | None = None, start
     config = config or HeadConfig()
     if not config.torch_head:
         raise ConfigError(f"head {config.head}: the range test trains a linear or mlp head")
-    if steps < 2 or not 0 < start < end:
-        raise ConfigError(f"the range test needs 0 < start < end and steps >= 2, got start={start:g}, "
-                          f"end={end:g}, steps={steps}")
+    check_range_test(start, end, steps)
     with FeatureStore(store_path) as store:
         data = FeatureData(store)
         return lr_find(data, data.fit_normalizer(config.normalize), config, start, end, steps)

@@ -149,3 +149,91 @@ def test_features_of_the_wrong_width_are_refused(blob_store, tmp_path):
     head = train_head(blob_store, "linear", FAST, out=tmp_path / "h", show_progress=False)
     with pytest.raises(FeatxError, match=r"takes \[n, 16\]"):
         head.predict_proba(np.zeros((2, 5), np.float32))
+
+
+# --- issue 17: nothing silent --------------------------------------------------------------
+
+def test_a_sweep_where_every_head_diverges_saves_nothing(blob_store, tmp_path):
+    """`--lr 1e30` with weight decay: every head's weights and val loss become NaN. Nothing is
+    saved; the one line names the rates (issue 17, 8)."""
+    config = HeadConfig(lrs=(1e30,), weight_decays=(1e-3,), epochs=3, batch_size=16)
+    with pytest.raises(FeatxError, match=r"not finite .*1e\+30"):
+        train_head(blob_store, "linear", config, out=tmp_path / "h", show_progress=False)
+    assert not list(tmp_path.glob("h*"))
+
+
+def test_a_diverged_head_is_never_selected_nor_recorded_as_a_number(blob_store, tmp_path):
+    config = HeadConfig(lrs=(1e30, 0.1), weight_decays=(1e-3,), epochs=3, batch_size=16)
+    head = train_head(blob_store, "linear", config, out=tmp_path / "h", show_progress=False)
+    assert head.params["lr"] == 0.1
+    assert all(np.isfinite(v).all() for v in head.tensors.values())
+    diverged = [s for s in head.search if s["lr"] == 1e30]
+    assert diverged and diverged[0]["val_loss"] is None and diverged[0]["diverged"]
+    assert "NaN" not in head.path.with_suffix(".json").read_text()  # strict JSON
+
+
+def test_an_empty_val_split_is_said_instead_of_selecting_on_nothing(tmp_path):
+    """Too few training samples to hold out a val split, and none given: a sweep (or a baseline's
+    search, or early stopping) has nothing to select on."""
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "s.h5", n_per_class=5, splits=("train", "test"))
+    for kind, config in (("linear", FAST), ("logreg", FAST),
+                         ("linear", HeadConfig(lrs=(0.1,), weight_decays=(0.0,), patience=2))):
+        with pytest.raises(ConfigError, match="val split is empty"):
+            train_head(store, kind, config, out=tmp_path / "h", show_progress=False)
+    # One candidate and no early stopping: nothing to select, it trains.
+    head = train_head(store, "linear", HeadConfig(lrs=(0.1,), weight_decays=(0.0,), epochs=3),
+                      out=tmp_path / "h", show_progress=False)
+    assert head.val is None and head.test is not None
+
+
+def test_an_unwritable_out_fails_before_training(blob_store, tmp_path, monkeypatch):
+    import featx.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the output")
+
+    monkeypatch.setattr(featx.train, "train_heads", no_training)
+    monkeypatch.setattr(featx.train, "fit_baseline", no_training)
+    (tmp_path / "file").write_text("x")
+    for kind in ("linear", "logreg"):
+        with pytest.raises(FeatxError, match=r"file/sub: cannot write"):
+            train_head(blob_store, kind, FAST, out=tmp_path / "file" / "sub" / "h", show_progress=False)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_read_only_out_folder_fails_before_training(blob_store, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(FeatxError, match="cannot write"):
+            train_head(blob_store, "linear", FAST, out=folder / "h", show_progress=False)
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("fields,name", [
+    ({"batch_size": 2.7}, "batch_size"), ({"epochs": True}, "epochs"), ({"epochs": 0}, "epochs"),
+    ({"batch_size": 0}, "batch_size"), ({"hidden": (0,)}, "hidden"), ({"hidden": ("512",)}, "hidden"),
+    ({"hidden": 2.5}, "hidden"), ({"step_size": 0}, "step_size"), ({"patience": -1}, "patience"),
+    ({"patience": 0}, "patience"), ({"patience": 1.5}, "patience"), ({"dropout": 1.0}, "dropout"),
+    ({"label_smoothing": 2.0}, "label_smoothing"), ({"lrs": (-1.0,)}, "lrs"), ({"lrs": ("fast",)}, "lrs"),
+    ({"lrs": (float("inf"),)}, "lrs"), ({"weight_decays": (float("nan"),)}, "weight_decays"),
+    ({"momentum": float("nan")}, "momentum"), ({"gamma": "x"}, "gamma"), ({"seed": 1.0}, "seed"),
+    ({"lrs": ()}, "lrs"), ({"hidden": None}, "hidden"),
+])
+def test_head_config_values_are_checked_by_type_and_range(fields, name):
+    with pytest.raises(ConfigError, match=rf"^{name} must be"):
+        HeadConfig(**fields)
+
+
+def test_lr_find_settings_are_checked(blob_store):
+    from featx.train import find_head_lr
+
+    for start, end, steps in ((0.0, 1.0, 10), (1.0, 0.1, 10), (1e-5, 1.0, 0), (1e-5, float("inf"), 10),
+                              (float("nan"), 1.0, 10), (1e-5, 1.0, 2.5)):
+        with pytest.raises(ConfigError, match="range test"):
+            find_head_lr(blob_store, HeadConfig(lrs=(1.0,)), start, end, steps)

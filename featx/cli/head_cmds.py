@@ -119,7 +119,7 @@ def lr_find(
     """Learning-rate range test of a head on cached features: the loss curve (CSV + PNG) and a
     suggested learning rate. For a fine-tune through the network: featx finetune ... --lr-find."""
     from featx.heads import HeadConfig
-    from featx.train import find_head_lr
+    from featx.train import check_writable, find_head_lr
 
     kind = old_spelling(ctx, "--head", "--kind", head, kind)
     if kind not in ("linear", "mlp"):
@@ -127,8 +127,8 @@ def lr_find(
     # The test sets the rate at each step (lrs is a placeholder); weight decay is the kind's first.
     cfg = HeadConfig(head=kind, hidden=o.parse_sizes(hidden), batch_size=batch_size, lrs=(1.0,),
                      optimizer=optimizer)
+    check_writable(out_dir)  # before the test, not after it
     result = find_head_lr(store, cfg, start, end, steps)
-    out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png = result.save(out_dir / f"{store.stem}.lr-find")
     out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss "
               f"rate); curve: {csv_path}, {png}", markup=False, highlight=False)
