@@ -7,6 +7,7 @@ name and skipped, never crash a long run (see docs/reliability.md, items 8-11).
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -28,8 +29,13 @@ IMAGE_EXTENSIONS = frozenset(
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 # Transparent pixels are composited on white, the usual page background for product/web images.
 BACKGROUND = (255, 255, 255)
-# Pillow's default bomb limit (~89 Mpx) warns first and raises at twice that; we raise at the limit.
+# Pillow's default bomb limit (~89 Mpx) warns first and raises at twice that; we raise at the limit
+# (JPEGs over it are decoded reduced, 1/2 to 1/8, by the codec's DCT scaling, when that fits).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+# The pixel limit bounds the source, not what a network's resize makes of it: a 4,000,000x1 PNG
+# (4 KB) has its short side resized to ~256 px, 1 Gpx, 64 GB in float (issue 17). Longer than
+# 100:1 is a strip, a sprite sheet or an attack, not a photo (wide panoramas are ~10:1).
+MAX_ASPECT = 100
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -52,8 +58,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=PIL_FORMATS) as img:
-                _check_pixels(img)
+            with _open(path) as img:
+                _check_size(img, path)
                 img.seek(0)  # animated GIF/TIFF: the first frame
                 img.load()  # decode now: truncation shows here, not later in a worker
                 return to_rgb(ImageOps.exif_transpose(img))
@@ -68,14 +74,43 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(path, _describe(exc)) from None
 
 
-def _check_pixels(img: Image.Image) -> None:
-    width, height = img.size
+def _open(source) -> Image.Image:
+    """Image.open on the supported formats; sizes are judged by `_check_size`, which may still
+    reduce a large JPEG, rather than by Pillow's warning (sizes over twice its limit still raise)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source, formats=PIL_FORMATS)
+
+
+def _check_size(img: Image.Image, path: str) -> None:
+    """Refuse, from the header alone, an image with no pixels, an extreme aspect ratio or too many
+    pixels; a JPEG over the pixel limit is first set to decode at the smallest DCT scale (1/2,
+    1/4, 1/8) that fits it."""
+    if img.format == "JPEG" and img.size[0] * img.size[1] > MAX_PIXELS:
+        _reduce_jpeg(img)
+    problem = size_problem(*img.size)
+    if problem:
+        raise ImageError(path, problem)
+
+
+def size_problem(width: int, height: int) -> str | None:
+    """Why an image of this size must not be decoded, or None: no pixels, an aspect ratio over
+    MAX_ASPECT:1 (its resize would be huge), or over MAX_PIXELS pixels (a decompression bomb)."""
+    if width <= 0 or height <= 0:
+        return f"image has no pixels ({width}x{height})"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return f"extreme aspect ratio refused ({width}x{height} px, longer than {MAX_ASPECT}:1)"
     if width * height > MAX_PIXELS:
-        raise ImageError(
-            img.filename, f"decompression bomb refused ({width}x{height} px > {MAX_PIXELS} px limit)"
-        )
-    if width == 0 or height == 0:
-        raise ImageError(img.filename, f"image has no pixels ({width}x{height})")
+        return f"decompression bomb refused ({width}x{height} px > {MAX_PIXELS} px limit)"
+    return None
+
+
+def _reduce_jpeg(img: Image.Image) -> None:
+    width, height = img.size
+    for scale in (2, 4, 8):
+        if -(-width // scale) * -(-height // scale) <= MAX_PIXELS:
+            img.draft(img.mode, (max(1, width // scale), max(1, height // scale)))
+            return
 
 
 def _describe(exc: Exception) -> str:
@@ -129,14 +164,40 @@ def read_file_bytes(path: str | os.PathLike) -> torch.Tensor:
 def decode_jpegs(datas: list[torch.Tensor], paths: list[Path],
                  device: torch.device) -> list[torch.Tensor | str]:
     """RGB uint8 images decoded on `device` (nvjpeg on CUDA), EXIF orientation applied; per file
-    the image, or the reason it failed. Files nvjpeg refuses (CMYK and other JPEG variants) are
-    decoded by Pillow from `paths`."""
+    the image, or the reason it failed. Files nvjpeg refuses (CMYK and other JPEG variants), and
+    files whose header fails the size rules of `load_image`, are decoded (or refused) by Pillow
+    from `paths`, so the GPU path keeps or drops the same files as the CPU path."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    out: list[torch.Tensor | str | None] = [
+        None if _header_ok(data) else _decode_with_pillow(path, device) for data, path in zip(datas, paths)]
+    todo = [i for i, img in enumerate(out) if img is None]
+    if todo:
+        try:
+            decoded = decode_jpeg([datas[i] for i in todo], mode=ImageReadMode.RGB, device=device,
+                                  apply_exif_orientation=True)
+        except RuntimeError:  # one bad file fails the whole call: decode one by one
+            decoded = [_decode_one_jpeg(datas[i], paths[i], device) for i in todo]
+        for i, img in zip(todo, decoded):
+            out[i] = img
+    return out
+
+
+def _header_ok(data: torch.Tensor) -> bool:
+    """Does a JPEG's header (parsed by Pillow from the bytes; nothing decoded) pass `size_problem`?
+    Bytes Pillow cannot parse count as fine here: nvjpeg, then Pillow, will say what is wrong."""
     try:
-        return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
-    except RuntimeError:  # one bad file fails the whole call: decode one by one
-        return [_decode_one_jpeg(data, path, device) for data, path in zip(datas, paths)]
+        with _open(io.BytesIO(data.numpy().tobytes())) as img:
+            return size_problem(*img.size) is None
+    except Exception:  # noqa: BLE001 - judged again when decoded
+        return True
+
+
+def _decode_with_pillow(path: Path, device: torch.device) -> torch.Tensor | str:
+    try:
+        return image_to_tensor(load_image(path)).to(device)
+    except ImageError as exc:
+        return exc.reason
 
 
 def _decode_one_jpeg(data: torch.Tensor, path: Path, device: torch.device) -> torch.Tensor | str:
@@ -145,7 +206,4 @@ def _decode_one_jpeg(data: torch.Tensor, path: Path, device: torch.device) -> to
     try:
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
     except RuntimeError:
-        try:
-            return image_to_tensor(load_image(path)).to(device)
-        except ImageError as exc:
-            return exc.reason
+        return _decode_with_pillow(path, device)

@@ -26,6 +26,7 @@ from torchvision.transforms import InterpolationMode
 
 from featx.backbones import Preprocess
 from featx.errors import ConfigError
+from featx.images import MAX_ASPECT
 
 # Built-in recipes ship inside the package, so a wheel install has them too.
 RECIPES = resources.files("featx") / "recipes"
@@ -87,8 +88,21 @@ def view_seed(seed: int, sample_path: str, view: int) -> int:
 
 def clean_view(img: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """Resize the short side, center crop: the backbone's evaluation transform."""
-    img = F.resize(img, [pre.resize_size], interpolation=_interp(pre), antialias=True)
+    img = resize_short_side(img, pre.resize_size, pre)
     return F.center_crop(img, [pre.input_size, pre.input_size])
+
+
+def resize_short_side(img: torch.Tensor, size: int, pre: Preprocess) -> torch.Tensor:
+    """Resize (..., H, W) so that its short side is `size`, making at most MAX_ASPECT * size**2
+    pixels: an image longer than MAX_ASPECT:1 is first center-cropped to that ratio (a 4,000,000x1
+    strip resized whole would take 64 GB). load_image refuses such images, so this bound only
+    changes tensors decoded elsewhere; every other image is resized exactly as torchvision does."""
+    h, w = img.shape[-2:]
+    if w > MAX_ASPECT * h:
+        img = F.crop(img, 0, (w - MAX_ASPECT * h) // 2, h, MAX_ASPECT * h)
+    elif h > MAX_ASPECT * w:
+        img = F.crop(img, (h - MAX_ASPECT * w) // 2, 0, MAX_ASPECT * w, w)
+    return F.resize(img, [size], interpolation=_interp(pre), antialias=True)
 
 
 def clean_views(images: list[torch.Tensor], pre: Preprocess) -> list[torch.Tensor]:
@@ -110,8 +124,7 @@ def augmented_view(img: torch.Tensor, pre: Preprocess, recipe: AugRecipe,
     for op in recipe.ops:
         img = OPS[op["op"]](img, op, pre, gen)
     if tuple(img.shape[-2:]) != (pre.input_size, pre.input_size):
-        img = F.center_crop(F.resize(img, [pre.input_size], interpolation=_interp(pre),
-                                     antialias=True), [pre.input_size, pre.input_size])
+        img = F.center_crop(resize_short_side(img, pre.input_size, pre), [pre.input_size, pre.input_size])
     return img
 
 
@@ -164,7 +177,7 @@ def _randint(gen: torch.Generator, high: int) -> int:
 
 
 def _resize(img, op, pre, gen):
-    return F.resize(img, [_size(op.get("size", "resize"), pre)], interpolation=_interp(pre), antialias=True)
+    return resize_short_side(img, _size(op.get("size", "resize"), pre), pre)
 
 
 def _center_crop(img, op, pre, gen):
@@ -176,7 +189,7 @@ def _random_crop(img, op, pre, gen):
     s = _size(op.get("size", "input"), pre)
     h, w = img.shape[-2:]
     if h < s or w < s:
-        img = F.resize(img, [s], interpolation=_interp(pre), antialias=True)
+        img = resize_short_side(img, s, pre)
         h, w = img.shape[-2:]
     top, left = _randint(gen, h - s + 1), _randint(gen, w - s + 1)
     return F.crop(img, top, left, s, s)

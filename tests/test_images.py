@@ -92,3 +92,76 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
 def test_image_to_tensor_layout(tmp_path):
     t = image_to_tensor(load_image(write_image(tmp_path / "a.png", 4, size=(10, 6))))
     assert t.shape == (3, 6, 10) and t.dtype.is_floating_point is False
+
+
+def _sliver(path, width: int, height: int = 1):
+    Image.new("L", (width, height), 128).save(path)  # a few KB: PNG compresses a flat row
+    return path
+
+
+def test_extreme_aspect_ratio_is_refused_before_decoding(tmp_path, monkeypatch):
+    """Issue 17.3: a 4,000,000x1 PNG (3,957 bytes) passed the pixel-count guard; resized to the
+    input size it asked for 64 GB. It is refused from its header, before any pixel is decoded."""
+    path = _sliver(tmp_path / "wide.png", 4_000_000)
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded a refused image"))
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert str(path) in str(info.value) and "aspect ratio" in info.value.reason
+    assert "4000000x1" in info.value.reason
+
+
+def test_ordinary_panoramas_still_load(tmp_path):
+    assert load_image(_sliver(tmp_path / "pano.png", 2000, 100)).size == (2000, 100)
+
+
+def test_oversized_jpeg_is_reduced_while_decoding(tmp_path, monkeypatch):
+    """A JPEG over the pixel limit is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) to fit it,
+    rather than refused: the reduced image is never larger than the limit."""
+    import featx.images
+
+    path = write_image(tmp_path / "big.jpg", 3, size=(160, 120))
+    monkeypatch.setattr(featx.images, "MAX_PIXELS", 160 * 120 // 3)
+    img = load_image(path)
+    assert img.size == (80, 60) and img.mode == "RGB"
+    monkeypatch.setattr(featx.images, "MAX_PIXELS", 160 * 120 // 100)  # even 1/8 is too big
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(path)
+
+
+def test_device_jpeg_decoding_applies_the_same_size_rules(tmp_path, monkeypatch):
+    """The nvjpeg path (run here on the CPU) refuses what load_image refuses, from the header."""
+    import torch
+
+    import featx.images
+    from featx.images import decode_jpegs, read_file_bytes
+
+    good = write_image(tmp_path / "good.jpg", 1, size=(40, 32))
+    strip = tmp_path / "strip.jpg"
+    Image.new("RGB", (2020, 20), (9, 9, 9)).save(strip)
+    big = write_image(tmp_path / "big.jpg", 3, size=(160, 120))
+    monkeypatch.setattr(featx.images, "MAX_PIXELS", 160 * 120 // 3)
+    paths = [good, strip, big]
+    out = decode_jpegs([read_file_bytes(p) for p in paths], paths, torch.device("cpu"))
+    assert out[0].shape == (3, 32, 40)
+    assert isinstance(out[1], str) and "aspect ratio" in out[1]
+    assert out[2].shape == (3, 60, 80)  # reduced while decoding, as load_image does
+
+
+@pytest.mark.slow
+def test_a_strip_among_good_images_fails_alone_and_costs_no_memory():
+    """Issue 17 done-when: a 4,000,000x1 PNG in a folder of 10 good images: extraction finishes,
+    the file is recorded as failed with its reason, peak memory within 1.2x of the run without it
+    (benchmarks/bomb_memory.py: two fresh processes, ru_maxrss)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bomb_memory.py"
+    done = subprocess.run([sys.executable, str(script), "--json"], capture_output=True, text=True, timeout=600)
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "aspect ratio" in runs["with"]["failed"]["ants/strip.png"]
+    assert len(runs["with"]["failed"]) == 1 and not runs["without"]["failed"]
+    assert runs["ratio"] <= 1.2 and done.returncode == 0

@@ -92,3 +92,31 @@ def test_batched_clean_views_equal_one_by_one():
     batched = clean_views(images, PRE)
     for img, view in zip(images, batched):
         assert torch.equal(view, clean_view(img, PRE))
+
+
+def test_resizing_a_sliver_allocates_a_bounded_buffer(monkeypatch):
+    """Issue 17.3: clean_view of a 4,000,000x1 image resized its short side to 36 px first
+    (144 Mpx, 16 GB in float); the resize now never makes more than a bounded image."""
+    import torchvision.transforms.v2.functional as F
+
+    from featx.images import MAX_ASPECT
+    from featx.transforms import clean_view
+
+    resize = F.resize
+
+    def bounded(img, size, **kw):
+        h, w = img.shape[-2:]
+        out_h, out_w = (size[0], int(size[0] * w / h)) if h <= w else (int(size[0] * h / w), size[0])
+        assert out_h * out_w <= MAX_ASPECT * size[0] ** 2, f"resize to {out_h}x{out_w}"
+        return resize(img, size, **kw)
+
+    monkeypatch.setattr(F, "resize", bounded)
+    img = torch.zeros(3, 1, 4_000_000, dtype=torch.uint8)
+    img[:, :, 2_000_000 - 3:2_000_000 + 3] = 255
+    view = clean_view(img, PRE)
+    assert view.shape == (3, 32, 32) and view.max() > 0
+    tall = clean_view(torch.zeros(3, 500_000, 2, dtype=torch.uint8), PRE)
+    assert tall.shape == (3, 32, 32)
+    for name in ("flowers", "mild", "tutorial"):
+        (aug,) = make_views(img[:, :, :400_000], PRE, load_recipe(name), 0, "x", [1])
+        assert aug.shape == (3, 32, 32)
