@@ -50,18 +50,56 @@ def load_recipe(name_or_path: str | Path) -> AugRecipe:
     """A built-in recipe by name, or a YAML file: `ops: [{op: hflip, p: 0.5}, ...]`.
 
     Raises:
-        ConfigError: an unknown name, an unreadable file, or ops that are not a list of known ops.
+        ConfigError: an unknown name, an unreadable file, an unknown op or parameter, or a
+            parameter of the wrong type or out of range (one line: file, op, parameter).
     """
     where, text = _recipe_text(name_or_path)
     try:
-        doc = yaml.safe_load(text) or {}
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: cannot read recipe ({exc})") from None
-    ops = doc.get("ops") if isinstance(doc, dict) else None
-    if not isinstance(ops, list) or not all(isinstance(op, dict) and op.get("op") in OPS for op in ops):
-        raise ConfigError(f"{where}: a recipe is `ops:` followed by a list of {{op: NAME, ...}} "
-                          f"with NAME one of {', '.join(sorted(OPS))}")
-    return AugRecipe(doc.get("name", Path(where).stem), tuple(ops))
+        raise ConfigError(f"{where}: cannot read recipe ({' '.join(str(exc).split())})") from None
+    return AugRecipe(*_checked_recipe(doc, where))
+
+
+def _checked_recipe(doc, where: str) -> tuple[str, tuple[dict, ...]]:
+    """(name, ops) of a parsed recipe, every op and parameter checked (types and ranges), so a
+    typo fails here, in one line, rather than as every training image failing to transform."""
+    shape = f"a recipe is `ops:` followed by a list of {{op: NAME, ...}} with NAME one of {', '.join(OPS)}"
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: {shape}")
+    unknown = sorted(set(map(str, doc)) - {"name", "ops"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (a recipe has name: and ops:)")
+    name, ops = doc.get("name", Path(where).stem), doc.get("ops")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: name: expected a word, got {name!r}")
+    if not isinstance(ops, list):
+        raise ConfigError(f"{where}: ops: expected a list; {shape}")
+    if not ops:
+        raise ConfigError(f"{where}: ops: the recipe has no ops")
+    for i, op in enumerate(ops, start=1):
+        problem = _op_problem(op, shape)
+        if problem:
+            raise ConfigError(f"{where}: op {i}{problem}")
+    return name, tuple(ops)
+
+
+def _op_problem(op, shape: str) -> str | None:
+    """What is wrong with one op, as the rest of 'op N...', or None."""
+    if not isinstance(op, dict) or "op" not in op:
+        return f": {shape}, got {op!r}"
+    if op["op"] not in OPS:
+        return f": unknown op '{op['op']}' (ops: {', '.join(OPS)})"
+    params = PARAMS[op["op"]]
+    for key, value in op.items():
+        if key == "op":
+            continue
+        if key not in params:
+            return f" ({op['op']}): unknown parameter '{key}' (known: {', '.join(params) or 'none'})"
+        problem = params[key](value)
+        if problem:
+            return f" ({op['op']}): {key}: {problem}, got {value!r}"
+    return None
 
 
 def _recipe_text(name_or_path: str | Path) -> tuple[str, str]:
@@ -241,4 +279,54 @@ OPS = {
     "resize": _resize, "center_crop": _center_crop, "random_crop": _random_crop,
     "random_resized_crop": _random_resized_crop, "hflip": _hflip, "vflip": _vflip,
     "rot90": _rot90, "rotate": _rotate, "pad_reflect": _pad_reflect,
+}
+
+
+# --- the parameters each op takes: name -> check(value) -> problem or None -----------------------
+
+MAX_SIZE = 4096  # px: larger than any backbone's input; a bigger crop is a typo
+
+
+def _check_size(value) -> str | None:
+    if value in ("input", "resize"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+        return f"expected 'input', 'resize' or a whole number of pixels in [1, {MAX_SIZE}]"
+    return None
+
+
+def _number_in(low: float, high: float, what: str):
+    def check(value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            return f"expected {what} in [{low:g}, {high:g}]"
+        return None
+    return check
+
+
+def _range_in(low: float, high: float, what: str, above_zero: bool = True):
+    """[lo, hi] with low <= lo <= hi <= high (and lo > 0 when `above_zero`)."""
+    def check(value) -> str | None:
+        ok = (isinstance(value, (list, tuple)) and len(value) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+        if ok:
+            lo, hi = value
+            ok = low <= lo <= hi <= high and (lo > 0 or not above_zero)
+        return None if ok else f"expected [low, high] {what}, 0 < low <= high <= {high:g}"
+    return check
+
+
+def _check_pad(value) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
+        return f"expected a whole number of pixels in [0, {MAX_SIZE}]"
+    return None
+
+
+PROBABILITY = _number_in(0.0, 1.0, "a probability")
+PARAMS = {
+    "resize": {"size": _check_size}, "center_crop": {"size": _check_size},
+    "random_crop": {"size": _check_size},
+    "random_resized_crop": {"size": _check_size, "scale": _range_in(0.0, 1.0, "fractions of the area"),
+                            "ratio": _range_in(0.0, 100.0, "aspect ratios")},
+    "hflip": {"p": PROBABILITY}, "vflip": {"p": PROBABILITY}, "rot90": {},
+    "rotate": {"degrees": _number_in(0.0, 360.0, "degrees")}, "pad_reflect": {"pad": _check_pad},
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -120,3 +122,48 @@ def test_resizing_a_sliver_allocates_a_bounded_buffer(monkeypatch):
     for name in ("flowers", "mild", "tutorial"):
         (aug,) = make_views(img[:, :, :400_000], PRE, load_recipe(name), 0, "x", [1])
         assert aug.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("op,problem", [
+    ("{op: resize, size: abc}", r"op 2 \(resize\): size: .*'abc'"),
+    ("{op: random_crop, size: 0}", r"op 2 \(random_crop\): size: .*0"),
+    ("{op: center_crop, size: 100000}", r"op 2 \(center_crop\): size: .*100000"),
+    ("{op: resize, size: true}", r"op 2 \(resize\): size"),
+    ("{op: hflip, p: 1.5}", r"op 2 \(hflip\): p: .*1.5"),
+    ("{op: vflip, p: high}", r"op 2 \(vflip\): p"),
+    ("{op: rotate, degrees: .nan}", r"op 2 \(rotate\): degrees"),
+    ("{op: pad_reflect, pad: -3}", r"op 2 \(pad_reflect\): pad"),
+    ("{op: random_resized_crop, scale: [0.9, 0.1]}", r"op 2 \(random_resized_crop\): scale"),
+    ("{op: random_resized_crop, ratio: 2}", r"op 2 \(random_resized_crop\): ratio"),
+    ("{op: random_resized_crop, scale: [0, 1]}", r"op 2 \(random_resized_crop\): scale"),
+    ("{op: hflip, prob: 0.5}", r"op 2 \(hflip\): unknown parameter 'prob' \(known: p\)"),
+    ("{op: sharpen}", r"op 2: unknown op 'sharpen'"),
+    ("{size: 3}", r"op 2: .*op: NAME"),
+    ("resize", r"op 2: .*op: NAME"),
+])
+def test_a_bad_recipe_parameter_is_one_line_naming_file_op_and_parameter(tmp_path, op, problem):
+    """Issue 17.8: `size: "abc"` was accepted; every training image then failed at the first
+    view and the store was marked complete."""
+    path = tmp_path / "aug.yaml"
+    path.write_text(f"ops:\n  - {{op: hflip}}\n  - {op}\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert re.search(problem, message), message
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("ops: {op: hflip}", "a list"), ("ops: []", "no ops"), ("[1, 2]", "ops:"), ("{: [", "cannot read"),
+    ("name: 3\nops: [{op: hflip}]", "name"), ("ops: [{op: hflip}]\nopz: 1", "unknown key 'opz'"),
+])
+def test_recipe_structure_is_validated(tmp_path, text, problem):
+    path = tmp_path / "aug.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=problem):
+        load_recipe(str(path))
+
+
+def test_built_in_recipes_pass_validation():
+    for name in list_recipes():
+        assert load_recipe(name).ops
