@@ -205,3 +205,43 @@ def test_a_folder_linked_from_two_classes_is_read_once_by_its_own_class(class_tr
     assert ds.classes == ["ants", "bees"] and len(ds.samples) == 13
     assert {s.path: s.label for s in ds.samples}["bees/more/m.png"] == 1
     assert any("ants/borrowed" in n for n in ds.notes) and any("wasps" in n for n in ds.notes)
+
+
+def test_empty_data_is_refused_not_the_current_folder(class_tree, monkeypatch):
+    """Issue 17: `featx scan ""` scanned the current folder."""
+    from featx.errors import ConfigError
+
+    monkeypatch.chdir(class_tree)
+    for empty in ("", "  "):
+        with pytest.raises(ConfigError, match="DATA is empty"):
+            open_dataset(empty)
+
+
+def test_manifest_with_unusable_file_names_is_handled(tmp_path):
+    """Issue 17: a 300-character file name in a manifest ended in a traceback (ENAMETOOLONG)."""
+    write_image(tmp_path / "img" / "a.png", 1)
+    write_image(tmp_path / "img" / "b.png", 2)
+    long_name = "x" * 300 + ".png"
+    (tmp_path / "m.csv").write_text(f"path,label\nimg/a.png,cat\nimg/b.png,dog\nimg/{long_name},cat\n")
+    ds = open_dataset(tmp_path / "m.csv")
+    assert len(ds.samples) == 2
+    assert ds.skipped == [(f"img/{long_name}", "file name too long")]
+
+
+def test_manifest_naming_only_missing_files_says_so(tmp_path):
+    (tmp_path / "m.csv").write_text("path,label\nnope/a.png,cat\nnope/b.png,dog\n")
+    with pytest.raises(DataError, match=r"m\.csv: no images found .*2 .*not found.*nope/a\.png"):
+        open_dataset(tmp_path / "m.csv")
+
+
+def test_a_class_whose_images_all_fail_is_warned_about(class_tree):
+    """Issue 17: a class whose images all failed stayed a class with 0 training samples, silently."""
+    from featx.data import classes_without_training
+
+    for png in (class_tree / "bees").glob("*.png"):
+        png.write_bytes(b"not a png")
+    ds = open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.0))
+    report = scan_images(ds)
+    assert report.warnings == ["class 'bees' has no usable training image (6 of 6 failed to decode)"]
+    assert classes_without_training(ds, [s.path for s in ds.samples if "bees" in s.path]) == ["bees"]
+    assert classes_without_training(ds, []) == []

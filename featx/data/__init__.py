@@ -16,7 +16,7 @@ Decoding the images themselves is featx.images' job (every file an RGB image or 
     walk.py      FolderWalk: each real folder read once per dataset, symlinks followed last
     manifest.py  CSV, TSV and whitespace manifests
     splits.py    stratified_split, subset
-    scan.py      ScanReport, scan_images
+    scan.py      ScanReport, scan_images; classes left with no usable training image
     packaged.py  datasets shipped on PyPI (ELPV)
 """
 
@@ -24,10 +24,10 @@ from featx.data.dataset import SPLIT_ALIASES, SPLITS, Dataset, DatasetOptions, S
 from featx.data.folders import list_images
 from featx.data.manifest import PATH_COLUMNS
 from featx.data.packaged import ELPV_NAMES, packaged_datasets
-from featx.data.scan import ScanReport, scan_images
+from featx.data.scan import ScanReport, class_warnings, classes_without_training, scan_images
 from featx.data.source import as_dataset, open_dataset, read_class_map
 from featx.data.splits import stratified_split, subset
 
-__all__ = ["as_dataset", "ELPV_NAMES", "PATH_COLUMNS", "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions",
+__all__ = ["as_dataset", "class_warnings", "classes_without_training", "ELPV_NAMES", "PATH_COLUMNS", "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions",
            "Sample", "ScanReport", "list_images", "open_dataset", "packaged_datasets",
            "read_class_map", "scan_images", "stratified_split", "subset"]

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
+import stat
 from pathlib import Path
 
 from featx.data.dataset import SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path
@@ -36,9 +38,9 @@ def from_manifest(path: Path, options: DatasetOptions) -> Dataset:
         if path_i >= len(row) or (label_i is not None and label_i >= len(row)):
             raise DataError(f"{path}:{n}: expected at least {max(path_i, label_i or 0) + 1} "
                             f"columns, got {len(row)}: {row}")
-        file = (root / row[path_i]).resolve() if not os.path.isabs(row[path_i]) else Path(row[path_i])
-        if not file.exists():
-            skipped.append((row[path_i], "file not found"))
+        file, problem = _image_file(root, row[path_i])
+        if problem:
+            skipped.append((row[path_i], problem))
             continue
         files.append(file)
         raw_labels.append(row[label_i].strip() if label_i is not None else "")
@@ -57,6 +59,25 @@ def from_manifest(path: Path, options: DatasetOptions) -> Dataset:
     samples = [make_sample(root.resolve(), f, y, s) for f, y, s in zip(files, labels, splits)]
     name = root.name if path.name.lower() in ("labels.csv", "manifest.csv") else path.stem
     return Dataset(root.resolve(), name, "manifest", samples, classes, list(classes), skipped)
+
+
+def _image_file(root: Path, name: str) -> tuple[Path, str | None]:
+    """The file a manifest row names (relative to the manifest's folder), and why it cannot be
+    used, if it cannot: missing, a folder, or a name the file system refuses."""
+    if "\0" in name:
+        return Path(), "file name holds a NUL character"
+    file = Path(name) if os.path.isabs(name) else (root / name).resolve()
+    try:
+        st = os.stat(file)
+    except (FileNotFoundError, NotADirectoryError):
+        return file, "file not found"
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return file, "file name too long"
+        return file, f"cannot read file ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return file, "a folder, not an image file"
+    return file, None
 
 
 def read_table(path: Path) -> tuple[list[list[str]], list[str] | None]:

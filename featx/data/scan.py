@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from featx.data.dataset import Dataset
 from featx.errors import ImageError
@@ -18,6 +18,7 @@ class ScanReport:
     sizes: Counter = field(default_factory=Counter)  # (width, height) -> count
     modes: Counter = field(default_factory=Counter)  # Pillow mode before conversion -> count
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    warnings: list[str] = field(default_factory=list)  # e.g. a class left with no training image
 
 
 def scan_images(dataset: Dataset, advance: Callable[[int], object] = lambda n: None) -> ScanReport:
@@ -35,4 +36,32 @@ def scan_images(dataset: Dataset, advance: Callable[[int], object] = lambda n: N
         except ImageError as exc:
             report.unreadable.append((sample.path, exc.reason))
         advance(1)
+    report.warnings = class_warnings(dataset, [path for path, _ in report.unreadable])
     return report
+
+
+def classes_without_training(dataset: Dataset, failed: Iterable[str]) -> list[str]:
+    """Classes with no usable training sample once the `failed` sample paths are taken out: a
+    head cannot learn them, yet they stay classes (an output nobody trained)."""
+    return [dataset.classes[y] for y in _training_counts(dataset, failed)[0]]
+
+
+def class_warnings(dataset: Dataset, failed: Iterable[str]) -> list[str]:
+    """One line per class that `classes_without_training` finds, saying why (what scan and
+    extract print)."""
+    empty, total, bad = _training_counts(dataset, failed)
+    return [f"class '{dataset.classes[y]}' has no usable training image "
+            + (f"({bad[y]} of {total[y]} failed to decode)" if total[y] else "(none in the train split)")
+            for y in empty]
+
+
+def _training_counts(dataset: Dataset, failed: Iterable[str]) -> tuple[list[int], Counter, Counter]:
+    """(labels with no usable training sample, training samples per label, failed ones per label)."""
+    failed = set(failed)
+    total: Counter = Counter()
+    bad: Counter = Counter()
+    for s in dataset.samples:
+        if s.split == "train" and s.label >= 0:
+            total[s.label] += 1
+            bad[s.label] += s.path in failed
+    return [y for y in range(len(dataset.classes)) if bad[y] == total[y]], total, bad

@@ -11,15 +11,18 @@ from featx.data.dataset import Dataset, DatasetOptions
 from featx.data.folders import from_folder
 from featx.data.manifest import from_manifest
 from featx.data.packaged import packaged_datasets
-from featx.errors import DataError
+from featx.errors import ConfigError, DataError
 
 
 def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = None) -> Dataset:
     """Scan `source` (a folder, a manifest file, or a packaged dataset name) into a Dataset.
 
     Raises:
+        ConfigError: `source` is empty (Path("") would be the current folder).
         DataError: no such source, an unreadable manifest, or no images found.
     """
+    if not str(source).strip():  # Path("") is the current folder: never what was meant
+        raise ConfigError("DATA is empty: give a folder, a manifest file or a packaged dataset name")
     explicit = options is not None
     options = options or DatasetOptions()
     path = Path(source).expanduser()
@@ -41,8 +44,17 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = Non
         mapping = read_class_map(options.class_map)
         dataset.display_names = [str(mapping.get(c, c)) for c in dataset.classes]
     if not dataset.samples:
-        raise DataError(f"{source}: no images found (layout: {dataset.layout})")
+        raise DataError(f"{source}: no images found (layout: {dataset.layout}{_first_skipped(dataset)})")
     return dataset
+
+
+def _first_skipped(dataset: Dataset) -> str:
+    if not dataset.skipped:
+        return ""
+    path, reason = dataset.skipped[0]
+    reasons = sorted({r for _, r in dataset.skipped})
+    return (f"; {len(dataset.skipped)} file(s) skipped ({', '.join(reasons[:3])}), "
+            f"the first: {path}: {reason}")
 
 
 def read_class_map(path: str | os.PathLike) -> dict[str, str]:
