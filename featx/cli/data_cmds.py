@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from featx.cli import options as o
-from featx.cli.core import out, open_data
+from featx.cli.core import err, out, open_data
 from featx.errors import FeatxError
 
 
@@ -40,6 +40,8 @@ def scan(ctx: typer.Context, data: o.Data, label_col: o.LabelCol = None, binariz
         out.print(f"note: {note}", markup=False)
     if ds.ignored_files:
         out.print(f"note: {ds.ignored_files} file(s) without an image extension ignored")
+    for warning in report.warnings:  # e.g. a class left with no usable training image
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     if report.unreadable:
         out.print(f"[bold red]{len(report.unreadable)} unreadable file(s)[/] (excluded from every run):")
         for path, reason in report.unreadable:
