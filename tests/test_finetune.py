@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
-from featx.errors import FeatxError
+from featx.errors import ConfigError, FeatxError
 from featx.extraction import ExtractConfig, extract
 from featx.finetuning import (FinetuneConfig, HeadModule, Network, find_lr, finetune, layer_groups,
                               network_range_test)
@@ -109,21 +109,126 @@ def test_discriminative_rates_and_schedule():
     assert schedule_factor("onecycle", 0, 100) == pytest.approx(1 / 25)  # one name, one shape: the heads'
 
 
-def test_a_checkpoint_of_format_1_resumes_under_the_new_schedule_name(tmp_path):
-    """Format 1 called the warm-up + cosine schedule "onecycle": such a checkpoint resumes a run
-    with the default schedule, and is refused for the (other) onecycle schedule."""
+IDENTITY = {"head_sha256": "ab" * 32, "warm_start": "heads/lin.safetensors",
+            "data": {"where": "data", "fingerprint": "cd" * 32}}
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_in_one_line(tmp_path):
+    """Formats 1 and 2 recorded the settings but not the warm-start head nor the data: such a
+    checkpoint cannot be told apart from another run's, so it is not resumed (issue 17, 1)."""
     net = Network(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     config = FinetuneConfig(epochs=2)
     opt = make_optimizer(net, config)
     state = {"epoch": 1, "best_loss": 0.5, "best_epoch": 1, "since_best": 0, "curve": []}
-    save_checkpoint(tmp_path / "run", net, opt, state, config)
+    save_checkpoint(tmp_path / "run", net, opt, state, config, IDENTITY)
+    assert load_checkpoint(tmp_path / "run", net, opt, config, IDENTITY)["epoch"] == 1
     record = checkpoint_paths(tmp_path / "run")[1]
     meta = json.loads(record.read_text())
-    meta.update(format="featx-finetune-checkpoint/1", config={**meta["config"], "schedule": "onecycle"})
-    record.write_text(json.dumps(meta))
-    assert load_checkpoint(tmp_path / "run", net, opt, config)["epoch"] == 1
+    for old in ("featx-finetune-checkpoint/1", "featx-finetune-checkpoint/2"):
+        meta.update(format=old)
+        meta.pop("identity", None)
+        record.write_text(json.dumps(meta))
+        with pytest.raises(FeatxError, match=r"run\.checkpoint\.json: .*older featx.*or delete run"):
+            load_checkpoint(tmp_path / "run", net, opt, config, IDENTITY)
+
+
+def test_a_checkpoint_names_what_differs(tmp_path):
+    net = Network(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    config = FinetuneConfig(epochs=2)
+    opt = make_optimizer(net, config)
+    state = {"epoch": 1, "best_loss": 0.5, "best_epoch": 1, "since_best": 0, "curve": []}
+    save_checkpoint(tmp_path / "run", net, opt, state, config, IDENTITY)
+    other_head = {**IDENTITY, "head_sha256": "ef" * 32}
+    with pytest.raises(FeatxError, match=r"another warm-start head .*another --out, or delete"):
+        load_checkpoint(tmp_path / "run", net, opt, config, other_head)
+    other_data = {**IDENTITY, "data": {"where": "data", "fingerprint": "01" * 32}}
+    with pytest.raises(FeatxError, match=r"other data .*another --out, or delete"):
+        load_checkpoint(tmp_path / "run", net, opt, config, other_data)
     with pytest.raises(FeatxError, match=r"other settings \(schedule\)"):
-        load_checkpoint(tmp_path / "run", net, opt, FinetuneConfig(epochs=2, schedule="onecycle"))
+        load_checkpoint(tmp_path / "run", net, opt, FinetuneConfig(epochs=2, schedule="onecycle"), IDENTITY)
+
+
+def test_a_finished_run_is_not_resumed_with_another_head_or_data(probe, tmp_path):
+    """Issue 17, 1: `finetune D --head H2 --out ft/` after `--head H1` (same file name, another
+    folder), or after other data, printed "resumed after epoch N" and kept the old weights."""
+    tmp, root, ds, store, head_path = probe
+    config = FinetuneConfig(**{**FAST, "epochs": 1})
+    out = tmp_path / "ft" / "lin"
+    finetune(ds, head_path, out, config, show_progress=False)
+    other = train_head(store, "linear", HeadConfig(epochs=2, seed=3), out=tmp_path / "other" / "lin",
+                       show_progress=False)
+    with pytest.raises(FeatxError, match=r"another warm-start head"):
+        finetune(ds, other.path, out, config, show_progress=False)
+    more = open_dataset(make_class_tree(tmp_path / "data2", classes=("a", "b", "c"), per_class=10, seed=7),
+                        OPTIONS)
+    with pytest.raises(FeatxError, match=r"other data"):
+        finetune(more, head_path, out, config, show_progress=False)
+    assert finetune(ds, head_path, out, config, show_progress=False).resumed_from == 1
+
+
+class Diverging:
+    """A job whose weights become NaN in epoch `nan_at` (a rate far too high)."""
+
+    def __init__(self, nan_at: int):
+        self.net = Network(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        self.nan_at = nan_at
+        self.identity = IDENTITY
+
+    def train_epoch(self, epoch, opt, schedule) -> float:
+        with torch.no_grad():
+            self.net.head.weight.add_(float("nan") if epoch == self.nan_at else 0.1)
+        return float("nan") if epoch == self.nan_at else 1.0
+
+    def validate(self) -> tuple[float, float]:
+        return float(self.net.head.weight.detach().sum().abs() + 1), 0.5
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    """Issue 17, 8: `--lr inf` trained NaN weights and saved them. Now the run stops in one line;
+    the checkpoint of the last good epoch stays (and resumes), nothing NaN is written."""
+    import time
+
+    from featx.finetuning.checkpoint import best_path
+    from featx.finetuning.loop import Schedule, fit
+
+    config = FinetuneConfig(epochs=3)
+    job = Diverging(nan_at=1)
+    opt = make_optimizer(job.net, config)
+    with pytest.raises(FeatxError, match=r"epoch 2: .*not finite.*lower --lr"):
+        fit(job, opt, Schedule(config, 1), config, tmp_path / "run", "t", time.perf_counter(), False)
+    meta = json.loads(checkpoint_paths(tmp_path / "run")[1].read_text())
+    assert meta["state"]["epoch"] == 1
+    for path in (checkpoint_paths(tmp_path / "run")[0], best_path(tmp_path / "run")):
+        assert all(torch.isfinite(v).all() for v in load_file(str(path)).values())
+
+
+def test_an_unwritable_out_fails_before_the_first_epoch(probe, tmp_path, monkeypatch):
+    import featx.finetuning.whole
+
+    _, _, ds, _, head_path = probe
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built the network before checking the output")
+
+    monkeypatch.setattr(featx.finetuning.whole.WholeNetwork, "build", no_build)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FeatxError, match=r"file/sub: cannot write"):
+        finetune(ds, head_path, tmp_path / "file" / "sub" / "run", FinetuneConfig(**FAST), show_progress=False)
+
+
+@pytest.mark.parametrize("fields,name", [
+    ({"batch_size": 2.7}, "batch_size"), ({"batch_size": 0}, "batch_size"), ({"epochs": 0}, "epochs"),
+    ({"epochs": True}, "epochs"), ({"accumulate": 0}, "accumulate"), ({"groups": 0}, "groups"),
+    ({"lr_ratio": 0.0}, "lr_ratio"), ({"lr": -1.0}, "lr"), ({"lr": float("inf")}, "lr"), ({"lr": "fast"}, "lr"),
+    ({"head_epochs": -1}, "head_epochs"), ({"head_epochs": 8}, "head_epochs"), ({"patience": -1}, "patience"),
+    ({"patience": 0}, "patience"), ({"label_smoothing": 2.0}, "label_smoothing"),
+    ({"weight_decay": -1.0}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"workers": -1}, "workers"), ({"seed": 1.5}, "seed"), ({"train_bn": "yes"}, "train_bn"),
+    ({"amp": "fp8"}, "amp"), ({"aug": "unknown-recipe"}, "aug"), ({"from_block": ""}, "from_block"),
+])
+def test_finetune_config_values_are_checked_by_type_and_range(fields, name):
+    with pytest.raises(ConfigError, match=rf"^{name}\b.* must be|^{name} must be|^{name}: "):
+        FinetuneConfig(**fields)
 
 
 def test_lr_finder_through_the_network_is_seeded_and_leaves_it_untouched(probe):
@@ -260,6 +365,6 @@ def test_device_decode_path_gives_the_workers_views(tmp_path, monkeypatch):
     monkeypatch.setattr(featx.finetuning.data, "use_device_decode", lambda device, decode: True)
     head = train_head(extract(ds, "resnet18", tmp_path / "s", ExtractConfig(
         weights="none", input_size=32, workers=0), show_progress=False).store, "linear",
-        HeadConfig(epochs=2), out=tmp_path / "h", show_progress=False).path
+        HeadConfig(epochs=2, lrs=(0.1,), weight_decays=(0.0,)), out=tmp_path / "h", show_progress=False).path
     result = finetune(ds, head, tmp_path / "ft", FinetuneConfig(**{**FAST, "epochs": 1}), show_progress=False)
     assert result.epochs_run == 1 and np.isfinite(result.curve[0]["train_loss"])

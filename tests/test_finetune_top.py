@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,18 @@ def test_maps_that_do_not_fit_in_memory_are_refused_up_front(cut_store, monkeypa
     refused = r"need \d+ MB in memory and 0 MB are free; cut higher"
     with FeatureStore(store) as st, pytest.raises(FeatxError, match=refused):
         MapData(st, "layer4")
+
+
+def test_a_checkpoint_of_another_store_is_refused(cut_store, tmp_path):
+    """Issue 17, 1 with --from-block: the checkpoint names the store it trained on (by its
+    identity: the same maps resume wherever the file is, other maps are refused)."""
+    _, ds, store, head = cut_store
+    config = FinetuneConfig(**{**TOP, "epochs": 1})
+    finetune_top(store, head, tmp_path / "top", config, show_progress=False)
+    other = extract(ds, "resnet18", tmp_path / "other", ExtractConfig(
+        weights="none", input_size=64, workers=0, views=2, cut="layer4"), show_progress=False).store
+    with pytest.raises(FeatxError, match=r"top\.checkpoint\.json: a checkpoint of a run on other data"):
+        finetune_top(other, head, tmp_path / "top", config, show_progress=False)
+    moved = tmp_path / "moved.h5"
+    moved.write_bytes(Path(store).read_bytes())
+    assert finetune_top(moved, head, tmp_path / "top", config, show_progress=False).resumed_from == 1

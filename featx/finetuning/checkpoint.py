@@ -31,10 +31,11 @@ from featx.head_io import Head, save_head
 from featx.metrics import Metrics
 from featx.progress import console
 
-CHECKPOINT_FORMAT = "featx-finetune-checkpoint/2"
-# Format 1 called the warm-up + cosine schedule "onecycle", a name that now means torch's
-# OneCycleLR shape (featx.schedules): its checkpoints resume under the new name.
-FORMAT_1 = "featx-finetune-checkpoint/1"
+# Format 3 records what the run trains from (`identity`: the warm-start head's sha256 and the
+# data's fingerprint) beside its settings. Formats 1 and 2 recorded only the settings, so a
+# checkpoint of another head or other data resumed silently: they are refused, not guessed at.
+CHECKPOINT_FORMAT = "featx-finetune-checkpoint/3"
+OLD_FORMATS = ("featx-finetune-checkpoint/1", "featx-finetune-checkpoint/2")
 
 
 def checkpoint_paths(out: Path) -> tuple[Path, Path]:
@@ -57,8 +58,17 @@ def fresh_state() -> dict:
     return {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "since_best": 0, "curve": []}
 
 
+def run_identity(head: Head, data_where: str | Path, data_fingerprint: str) -> dict:
+    """What a run trains from, beyond its settings: the warm-start head (by the sha256 of its
+    weights, whatever its file is called) and the data: the dataset's fingerprint, or for a top
+    fine-tune the fingerprint of the store whose maps it reads. Paths are kept for the messages
+    only: a moved head or dataset still resumes."""
+    return {"head_sha256": sha256_file(head.path), "warm_start": str(head.path),
+            "data": {"where": str(data_where), "fingerprint": data_fingerprint}}
+
+
 def save_checkpoint(out: Path, net: Network, opt: torch.optim.Optimizer, state: dict,
-                    config: FinetuneConfig) -> None:
+                    config: FinetuneConfig, identity: dict) -> None:
     """Model + optimiser tensors (safetensors), then the JSON that makes the checkpoint valid."""
     tensors_path, json_path = checkpoint_paths(out)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -67,31 +77,29 @@ def save_checkpoint(out: Path, net: Network, opt: torch.optim.Optimizer, state: 
         for name, value in values.items():
             tensors[f"opt.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     atomic_write(tensors_path, lambda tmp: save_file(tensors, str(tmp)))
-    meta = {"format": CHECKPOINT_FORMAT, "config": asdict(config), "state": state,
+    meta = {"format": CHECKPOINT_FORMAT, "config": asdict(config), "identity": identity, "state": state,
             "checkpoint_sha256": sha256_file(tensors_path)}
     atomic_write_text(json_path, json.dumps(meta))
 
 
-def load_checkpoint(out: Path, net: Network, opt: torch.optim.Optimizer, config: FinetuneConfig) -> dict:
+def load_checkpoint(out: Path, net: Network, opt: torch.optim.Optimizer, config: FinetuneConfig,
+                    identity: dict) -> dict:
     """The state after the last finished epoch, with `net` and `opt` restored to it; a fresh
-    state when there is no valid checkpoint. A checkpoint of other settings is refused."""
+    state when there is no valid checkpoint. A checkpoint of another run (other settings, another
+    warm-start head, other data, or a format that did not record them) is refused."""
     tensors_path, json_path = checkpoint_paths(out)
     if not json_path.is_file():
         return fresh_state()
     try:
         meta = json.loads(json_path.read_text())
-        valid = (meta.get("format") in (CHECKPOINT_FORMAT, FORMAT_1) and tensors_path.is_file()
-                 and meta.get("checkpoint_sha256") == sha256_file(tensors_path))
+        valid = (isinstance(meta, dict) and meta.get("format") in (CHECKPOINT_FORMAT, *OLD_FORMATS)
+                 and tensors_path.is_file() and meta.get("checkpoint_sha256") == sha256_file(tensors_path))
     except (OSError, ValueError):
         valid = False
     if not valid:
         console.print(f"[yellow]warning:[/] {json_path}: unreadable checkpoint; starting over")
         return fresh_state()
-    saved, wanted = _saved_config(meta), json.loads(json.dumps(asdict(config)))
-    if saved != wanted:
-        changed = sorted(k for k in saved if saved[k] != wanted.get(k))
-        raise FeatxError(f"{json_path}: a checkpoint with other settings ({', '.join(changed)}) "
-                         "is here; use the same options to resume, or another --out")
+    check_same_run(json_path, meta, config, identity)
     tensors = load_file(str(tensors_path))
     net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state = opt.state_dict()
@@ -103,11 +111,32 @@ def load_checkpoint(out: Path, net: Network, opt: torch.optim.Optimizer, config:
     return meta["state"]
 
 
-def _saved_config(meta: dict) -> dict:
-    config = dict(meta["config"])
-    if meta["format"] == FORMAT_1 and config.get("schedule") == "onecycle":
-        config["schedule"] = "warmup-cosine"
-    return config
+def check_same_run(json_path: Path, meta: dict, config: FinetuneConfig, identity: dict) -> None:
+    """Refuse, naming what differs, a checkpoint that another run left at this --out."""
+    fresh = f"to start over, give another --out, or delete {json_path.name} and its .safetensors"
+    if meta["format"] in OLD_FORMATS:
+        raise FeatxError(f"{json_path}: a checkpoint of an older featx ({meta['format']}) that does not record "
+                         f"its warm-start head and data, so it cannot be resumed safely; {fresh}")
+    saved = meta.get("identity") or {}
+    if saved.get("head_sha256") != identity["head_sha256"]:
+        raise FeatxError(f"{json_path}: a checkpoint of a run from another warm-start head ({saved.get('warm_start')}, "
+                         f"sha256 {str(saved.get('head_sha256'))[:12]}; this run: {identity['warm_start']}, "
+                         f"sha256 {identity['head_sha256'][:12]}); {fresh}")
+    if (saved.get("data") or {}).get("fingerprint") != identity["data"]["fingerprint"]:
+        raise FeatxError(f"{json_path}: a checkpoint of a run on other data ({_describe(saved.get('data'))}; "
+                         f"this run: {_describe(identity['data'])}); {fresh}")
+    wanted = json.loads(json.dumps(asdict(config)))
+    changed = sorted(k for k in meta["config"] if meta["config"][k] != wanted.get(k))
+    if changed:
+        raise FeatxError(f"{json_path}: a checkpoint with other settings ({', '.join(changed)}) "
+                         "is here; use the same options to resume, or another --out")
+
+
+def _describe(data: dict | None) -> str:
+    """A data identity in a few words: where it is, and the start of its fingerprint."""
+    if not isinstance(data, dict):
+        return "unrecorded data"
+    return f"{data.get('where')}, fingerprint {str(data.get('fingerprint'))[:12]}"
 
 
 def save_best(out: Path, net: Network) -> None:

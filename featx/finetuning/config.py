@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featx.errors import ConfigError
+from featx.heads import check_types
 from featx.metrics import Metrics
+from featx.transforms import load_recipe
 
 # Whole network: lower rates at the bottom keep the pretrained filters (fastai's slice); the same
 # top rate as the top-block runs (ELPV lite0 on CPU: train loss ~1 from the first epoch).
@@ -50,20 +52,37 @@ class FinetuneConfig:
         for name, value in MODE_DEFAULTS["top" if self.from_block else "whole"].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        check_types(self, ints=("epochs", "head_epochs", "batch_size", "accumulate", "groups", "patience",
+                                "seed", "workers"),
+                    numbers=("lr", "lr_ratio", "weight_decay", "label_smoothing"))
         checks = [
             (self.epochs >= 1, "epochs", ">= 1"), (self.batch_size >= 1, "batch_size", ">= 1"),
             (self.accumulate >= 1, "accumulate", ">= 1"), (self.lr > 0, "lr", "> 0"),
             (self.lr_ratio >= 1, "lr_ratio", ">= 1"), (self.groups >= 1, "groups", ">= 1"),
+            (0 <= self.head_epochs < self.epochs, "head_epochs", "in [0, epochs)"),
+            (self.patience is None or self.patience >= 1, "patience", ">= 1"),
+            (self.workers is None or self.workers >= 0, "workers", ">= 0"),
+            (self.weight_decay >= 0, "weight_decay", ">= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
+            (isinstance(self.train_bn, bool), "train_bn", "true or false"),
+            (isinstance(self.aug, str) and bool(self.aug), "aug", "a recipe name, a YAML file or none"),
             (self.optimizer in ("adamw", "sgd"), "optimizer", "adamw or sgd"),
             (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES)),
             (self.balance in ("none", "weights"), "balance", "none or weights"),
-            (0 <= self.head_epochs < self.epochs, "head_epochs", "in [0, epochs)"),
             (self.map_aug in MAP_AUGS, "map_aug", " | ".join(MAP_AUGS)),
             (self.decode in ("auto", "cpu", "gpu"), "decode", "auto, cpu or gpu"),
+            (self.amp in ("bf16", "fp16", "off"), "amp", "bf16, fp16 or off"),
+            (self.from_block is None or (isinstance(self.from_block, str) and self.from_block.strip()),
+             "from_block", "a block name (featx backbones --cuts NAME)"),
         ]
         for ok, name, rule in checks:
             if not ok:
                 raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        if self.aug != "none":
+            try:
+                load_recipe(self.aug)
+            except ConfigError as exc:  # named as the option, before a network is built
+                raise ConfigError(f"aug: {exc}") from None
 
 
 @dataclass

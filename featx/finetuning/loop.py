@@ -23,6 +23,7 @@ import torch
 
 from featx import distributed
 from featx.balance import balanced_class_weights
+from featx.errors import FeatxError
 from featx.finetuning.checkpoint import (load_best, load_checkpoint, remove_stale_files, save_best,
                                         save_checkpoint)
 from featx.finetuning.config import FinetuneConfig
@@ -85,6 +86,7 @@ def loss_and_top1(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 class Trainable(Protocol):
     """What `fit` trains: a network, one epoch of training, and its validation."""
     net: Network
+    identity: dict  # what it trains from (checkpoint.run_identity): a checkpoint must match it
 
     def train_epoch(self, epoch: int, opt: torch.optim.Optimizer, schedule: Schedule) -> float:
         """Train epoch `epoch` (0-based); the mean training loss."""
@@ -113,7 +115,7 @@ def fit(job: Trainable, opt: torch.optim.Optimizer, schedule: Schedule, config: 
     net = job.net
     if writer:
         remove_stale_files(out)
-    state = load_checkpoint(out, net, opt, config)
+    state = load_checkpoint(out, net, opt, config, job.identity)
     run = Run(state, state["epoch"], start_time, state.get("seconds", 0.0))
     with progress_bar(config.epochs, title, unit="epoch", enabled=show_progress and writer) as advance:
         advance(run.resumed_from)
@@ -122,6 +124,7 @@ def fit(job: Trainable, opt: torch.optim.Optimizer, schedule: Schedule, config: 
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout masks: the same after a resume
             train_loss = job.train_epoch(epoch, opt, schedule)
             val_loss, val_top1 = job.validate()
+            check_finite(net, epoch, train_loss, val_loss, config)  # before anything is saved
             state["curve"].append({"epoch": epoch + 1, "train_loss": train_loss,
                                    "val_loss": val_loss, "val_top1": val_top1})
             if val_loss < state["best_loss"] or math.isinf(val_loss):  # no val split: keep the last
@@ -132,7 +135,7 @@ def fit(job: Trainable, opt: torch.optim.Optimizer, schedule: Schedule, config: 
                 state["since_best"] += 1
             state.update(epoch=epoch + 1, seconds=run.seconds())
             if writer:
-                save_checkpoint(out, net, opt, state, config)
+                save_checkpoint(out, net, opt, state, config, job.identity)
             distributed.barrier()  # the checkpoint is on disk before anyone goes on
             advance(1)
             if config.patience is not None and state["since_best"] >= config.patience:
@@ -142,6 +145,20 @@ def fit(job: Trainable, opt: torch.optim.Optimizer, schedule: Schedule, config: 
     distributed.barrier()
     load_best(out, net)
     return run
+
+
+def check_finite(net: Network, epoch: int, train_loss: float, val_loss: float, config: FinetuneConfig) -> None:
+    """Stop the run when an epoch left weights or losses that are not finite (a rate far too
+    high): the checkpoint of the epoch before stays, and nothing NaN is saved. Under torchrun
+    the decision rests on the weights and the val loss, which every process shares."""
+    weights = all(bool(torch.isfinite(p).all()) for p in net.parameters())
+    losses = not math.isnan(val_loss) and (distributed.context().active or math.isfinite(train_loss))
+    if weights and losses:
+        return
+    kept = f"the checkpoint after epoch {epoch} stays" if epoch else "nothing was saved"
+    raise FeatxError(f"epoch {epoch + 1}: the {'losses' if weights else 'weights'} became not finite "
+                     f"(training loss {train_loss:g}, val loss {val_loss:g} at lr {config.lr:g}); {kept}; "
+                     "use a lower --lr")
 
 
 def network_range_test(net: Network, config: FinetuneConfig, losses: Iterator[torch.Tensor], start: float,

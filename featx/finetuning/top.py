@@ -13,7 +13,9 @@ the tuned top as one backbone weights file, and a featx head on top of it.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import os
 import time
@@ -30,7 +32,7 @@ from featx.backbones.cuts import trunk_for
 from featx.backbones.weights import weights_arg
 from featx.device import resolve_device
 from featx.errors import ConfigError, FeatxError
-from featx.finetuning.checkpoint import save_backbone, save_finetuned_head
+from featx.finetuning.checkpoint import run_identity, save_backbone, save_finetuned_head
 from featx.finetuning.config import FinetuneConfig, FinetuneResult
 from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
                                  network_range_test)
@@ -38,13 +40,15 @@ from featx.finetuning.model import HeadModule, Network
 from featx.head_io import Head
 from featx.lr_range import LRFindResult
 from featx.metrics import evaluate
-from featx.store import FeatureStore
+from featx.store import IDENTITY_KEYS, FeatureStore
+from featx.train import check_writable
 
 
 def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
                  config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
     """Train the blocks above `config.from_block` + the head on the maps `store_path` cached there."""
     start_time, out = time.perf_counter(), Path(out)
+    check_writable(out.parent)  # before the maps are read and the first epoch trained
     job = TopNetwork.build(store_path, head_path, config)
     opt = make_optimizer(job.net, config)
     schedule = Schedule(config, steps_per_epoch=math.ceil(job.batches_per_epoch / config.accumulate))
@@ -89,6 +93,7 @@ class TopNetwork:
     class_weights: torch.Tensor | None
     device: torch.device
     config: FinetuneConfig
+    identity: dict  # the warm-start head and the store, as a checkpoint records them
 
     @classmethod
     def build(cls, store_path: str | Path, head_path: str | Path, config: FinetuneConfig) -> TopNetwork:
@@ -112,7 +117,7 @@ class TopNetwork:
         net = Network(trunk.top(cut), HeadModule(head)).to(device)
         return cls(net, backbone.model, f"{backbone.name} above {cut}", head, maps,
                    Path(attrs["dataset_root"]), loss_weights(maps.y_train, len(head.classes), config, device),
-                   device, config)
+                   device, config, run_identity(head, store_path, store_fingerprint(attrs)))
 
     @property
     def batches_per_epoch(self) -> int:
@@ -141,6 +146,13 @@ class TopNetwork:
 
     def validate(self) -> tuple[float, float]:
         return loss_and_top1(*predict_maps(self.net, self.maps.split("val"), self.device, self.config))
+
+
+def store_fingerprint(attrs: dict) -> str:
+    """A store's identity as one hash (featx.store.IDENTITY_KEYS: backbone, weights,
+    preprocessing, views, seed, the data's fingerprint, cut): the same maps, wherever the file."""
+    key = json.dumps({k: attrs.get(k) for k in IDENTITY_KEYS}, sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def check_store(store: FeatureStore, store_path: str | Path, head: Head, cut: str) -> None:

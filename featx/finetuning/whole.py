@@ -35,7 +35,7 @@ from featx.backbones.weights import weights_arg
 from featx.data import Dataset
 from featx.device import resolve_device
 from featx.errors import ConfigError, FeatxError
-from featx.finetuning.checkpoint import save_backbone, save_finetuned_head
+from featx.finetuning.checkpoint import run_identity, save_backbone, save_finetuned_head
 from featx.finetuning.config import FinetuneConfig, FinetuneResult
 from featx.finetuning.data import ImageSamples, epoch_batches, image_loader, views_on_device
 from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
@@ -44,6 +44,7 @@ from featx.finetuning.model import HeadModule, Network
 from featx.head_io import Head
 from featx.lr_range import LRFindResult
 from featx.metrics import Metrics, evaluate
+from featx.train import check_writable
 from featx.transforms import load_recipe, normalize
 
 
@@ -51,6 +52,7 @@ def finetune_network(dataset: Dataset, head_path: str | Path, out: str | Path,
              config: FinetuneConfig = FinetuneConfig(), show_progress: bool = True) -> FinetuneResult:
     """Fine-tune backbone + head on `dataset`; `out` is the path stem of everything written."""
     start_time, out = time.perf_counter(), Path(out)
+    check_writable(out.parent)  # before the network is built and the first epoch trained
     job = WholeNetwork.build(dataset, head_path, config)
     writer = job.ctx.rank == 0  # one process writes checkpoints and results
     opt = make_optimizer(job.net, config)
@@ -103,6 +105,7 @@ class WholeNetwork:
     device: torch.device
     ctx: distributed.DistContext
     config: FinetuneConfig
+    identity: dict  # the warm-start head and the data, as a checkpoint records them
 
     @classmethod
     def build(cls, dataset: Dataset, head_path: str | Path, config: FinetuneConfig) -> WholeNetwork:
@@ -134,7 +137,8 @@ class WholeNetwork:
             raise FeatxError(f"{dataset.root}: no labelled training images to fine-tune on")
         train_labels = np.array([s.label for s in dataset.samples if s.split == "train"])
         return cls(net, head, backbone.name, loaders, train_labels,
-                   loss_weights(train_labels, len(head.classes), config, device), device, ctx, config)
+                   loss_weights(train_labels, len(head.classes), config, device), device, ctx, config,
+                   run_identity(head, dataset.root, dataset.fingerprint))
 
     def train_epoch(self, epoch: int, opt: torch.optim.Optimizer, schedule: Schedule) -> float:
         """One epoch of micro-batches; an optimiser step every `accumulate` of them."""
