@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from featx.data import DatasetOptions, list_images, open_dataset, read_class_map, scan_images, subset
-from featx.errors import DataError
+from featx.errors import ConfigError, DataError
 from tests.conftest import make_class_tree, write_image
 
 
@@ -176,7 +176,7 @@ def test_scan_reports_every_unreadable_file_and_goes_on(class_tree):
 
 
 def test_bad_options_and_missing_data_are_one_line_errors(tmp_path):
-    with pytest.raises(DataError, match="val_frac \\+ test_frac"):
+    with pytest.raises(ConfigError, match="val_frac \\+ test_frac"):
         DatasetOptions(val_frac=0.5, test_frac=0.5)
     with pytest.raises(DataError, match="no such file or folder"):
         open_dataset(tmp_path / "missing")
@@ -245,3 +245,27 @@ def test_a_class_whose_images_all_fail_is_warned_about(class_tree):
     assert report.warnings == ["class 'bees' has no usable training image (6 of 6 failed to decode)"]
     assert classes_without_training(ds, [s.path for s in ds.samples if "bees" in s.path]) == ["bees"]
     assert classes_without_training(ds, []) == []
+
+
+def test_manifest_header_in_any_order_and_columns_that_do_not_exist(tmp_path):
+    write_image(tmp_path / "img" / "a.png", 1)
+    write_image(tmp_path / "img" / "b.png", 2)
+    (tmp_path / "m.csv").write_text("label,path\ncat,img/a.png\ndog,img/b.png\n")
+    ds = open_dataset(tmp_path / "m.csv")  # the header was taken for a row: path not first
+    assert ds.classes == ["cat", "dog"] and len(ds.samples) == 2
+    with pytest.raises(DataError, match=r"m\.csv: no label column 5 \(0-based; the rows have 2 columns\)"):
+        open_dataset(tmp_path / "m.csv", DatasetOptions(label_col=5))
+    with pytest.raises(DataError, match=r"no label column named 'kind' \(columns: label, path\)"):
+        open_dataset(tmp_path / "m.csv", DatasetOptions(label_col="kind"))
+    (tmp_path / "n.csv").write_text("label,score\ncat,1\ndog,2\n")
+    with pytest.raises(DataError, match=r"n\.csv: no column of image file names"):
+        open_dataset(tmp_path / "n.csv")
+
+
+def test_a_dataset_where_nothing_decodes_is_an_error(class_tree):
+    from featx.data import require_decodable
+
+    ds = open_dataset(class_tree)
+    require_decodable(ds, {ds.samples[0].path: "broken"})  # one failure is not an error
+    with pytest.raises(DataError, match=r"none of the 12 images could be decoded \(the first: ants/ants_00.png: bad\)"):
+        require_decodable(ds, {s.path: "bad" for s in ds.samples})

@@ -24,10 +24,12 @@ from featx.data.dataset import SPLIT_ALIASES, SPLITS, Dataset, DatasetOptions, S
 from featx.data.folders import list_images
 from featx.data.manifest import PATH_COLUMNS
 from featx.data.packaged import ELPV_NAMES, packaged_datasets
-from featx.data.scan import ScanReport, class_warnings, classes_without_training, scan_images
+from featx.data.scan import (ScanReport, class_warnings, classes_without_training, require_decodable,
+                             scan_images)
 from featx.data.source import as_dataset, open_dataset, read_class_map
 from featx.data.splits import stratified_split, subset
 
-__all__ = ["as_dataset", "class_warnings", "classes_without_training", "ELPV_NAMES", "PATH_COLUMNS", "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions",
-           "Sample", "ScanReport", "list_images", "open_dataset", "packaged_datasets",
-           "read_class_map", "scan_images", "stratified_split", "subset"]
+__all__ = ["as_dataset", "class_warnings", "classes_without_training", "ELPV_NAMES", "PATH_COLUMNS",
+           "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions", "Sample", "ScanReport", "list_images",
+           "open_dataset", "packaged_datasets", "read_class_map", "require_decodable", "scan_images",
+           "stratified_split", "subset"]

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featx.errors import DataError
+from featx.errors import ConfigError
 
 SPLITS = ("train", "val", "test", "unlabeled")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -36,13 +36,14 @@ class DatasetOptions:
     class_map: str | None = None  # JSON {class: display name}, like cat_to_name.json
 
     def __post_init__(self) -> None:
+        # Option errors (exit 2 on the command line); the messages give both spellings.
         for name in ("val_frac", "test_frac"):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise DataError(f"{name} must be in [0, 1), got {value}")
+            if not 0.0 <= value < 1.0:  # also NaN
+                raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be in [0, 1), got {value}")
         if self.val_frac + self.test_frac >= 1.0:
-            raise DataError(f"val_frac + test_frac must leave a training split, got "
-                            f"{self.val_frac} + {self.test_frac}")
+            raise ConfigError(f"val_frac + test_frac (--val-frac + --test-frac) must be < 1 to leave "
+                              f"a training split, got {self.val_frac} + {self.test_frac}")
 
 
 @dataclass

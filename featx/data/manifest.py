@@ -32,6 +32,9 @@ def from_manifest(path: Path, options: DatasetOptions) -> Dataset:
     path_i = _column(header, None, PATH_COLUMNS, 0, path, "path")
     label_i = _column(header, options.label_col, LABEL_COLUMNS, 1, path, "label")
     split_i = _column(header, options.split_col, SPLIT_COLUMNS, None, path, "split")
+    for role, index, given in (("label", label_i, options.label_col), ("split", split_i, options.split_col)):
+        if given is not None and index >= len(rows[0]):
+            raise DataError(f"{path}: no {role} column {index} (0-based; the rows have {len(rows[0])} columns)")
     root = path.parent
     raw_labels, files, splits_given, skipped = [], [], [], []
     for n, row in enumerate(rows, start=2 if header else 1):
@@ -45,6 +48,9 @@ def from_manifest(path: Path, options: DatasetOptions) -> Dataset:
         files.append(file)
         raw_labels.append(row[label_i].strip() if label_i is not None else "")
         splits_given.append(_split_name(row[split_i], path, n) if split_i is not None else None)
+    if not files and not any(is_image_file(row[path_i]) for row in rows):
+        raise DataError(f"{path}: no column of image file names (a header naming one of "
+                        f"{', '.join(PATH_COLUMNS)}, or the paths in the first column)")
     if options.binarize is not None:
         raw_labels = _binarize(raw_labels, options.binarize, path)
     classes = _order_classes({x for x in raw_labels if x != ""}, binarized=options.binarize is not None)
@@ -96,8 +102,8 @@ def read_table(path: Path) -> tuple[list[list[str]], list[str] | None]:
     else:  # ELPV's labels.csv: columns separated by runs of spaces, no header
         rows = [ln.split() for ln in lines]
     rows = [[cell.strip() for cell in r] for r in rows]
-    # A header row is one whose first cell is not a file name with an image extension.
-    if not is_image_file(rows[0][0]) and any(is_image_file(r[0]) for r in rows[1:2]):
+    # A header row names no image file, where the row after it does (in any column).
+    if not any(map(is_image_file, rows[0])) and any(map(is_image_file, rows[1] if len(rows) > 1 else [])):
         return rows[1:], [c.lower() for c in rows[0]]
     return rows, None
 
@@ -110,7 +116,8 @@ def _column(header: list[str] | None, wanted: str | int | None, names: tuple[str
             return int(wanted)
         if header and str(wanted).lower() in header:
             return header.index(str(wanted).lower())
-        raise DataError(f"{path}: no {role} column named '{wanted}' (columns: {header or 'no header'})")
+        columns = ", ".join(header) if header else "none named: the manifest has no header"
+        raise DataError(f"{path}: no {role} column named '{wanted}' (columns: {columns})")
     if header:
         for name in names:
             if name in header:

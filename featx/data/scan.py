@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from featx.data.dataset import Dataset
-from featx.errors import ImageError
+from featx.errors import DataError, ImageError
 from featx.images import load_image
 
 
@@ -38,6 +38,15 @@ def scan_images(dataset: Dataset, advance: Callable[[int], object] = lambda n: N
         advance(1)
     report.warnings = class_warnings(dataset, [path for path, _ in report.unreadable])
     return report
+
+
+def require_decodable(dataset: Dataset, failed: Mapping[str, str]) -> None:
+    """Raise DataError when every sample of `dataset` is in `failed` ({sample path: reason}):
+    there is nothing to learn from, and a store or a scan that 'succeeds' would hide it."""
+    if dataset.samples and all(s.path in failed for s in dataset.samples):
+        first = dataset.samples[0].path
+        raise DataError(f"{dataset.root}: none of the {len(dataset.samples)} images could be decoded "
+                        f"(the first: {first}: {failed[first]})")
 
 
 def classes_without_training(dataset: Dataset, failed: Iterable[str]) -> list[str]:
