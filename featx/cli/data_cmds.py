@@ -17,7 +17,7 @@ def scan(ctx: typer.Context, data: o.Data, label_col: o.LabelCol = None, binariz
          val_frac: o.ValFrac = 0.15, test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0,
          class_map: o.ClassMap = None, subset: o.Subset = None) -> None:
     """Classes, counts per split, image sizes and modes, and every unreadable file."""
-    from featx.data import scan_images
+    from featx.data import require_decodable, scan_images
     from featx.progress import progress_bar
 
     ds = open_data(data, ctx.params)
@@ -48,6 +48,7 @@ def scan(ctx: typer.Context, data: o.Data, label_col: o.LabelCol = None, binariz
             out.print(f"  {path}: {reason}", markup=False, highlight=False)
     else:
         out.print("all images decode")
+    require_decodable(ds, dict(report.unreadable))  # nothing decodes: an error, after the report
 
 
 def _top(counter, fmt, n: int = 6) -> str:
