@@ -328,7 +328,7 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
     if not usable.any():
         raise FeatxError(f"training diverged: the weights or val loss of every head became not finite "
                          f"(learning rates {', '.join(f'{lr:g}' for lr in config.lrs)}; weight decays "
-                         f"{', '.join(f'{wd:g}' for wd in config.weight_decays)}); use lower --lr")
+                         f"{', '.join(f'{wd:g}' for wd in config.weight_decays)}); use a lower --lr")
     heads.eval()
     return SweepResult(heads, grid, val_top1.numpy(), val_loss.numpy(),
                        _select(val_top1, val_loss, usable), epochs_run, curve, usable.numpy())

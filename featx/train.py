@@ -103,9 +103,10 @@ def check_val_split(data: FeatureData, config: HeadConfig) -> None:
         return  # one head, no early stopping: nothing to select
     what = ("early stopping" if config.torch_head and len(config.grid) == 1 else
             f"the {len(config.grid)} heads of the sweep" if config.torch_head else f"the {config.head} search")
+    fixes = "extract with a val split (--val-frac)" + (
+        ", or train one --lr and --weight-decay without --patience" if config.torch_head else "")
     raise ConfigError(f"{data.store.path}: the val split is empty and {data.n_train} training samples are "
-                      f"too few to hold one out; {what} would select on nothing (extract with --val-frac, "
-                      "or train one --lr and --weight-decay without --patience)")
+                      f"too few to hold one out; {what} would select on nothing ({fixes})")
 
 
 def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, show_progress: bool):

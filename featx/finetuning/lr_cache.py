@@ -24,6 +24,7 @@ from featx.finetuning.whole import find_lr
 from featx.head_io import head_paths
 from featx.lr_range import LRFindResult, cached_range_test
 from featx.store import FeatureStore
+from featx.train import check_writable
 
 # Neither the rate the test looks for, nor the length and stopping of the run it is for, nor
 # where it runs changes the curve.
@@ -61,6 +62,7 @@ def suggest_lr(data: Dataset | str | Path, head_path: str | Path, out: str | Pat
     settings.update(data=data_key if data_key is not None else _data_key(data, config),
                     head_sha256=sha256_file(head_file))
     out = Path(out)
+    check_writable(out.parent)  # before the range test, not after it
     curve = out.with_name(out.name + ".lr-find")
     find = partial(find_lr_top if config.from_block else find_lr, data, head_path, config)
     result, reused = cached_range_test(curve, settings, find, rerun)
