@@ -21,6 +21,7 @@ from featx.images import image_to_tensor, load_image
 from featx.store import FeatureStore
 from featx.transforms import load_recipe, make_views, normalize
 from tests.conftest import make_class_tree
+from tests.test_store import read_only  # noqa: F401 (fixture)
 
 SMALL = dict(weights="none", input_size=32, batch_size=5, views=2, aug="mild", workers=0)
 
@@ -256,3 +257,84 @@ def test_cuda_gpu_decode_resumed_equals_uninterrupted(tmp_path):
     _assert_same(_arrays(Path(full.store)), _arrays(Path(part.store)))
     with FeatureStore(full.store) as st:
         assert st.attrs["decode"] == "gpu" and np.isfinite(st.features()[0]).all()
+
+
+# --- issue 17: resource bombs and output folders, refused before any work --------------------
+
+def _no_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_store_bigger_than_the_free_space_is_refused_before_anything_is_created(
+        tmp_path, dataset, monkeypatch):
+    import shutil
+
+    from featx.errors import StoreError
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12, 5 * 10**6))
+    out = tmp_path / "stores"
+    with pytest.raises(StoreError, match=r"the store would take [\d.]+ MB but .* has 5\.0 MB free; "
+                                         r"lower --views"):
+        extract(dataset, "resnet18", out, ExtractConfig(**{**SMALL, "views": 1000}), show_progress=False)
+    assert not out.exists()  # not even the folder or the lock file
+
+
+@pytest.mark.parametrize("field, value", [("views", 10**9), ("views", -1), ("input_size", 100_000),
+                                          ("input_size", 0), ("batch_size", 0), ("threads", 0),
+                                          ("dtype", "float8"), ("engine", "gpu-magic")])
+def test_absurd_options_are_refused_by_the_config(field, value):
+    from featx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        ExtractConfig(**{field: value})
+
+
+def test_out_that_is_a_file_fails_at_once(tmp_path, dataset):
+    from featx.errors import StoreError
+
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(StoreError, match=r"--out .*out: exists and is not a folder"):
+        extract(dataset, "resnet18", tmp_path / "out", ExtractConfig(**SMALL), show_progress=False)
+
+
+def test_read_only_out_fails_at_once_with_no_partial_files(tmp_path, dataset, read_only, monkeypatch):
+    import featx.extraction.store_run
+    from featx.errors import StoreError
+
+    def never(*args, **kwargs):
+        raise AssertionError("the engine was built before the folder was checked")
+
+    monkeypatch.setattr(featx.extraction.store_run, "engine_for", never)
+    (tmp_path / "ro").mkdir()
+    out = read_only(tmp_path / "ro")
+    with pytest.raises(StoreError, match=r"--out .*ro: cannot write there"):
+        extract(dataset, "resnet18", out, ExtractConfig(**SMALL), show_progress=False)
+    assert _no_files(out) == []
+
+
+def test_a_leftover_temp_file_of_a_killed_run_is_swept(tmp_path, dataset):
+    first = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    Path(first.store).unlink()
+    stale = Path(first.store + ".tmp-999999")
+    stale.write_bytes(b"half a store")
+    again = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    assert again.status == "created" and not stale.exists()
+
+
+def test_a_complete_store_in_a_read_only_folder_is_used_by_every_reader(tmp_path, class_tree, read_only):
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    dataset = open_dataset(class_tree, DatasetOptions(val_frac=0.25, test_frac=0.25))
+    first = extract(dataset, "resnet18", tmp_path / "ro", ExtractConfig(**SMALL), show_progress=False)
+    Path(first.store + ".lock").unlink()
+    read_only(tmp_path / "ro")
+    again = extract(dataset, "resnet18", tmp_path / "ro", ExtractConfig(**SMALL), show_progress=False)
+    assert again.status == "complete"  # no writer lock needed to see that
+    runner = CliRunner()
+    info = runner.invoke(app, ["info", first.store])
+    assert info.exit_code == 0 and "complete" in info.stdout, info.stderr
+    head = runner.invoke(app, ["train-head", first.store, "--out", str(tmp_path / "heads"), "--epochs", "2"])
+    assert head.exit_code == 0, head.stderr
+    assert _no_files(tmp_path / "ro") == [Path(first.store).name]

@@ -95,3 +95,36 @@ def test_merge_refuses_shards_that_do_not_belong_together(tmp_path, dataset):
         merge_shards([Path(single.store)], tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists() and not list(tmp_path.glob("m.h5.tmp-*"))
     assert shard_path(Path("x/s.h5"), 1, 4) == Path("x/s.shard001-of-004.h5")
+
+
+@pytest.mark.parametrize("exc, says", [(RuntimeError("Can't write data (No space left on device)"), "disk full"),
+                                       (ValueError("Unable to create dataset"), "cannot write")],
+                         ids=["RuntimeError", "ValueError"])
+def test_merge_on_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, dataset, monkeypatch, exc, says):
+    import featx.store.merge
+
+    shards = _shards(dataset, tmp_path / "s")
+
+    def fail(f, infos, out, mode):
+        raise exc
+
+    monkeypatch.setattr(featx.store.merge, "_write_merged", fail)
+    with pytest.raises(StoreError, match=rf"m\.h5: merging failed: {says}"):
+        merge_shards(shards, tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists() and not list(tmp_path.glob("m.h5.tmp-*"))
+    assert all(FeatureStore(p).complete for p in shards)  # the shards are untouched
+
+
+def test_merge_checks_its_output_before_writing(tmp_path, dataset, monkeypatch):
+    import shutil as sh
+
+    shards = _shards(dataset, tmp_path / "s")
+    with pytest.raises(StoreError, match=r"--out .*: is a folder"):
+        merge_shards(shards, tmp_path / "s")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match=r"file: exists and is not a folder"):
+        merge_shards(shards, tmp_path / "file" / "m.h5")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**12, 10**12, 1000))
+    with pytest.raises(StoreError, match=r"m\.h5: the merged store would take .* has 1.0 kB free"):
+        merge_shards(shards, tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()

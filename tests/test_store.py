@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import StoreError
-from featx.store import FeatureStore, StoreLock, StoreSpec, StoreWriter, prepare_store, read_done
+from featx.store import (FeatureStore, StoreLock, StoreSpec, StoreWriter, check_room, is_complete,
+                         planned_bytes, prepare_store, read_attrs, read_done)
 from tests.conftest import write_image
 
 DIM, K = 4, 2
@@ -122,14 +129,14 @@ def test_second_writer_is_refused(tmp_path):
 def test_corrupt_and_foreign_files_are_one_line_errors(tmp_path, dataset):
     garbage = tmp_path / "g.h5"
     garbage.write_bytes(b"\0" * 1000)
-    with pytest.raises(StoreError, match="g.h5: unreadable or corrupt store"):
+    with pytest.raises(StoreError, match="g.h5: not an HDF5 file"):
         FeatureStore(garbage)
-    with pytest.raises(StoreError, match="unreadable or corrupt"):
+    with pytest.raises(StoreError, match="not an HDF5 file"):
         prepare_store(garbage, dataset, _spec())
     foreign = tmp_path / "f.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = 1
-    with pytest.raises(StoreError, match="not a featx feature store"):
+    with pytest.raises(StoreError, match="f.h5: damaged or not a featx store"):
         FeatureStore(foreign)
     with pytest.raises(StoreError, match="no such store"):
         FeatureStore(tmp_path / "missing.h5")
@@ -190,3 +197,142 @@ def test_cut_maps_are_read_by_name(tmp_path, dataset):
         assert st.cut_maps("layer3") is None
         assert st.cut_nbytes("layer4") == maps[0].nbytes + maps[1].nbytes
         assert st.summary().cut_shapes == {"clean": (n, 2, 3, 3), "aug": (K, n_train, 2, 3, 3)}
+
+
+# --- issue 17: damaged stores, full disks, read-only folders ---------------------------------
+
+TAMPERINGS = {
+    "no-classes": (lambda f: f.__delitem__("classes"), r"classes missing"),
+    "no-aug-rows": (lambda f: f.__delitem__("features/aug_rows"), r"features/aug_rows missing"),
+    "transform-not-json": (lambda f: f.attrs.__setitem__("transform", "{oops"),
+                           r"attribute transform is not a JSON object"),
+    "no-backbone": (lambda f: f.attrs.__delitem__("backbone"), r"attribute backbone missing"),
+    "wrong-feature-dim": (lambda f: f.attrs.__setitem__("feature_dim", 99),
+                          r"feature_dim is 99 .* features/clean is \[12, 4\]"),
+    "aug-rows-outside": (lambda f: f["features/aug_rows"].__setitem__(0, 999),
+                         r"features/aug_rows points outside the 12 samples"),
+    "newer-format": (lambda f: f.attrs.__setitem__("format_version", 9), r"store format 9"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERINGS))
+def test_tampered_store_is_one_line_naming_the_file_and_the_problem(tmp_path, dataset, name):
+    change, problem = TAMPERINGS[name]
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, _spec())
+    _fill(path, dataset)
+    with h5py.File(path, "r+") as f:
+        change(f)
+    with pytest.raises(StoreError, match=rf"s\.h5: damaged or not a featx store \({problem}"):
+        FeatureStore(path)
+    with pytest.raises(StoreError, match=problem):
+        read_attrs(path)
+    with pytest.raises(StoreError, match=problem):  # extract over it says the same
+        prepare_store(path, dataset, _spec())
+
+
+@pytest.mark.parametrize("content, problem", [(b"", "empty file"), (b"hello\n" * 40, "not an HDF5 file"),
+                                              (None, "is a folder, not a store file")])
+def test_files_that_are_not_stores_say_what_they_are(tmp_path, content, problem):
+    path = tmp_path / "x.h5"
+    path.mkdir() if content is None else path.write_bytes(content)
+    with pytest.raises(StoreError, match=rf"x\.h5: {problem}"):
+        FeatureStore(path)
+
+
+class FailingDataset:
+    """Stands for an h5py dataset on a full disk: every write raises what h5py raises there."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def __setitem__(self, index, value):
+        raise self.exc
+
+
+DISK_ERRORS = [
+    (ValueError("Unable to synchronously write data (can't write)"), "cannot write"),
+    (RuntimeError("Can't write data (file write failed: errno = 28, error message = 'No space "
+                  "left on device')"), "disk full"),
+    (OSError(errno.ENOSPC, "No space left on device"), "disk full"),
+]
+
+
+@pytest.mark.parametrize("exc, says", DISK_ERRORS, ids=["ValueError", "RuntimeError", "OSError"])
+def test_full_disk_is_one_line_and_committed_rows_stay_valid(tmp_path, dataset, exc, says):
+    path = tmp_path / "s.h5"
+    prepare_store(path, dataset, StoreSpec(_spec().provenance, feature_dim=DIM, num_aug_views=0))
+    writer = StoreWriter(path)
+    writer.write_batch(0, 4, np.ones((4, DIM), np.float16), 0, None, {})
+    writer.clean = FailingDataset(exc)
+    with pytest.raises(StoreError, match=rf"s\.h5: writing rows failed: {says}.*re-run the same command"):
+        writer.write_batch(4, 8, np.ones((4, DIM), np.float16), 0, None, {})
+    writer.close()
+    with FeatureStore(path) as st:  # what was committed is intact; the rest is resumable
+        assert not st.complete and st.rows().tolist() == [0, 1, 2, 3]
+        assert (st.read_clean([0, 3]) == 1).all()
+    assert prepare_store(path, dataset, StoreSpec(_spec().provenance, DIM, 0)) == "resumed"
+
+
+@pytest.mark.parametrize("exc, says", DISK_ERRORS, ids=["ValueError", "RuntimeError", "OSError"])
+def test_full_disk_while_creating_leaves_no_file(tmp_path, dataset, monkeypatch, exc, says):
+    import featx.store.schema
+
+    def fail(tmp, dataset, spec):
+        tmp.write_bytes(b"partial")
+        raise exc
+
+    monkeypatch.setattr(featx.store.schema, "_write_layout", fail)
+    with pytest.raises(StoreError, match=rf"s\.h5: creating the store failed: {says}"):
+        prepare_store(tmp_path / "s.h5", dataset, _spec())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells"]  # the images only
+
+
+def test_planned_size_is_what_creation_allocates_and_too_big_is_refused(tmp_path, dataset, monkeypatch):
+    path = tmp_path / "s.h5"
+    planned = planned_bytes(dataset, _spec())
+    prepare_store(path, dataset, _spec())
+    assert path.stat().st_size <= planned < path.stat().st_size + 2 * 2**20
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12, 10**7))
+    with pytest.raises(StoreError, match=r"t\.h5: the store would take 32\.8 TB but .* has 10\.0 MB free"):
+        check_room(tmp_path / "t.h5", 32_800 * 10**9)
+    check_room(tmp_path / "t.h5", 1000, freed=10**9)  # replacing a big file frees its space
+
+
+@pytest.fixture
+def read_only():
+    """make(folder): nobody may write in `folder` afterwards, root included (chattr +i where we
+    are root); skips where this machine cannot make one."""
+    made = []
+
+    def make(folder: Path) -> Path:
+        folder.chmod(0o555)
+        if os.geteuid() == 0 and shutil.which("chattr"):
+            if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+                made.append(folder)
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            return folder
+        (folder / "probe").unlink()
+        pytest.skip("cannot make a read-only folder here")
+
+    yield make
+    for folder in made:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    for folder in made:
+        folder.chmod(0o755)
+
+
+def test_complete_store_in_a_read_only_folder_is_readable_without_the_lock(tmp_path, dataset, read_only):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "s.h5"
+    prepare_store(path, dataset, _spec())
+    _fill(path, dataset)
+    read_only(folder)
+    with FeatureStore(path) as st:
+        assert st.complete and len(st.features("train")[0])
+    assert is_complete(path, dataset, _spec())
+    with pytest.raises(StoreError, match=r"s\.h5\.lock: cannot create the store's lock file"):
+        StoreLock(path).acquire()  # a writer is told why, in one line

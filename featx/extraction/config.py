@@ -10,6 +10,10 @@ from featx.errors import ConfigError
 
 STORE_DTYPES = ("float16", "float32")
 AMP_MODES = ("bf16", "fp16", "off")
+# Beyond these a value is a typo, not a plan: each view is one more forward pass per training
+# image (1000 views of ImageNet is weeks of GPU time), and a 4096 px crop is 50 MB per image.
+MAX_VIEWS = 1000
+MAX_INPUT_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,14 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.views >= 0, "views", "must be >= 0"),
+            (0 <= self.views <= MAX_VIEWS, "views", f"must be between 0 and {MAX_VIEWS}"),
             (self.batch_size >= 1, "batch_size", "must be >= 1"),
             (self.workers is None or self.workers >= 0, "workers", "must be >= 0"),
             (self.dtype in STORE_DTYPES, "dtype", f"must be one of {STORE_DTYPES}"),
             (self.decode in DECODES, "decode", "must be auto, cpu or gpu"),
             (self.amp in AMP_MODES, "amp", "must be bf16, fp16 or off"),
-            (self.input_size is None or self.input_size >= 16, "input_size", "must be >= 16"),
+            (self.input_size is None or 16 <= self.input_size <= MAX_INPUT_SIZE, "input_size",
+             f"must be between 16 and {MAX_INPUT_SIZE} px"),
             (self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}"),
             (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
         ]

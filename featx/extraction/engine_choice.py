@@ -59,8 +59,9 @@ def cut_module(backbone: Backbone, cut: str | None) -> tuple[torch.nn.Module | N
 
     trunk = trunk_for(backbone.model)
     if trunk is None:
-        raise ConfigError(f"{backbone.name} has no known cut points (`featx backbones --cuts NAME` "
-                          "lists them for efficientnet_lite, ResNets and features-based models)")
+        raise ConfigError(f"--cut {cut}: {backbone.name} has no known cut points (`featx backbones "
+                          "--cuts NAME` lists them for efficientnet_lite, ResNets and features-based "
+                          "models)")
     trunk.check(cut, backbone.name)
     module = WithMaps(trunk, cut).eval()
     size = backbone.preprocess.input_size

@@ -18,7 +18,8 @@ from featx.engines import engine_version
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.engine_choice import cut_module, engine_for, resumed_engine
 from featx.extraction.runner import Runner
-from featx.store import StoreLock, StoreSpec, count_failed, prepare_store, read_attrs
+from featx.store import (StoreLock, StoreSpec, check_room, check_writable, count_failed, is_complete,
+                         planned_bytes, prepare_store, read_attrs)
 from featx.transforms import AugRecipe, transform_provenance
 
 
@@ -28,14 +29,18 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
     """Extract `dataset` into the store at `path` (created, resumed, or found complete)."""
     gpu_decode = use_device_decode(device, config.decode)
     module, cut_shape = cut_module(backbone, config.cut)
-    engine = engine_for(backbone, config, device, resumed_engine(path, config), module)
-    spec = _spec(backbone, recipe, config, device, engine.name, gpu_decode, cut_shape,
-                 extra_provenance or {})
+    extra = extra_provenance or {}
+    spec = _spec(backbone, recipe, config, device, resumed_engine(path, config), gpu_decode,
+                 cut_shape, extra)
+    if not config.overwrite and is_complete(path, dataset, spec):  # no lock: works read-only
+        return _complete(dataset, backbone, path, device)
+    _check_target(path, dataset, spec, config.overwrite)  # before any export, lock or file
+    engine = engine_for(backbone, config, device, spec.provenance["engine"], module)
+    spec = _spec(backbone, recipe, config, device, engine.name, gpu_decode, cut_shape, extra)
     with StoreLock(path):
         status = prepare_store(path, dataset, spec, config.overwrite)
-        if status == "complete":
-            return ExtractResult(str(path), backbone.name, status, len(dataset.samples), 0,
-                                 count_failed(path), 0.0, 0.0, str(device))
+        if status == "complete":  # finished by another run since the check above
+            return _complete(dataset, backbone, path, device)
         # A resumed run keeps the batch plan of the run it resumes (same numbers, bit for bit).
         batch_size = read_attrs(path).get("batch_size", config.batch_size)
         runner = Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size, engine)
@@ -43,6 +48,20 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
         n_failed = count_failed(path)
     return ExtractResult(str(path), backbone.name, status, len(dataset.samples), images, n_failed,
                          seconds, images / seconds if seconds else 0.0, str(device))
+
+
+def _complete(dataset: Dataset, backbone: Backbone, path: Path, device: torch.device) -> ExtractResult:
+    return ExtractResult(str(path), backbone.name, "complete", len(dataset.samples), 0,
+                         count_failed(path), 0.0, 0.0, str(device))
+
+
+def _check_target(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool) -> None:
+    """Room on the disk for a new store, and a folder we may write to: one line each, before
+    anything is created (a resumed store is allocated already)."""
+    exists = path.is_file()
+    if overwrite or not exists:
+        check_room(path, planned_bytes(dataset, spec), freed=path.stat().st_size if exists else 0)
+    check_writable(path.parent)
 
 
 def _spec(backbone: Backbone, recipe: AugRecipe | None, config: ExtractConfig, device: torch.device,

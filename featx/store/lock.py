@@ -28,8 +28,12 @@ class StoreLock:
 
     def acquire(self) -> "StoreLock":
         """Take the lock, or raise StoreError naming the process that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only folder, or a file where the folder should be
+            raise StoreError(f"{self.path}: cannot create the store's lock file "
+                             f"({exc.strerror or exc}); choose a folder featx may write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -26,8 +26,9 @@ import numpy as np
 
 from featx.atomic import atomic_write
 from featx.errors import StoreError
-from featx.store.reader import open_h5
-from featx.store.schema import IDENTITY_KEYS, plain, short
+from featx.store.reader import open_store_file
+from featx.store.schema import IDENTITY_KEYS, WRITE_ERRORS, plain, short, write_error
+from featx.store.space import check_room, check_writable
 
 SHARD_KEYS = ("shard_rank", "shard_world_size", "shard_start", "shard_stop", "full_num_samples",
               "full_dataset_fingerprint", "sharding")
@@ -54,16 +55,32 @@ def merge_shards(shards: list[Path], out: Path, mode: str = "copy") -> Path:
     infos = sorted((_shard_info(Path(p)) for p in shards), key=lambda i: i["attrs"]["shard_rank"])
     _check_agree(infos)
     _check_cover(infos)
+    out = Path(out)
+    _check_out(out, infos, mode)
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             _write_merged(f, infos, out, mode)
 
-    return atomic_write(out, write)
+    try:
+        return atomic_write(out, write)
+    except WRITE_ERRORS as exc:  # the temporary file is gone; the shards are untouched
+        raise write_error(out, exc, "merging") from None
+
+
+def _check_out(out: Path, infos: list[dict], mode: str) -> None:
+    """A file path in a folder we may write to, with room for the copy (before any write)."""
+    if out.is_dir():
+        raise StoreError(f"--out {out}: is a folder; give the merged store's file name")
+    check_writable(out.parent)
+    if mode == "copy":
+        planned = sum(Path(i["path"]).stat().st_size for i in infos)
+        check_room(out, planned, freed=out.stat().st_size if out.is_file() else 0,
+                   what="merged store")
 
 
 def _shard_info(path: Path) -> dict:
-    with open_h5(path) as f:
+    with open_store_file(path) as f:
         attrs = {k: plain(v) for k, v in f.attrs.items()}
     missing = [k for k in SHARD_KEYS if k not in attrs]
     if missing:

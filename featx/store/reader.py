@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from featx.errors import StoreError
+from featx.store.check import check_layout
 from featx.store.schema import JSON_ATTRS, os_reason, plain
 
 # Up to this many increasing rows are read as an HDF5 selection; more, and one read of the whole
@@ -30,18 +31,37 @@ MAPS = ("clean", "aug")
 
 def open_h5(path: Path, mode: str = "r") -> h5py.File:
     """Open a store file, turning HDF5's errors into one clear line."""
-    if not Path(path).is_file():
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path}: is a folder, not a store file")
+    if not path.is_file():
         raise StoreError(f"{path}: no such store")
+    if path.stat().st_size == 0:
+        raise StoreError(f"{path}: empty file, not a store (an interrupted copy?); move it aside "
+                         "or re-run `featx extract` with --overwrite")
     try:
         return h5py.File(path, mode, locking=(mode != "r"))
     except OSError as exc:
-        raise StoreError(f"{path}: unreadable or corrupt store ({os_reason(exc)}); move it aside "
-                         "or re-run with --overwrite") from None
+        what = ("not an HDF5 file" if "signature not found" in str(exc)
+                else f"unreadable or corrupt store ({os_reason(exc)})")
+        raise StoreError(f"{path}: {what}; move it aside or re-run `featx extract` with "
+                         "--overwrite") from None
+
+
+def open_store_file(path: Path) -> h5py.File:
+    """Open a store for reading and check its layout (featx.store.check); no lock is taken."""
+    f = open_h5(path)
+    try:
+        check_layout(f, Path(path))
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def read_attrs(path: Path) -> dict:
     """The store's attributes as plain Python (JSON ones decoded), without reading any table."""
-    with open_h5(path) as f:
+    with open_store_file(path) as f:
         return _decoded(f.attrs)
 
 
@@ -80,12 +100,7 @@ class FeatureStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.f = open_h5(self.path)
-        missing = [k for k in ("samples/path", "features/clean", "done/clean", "failed/reason")
-                   if k not in self.f]
-        if missing:
-            self.f.close()
-            raise StoreError(f"{self.path}: not a featx feature store (missing {', '.join(missing)})")
+        self.f = open_store_file(self.path)
         self.classes = list(self.f["classes"].asstr()[:])
         self.class_names = list(self.f["class_names"].asstr()[:])
         self.paths = np.array(self.f["samples/path"].asstr()[:], dtype=object)

@@ -66,8 +66,8 @@ def create_store(path: Path, dataset: Dataset, spec: StoreSpec) -> None:
     """Write the whole empty store at `path` atomically: a kill leaves no file or a valid one."""
     try:
         atomic_write(path, lambda tmp: _write_layout(tmp, dataset, spec))
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot create store ({os_reason(exc)})") from None
+    except WRITE_ERRORS as exc:
+        raise write_error(path, exc, "creating the store") from None
 
 
 def _write_layout(tmp: Path, dataset: Dataset, spec: StoreSpec) -> None:
@@ -93,6 +93,20 @@ def _write_layout(tmp: Path, dataset: Dataset, spec: StoreSpec) -> None:
         _fixed(done, "clean", (n,), "uint8")
         _fixed(done, "aug", (k, n_train), "uint8")
         _fixed(f.create_group("failed"), "reason", (n,), f"S{REASON_BYTES}")
+
+
+def planned_bytes(dataset: Dataset, spec: StoreSpec) -> int:
+    """Bytes the store of `dataset` will take on disk: _write_layout allocates all of it at once."""
+    n = len(dataset.samples)
+    t = sum(1 for s in dataset.samples if s.split == "train")
+    k, d = spec.num_aug_views, spec.feature_dim
+    item = np.dtype(spec.dtype).itemsize
+    total = (n + k * t) * d * item  # features/clean, features/aug
+    if spec.cut:
+        total += (n + k * t) * int(np.prod(spec.cut_shape)) * 2  # float16 maps
+    total += n + k * t + n * REASON_BYTES + 8 * t  # done masks, failed/reason, aug_rows
+    total += sum(len(s.path.encode()) + 64 for s in dataset.samples)  # sample tables
+    return total + 2**20  # HDF5 headers and attributes
 
 
 def _write_samples(f: h5py.File, dataset: Dataset) -> None:
@@ -195,8 +209,22 @@ def short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def os_reason(exc: OSError) -> str:
+# What h5py raises when the disk fills or a write fails: OSError from the OS, but ValueError and
+# RuntimeError from HDF5's own layers (a failed flush or chunk allocation).
+WRITE_ERRORS = (OSError, ValueError, RuntimeError)
+
+
+def os_reason(exc: BaseException) -> str:
     """The useful part of an OS or HDF5 error: "disk full", or its first line."""
-    if getattr(exc, "errno", None) == errno.ENOSPC or "No space" in str(exc):
+    text = str(exc).strip()
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space" in text \
+            or "quota exceeded" in text.lower():
         return "disk full"
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def write_error(path: Path, exc: BaseException, doing: str) -> StoreError:
+    """One line for a failed write of the store at `path`: "disk full" or "cannot write"."""
+    reason = os_reason(exc)
+    what = "disk full" if reason == "disk full" else f"cannot write ({reason})"
+    return StoreError(f"{path}: {doing} failed: {what}")

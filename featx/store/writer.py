@@ -20,8 +20,10 @@ import numpy as np
 from featx.atomic import remove_stale_temp_files
 from featx.data import Dataset
 from featx.errors import StoreError
+from featx.store.check import check_layout
 from featx.store.reader import open_h5
-from featx.store.schema import REASON_BYTES, StoreSpec, create_store, differences, os_reason
+from featx.store.schema import (REASON_BYTES, WRITE_ERRORS, StoreSpec, create_store, differences,
+                                write_error)
 
 
 def prepare_store(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool = False) -> str:
@@ -33,15 +35,33 @@ def prepare_store(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool
     if path.exists() and overwrite:
         path.unlink()
     if path.exists():
-        with open_h5(path) as f:
-            complete = bool(f.attrs.get("complete", False))
-            found = differences(dict(f.attrs), spec, f, dataset, resuming=not complete)
-        if found:
-            raise StoreError(f"{path} was made with other settings: {'; '.join(found)}. "
-                             "Use --overwrite to replace it, or --out to write elsewhere")
-        return "complete" if complete else "resumed"
+        return "complete" if _check_same(path, dataset, spec) else "resumed"
     create_store(path, dataset, spec)
     return "created"
+
+
+def is_complete(path: Path, dataset: Dataset, spec: StoreSpec) -> bool:
+    """Is `path` a complete store of `dataset` made as `spec` asks? No lock is needed (a complete
+    store is never written again), so this works in a read-only folder; another store at
+    `path` is the same error as in prepare_store."""
+    if not path.is_file():
+        return False
+    with open_h5(path) as f:
+        if not f.attrs.get("complete", 0):
+            return False
+    return _check_same(path, dataset, spec)
+
+
+def _check_same(path: Path, dataset: Dataset, spec: StoreSpec) -> bool:
+    """Raise StoreError unless the store at `path` is `spec`'s; returns whether it is complete."""
+    with open_h5(path) as f:
+        check_layout(f, path)
+        complete = bool(f.attrs.get("complete", False))
+        found = differences(dict(f.attrs), spec, f, dataset, resuming=not complete)
+    if found:
+        raise StoreError(f"{path} was made with other settings: {'; '.join(found)}. "
+                         "Use --overwrite to replace it, or --out to write elsewhere")
+    return complete
 
 
 def read_done(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -90,9 +110,8 @@ class StoreWriter:
             if n_aug:
                 self.f["done/aug"][:, train_start:train_start + n_aug] = 1
             self.f.flush()
-        except OSError as exc:
-            raise StoreError(f"{self.path}: write failed ({os_reason(exc)}); rows written so far "
-                             "are kept: fix the cause and re-run the same command to resume") from None
+        except WRITE_ERRORS as exc:
+            raise self._failed(exc, "writing rows") from None
 
     def _write_maps(self, start: int, stop: int, train_start: int, clean: np.ndarray,
                     aug: np.ndarray | None) -> None:
@@ -104,13 +123,25 @@ class StoreWriter:
         """Record the run's timing; mark the store complete if every row is done."""
         done = self.f["done/clean"][:].all() and self.f["done/aug"][:].all()
         failed = int((self.f["failed/reason"][:] != b"").sum())
-        self.f.attrs.modify("extract_seconds", np.float64(seconds))
-        self.f.attrs.modify("images_per_second", np.float64(images_per_second))
-        self.f.attrs.modify("num_failed", np.int64(failed))
-        self.f.flush()
-        if done:  # only a store whose every row is written is ever marked complete
-            self.f.attrs.modify("complete", np.uint8(1))
+        try:
+            self.f.attrs.modify("extract_seconds", np.float64(seconds))
+            self.f.attrs.modify("images_per_second", np.float64(images_per_second))
+            self.f.attrs.modify("num_failed", np.int64(failed))
             self.f.flush()
+            if done:  # only a store whose every row is written is ever marked complete
+                self.f.attrs.modify("complete", np.uint8(1))
+                self.f.flush()
+        except WRITE_ERRORS as exc:
+            raise self._failed(exc, "finishing") from None
+
+    def _failed(self, exc: BaseException, doing: str) -> StoreError:
+        """The one line for a failed write; done rows stay valid (each batch commits whole)."""
+        error = write_error(self.path, exc, doing)
+        return StoreError(f"{error}; rows written so far are kept: free space or fix the cause, "
+                          "then re-run the same command to resume")
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except WRITE_ERRORS as exc:  # the last flush; rows marked done were flushed before
+            raise self._failed(exc, "closing") from None
