@@ -25,6 +25,39 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
 from featx.errors import ConfigError
 
 
+def read_config(path: str | Path) -> dict:
+    """The mapping in a config file, as written (keys not yet resolved to options).
+
+    Raises:
+        ConfigError: a missing, unreadable, binary or empty file, invalid YAML/TOML, or a
+            document that is not a mapping (a YAML list, a number).
+    """
+    path = Path(path)
+    kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a config is UTF-8 {kind})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes; a config is {kind})")
+    try:
+        doc = tomllib.loads(text) if kind == "TOML" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not valid {kind} ({first})") from None
+    if doc is None or doc == {}:
+        # A file with nothing in it is almost always the wrong file, or one not saved yet.
+        raise ConfigError(f"{path}: empty config (no options in it)")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a config is a mapping of option names to values, "
+                          f"not {type(doc).__name__}")
+    return doc
+
+
 def load_config(path: str | Path, allowed: set[str], aliases: dict[str, str] | None = None) -> dict:
     """Read `path` into {option name: value}.
 
@@ -34,34 +67,26 @@ def load_config(path: str | Path, allowed: set[str], aliases: dict[str, str] | N
         aliases: other accepted spellings -> option name (`wd` -> `weight_decay`).
 
     Raises:
-        ConfigError: unreadable or invalid file, a key no option has, or one option given twice.
+        ConfigError: see `read_config`; also a key no option has, or one option given twice.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-    try:
-        doc = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
-        raise ConfigError(f"{path}: not valid {kind} ({first})") from None
-    doc = doc or {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: a config is a mapping of option names to values")
+    config = {name: value for name, (_, value) in resolve_keys(path, read_config(path), aliases).items()}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(allowed))})")
+    return config
+
+
+def resolve_keys(path: str | Path, doc: dict, aliases: dict[str, str] | None = None) -> dict:
+    """{option name: (key as written, value)}: `batch-size` and `batch_size` are one option."""
     aliases = aliases or {}
     config: dict = {}
     for key, value in doc.items():
         name = str(key).replace("-", "_")
         name = aliases.get(name, name)
         if name in config:
-            raise ConfigError(f"{path}: option {name} given twice (as {key} and another spelling)")
-        config[name] = value
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(allowed))})")
+            raise ConfigError(f"{path}: option {name} given twice (as {config[name][0]} and {key})")
+        config[name] = (str(key), value)
     return config
 
 

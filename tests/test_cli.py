@@ -4,9 +4,12 @@ config files under the command line, old spellings kept, one meaning per option 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.main import get_command
@@ -64,7 +67,8 @@ def _shown_default(param) -> str | None:
 
 
 # Options whose absence means "not asked for", with nothing to default to.
-NO_DEFAULT = {("backbones", "cuts"), ("extract", "data"), ("finetune", "data"), ("compare", "data")}
+NO_DEFAULT = {("backbones", "cuts"), ("extract", "data"), ("finetune", "data"), ("compare", "data"),
+              ("scan", "data")}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -142,7 +146,8 @@ def test_usage_errors_exit_2_in_one_line(tmp_path, blob_store):
 def test_config_errors_exit_2_naming_file_and_option(tmp_path, blob_store):
     config = tmp_path / "run.toml"
     config.write_text('data = "elpv"\nbackbones = ["resnet18"]\n')
-    assert "run.toml: unknown option(s) backbones" in _usage_error("extract", "--config", config)
+    line = _usage_error("extract", "--config", config)
+    assert "run.toml: backbones is not an option of featx extract (did you mean backbone?)" in line
     config = tmp_path / "head.yaml"
     config.write_text("epochs: many\n")
     line = _usage_error("train-head", blob_store, "--config", config)
@@ -334,3 +339,325 @@ def test_compare_exits_1_when_every_backbone_failed_and_still_writes_the_report(
     assert "every backbone failed (resnet18)" in result.stderr
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert "## Failed backbones" in report and "- **resnet18**: no pretrained weights" in report
+
+
+# --- issue 17: nothing silent -------------------------------------------------------------------
+
+NO_DATA = "no-such-data"  # config errors must come first: a data error here would exit 1, not 2
+CONFIG_VALUE_ERRORS = [  # (command and its argument, file, content, expected in the one error line)
+    (["extract", NO_DATA], "c.yaml", 'views: "many"\n', "c.yaml: views: "),
+    (["extract", NO_DATA], "c.yaml", "batch_size: 2.7\n", "c.yaml: batch_size: "),
+    (["extract", NO_DATA], "c.yaml", "backbone: {a: 1}\n", "c.yaml: backbone: expected NAME (text), got a mapping"),
+    (["extract", NO_DATA], "c.yaml", "backbone: [[a]]\n", "c.yaml: backbone: expected NAME (text), got a list"),
+    (["train-head", "x.h5"], "c.yaml", "lr: [fast]\n", "c.yaml: lr: "),
+    (["train-head", "x.h5"], "c.yaml", "hidden: true\n", "c.yaml: hidden: expected SIZES (text), got true/false"),
+    (["train-head", "x.h5"], "c.yaml", "epochs: [1, 2]\n", "c.yaml: epochs: expected one value, got a list"),
+    (["extract", NO_DATA], "c.toml", "[batch_size]\na = 1\n",
+     "c.toml: batch_size: expected N (an integer), got a mapping"),
+    (["extract", NO_DATA], "c.yaml", "- views\n- 2\n", "c.yaml: a config is a mapping of option names"),
+    (["extract", NO_DATA], "c.yaml", b"\xff\xfe\x00\x01binary", "c.yaml: not a text file"),
+    (["extract", NO_DATA], "c.yaml", "", "c.yaml: empty config"),
+    (["extract", NO_DATA], "c.toml", "# all commented out\n", "c.toml: empty config"),
+    (["extract", NO_DATA], "c.yaml", "top_k: 3\n", "c.yaml: top_k is not an option of featx extract "
+                                                     "(it is one of featx predict)"),
+    (["extract", NO_DATA], "c.yaml", "viewz: 2\n", "c.yaml: viewz is not an option of featx extract (did you mean views?)"),
+    (["extract"], "c.yaml", "data: [a, b]\n", "c.yaml: data: expected one value, got a list"),
+    (["extract", NO_DATA], "c.yaml", "views:\n", "c.yaml: views: no value (null)"),
+    (["extract", NO_DATA], "c.yaml", "seed: true\n", "c.yaml: seed: expected N (an integer), got true/false"),
+    (["extract", NO_DATA], "c.yaml", "overwrite: 3\n", "c.yaml: overwrite: expected true or false, got 3"),
+    (["extract", NO_DATA], "c.yaml", "aug: 2024-01-01\n", "c.yaml: aug: expected RECIPE (text), got a date"),
+    (["extract", NO_DATA], "c.yaml", "out: 5\n", None),  # a number is a fine folder name: no error here
+]
+
+
+@pytest.mark.parametrize("args, name, content, expected", CONFIG_VALUE_ERRORS,
+                         ids=[f"{c[0][0]}-{c[2][:14]!r}" for c in CONFIG_VALUE_ERRORS])
+def test_config_values_of_the_wrong_type_are_one_line_naming_file_and_key(tmp_path, monkeypatch, args,
+                                                                         name, content, expected):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    if expected is None:
+        result = _run(*args, "--config", path)
+        assert result.exit_code == 1 and f"{NO_DATA}: no such file" in result.stderr, result.output
+        return
+    line = _usage_error(*args, "--config", path)
+    assert expected in line, line
+
+
+def test_a_null_config_value_leaves_an_optional_option_unset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text("workers:\nsubset: null\n")  # both default to None: off
+    result = _run("extract", NO_DATA, "--config", tmp_path / "c.yaml")
+    assert result.exit_code == 1 and "no such file" in result.stderr
+
+
+def test_every_command_with_more_than_a_few_options_takes_a_config():
+    for name, command in get_command(app).commands.items():
+        options = [p for p in command.params if p.param_type_name == "option" and not p.hidden]
+        if len(options) > 4:
+            assert "config" in {p.name for p in options}, f"featx {name} has {len(options)} options, no --config"
+
+
+def test_scan_takes_its_options_and_data_from_a_config(tmp_path, class_tree):
+    (tmp_path / "scan.yaml").write_text(f"data: {class_tree}\nval-frac: 0.5\n")
+    assert "layout: class-folders" in _ok("scan", "--config", tmp_path / "scan.yaml")
+
+
+def test_usage_errors_name_the_featx_command_in_their_hint(blob_store):
+    assert "(see featx train-head --help)" in _usage_error("train-head", blob_store, "--hidden", "abc")
+
+
+TYPED_ERRORS = [  # (args, expected in the error line); blob_store is {store}
+    (["train-head", "{store}", "--kind", "mlp", "--hidden", "abc"], "--hidden"),
+    (["train-head", "{store}", "--kind", "mlp", "--hidden", "0"], "must be positive integers"),
+    (["train-head", "{store}", "--lr", "fast"], "--lr"),
+    (["train-head", "{store}", "--lr", "inf"], "Invalid value for '--lr': must be a finite number, got inf"),
+    (["train-head", "{store}", "--lr", "-1"], "Invalid value for '--lr': must be above 0, got -1"),
+    (["train-head", "{store}", "--weight-decay", "nan"], "must be a finite number >= 0, got nan"),
+    (["train-head", "{store}", "--momentum", "inf"], "'--momentum': must be a finite number"),
+    (["train-head", "{store}", "--gamma", "-1"], "'--gamma': must be above 0, got -1"),
+    (["scan", "{store}", "--binarize", "nan"], "'--binarize': must be a finite number"),
+    (["finetune", "{store}", "--head", "h.safetensors", "--lr", "inf"], "'--lr': must be a positive number or auto"),
+    (["lr-find", "{store}", "--start", "0"], "'--start': must be above 0, got 0"),
+    (["lr-find", "{store}", "--start", "1", "--end", "0.1"], "--end 0.1: must be above --start 1"),
+    (["predict", "{store}", "--head", "h.safetensors", "--top-k", "abc"], "--top-k"),
+    (["report", "{store}", "--format", "pdf"], "'pdf' is not one of html, md"),
+    (["merge", "{store}", "--out", "m.h5", "--mode", "link"], "'link' is not one of copy, virtual"),
+    (["extract", "{store}", "--aug", "mi\x00ld"], "'--aug': contains a NUL character"),
+]
+
+
+@pytest.mark.parametrize("args, expected", TYPED_ERRORS, ids=[" ".join(a[:1] + a[2:4]) for a, _ in TYPED_ERRORS])
+def test_typed_option_errors_are_usage_errors_naming_the_option(blob_store, args, expected):
+    line = _usage_error(*[a.replace("{store}", str(blob_store)) for a in args])
+    assert expected in line, line
+
+
+def test_backbones_and_info_errors_are_one_line(tmp_path):
+    assert "no backbone matches 'nonexistent*'" in _usage_error("backbones", "nonexistent*", code=1)
+    assert "unknown backbone 'unknown_net'" in _usage_error("backbones", "--cuts", "unknown_net", code=1)
+    assert "missing.h5: no such store" in _usage_error("info", tmp_path / "missing.h5", code=1)
+
+
+# --- --out: the right kind of path, writable, checked before the work starts
+
+def _a_file(tmp_path):
+    (tmp_path / "f").write_text("a file")
+    return tmp_path / "f"
+
+
+FOLDER_OUTS = {  # commands whose --out is a folder: (args before --out)
+    "extract": ["extract", "{data}", "-b", "tiny_cnn", "--weights", "none", "--workers", "0"],
+    "train-head": ["train-head", "{store}", "--epochs", "1"],
+    "lr-find": ["lr-find", "{store}", "--steps", "3"],
+    "finetune": ["finetune", "{data}", "--head", "{tmp}/h.safetensors"],
+    "compare": ["compare", "{data}", "-b", "tiny_cnn", "--weights", "none"],
+}
+FILE_OUTS = {  # commands whose --out is a file
+    "predict": ["predict", "{store}", "--head", "{tmp}/h.safetensors"],
+    "report": ["report", "{tmp}"],
+    "merge": ["merge", "{store}"],
+}
+
+
+def _fill(args, tmp_path, blob_store):
+    data = tmp_path / "data"
+    if not data.exists():
+        make_class_tree(data, per_class=4)
+    return [a.format(data=data, store=blob_store, tmp=tmp_path) for a in args]
+
+
+@pytest.mark.parametrize("command", sorted(FOLDER_OUTS))
+def test_out_folder_that_is_a_file_is_a_usage_error(tmp_path, blob_store, command):
+    args = _fill(FOLDER_OUTS[command], tmp_path, blob_store)
+    line = _usage_error(*args, "--out", _a_file(tmp_path))
+    assert f"--out {tmp_path / 'f'}: exists and is not a folder" in line
+    line = _usage_error(*args, "--out", tmp_path / "f" / "sub")
+    assert f"--out {tmp_path / 'f' / 'sub'}: {tmp_path / 'f'} is a file, not a folder" in line
+
+
+@pytest.mark.parametrize("command", sorted(FILE_OUTS))
+def test_out_file_that_is_a_folder_is_a_usage_error(tmp_path, blob_store, command):
+    args = _fill(FILE_OUTS[command], tmp_path, blob_store)
+    (tmp_path / "d").mkdir()
+    line = _usage_error(*args, "--out", tmp_path / "d")
+    assert f"--out {tmp_path / 'd'}: is a folder; give a file name" in line
+    line = _usage_error(*args, "--out", _a_file(tmp_path) / "x.out")
+    assert f"{tmp_path / 'f'} is a file, not a folder" in line
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process cannot create files in (root writes anywhere but /proc)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+    elif Path("/proc/self").is_dir():
+        yield Path("/proc")
+    else:
+        pytest.skip("running as root without /proc: no folder is read-only")
+
+
+WORK = {  # the library call each command's work starts with: must not run when --out is unwritable
+    "predict": "featx.prediction.predict", "report": "featx.report.write_report",
+    "merge": "featx.store.merge_shards", "compare": "featx.comparison.compare",
+    "train-head": "featx.train.train_head", "lr-find": "featx.train.find_head_lr",
+    "extract": "featx.extraction.extract", "finetune": "featx.finetuning.finetune",
+}
+
+
+@pytest.mark.parametrize("command", sorted(WORK))
+def test_unwritable_out_is_refused_before_the_work_starts(tmp_path, blob_store, unwritable, monkeypatch,
+                                                          command):
+    import importlib
+
+    module, name = WORK[command].rsplit(".", 1)
+
+    def work(*args, **kwargs):
+        raise AssertionError(f"{command} started its work with an unwritable --out")
+
+    monkeypatch.setattr(importlib.import_module(module), name, work)
+    if command in FILE_OUTS:
+        args, out_path = FILE_OUTS[command], unwritable / "sub" / "result.out"
+    else:
+        args, out_path = FOLDER_OUTS[command], unwritable / "sub"
+    if command == "report":
+        shutil.copy(_any_head(tmp_path, blob_store).with_suffix(".json"), tmp_path / "h.json")
+    line = _usage_error(*_fill(args, tmp_path, blob_store), "--out", out_path, code=1)
+    assert f"--out {out_path}: cannot write in {unwritable}" in line
+
+
+def _any_head(tmp_path, blob_store) -> Path:
+    from featx.heads import HeadConfig
+    from featx.train import train_head
+
+    return train_head(blob_store, "linear", HeadConfig(epochs=1), out=tmp_path / "heads" / "h",
+                      show_progress=False).path
+
+
+def test_a_temp_file_left_by_a_killed_run_is_removed_with_a_note(tmp_path, blob_store):
+    head = _any_head(tmp_path, blob_store)
+    dead = tmp_path / "p.csv.tmp-99999999"  # no such process
+    alive = tmp_path / f"p.csv.tmp-{os.getpid()}x"  # not our name pattern: left alone
+    dead.write_text("half a CSV")
+    alive.write_text("keep")
+    result = _run("predict", blob_store, "--head", head, "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert f"note: removed {dead}, left by an interrupted run" in result.stderr
+    assert not dead.exists() and alive.exists() and (tmp_path / "p.csv").is_file()
+
+
+def test_a_folder_where_the_temp_file_goes_is_one_line(tmp_path, blob_store):
+    head = _any_head(tmp_path, blob_store)
+    (tmp_path / f"p.csv.tmp-{os.getpid()}").mkdir()
+    line = _usage_error("predict", blob_store, "--head", head, "--out", tmp_path / "p.csv", code=1)
+    assert f"p.csv.tmp-{os.getpid()}: a folder is in the way of the temporary file" in line
+
+
+def test_report_skips_a_corrupt_head_with_a_note(tmp_path, blob_store):
+    head = _any_head(tmp_path, blob_store)
+    bad = json.loads(head.with_suffix(".json").read_text())
+    bad.pop("kind")
+    (tmp_path / "heads" / "bad.json").write_text(json.dumps(bad))
+    (tmp_path / "heads" / "x.lr-find.csv").write_text("lr,loss\nfast,1\n")
+    result = _run("report", tmp_path / "heads", "--out", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    assert f"note: skipped {tmp_path / 'heads' / 'bad.json'}: no 'kind'" in result.stderr
+    assert f"note: skipped {tmp_path / 'heads' / 'x.lr-find.csv'}: row 1: lr 'fast' is not a number" in result.stderr
+    assert (tmp_path / "r.html").is_file()
+
+
+def test_train_head_ctrl_c_says_nothing_was_saved(monkeypatch, blob_store, tmp_path):
+    import featx.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(featx.train, "train_head", interrupted)
+    result = _run("train-head", blob_store, "--out", tmp_path)
+    assert result.exit_code == 130
+    assert "interrupted; no head was saved" in result.stderr
+
+
+# --- Ctrl-C in a real process: the message, and exit status 130
+
+SLOW_PROGRESS = '''
+"""Imported before the CLI: every progress step marks the run as started, then takes 0.5 s."""
+import os, time
+from contextlib import contextmanager
+import featx.progress
+
+real = featx.progress.progress_bar
+
+
+@contextmanager
+def slow_bar(*args, **kwargs):
+    with real(*args, **kwargs) as advance:
+        def slow(n=1):
+            open(os.environ["FEATX_TEST_STARTED"], "a").close()
+            advance(n)
+            time.sleep(0.5)
+        yield slow
+
+
+featx.progress.progress_bar = slow_bar
+'''
+
+SIGINT_RUNS = {  # command -> (its arguments, the message)
+    "extract": (["extract", "{data}", "-b", "tiny_cnn", "--weights", "none", "--workers", "0",
+                 "--batch-size", "2", "--out", "{tmp}/stores"], "finished batches are saved, re-run the same "
+                "command to resume"),
+    "train-head": (["train-head", "{store}", "--out", "{tmp}/heads"], "no head was saved"),
+    "finetune": (["finetune", "{data}", "--head", "{head}", "--workers", "0", "--val-frac", "0.25",
+                  "--test-frac", "0.25", "--out", "{tmp}/ft"], "finished epochs are saved, re-run the same "
+                 "command to resume"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """A class tree, its tiny_cnn store and a linear head on it."""
+    from featx.data import DatasetOptions, open_dataset
+    from featx.extraction import ExtractConfig, extract
+    from featx.heads import HeadConfig
+    from featx.train import train_head
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = make_class_tree(root / "data", per_class=8)
+    ds = open_dataset(data, DatasetOptions(val_frac=0.25, test_frac=0.25))
+    store = extract(ds, "tiny_cnn", root / "stores", ExtractConfig(weights="none", workers=0),
+                    show_progress=False).store
+    head = train_head(store, "linear", HeadConfig(epochs=2), out=root / "heads" / "lin", show_progress=False)
+    return {"data": data, "store": store, "head": head.path}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(SIGINT_RUNS))
+def test_sigint_prints_the_resume_message_and_exits_130(tiny_world, tmp_path, command):
+    import signal
+    import time
+
+    from tests.tiny_backbone import subprocess_env
+
+    (tmp_path / "slow_progress.py").write_text(SLOW_PROGRESS)
+    started = tmp_path / "started"
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    env["FEATX_TEST_STARTED"] = str(started)
+    args, message = SIGINT_RUNS[command]
+    args = [a.format(tmp=tmp_path, **tiny_world) for a in args]
+    code = "import sys, slow_progress; from featx.cli import main; sys.argv[0] = 'featx'; main()"
+    process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, f"featx {command} ended before its work started: {process.communicate()}"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"interrupted; {message}" in stderr and "Traceback" not in stderr + stdout, stderr

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from featx.comparison import compare
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
 from featx.extraction import ExtractConfig
-from featx.report import load_results, table, write_report
+from featx.report import load_results, read_results, table, write_report
 from tests.conftest import make_class_tree
 
 PLOTS = ["Accuracy vs extraction throughput", "Per-class accuracy vs training images",
@@ -102,6 +105,134 @@ def test_compare_records_a_backbone_that_cannot_run_and_still_writes_the_report(
 def test_no_results_is_a_clear_error(tmp_path):
     with pytest.raises(FeatxError, match="no head results"):
         write_report(tmp_path, tmp_path / "r.html")
+
+
+# --- damaged inputs: skipped with their reason, never a traceback (issue 17) -------------------
+
+def _good_sidecar(compared) -> dict:
+    out, _ = compared
+    meta = next(m for m in load_results(out) if m["kind"] == "linear")
+    return {k: v for k, v in meta.items() if k != "_path"}
+
+
+def _set(path: str, value):
+    """A change to a sidecar: set (or with value DROP, remove) the key at dotted `path`."""
+    def change(meta):
+        *parents, last = path.split(".")
+        node = meta
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is DROP:
+            node.pop(last) if isinstance(node, dict) else node.pop(int(last))
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return change
+
+
+DROP = object()
+DAMAGE = {  # what is wrong -> the reason the report gives
+    "no-backbone": (_set("backbone", DROP), "no 'backbone'"),
+    "kind-a-number": (_set("kind", 3), "'kind' is not text"),
+    "metrics-text": (_set("metrics", "x"), "'metrics' is not a mapping"),
+    "ragged-confusion": (_set("metrics.test.confusion.0", [1]), "metrics.test.confusion is not a square matrix"),
+    "no-confusion": (_set("metrics.test.confusion", DROP), "no 'metrics.test.confusion'"),
+    "top1-text": (_set("metrics.test.top1", "high"), "'metrics.test.top1' is not a number"),
+    "worst-without-p": (_set("metrics.test.worst", [{"path": "a.png", "true": "a", "predicted": "b"}]),
+                        "no 'metrics.test.worst[0].p_true'"),
+    "curve-text": (_set("curve", [{"epoch": "one", "train_loss": 1.0}]), "'curve[0].epoch' is not a number"),
+    "train-counts-short": (_set("train_counts", [1]), "1 train_counts for 3 classes in metrics.val"),
+    "extraction-list": (_set("extraction", [1]), "'extraction' is not a mapping"),
+    "classes-missing": (_set("classes", DROP), "no 'classes'"),
+    "dataset-root-number": (_set("dataset_root", 5), "'dataset_root' is not text"),
+    "other-format": (_set("format", "featx-head/9"), "format 'featx-head/9', this featx reads 'featx-head/1'"),
+}
+
+
+def test_damaged_head_sidecars_are_skipped_with_their_reason(compared, tmp_path):
+    good = _good_sidecar(compared)
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    for name, (change, _) in DAMAGE.items():
+        meta = copy.deepcopy(good)
+        change(meta)
+        (tmp_path / f"{name}.json").write_text(json.dumps(meta))
+    (tmp_path / "torn.json").write_text('{"format": "featx-')  # a sidecar cut short, beside its weights
+    (tmp_path / "torn.safetensors").write_bytes(b"")
+    (tmp_path / "notes.json").write_text("[1, 2")  # not JSON and no weights beside it: not ours
+    found = read_results(tmp_path)
+    assert [m["_path"] for m in found.heads] == [str(tmp_path / "good.json")]
+    reasons = {path.stem: reason for path, reason in found.skipped}
+    for name, (_, reason) in DAMAGE.items():
+        assert reasons[name] == reason, name
+    assert reasons["torn"].startswith("unreadable head sidecar (JSONDecodeError")
+    assert "notes" not in reasons
+    html_text = write_report(tmp_path, tmp_path / "r.html").read_text()
+    assert "<h2>Skipped files</h2>" in html_text and "no &#x27;backbone&#x27;" in html_text
+    md_text = write_report(tmp_path, tmp_path / "r.md", "md").read_text()
+    assert "## Skipped files" in md_text and f"- `{tmp_path / 'no-backbone.json'}`: no 'backbone'" in md_text
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("lr,loss\nabc,1\n", "row 1: lr 'abc' is not a number"),
+    ("lr,loss\n1e-3,1\n1e-2,low\n", "row 2: loss 'low' is not a number"),
+    ("lr,loss\n-1,1\n", "row 1: lr '-1' is not a positive learning rate"),
+    ("rate,value\n1,2\n", "no 'lr' and 'loss' columns"),
+    (b"\xff\xfe\x00binary", "unreadable CSV (UnicodeDecodeError)"),
+])
+def test_a_malformed_lr_find_curve_is_skipped_with_its_reason(compared, tmp_path, content, reason):
+    (tmp_path / "h.json").write_text(json.dumps(_good_sidecar(compared)))
+    curve = tmp_path / "x.lr-find.csv"
+    curve.write_bytes(content) if isinstance(content, bytes) else curve.write_text(content)
+    found = read_results(tmp_path)
+    assert found.skipped == [(curve, reason)] and found.curves == []
+    assert "Learning-rate finder" not in write_report(tmp_path, tmp_path / "r.html").read_text()
+
+
+def test_a_folder_of_only_damaged_heads_is_one_error_naming_them(compared, tmp_path):
+    meta = _good_sidecar(compared)
+    meta.pop("backbone")
+    (tmp_path / "h.json").write_text(json.dumps(meta))
+    with pytest.raises(FeatxError, match=r"no usable head results; skipped 1: .*h\.json: no 'backbone'"):
+        write_report(tmp_path, tmp_path / "r.html")
+
+
+def test_markdown_images_folder_that_is_a_file_is_one_error(compared, tmp_path):
+    (tmp_path / "h.json").write_text(json.dumps(_good_sidecar(compared)))
+    (tmp_path / "r_files").write_text("a file")
+    with pytest.raises(FeatxError, match="r_files: exists and is not a folder"):
+        write_report(tmp_path, tmp_path / "r.md", "md")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_damage_to_a_sidecar_is_a_report_or_one_error(compared, tmp_path_factory, data):
+    """Replace any value anywhere in a real sidecar with junk: the report is written (the file
+    skipped or used) or a FeatxError says why; never another exception."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    meta = _good_sidecar(compared)
+    paths = list(_paths(meta))
+    junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
+                     st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    for path in data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3)):
+        try:
+            _set(path, data.draw(junk))(meta)
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed the parent
+    (folder / "h.json").write_text(json.dumps(meta))
+    try:
+        write_report(folder, folder / "r.html")
+    except FeatxError:
+        pass
+
+
+def _paths(node, prefix=""):
+    """Dotted paths to every value in a JSON tree (the first item of each list only: it is enough)."""
+    items = node.items() if isinstance(node, dict) else list(enumerate(node))[:1] if isinstance(node, list) else []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        yield path
+        yield from _paths(value, path + ".")
 
 
 def _chromium() -> str | None:

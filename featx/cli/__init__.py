@@ -18,7 +18,7 @@ import typer
 from featx.cli import data_cmds, extract_cmds, finetune_cmd, head_cmds, report_cmds
 from featx.cli.core import FeatxCommand, FeatxGroup
 
-app = typer.Typer(cls=FeatxGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(name="featx", cls=FeatxGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run each frozen backbone once into an HDF5 feature store; train heads in seconds.")
 
 COMMANDS = [

@@ -1,5 +1,6 @@
 """What every featx command shares: the consoles, one-line errors and exit codes, readable help,
---config, and opening a dataset from the data options.
+Ctrl-C, and opening a dataset from the data options. --config is featx/cli/config_file.py,
+--out checks featx/cli/outputs.py.
 
 Exit codes: 0 done; 1 a FeatxError (bad data, missing weights, a locked store...); 2 a usage
 error (an unknown or invalid option or config value, a missing argument: click's convention,
@@ -18,18 +19,20 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
+from featx.cli.config_file import ClickException, not_finite
 from featx.errors import ConfigError, FeatxError
 
 out = Console(soft_wrap=True)  # long paths stay on one line (greppable, copyable)
 err = Console(stderr=True, soft_wrap=True)
 
-# typer >= 0.2x vendors click (typer._click), older typer uses the click package: take the
-# exception classes from typer's own BadParameter so either works.
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-# Commands whose finished work survives Ctrl-C: re-running the same command resumes.
-RESUMABLE = {"extract", "finetune", "compare"}
-OLD_CONFIG_KEYS = {"lrs": "lr", "weight_decays": "weight_decay"}  # HeadConfig's field names
+# What Ctrl-C leaves behind, per command: finished work survives, re-running resumes it.
+INTERRUPTED = {
+    "extract": "finished batches are saved, re-run the same command to resume",
+    "finetune": "finished epochs are saved, re-run the same command to resume",
+    "compare": "finished stores are saved, re-run the same command to resume",
+    "train-head": "no head was saved; re-run the same command to train it",
+    "lr-find": "no curve was saved; re-run the same command to measure it",
+}
 
 
 def error_line(message: str) -> None:
@@ -46,6 +49,7 @@ class FeatxGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True,
              **extra: Any) -> Any:
+        prog_name = prog_name or "featx"  # not `python -m featx` or `root` in messages
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -62,6 +66,13 @@ class FeatxGroup(TyperGroup):
             error_line("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # before a command runs (reading options); typer would exit silently
+            err.print("interrupted", markup=False, highlight=False)
+            raise typer.Exit(130) from None
 
 
 def _usage_error(exc) -> int:
@@ -98,12 +109,26 @@ class FeatxCommand(TyperCommand):
         return pieces
 
     def invoke(self, ctx: typer.Context) -> Any:
+        check_values(ctx, self.params)
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:  # typer turns it into exit status 130, silently
-            err.print("interrupted; finished batches are saved, re-run the same command to resume"
-                      if self.name in RESUMABLE else "interrupted")
-            raise
+        except KeyboardInterrupt:  # typer would turn it into exit status 130, silently
+            reason = INTERRUPTED.get(self.name)
+            err.print("interrupted" + (f"; {reason}" if reason else ""), markup=False, highlight=False)
+            raise typer.Exit(130) from None
+
+
+def check_values(ctx: typer.Context, params) -> None:
+    """What no option's type catches: nan and inf where a number is expected, a NUL character
+    in text or a path (no file name can hold one)."""
+    for param in params:
+        value = ctx.params.get(param.name)
+        problem = not_finite(value)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(item, (str, Path)) and "\x00" in str(item) for item in items):
+            problem = "contains a NUL character"
+        if problem:
+            raise typer.BadParameter(problem, ctx=ctx, param=param)
 
 
 def _untyped(param):
@@ -157,42 +182,3 @@ def open_data(data: str, params: dict):
 def data_options_given(ctx: typer.Context) -> list[str]:
     """The data options the user set, as `--label-col`, ..."""
     return ["--" + name.replace("_", "-") for name in (*DATA_OPTIONS, "subset") if given(ctx, name)]
-
-
-# --- --config FILE ----------------------------------------------------------------------------
-
-def apply_config(ctx: typer.Context, path: Optional[Path]) -> Optional[Path]:
-    """--config FILE: the file's values become this command's defaults (click's default_map),
-    so the command line still wins, and each value is checked by its option's own type, range
-    and choices before anything runs."""
-    if path is None or ctx.resilient_parsing:
-        return path
-    from featx.config import load_config
-
-    params = {p.name: p for p in ctx.command.params
-              if p.expose_value and p.name not in ("config", "help")}
-    aliases = {opt.lstrip("-").replace("-", "_"): p.name for p in params.values()
-               for opt in getattr(p, "opts", ()) if opt.startswith("--")}
-    aliases.update({old: new for old, new in OLD_CONFIG_KEYS.items() if new in params})
-    values = load_config(path, set(params), aliases)
-    for name, value in values.items():
-        param = params[name]
-        value = _shaped(param, value)
-        try:
-            param.process_value(ctx, value)
-        except ClickException as exc:
-            raise ConfigError(f"{path}: {name}: {getattr(exc, 'message', exc)}") from None
-        values[name] = value
-    ctx.default_map = {**(ctx.default_map or {}), **values}
-    return path
-
-
-def _shaped(param, value: Any) -> Any:
-    """A YAML/TOML value in the shape the option takes: one value for a repeatable option
-    becomes a list; a list for a one-value option ('hidden: [1024, 256]') becomes '1024,256'."""
-    many = getattr(param, "multiple", False) or param.nargs != 1
-    if many and not isinstance(value, (list, tuple)):
-        return [value]
-    if not many and isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return value

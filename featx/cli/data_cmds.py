@@ -9,18 +9,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from featx.cli import options as o
-from featx.cli.core import err, out, open_data
+from featx.cli.core import err, open_data, out, require_data
 from featx.errors import FeatxError
 
 
-def scan(ctx: typer.Context, data: o.Data, label_col: o.LabelCol = None, binarize: o.Binarize = None,
-         val_frac: o.ValFrac = 0.15, test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0,
-         class_map: o.ClassMap = None, subset: o.Subset = None) -> None:
+def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol = None,
+         binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15, test_frac: o.TestFrac = 0.25,
+         split_seed: o.SplitSeed = 0, class_map: o.ClassMap = None, subset: o.Subset = None,
+         config: o.Config = None) -> None:
     """Classes, counts per split, image sizes and modes, and every unreadable file."""
     from featx.data import require_decodable, scan_images
     from featx.progress import progress_bar
 
-    ds = open_data(data, ctx.params)
+    ds = open_data(require_data(data), ctx.params)
     with progress_bar(len(ds.samples), f"scan {ds.name}") as advance:
         report = scan_images(ds, advance)
     out.print(f"[bold]{ds.name}[/]  {ds.root}  layout: {ds.layout}, {len(ds.samples)} images, "

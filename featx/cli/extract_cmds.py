@@ -9,6 +9,7 @@ import typer
 
 from featx.cli import options as o
 from featx.cli.core import open_data, out, require_data
+from featx.cli.outputs import out_file, out_folder
 
 
 def extract(
@@ -41,7 +42,9 @@ def extract(
     from featx.extraction import ExtractConfig
     from featx.extraction import extract as run_extract
 
-    ds = open_data(require_data(data), ctx.params)
+    data = require_data(data)
+    out_folder(out_dir)
+    ds = open_data(data, ctx.params)
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
                              dtype=dtype, seed=seed, weights=weights, input_size=input_size, decode=decode,
                              amp=amp, engine=engine, threads=threads, cut=cut, overwrite=overwrite)
@@ -70,5 +73,6 @@ def merge(shards: o.Shards, out_path: o.MergeOut, mode: o.MergeMode = "copy") ->
     """Merge the shard stores of a torchrun extraction into one store (rank 0 does it itself)."""
     from featx.store import merge_shards
 
+    out_file(out_path, example="merged.h5")
     path = merge_shards(shards, out_path, mode)
     out.print(f"merged {len(shards)} shards into {path} ({mode})", markup=False, highlight=False)

@@ -11,6 +11,7 @@ import typer
 
 from featx.cli import options as o
 from featx.cli.core import data_options_given, open_data, out, require_data
+from featx.cli.outputs import out_folder
 from featx.errors import ConfigError
 
 
@@ -53,6 +54,7 @@ def finetune(
     from featx.finetuning import FinetuneConfig, finetune as run_finetune, suggest_lr
 
     data = require_data(data)
+    out_folder(out_dir)
     data_options = data_options_given(ctx)
     if from_block and data_options:
         raise ConfigError(f"{', '.join(data_options)}: with --from-block the store fixes the data and its "

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from featx.cli import options as o
 from featx.cli.core import err, old_spelling, out
+from featx.cli.outputs import out_file, out_folder
 from featx.errors import ConfigError
 
 
@@ -53,16 +54,19 @@ def train_head(
         momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, epochs=epochs,
         batch_size=batch_size, label_smoothing=label_smoothing, balance=balance, normalize=normalize,
         views=use_views, patience=patience, seed=seed)
-    result = run_train_head(store, kind, settings, head_stem(out_dir, store, kind), memory_mb)
+    stem = head_stem(out_dir, store, kind)  # checked before training: no work lost at save time
+    result = run_train_head(store, kind, settings, stem, memory_mb)
     print_training(result)
 
 
 def head_stem(out_dir: Path, store: Path, kind: str) -> Path:
-    """--out DIR: the head is DIR/STORE.KIND(.safetensors, .json); --out FILE.safetensors names it."""
+    """--out DIR: the head is DIR/STORE.KIND(.safetensors, .json); --out FILE.safetensors names it.
+    Either must be writable (checked here, before the training)."""
     if out_dir.suffix == ".safetensors":
+        out_file(out_dir, example="head.safetensors")
+        out_file(out_dir.with_suffix(".json"))
         return out_dir.with_suffix("")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir}: exists and is not a folder (give a folder, or FILE.safetensors)")
+    out_folder(out_dir)
     return out_dir / f"{Path(store).stem}.{kind}"
 
 
@@ -124,6 +128,9 @@ def lr_find(
     kind = old_spelling(ctx, "--head", "--kind", head, kind)
     if kind not in ("linear", "mlp"):
         raise ConfigError(f"--kind {kind}: the range test trains a linear or mlp head")
+    if not end > start:
+        raise ConfigError(f"--end {end:g}: must be above --start {start:g}")
+    out_folder(out_dir)
     # The test sets the rate at each step (lrs is a placeholder); weight decay is the kind's first.
     cfg = HeadConfig(head=kind, hidden=o.parse_sizes(hidden), batch_size=batch_size, lrs=(1.0,),
                      optimizer=optimizer)
@@ -149,6 +156,7 @@ def predict(
     """Classify new images (or a store's features) with a trained head, into a CSV."""
     from featx.prediction import predict as run_predict
 
+    out_file(out_csv, example="predictions.csv")
     found = run_predict(head, inputs, class_map, device, batch_size, workers, engine)
     csv_path = found.to_csv(out_csv, top_k)
     for path, reason in found.failed:

@@ -18,12 +18,13 @@ Choices are checked by a callback (`one_of`), so a bad value, from the command l
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 
-from featx.cli.core import apply_config
+from featx.cli.config_file import apply_config
 
 # The library's choices, copied so that `featx --help` imports no torch; tests/test_cli.py
 # checks each against the constant it copies.
@@ -73,9 +74,34 @@ def _check_rate_or_auto(value: Optional[str]) -> Optional[str]:
         rate = float(value)
     except ValueError:
         rate = 0.0
-    if not rate > 0:
+    if not (rate > 0 and math.isfinite(rate)):
         raise typer.BadParameter(f"must be a positive number or auto, got {value!r}")
     return value
+
+
+def above(bound: float) -> Callable:
+    """A callback that accepts finite numbers above `bound` (one value or a list of them):
+    a learning rate of 0 or inf trains nothing, or NaN weights."""
+    def check(value):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is None:
+                continue
+            if not math.isfinite(item):
+                raise typer.BadParameter(f"must be a finite number, got {item:g}")
+            if not item > bound:
+                raise typer.BadParameter(f"must be above {bound:g}, got {item:g}")
+        return value
+    return check
+
+
+def at_least(bound: float) -> Callable:
+    """A callback that accepts finite numbers >= `bound` (one value or a list of them)."""
+    def check(value):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None and not (math.isfinite(item) and item >= bound):
+                raise typer.BadParameter(f"must be a finite number >= {bound:g}, got {item:g}")
+        return value
+    return check
 
 
 def _option(*names: str, metavar: str | None = None, help: str, **kw) -> typer.models.OptionInfo:
@@ -189,15 +215,17 @@ HeadOptimizer = Annotated[Optional[str], _option("--optimizer", metavar="|".join
 Lookahead = Annotated[bool, _option("--lookahead", help="Wrap the optimizer in Lookahead (k=5, alpha=0.5).")]
 HeadLrs = Annotated[Optional[list[float]], _option(
     "--lr", metavar="RATE", help="Learning rate; repeat for a sweep (every rate x weight decay, "
-    "trained at once, best on val kept).", show_default="8 rates 1e-3 ... 3 with --kind linear; 1e-3 with --kind mlp")]
+    "trained at once, best on val kept).", show_default="8 rates 1e-3 ... 3 with --kind linear; 1e-3 with --kind mlp",
+    callback=above(0))]
 HeadWeightDecays = Annotated[Optional[list[float]], _option(
     "--weight-decay", "--wd", metavar="WD", help="Weight decay; repeat for a sweep.",
-    show_default="0, 1e-5, 1e-4, 1e-3 with --kind linear; 1e-4 with --kind mlp")]
+    show_default="0, 1e-5, 1e-4, 1e-3 with --kind linear; 1e-4 with --kind mlp", callback=at_least(0))]
 Momentum = Annotated[float, _option("--momentum", metavar="M", help="SGD momentum.", min=0.0)]
 HeadSchedule = Annotated[str, _option("--schedule", metavar="|".join(HEAD_SCHEDULES),
                                       help="Learning-rate schedule.", callback=one_of(*HEAD_SCHEDULES))]
 StepSize = Annotated[int, _option("--step-size", metavar="EPOCHS", help="Period of --schedule step.", min=1)]
-Gamma = Annotated[float, _option("--gamma", metavar="FACTOR", help="Rate factor of --schedule step.")]
+Gamma = Annotated[float, _option("--gamma", metavar="FACTOR", help="Rate factor of --schedule step.",
+                                 callback=above(0))]
 Epochs = Annotated[int, _option("--epochs", metavar="N", help="Epochs.", min=1)]
 LabelSmoothing = Annotated[float, _option("--label-smoothing", metavar="EPS", help="Label smoothing.",
                                           min=0.0, max=1.0)]
@@ -215,8 +243,10 @@ Patience = Annotated[Optional[int], _option("--patience", metavar="EPOCHS",
 MemoryMb = Annotated[Optional[float], _option(
     "--memory-mb", metavar="MB", help="Stream features from the store when they need more memory than this.",
     min=0.0, show_default="load the whole store")]
-Start = Annotated[float, _option("--start", metavar="RATE", help="First learning rate of the range test.")]
-End = Annotated[float, _option("--end", metavar="RATE", help="Last learning rate of the range test.")]
+Start = Annotated[float, _option("--start", metavar="RATE", help="First learning rate of the range test.",
+                                 callback=above(0))]
+End = Annotated[float, _option("--end", metavar="RATE", help="Last learning rate of the range test (above --start).",
+                               callback=above(0))]
 Steps = Annotated[int, _option("--steps", metavar="N", help="Steps of the range test.", min=2)]
 
 # --- trained heads (predict, finetune) ----------------------------------------------------

@@ -8,14 +8,20 @@ import typer
 
 from featx.cli import options as o
 from featx.cli.core import err, old_spelling, open_data, out, require_data
+from featx.cli.outputs import out_file, out_folder
 from featx.errors import FeatxError
 
 
 def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "html") -> None:
-    """Compare every trained head in RESULTS: table, plots, worst errors."""
-    from featx.report import write_report
+    """Compare every trained head in RESULTS: table, plots, worst errors. A damaged head
+    sidecar or LR-finder curve is skipped with a note (and listed in the report)."""
+    from featx.report import read_results, write_report
 
-    path = write_report(results, out_path or results / f"report.{fmt}", fmt)
+    target = out_file(out_path or results / f"report.{fmt}", example=f"report.{fmt}")
+    found = read_results(results)
+    for path, reason in found.skipped:
+        err.print(f"note: skipped {path}: {reason}", markup=False, highlight=False)
+    path = write_report(results, target, fmt, found=found)
     out.print(f"report written to {path}", markup=False, highlight=False)
 
 
@@ -50,7 +56,11 @@ def compare(
     from featx.extraction import ExtractConfig
 
     kinds = old_spelling(ctx, "--head", "--kind", head, kind)
-    ds = open_data(require_data(data), ctx.params)
+    data = require_data(data)
+    for folder in (out_dir, out_dir / "stores", out_dir / "heads"):
+        out_folder(folder)
+    out_file(out_dir / f"report.{fmt}")
+    ds = open_data(data, ctx.params)
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
                              engine=engine, weights=weights, input_size=input_size, seed=seed)
     result = run_compare(ds, list(backbone), out_dir, settings, tuple(kinds), fmt)

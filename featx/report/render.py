@@ -1,19 +1,17 @@
-"""Backbone comparison reports: every head result in a folder, as one HTML file or Markdown.
+"""The report itself: the comparison table, the plots, the worst errors; HTML or Markdown.
 
     write_report("runs/compare", "runs/compare/report.html")      # self-contained HTML
     write_report("runs/compare", "runs/compare/report.md", "md")  # Markdown + PNGs beside it
 
-Results are the JSON sidecars that `featx train-head` writes next to each head. Backbones that
-failed (`compare` records them) are listed with their reasons; with failures the report is
-written even when no head result exists.
+What it reads comes from featx/report/results.py (damaged files skipped, each with its reason,
+listed under "Skipped files"); backbones that failed (`compare` records them) are listed with
+their reasons, and with failures the report is written even when no head result exists.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +19,7 @@ from typing import Callable, Sequence
 from featx import report_plots as plots
 from featx.atomic import atomic_write_text
 from featx.errors import FeatxError
-from featx.head_io import FORMAT
+from featx.report.results import Results, read_results
 
 WORST_IN_GALLERY = 8
 
@@ -62,30 +60,6 @@ COLUMNS = [
 ]
 
 
-def load_results(folder: str | Path, required: bool = True) -> list[dict]:
-    """Every featx head sidecar under `folder` (recursively), sorted by backbone and head.
-
-    Raises FeatxError when there is none (or no folder), unless `required` is False.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        if not required:
-            return []
-        raise FeatxError(f"{folder}: no such folder")
-    results = []
-    for path in sorted(folder.rglob("*.json")):
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # not ours
-        if isinstance(meta, dict) and meta.get("format") == FORMAT:
-            meta["_path"] = str(path)
-            results.append(meta)
-    if not results and required:
-        raise FeatxError(f"{folder}: no head results (*.json from `featx train-head`) found")
-    return sorted(results, key=lambda m: (m["backbone"], m["kind"], m["_path"]))
-
-
 def table(results: list[dict]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """Headers, formatted cells, and which cells are the best of their column."""
     values = [[c.value(m) for c in COLUMNS] for m in results]
@@ -101,18 +75,7 @@ def table(results: list[dict]) -> tuple[list[str], list[list[str]], list[list[bo
     return [c.title for c in COLUMNS], cells, best
 
 
-def _lr_find_curves(folder: Path) -> list[tuple[str, bytes]]:
-    out = []
-    for path in sorted(folder.rglob("*.lr-find.csv")):
-        with open(path, newline="") as f:
-            rows = [(float(r["lr"]), float(r["loss"])) for r in csv.DictReader(f)]
-        if rows:
-            lrs, losses = zip(*rows)
-            out.append((path.name, plots.lr_find_png(lrs, losses)))
-    return out
-
-
-def _sections(results: list[dict], folder: Path) -> list[tuple[str, list[tuple[str, bytes]]]]:
+def _sections(results: list[dict], curves: list) -> list[tuple[str, list[tuple[str, bytes]]]]:
     """(section title, [(caption, PNG bytes)]) in report order, empty ones dropped."""
     def one(caption, png):
         return [(caption, png)] if png else []
@@ -123,7 +86,7 @@ def _sections(results: list[dict], folder: Path) -> list[tuple[str, list[tuple[s
         ("Confusion matrices (test)", [("", png) for m in results  # titled inside the plot
                                        if (png := plots.confusion(m))]),
         ("Training curves", one("", plots.training_curves(results))),
-        ("Learning-rate finder", _lr_find_curves(folder)),
+        ("Learning-rate finder", [(name, plots.lr_find_png(lrs, losses)) for name, lrs, losses in curves]),
         ("Reliability", one("", plots.reliability(results))),
     ]
     return [(title, images) for title, images in sections if images]
@@ -147,20 +110,25 @@ def _gallery(results: list[dict]) -> list[tuple[str, list[dict]]]:
 
 def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
                  title: str = "featx backbone comparison",
-                 failed: Sequence[tuple[str, str]] = ()) -> Path:
+                 failed: Sequence[tuple[str, str]] = (), found: Results | None = None) -> Path:
     """Write the report of every head result under `folder` to `out` (html or md).
 
     Args:
         failed: (backbone, reason) of backbones that produced no result; listed in the report.
             With failures, a folder without results still gives a report (naming them).
+        found: `read_results(folder)` when the caller has read it already (to print what
+            was skipped); the report lists skipped files too.
     """
     folder, out = Path(folder), Path(out)
     if fmt not in ("html", "md"):
         raise FeatxError(f"report format must be html or md, got {fmt!r}")
-    results = load_results(folder, required=not failed)
+    assets = out.with_name(out.stem + "_files")
+    if fmt == "md" and assets.exists() and not assets.is_dir():
+        raise FeatxError(f"{assets}: exists and is not a folder (the Markdown report's images go there)")
+    found = found or read_results(folder, required=not failed)
     out.parent.mkdir(parents=True, exist_ok=True)
     render = _render_html if fmt == "html" else _render_markdown
-    render(results, folder, out, title, list(failed))
+    render(found, folder, out, title, list(failed))
     return out
 
 
@@ -182,8 +150,9 @@ def _summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
     return text + (f"; {len(failed)} backbone(s) failed (listed below)" if failed else "")
 
 
-def _render_html(results: list[dict], folder: Path, out: Path, title: str,
+def _render_html(found: Results, folder: Path, out: Path, title: str,
                  failed: list[tuple[str, str]]) -> None:
+    results = found.heads
     headers, cells, best = table(results)
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
@@ -201,7 +170,10 @@ def _render_html(results: list[dict], folder: Path, out: Path, title: str,
     if failed:
         parts.append("<h2>Failed backbones</h2><ul id='failed'>" + "".join(
             f"<li><b>{e(name)}</b>: {e(reason)}</li>" for name, reason in failed) + "</ul>")
-    for section, images in _sections(results, folder):
+    if found.skipped:
+        parts.append("<h2>Skipped files</h2><ul id='skipped'>" + "".join(
+            f"<li>{e(str(path))}: {e(reason)}</li>" for path, reason in found.skipped) + "</ul>")
+    for section, images in _sections(results, found.curves):
         parts.append(f"<h2>{e(section)}</h2>")
         for caption, png in images:
             parts.append(f"<figure><img class='plot' alt='{e(section)} {e(caption)}' "
@@ -225,8 +197,9 @@ def _render_html(results: list[dict], folder: Path, out: Path, title: str,
 
 # --- Markdown: the table, and PNG files in a folder beside it --------------------------------------
 
-def _render_markdown(results: list[dict], folder: Path, out: Path, title: str,
+def _render_markdown(found: Results, folder: Path, out: Path, title: str,
                      failed: list[tuple[str, str]]) -> None:
+    results = found.heads
     headers, cells, best = table(results)
     assets = out.with_name(out.stem + "_files")
     assets.mkdir(exist_ok=True)
@@ -238,8 +211,10 @@ def _render_markdown(results: list[dict], folder: Path, out: Path, title: str,
         lines.append("| " + " | ".join(f"**{c}**" if mark else c for c, mark in zip(row, marks)) + " |")
     if failed:
         lines += ["", "## Failed backbones", ""] + [f"- **{name}**: {reason}" for name, reason in failed]
+    if found.skipped:
+        lines += ["", "## Skipped files", ""] + [f"- `{path}`: {reason}" for path, reason in found.skipped]
     n = 0
-    for section, images in _sections(results, folder):
+    for section, images in _sections(results, found.curves):
         lines += ["", f"## {section}", ""]
         for caption, png in images:
             n += 1

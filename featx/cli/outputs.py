@@ -1,0 +1,92 @@
+"""Where a command writes, checked before it works: `--out` of the right kind, in a folder this
+process can create files in, with nothing in the way of the temporary file.
+
+A file where a folder is expected (or a folder where a file is) is a usage error, exit 2; a
+folder nothing can be written in is an error of the environment, exit 1. Both are found before
+any extraction or training starts, so no work is lost to a bad `--out` at save time.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from featx.atomic import temp_path
+from featx.cli.core import err
+from featx.errors import ConfigError, FeatxError
+
+
+def out_folder(path: Path, option: str = "--out") -> Path:
+    """`--out DIR`: a folder, or a path where one can be made."""
+    path = Path(path)
+    with _unusable(option, path):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{option} {path}: exists and is not a folder")
+        writable(path, option, path)
+    return path
+
+
+def out_file(path: Path, option: str = "--out", example: str = "") -> Path:
+    """`--out FILE`: not a folder, in a writable folder; temporary files that an interrupted run
+    left beside it are removed (with a note), a folder where ours goes is an error."""
+    path = Path(path)
+    with _unusable(option, path):
+        if path.is_dir():
+            hint = f" such as {path / example}" if example else ""
+            raise ConfigError(f"{option} {path}: is a folder; give a file name{hint}")
+        writable(path.parent, option, path)
+        staged = temp_path(path)
+        if staged.is_dir():
+            raise FeatxError(f"{staged}: a folder is in the way of the temporary file of {option} {path}; "
+                             "remove it")
+        remove_stale_temp_files(path)
+    return path
+
+
+@contextmanager
+def _unusable(option: str, path: Path) -> Iterator[None]:
+    """A path the system refuses to look at (a name too long, a loop of links): one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+
+
+def writable(folder: Path, option: str, path: Path) -> None:
+    """The nearest existing folder at or above `folder` takes new files (probed, not guessed
+    from permission bits: root, read-only mounts and ACLs all answer truthfully)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".featx-write-check-", dir=existing)
+    except OSError as exc:
+        raise FeatxError(f"{option} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Delete `NAME.tmp-PID` files whose process is gone (a killed run's); a live writer's stay."""
+    for leftover in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
+        pid = leftover.name.rsplit(".tmp-", 1)[1]
+        if not pid.isdigit() or _alive(int(pid)) or not leftover.is_file():
+            continue
+        leftover.unlink(missing_ok=True)
+        err.print(f"note: removed {leftover}, left by an interrupted run", markup=False, highlight=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**31  # another user's process (or no valid pid at all)
+    return True
