@@ -139,6 +139,8 @@ CASES = [
     Case("cli-report-no-results", ["report", "{tmp}", "--out", "{out}/r.html"], r"no head results"),
     Case("cli-report-only-corrupt-heads", ["report", "{tmp}/res", "--out", "{out}/r.html"],
          r"res: no usable head results; skipped 1: .*h\.json: no 'backbone'", setup=corrupt_results),
+    Case("cli-compare-only-unknown-backbones", ["compare", "{data}", "-b", "no_such_net", "--out", "{out}"],
+         r"every backbone failed \(no_such_net\); the report names the reasons: .*report\.html"),
     Case("cli-backbones-no-match", ["backbones", "nonexistent*"], r"no backbone matches 'nonexistent\*'"),
     Case("cli-backbones-cuts-unknown", ["backbones", "--cuts", "unknown_net"], r"unknown backbone 'unknown_net'"),
     Case("cli-info-missing", ["info", "{tmp}/missing.h5"], r"missing\.h5: no such store"),
