@@ -40,6 +40,10 @@ def compare(dataset: Dataset, backbones: list[str], out_dir: str | Path,
             fmt: str = "html", show_progress: bool = True) -> CompareResult:
     """Stores in out_dir/stores, heads in out_dir/heads, the report at out_dir/report.{html,md}."""
     out_dir = Path(out_dir)
+    for folder in (out_dir, out_dir / "stores", out_dir / "heads"):  # before any backbone runs
+        if folder.exists() and not folder.is_dir():
+            raise FeatxError(f"{folder}: exists and is not a folder (compare writes stores/, heads/ "
+                             "and the report in out_dir)")
     result = CompareResult(out_dir / f"report.{fmt}")
     for name in backbones:
         try:

@@ -102,6 +102,20 @@ def test_compare_records_a_backbone_that_cannot_run_and_still_writes_the_report(
     assert "<table" not in text
 
 
+def test_compare_refuses_a_file_where_its_folders_go_before_any_work(tmp_path, monkeypatch):
+    import featx.comparison
+
+    def work(*args, **kwargs):
+        raise AssertionError("extraction started")
+
+    monkeypatch.setattr(featx.comparison, "extract", work)
+    ds = open_dataset(make_class_tree(tmp_path / "data", per_class=2), DatasetOptions(val_frac=0.25, test_frac=0.25))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stores").write_text("a file")
+    with pytest.raises(FeatxError, match=r"out/stores: exists and is not a folder"):
+        compare(ds, ["resnet18"], tmp_path / "out", show_progress=False)
+
+
 def test_no_results_is_a_clear_error(tmp_path):
     with pytest.raises(FeatxError, match="no head results"):
         write_report(tmp_path, tmp_path / "r.html")
