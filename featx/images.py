@@ -189,6 +189,8 @@ def _header_ok(data: torch.Tensor) -> bool:
     try:
         with _open(io.BytesIO(data.numpy().tobytes())) as img:
             return size_problem(*img.size) is None
+    except Image.DecompressionBombError:  # over twice the pixel limit: Pillow will refuse it
+        return False
     except Exception:  # noqa: BLE001 - judged again when decoded
         return True
 

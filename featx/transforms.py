@@ -69,7 +69,7 @@ def _checked_recipe(doc, where: str) -> tuple[str, tuple[dict, ...]]:
         raise ConfigError(f"{where}: {shape}")
     unknown = sorted(set(map(str, doc)) - {"name", "ops"})
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (a recipe has name: and ops:)")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (a recipe has name: and ops:)")
     name, ops = doc.get("name", Path(where).stem), doc.get("ops")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: name: expected a word, got {name!r}")
@@ -89,13 +89,13 @@ def _op_problem(op, shape: str) -> str | None:
     if not isinstance(op, dict) or "op" not in op:
         return f": {shape}, got {op!r}"
     if op["op"] not in OPS:
-        return f": unknown op '{op['op']}' (ops: {', '.join(OPS)})"
+        return f": unknown op {op['op']!r} (ops: {', '.join(OPS)})"
     params = PARAMS[op["op"]]
     for key, value in op.items():
         if key == "op":
             continue
         if key not in params:
-            return f" ({op['op']}): unknown parameter '{key}' (known: {', '.join(params) or 'none'})"
+            return f" ({op['op']}): unknown parameter {key!r} (known: {', '.join(params) or 'none'})"
         problem = params[key](value)
         if problem:
             return f" ({op['op']}): {key}: {problem}, got {value!r}"

@@ -255,6 +255,8 @@ def test_manifest_header_in_any_order_and_columns_that_do_not_exist(tmp_path):
     assert ds.classes == ["cat", "dog"] and len(ds.samples) == 2
     with pytest.raises(DataError, match=r"m\.csv: no label column 5 \(0-based; the rows have 2 columns\)"):
         open_dataset(tmp_path / "m.csv", DatasetOptions(label_col=5))
+    with pytest.raises(DataError, match=r"label column index must be 0 or more, got -1"):
+        open_dataset(tmp_path / "m.csv", DatasetOptions(label_col=-1))  # was the last column
     with pytest.raises(DataError, match=r"no label column named 'kind' \(columns: label, path\)"):
         open_dataset(tmp_path / "m.csv", DatasetOptions(label_col="kind"))
     (tmp_path / "n.csv").write_text("label,score\ncat,1\ndog,2\n")

@@ -38,9 +38,9 @@ def from_manifest(path: Path, options: DatasetOptions) -> Dataset:
     root = path.parent
     raw_labels, files, splits_given, skipped = [], [], [], []
     for n, row in enumerate(rows, start=2 if header else 1):
-        if path_i >= len(row) or (label_i is not None and label_i >= len(row)):
-            raise DataError(f"{path}:{n}: expected at least {max(path_i, label_i or 0) + 1} "
-                            f"columns, got {len(row)}: {row}")
+        needed = max(i for i in (path_i, label_i, split_i) if i is not None) + 1
+        if len(row) < needed:
+            raise DataError(f"{path}:{n}: expected at least {needed} columns, got {len(row)}: {row}")
         file, problem = _image_file(root, row[path_i])
         if problem:
             skipped.append((row[path_i], problem))
@@ -112,12 +112,14 @@ def _column(header: list[str] | None, wanted: str | int | None, names: tuple[str
             default: int | None, path: Path, role: str) -> int | None:
     """The index of the `role` column: as asked (name or index), else the first known name."""
     if wanted is not None:
+        if isinstance(wanted, int) and wanted < 0:  # -1 would quietly be the last column
+            raise DataError(f"{path}: {role} column index must be 0 or more, got {wanted}")
         if isinstance(wanted, int) or str(wanted).isdigit():
             return int(wanted)
         if header and str(wanted).lower() in header:
             return header.index(str(wanted).lower())
         columns = ", ".join(header) if header else "none named: the manifest has no header"
-        raise DataError(f"{path}: no {role} column named '{wanted}' (columns: {columns})")
+        raise DataError(f"{path}: no {role} column named {wanted!r} (columns: {columns})")
     if header:
         for name in names:
             if name in header:
@@ -128,7 +130,7 @@ def _column(header: list[str] | None, wanted: str | int | None, names: tuple[str
 def _split_name(value: str, path: Path, line: int) -> str:
     split = SPLIT_ALIASES.get(value.strip().lower())
     if split is None:
-        raise DataError(f"{path}:{line}: unknown split '{value}' (use train, val or test)")
+        raise DataError(f"{path}:{line}: unknown split {value!r} (use train, val or test)")
     return split
 
 
@@ -141,7 +143,7 @@ def _binarize(labels: list[str], threshold: float, path: Path) -> list[str]:
         try:
             out.append(f">{threshold:g}" if float(x) > threshold else f"<={threshold:g}")
         except ValueError:
-            raise DataError(f"{path}: --binarize needs numeric labels, found '{x}'") from None
+            raise DataError(f"{path}: --binarize needs numeric labels, found {x!r}") from None
     return out
 
 
