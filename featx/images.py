@@ -1,8 +1,9 @@
 """Robust image decoding: every file either becomes an RGB image or an ImageError with a reason.
 
 Folders that users did not curate hold zero-byte files, text files named .jpg, truncated
-downloads, CMYK scans, 16-bit PNGs and decompression bombs. Each of them must be reported by
-name and skipped, never crash a long run (see docs/reliability.md, items 8-11).
+downloads, CMYK scans, 16-bit PNGs, decompression bombs and 4 KB strips (4,000,000x1) that a
+resize would blow up to gigabytes. Each of them must be reported by name and skipped, never crash
+a long run or exhaust memory (see docs/reliability.md, items 8-11 and 19).
 """
 
 from __future__ import annotations
