@@ -63,3 +63,44 @@ def remove_stale_temp_files(path: str | os.PathLike) -> None:
     path = Path(path)
     for tmp in path.parent.glob(f"{path.name}.tmp-*"):
         tmp.unlink(missing_ok=True)
+
+
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """`path` or its closest ancestor that exists (where new files under it will land)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(folder: str | os.PathLike, option: str = "--out", error: type = None,
+                   shown: str | os.PathLike | None = None) -> None:
+    """`folder` is, or can be made as, a folder we may create files in; one line if not.
+
+    Checked before the work starts, so a read-only `--out` is not found at the save after hours
+    of work. Probed by creating a file, because permission bits lie: root passes os.access on a
+    read-only mount or an immutable folder. A file where the folder should be is a usage error
+    (ConfigError); a folder that refuses writes is `error` (FeatxError by default). Messages
+    name `shown` (the option's value, when it is a file in `folder`) or else `folder`.
+    """
+    from featx.errors import ConfigError, FeatxError
+
+    error = error or FeatxError
+    folder = Path(folder)
+    shown = shown or folder
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {shown}: {folder} is a file, not a folder"
+                          if shown != folder else f"{option} {folder}: exists and is not a folder")
+    base = nearest_existing(folder)
+    if not base.is_dir():
+        raise ConfigError(f"{option} {shown}: {base} is a file, not a folder")
+    probe = base / f".featx-write-check.tmp-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # our own probe of a moment ago: the folder takes files
+        return
+    except OSError as exc:
+        raise error(f"{option} {shown}: cannot write in {base} ({exc.strerror or exc}: a read-only "
+                    "folder?)") from None
+    os.close(fd)
+    probe.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from featx.errors import StoreError
-from featx.scoring import Normalizer, scale_constant_features  # noqa: F401 (old import path)
+from featx.scoring import Normalizer
 from featx.store import FeatureStore
 
 # Rows per streamed block: the store's chunk length along N, so a block is one chunk read.

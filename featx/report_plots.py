@@ -11,24 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.plots import lr_find_png, plot_lr_find  # noqa: F401 (the LR finder's curve: featx.plots)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    _pyplot().close(fig)
-    return buffer.getvalue()
+from featx.plots import png_bytes, pyplot
 
 
 def label(meta: dict) -> str:
@@ -45,7 +28,7 @@ def accuracy_vs_throughput(results: list[dict]) -> bytes | None:
               if _test(m) and (m.get("extraction") or {}).get("images_per_second")]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for x, y, name in points:
         ax.scatter(x, y)
@@ -58,14 +41,14 @@ def accuracy_vs_throughput(results: list[dict]) -> bytes | None:
     ax.set_ylabel("test top-1")
     ax.set_title("accuracy vs extraction speed")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def per_class_vs_train_count(results: list[dict]) -> bytes | None:
     usable = [m for m in results if _test(m) and m.get("train_counts")]
     if not usable:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for m in usable:
         counts = m["train_counts"]
@@ -77,7 +60,7 @@ def per_class_vs_train_count(results: list[dict]) -> bytes | None:
     ax.set_title("per-class accuracy vs training images")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def confusion(meta: dict) -> bytes | None:
@@ -86,7 +69,7 @@ def confusion(meta: dict) -> bytes | None:
         return None
     matrix = np.array(metrics["confusion"])
     names = meta.get("class_names") or meta["classes"]
-    plt = _pyplot()
+    plt = pyplot()
     size = min(2 + 0.5 * len(names), 12)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     ax.imshow(matrix, cmap="Blues")
@@ -99,14 +82,14 @@ def confusion(meta: dict) -> bytes | None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(label(meta))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def training_curves(results: list[dict]) -> bytes | None:
     usable = [m for m in results if m.get("curve")]
     if not usable:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for m in usable:
         epochs = [c["epoch"] for c in m["curve"]]
@@ -120,14 +103,14 @@ def training_curves(results: list[dict]) -> bytes | None:
     acc_ax.set_ylabel("val top-1")
     loss_ax.legend(fontsize=7)
     acc_ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def reliability(results: list[dict]) -> bytes | None:
     usable = [m for m in results if _test(m) and _test(m).get("reliability")]
     if not usable:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
     for m in usable:
@@ -138,7 +121,7 @@ def reliability(results: list[dict]) -> bytes | None:
     ax.set_ylabel("accuracy")
     ax.set_title("reliability diagram (test)")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def thumbnail_jpeg(path: Path, size: int = 112) -> bytes | None:

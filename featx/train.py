@@ -8,14 +8,13 @@ Heads never touch images: everything here reads the store only.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from featx.atomic import temp_path
+from featx.atomic import check_writable
 from featx.baselines import fit_baseline
 from featx.errors import ConfigError, FeatxError
 from featx.feature_data import FeatureData
@@ -77,21 +76,6 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
         tensors = {**tensors, "norm.mean": normalizer.mean, "norm.std": normalizer.std}
     path = save_head(stem, tensors, meta)
     return Head.load(path)
-
-
-def check_writable(folder: str | os.PathLike, option: str = "--out") -> None:
-    """Fail in one line before the work when `folder` cannot be created or written in (a
-    read-only folder, a file where the folder should be), rather than at the save after it."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise FeatxError(f"{folder}: is a file, not a folder; give another {option}")
-    probe = temp_path(folder / ".featx-write-check")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise FeatxError(f"{folder}: cannot write here ({exc.strerror or exc}); give another {option}") from None
 
 
 def check_val_split(data: FeatureData, config: HeadConfig) -> None:
@@ -171,7 +155,6 @@ def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, s
 
 def _param_count(name: str) -> int | None:
     from featx.backbones import get_spec
-    from featx.errors import FeatxError
 
     try:
         return get_spec(name).num_params

@@ -103,4 +103,6 @@ CASES = [
          setup=broken_tree),
     Case("data-only-a-strip", SCAN + ["{tmp}/d"], r"d: none of the 1 images could be decoded.*aspect ratio",
          setup=only_a_strip),
+    Case("data-extract-only-broken-images", ["extract", "{tmp}/d"] + EXTRACT[2:],
+         r"d: none of the 6 images could be decoded.*not an image", setup=broken_tree),
 ]

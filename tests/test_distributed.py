@@ -79,7 +79,7 @@ def test_two_processes_equal_one(tmp_path, env):
 
 @pytest.mark.slow
 def test_killed_torchrun_resumes_each_shard(tmp_path, env):
-    data = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=24, seed=6)
+    data = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=40, seed=6)
     out = tmp_path / "multi"
     command = _extract(data, out, 2, env, size=96)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -90,7 +90,9 @@ def test_killed_torchrun_resumes_each_shard(tmp_path, env):
         if len(shards) == 2:
             with h5py.File(shards[0], "r", locking=False) as f0, h5py.File(shards[1], "r", locking=False) as f1:
                 done = [int(f["done/clean"][:].sum()) for f in (f0, f1)]
-            if all(d >= 2 for d in done):
+            # Kill once both shards exist and some rows are written: on a loaded machine one rank
+            # may be far ahead of the other, and waiting for both could miss the run altogether.
+            if sum(done) >= 4:
                 os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
                 killed = True
                 break

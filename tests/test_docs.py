@@ -34,3 +34,11 @@ def test_api_page_examples_run(index, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"docs/api.md example {index + 1}", "exec"), {"__name__": "__docs__"})
     assert capsys.readouterr().out.strip()  # every example shows its user something
+
+
+def test_reliability_page_names_tests_that_exist():
+    """docs/reliability.md cites the test behind each promise: each one must exist."""
+    page = (DOCS / "reliability.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"`(?:test_\w+\.py::)?(test_\w+)", page))
+    tests = "".join(p.read_text(encoding="utf-8") for p in Path(__file__).parent.glob("test_*.py"))
+    assert cited and not sorted(n for n in cited if f"def {n}(" not in tests)

@@ -16,6 +16,7 @@ import torch
 
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
+from featx.errors import DataError
 from featx.extraction import ExtractConfig, extract, plan_batches
 from featx.images import image_to_tensor, load_image
 from featx.store import FeatureStore
@@ -307,7 +308,7 @@ def test_read_only_out_fails_at_once_with_no_partial_files(tmp_path, dataset, re
     monkeypatch.setattr(featx.extraction.store_run, "engine_for", never)
     (tmp_path / "ro").mkdir()
     out = read_only(tmp_path / "ro")
-    with pytest.raises(StoreError, match=r"--out .*ro: cannot write there"):
+    with pytest.raises(StoreError, match=r"--out .*ro: cannot write in"):
         extract(dataset, "resnet18", out, ExtractConfig(**SMALL), show_progress=False)
     assert _no_files(out) == []
 
@@ -338,3 +339,25 @@ def test_a_complete_store_in_a_read_only_folder_is_used_by_every_reader(tmp_path
     head = runner.invoke(app, ["train-head", first.store, "--out", str(tmp_path / "heads"), "--epochs", "2"])
     assert head.exit_code == 0, head.stderr
     assert _no_files(tmp_path / "ro") == [Path(first.store).name]
+
+
+def test_a_class_that_loses_every_training_image_is_named(tmp_path):
+    """The store is made (the other class is usable), and the empty class is a warning."""
+    root = make_class_tree(tmp_path / "d", per_class=6)
+    for path in (root / "bees").iterdir():
+        path.write_bytes(b"not an image")
+    ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.0))
+    result = extract(ds, "tiny_cnn", tmp_path / "s", ExtractConfig(weights="none", workers=0),
+                     show_progress=False)
+    assert result.failed == 6 and Path(result.store).exists()
+    assert result.warnings == ["class 'bees' has no usable training image (6 of 6 failed to decode)"]
+
+
+def test_a_dataset_where_nothing_decodes_leaves_no_store(tmp_path):
+    root = make_class_tree(tmp_path / "d", per_class=3)
+    for path in root.rglob("*.png"):
+        path.write_bytes(b"")
+    ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.0))
+    with pytest.raises(DataError, match="none of the 6 images could be decoded"):
+        extract(ds, "tiny_cnn", tmp_path / "s", ExtractConfig(weights="none", workers=0), show_progress=False)
+    assert not list((tmp_path / "s").glob("*.h5"))

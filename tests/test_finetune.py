@@ -212,7 +212,7 @@ def test_an_unwritable_out_fails_before_the_first_epoch(probe, tmp_path, monkeyp
 
     monkeypatch.setattr(featx.finetuning.whole.WholeNetwork, "build", no_build)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FeatxError, match=r"file/sub: cannot write"):
+    with pytest.raises(FeatxError, match=r"file/sub: .*file is a file, not a folder"):
         finetune(ds, head_path, tmp_path / "file" / "sub" / "run", FinetuneConfig(**FAST), show_progress=False)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import open_data, out, require_data
+from featx.cli.core import err, open_data, out, require_data
 from featx.cli.outputs import out_file, out_folder
 
 
@@ -59,6 +59,8 @@ def extract(
 
 
 def _print_extraction(r) -> None:
+    for warning in r.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     if r.status == "complete":
         out.print(f"{r.backbone}: {r.store} is already complete ({r.samples} samples, "
                   f"{r.failed} failed); nothing to do", markup=False, highlight=False)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from featx.atomic import temp_path
+from featx.atomic import check_writable, temp_path
 from featx.cli.core import err
 from featx.errors import ConfigError, FeatxError
 
@@ -57,19 +56,8 @@ def _unusable(option: str, path: Path) -> Iterator[None]:
 
 
 def writable(folder: Path, option: str, path: Path) -> None:
-    """The nearest existing folder at or above `folder` takes new files (probed, not guessed
-    from permission bits: root, read-only mounts and ACLs all answer truthfully)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{option} {path}: {existing} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".featx-write-check-", dir=existing)
-    except OSError as exc:
-        raise FeatxError(f"{option} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(probe)
+    """The nearest existing folder at or above `folder` takes new files (featx.atomic probes it)."""
+    check_writable(folder, option, shown=path)
 
 
 def remove_stale_temp_files(path: Path) -> None:

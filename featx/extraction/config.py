@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from featx.device import DECODES
 from featx.engines import ENGINES
@@ -64,6 +64,7 @@ class ExtractResult:
     seconds: float
     images_per_second: float
     device: str
+    warnings: list[str] = field(default_factory=list)  # e.g. a class left with no training image
 
     def to_dict(self) -> dict:
         return asdict(self)

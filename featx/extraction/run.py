@@ -11,7 +11,7 @@ import torch
 from featx import distributed
 from featx.backbones import Backbone
 from featx.config import with_options
-from featx.data import Dataset, as_dataset
+from featx.data import Dataset, as_dataset, class_warnings, require_decodable
 from featx.device import resolve_device
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.decode import guarded
@@ -21,6 +21,7 @@ from featx.extraction.runner import Runner
 from featx.extraction.sharded import extract_sharded
 from featx.extraction.store_run import extract_store
 from featx.progress import progress_bar
+from featx.store import FeatureStore
 
 
 def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os.PathLike = "stores",
@@ -46,8 +47,23 @@ def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os
         torch.cuda.set_device(device)
     backbone, recipe, path = resolve_target(dataset, backbone_name, out_dir, config, store_path)
     if ctx.active:
-        return extract_sharded(dataset, backbone, recipe, path, config, device, ctx, show_progress)
-    return extract_store(dataset, backbone, recipe, path, config, device, show_progress)
+        result = extract_sharded(dataset, backbone, recipe, path, config, device, ctx, show_progress)
+    else:
+        result = extract_store(dataset, backbone, recipe, path, config, device, show_progress)
+    if result.failed and ctx.rank == 0:
+        check_failures(dataset, result)
+    return result
+
+
+def check_failures(dataset: Dataset, result: ExtractResult) -> None:
+    """A store in which no image decoded holds nothing: it is removed and the run fails. Classes
+    left with no usable training image are named in `result.warnings` (a head cannot learn them)."""
+    with FeatureStore(result.store) as store:
+        failed = {str(store.paths[row]): reason for row, reason in store.failed.items()}
+    if len(failed) >= len(dataset.samples):
+        Path(result.store).unlink(missing_ok=True)
+        require_decodable(dataset, failed)
+    result.warnings = class_warnings(dataset, failed)
 
 
 def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from featx.errors import FeatxError
-from featx.feature_data import scale_constant_features
+from featx.scoring import scale_constant_features
 from featx.head_io import Head
 
 

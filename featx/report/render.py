@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from featx import report_plots as plots
 from featx.atomic import atomic_write_text
 from featx.errors import FeatxError
+from featx.plots import lr_find_png
 from featx.report.results import Results, read_results
 
 WORST_IN_GALLERY = 8
@@ -86,7 +87,7 @@ def _sections(results: list[dict], curves: list) -> list[tuple[str, list[tuple[s
         ("Confusion matrices (test)", [("", png) for m in results  # titled inside the plot
                                        if (png := plots.confusion(m))]),
         ("Training curves", one("", plots.training_curves(results))),
-        ("Learning-rate finder", [(name, plots.lr_find_png(lrs, losses)) for name, lrs, losses in curves]),
+        ("Learning-rate finder", [(name, lr_find_png(lrs, losses)) for name, lrs, losses in curves]),
         ("Reliability", one("", plots.reliability(results))),
     ]
     return [(title, images) for title, images in sections if images]

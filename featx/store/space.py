@@ -10,10 +10,11 @@ otherwise be found only after the model was loaded. Both are one line, before an
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
+from featx import atomic
+from featx.atomic import nearest_existing
 from featx.errors import StoreError
 
 # Room kept free beyond the store itself: a full disk breaks more than featx.
@@ -27,14 +28,6 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} PB"
-
-
-def nearest_existing(path: Path) -> Path:
-    """`path` or its closest ancestor that exists (where its bytes will land)."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def check_room(path: Path, planned: int, freed: int = 0, what: str = "store") -> None:
@@ -54,28 +47,4 @@ def check_room(path: Path, planned: int, freed: int = 0, what: str = "store") ->
 
 def check_writable(folder: Path, option: str = "--out") -> None:
     """`folder` is (or can be made as) a folder featx may create files in; one line if not."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise StoreError(f"{option} {folder}: exists and is not a folder")
-    base = nearest_existing(folder)
-    if not base.is_dir():
-        raise StoreError(f"{option} {folder}: {base} is a file, not a folder")
-    if folder.is_dir():
-        _probe(folder, option)
-    elif not os.access(base, os.W_OK | os.X_OK):
-        raise StoreError(f"{option} {folder}: cannot create it, {base} is read-only")
-
-
-def _probe(folder: Path, option: str) -> None:
-    """Create and remove a file: the only test that also sees read-only mounts, ACLs and the
-    immutable flag (os.access answers yes to root)."""
-    probe = folder / f".featx-write-test.tmp-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StoreError(f"{option} {folder}: cannot write there "
-                         f"({exc.strerror or exc}: a read-only folder?)") from None
-    os.close(fd)
-    probe.unlink(missing_ok=True)
+    atomic.check_writable(folder, option, StoreError)
