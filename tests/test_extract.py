@@ -291,10 +291,10 @@ def test_absurd_options_are_refused_by_the_config(field, value):
 
 
 def test_out_that_is_a_file_fails_at_once(tmp_path, dataset):
-    from featx.errors import StoreError
+    from featx.errors import ConfigError
 
-    (tmp_path / "out").write_text("x")
-    with pytest.raises(StoreError, match=r"--out .*out: exists and is not a folder"):
+    (tmp_path / "out").write_text("x")  # a usage error (exit 2 on the command line)
+    with pytest.raises(ConfigError, match=r"--out .*out: exists and is not a folder"):
         extract(dataset, "resnet18", tmp_path / "out", ExtractConfig(**SMALL), show_progress=False)
 
 

@@ -12,7 +12,7 @@ import pytest
 import featx.distributed
 from featx.data import DatasetOptions, open_dataset
 from featx.distributed import DistContext
-from featx.errors import StoreError
+from featx.errors import ConfigError, StoreError
 from featx.extraction import ExtractConfig, extract, extract_shard
 from featx.store import FeatureStore, merge_shards, shard_path
 
@@ -122,7 +122,7 @@ def test_merge_checks_its_output_before_writing(tmp_path, dataset, monkeypatch):
     with pytest.raises(StoreError, match=r"--out .*: is a folder"):
         merge_shards(shards, tmp_path / "s")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(StoreError, match=r"file: exists and is not a folder"):
+    with pytest.raises(ConfigError, match=r"file: exists and is not a folder"):
         merge_shards(shards, tmp_path / "file" / "m.h5")
     monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**12, 10**12, 1000))
     with pytest.raises(StoreError, match=r"m\.h5: the merged store would take .* has 1.0 kB free"):

@@ -5,7 +5,7 @@
 
 Results are the JSON sidecars that `featx train-head` writes next to each head, and the
 `*.lr-find.csv` curves beside them: results.py reads them (a damaged one is skipped with its
-reason), render.py draws the report.
+reason), render.py draws the report with plots.py.
 """
 
 from featx.report.render import COLUMNS, WORST_IN_GALLERY, Column, table, write_report

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from featx import report_plots as plots
+from featx.report import plots
 from featx.atomic import atomic_write_text
 from featx.errors import FeatxError
 from featx.plots import lr_find_png

@@ -1,4 +1,4 @@
-"""Plots as PNG bytes (matplotlib, headless), for reports and the LR finder.
+"""The report's plots as PNG bytes (matplotlib, headless, through featx.plots).
 
 Each function takes result sidecars (the JSON written next to each head) and returns PNG bytes,
 or None when the results hold nothing to plot.
