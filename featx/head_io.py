@@ -70,14 +70,17 @@ def _jsonable(value):
 class Head:
     """A head fitted on one backbone's features; scores features or images."""
 
-    meta: dict
-    tensors: dict[str, np.ndarray]
+    meta: dict = field(repr=False)
+    tensors: dict[str, np.ndarray] = field(repr=False)
     path: Path | None = None
     _embedder: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, stem: str | os.PathLike) -> "Head":
         """Read NAME.safetensors + NAME.json, checking that they belong together."""
+        if Path(stem).suffix in (".h5", ".hdf5"):
+            raise FeatxError(f"{stem}: this is a feature store, not a head (a head is NAME.safetensors "
+                             "+ NAME.json, written by train-head)")
         weights, sidecar = head_paths(stem)
         for p in (weights, sidecar):
             if not p.is_file():
@@ -200,6 +203,10 @@ class Head:
         """The most likely class name for each row of features or each image."""
         return [self.class_names[i] for i in self.predict_proba(inputs, **embed_options).argmax(1)]
 
+    def __repr__(self) -> str:
+        return (f"Head(kind={self.kind!r}, backbone={self.backbone!r}, classes={self.classes!r}, "
+                f"path={str(self.path) if self.path else None!r})")
+
     def embed(self, images, **embed_options) -> "Embedded":
         """Features of image files/folders through this head's backbone, in input order;
         unreadable images are left out and listed in `.failed`."""
@@ -218,6 +225,10 @@ class Head:
         out = _output_size(self.tensors, self.kind)
         if out is not None and out != len(self.classes):
             raise FeatxError(f"{sidecar}: {len(self.classes)} classes, but the weights score {out}")
+        first = self.tensors.get("layers.0.weight", self.tensors.get("train_x"))
+        if first is not None and first.shape[-1 if self.kind == "knn" else 0] != self.feature_dim:
+            raise FeatxError(f"{sidecar}: feature_dim {self.feature_dim}, but the weights take "
+                             f"{first.shape[-1 if self.kind == 'knn' else 0]} features")
 
 
 def load_head(path: str | os.PathLike) -> Head:

@@ -68,7 +68,11 @@ def predict(head: Head | str | os.PathLike, inputs: Sequence[str | os.PathLike] 
     head = head if isinstance(head, Head) else Head.load(head)
     names = _display_names(head, class_map)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if len(items) == 1 and str(items[0]).endswith(STORE_SUFFIXES):
+    stores = [str(i) for i in items if str(i).endswith(STORE_SUFFIXES)]
+    if stores and len(items) > 1:
+        raise ConfigError(f"{stores[0]}: a feature store is predicted on its own; give it alone, or "
+                          "only images and folders")
+    if stores:
         paths, features, failed = _from_store(head, Path(items[0]))
     else:
         embedded = head.embed(items, device=device, batch_size=batch_size, workers=workers, engine=engine)

@@ -32,9 +32,12 @@ def default_head_stem(store_path: str | Path, kind: str, out_dir: str | Path | N
 
 
 def head_stem(store_path: str | Path, kind: str, out: str | Path | None) -> Path:
-    """Where a head is saved: `out` as a path stem, or inside `out` when it is a folder."""
+    """Where a head is saved: `out` as a path stem (NAME or NAME.safetensors), or inside `out`
+    when it is a folder."""
     if out is None:
         return default_head_stem(store_path, kind)
+    if Path(out).suffix == ".safetensors":
+        return Path(out).with_suffix("")
     if Path(out).is_dir() or str(out).endswith(("/", "\\")):
         return default_head_stem(store_path, kind, out)
     return Path(out)

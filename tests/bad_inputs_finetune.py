@@ -88,4 +88,7 @@ CASES = [
           "--batch-size", "4", "--workers", "0"],
          r"lin\.checkpoint\.json: a checkpoint of a run from another warm-start head.*another --out, or delete",
          setup=finished_run_of_another_head),
+    Case("finetune-data-is-a-store-without-from-block",
+         ["finetune", "{store}", "--head", "{head}", "--out", "{out}", "--epochs", "1"],
+         r"a feature store or weights file, not a dataset.*--from-block"),
 ]

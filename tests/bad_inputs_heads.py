@@ -63,4 +63,6 @@ CASES = [
     Case("heads-lr-find-kind-knn", FIND + ["--kind", "knn"], r"--kind", code=2),
     Case("heads-lr-find-out-is-a-file", ["lr-find", "{store}", "--steps", "5", "--out", "{tmp}/file"],
          r"file:? (is a file, not a folder|exists and is not a folder)", setup=a_file),
+    Case("heads-train-head-on-a-head", ["train-head", "{head}", "--out", "{out}"],
+         r"safetensors: this is a trained head .*not a feature store"),
 ]

@@ -76,4 +76,11 @@ CASES = [
     Case("predict-class-map-missing", PREDICT + ["{head}", "--class-map", "{tmp}/none.json"], r"none\.json"),
     Case("predict-class-map-not-json", PREDICT + ["{head}", "--class-map", "{tmp}/m.json"], r"m\.json",
          setup=lambda tmp, w: (tmp / "m.json").write_text("ants: x")),
+    Case("predict-head-is-a-store", ["predict", "{data}", "--out", "{out}/p.csv", "--head", "{store}"],
+         r"\.h5: this is a feature store, not a head"),
+    Case("predict-store-among-images", ["predict", "{data}", "{store}", "--out", "{out}/p.csv", "--head", "{head}"],
+         r"\.h5: a feature store is predicted on its own", code=2),
+    Case("predict-nothing-usable", ["predict", "{tmp}/bad.png", "--out", "{out}/p.csv", "--head", "{head}"],
+         r"nothing to predict: none of the 1 input image", code=1,
+         setup=lambda tmp, w: (tmp / "bad.png").write_text("not an image")),
 ]

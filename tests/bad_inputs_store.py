@@ -193,4 +193,5 @@ CASES = [
     Case("store-merge-out-read-only", ["merge", "{tmp}/s.shard000-of-002.h5", "{tmp}/s.shard001-of-002.h5",
                                        "--out", "{tmp}/ro/m.h5"], r"ro.*(read-only|cannot write)",
          setup=lambda tmp, w: (shards()(tmp, w), read_only_dir(tmp, w))),
+    Case("store-info-on-a-head", ["info", "{head}"], r"safetensors: this is a trained head .*not a feature store"),
 ]

@@ -661,3 +661,22 @@ def test_sigint_prints_the_resume_message_and_exits_130(tiny_world, tmp_path, co
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert f"interrupted; {message}" in stderr and "Traceback" not in stderr + stdout, stderr
+
+
+def test_options_a_head_kind_does_not_use_are_said_to_be_ignored(blob_store, tmp_path):
+    result = _run("train-head", blob_store, "--kind", "knn", "--hidden", "64", "--lr", "0.1",
+                  "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "warning: --hidden does not apply to a knn head; ignored" in result.stderr
+    assert "warning: --lr does not apply to a knn head; ignored" in result.stderr
+    linear = _run("train-head", blob_store, "--kind", "linear", "--dropout", "0.2", "--epochs", "2",
+                  "--out", tmp_path)
+    assert "--dropout does not apply to a linear head" in linear.stderr
+    assert "--epochs" not in linear.stderr
+
+
+def test_training_over_an_existing_head_says_it_replaced_it(blob_store, tmp_path):
+    first = _run("train-head", blob_store, "--kind", "logreg", "--out", tmp_path)
+    assert first.exit_code == 0 and "replaced" not in first.output
+    again = _run("train-head", blob_store, "--kind", "logreg", "--out", tmp_path)
+    assert again.exit_code == 0 and "note: replaced the head that was at" in again.stdout

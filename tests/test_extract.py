@@ -361,3 +361,11 @@ def test_a_dataset_where_nothing_decodes_leaves_no_store(tmp_path):
     with pytest.raises(DataError, match="none of the 6 images could be decoded"):
         extract(ds, "tiny_cnn", tmp_path / "s", ExtractConfig(weights="none", workers=0), show_progress=False)
     assert not list((tmp_path / "s").glob("*.h5"))
+
+
+def test_weights_none_is_random_init_as_in_torchvision(tmp_path, dataset):
+    a = extract(dataset, "tiny_cnn", tmp_path / "a", weights=None, workers=0, show_progress=False)
+    b = extract(dataset, "tiny_cnn", tmp_path / "b", weights="none", workers=0, show_progress=False)
+    assert Path(a.store).name == Path(b.store).name and "-init0" in Path(a.store).name
+    with FeatureStore(a.store) as sa, FeatureStore(b.store) as sb:
+        np.testing.assert_array_equal(sa.features()[0], sb.features()[0])

@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from featx.cli import options as o
-from featx.cli.core import err, old_spelling, out
+from featx.cli.core import err, given, old_spelling, out
 from featx.cli.outputs import out_file, out_folder
-from featx.errors import ConfigError
+from featx.errors import ConfigError, FeatxError
 
 
 def train_head(
@@ -54,20 +54,42 @@ def train_head(
         momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, epochs=epochs,
         batch_size=batch_size, label_smoothing=label_smoothing, balance=balance, normalize=normalize,
         views=use_views, patience=patience, seed=seed)
-    stem = head_stem(out_dir, store, kind)  # checked before training: no work lost at save time
+    for name in ignored_options(ctx, kind):
+        err.print(f"warning: --{name.replace('_', '-')} does not apply to a {kind} head; ignored",
+                  markup=False, highlight=False)
+    from featx.head_io import head_paths
+
+    stem = head_out(out_dir, store, kind)  # checked before training: no work lost at save time
+    replacing = head_paths(stem)[0].exists()
     result = run_train_head(store, kind, settings, stem, memory_mb)
     print_training(result)
+    if replacing:
+        out.print(f"note: replaced the head that was at {result.path}", markup=False, highlight=False)
 
 
-def head_stem(out_dir: Path, store: Path, kind: str) -> Path:
+# Options that only some kinds of head use: given for another kind, they are said to be ignored.
+TORCH_ONLY = ("optimizer", "lookahead", "lr", "weight_decay", "momentum", "schedule", "step_size", "gamma",
+              "epochs", "batch_size", "label_smoothing", "balance", "use_views", "patience")
+MLP_ONLY = ("hidden", "dropout")
+
+
+def ignored_options(ctx: typer.Context, kind: str) -> list[str]:
+    """The options given (command line or --config) that the head `kind` does not use."""
+    unused = {"mlp": (), "linear": MLP_ONLY}.get(kind, MLP_ONLY + TORCH_ONLY)
+    return [name for name in unused if given(ctx, name)]
+
+
+def head_out(out_dir: Path, store: Path, kind: str) -> Path:
     """--out DIR: the head is DIR/STORE.KIND(.safetensors, .json); --out FILE.safetensors names it.
-    Either must be writable (checked here, before the training)."""
+    Either must be writable (checked here, before the training). Returns the head's path stem."""
+    from featx.train import default_head_stem
+
     if out_dir.suffix == ".safetensors":
         out_file(out_dir, example="head.safetensors")
         out_file(out_dir.with_suffix(".json"))
         return out_dir.with_suffix("")
     out_folder(out_dir)
-    return out_dir / f"{Path(store).stem}.{kind}"
+    return default_head_stem(store, kind, out_dir)
 
 
 def print_training(r) -> None:
@@ -75,9 +97,9 @@ def print_training(r) -> None:
     for note in r.notes:
         out.print(f"note: {note}", markup=False)
     if r.search and len(r.search) > 1:
-        best = max(r.search, key=lambda s: s["val_top1"])
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
-        out.print(f"searched {len(r.search)} candidates; best on val: {chosen} (val top-1 {best['val_top1']:.3f})")
+        score = f" (val top-1 {r.val.top1:.3f})" if r.val else ""
+        out.print(f"searched {len(r.search)} candidates; best on val: {chosen}{score}", markup=False)
     table = Table("split", "n", "top-1", "top-5", "bal. acc", "macro-F1", "NLL", "ECE")
     for name, m in (("val", r.val), ("test", r.test)):
         if m:
@@ -95,8 +117,8 @@ def print_training(r) -> None:
         if final.worst:
             out.print("worst errors (highest cross-entropy):")
             for w in final.worst[:5]:
-                out.print(f"  {w['path']}: true {w['true']} (p={w['p_true']:.2f}), predicted "
-                          f"{w['predicted']} (p={w['p_predicted']:.2f})", markup=False, highlight=False)
+                out.print(f"  {w['path']}: true {w['true']} (prob {w['p_true']:.2f}), predicted "
+                          f"{w['predicted']} (prob {w['p_predicted']:.2f})", markup=False, highlight=False)
     streamed = " (streamed from HDF5)" if r.meta.get("streamed") else ""
     out.print(f"{r.kind} head trained in {r.meta.get('seconds', 0.0):.1f} s{streamed}: "
               f"{r.path} (+ .json with metrics)", markup=False, highlight=False)
@@ -158,8 +180,11 @@ def predict(
 
     out_file(out_csv, example="predictions.csv")
     found = run_predict(head, inputs, class_map, device, batch_size, workers, engine)
-    csv_path = found.to_csv(out_csv, top_k)
     for path, reason in found.failed:
         err.print(f"skipped {path}: {reason}", markup=False, highlight=False)
+    if not found.paths:
+        raise FeatxError(f"nothing to predict: none of the {len(found.failed)} input image(s) could be "
+                         f"used; {out_csv} was not written")
+    csv_path = found.to_csv(out_csv, top_k)
     out.print(f"{len(found.paths)} predictions written to {csv_path}"
               + (f"; {len(found.failed)} file(s) skipped" if found.failed else ""), markup=False, highlight=False)

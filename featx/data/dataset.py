@@ -61,6 +61,10 @@ class Dataset:
     def abspath(self, sample: Sample) -> Path:
         return self.root / sample.path
 
+    def __repr__(self) -> str:  # a notebook shows this: a summary, not every sample
+        return (f"Dataset(name={self.name!r}, root={str(self.root)!r}, layout={self.layout!r}, "
+                f"samples={len(self.samples)}, classes={self.classes!r})")
+
     def subset(self, n: int, seed: int = 0) -> "Dataset":
         """A stratified, seeded subset of about `n` samples (a dataset with its own name)."""
         from featx.data.splits import subset

@@ -36,6 +36,10 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = Non
     if not path.exists():
         hint = f" (packaged datasets: {', '.join(sorted(packaged))})" if packaged else ""
         raise DataError(f"{source}: no such file or folder{hint}")
+    if path.is_file() and path.suffix.lower() in (".h5", ".hdf5", ".safetensors"):
+        raise DataError(f"{source}: a feature store or weights file, not a dataset (a folder, a CSV/TSV "
+                        "manifest or a packaged name); to fine-tune on a store's cached maps, add "
+                        "--from-block CUT (from_block=) with a store made by `extract --cut`")
     dataset = from_manifest(path, options) if path.is_file() else from_folder(path, options)
     if name:
         dataset.name = name

@@ -25,7 +25,9 @@ class ExtractConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "float16"  # store dtype: features lose nothing a linear head can use
     seed: int = 0  # augmented views (and random-init weights) derive from it
-    weights: str = "default"  # default | none | path to safetensors / state dict
+    # "default" (the backbone's pretrained weights) | None or "none" (seeded random init, as
+    # torchvision's weights=None) | a path to safetensors / a state dict
+    weights: str | None = "default"
     input_size: int | None = None  # override the backbone's crop size
     decode: str = "auto"  # auto | cpu | gpu (nvjpeg for JPEG files; auto = gpu on CUDA)
     amp: str = "bf16"  # bf16 | fp16 | off, CUDA only
@@ -36,6 +38,8 @@ class ExtractConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        if self.weights is None:  # one spelling from here on (store names, provenance)
+            object.__setattr__(self, "weights", "none")
         checks = [
             (0 <= self.views <= MAX_VIEWS, "views", f"must be between 0 and {MAX_VIEWS}"),
             (self.batch_size >= 1, "batch_size", "must be >= 1"),

@@ -39,6 +39,8 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
     if path.stat().st_size == 0:
         raise StoreError(f"{path}: empty file, not a store (an interrupted copy?); move it aside "
                          "or re-run `featx extract` with --overwrite")
+    if path.suffix in (".safetensors", ".json"):
+        raise StoreError(f"{path}: this is a trained head (or its sidecar), not a feature store (.h5)")
     try:
         return h5py.File(path, mode, locking=(mode != "r"))
     except OSError as exc:
