@@ -37,6 +37,9 @@ class Predictions:
     class_names: list[str]
     probabilistic: bool = True
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # From a store: each row's split and true class name ("" when unlabeled); None for images.
+    splits: list[str] | None = None
+    true_labels: list[str] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -44,7 +47,8 @@ class Predictions:
         return [self.class_names[i] for i in self.scores.argmax(1)] if len(self.paths) else []
 
     def to_csv(self, path: str | os.PathLike, top_k: int = 3) -> Path:
-        """path, class_1, prob_1, ..., class_k, prob_k per input; written atomically."""
+        """path, class_1, prob_1, ..., class_k, prob_k per input (from a store also split and
+        true class, so accuracy per split can be read off); written atomically."""
         if top_k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}")
         k = min(top_k, len(self.class_names))
@@ -53,10 +57,13 @@ class Predictions:
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
-                writer.writerow(["path"] + [c for i in range(1, k + 1) for c in (f"class_{i}", f"{value}_{i}")])
-                for p, s in zip(self.paths, self.scores):
+                known = self.splits is not None
+                writer.writerow(["path"] + (["split", "true_class"] if known else [])
+                                + [c for i in range(1, k + 1) for c in (f"class_{i}", f"{value}_{i}")])
+                for i, (p, s) in enumerate(zip(self.paths, self.scores)):
                     top = np.argsort(-s, kind="stable")[:k]
-                    writer.writerow([p] + [c for j in top for c in (self.class_names[j], f"{s[j]:.4f}")])
+                    truth = [self.splits[i], self.true_labels[i]] if known else []
+                    writer.writerow([p] + truth + [c for j in top for c in (self.class_names[j], f"{s[j]:.4f}")])
 
         return atomic_write(Path(path), write)
 
@@ -73,12 +80,13 @@ def predict(head: Head | str | os.PathLike, inputs: Sequence[str | os.PathLike] 
         raise ConfigError(f"{stores[0]}: a feature store is predicted on its own; give it alone, or "
                           "only images and folders")
     if stores:
-        paths, features, failed = _from_store(head, Path(items[0]))
+        paths, features, failed, splits, truth = _from_store(head, Path(items[0]), names)
     else:
         embedded = head.embed(items, device=device, batch_size=batch_size, workers=workers, engine=engine)
         paths, features, failed = embedded.paths, embedded.features, embedded.failed
+        splits = truth = None
     scores = head.scores(features) if len(features) else np.zeros((0, len(names)))
-    return Predictions(paths, scores, names, head.probabilistic, failed)
+    return Predictions(paths, scores, names, head.probabilistic, failed, splits, truth)
 
 
 def _display_names(head: Head, class_map: str | os.PathLike | None) -> list[str]:
@@ -88,7 +96,7 @@ def _display_names(head: Head, class_map: str | os.PathLike | None) -> list[str]
     return [str(mapping.get(c, n)) for c, n in zip(head.classes, head.class_names)]
 
 
-def _from_store(head: Head, path: Path):
+def _from_store(head: Head, path: Path, names: list[str]):
     with FeatureStore(path) as store:
         attrs = store.attrs
         check_same_features(head.meta, attrs["backbone"], attrs["weights_sha256"], path)
@@ -97,9 +105,12 @@ def _from_store(head: Head, path: Path):
             raise FeatxError(f"{path}: the store is incomplete ({len(store.rows())} of {len(store.paths)} "
                              "rows written); re-run `featx extract` to finish it first")
         rows = store.rows()
-        features, _ = store.features()
+        features, labels = store.features()
         failed = [(str(store.paths[r]), reason) for r, reason in sorted(store.failed.items())]
-        return [str(store.paths[r]) for r in rows], features, failed
+        # The store's own classes, shown under the head's display names where the head knows them.
+        shown = dict(zip(head.classes, names))
+        truth = [shown.get(store.classes[y], store.classes[y]) if y >= 0 else "" for y in labels]
+        return [str(store.paths[r]) for r in rows], features, failed, [str(store.splits[r]) for r in rows], truth
 
 
 def _check_same_preprocessing(head: Head, clean: dict, where) -> None:

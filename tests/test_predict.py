@@ -106,3 +106,12 @@ def test_top_k_must_be_positive(tmp_path, trained):
     with pytest.raises(FeatxError, match="--top-k must be at least 1"):
         predict(head, [store]).to_csv(tmp_path / "p.csv", top_k=0)
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_predictions_from_a_store_carry_split_and_true_class(tmp_path, trained):
+    _, store, head = trained
+    rows = _rows(predict(head, [store]).to_csv(tmp_path / "s.csv", top_k=1))
+    assert list(rows[0]) == ["path", "split", "true_class", "class_1", "prob_1"]
+    with FeatureStore(store) as st:
+        expected = {str(st.paths[r]): (str(st.splits[r]), st.classes[st.labels[r]]) for r in st.rows()}
+    assert {r["path"]: (r["split"], r["true_class"]) for r in rows} == expected

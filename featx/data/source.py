@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import os
 from dataclasses import replace
@@ -34,7 +36,9 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = Non
         if not explicit or options.label_col is None:
             options = replace(options, label_col=defaults.label_col)
     if not path.exists():
-        hint = f" (packaged datasets: {', '.join(sorted(packaged))})" if packaged else ""
+        close = difflib.get_close_matches(str(source), sorted(packaged), n=1)
+        hint = (f"; did you mean {close[0]}?" if close else
+                f" (packaged datasets: {', '.join(sorted(packaged))})" if packaged else "")
         raise DataError(f"{source}: no such file or folder{hint}")
     if path.is_file() and path.suffix.lower() in (".h5", ".hdf5", ".safetensors"):
         raise DataError(f"{source}: a feature store or weights file, not a dataset (a folder, a CSV/TSV "
