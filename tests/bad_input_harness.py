@@ -78,3 +78,17 @@ def check_clean_failure(case: Case, outcome: Outcome, out: Path) -> None:
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
     leftovers = [p for p in left if ".tmp-" in p or p.endswith((".h5", ".safetensors", ".json", ".csv"))]
     assert not leftovers, f"{case.id}: files left behind in OUT: {leftovers}"
+
+
+# Setups that several tables use.
+
+def config(text: str):
+    """A --config file {tmp}/c.yaml holding `text`."""
+    def setup(tmp: Path, world: World) -> None:
+        (tmp / "c.yaml").write_text(text)
+    return setup
+
+
+def a_file(tmp: Path, world: World) -> None:
+    """{tmp}/file: a file where an option expects a folder."""
+    (tmp / "file").write_text("not a folder")

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.bad_input_harness import Case, World
+from tests.bad_input_harness import Case, World, a_file, config
 
 FT = ["finetune", "{data}", "--out", "{out}", "--workers", "0", "--batch-size", "4"]
 WITH_HEAD = FT + ["--head", "{head}"]
@@ -28,14 +28,6 @@ def head_of_other_classes(tmp: Path, world: World) -> None:
     (tmp / "h.json").write_text(json.dumps(meta))
 
 
-def config(text: str):
-    def setup(tmp: Path, world: World) -> None:
-        (tmp / "c.yaml").write_text(text)
-    return setup
-
-
-def a_file(tmp: Path, world: World) -> None:
-    (tmp / "file").write_text("not a folder")
 
 
 def finished_run_of_another_head(tmp: Path, world: World) -> None:

@@ -6,21 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.bad_input_harness import Case, World
+from tests.bad_input_harness import Case, World, a_file, config
 
 TRAIN = ["train-head", "{store}", "--out", "{out}"]
 FIND = ["lr-find", "{store}", "--out", "{out}"]
 
 
-def config(text: str):
-    """A --config file {tmp}/c.yaml holding `text`."""
-    def setup(tmp: Path, world: World) -> None:
-        (tmp / "c.yaml").write_text(text)
-    return setup
-
-
-def a_file(tmp: Path, world: World) -> None:
-    (tmp / "file").write_text("not a folder")
 
 
 def store_without_val(tmp: Path, world: World) -> None:
