@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featx.data import Dataset
+from featx.data import Dataset, as_dataset
 from featx.errors import FeatxError
 from featx.extraction import ExtractConfig, ExtractResult, extract
 from featx.head_io import Head
@@ -35,10 +35,11 @@ class CompareResult:
         return bool(self.failed) and not self.extractions
 
 
-def compare(dataset: Dataset, backbones: list[str], out_dir: str | Path,
+def compare(dataset: Dataset | str | Path, backbones: list[str], out_dir: str | Path,
             config: ExtractConfig = ExtractConfig(), heads: tuple[str, ...] = ("linear",),
             fmt: str = "html", show_progress: bool = True) -> CompareResult:
     """Stores in out_dir/stores, heads in out_dir/heads, the report at out_dir/report.{html,md}."""
+    dataset = as_dataset(dataset)  # a Dataset, or what open_dataset takes
     out_dir = Path(out_dir)
     for folder in (out_dir, out_dir / "stores", out_dir / "heads"):  # before any backbone runs
         if folder.exists() and not folder.is_dir():

@@ -58,25 +58,6 @@ def read_config(path: str | Path) -> dict:
     return doc
 
 
-def load_config(path: str | Path, allowed: set[str], aliases: dict[str, str] | None = None) -> dict:
-    """Read `path` into {option name: value}.
-
-    Args:
-        path: a .toml file, or YAML (any other suffix).
-        allowed: the option names the command has (underscores, as Python names).
-        aliases: other accepted spellings -> option name (`wd` -> `weight_decay`).
-
-    Raises:
-        ConfigError: see `read_config`; also a key no option has, or one option given twice.
-    """
-    config = {name: value for name, (_, value) in resolve_keys(path, read_config(path), aliases).items()}
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(allowed))})")
-    return config
-
-
 def resolve_keys(path: str | Path, doc: dict, aliases: dict[str, str] | None = None) -> dict:
     """{option name: (key as written, value)}: `batch-size` and `batch_size` are one option."""
     aliases = aliases or {}
@@ -90,15 +71,6 @@ def resolve_keys(path: str | Path, doc: dict, aliases: dict[str, str] | None = N
     return config
 
 
-def merge(cli: dict, file: dict, defaults: dict) -> dict:
-    """For callers without click: CLI values that were given (not None) win over the file,
-    which wins over defaults."""
-    out = dict(defaults)
-    out.update({k: v for k, v in file.items() if v is not None})
-    out.update({k: v for k, v in cli.items() if v is not None})
-    return out
-
-
 def with_options(config, options: dict):
     """`config` (a dataclass) with `options` (its field names) replaced; unknown names refused."""
     import dataclasses
@@ -110,4 +82,7 @@ def with_options(config, options: dict):
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {type(config).__name__} "
                           f"(known: {', '.join(sorted(known))})")
-    return dataclasses.replace(config, **options)
+    # Fields the config filled from defaults that depend on another field (HeadConfig's kind,
+    # FinetuneConfig's mode) are reset, so they follow the new value of that field.
+    reset = {name: None for name in getattr(config, "defaulted", ()) if name not in options}
+    return dataclasses.replace(config, **reset, **options)

@@ -7,7 +7,8 @@
 `__init__` only stores its arguments; `fit` checks them, learns, and returns self; learned state
 ends in `_`. With several learning rates or weight decays (the default for LinearProbe is the
 same 32-head sweep as train-head), a seeded, stratified share of the training rows is held out
-to choose one, exactly as train-head does on a store without a val split.
+to choose one, as train-head does on a store without a val split (here the share and the seed
+are the probe's `val_fraction` and `random_state`).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
-    """featx's linear head (an MLP with `hidden`) trained on feature arrays.
+    """featx's linear head trained on feature arrays (MLPProbe for the MLP head).
 
     Args:
         lrs, weight_decays: one value each trains one head; several train them all at once
@@ -119,6 +120,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} needs at least 2 classes, got {len(self.classes_)}")
         held = (stratified_holdout(y_index, self.val_fraction, self.random_state)
                 if len(config.grid) > 1 else np.zeros(len(y), dtype=bool))
+        if len(config.grid) > 1 and not held.any():
+            raise ValueError(f"{len(config.grid)} settings to choose from, but {len(y)} rows are too few to "
+                             f"hold out {self.val_fraction:.0%} of a class; give one lr and one weight decay")
         self.normalizer_ = Normalizer.fit(config.normalize, X[~held])
         data = ArrayData(X[~held], y_index[~held], X[held], y_index[held], len(self.classes_))
         sweep = train_heads(data, self.normalizer_, config)

@@ -89,8 +89,9 @@ class FeatureData:
         total = np.zeros(self.dim, np.float64)
         squares = np.zeros(self.dim, np.float64)
         for x, _ in self._blocks_in_order(view=0):
+            x = x.astype(np.float64)  # E[x^2] - mean^2 needs both sums in float64
             total += x.sum(0)
-            squares += (x.astype(np.float64) ** 2).sum(0)
+            squares += (x ** 2).sum(0)
         return Normalizer.from_moments(total, squares, self.n_train)
 
     def epoch(self, epoch: int, batch_size: int, seed: int,

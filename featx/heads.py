@@ -59,8 +59,6 @@ class HeadConfig:
     views: bool = True  # sample one of clean + K stored views per image per epoch
     patience: int | None = None  # early stopping on val loss, best state restored
     seed: int = 0
-    # The fields that took the head's defaults (so `for_kind` can take another head's).
-    defaulted: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.head not in HEAD_KINDS:
@@ -70,6 +68,8 @@ class HeadConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
                 defaulted.append(name)
+        # Not a field (kept out of asdict and the sidecar): the fields that took the head's
+        # defaults, so `for_kind` and `with_options` can take another head's.
         object.__setattr__(self, "defaulted", tuple(defaulted))
         for name in ("lrs", "weight_decays", "hidden"):
             object.__setattr__(self, name, as_tuple(getattr(self, name)))
@@ -394,8 +394,3 @@ def lr_find(data, normalizer, config: HeadConfig, start: float = 1e-6, end: floa
 def _endless(data, config: HeadConfig):
     for epoch in itertools.count():
         yield from data.epoch(epoch, config.batch_size, config.seed)
-
-
-def head_defaults(head: str) -> dict:
-    """The options whose defaults depend on the head (HeadConfig applies them itself)."""
-    return dict(KIND_DEFAULTS.get(head, {}))

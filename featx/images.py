@@ -31,7 +31,8 @@ PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 # Transparent pixels are composited on white, the usual page background for product/web images.
 BACKGROUND = (255, 255, 255)
 # Pillow's default bomb limit (~89 Mpx) warns first and raises at twice that; we raise at the limit
-# (JPEGs over it are decoded reduced, 1/2 to 1/8, by the codec's DCT scaling, when that fits).
+# (JPEGs between the limit and twice it are decoded at half size by the codec's DCT scaling;
+# Image.open refuses anything larger before we can ask for a smaller scale).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 # The pixel limit bounds the source, not what a network's resize makes of it: a 4,000,000x1 PNG
 # (4 KB) has its short side resized to ~256 px, 1 Gpx, 64 GB in float (issue 17). Longer than

@@ -65,3 +65,10 @@ def test_errors_name_the_problem():
         LinearProbe().predict(x)
     with pytest.raises(ValueError, match="8 features"):
         LinearProbe(epochs=2).fit(x, y).predict(x[:, :3])
+
+
+def test_a_sweep_with_nothing_to_hold_out_is_refused():
+    x, y = blobs(n=3)  # 15% of 3 rows per class rounds to none
+    with pytest.raises(ValueError, match="too few to hold out"):
+        LinearProbe(epochs=2).fit(x, y)
+    assert LinearProbe(lrs=0.1, weight_decays=0.0, epochs=2).fit(x, y).search_ == []

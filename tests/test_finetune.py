@@ -368,3 +368,13 @@ def test_device_decode_path_gives_the_workers_views(tmp_path, monkeypatch):
         HeadConfig(epochs=2, lrs=(0.1,), weight_decays=(0.0,)), out=tmp_path / "h", show_progress=False).path
     result = finetune(ds, head, tmp_path / "ft", FinetuneConfig(**{**FAST, "epochs": 1}), show_progress=False)
     assert result.epochs_run == 1 and np.isfinite(result.curve[0]["train_loss"])
+
+
+def test_from_block_given_as_an_option_takes_the_top_mode_defaults():
+    """finetune(..., from_block=...) must train as the CLI's --from-block does (12 epochs, ratio 1)."""
+    from featx.config import with_options
+    from featx.finetuning.config import MODE_DEFAULTS
+
+    top = with_options(FinetuneConfig(), {"from_block": "block14"})
+    assert (top.epochs, top.lr, top.lr_ratio) == tuple(MODE_DEFAULTS["top"][k] for k in ("epochs", "lr", "lr_ratio"))
+    assert with_options(FinetuneConfig(epochs=3), {"from_block": "block14"}).epochs == 3

@@ -66,7 +66,9 @@ def finetune(
         train_bn=train_bn, aug=aug, patience=patience, seed=seed, device=device, amp=amp, workers=workers,
         decode=decode, from_block=from_block, map_aug=map_aug)
     # Files are named after the head: --out DIR holds HEAD.head.safetensors, HEAD.backbone...
-    stem = out_dir / Path(str(head).removesuffix(".safetensors")).name
+    from featx.head_io import head_paths
+
+    stem = out_dir / head_paths(head)[0].stem  # NAME of NAME.safetensors, however --head was given
 
     @functools.cache  # opened once when --lr auto both finds the rate and fine-tunes
     def source():

@@ -145,18 +145,17 @@ def lr_find(
     """Learning-rate range test of a head on cached features: the loss curve (CSV + PNG) and a
     suggested learning rate. For a fine-tune through the network: featx finetune ... --lr-find."""
     from featx.heads import HeadConfig
-    from featx.train import check_writable, find_head_lr
+    from featx.train import find_head_lr
 
     kind = old_spelling(ctx, "--head", "--kind", head, kind)
     if kind not in ("linear", "mlp"):
         raise ConfigError(f"--kind {kind}: the range test trains a linear or mlp head")
     if not end > start:
         raise ConfigError(f"--end {end:g}: must be above --start {start:g}")
-    out_folder(out_dir)
+    out_folder(out_dir)  # kind and writability checked before the test, not after it
     # The test sets the rate at each step (lrs is a placeholder); weight decay is the kind's first.
     cfg = HeadConfig(head=kind, hidden=o.parse_sizes(hidden), batch_size=batch_size, lrs=(1.0,),
                      optimizer=optimizer)
-    check_writable(out_dir)  # before the test, not after it
     result = find_head_lr(store, cfg, start, end, steps)
     csv_path, png = result.save(out_dir / f"{store.stem}.lr-find")
     out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss "

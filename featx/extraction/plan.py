@@ -55,7 +55,7 @@ def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: 
     if str(config.weights) == "none":
         weights = f"-init{config.seed}"
     elif str(config.weights) != "default":  # a fine-tuned or local file: never the default's store
-        weights = f"-w{backbone.weights['sha256'][:8]}"
+        weights = f"-w{backbone.weights.get('sha256', backbone.weights['source'])[:8]}"
     cut = f"_cut-{config.cut}" if config.cut else ""
     name = (f"{dataset.name}_{backbone.name.replace('/', '-')}{weights}_"
             f"{backbone.preprocess.input_size}px_{views}{cut}")

@@ -49,9 +49,14 @@ class FinetuneConfig:
     map_aug: str = "rot90-flip"  # with from_block: symmetries of the cached maps (rot90-flip | flip | none)
 
     def __post_init__(self) -> None:
+        defaulted = []
         for name, value in MODE_DEFAULTS["top" if self.from_block else "whole"].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+                defaulted.append(name)
+        # Not a field (kept out of asdict, checkpoints and cache keys): the fields that took the
+        # mode's defaults, so `with_options(config, from_block=...)` takes the other mode's.
+        object.__setattr__(self, "defaulted", tuple(defaulted))
         check_types(self, ints=("epochs", "head_epochs", "batch_size", "accumulate", "groups", "patience",
                                 "seed", "workers"),
                     numbers=("lr", "lr_ratio", "weight_decay", "label_smoothing"))

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+from featx.atomic import check_writable
 from featx.backbones.weights import sha256_file
-from featx.data import Dataset
+from featx.data import Dataset, as_dataset
 from featx.errors import FeatxError
 from featx.finetuning.config import FinetuneConfig
 from featx.finetuning.top import find_lr_top
@@ -24,7 +25,6 @@ from featx.finetuning.whole import find_lr
 from featx.head_io import head_paths
 from featx.lr_range import LRFindResult, cached_range_test
 from featx.store import FeatureStore
-from featx.train import check_writable
 
 # Neither the rate the test looks for, nor the length and stopping of the run it is for, nor
 # where it runs changes the curve.
@@ -55,9 +55,12 @@ def suggest_lr(data: Dataset | str | Path, head_path: str | Path, out: str | Pat
     `data_key` identifies the data in the record; by default the dataset's fingerprint, or the
     store's path and the fingerprint of the data it was extracted from.
     """
+    head_path = getattr(head_path, "path", None) or head_path  # a Head, or its path
     head_file = head_paths(head_path)[0]
     if not head_file.is_file():
         raise FeatxError(f"{head_file}: no such head")
+    if not config.from_block:
+        data = as_dataset(data)  # a dataset name or folder, as finetune() takes
     settings = range_test_settings(config)
     settings.update(data=data_key if data_key is not None else _data_key(data, config),
                     head_sha256=sha256_file(head_file))

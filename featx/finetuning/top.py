@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from featx import distributed
+from featx.atomic import check_writable
 from featx.backbones import create_backbone
 from featx.backbones.cuts import trunk_for
 from featx.backbones.weights import weights_arg
@@ -41,7 +42,6 @@ from featx.head_io import Head
 from featx.lr_range import LRFindResult
 from featx.metrics import evaluate
 from featx.store import IDENTITY_KEYS, FeatureStore
-from featx.train import check_writable
 
 
 def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from featx import distributed
+from featx.atomic import check_writable
 from featx.backbones import create_backbone
 from featx.backbones.weights import weights_arg
 from featx.data import Dataset
@@ -44,7 +45,6 @@ from featx.finetuning.model import HeadModule, Network
 from featx.head_io import Head
 from featx.lr_range import LRFindResult
 from featx.metrics import Metrics, evaluate
-from featx.train import check_writable
 from featx.transforms import load_recipe, normalize
 
 

@@ -23,9 +23,11 @@ REQUIRED_ATTRS = ("format_version", "backbone", "weights", "weights_sha256", "fe
                   "input_size", "transform", "num_aug_views", "dtype")
 # Datasets every store has, with or without augmented views.
 REQUIRED_DATASETS = ("classes", "class_names", "samples/path", "samples/label", "samples/split",
-                     "features/clean", "features/aug_rows", "done/clean", "done/aug", "failed/reason")
+                     "samples/size", "samples/mtime_ns", "features/clean", "features/aug_rows",
+                     "done/clean", "done/aug", "failed/reason")
 # Datasets with one row per sample: their first axis is N.
-PER_SAMPLE = ("samples/label", "samples/split", "done/clean", "failed/reason")
+PER_SAMPLE = ("samples/label", "samples/split", "samples/size", "samples/mtime_ns", "done/clean",
+              "failed/reason")
 
 
 def check_layout(f: h5py.File, path: Path) -> None:

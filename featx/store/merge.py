@@ -10,7 +10,7 @@ Two layouts for the result:
   feature copy, but the shard files must stay where they are.
 
 Shards are checked before anything is written: same backbone, weights, transform, seed, dtype,
-engine, dataset and world size; every rank present once; row ranges contiguous; all complete.
+engine, device, decode, amp, dataset and world size; every rank present once; row ranges contiguous; all complete.
 The merged file is written atomically (featx.atomic): a kill leaves no file or the whole one.
 """
 
@@ -34,7 +34,8 @@ SHARD_KEYS = ("shard_rank", "shard_world_size", "shard_start", "shard_stop", "fu
               "full_dataset_fingerprint", "sharding")
 # Must agree across shards (dataset_fingerprint is per shard: full_dataset_fingerprint is shared).
 MATCH_KEYS = tuple(k for k in IDENTITY_KEYS if k != "dataset_fingerprint") + (
-    "engine", "device", "shard_world_size", "full_num_samples", "full_dataset_fingerprint", "format_version")
+    "engine", "device", "decode", "amp", "shard_world_size", "full_num_samples",
+    "full_dataset_fingerprint", "format_version")
 MODES = ("copy", "virtual")
 # Per-row tables, concatenated in rank order (done/aug and features/aug along their axis 1).
 ROW_TABLES = ("samples/path", "samples/label", "samples/split", "samples/size",
@@ -158,6 +159,7 @@ def _write_merged_attrs(f: h5py.File, infos: list[dict], mode: str) -> float:
         if key not in SHARD_KEYS:
             f.attrs[key] = value
     seconds = max(float(i["attrs"].get("extract_seconds", 0.0)) for i in infos)
+    f.attrs["num_failed"] = sum(int(i["attrs"].get("num_failed", 0)) for i in infos)
     f.attrs["dataset_fingerprint"] = first["full_dataset_fingerprint"]
     f.attrs["sharding"] = first["sharding"]
     f.attrs["merged_from"] = json.dumps([i["path"].name for i in infos])
