@@ -42,6 +42,8 @@ KINDS = ("linear", "mlp", "logreg", "svm", "knn", "finetune")  # finetune: layer
 def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
     """(NAME.safetensors, NAME.json) for a head given as NAME, NAME.safetensors or NAME.json."""
     stem = Path(stem)
+    if not stem.name or stem.name in (".", ".."):
+        raise FeatxError(f"{str(stem)!r}: not a head (a head is NAME.safetensors + NAME.json)")
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")

@@ -83,4 +83,5 @@ CASES = [
     Case("finetune-data-is-a-store-without-from-block",
          ["finetune", "{store}", "--head", "{head}", "--out", "{out}", "--epochs", "1"],
          r"a feature store or weights file, not a dataset.*--from-block"),
+    Case("finetune-head-dot", ["finetune", "{data}", "--head", ".", "--out", "{out}"], r"'\.': not a head"),
 ]

@@ -336,3 +336,10 @@ def test_complete_store_in_a_read_only_folder_is_readable_without_the_lock(tmp_p
     assert is_complete(path, dataset, _spec())
     with pytest.raises(StoreError, match=r"s\.h5\.lock: cannot create the store's lock file"):
         StoreLock(path).acquire()  # a writer is told why, in one line
+
+
+def test_augmented_rows_read_in_any_order(blob_store):
+    with FeatureStore(blob_store) as st:
+        view = st.read_aug(1)
+        for ranks in ([0, 3, 7], [7, 3, 0], [4, 4, 1]):
+            np.testing.assert_array_equal(st.read_aug(1, np.array(ranks)), view[ranks])

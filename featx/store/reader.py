@@ -207,7 +207,9 @@ class FeatureStore:
         ranks = np.asarray(ranks, dtype=np.int64)
         if not len(ranks):
             return data[k, :0].astype(dtype)
-        return data[k, ranks[0]:ranks[-1] + 1][ranks - ranks[0]].astype(dtype)
+        if (np.diff(ranks) > 0).all():  # increasing: one span read
+            return data[k, ranks[0]:ranks[-1] + 1][ranks - ranks[0]].astype(dtype)
+        return data[k][()][ranks].astype(dtype)  # any order: the view, then the rows
 
     def torch(self, split: str | None = None, view: str | int = "clean"):
         import torch
