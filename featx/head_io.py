@@ -222,7 +222,11 @@ class Head:
         for key in ("kind", "classes", "feature_dim", "backbone"):
             if key not in self.meta:
                 raise FeatxError(f"{sidecar}: not a complete featx head (no {key!r})")
-        if self.kind not in KINDS:
+        if not isinstance(self.meta["feature_dim"], int) or isinstance(self.meta["feature_dim"], bool):
+            raise FeatxError(f"{sidecar}: feature_dim must be a whole number, got {self.meta['feature_dim']!r}")
+        if not isinstance(self.classes, list) or not all(isinstance(c, str) for c in self.classes):
+            raise FeatxError(f"{sidecar}: classes must be a list of names")
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise FeatxError(f"{sidecar}: unknown head kind {self.kind!r} (featx knows {', '.join(KINDS)})")
         out = _output_size(self.tensors, self.kind)
         if out is not None and out != len(self.classes):

@@ -84,4 +84,8 @@ CASES = [
     Case("predict-nothing-usable", ["predict", "{tmp}/bad.png", "--out", "{out}/p.csv", "--head", "{head}"],
          r"nothing to predict: none of the 1 input image", code=1,
          setup=lambda tmp, w: (tmp / "bad.png").write_text("not an image")),
+    Case("predict-sidecar-feature-dim-text", PREDICT + ["{tmp}/h.safetensors"], r"feature_dim must be a whole number",
+         setup=edit_sidecar(lambda m: m.update(feature_dim="abc"))),
+    Case("predict-sidecar-classes-not-a-list", PREDICT + ["{tmp}/h.safetensors"], r"classes must be a list",
+         setup=edit_sidecar(lambda m: m.update(classes="ab"))),
 ]
