@@ -82,13 +82,24 @@ def check_clean_failure(case: Case, outcome: Outcome, out: Path) -> None:
 
 # Setups that several tables use.
 
-def config(text: str):
-    """A --config file {tmp}/c.yaml holding `text`."""
+def write_file(name: str, data: str | bytes):
+    """A setup that writes {tmp}/NAME holding `data`."""
     def setup(tmp: Path, world: World) -> None:
-        (tmp / "c.yaml").write_text(text)
+        (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
     return setup
 
 
-def a_file(tmp: Path, world: World) -> None:
-    """{tmp}/file: a file where an option expects a folder."""
-    (tmp / "file").write_text("not a folder")
+def make_dir(name: str):
+    """A setup that makes the folder {tmp}/NAME."""
+    def setup(tmp: Path, world: World) -> None:
+        (tmp / name).mkdir()
+    return setup
+
+
+def config(text: str | bytes, name: str = "c.yaml"):
+    """A --config file {tmp}/NAME (c.yaml) holding `text`."""
+    return write_file(name, text)
+
+
+# {tmp}/file: a file where an option expects a folder.
+a_file = write_file("file", "not a folder")

@@ -9,27 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.bad_input_harness import Case, World
+from tests.bad_input_harness import Case, World, config, make_dir, write_file
 
 
-def config(name: str, text: str | bytes):
-    """Writes the config file {tmp}/NAME."""
-    def setup(tmp: Path, world: World) -> None:
-        path = tmp / name
-        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
-    return setup
 
-
-def a_file(name: str):
-    def setup(tmp: Path, world: World) -> None:
-        (tmp / name).write_text("not a folder")
-    return setup
-
-
-def a_folder(name: str):
-    def setup(tmp: Path, world: World) -> None:
-        (tmp / name).mkdir()
-    return setup
 
 
 def temp_folder_in_the_way(tmp: Path, world: World) -> None:
@@ -69,51 +52,51 @@ CONFIG_ERROR = 2
 CASES = [
     # --- config files: one line naming the file, the key and the problem (exit 2)
     Case("cli-config-views-text", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: views: .*integer", code=CONFIG_ERROR, setup=config("c.yaml", 'views: "many"\n')),
+         r"c\.yaml: views: .*integer", code=CONFIG_ERROR, setup=config('views: "many"\n')),
     Case("cli-config-batch-size-fraction", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: batch_size: .*fractional", code=CONFIG_ERROR, setup=config("c.yaml", "batch_size: 2.7\n")),
+         r"c\.yaml: batch_size: .*fractional", code=CONFIG_ERROR, setup=config("batch_size: 2.7\n")),
     Case("cli-config-backbone-mapping", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
          r"c\.yaml: backbone: expected .*, got a mapping", code=CONFIG_ERROR,
-         setup=config("c.yaml", "backbone: {a: 1}\n")),
+         setup=config("backbone: {a: 1}\n")),
     Case("cli-config-lr-list-of-text", TRAIN + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: lr: .*number", code=CONFIG_ERROR, setup=config("c.yaml", "lr: [fast]\n")),
+         r"c\.yaml: lr: .*number", code=CONFIG_ERROR, setup=config("lr: [fast]\n")),
     Case("cli-config-hidden-bool", TRAIN + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: hidden: expected .*, got true/false", code=CONFIG_ERROR, setup=config("c.yaml", "hidden: true\n")),
+         r"c\.yaml: hidden: expected .*, got true/false", code=CONFIG_ERROR, setup=config("hidden: true\n")),
     Case("cli-config-toml-table", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.toml"],
          r"c\.toml: batch_size: expected .*, got a mapping", code=CONFIG_ERROR,
-         setup=config("c.toml", "[batch_size]\na = 1\n")),
+         setup=config("[batch_size]\na = 1\n", "c.toml")),
     Case("cli-config-yaml-list", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: .*mapping of option names", code=CONFIG_ERROR, setup=config("c.yaml", "- views\n- 2\n")),
+         r"c\.yaml: .*mapping of option names", code=CONFIG_ERROR, setup=config("- views\n- 2\n")),
     Case("cli-config-binary", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: not a text file", code=CONFIG_ERROR, setup=config("c.yaml", bytes(range(256)))),
+         r"c\.yaml: not a text file", code=CONFIG_ERROR, setup=config(bytes(range(256)))),
     Case("cli-config-empty", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: empty config", code=CONFIG_ERROR, setup=config("c.yaml", "# nothing yet\n")),
+         r"c\.yaml: empty config", code=CONFIG_ERROR, setup=config("# nothing yet\n")),
     Case("cli-config-another-commands-options", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
          r"c\.yaml: top_k is not an option of featx extract \(it is one of featx predict\)", code=CONFIG_ERROR,
-         setup=config("c.yaml", "top_k: 3\n")),
+         setup=config("top_k: 3\n")),
     Case("cli-config-data-list", ["extract", "--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: data: expected one value, got a list", code=CONFIG_ERROR, setup=config("c.yaml", "data: [a, b]\n")),
+         r"c\.yaml: data: expected one value, got a list", code=CONFIG_ERROR, setup=config("data: [a, b]\n")),
     Case("cli-config-views-null", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: views: no value \(null\)", code=CONFIG_ERROR, setup=config("c.yaml", "views:\n")),
+         r"c\.yaml: views: no value \(null\)", code=CONFIG_ERROR, setup=config("views:\n")),
     Case("cli-config-missing", EXTRACT + ["--out", "{out}", "--config", "{tmp}/none.yaml"],
          r"none\.yaml: cannot read config", code=CONFIG_ERROR),
     # --- --out of the wrong kind (exit 2), or where nothing can be written (exit 1)
     Case("cli-extract-out-is-a-file", EXTRACT + ["--out", "{tmp}/f"], r"--out .*f: exists and is not a folder",
-         code=2, setup=a_file("f")),
+         code=2, setup=write_file("f", "not a folder")),
     Case("cli-lr-find-out-is-a-file", ["lr-find", "{store}", "--out", "{tmp}/f"],
-         r"--out .*f: exists and is not a folder", code=2, setup=a_file("f")),
+         r"--out .*f: exists and is not a folder", code=2, setup=write_file("f", "not a folder")),
     Case("cli-finetune-out-is-a-file", ["finetune", "{data}", "--head", "{head}", "--out", "{tmp}/f"],
-         r"--out .*f: exists and is not a folder", code=2, setup=a_file("f")),
+         r"--out .*f: exists and is not a folder", code=2, setup=write_file("f", "not a folder")),
     Case("cli-compare-out-is-a-file", ["compare", "{data}", "-b", "tiny_cnn", "--out", "{tmp}/f"],
-         r"--out .*f: exists and is not a folder", code=2, setup=a_file("f")),
+         r"--out .*f: exists and is not a folder", code=2, setup=write_file("f", "not a folder")),
     Case("cli-train-head-out-under-a-file", TRAIN + ["--out", "{tmp}/f/heads"],
-         r"--out .*f/heads: .*f is a file, not a folder", code=2, setup=a_file("f")),
+         r"--out .*f/heads: .*f is a file, not a folder", code=2, setup=write_file("f", "not a folder")),
     Case("cli-predict-out-is-a-folder", PREDICT + ["--out", "{tmp}/d"], r"--out .*d: is a folder; give a file name",
-         code=2, setup=a_folder("d")),
+         code=2, setup=make_dir("d")),
     Case("cli-report-out-is-a-folder", ["report", "{tmp}/res", "--out", "{tmp}/d"],
-         r"--out .*d: is a folder; give a file name", code=2, setup=results_and(a_folder("d"))),
+         r"--out .*d: is a folder; give a file name", code=2, setup=results_and(make_dir("d"))),
     Case("cli-merge-out-is-a-folder", ["merge", "{store}", "--out", "{tmp}/d"],
-         r"--out .*d: is a folder; give a file name", code=2, setup=a_folder("d")),
+         r"--out .*d: is a folder; give a file name", code=2, setup=make_dir("d")),
     Case("cli-predict-out-unwritable", PREDICT + ["--out", "/proc/featx-out/p.csv"],
          r"--out /proc/featx-out/p\.csv: cannot write in /proc"),
     Case("cli-predict-temp-file-blocked", PREDICT + ["--out", "{tmp}/p.csv"],

@@ -6,19 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.bad_input_harness import Case, World
+from tests.bad_input_harness import Case, World, write_file
 from tests.conftest import make_class_tree, write_image
 
 SCAN = ["scan"]
 EXTRACT = ["extract", "{data}", "--backbone", "tiny_cnn", "--weights", "none", "--workers", "0",
            "--out", "{out}"]
 
-
-def write(name: str, text: str | bytes):
-    """A setup that writes one input file under {tmp}."""
-    def setup(tmp: Path, world: World) -> None:
-        (tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode())
-    return setup
 
 
 def manifest(text: str, images: tuple[str, ...] = ()):
@@ -57,11 +51,11 @@ CASES = [
     Case("data-empty", SCAN + [""], r"DATA is empty", code=2),
     Case("data-empty-extract", ["extract", "", "--out", "{out}"], r"DATA is empty", code=2),
     Case("data-missing-folder", SCAN + ["{tmp}/nowhere"], r"nowhere: no such file or folder"),
-    Case("data-folder-without-images", SCAN + ["{tmp}"], r"in: no images found", setup=write("notes.txt", "x")),
+    Case("data-folder-without-images", SCAN + ["{tmp}"], r"in: no images found", setup=write_file("notes.txt", "x")),
     Case("data-symlink-loop-only", SCAN + ["{tmp}/d"], r"d: no images found", setup=symlink_only),
-    Case("data-manifest-empty", SCAN + ["{tmp}/m.csv"], r"m\.csv: manifest has no rows", setup=write("m.csv", "")),
+    Case("data-manifest-empty", SCAN + ["{tmp}/m.csv"], r"m\.csv: manifest has no rows", setup=write_file("m.csv", "")),
     Case("data-manifest-not-text", SCAN + ["{tmp}/m.csv"], r"m\.csv: cannot read manifest",
-         setup=write("m.csv", bytes(range(128, 256)))),
+         setup=write_file("m.csv", bytes(range(128, 256)))),
     Case("data-manifest-no-path-column", SCAN + ["{tmp}/m.csv"], r"m\.csv: no column of image file names",
          setup=manifest("label,score\ncat,1\ndog,2\n")),
     Case("data-manifest-missing-files", SCAN + ["{tmp}/m.csv"], r"m\.csv: no images found.*file not found.*gone/a\.png",
@@ -83,20 +77,20 @@ CASES = [
     Case("data-fracs-leave-no-train", SCAN + ["{data}", "--val-frac", "0.5", "--test-frac", "0.5"],
          r"--val-frac \+ --test-frac", code=2),
     Case("data-class-map-not-json", SCAN + ["{data}", "--class-map", "{tmp}/m.json"], r"m\.json: cannot read class map",
-         setup=write("m.json", "{ants: [")),
+         setup=write_file("m.json", "{ants: [")),
     Case("data-class-map-a-list", SCAN + ["{data}", "--class-map", "{tmp}/m.json"], r"m\.json: class map must be a JSON object",
-         setup=write("m.json", "[1, 2]")),
+         setup=write_file("m.json", "[1, 2]")),
     Case("data-class-map-missing", SCAN + ["{data}", "--class-map", "{tmp}/none.json"], r"none\.json: cannot read class map"),
     Case("data-subset-zero", SCAN + ["{data}", "--subset", "0"], r"--subset", code=2),
     Case("data-subset-negative", SCAN + ["{data}", "--subset", "-1"], r"--subset", code=2),
     Case("data-recipe-size-abc", AUG, r"aug\.yaml: op 1 \(resize\): size: .*'abc'", code=2,
-         setup=write("aug.yaml", "ops:\n  - {op: resize, size: abc}\n")),
+         setup=write_file("aug.yaml", "ops:\n  - {op: resize, size: abc}\n")),
     Case("data-recipe-unknown-op", AUG, r"aug\.yaml: op 2: unknown op 'sharpen'", code=2,
-         setup=write("aug.yaml", "ops:\n  - {op: hflip}\n  - {op: sharpen}\n")),
+         setup=write_file("aug.yaml", "ops:\n  - {op: hflip}\n  - {op: sharpen}\n")),
     Case("data-recipe-unknown-parameter", AUG, r"aug\.yaml: op 1 \(hflip\): unknown parameter 'prob'", code=2,
-         setup=write("aug.yaml", "ops:\n  - {op: hflip, prob: 0.5}\n")),
-    Case("data-recipe-not-yaml", AUG, r"aug\.yaml: cannot read recipe", code=2, setup=write("aug.yaml", "ops: [{op: hflip")),
-    Case("data-recipe-no-ops", AUG, r"aug\.yaml: .*ops:", code=2, setup=write("aug.yaml", "name: nothing\n")),
+         setup=write_file("aug.yaml", "ops:\n  - {op: hflip, prob: 0.5}\n")),
+    Case("data-recipe-not-yaml", AUG, r"aug\.yaml: cannot read recipe", code=2, setup=write_file("aug.yaml", "ops: [{op: hflip")),
+    Case("data-recipe-no-ops", AUG, r"aug\.yaml: .*ops:", code=2, setup=write_file("aug.yaml", "name: nothing\n")),
     Case("data-aug-unknown-name", EXTRACT + ["--views", "1", "--aug", "sharpen"],
          r"unknown augmentation recipe 'sharpen'", code=2),
     Case("data-only-broken-images", SCAN + ["{tmp}/d"], r"d: none of the 6 images could be decoded.*not an image",

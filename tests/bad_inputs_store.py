@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.bad_input_harness import Case, World
+from tests.bad_input_harness import Case, World, make_dir, write_file
 
 
 def store_copy(change=None):
@@ -48,16 +48,6 @@ def incomplete(f) -> None:
     f.attrs["complete"] = np.uint8(0)
 
 
-def write_file(name: str, data: bytes):
-    def setup(tmp: Path, world: World) -> None:
-        (tmp / name).write_bytes(data)
-    return setup
-
-
-def make_dir(name: str):
-    def setup(tmp: Path, world: World) -> None:
-        (tmp / name).mkdir()
-    return setup
 
 
 def read_only_dir(tmp: Path, world: World) -> None:
