@@ -10,6 +10,7 @@ files are named `NAME.tmp-PID`, so a later run can sweep the ones a killed run l
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Callable
@@ -58,11 +59,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def remove_stale_temp_files(path: str | os.PathLike) -> None:
-    """Delete `NAME.tmp-*` files that a killed writer of `path` left behind."""
+def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Delete the `NAME.tmp-PID` files that a killed writer of `path` left behind (its process
+    is gone); a live writer's stay. Returns what was removed."""
     path = Path(path)
-    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
-        tmp.unlink(missing_ok=True)
+    removed = []
+    for leftover in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
+        pid = leftover.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)) and leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**31  # another user's process (or no valid pid at all)
+    return True
 
 
 def nearest_existing(path: str | os.PathLike) -> Path:

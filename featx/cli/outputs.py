@@ -8,12 +8,11 @@ any extraction or training starts, so no work is lost to a bad `--out` at save t
 
 from __future__ import annotations
 
-import glob
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from featx import atomic
 from featx.atomic import check_writable, temp_path
 from featx.cli.core import err
 from featx.errors import ConfigError, FeatxError
@@ -61,20 +60,6 @@ def writable(folder: Path, option: str, path: Path) -> None:
 
 
 def remove_stale_temp_files(path: Path) -> None:
-    """Delete `NAME.tmp-PID` files whose process is gone (a killed run's); a live writer's stay."""
-    for leftover in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
-        pid = leftover.name.rsplit(".tmp-", 1)[1]
-        if not pid.isdigit() or _alive(int(pid)) or not leftover.is_file():
-            continue
-        leftover.unlink(missing_ok=True)
+    """featx.atomic's sweep of a killed run's temporary files, each removal said on stderr."""
+    for leftover in atomic.remove_stale_temp_files(path):
         err.print(f"note: removed {leftover}, left by an interrupted run", markup=False, highlight=False)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return pid < 2**31  # another user's process (or no valid pid at all)
-    return True
