@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from featx.data.splits import stratified_holdout
 from featx.heads import HeadConfig, train_heads
 from featx.scoring import Normalizer, linear_scores
 
@@ -58,18 +59,6 @@ class ArrayData:
 
     def split_blocks(self, split: str):
         yield self.split_arrays(split)
-
-
-def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a seeded, stratified `fraction` of rows (none from a class of one)."""
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(y), dtype=bool)
-    for label in np.unique(y):
-        members = np.flatnonzero(y == label)
-        take = int(round(len(members) * fraction))
-        if 0 < take < len(members):
-            held[rng.choice(members, size=take, replace=False)] = True
-    return held
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):

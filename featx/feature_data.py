@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from featx.data.splits import stratified_holdout
 from featx.errors import StoreError
 from featx.scoring import Normalizer
 from featx.store import FeatureStore
@@ -62,18 +63,12 @@ class FeatureData:
 
     def _hold_out_val(self, aug_rows: np.ndarray, labels: np.ndarray) -> None:
         """No val split (train/ + test/ folders, say): select on a seeded, stratified 15% of train."""
-        rng = np.random.default_rng(0)
-        held = []
-        for label in np.unique(labels[aug_rows[self.train_rank]]):
-            members = self.train_rank[labels[aug_rows[self.train_rank]] == label]
-            take = int(round(len(members) * HELD_OUT_FRACTION))
-            if 0 < take < len(members):
-                held += list(rng.choice(members, size=take, replace=False))
-        held = np.sort(np.array(held, dtype=np.int64))
+        train_labels = labels[aug_rows[self.train_rank]]
+        held = self.train_rank[stratified_holdout(train_labels, HELD_OUT_FRACTION, seed=0)]
         self.val_rows = aug_rows[held]
         self.train_rank = np.setdiff1d(self.train_rank, held)
-        self.note = (f"the store has no val split: {len(held)} training samples (15%, stratified, "
-                     "seeded) were held out to select hyper-parameters")
+        self.note = (f"the store has no val split: {len(held)} training samples ({HELD_OUT_FRACTION:.0%}, "
+                     "stratified, seeded) were held out to select hyper-parameters")
 
     def rows(self, split: str) -> np.ndarray:
         """Usable sample rows of `split`, increasing; "train" without the rows held out as val."""

@@ -60,3 +60,16 @@ def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     return replace(dataset, name=f"{dataset.name}-sub{n}", samples=samples,
                    notes=dataset.notes + [f"stratified subset: {len(samples)} of "
                                           f"{len(dataset.samples)} samples (seed {seed})"])
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a seeded, stratified `fraction` of rows (none from a class of one); the
+    rows a head selects its settings on when the data has no val split (train-head, LinearProbe)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        take = int(round(len(members) * fraction))
+        if 0 < take < len(members):
+            held[rng.choice(members, size=take, replace=False)] = True
+    return held
