@@ -272,3 +272,11 @@ def test_report_renders_in_headless_chromium(compared, tmp_path):
     with Image.open(shot) as img:
         colors = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colors is not None and len(colors) > 50  # plots drawn, not a blank page
+
+
+def test_a_count_beyond_int64_in_the_confusion_matrix_still_gives_a_report(compared, tmp_path):
+    """Found by the property test above: it made an object array, and the plot raised TypeError."""
+    meta = _good_sidecar(compared)
+    meta["metrics"]["test"]["confusion"][0][0] = -18_446_656_112_779_329_536
+    (tmp_path / "h.json").write_text(json.dumps(meta))
+    assert write_report(tmp_path, tmp_path / "r.html").exists()

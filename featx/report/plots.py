@@ -67,7 +67,8 @@ def confusion(meta: dict) -> bytes | None:
     metrics = _test(meta)
     if not metrics:
         return None
-    matrix = np.array(metrics["confusion"])
+    # As floats: a count beyond int64 (a damaged sidecar) would make an object array.
+    matrix = np.array(metrics["confusion"], dtype=float)
     names = meta.get("class_names") or meta["classes"]
     plt = pyplot()
     size = min(2 + 0.5 * len(names), 12)
@@ -77,7 +78,7 @@ def confusion(meta: dict) -> bytes | None:
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{value:g}", ha="center", va="center", fontsize=8,
                     color="white" if value > matrix.max() / 2 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
