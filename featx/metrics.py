@@ -2,9 +2,11 @@
 
     m = evaluate(y_true, probs, class_names, paths)
     m.top1, m.balanced_accuracy, m.macro_f1, m.per_class, m.confusion, m.nll, m.ece, m.worst
+    m.intervals["top1"]     # (lo, hi): 95% bootstrap interval over the images (featx.uncertainty)
+    m.predictions()         # per-image predictions (with paths) for paired tests, or None
 
 Probabilities may be None (a linear SVM has only scores): then NLL, ECE and the worst-error
-list are left out rather than invented.
+list are left out rather than invented, and so are their intervals.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from featx.uncertainty import CONFIDENCE, RESAMPLES, SEED, Predictions, metric_intervals
 
 ECE_BINS = 15
 WORST_ERRORS = 10
@@ -39,9 +43,24 @@ class Metrics:
     confusion: list[list[int]]  # rows = true class, columns = predicted
     worst: list[dict] = field(default_factory=list)  # highest per-image cross-entropy
     reliability: list[dict] = field(default_factory=list)  # per confidence bin, for the diagram
+    # metric -> [lo, hi]: percentile bootstrap over the images; {} in results older than intervals
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    bootstrap: dict | None = None  # {"resamples", "seed", "confidence"} of those intervals
+    # Per image, for paired tests between results on the same images: path, label, pred, and with
+    # probabilities p_true, confidence (top probability), top5 (1/0, with 5 or more classes).
+    samples: dict[str, list] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The 95% interval of `metric`, or None (not measured, or an older result)."""
+        bounds = self.intervals.get(metric)
+        return (bounds[0], bounds[1]) if bounds else None
+
+    def predictions(self) -> tuple[list[str], Predictions] | None:
+        """(paths, per-image predictions) kept with these metrics, or None."""
+        return predictions_of(self.samples, len(self.per_class))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Metrics":
@@ -50,8 +69,14 @@ class Metrics:
 
 
 def evaluate(y_true: np.ndarray, scores: np.ndarray, class_names: list[str],
-             paths: list[str] | None = None, probabilities: bool = True) -> Metrics:
-    """Metrics of `scores` [n, C] (probabilities unless probabilities=False) against y_true."""
+             paths: list[str] | None = None, probabilities: bool = True,
+             keep_samples: bool = True, resamples: int = RESAMPLES, seed: int = SEED) -> Metrics:
+    """Metrics of `scores` [n, C] (probabilities unless probabilities=False) against y_true,
+    each with its 95% bootstrap interval (`resamples` resamples of the images, seeded).
+
+    keep_samples: keep each image's prediction (with its path, when `paths` is given) in
+    `Metrics.samples`, so that two results on the same images can be compared paired.
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
     n, c = scores.shape
     pred = scores.argmax(1)
@@ -59,10 +84,11 @@ def evaluate(y_true: np.ndarray, scores: np.ndarray, class_names: list[str],
     np.add.at(confusion, (y_true, pred), 1)
     per_class = _per_class(confusion, class_names)
     recalls = [m.recall for m in per_class if m.support > 0]
-    top5 = None
+    top5 = hits = None
     if c >= 5:
         top = np.argsort(-scores, axis=1)[:, :5]
-        top5 = float((top == y_true[:, None]).any(1).mean()) if n else 0.0
+        hits = (top == y_true[:, None]).any(1)
+        top5 = float(hits.mean()) if n else 0.0
     nll = ece = None
     worst: list[dict] = []
     reliability: list[dict] = []
@@ -73,12 +99,57 @@ def evaluate(y_true: np.ndarray, scores: np.ndarray, class_names: list[str],
         ece = expected_calibration_error(scores, y_true)
         reliability = reliability_bins(scores, y_true)
         worst = _worst(losses, y_true, pred, scores, class_names, paths)
+    kept = Predictions(y_true, pred, scores[np.arange(n), y_true] if probabilities and n else None,
+                       scores.max(1) if probabilities and n else None, hits, c)
+    intervals = {m: [lo, hi] for m, (lo, hi) in metric_intervals(kept, resamples, seed).items()}
     return Metrics(
         n=n, top1=float((pred == y_true).mean()) if n else 0.0,
         balanced_accuracy=float(np.mean(recalls)) if recalls else 0.0,
         macro_f1=float(np.mean([m.f1 for m in per_class if m.support > 0])) if recalls else 0.0,
         top5=top5, nll=nll, ece=ece, per_class=per_class, confusion=confusion.tolist(), worst=worst,
-        reliability=reliability)
+        reliability=reliability, intervals=intervals,
+        bootstrap={"resamples": resamples, "seed": seed, "confidence": CONFIDENCE} if intervals else None,
+        samples=_samples(kept, paths) if keep_samples and n else None)
+
+
+def _samples(p: Predictions, paths: list[str] | None) -> dict[str, list]:
+    out = {"path": [str(x) for x in paths] if paths is not None else None,
+           "label": p.label.tolist(), "pred": p.pred.tolist()}
+    for name in ("p_true", "confidence"):
+        values = getattr(p, name)
+        if values is not None:
+            out[name] = [round(float(v), 6) for v in values]
+    if p.top5 is not None:
+        out["top5"] = p.top5.astype(int).tolist()
+    return out
+
+
+def predictions_of(samples, num_classes: int) -> tuple[list[str], Predictions] | None:
+    """(paths, Predictions) from a result's stored `samples`, or None when there are none or they
+    do not hold together (a damaged or hand-edited result is reported without pairing)."""
+    if not isinstance(samples, dict):
+        return None
+    paths, label, pred = samples.get("path"), samples.get("label"), samples.get("pred")
+    if not (isinstance(paths, list) and isinstance(label, list) and isinstance(pred, list)):
+        return None
+    n = len(label)
+    extra = {k: samples.get(k) for k in ("p_true", "confidence", "top5")}
+    columns = [paths, label, pred] + [v for v in extra.values() if v is not None]
+    if n == 0 or any(not isinstance(v, list) or len(v) != n for v in columns):
+        return None
+    if not all(isinstance(x, str) for x in paths):
+        return None
+    try:
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in
+                  {"label": label, "pred": pred, **{k: v for k, v in extra.items() if v is not None}}.items()}
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not all(np.isfinite(a).all() and a.ndim == 1 for a in arrays.values()):
+        return None
+    lab, prd = arrays.pop("label"), arrays.pop("pred")
+    if ((lab < 0) | (lab >= num_classes) | (prd < 0) | (prd >= num_classes)).any():
+        return None
+    return paths, Predictions(lab.astype(np.int64), prd.astype(np.int64), num_classes=num_classes, **arrays)
 
 
 def _per_class(confusion: np.ndarray, names: list[str]) -> list[ClassMetrics]:

@@ -128,7 +128,8 @@ def _metrics(data: FeatureData, store: FeatureStore, split: str, normalizer: Nor
     if not parts:
         return None
     s, y, rows = (np.concatenate(p) for p in zip(*parts))
-    return evaluate(y, s, list(store.class_names), [store.paths[r] for r in rows], probabilistic)
+    return evaluate(y, s, list(store.class_names), [store.paths[r] for r in rows], probabilistic,
+                    keep_samples=split == "test")  # per-image test predictions: paired comparisons
 
 
 def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, search: list,
