@@ -7,7 +7,8 @@
 
 Every layout gives the same thing: `Dataset.samples`, a list of (path, label, split) in a stable
 order (sorted by path), the class names, and a fingerprint that changes when a file is added,
-removed or changed (size or mtime), so a feature store made from other data is never reused.
+removed or changed (size or mtime), so a feature store is never silently reused on other data.
+A sample's identity is its content (sha256): a single-folder dataset's splits follow it for life.
 Decoding the images themselves is featx.images' job (every file an RGB image or a reason).
 
     dataset.py   Sample, DatasetOptions, Dataset (fingerprint, counts)
@@ -15,6 +16,7 @@ Decoding the images themselves is featx.images' job (every file an RGB image or 
     folders.py   split / class / loose folder layouts; list_images for prediction
     walk.py      FolderWalk: each real folder read once per dataset, symlinks followed last
     manifest.py  CSV, TSV and whitespace manifests
+    identity.py  content hashes, splits as a seeded function of each sample's content
     splits.py    stratified_split, subset
     scan.py      ScanReport, scan_images; classes left with no usable training image
     packaged.py  datasets shipped on PyPI (ELPV)
@@ -22,6 +24,7 @@ Decoding the images themselves is featx.images' job (every file an RGB image or 
 
 from featx.data.dataset import SPLIT_ALIASES, SPLITS, Dataset, DatasetOptions, Sample
 from featx.data.folders import list_images
+from featx.data.identity import content_hash, hash_files, identity_split
 from featx.data.manifest import PATH_COLUMNS
 from featx.data.packaged import ELPV_NAMES, packaged_datasets
 from featx.data.scan import (ScanReport, class_warnings, classes_without_training, require_decodable,
@@ -29,7 +32,8 @@ from featx.data.scan import (ScanReport, class_warnings, classes_without_trainin
 from featx.data.source import as_dataset, open_dataset, read_class_map
 from featx.data.splits import stratified_split, subset
 
-__all__ = ["as_dataset", "class_warnings", "classes_without_training", "ELPV_NAMES", "PATH_COLUMNS",
+__all__ = ["as_dataset", "class_warnings", "classes_without_training", "content_hash", "hash_files",
+           "identity_split", "ELPV_NAMES", "PATH_COLUMNS",
            "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions", "Sample", "ScanReport", "list_images",
            "open_dataset", "packaged_datasets", "read_class_map", "require_decodable", "scan_images",
            "stratified_split", "subset"]

@@ -22,6 +22,7 @@ class Sample:
     split: str  # train | val | test | unlabeled
     size: int = 0  # bytes, for the fingerprint and for explaining what changed
     mtime_ns: int = 0
+    sha256: str = ""  # content hash (featx.data.identity); "" until something needs it
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,19 @@ def relative_path(root: Path, path: Path) -> str:
         return path.as_posix()
 
 
-def make_sample(root: Path, path: Path, label: int, split: str) -> Sample:
+def make_sample(root: Path, path: Path, label: int, split: str, sha256: str = "") -> Sample:
     st = path.stat()
-    return Sample(relative_path(root, path), label, split, st.st_size, st.st_mtime_ns)
+    return Sample(relative_path(root, path), label, split, st.st_size, st.st_mtime_ns, sha256)
+
+
+def split_by_identity(root: Path, files: list[Path], labels: list[int],
+                      options: DatasetOptions) -> list[Sample]:
+    """Samples of `files` (in order) whose splits follow their content (featx.data.identity)."""
+    from featx.data.identity import hash_files, identity_split
+
+    stats = [(st.st_size, st.st_mtime_ns) for st in map(Path.stat, files)]
+    shas = hash_files(files, stats)
+    rels = [relative_path(root, f) for f in files]
+    splits = identity_split(shas, labels, options, rels)
+    return [Sample(rel, y, split, size, mtime, sha)
+            for rel, y, split, (size, mtime), sha in zip(rels, labels, splits, stats, shas)]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from featx.data.dataset import SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path
-from featx.data.splits import stratified_split
+from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path,
+                               split_by_identity)
 from featx.data.walk import FolderWalk, Skipped, walk_images
 from featx.errors import DataError
 
@@ -77,8 +77,7 @@ def _from_class_folders(root: Path, options: DatasetOptions) -> Dataset:
     classes = sorted(by_class)
     labels = {p: i for i, c in enumerate(classes) for p in by_class[c]}
     paths = sorted(labels, key=lambda p: relative_path(root, p))
-    splits = stratified_split([labels[p] for p in paths], options)
-    samples = [make_sample(root, p, labels[p], split) for p, split in zip(paths, splits)]
+    samples = split_by_identity(root, paths, [labels[p] for p in paths], options)
     return Dataset(root, root.name, "class-folders", samples, classes, list(classes), skipped,
                    notes + walk.notes, ignored)
 

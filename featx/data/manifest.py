@@ -14,8 +14,8 @@ import os
 import stat
 from pathlib import Path
 
-from featx.data.dataset import SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path
-from featx.data.splits import stratified_split
+from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path,
+                               split_by_identity)
 from featx.errors import DataError
 from featx.images import is_image_file
 
@@ -60,9 +60,9 @@ def from_manifest(path: Path, options: DatasetOptions) -> Dataset:
     files, labels, splits_given = ([seq[i] for i in order] for seq in (files, labels, splits_given))
     if split_i is not None:
         splits = [s if y >= 0 else "unlabeled" for s, y in zip(splits_given, labels)]
-    else:
-        splits = stratified_split(labels, options)
-    samples = [make_sample(root.resolve(), f, y, s) for f, y, s in zip(files, labels, splits)]
+        samples = [make_sample(root.resolve(), f, y, s) for f, y, s in zip(files, labels, splits)]
+    else:  # no split column: each sample's split follows its content (featx.data.identity)
+        samples = split_by_identity(root.resolve(), files, labels, options)
     name = root.name if path.name.lower() in ("labels.csv", "manifest.csv") else path.stem
     return Dataset(root.resolve(), name, "manifest", samples, classes, list(classes), skipped)
 

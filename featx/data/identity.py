@@ -1,0 +1,102 @@
+"""A sample's identity is its bytes: content hashes, and splits that follow the content for life.
+
+    shas = hash_files([root / s.path for s in samples])     # sha256 hex, "" if unreadable
+    splits = identity_split(shas, labels, options)          # train / val / test per sample
+
+Why content, not path or mtime: a copied or moved dataset (new root, new mtimes, same bytes) is
+the same data, and a file moved between class folders is the same image relabelled. A feature
+store keeps each row's hash, so an update re-extracts only new or changed bytes (featx.store).
+
+Splits of a single-folder dataset (class folders, or a manifest without a split column) are a
+seeded function of each sample's hash alone: u = sha256(seed, content) mapped to [0, 1), test
+below test_frac, val below test_frac + val_frac, train above. Adding, removing or relabelling
+other samples never moves a sample to another split, so an image tested on in one version of a
+dataset is never trained on in the next. Splits are stratified in expectation (u ignores the
+label), not in exact counts; one safeguard keeps small classes usable: a class that would get no
+training sample sends its sample with the largest u to train (docs/store.md).
+
+Hashing reads each file once per process (a memo keyed by path, size and mtime); files are
+hashed by a few threads (hashlib and file reads release the GIL). ELPV (2,624 PNGs, 90 MB):
+0.14 s on the 2-core CPU dev machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from featx.data.dataset import DatasetOptions
+
+HASH_THREADS = 4
+_CHUNK = 1 << 20
+# (absolute path, size, mtime_ns) -> sha256 hex: one read per file per process.
+_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 (hex) of the file's bytes. Raises OSError when it cannot be read."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_files(paths: list[Path], stats: list[tuple[int, int]] | None = None) -> list[str]:
+    """Content hashes of `paths` ("" for a file that cannot be read), in order.
+
+    stats: the (size, mtime_ns) seen when the files were listed; a file hashed earlier in this
+    process with the same stat is not read again.
+    """
+    keys = [(os.fspath(p), *(stats[i] if stats else _stat(p))) for i, p in enumerate(paths)]
+    todo = sorted({k for k in keys if k not in _MEMO})
+    if todo:
+        with ThreadPoolExecutor(min(HASH_THREADS, len(todo))) as pool:
+            for key, sha in zip(todo, pool.map(_try_hash, [k[0] for k in todo])):
+                if sha:
+                    _MEMO[key] = sha
+    return [_MEMO.get(k, "") for k in keys]
+
+
+def _try_hash(path: str) -> str:
+    try:
+        return content_hash(path)
+    except OSError:
+        return ""  # unreadable: extraction records the reason when it decodes the file
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+def split_draw(sha: str, seed: int, fallback: str = "") -> float:
+    """The sample's u in [0, 1): a seeded function of its content hash (of `fallback`, its path,
+    when the file could not be read)."""
+    digest = hashlib.sha256(f"featx-split\0{seed}\0{sha or 'path:' + fallback}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def identity_split(shas: list[str], labels: list[int], options: DatasetOptions,
+                   paths: list[str] | None = None) -> list[str]:
+    """Each labelled sample's split from its content alone; unlabeled (-1) stay unlabeled."""
+    paths = paths or [""] * len(shas)
+    draws = [split_draw(sha, options.split_seed, p) for sha, p in zip(shas, paths)]
+    test, val = options.test_frac, options.test_frac + options.val_frac
+    splits = ["unlabeled" if y < 0 else "test" if u < test else "val" if u < val else "train"
+              for u, y in zip(draws, labels)]
+    # A class with no training sample trains on its most train-like one (the largest u).
+    best: dict[int, int] = {}
+    for i, y in enumerate(labels):
+        if y >= 0 and (y not in best or draws[i] > draws[best[y]]):
+            best[y] = i
+    has_train = {y for y, s in zip(labels, splits) if s == "train"}
+    for y, i in best.items():
+        if y not in has_train:
+            splits[i] = "train"
+    return splits
