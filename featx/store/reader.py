@@ -188,6 +188,10 @@ class FeatureStore:
             return data[rows].astype(dtype)
         return data[()][rows].astype(dtype)
 
+    def read_span(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
+        """Clean features of sample rows [start, stop): one contiguous read (streaming blocks)."""
+        return self.f["features/clean"][start:stop].astype(dtype)
+
     def read_aug(self, view: int | None = None, ranks: np.ndarray | None = None,
                  dtype=np.float32) -> np.ndarray:
         """Augmented features by rank in features/aug (= training samples in sample order).
