@@ -145,8 +145,9 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
 
 def metric_intervals(p: Predictions, resamples: int = RESAMPLES, seed: int = SEED,
                      confidence: float = CONFIDENCE) -> dict[str, tuple[float, float]]:
-    """The `confidence` percentile-bootstrap interval of every metric `p` can give ({} for no images)."""
-    if not len(p):
+    """The `confidence` percentile-bootstrap interval of every metric `p` can give ({} for no
+    images, or resamples=0: no intervals wanted)."""
+    if not len(p) or resamples <= 0:
         return {}
     metrics = p.metrics()
     draws = _replicates([p], metrics, resamples, seed)[0]

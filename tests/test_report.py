@@ -16,7 +16,7 @@ from featx.comparison import compare
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
 from featx.extraction import ExtractConfig
-from featx.report import load_results, read_results, table, write_report
+from featx.report import load_results, read_results, standings, table, write_report
 from tests.conftest import make_class_tree
 
 PLOTS = ["Accuracy vs extraction throughput", "Per-class accuracy vs training images",
@@ -42,18 +42,84 @@ def test_compare_trains_every_backbone_and_head(compared):
     assert result.report == out / "report.html" and result.report.is_file()
 
 
-def test_table_highlights_the_best_per_column(compared):
+INTERVAL = re.compile(r"^-?\d+\.\d{3} \[-?\d+\.\d{3}, -?\d+\.\d{3}\]$")
+
+
+def test_table_shows_each_metric_with_its_interval_and_marks_the_best_and_ties(compared):
     out, _ = compared
     results = load_results(out)
-    headers, cells, best = table(results)
+    headers, cells, marks = table(results)
     assert len(cells) == 4 and headers[:3] == ["backbone", "dim", "params"]
-    top1 = headers.index("top-1")
-    values = [float(row[top1]) for row in cells]
-    assert [b[top1] for b in best] == [v == max(values) for v in values]
-    nll = headers.index("NLL")
-    nlls = [float(row[nll]) for row in cells]
-    assert [b[nll] for b in best] == [v == min(nlls) for v in nlls]
     assert {row[0] for row in cells} == {"resnet18", "squeezenet1_1"}
+    for title in ("top-1", "bal. acc", "macro-F1", "NLL", "ECE"):
+        j = headers.index(title)
+        assert all(INTERVAL.match(row[j]) for row in cells), [row[j] for row in cells]
+        column = [row[j] for row in marks]
+        assert column.count("best") == 1 and set(column) <= {"best", "tied", "worse"}, column
+        values = [float(row[j].split()[0]) for row in cells]
+        best = values[column.index("best")]
+        assert best == (min(values) if title in ("NLL", "ECE") else max(values))
+        for row, value in zip(cells, values):  # the value sits inside its own interval
+            lo, hi = (float(x) for x in row[j].split("[")[1].rstrip("]").split(", "))
+            assert lo - 1e-3 <= value <= hi + 1e-3 or title == "ECE"
+
+
+def _twins(compared, tmp_path, change=lambda meta: None):
+    """Two copies of one head result under other backbone names; `change` edits the second."""
+    meta = _good_sidecar(compared)
+    for name in ("first", "second"):
+        twin = copy.deepcopy(meta)
+        twin["backbone"] = name
+        if name == "second":
+            change(twin)
+        (tmp_path / f"{name}.json").write_text(json.dumps(twin))
+    return load_results(tmp_path)
+
+
+def test_two_identical_heads_are_reported_as_tied(compared, tmp_path):
+    results = _twins(compared, tmp_path)
+    headers, cells, marks = table(results)
+    for title in ("top-1", "bal. acc", "macro-F1", "NLL", "ECE"):
+        j = headers.index(title)
+        assert [row[j] for row in marks] == ["best", "tied"], title
+    ranked = standings(results)
+    assert ranked[1]["top1"].difference.delta == 0.0 and not ranked[1]["top1"].difference.significant
+    text = write_report(tmp_path, tmp_path / "r.md", "md").read_text()
+    assert "(best)" in text and "(tie)" in text and "paired bootstrap" in text
+    html_text = write_report(tmp_path, tmp_path / "r.html").read_text()
+    assert html_text.count("class='tied'") == 5 and html_text.count("class='best'") == 5
+
+
+def test_a_result_without_intervals_is_reported_as_such_and_not_compared(compared, tmp_path):
+    def old(meta):
+        for key in ("intervals", "bootstrap", "samples"):
+            meta["metrics"]["test"].pop(key)
+
+    headers, cells, marks = table(_twins(compared, tmp_path, old))
+    j = headers.index("top-1")
+    assert cells[1][j].endswith("(no CI)") and INTERVAL.match(cells[0][j])
+    assert [row[j] for row in marks] == ["best", "unpaired"]
+    assert "(no CI)" in write_report(tmp_path, tmp_path / "r.md", "md").read_text()
+
+
+def test_results_on_other_test_images_are_not_paired(compared, tmp_path):
+    def other_images(meta):
+        samples = meta["metrics"]["test"]["samples"]
+        samples["path"] = [f"elsewhere/{p}" for p in samples["path"]]
+
+    headers, cells, marks = table(_twins(compared, tmp_path, other_images))
+    assert [row[headers.index("top-1")] for row in marks] == ["best", "unpaired"]
+    assert "†" in write_report(tmp_path, tmp_path / "r.md", "md").read_text()
+
+
+def test_heads_paired_by_path_whatever_the_order_of_their_images(compared, tmp_path):
+    def reversed_order(meta):
+        samples = meta["metrics"]["test"]["samples"]
+        for key in samples:
+            samples[key] = samples[key][::-1]
+
+    headers, cells, marks = table(_twins(compared, tmp_path, reversed_order))
+    assert [row[headers.index("top-1")] for row in marks] == ["best", "tied"]
 
 
 def test_html_is_one_self_contained_file_with_every_plot(compared):
@@ -72,7 +138,7 @@ def test_markdown_form(compared):
     out, _ = compared
     path = write_report(out, out / "r.md", "md")
     text = path.read_text()
-    assert "| backbone | dim | params | extract img/s |" in text and "**" in text
+    assert "| backbone | dim | params | extract img/s |" in text and "**" in text and "(best)" in text
     links = re.findall(r"\]\((r_files/[^)]+)\)", text)
     assert len(links) >= 9 and all((out / link).is_file() for link in links)
     for section in PLOTS:

@@ -151,6 +151,9 @@ ClassMap = Annotated[Optional[str], _option(
 Subset = Annotated[Optional[int], _option(
     "--subset", metavar="N", help="A stratified subset of about N samples (quick runs).",
     min=1, show_default="all samples")]
+Splits = Annotated[int, _option(
+    "--splits", metavar="N", help="Also re-split the samples N times (seeded, stratified, features "
+    "extracted once) and report each metric's mean +- sd; 1 = the store's split only.", min=1)]
 
 # --- extraction (extract, compare, predict) -----------------------------------------------
 
@@ -191,6 +194,9 @@ Cut = Annotated[Optional[str], _option(
     "--cut", metavar="BLOCK", help="Also store the maps entering this block, for finetune --from-block "
     "(`featx backbones --cuts NAME` lists them).", show_default="off")]
 Overwrite = Annotated[bool, _option("--overwrite", help="Replace a store made with other settings.")]
+Update = Annotated[bool, _option("--update/--no-update", help=(
+    "When the dataset changed since its store was made (same settings), extract only new or "
+    "changed images and keep the rest; --no-update refuses, naming what changed."))]
 
 # --- heads (train-head, lr-find, compare) -------------------------------------------------
 

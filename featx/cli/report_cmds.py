@@ -44,13 +44,18 @@ def compare(
     label_col: o.LabelCol = None, binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15,
     test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0, class_map: o.ClassMap = None,
     subset: o.Subset = None,
+    splits: o.Splits = 1,
     config: o.Config = None,
     head: o.OldHeadKinds = None,
 ) -> None:
     """Extract + train-head for each backbone on DATA, then write the comparison report.
 
-    A backbone that cannot run (no weights here, say) is reported as failed and the others go on;
-    the exit status is 1 only when every backbone failed.
+    Every test metric carries its 95% bootstrap interval; heads on the same test images are
+    compared with a paired bootstrap, and the best and those tied with it are marked (report,
+    DIR/comparison.json and .csv). --splits N also trains the heads on N seeded re-splits of the
+    features extracted once, and reports mean +- sd. A backbone that cannot run (no weights here,
+    say) is reported as failed and the others go on; the exit status is 1 only when every
+    backbone failed.
     """
     from featx.comparison import compare as run_compare
     from featx.extraction import ExtractConfig
@@ -63,14 +68,39 @@ def compare(
     ds = open_data(data, ctx.params)
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
                              engine=engine, weights=weights, input_size=input_size, seed=seed)
-    result = run_compare(ds, list(backbone), out_dir, settings, tuple(kinds), fmt)
-    for head_result in result.heads:
-        m = head_result.test or head_result.val
-        out.print(f"{Path(head_result.path).name}: top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}",
-                  markup=False, highlight=False)
+    result = run_compare(ds, list(backbone), out_dir, settings, tuple(kinds), fmt, splits=splits)
+    for line in summary_lines(result):
+        out.print(line, markup=False, highlight=False)
     for name, reason in result.failed:
         err.print(f"{name}: failed: {reason}", markup=False, highlight=False)
-    out.print(f"report written to {result.report}", markup=False, highlight=False)
+    out.print(f"report written to {result.report}; table in {result.table} (+ .csv)", markup=False,
+              highlight=False)
     if result.all_failed:
         raise FeatxError(f"every backbone failed ({', '.join(n for n, _ in result.failed)}); "
                          f"the report names the reasons: {result.report}")
+
+
+def summary_lines(result) -> list[str]:
+    """Per head: top-1 and balanced accuracy with their 95% intervals and tie marks; with
+    re-splits, their mean +- sd over the splits."""
+    import json
+
+    rows = json.loads(result.table.read_text(encoding="utf-8"))["results"]
+    by_path = {Path(r["result"]).resolve(): r for r in rows}
+    lines = []
+    for head in result.heads:
+        row = by_path.get(Path(head.path).with_suffix(".json").resolve())
+        if row is None:
+            continue
+        cells = []
+        for metric, name in (("top1", "top-1"), ("balanced_accuracy", "balanced")):
+            m = row["metrics"].get(metric)
+            if m:
+                bounds = f" [{m['low']:.3f}, {m['high']:.3f}]" if m["low"] is not None else " (no CI)"
+                mark = {"best": " best", "tied": " tie", "unpaired": " not compared"}.get(m["mark"], "")
+                cells.append(f"{name} {m['value']:.3f}{bounds}{mark}")
+            spread = (row.get("splits") or {}).get(metric)
+            if spread:
+                cells.append(f"{name} over {row['split_count']} splits {spread['mean']:.3f} ± {spread['sd']:.3f}")
+        lines.append(f"{Path(head.path).name}: " + ", ".join(cells))
+    return lines

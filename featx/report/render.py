@@ -21,6 +21,7 @@ from featx.atomic import atomic_write_text
 from featx.errors import FeatxError
 from featx.plots import lr_find_png
 from featx.report.results import Results, read_results
+from featx.report.ties import HOW, number, split_metrics, standings
 
 WORST_IN_GALLERY = 8
 
@@ -29,51 +30,79 @@ WORST_IN_GALLERY = 8
 class Column:
     title: str
     value: Callable[[dict], float | str | None]
-    better: str | None = None  # "max" | "min": the best cell is highlighted
+    metric: str | None = None  # a test metric: shown with its interval and marked against the best
     fmt: str = "{:.3f}"
 
 
 def _test(meta: dict, key: str):
-    metrics = meta.get("metrics", {})
-    split = metrics.get("test") or metrics.get("val") or {}
-    return split.get(key)
+    return split_metrics(meta).get(key)
 
 
 def _extraction(meta: dict, key: str):
     return (meta.get("extraction") or {}).get(key)
 
 
+def _metric(key: str) -> Callable[[dict], float | None]:
+    return lambda m: _test(m, key)
+
+
 COLUMNS = [
     Column("backbone", lambda m: m["backbone"], fmt="{}"),
     Column("dim", lambda m: m.get("feature_dim"), fmt="{}"),
     Column("params", lambda m: (_extraction(m, "backbone_params") or 0) / 1e6 or None, fmt="{:.1f}M"),
-    Column("extract img/s", lambda m: _extraction(m, "images_per_second"), "max", "{:.1f}"),
+    Column("extract img/s", lambda m: _extraction(m, "images_per_second"), fmt="{:.1f}"),
     Column("device", lambda m: " ".join(filter(None, [_extraction(m, "device"), _extraction(m, "engine")])),
            fmt="{}"),
     Column("head", lambda m: m["kind"], fmt="{}"),
-    Column("top-1", lambda m: _test(m, "top1"), "max"),
-    Column("top-5", lambda m: _test(m, "top5"), "max"),
-    Column("bal. acc", lambda m: _test(m, "balanced_accuracy"), "max"),
-    Column("macro-F1", lambda m: _test(m, "macro_f1"), "max"),
-    Column("NLL", lambda m: _test(m, "nll"), "min"),
-    Column("ECE", lambda m: _test(m, "ece"), "min"),
-    Column("train s", lambda m: m.get("seconds"), "min", "{:.1f}"),
+    Column("top-1", _metric("top1"), "top1"),
+    Column("top-5", _metric("top5"), "top5"),
+    Column("bal. acc", _metric("balanced_accuracy"), "balanced_accuracy"),
+    Column("macro-F1", _metric("macro_f1"), "macro_f1"),
+    Column("NLL", _metric("nll"), "nll"),
+    Column("ECE", _metric("ece"), "ece"),
+    Column("train s", lambda m: m.get("seconds"), fmt="{:.1f}"),
 ]
+NO_INTERVAL = "(no CI)"
+SUFFIX = {"best": " (best)", "tied": " (tie)", "unpaired": " †"}
+LEGEND = ("(best): the best value of the column; (tie): tied with the best; unmarked: significantly worse "
+          "than the best; †: not compared (other test images, or a result saved without per-image "
+          f"predictions); {NO_INTERVAL}: a result saved without intervals.")
 
 
-def table(results: list[dict]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    """Headers, formatted cells, and which cells are the best of their column."""
-    values = [[c.value(m) for c in COLUMNS] for m in results]
-    best = [[False] * len(COLUMNS) for _ in results]
-    for j, column in enumerate(COLUMNS):
-        numbers = [row[j] for row in values if isinstance(row[j], (int, float))]
-        if column.better and len(numbers) > 1:
-            target = max(numbers) if column.better == "max" else min(numbers)
-            for i, row in enumerate(values):
-                best[i][j] = row[j] == target
-    cells = [[("-" if v is None or v == "" else c.fmt.format(v)) for v, c in zip(row, COLUMNS)]
-             for row in values]
-    return [c.title for c in COLUMNS], cells, best
+def metric_cell(value: float, bounds: tuple[float, float] | None, fmt: str = "{:.3f}") -> str:
+    """'0.774 [0.742, 0.806]', or '0.774 (no CI)' for a result saved without intervals."""
+    text = fmt.format(value)
+    return f"{text} [{fmt.format(bounds[0])}, {fmt.format(bounds[1])}]" if bounds else f"{text} {NO_INTERVAL}"
+
+
+def table(results: list[dict]) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """Headers, formatted cells (metrics as value [95% interval]), and each cell's mark:
+    "best", "tied" (with the best, paired test), "worse", "unpaired" (not compared) or ""."""
+    ranked = standings(results, tuple(c.metric for c in COLUMNS if c.metric))
+    cells, marks = [], []
+    for meta, standing in zip(results, ranked):
+        row, row_marks = [], []
+        for column in COLUMNS:
+            value = column.value(meta)
+            if column.metric and number(value) is not None:
+                s = standing[column.metric]
+                row.append(metric_cell(s.value, s.interval, column.fmt))
+                row_marks.append(s.mark)
+            else:
+                row.append("-" if value is None or value == "" else column.fmt.format(value))
+                row_marks.append("")
+        cells.append(row)
+        marks.append(row_marks)
+    return [c.title for c in COLUMNS], cells, marks
+
+
+def ties_note(marks: list[list[str]]) -> str:
+    """One sentence on how the table is marked (which test, which level)."""
+    if not any("tied" in row or "worse" in row for row in marks):
+        return ("Metrics on the test split with 95% bootstrap intervals over the test images; no two "
+                "results here share their test images' predictions, so none are compared.")
+    return ("Metrics on the test split with 95% bootstrap intervals over the test images. Per column, "
+            f"the best value and every result tied with it are marked: {HOW} (alpha 0.05).")
 
 
 def _sections(results: list[dict], curves: list) -> list[tuple[str, list[tuple[str, bytes]]]]:
@@ -111,7 +140,8 @@ def _gallery(results: list[dict]) -> list[tuple[str, list[dict]]]:
 
 def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
                  title: str = "featx backbone comparison",
-                 failed: Sequence[tuple[str, str]] = (), found: Results | None = None) -> Path:
+                 failed: Sequence[tuple[str, str]] = (), found: Results | None = None,
+                 extra: Sequence[tuple[str, str, list[str], list[list[str]]]] = ()) -> Path:
     """Write the report of every head result under `folder` to `out` (html or md).
 
     Args:
@@ -119,6 +149,8 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
             With failures, a folder without results still gives a report (naming them).
         found: `read_results(folder)` when the caller has read it already (to print what
             was skipped); the report lists skipped files too.
+        extra: more tables after the comparison, each (title, note, headers, rows) (compare
+            --splits adds its repeated-splits table).
     """
     folder, out = Path(folder), Path(out)
     if fmt not in ("html", "md"):
@@ -129,7 +161,7 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
     found = found or read_results(folder, required=not failed)
     out.parent.mkdir(parents=True, exist_ok=True)
     render = _render_html if fmt == "html" else _render_markdown
-    render(found, folder, out, title, list(failed))
+    render(found, folder, out, title, list(failed), list(extra))
     return out
 
 
@@ -137,7 +169,8 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td.text{text-align:left}td.best{background:#d8f5d0;font-weight:bold}
+th{background:#f3f3f3}td.text{text-align:left}td.best{background:#b9e8ad;font-weight:bold}
+td.tied{background:#e3f6dd;font-weight:bold}td.unpaired{color:#777}p.legend{font-size:0.9em;color:#444}
 figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:0.85em;max-width:240px}
 img.plot{max-width:100%}.gallery figure{width:130px}"""
 
@@ -152,22 +185,26 @@ def _summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
 
 
 def _render_html(found: Results, folder: Path, out: Path, title: str,
-                 failed: list[tuple[str, str]]) -> None:
+                 failed: list[tuple[str, str]], extra: list) -> None:
     results = found.heads
-    headers, cells, best = table(results)
+    headers, cells, marks = table(results)
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
-             f"<p>{e(_summary(results, failed))} from {e(str(folder))}. Best value per column "
-             "highlighted; metrics are on the test split.</p>"]
+             f"<p>{e(_summary(results, failed))} from {e(str(folder))}. {e(ties_note(marks))}</p>"]
     if results:
         parts.append("<table id='comparison'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
                      + "</tr></thead><tbody>")
-        for row, marks in zip(cells, best):
+        for row, row_marks in zip(cells, marks):
             parts.append("<tr>" + "".join(
-                f"<td class='{'best' if mark else ('text' if j in (0, 4, 5) else '')}'>{e(c)}</td>"
-                for j, (c, mark) in enumerate(zip(row, marks))) + "</tr>")
-        parts.append("</tbody></table>")
+                f"<td class='{mark if mark in SUFFIX else ('text' if j in (0, 4, 5) else '')}'>"
+                f"{e(c + SUFFIX.get(mark, ''))}</td>" for j, (c, mark) in enumerate(zip(row, row_marks))) + "</tr>")
+        parts.append(f"</tbody></table><p class='legend'>{e(LEGEND)}</p>")
+    for name, note, headers_, rows in extra:
+        parts.append(f"<h2>{e(name)}</h2><p>{e(note)}</p><table><thead><tr>"
+                     + "".join(f"<th>{e(h)}</th>" for h in headers_) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+                     + "</tbody></table>")
     if failed:
         parts.append("<h2>Failed backbones</h2><ul id='failed'>" + "".join(
             f"<li><b>{e(name)}</b>: {e(reason)}</li>" for name, reason in failed) + "</ul>")
@@ -198,18 +235,29 @@ def _render_html(found: Results, folder: Path, out: Path, title: str,
 
 # --- Markdown: the table, and PNG files in a folder beside it --------------------------------------
 
+def _md_cell(cell: str, mark: str) -> str:
+    if mark in ("best", "tied"):  # the value bold, the interval plain: the group reads at a glance
+        value, _, rest = cell.partition(" ")
+        return f"**{value}** {rest}{SUFFIX[mark]}".replace("  ", " ")
+    return cell + SUFFIX.get(mark, "")
+
+
 def _render_markdown(found: Results, folder: Path, out: Path, title: str,
-                     failed: list[tuple[str, str]]) -> None:
+                     failed: list[tuple[str, str]], extra: list) -> None:
     results = found.heads
-    headers, cells, best = table(results)
+    headers, cells, marks = table(results)
     assets = out.with_name(out.stem + "_files")
     assets.mkdir(exist_ok=True)
-    lines = [f"# {title}", "", f"{_summary(results, failed)} from `{folder}`; best per column in "
-             "bold; metrics on the test split."]
+    lines = [f"# {title}", "", f"{_summary(results, failed)} from `{folder}`. {ties_note(marks)}"]
     if results:
         lines += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row, marks in zip(cells, best):
-        lines.append("| " + " | ".join(f"**{c}**" if mark else c for c, mark in zip(row, marks)) + " |")
+    for row, row_marks in zip(cells, marks):
+        lines.append("| " + " | ".join(_md_cell(c, mark) for c, mark in zip(row, row_marks)) + " |")
+    if results:
+        lines += ["", LEGEND]
+    for name, note, headers_, rows in extra:
+        lines += ["", f"## {name}", "", note, "", "| " + " | ".join(headers_) + " |", "|" + "---|" * len(headers_)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     if failed:
         lines += ["", "## Failed backbones", ""] + [f"- **{name}**: {reason}" for name, reason in failed]
     if found.skipped:
