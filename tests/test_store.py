@@ -282,7 +282,7 @@ def test_full_disk_while_creating_leaves_no_file(tmp_path, dataset, monkeypatch,
         tmp.write_bytes(b"partial")
         raise exc
 
-    monkeypatch.setattr(featx.store.schema, "_write_layout", fail)
+    monkeypatch.setattr(featx.store.schema, "write_layout", fail)
     with pytest.raises(StoreError, match=rf"s\.h5: creating the store failed: {says}"):
         prepare_store(tmp_path / "s.h5", dataset, _spec())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells"]  # the images only

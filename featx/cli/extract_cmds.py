@@ -32,6 +32,7 @@ def extract(
     threads: o.Threads = None,
     cut: o.Cut = None,
     overwrite: o.Overwrite = False,
+    update: o.Update = True,
     label_col: o.LabelCol = None, binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15,
     test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0, class_map: o.ClassMap = None,
     subset: o.Subset = None,
@@ -47,7 +48,8 @@ def extract(
     ds = open_data(data, ctx.params)
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
                              dtype=dtype, seed=seed, weights=weights, input_size=input_size, decode=decode,
-                             amp=amp, engine=engine, threads=threads, cut=cut, overwrite=overwrite)
+                             amp=amp, engine=engine, threads=threads, cut=cut, overwrite=overwrite,
+                             update=update)
     quiet = context().rank != 0  # under torchrun, rank 0 speaks for all
     try:
         for name in backbone:
@@ -61,7 +63,11 @@ def extract(
 def _print_extraction(r) -> None:
     for warning in r.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False)
-    if r.status == "complete":
+    if r.status == "updated":
+        out.print(f"{r.backbone}: updated {r.store} to version {r.version}: {r.update}; {r.images} "
+                  f"images forwarded in {r.seconds:.1f} s, {r.samples} samples, {r.failed} failed",
+                  markup=False, highlight=False)
+    elif r.status == "complete":
         out.print(f"{r.backbone}: {r.store} is already complete ({r.samples} samples, "
                   f"{r.failed} failed); nothing to do", markup=False, highlight=False)
     else:

@@ -197,6 +197,9 @@ Overwrite = Annotated[bool, _option("--overwrite", help="Replace a store made wi
 Update = Annotated[bool, _option("--update/--no-update", help=(
     "When the dataset changed since its store was made (same settings), extract only new or "
     "changed images and keep the rest; --no-update refuses, naming what changed."))]
+Update = Annotated[bool, _option("--update/--no-update", help=(
+    "When the dataset changed since its store was made (same settings), extract only new or "
+    "changed images and keep the rest; --no-update refuses, naming what changed."))]
 
 # --- heads (train-head, lr-find, compare) -------------------------------------------------
 

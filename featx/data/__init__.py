@@ -24,7 +24,7 @@ Decoding the images themselves is featx.images' job (every file an RGB image or 
 
 from featx.data.dataset import SPLIT_ALIASES, SPLITS, Dataset, DatasetOptions, Sample
 from featx.data.folders import list_images
-from featx.data.identity import content_hash, hash_files, identity_split
+from featx.data.identity import content_hash, hash_files, identity_split, with_content_hashes
 from featx.data.manifest import PATH_COLUMNS
 from featx.data.packaged import ELPV_NAMES, packaged_datasets
 from featx.data.scan import (ScanReport, class_warnings, classes_without_training, require_decodable,
@@ -33,7 +33,7 @@ from featx.data.source import as_dataset, open_dataset, read_class_map
 from featx.data.splits import stratified_split, subset
 
 __all__ = ["as_dataset", "class_warnings", "classes_without_training", "content_hash", "hash_files",
-           "identity_split", "ELPV_NAMES", "PATH_COLUMNS",
+           "identity_split", "with_content_hashes", "ELPV_NAMES", "PATH_COLUMNS",
            "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions", "Sample", "ScanReport", "list_images",
            "open_dataset", "packaged_datasets", "read_class_map", "require_decodable", "scan_images",
            "stratified_split", "subset"]

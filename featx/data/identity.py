@@ -100,3 +100,18 @@ def identity_split(shas: list[str], labels: list[int], options: DatasetOptions,
         if y not in has_train:
             splits[i] = "train"
     return splits
+
+
+def with_content_hashes(dataset):
+    """`dataset` (a featx.data.Dataset) with every sample's content hash filled in."""
+    from dataclasses import replace
+
+    todo = [i for i, s in enumerate(dataset.samples) if not s.sha256]
+    if not todo:
+        return dataset
+    samples = list(dataset.samples)
+    shas = hash_files([dataset.abspath(samples[i]) for i in todo],
+                      [(samples[i].size, samples[i].mtime_ns) for i in todo])
+    for i, sha in zip(todo, shas):
+        samples[i] = replace(samples[i], sha256=sha)
+    return replace(dataset, samples=samples)

@@ -36,6 +36,9 @@ class ExtractConfig:
     threads: int | None = None  # ONNX Runtime intra-op threads; None = torch's thread count
     cut: str | None = None  # also store the activation maps entering this block (finetune --from-block)
     overwrite: bool = False
+    # A store of the same settings over a changed dataset is updated: only new or changed images
+    # are extracted (featx.store.update); False refuses it, explaining the change in files.
+    update: bool = True
 
     def __post_init__(self) -> None:
         if self.weights is None:  # one spelling from here on (store names, provenance)
@@ -61,7 +64,7 @@ class ExtractConfig:
 class ExtractResult:
     store: str
     backbone: str
-    status: str  # created | resumed | complete (nothing to do)
+    status: str  # created | resumed | updated | complete (nothing to do)
     samples: int
     images: int  # images forwarded in this run
     failed: int
@@ -69,6 +72,8 @@ class ExtractResult:
     images_per_second: float
     device: str
     warnings: list[str] = field(default_factory=list)  # e.g. a class left with no training image
+    update: str = ""  # what an update did: "+240 new, 12 changed, 3 removed, 2,369 kept"
+    version: int = 0  # the store's version after this run (1: as first extracted)
 
     def to_dict(self) -> dict:
         return asdict(self)

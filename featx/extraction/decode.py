@@ -8,6 +8,8 @@ from worker state, so any number of workers gives the same numbers (docs/reliabi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -30,6 +32,7 @@ class BatchDecoder(torch.utils.data.Dataset):
                  recipe: AugRecipe | None, seed: int, views: int, gpu_decode: bool):
         self.root = dataset.root
         self.paths = [s.path for s in dataset.samples]
+        self.stats = [(s.size, s.mtime_ns) for s in dataset.samples]  # as scanned
         self.batches, self.is_train, self.pre, self.recipe = batches, is_train, pre, recipe
         self.seed, self.views, self.gpu_decode = seed, views, gpu_decode
 
@@ -43,9 +46,13 @@ class BatchDecoder(torch.utils.data.Dataset):
             path = self.root / self.paths[row]
             if self.gpu_decode and path.suffix.lower() in JPEG_SUFFIXES:
                 try:
-                    jpeg.append((row - b.start, read_file_bytes(path)))
+                    data = read_file_bytes(path)
+                    self._check_unchanged(row, path)
+                    jpeg.append((row - b.start, data))
                 except OSError as exc:
                     failed[row] = f"cannot read file ({exc.strerror or exc})"
+                except ImageError as exc:
+                    failed[row] = exc.reason
                 continue
             views = [0] + (list(range(1, self.views + 1)) if self.is_train[row] else [])
             made = self._views(row, views, failed)
@@ -66,12 +73,29 @@ class BatchDecoder(torch.utils.data.Dataset):
         rel = self.paths[row]
         try:
             img = image_to_tensor(load_image(self.root / rel))
+            self._check_unchanged(row, self.root / rel)
             return make_views(img, self.pre, self.recipe, self.seed, rel, views)
         except ImageError as exc:
             failed[row] = exc.reason
         except Exception as exc:  # noqa: BLE001 - one odd image must not end a long run
             failed[row] = f"{type(exc).__name__}: {str(exc)[:160]}"
         return None
+
+
+    def _check_unchanged(self, row: int, path) -> None:
+        """After reading: the file is still what the scan saw (size, mtime), or the row fails.
+        A file rewritten while being read could give a torn image, and the store would record
+        the scan's identity for other bytes; the next run extracts the new version."""
+        size, mtime = self.stats[row]
+        if not size:
+            return  # a sample made without a scan (tests, in-memory datasets)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from None
+        if (st.st_size, st.st_mtime_ns) != (size, mtime):
+            raise ImageError(str(path), "file changed while being read (or since the dataset was "
+                                        "scanned); re-run featx extract to extract the new version")
 
 
 def guarded(batches):

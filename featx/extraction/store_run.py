@@ -1,4 +1,4 @@
-"""One process, one store: create or resume it, run the missing batches, report.
+"""One process, one store: create, resume or update it, run the missing batches, report.
 
 The store records how its numbers were made (engine, device, decode, AMP, batch size): a resumed
 run must compute the same way, so it takes its batch size from the store and `auto` takes the
@@ -12,32 +12,44 @@ from pathlib import Path
 import torch
 
 from featx.backbones import Backbone
-from featx.data import Dataset
+from featx.data import Dataset, with_content_hashes
 from featx.device import use_device_decode
-from featx.engines import engine_version
+from featx.engines import ENGINES, engine_version
+from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.engine_choice import cut_module, engine_for, resumed_engine
 from featx.extraction.runner import Runner
 from featx.store import (StoreLock, StoreSpec, check_room, check_writable, count_failed, is_complete,
-                         planned_bytes, prepare_store, read_attrs)
+                         planned_bytes, prepare_store, read_attrs, store_state)
 from featx.transforms import AugRecipe, transform_provenance
 
 
 def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
                   config: ExtractConfig, device: torch.device, show_progress: bool,
                   extra_provenance: dict | None = None) -> ExtractResult:
-    """Extract `dataset` into the store at `path` (created, resumed, or found complete)."""
+    """Extract `dataset` into the store at `path` (created, resumed, updated, or found complete)."""
     gpu_decode = use_device_decode(device, config.decode)
     module, cut_shape = cut_module(backbone, config.cut)
     extra = extra_provenance or {}
-    spec = _spec(backbone, recipe, config, device, resumed_engine(path, config), gpu_decode,
+    spec = _spec(backbone, recipe, config, device, store_engine(path, config), gpu_decode,
                  cut_shape, extra)
-    if not config.overwrite and is_complete(path, dataset, spec):  # no lock: works read-only
+    state = None if config.overwrite else store_state(path, dataset, spec)  # no lock: read-only ok
+    if state == "complete":
+        remove_delta(path)  # an update killed after its rename
         return _complete(dataset, backbone, path, device)
+    if state == "changed":
+        from featx.extraction.update import update_store  # it runs extract_store on the delta
+
+        if not config.update:
+            is_complete(path, dataset, spec)  # the StoreError that explains the change in files
+        return update_store(dataset, backbone, recipe, path, config, device, show_progress)
     _check_target(path, dataset, spec, config.overwrite)  # before any export, lock or file
     engine = engine_for(backbone, config, device, spec.provenance["engine"], module)
     spec = _spec(backbone, recipe, config, device, engine.name, gpu_decode, cut_shape, extra)
     with StoreLock(path):
+        if config.overwrite or not path.is_file():
+            remove_delta(path)
+            dataset = with_content_hashes(dataset)  # each row's identity, for later updates
         status = prepare_store(path, dataset, spec, config.overwrite)
         if status == "complete":  # finished by another run since the check above
             return _complete(dataset, backbone, path, device)
@@ -47,7 +59,33 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
         seconds, images = runner.run(path, show_progress)
         n_failed = count_failed(path)
     return ExtractResult(str(path), backbone.name, status, len(dataset.samples), images, n_failed,
-                         seconds, images / seconds if seconds else 0.0, str(device))
+                         seconds, images / seconds if seconds else 0.0, str(device), version=1)
+
+
+def store_engine(path: Path, config: ExtractConfig) -> str:
+    """`auto` keeps the engine of an existing store: an unfinished one resumes with it, and an
+    update computes its new rows with it (engines agree only to rounding)."""
+    if config.engine != "auto" or config.overwrite or not path.is_file():
+        return config.engine
+    try:
+        engine = read_attrs(path).get("engine")
+    except FeatxError:
+        return config.engine  # a corrupt store is reported by store_state
+    return str(engine) if engine in ENGINES else resumed_engine(path, config)
+
+
+def delta_path(path: Path) -> Path:
+    """Where an update of the store at `path` extracts its new rows (a store of its own)."""
+    return path.with_name(f"{path.stem}.delta.h5")
+
+
+def remove_delta(path: Path) -> None:
+    """Remove the delta store of `path` and its lock file, if any (never an error)."""
+    for leftover in (delta_path(path), Path(f"{delta_path(path)}.lock")):
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: the store itself is complete and usable
 
 
 def _complete(dataset: Dataset, backbone: Backbone, path: Path, device: torch.device) -> ExtractResult:

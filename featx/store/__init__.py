@@ -4,7 +4,8 @@
     lock    one writer per store (flock on `<store>.lock`)
     check   check_layout: is an open file a featx store (cheap checks at every open)
     space   check_room (planned size vs free disk), check_writable (the --out folder)
-    writer  prepare_store (create / resume / complete), is_complete, StoreWriter, read_done
+    writer  prepare_store (create / resume / complete), store_state, is_complete, StoreWriter
+    update  plan_update, assemble_update: a changed dataset re-extracts only its new rows
     reader  FeatureStore (by split and view, shapes for `featx info`), open_h5, open_store_file
     merge   the shards of a distributed run -> one store
 
@@ -20,11 +21,13 @@ from featx.store.reader import (FeatureStore, StoreSummary, count_failed, open_h
 from featx.store.schema import (EXECUTION_KEYS, FORMAT_VERSION, IDENTITY_KEYS, JSON_ATTRS,
                                 REASON_BYTES, StoreSpec, create_store, differences, planned_bytes)
 from featx.store.space import check_room, check_writable
-from featx.store.writer import StoreWriter, is_complete, prepare_store, read_done
+from featx.store.update import UpdatePlan, assemble_update, history, plan_update
+from featx.store.writer import StoreWriter, is_complete, prepare_store, read_done, store_state
 
 __all__ = [
     "EXECUTION_KEYS", "FORMAT_VERSION", "IDENTITY_KEYS", "JSON_ATTRS", "MERGE_MODES", "REASON_BYTES",
-    "FeatureStore", "StoreLock", "StoreSpec", "StoreSummary", "StoreWriter", "check_layout",
+    "FeatureStore", "StoreLock", "StoreSpec", "StoreSummary", "StoreWriter", "UpdatePlan",
+    "assemble_update", "check_layout", "history", "plan_update", "store_state",
     "check_room", "check_writable", "count_failed", "create_store", "differences", "is_complete",
     "merge_shards", "open_h5", "open_store_file", "planned_bytes", "prepare_store", "read_attrs",
     "read_done", "shard_path",

@@ -29,6 +29,10 @@ REQUIRED_DATASETS = ("classes", "class_names", "samples/path", "samples/label", 
 PER_SAMPLE = ("samples/label", "samples/split", "samples/size", "samples/mtime_ns", "done/clean",
               "failed/reason")
 
+# Per-sample tables a store may lack: content hashes came with featx's living stores (issue 19);
+# an older store gets them at its first update.
+OPTIONAL_PER_SAMPLE = ("samples/sha256",)
+
 
 def check_layout(f: h5py.File, path: Path) -> None:
     """Raise StoreError naming `path` and the first thing that breaks the store contract."""
@@ -73,7 +77,7 @@ def _shape_problem(f: h5py.File) -> str | None:
     """The tables agree with each other and with the attributes (N samples, T training rows,
     K views, D features)."""
     n = _rows(f["samples/path"])
-    for name in PER_SAMPLE:
+    for name in PER_SAMPLE + tuple(k for k in OPTIONAL_PER_SAMPLE if k in f):
         if _rows(f[name]) != n:
             return f"{name} has {_rows(f[name])} rows, samples/path {n}"
     if _rows(f["class_names"]) != _rows(f["classes"]):

@@ -26,6 +26,7 @@ import numpy as np
 
 from featx.atomic import atomic_write
 from featx.errors import StoreError
+from featx.store.check import OPTIONAL_PER_SAMPLE
 from featx.store.reader import open_store_file
 from featx.store.schema import IDENTITY_KEYS, WRITE_ERRORS, plain, short, write_error
 from featx.store.space import check_room, check_writable
@@ -130,7 +131,8 @@ def _write_merged(f: h5py.File, infos: list[dict], out: Path, mode: str) -> None
         f.create_dataset("classes", data=files[0]["classes"][:], dtype=files[0]["classes"].dtype)
         f.create_dataset("class_names", data=files[0]["class_names"][:],
                          dtype=files[0]["class_names"].dtype)
-        for name in ROW_TABLES:
+        optional = tuple(k for k in OPTIONAL_PER_SAMPLE if all(k in fi for fi in files))
+        for name in ROW_TABLES + optional:
             _concat(f, files, name, axis=0)
         _concat(f, files, "done/aug", axis=1)
         offsets = [int(i["attrs"]["shard_start"]) for i in infos]
@@ -162,6 +164,10 @@ def _write_merged_attrs(f: h5py.File, infos: list[dict], mode: str) -> float:
     f.attrs["num_failed"] = sum(int(i["attrs"].get("num_failed", 0)) for i in infos)
     f.attrs["dataset_fingerprint"] = first["full_dataset_fingerprint"]
     f.attrs["sharding"] = first["sharding"]
+    if "history" in first:  # the shards' first version counted their own rows
+        history = json.loads(first["history"])
+        history[-1]["samples"] = int(first["full_num_samples"])
+        f.attrs["history"] = json.dumps(history)
     f.attrs["merged_from"] = json.dumps([i["path"].name for i in infos])
     f.attrs["merge_mode"] = mode
     f.attrs["merged"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

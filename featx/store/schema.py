@@ -4,10 +4,12 @@ Layout of one store (readable with plain h5py):
 
     attrs: format_version, featx_version, backbone, weights (JSON), feature_dim, input_size,
            transform (JSON), num_aug_views, seed, dataset_root, dataset_fingerprint, created,
-           torch_version, device, dtype, engine, batch_size, complete, extract_seconds, ...
+           torch_version, device, dtype, engine, batch_size, complete, extract_seconds,
+           store_version, history (JSON list: one entry per version, featx.store.update), ...
     classes, class_names           [C] str
     samples/path, label, split     [N]   (path relative to dataset_root; label -1 = unlabeled)
     samples/size, samples/mtime_ns [N]   (what the fingerprint saw, to explain a mismatch)
+    samples/sha256                 [N]   content hash (S64 hex; absent in stores before issue 19)
     features/clean                 [N, D]        float16 by default
     features/aug                   [K, N_train, D]  view k of training sample features/aug_rows[j]
     features/aug_rows              [N_train]     sample index of each augmented row
@@ -65,12 +67,13 @@ class StoreSpec:
 def create_store(path: Path, dataset: Dataset, spec: StoreSpec) -> None:
     """Write the whole empty store at `path` atomically: a kill leaves no file or a valid one."""
     try:
-        atomic_write(path, lambda tmp: _write_layout(tmp, dataset, spec))
+        atomic_write(path, lambda tmp: write_layout(tmp, dataset, spec))
     except WRITE_ERRORS as exc:
         raise write_error(path, exc, "creating the store") from None
 
 
-def _write_layout(tmp: Path, dataset: Dataset, spec: StoreSpec) -> None:
+def write_layout(tmp: Path, dataset: Dataset, spec: StoreSpec) -> None:
+    """The empty store of `dataset` at `tmp`: attributes, sample tables, every table allocated."""
     samples = dataset.samples
     n, d, k = len(samples), spec.feature_dim, spec.num_aug_views
     train_rows = np.array([i for i, s in enumerate(samples) if s.split == "train"], dtype=np.int64)
@@ -79,24 +82,24 @@ def _write_layout(tmp: Path, dataset: Dataset, spec: StoreSpec) -> None:
         _write_attrs(f, dataset, spec)
         _write_samples(f, dataset)
         feats = f.create_group("features")
-        _fixed(feats, "clean", (n, d), spec.dtype, chunks=(min(n, 256), d))
+        fixed_dataset(feats, "clean", (n, d), spec.dtype, chunks=(min(n, 256), d))
         feats.create_dataset("aug_rows", data=train_rows)
         if k:
-            _fixed(feats, "aug", (k, n_train, d), spec.dtype, chunks=(1, max(1, min(n_train, 256)), d))
+            fixed_dataset(feats, "aug", (k, n_train, d), spec.dtype, chunks=(1, max(1, min(n_train, 256)), d))
         if spec.cut:  # one chunk per image: training reads maps in shuffled order
             maps = f.create_group(f"cut/{spec.cut}")
-            _fixed(maps, "clean", (n, *spec.cut_shape), "float16", chunks=(1, *spec.cut_shape))
+            fixed_dataset(maps, "clean", (n, *spec.cut_shape), "float16", chunks=(1, *spec.cut_shape))
             if k:
-                _fixed(maps, "aug", (k, n_train, *spec.cut_shape), "float16",
+                fixed_dataset(maps, "aug", (k, n_train, *spec.cut_shape), "float16",
                        chunks=(1, 1, *spec.cut_shape))
         done = f.create_group("done")
-        _fixed(done, "clean", (n,), "uint8")
-        _fixed(done, "aug", (k, n_train), "uint8")
-        _fixed(f.create_group("failed"), "reason", (n,), f"S{REASON_BYTES}")
+        fixed_dataset(done, "clean", (n,), "uint8")
+        fixed_dataset(done, "aug", (k, n_train), "uint8")
+        fixed_dataset(f.create_group("failed"), "reason", (n,), f"S{REASON_BYTES}")
 
 
 def planned_bytes(dataset: Dataset, spec: StoreSpec) -> int:
-    """Bytes the store of `dataset` will take on disk: _write_layout allocates all of it at once."""
+    """Bytes the store of `dataset` will take on disk: write_layout allocates all of it at once."""
     n = len(dataset.samples)
     t = sum(1 for s in dataset.samples if s.split == "train")
     k, d = spec.num_aug_views, spec.feature_dim
@@ -105,7 +108,7 @@ def planned_bytes(dataset: Dataset, spec: StoreSpec) -> int:
     if spec.cut:
         total += (n + k * t) * int(np.prod(spec.cut_shape)) * 2  # float16 maps
     total += n + k * t + n * REASON_BYTES + 8 * t  # done masks, failed/reason, aug_rows
-    total += sum(len(s.path.encode()) + 64 for s in dataset.samples)  # sample tables
+    total += sum(len(s.path.encode()) + 128 for s in dataset.samples)  # sample tables
     return total + 2**20  # HDF5 headers and attributes
 
 
@@ -119,9 +122,10 @@ def _write_samples(f: h5py.File, dataset: Dataset) -> None:
     g.create_dataset("split", data=np.array([s.split for s in samples], dtype=object), dtype=text)
     g.create_dataset("size", data=np.array([s.size for s in samples], dtype=np.int64))
     g.create_dataset("mtime_ns", data=np.array([s.mtime_ns for s in samples], dtype=np.int64))
+    g.create_dataset("sha256", data=np.array([s.sha256.encode() for s in samples], dtype="S64"))
 
 
-def _fixed(group: h5py.Group, name: str, shape: tuple, dtype: str, chunks=None) -> None:
+def fixed_dataset(group: h5py.Group, name: str, shape: tuple, dtype, chunks=None) -> None:
     """A fixed-size dataset with all its storage allocated now (no metadata changes later)."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -153,15 +157,20 @@ def _write_attrs(f: h5py.File, dataset: Dataset, spec: StoreSpec) -> None:
     f.attrs["extract_seconds"] = np.float64(0)
     f.attrs["images_per_second"] = np.float64(0)
     f.attrs["num_failed"] = np.int64(0)
+    f.attrs["store_version"] = np.int64(1)
+    f.attrs["history"] = json.dumps([{"version": 1, "date": attrs["created"], "featx_version": __version__,
+                                      "dataset_root": str(dataset.root), "samples": len(dataset.samples)}])
 
 
 # --- comparing ---------------------------------------------------------------------------------
 
 def differences(attrs: dict, spec: StoreSpec, f: h5py.File, dataset: Dataset,
-                resuming: bool) -> list[str]:
+                resuming: bool, with_dataset: bool = True) -> list[str]:
     """One phrase per key where the store at `f` differs from `spec` and `dataset` (empty: same).
 
-    Execution keys count only when `resuming`: a complete store is reusable on any engine.
+    Execution keys count only when `resuming`: a complete store is reusable on any engine. An
+    update computes new rows beside old ones, so it compares them too (`resuming`), and leaves
+    the dataset out (`with_dataset=False`).
     """
     if attrs.get("format_version") != FORMAT_VERSION:
         return [f"store format {attrs.get('format_version')} (this featx writes {FORMAT_VERSION})"]
@@ -176,7 +185,7 @@ def differences(attrs: dict, spec: StoreSpec, f: h5py.File, dataset: Dataset,
             have, want = json.loads(have), json.loads(json.dumps(want, sort_keys=True))
         if plain(have) != plain(want):
             out.append(f"{key} is {short(have)} in the store, {short(want)} requested")
-    if attrs.get("dataset_fingerprint") != dataset.fingerprint:
+    if with_dataset and attrs.get("dataset_fingerprint") != dataset.fingerprint:
         out.append(dataset_changes(f, dataset))
     return out
 

@@ -22,8 +22,8 @@ from featx.data import Dataset
 from featx.errors import StoreError
 from featx.store.check import check_layout
 from featx.store.reader import open_h5
-from featx.store.schema import (REASON_BYTES, WRITE_ERRORS, StoreSpec, create_store, differences,
-                                write_error)
+from featx.store.schema import (EXECUTION_KEYS, REASON_BYTES, WRITE_ERRORS, StoreSpec, create_store,
+                                differences, write_error)
 
 
 def prepare_store(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool = False) -> str:
@@ -38,6 +38,27 @@ def prepare_store(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool
         return "complete" if _check_same(path, dataset, spec) else "resumed"
     create_store(path, dataset, spec)
     return "created"
+
+
+def store_state(path: Path, dataset: Dataset, spec: StoreSpec) -> str | None:
+    """What the file at `path` is for `dataset` made as `spec` asks, read without a lock:
+    None (no store), "complete", "resumable" (same data, unfinished) or "changed" (same settings,
+    other data: an update, featx.store.update). Other settings are the StoreError of prepare_store;
+    for an update they include how the rows were computed (engine, device, decode, amp)."""
+    if not path.is_file():
+        return None
+    with open_h5(path) as f:
+        check_layout(f, path)
+        attrs = dict(f.attrs)
+        complete = bool(attrs.get("complete", False))
+        changed = attrs.get("dataset_fingerprint") != dataset.fingerprint
+        found = differences(attrs, spec, f, dataset, resuming=changed or not complete, with_dataset=False)
+    if found:
+        extra = (" (new rows must be computed as the store's were, to update it)"
+                 if changed and any(k in " ".join(found) for k in EXECUTION_KEYS) else "")
+        raise StoreError(f"{path} was made with other settings: {'; '.join(found)}{extra}. "
+                         "Use --overwrite to replace it, or --out to write elsewhere")
+    return "changed" if changed else "complete" if complete else "resumable"
 
 
 def is_complete(path: Path, dataset: Dataset, spec: StoreSpec) -> bool:
