@@ -205,3 +205,24 @@ def pair_cosines(source: Rows, pairs: np.ndarray) -> np.ndarray:
     x = unit(take_rows(source, needed))  # (u, D)
     where = where.reshape(pairs.shape)
     return (x[where[:, 0]] * x[where[:, 1]]).sum(1)
+
+
+def nearest_streamed(queries: np.ndarray, source: Rows, k: int, advance=None) -> Neighbours:
+    """Exact k nearest rows of `source` for a few queries, reading `source` block by block
+    (memory: one block, whatever the store's size)."""
+    import faiss
+
+    q = unit(queries)
+    ids = np.full((len(q), 0), -1, np.int64)
+    sims = np.full((len(q), 0), -np.inf, np.float32)
+    for start in range(0, source.rows, BLOCK_ROWS):
+        stop = min(source.rows, start + BLOCK_ROWS)
+        index = faiss.IndexFlatIP(source.dim)
+        index.add(unit(source.read(start, stop)))
+        s, i = index.search(q, min(k, stop - start))
+        sims, ids = np.concatenate([sims, s], 1), np.concatenate([ids, i + start], 1)
+        best = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # merge: keep the k best so far
+        sims, ids = np.take_along_axis(sims, best, 1), np.take_along_axis(ids, best, 1)
+        if advance:
+            advance(stop - start)
+    return Neighbours(ids, sims, "exact (faiss IndexFlatIP, streamed blocks)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FOLDS = 5
-PROBE_C = 0.1  # inverse L2 strength on standardised features (1280-dim, ~2k samples: 1.0 overfits)
+PROBE_C = 0.01  # ELPV lite0: 5-fold accuracy 0.738 at C=0.01, 0.714 at 0.1 (and half the time)
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _probe(seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=2000, random_state=seed))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, tol=1e-3, max_iter=500, random_state=seed))
 
 
 def _cross_validated(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import typer
 
-from featx.cli import data_cmds, extract_cmds, finetune_cmd, head_cmds, report_cmds
+from featx.cli import audit_cmds, data_cmds, extract_cmds, finetune_cmd, head_cmds, report_cmds
 from featx.cli.core import FeatxCommand, FeatxGroup
 
 app = typer.Typer(name="featx", cls=FeatxGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -27,6 +27,7 @@ COMMANDS = [
     ("train-head", head_cmds.train_head), ("lr-find", head_cmds.lr_find), ("predict", head_cmds.predict),
     ("finetune", finetune_cmd.finetune),
     ("report", report_cmds.report), ("compare", report_cmds.compare),
+    ("audit", audit_cmds.audit), ("search", audit_cmds.search), ("export", audit_cmds.export),
 ]
 for name, function in COMMANDS:
     app.command(name, cls=FeatxCommand)(function)
