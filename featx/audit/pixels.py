@@ -58,13 +58,14 @@ def hash_files(root: Path, paths: list[str], known_sha256: list[str] | None = No
 
     def one(i: int):
         path = Path(root) / paths[i]
+        sha = known_sha256[i] if known_sha256 else None
         try:
-            sha = known_sha256[i] if known_sha256 else file_sha256(path)
+            sha = sha or file_sha256(path)
             code = phash(load_image(path)) if pixels else None
             return sha, code, None
         except Exception as exc:  # any decode failure (featx.images raises several kinds)
             reason = "missing" if not path.exists() else (str(exc).splitlines() or [type(exc).__name__])[0]
-            return None, None, reason
+            return sha, None, reason
 
     n = len(paths)
     out = PixelHashes([None] * n, np.zeros((n, HASH_BYTES), np.uint8), np.zeros(n, bool))

@@ -164,17 +164,21 @@ def audit(store: str | Path, out: str | Path, config: AuditConfig = AuditConfig(
 
 
 def _hashes(st: FeatureStore, rows: np.ndarray, pixels: bool, log):
-    """File and pixel hashes of the audited rows, or (None, why) when the images are not there."""
-    from featx.audit.pixels import hash_files
+    """File and pixel hashes of the audited rows, or (None, why) when the images are not there.
+    A store that keeps each file's sha256 gives exact duplicates even without the images."""
+    from featx.audit.pixels import PixelHashes, hash_files
 
+    known = st.content_hashes()
+    known = [known[r] or None for r in rows] if known is not None else None
     root = Path(st.attrs["dataset_root"])
     if not root.is_dir():
         log(f"note: pixel checks skipped: the dataset folder {root} is not here (moved?); "
             "near-duplicates are judged by features alone")
-        return None, f"skipped: {root} not found"
+        none = PixelHashes(known, np.zeros((len(rows), 8), np.uint8), np.zeros(len(rows), bool)) if known else None
+        return none, f"skipped: {root} not found"
     paths = list(st.paths[rows])
     with progress_bar(len(paths), "hash images") as advance:
-        hashes = hash_files(root, paths, pixels=pixels, advance=advance)
+        hashes = hash_files(root, paths, known, pixels=pixels, advance=advance)
     if hashes.missing:
         log(f"note: {len(hashes.missing)} images could not be read for pixel checks "
             f"(e.g. {hashes.missing[0][0]}: {hashes.missing[0][1]})")

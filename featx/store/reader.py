@@ -131,6 +131,16 @@ class FeatureStore:
         return int(self.f["features/clean"].shape[1])
 
     @property
+    def pool(self) -> str | None:
+        """The block whose pooled entering maps follow the final features (extract --pool), or None."""
+        return str(self.f.attrs.get("pool", "")) or None
+
+    @property
+    def final_dim(self) -> int:
+        """Columns of the backbone's final features: the first ones; pooled maps follow."""
+        return self.feature_dim - int(self.f.attrs.get("pool_dim", 0))
+
+    @property
     def cut(self) -> str | None:
         """The block whose entering maps the store holds, or None."""
         return str(self.f.attrs.get("cut", "")) or None
@@ -191,6 +201,12 @@ class FeatureStore:
     def read_span(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
         """Clean features of sample rows [start, stop): one contiguous read (streaming blocks)."""
         return self.f["features/clean"][start:stop].astype(dtype)
+
+    def content_hashes(self) -> list[str] | None:
+        """Each sample's sha256 (hex) of its file's bytes; None in stores made before they were kept."""
+        if "samples/sha256" not in self.f:
+            return None
+        return [h.decode("ascii", "replace") for h in self.f["samples/sha256"][:]]
 
     def read_aug(self, view: int | None = None, ranks: np.ndarray | None = None,
                  dtype=np.float32) -> np.ndarray:
