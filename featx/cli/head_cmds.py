@@ -103,7 +103,7 @@ def print_training(r) -> None:
     table = Table("split", "n", "top-1", "top-5", "bal. acc", "macro-F1", "NLL", "ECE")
     for name, m in (("val", r.val), ("test", r.test)):
         if m:
-            table.add_row(name, str(m.n), f"{m.top1:.3f}", _fmt(m.top5), f"{m.balanced_accuracy:.3f}",
+            table.add_row(name, str(m.n), _with_ci(m, "top1"), _fmt(m.top5), _with_ci(m, "balanced_accuracy"),
                           f"{m.macro_f1:.3f}", _fmt(m.nll), _fmt(m.ece))
     out.print(table)
     final = r.test or r.val
@@ -126,6 +126,12 @@ def print_training(r) -> None:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _with_ci(m, metric: str) -> str:
+    """'0.774 [0.742, 0.806]': the value and its 95% bootstrap interval (when measured)."""
+    bounds = m.interval(metric)
+    return f"{getattr(m, metric):.3f}" + (f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else "")
 
 
 def lr_find(
