@@ -25,7 +25,8 @@ import numpy as np
 EXACT_MAX_ROWS = 50_000  # all pairs of 50k x 1280: ~1 min on a 2-core CPU; 1M rows would take days
 PROJECTED_DIM = 128  # IVF works on this many uncentred principal components of the unit features
 TRAIN_ROWS = 65_536  # rows (in evenly spaced spans) that fit the projection and the IVF centroids
-NPROBE = 16  # inverted lists searched per query (of about 4 sqrt(N))
+NPROBE = 10  # inverted lists searched per query (of about 4 sqrt(N))
+PCA_ROWS = 16_384  # of the training rows, for the 1280 x 1280 moment matrix
 BLOCK_ROWS = 16_384
 
 
@@ -119,10 +120,11 @@ def _ivf_self(source: Rows, k: int, advance) -> Neighbours:
 
     n, dim = source.rows, source.dim
     sample = unit(_spread_sample(source, TRAIN_ROWS))
-    proj, energy = uncentred_pca(sample, min(PROJECTED_DIM, dim))
+    proj, energy = uncentred_pca(sample[::max(1, len(sample) // PCA_ROWS)], min(PROJECTED_DIM, dim))
     nlist = int(min(max(1, 4 * np.sqrt(n)), len(sample) // 39 or 1))  # faiss wants >= 39 per list
     quantizer = faiss.IndexFlatIP(proj.shape[1])
     index = faiss.IndexIVFFlat(quantizer, proj.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10  # k-means iterations (faiss: 25); the lists only need to be roughly balanced
     index.train(np.ascontiguousarray(sample @ proj))
     for start in range(0, n, BLOCK_ROWS):  # pass 1: fill the index
         stop = min(n, start + BLOCK_ROWS)
@@ -165,8 +167,8 @@ def _spread_sample(source: Rows, size: int) -> np.ndarray:
 def uncentred_pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, float]:
     """The top `dim` eigenvectors [D, dim] of x'x (not centred: inner products of the projected
     rows approximate those of the rows) and the share of the energy they keep."""
-    x64 = x.astype(np.float64)
-    values, vectors = np.linalg.eigh(x64.T @ x64)  # ascending
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    values, vectors = np.linalg.eigh((x32.T @ x32).astype(np.float64))  # ascending
     top = vectors[:, ::-1][:, :dim].astype(np.float32)
     return top, float(values[::-1][:dim].sum() / max(values.sum(), 1e-12))
 

@@ -80,11 +80,14 @@ def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax_output:
 
 
 def knn_scores(tensors: dict[str, np.ndarray], x: np.ndarray, k: int, num_classes: int) -> np.ndarray:
-    """Vote shares of the k nearest training features by cosine similarity: [n, C]."""
-    sims = l2_normalize(x) @ tensors["train_x"].T
-    k = min(k, sims.shape[1])
-    nearest = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
-    labels = tensors["train_y"][nearest]
+    """Vote shares of the k nearest training features by cosine similarity: [n, C].
+
+    The search is featx.neighbours' exact FAISS search, the one `featx audit` uses."""
+    from featx.neighbours import nearest
+
+    k = min(k, len(tensors["train_x"]))
+    found = nearest(x, tensors["train_x"], k).ids  # (n, k)
+    labels = tensors["train_y"][found]
     votes = np.zeros((len(x), num_classes), np.float64)
     np.add.at(votes, (np.repeat(np.arange(len(x)), k), labels.ravel()), 1.0)
     return votes / k

@@ -18,15 +18,15 @@ MAX_LINES = 420  # "about 400": room for a docstring, not for a second responsib
 # First component under featx -> layer; a module may import its own layer or lower ones.
 LAYERS = {
     "errors": 0, "atomic": 0, "device": 0, "progress": 0, "metrics": 0, "scoring": 0,
-    "schedules": 0, "balance": 0, "config": 0, "distributed": 0, "plots": 0, "uncertainty": 0,
+    "schedules": 0, "balance": 0, "config": 0, "distributed": 0, "plots": 0, "neighbours": 0, "uncertainty": 0,
     "images": 1, "data": 1,
     "backbones": 2, "transforms": 2, "engines": 2,
     "store": 3,
     "extraction": 4,
     "heads": 5, "head_io": 5, "head_backbone": 5, "baselines": 5, "feature_data": 5, "train": 5,
-    "lr_range": 5, "estimators": 5, "resplits": 5,
+    "lr_range": 5, "estimators": 5, "export": 5, "resplits": 5,
     "finetuning": 6,
-    "prediction": 7, "comparison": 7, "report": 7,
+    "prediction": 7, "comparison": 7, "report": 7, "audit": 7,
     "cli": 9, "__main__": 9,
 }
 
