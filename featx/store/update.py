@@ -55,9 +55,9 @@ class UpdatePlan:
         c = self.counts
         text = f"+{c['new']:,} new, {c['changed']:,} changed, {c['removed']:,} removed, {c['kept']:,} kept"
         extra = [f"{c[k]:,} {k}" for k in ("relabelled", "moved", "resplit", "retried") if c.get(k)]
-        computed = len(self.compute) - c["new"] - c["changed"]
-        if computed > 0:
-            extra.append(f"{computed:,} recomputed (views of moved or new training samples, or failed before)")
+        views = len(self.compute) - c["new"] - c["changed"] - c.get("retried", 0)
+        if views > 0:  # view k is seeded by the sample's path: a moved training image gets new ones
+            extra.append(f"{views:,} re-extracted for their views (moved, or new to train)")
         return text + (f" ({', '.join(extra)})" if extra else "")
 
 

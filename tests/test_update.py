@@ -1,0 +1,253 @@
+"""Issue 19, living stores: a dataset that grows or changes costs only its new images."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from featx.data import DatasetOptions, open_dataset
+from featx.errors import StoreError
+from featx.extraction import ExtractConfig, extract
+from featx.store import FeatureStore, StoreLock
+from tests.conftest import make_class_tree, write_image
+from tests.tiny_backbone import subprocess_env
+
+TINY = dict(weights="none", batch_size=8, views=2, aug="mild", workers=0, engine="torch")
+
+
+def _tables(path: Path) -> dict[str, np.ndarray]:
+    """Every table of a store (attributes aside: they record its history)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, node: out.__setitem__(name, node[()])
+                     if isinstance(node, h5py.Dataset) else None)
+    return out
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    ta, tb = _tables(a), _tables(b)
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
+
+
+def _change(root: Path) -> None:
+    """The issue's change: +10% new images, 2 changed, 3 removed, 5 relabelled (moved to another
+    class folder), 4 moved into a subfolder of their own class."""
+    for i in range(6):
+        write_image(root / "abc"[i % 3] / f"new_{i}.png", 9000 + i)
+    for name in ("a/a_01.png", "b/b_02.png"):
+        write_image(root / name, 7000 + len(name), size=(36, 30))
+    for name in ("a/a_03.png", "b/b_04.png", "c/c_05.png"):
+        (root / name).unlink()
+    for i, name in enumerate(("a/a_06.png", "a/a_07.png", "b/b_08.png", "c/c_09.png", "c/c_10.png")):
+        (root / name).rename(root / "bca"["abc".index(name[0])] / f"relabelled_{i}.png")
+    for name in ("a/a_11.png", "b/b_12.png", "c/c_13.png", "c/c_14.png"):
+        (root / name[0] / "sub").mkdir(exist_ok=True)
+        (root / name).rename(root / name[0] / "sub" / Path(name).name)
+
+
+def test_an_updated_store_equals_a_fresh_extraction(tmp_path):
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b", "c"), per_class=20)
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert first.status == "created" and first.version == 1
+    _change(root)
+    dataset = open_dataset(root)
+    updated = extract(dataset, "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    fresh = extract(dataset, "tiny_cnn", tmp_path / "fresh", show_progress=False, **TINY)
+    assert updated.status == "updated" and updated.version == 2
+    # 55 old images remain: 50 keep their numbers, 5 moved training images get new views
+    assert updated.update.startswith("+6 new, 2 changed, 3 removed, 50 kept (5 relabelled, 9 moved")
+    assert "5 re-extracted for their views" in updated.update
+    assert updated.images < fresh.images / 3  # only what is new, changed, or moved into views
+    _assert_same_store(Path(updated.store), Path(fresh.store))  # features, views, labels, splits
+    with FeatureStore(updated.store) as st:
+        (v1, v2) = json.loads(st.attrs["history"])
+        assert st.attrs["store_version"] == 2 and v1["samples"] == 60
+        assert (v2["new"], v2["changed"], v2["removed"], v2["kept"], v2["computed"]) == (6, 2, 3, 50, 13)
+    again = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert again.status == "complete" and again.images == 0
+
+
+def test_a_copied_dataset_costs_no_forward(tmp_path, monkeypatch):
+    """cp -r gives every file a new mtime and the dataset a new root: the bytes are the same."""
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10)
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    before = _tables(Path(first.store))
+    copy = tmp_path / "elsewhere" / "cells"
+    shutil.copytree(root, copy, copy_function=shutil.copy)  # new mtimes, as `cp -r`
+    assert (copy / "a" / "a_00.png").stat().st_mtime_ns != (root / "a" / "a_00.png").stat().st_mtime_ns
+    import featx.extraction.runner
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a backbone forward ran")
+
+    monkeypatch.setattr(featx.extraction.runner.Runner, "run", no_forward)
+    moved = extract(open_dataset(copy), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert moved.status == "updated" and moved.images == 0
+    assert moved.update.startswith("+0 new, 0 changed, 0 removed, 20 kept")
+    after = _tables(Path(moved.store))
+    for name in before:
+        if name != "samples/mtime_ns":
+            np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+    with FeatureStore(moved.store) as st:
+        assert st.attrs["dataset_root"] == str(copy)
+        assert [v["dataset_root"] for v in json.loads(st.attrs["history"])] == [str(root), str(copy)]
+
+
+def test_labels_and_splits_change_without_a_forward(tmp_path, monkeypatch):
+    """A CSV label edited, a class added, a split column changed: only the tables change."""
+    for i in range(12):
+        write_image(tmp_path / "img" / f"{i:02d}.png", i)
+    rows = [f"img/{i:02d}.png,{'cat' if i % 2 else 'dog'},{'train' if i < 8 else 'test'}" for i in range(12)]
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    first = extract(open_dataset(manifest), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    rows[3] = "img/03.png,bird,train"  # relabelled, a new class
+    rows[9] = "img/09.png,cat,val"  # another split (not train: no views needed)
+    manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    import featx.extraction.runner
+
+    monkeypatch.setattr(featx.extraction.runner.Runner, "run", lambda *a, **k: pytest.fail("forward"))
+    r = extract(open_dataset(manifest), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert r.status == "updated" and r.images == 0 and "1 relabelled" in r.update
+    with FeatureStore(r.store) as st, FeatureStore(first.store) as old:
+        assert st.classes == ["bird", "cat", "dog"] and st.classes[st.labels[3]] == "bird"
+        assert st.splits[9] == "val"
+        np.testing.assert_array_equal(st.read_clean(), old.read_clean())
+
+
+def test_a_grown_auto_split_dataset_keeps_every_old_split_in_the_store(tmp_path):
+    root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=20)
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    with FeatureStore(first.store) as st:
+        before = dict(zip(st.paths, st.splits))
+    for i in range(8):  # +20%
+        write_image(root / "ab"[i % 2] / f"more_{i}.png", 5000 + i)
+    r = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert r.status == "updated" and r.update.startswith("+8 new")
+    with FeatureStore(r.store) as st:
+        after = dict(zip(st.paths, st.splits))
+    assert all(after[p] == split for p, split in before.items())
+
+
+def test_a_file_that_became_unreadable_loses_its_old_features(tmp_path):
+    root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=6)
+    extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    (root / "a" / "a_02.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    r = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert r.status == "updated" and r.failed == 1
+    with FeatureStore(r.store) as st:
+        row = list(st.paths).index("a/a_02.png")
+        assert row in st.failed and row not in st.rows()
+        assert not st.read_clean([row]).any()  # the old numbers are gone, not kept as current
+
+
+def test_an_image_changed_while_being_read_is_a_failed_row(tmp_path, monkeypatch):
+    root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=4)
+    dataset = open_dataset(root)
+    import featx.extraction.decode as decode
+
+    real = decode.load_image
+
+    def rewritten_meanwhile(path):
+        img = real(path)
+        if Path(path).name == "b_01.png":
+            write_image(Path(path), 99, size=(44, 32))
+        return img
+
+    monkeypatch.setattr(decode, "load_image", rewritten_meanwhile)
+    r = extract(dataset, "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    with FeatureStore(r.store) as st:
+        reasons = {st.paths[row]: why for row, why in st.failed.items()}
+    assert list(reasons) == ["b/b_01.png"] and "changed while being read" in reasons["b/b_01.png"]
+    monkeypatch.setattr(decode, "load_image", real)
+    again = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert again.status == "updated" and again.failed == 0  # the new version, extracted
+
+
+def test_a_store_without_content_hashes_is_hashed_at_its_first_update(tmp_path):
+    root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=8)
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    with h5py.File(first.store, "r+") as f:  # as featx wrote stores before issue 19
+        del f["samples/sha256"]
+        del f.attrs["history"], f.attrs["store_version"]
+    write_image(root / "a" / "extra.png", 4242)
+    r = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert r.status == "updated" and r.update.startswith("+1 new, 0 changed, 0 removed, 16 kept")
+    fresh = extract(open_dataset(root), "tiny_cnn", tmp_path / "f", show_progress=False, **TINY)
+    _assert_same_store(Path(r.store), Path(fresh.store))
+
+
+def test_no_update_refuses_and_other_settings_still_refuse(tmp_path):
+    root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=6)
+    extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    write_image(root / "a" / "extra.png", 4242)
+    with pytest.raises(StoreError, match="the dataset changed: 1 added"):
+        extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False,
+                **{**TINY, "update": False})
+    with pytest.raises(StoreError, match="engine is torch in the store, onnxruntime requested"):
+        extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False,
+                **{**TINY, "engine": "onnxruntime"})
+    (store,) = (tmp_path / "s").glob("*.h5")
+    with StoreLock(store), pytest.raises(StoreError, match="already being written"):
+        extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+
+
+def _command(data: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18", "--engine",
+            "torch", "--weights", "none", "--input-size", "128", "--batch-size", "2", "--views", "1",
+            "--workers", "0", "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_an_update_killed_midway_resumes_to_the_same_store(tmp_path):
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=12, seed=3)
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    for out in ("killed", "calm"):
+        done = subprocess.run(_command(root, tmp_path / out), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    _change_two_classes(root)
+    proc = subprocess.Popen(_command(root, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        deltas = list((tmp_path / "killed").glob("*.delta.h5"))
+        if deltas:
+            with h5py.File(deltas[0], "r", locking=False) as f:
+                if f["done/clean"][:].sum() >= 2:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the update ended before it could be killed"
+    (store,) = (tmp_path / "killed").glob("*[!a].h5")
+    with FeatureStore(store) as st:  # the old store, intact until the rename
+        assert st.complete and st.attrs.get("store_version") == 1
+    resumed = subprocess.run(_command(root, tmp_path / "killed"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "updated" in resumed.stdout, resumed.stderr
+    calm = subprocess.run(_command(root, tmp_path / "calm"), env=env, capture_output=True, text=True)
+    assert calm.returncode == 0 and "updated" in calm.stdout, calm.stderr
+    _assert_same_store(store, next((tmp_path / "calm").glob("*.h5")))
+    fresh = subprocess.run(_command(root, tmp_path / "fresh"), env=env, capture_output=True, text=True)
+    assert fresh.returncode == 0 and "created" in fresh.stdout, fresh.stderr
+    _assert_same_store(store, next((tmp_path / "fresh").glob("*.h5")))
+    assert not list((tmp_path / "killed").glob("*.delta.h5*"))
+
+
+def _change_two_classes(root: Path) -> None:
+    for i in range(6):
+        write_image(root / "ab"[i % 2] / f"new_{i}.png", 9000 + i)
+    write_image(root / "a" / "a_01.png", 7001, size=(36, 30))
+    (root / "b" / "b_03.png").unlink()
+    (root / "a" / "a_05.png").rename(root / "b" / "moved.png")
