@@ -1,0 +1,53 @@
+"""Bad inputs of `featx audit`, `featx search` and `featx export` (featx/audit/, featx/export.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.bad_input_harness import Case, World
+
+
+def incomplete_store(tmp: Path, world: World) -> None:
+    """The world's store as a kill leaves it: rows written, never marked complete."""
+    import h5py
+    import numpy as np
+
+    shutil.copy(world.store, tmp / "s.h5")
+    with h5py.File(tmp / "s.h5", "r+") as f:
+        f.attrs["complete"] = np.uint8(0)
+
+
+def garbage(name: str, blob: bytes):
+    def setup(tmp: Path, world: World) -> None:
+        (tmp / name).write_bytes(blob)
+    return setup
+
+
+AUDIT = ["audit", "--out", "{out}"]
+
+CASES = [
+    Case("audit-no-store", AUDIT + ["{tmp}/none.h5"], r"none\.h5: no such store"),
+    Case("audit-not-hdf5", AUDIT + ["{tmp}/x.h5"], r"x\.h5: not an HDF5 file", setup=garbage("x.h5", b"hello" * 100)),
+    Case("audit-incomplete", AUDIT + ["{tmp}/s.h5"], r"s\.h5: the store is incomplete", setup=incomplete_store),
+    Case("audit-threshold-above-one", AUDIT + ["{store}", "--threshold", "1.5"], r"--threshold 1\.5: a cosine",
+         code=2),
+    Case("audit-threshold-nan", AUDIT + ["{store}", "--threshold", "nan"], r"--threshold", code=2),
+    Case("audit-unknown-check", AUDIT + ["{store}", "--checks", "typos"], r"--checks.*'typos'", code=2),
+    Case("audit-outlier-k-above-k", AUDIT + ["{store}", "--k", "3", "--outlier-k", "5"], r"--outlier-k 5", code=2),
+    Case("audit-hash-bits-65", AUDIT + ["{store}", "--hash-bits", "65"], r"--hash-bits", code=2),
+    Case("audit-out-is-a-file", ["audit", "{store}", "--out", "{tmp}/f"], r"--out .*f: exists and is not a folder",
+         code=2, setup=garbage("f", b"x")),
+    Case("search-query-undecodable", ["search", "{store}", "{tmp}/q.jpg", "--device", "cpu"],
+         r"q\.jpg: cannot search with it", setup=garbage("q.jpg", b"\xff\xd8 not a jpeg")),
+    Case("search-query-missing", ["search", "{store}", "{tmp}/none.png"], r"no images found"),
+    Case("search-incomplete", ["search", "{tmp}/s.h5", "{data}"], r"s\.h5: the store is incomplete",
+         setup=incomplete_store),
+    Case("search-top-k-zero", ["search", "{store}", "{data}", "--top-k", "0"], r"--top-k", code=2),
+    Case("export-incomplete", ["export", "{tmp}/s.h5", "--out", "{out}"], r"s\.h5: the store is incomplete",
+         setup=incomplete_store),
+    Case("export-unknown-index", ["export", "{store}", "--out", "{out}", "--index", "hnsw"], r"--index.*'hnsw'",
+         code=2),
+    Case("export-shard-rows-zero", ["export", "{store}", "--out", "{out}", "--shard-rows", "0"], r"--shard-rows",
+         code=2),
+]
