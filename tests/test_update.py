@@ -103,6 +103,13 @@ def test_a_copied_dataset_costs_no_forward(tmp_path, monkeypatch):
     with FeatureStore(moved.store) as st:
         assert st.attrs["dataset_root"] == str(copy)
         assert [v["dataset_root"] for v in json.loads(st.attrs["history"])] == [str(root), str(copy)]
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    info = CliRunner().invoke(app, ["info", moved.store], env={"COLUMNS": "200"}).output
+    assert "version    2, updated" in info and "0 new, 0 changed, 0 removed, 20 kept" in info
+    assert f"the dataset is at {copy} now, {root} then" in info
 
 
 def test_labels_and_splits_change_without_a_forward(tmp_path, monkeypatch):
@@ -251,3 +258,23 @@ def _change_two_classes(root: Path) -> None:
     write_image(root / "a" / "a_01.png", 7001, size=(36, 30))
     (root / "b" / "b_03.png").unlink()
     (root / "a" / "a_05.png").rename(root / "b" / "moved.png")
+
+
+@pytest.mark.slow
+def test_a_torchrun_update_shares_only_the_new_rows(tmp_path):
+    from tests.test_distributed import _extract, _run
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10, seed=4)
+    _run(_extract(root, tmp_path / "multi", 2, env), env)
+    _change_two_classes(root)
+    updated = _run(_extract(root, tmp_path / "multi", 2, env), env)
+    assert updated.stdout.count("updated") == 1 and "+6 new, 1 changed, 1 removed" in updated.stdout
+    import re
+
+    forwarded = int(re.search(r"; (\d+) images forwarded", updated.stdout).group(1))
+    assert 0 < forwarded <= 3 * 8  # 6 new, 1 changed, 1 moved: a clean view and 2 views at most
+    _run(_extract(root, tmp_path / "single", 1, env), env)  # a fresh single-process extraction
+    (store,) = (tmp_path / "multi").glob("*.h5")
+    _assert_same_store(store, next((tmp_path / "single").glob("*.h5")))
+    assert not list((tmp_path / "multi").glob("*delta*")) and not list((tmp_path / "multi").glob("*shard*"))

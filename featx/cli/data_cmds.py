@@ -125,6 +125,7 @@ def _print_store(st, attrs: dict) -> None:
     line("input", f"{attrs['input_size']} px, {attrs['num_aug_views']} augmented views"
          + (f" ({attrs['transform']['aug']['name']})" if attrs["transform"].get("aug") else ""))
     line("dataset", f"{attrs['dataset_name']} ({attrs['dataset_layout']}) {attrs['dataset_root']}")
+    _print_versions(attrs)
     counts = {s: int((st.splits == s).sum()) for s in ("train", "val", "test", "unlabeled")}
     line("samples", ", ".join(f"{k} {v}" for k, v in counts.items() if v)
          + f"; classes {len(st.classes)}: {', '.join(st.class_names[:8])}" + (" ..." if len(st.classes) > 8 else ""))
@@ -148,6 +149,20 @@ def _print_store(st, attrs: dict) -> None:
     line("failed", str(len(st.failed)))
     for row, reason in sorted(st.failed.items()):
         out.print(f"    {st.paths[row]}: {reason}", markup=False, highlight=False)
+
+
+def _print_versions(attrs: dict) -> None:
+    """The store's version, its last update, and where its dataset lived then (issue 19)."""
+    from featx.store import history
+
+    versions = history(attrs)
+    first, last = versions[0], versions[-1]
+    if len(versions) > 1:
+        counts = ", ".join(f"{last.get(k, 0):,} {k}" for k in ("new", "changed", "removed", "kept"))
+        _line("version", f"{last['version']}, updated {last['date']} ({counts}); first extracted "
+              f"{first.get('date', '?')} with {first.get('samples', '?')} samples")
+    if first.get("dataset_root") and first["dataset_root"] != attrs["dataset_root"]:
+        _line("moved", f"the dataset is at {attrs['dataset_root']} now, {first['dataset_root']} then")
 
 
 def _line(label: str, text: str) -> None:

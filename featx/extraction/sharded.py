@@ -1,12 +1,14 @@
 """Extraction split across processes: each rank writes a shard store, rank 0 merges them.
 
 Under torchrun, rank r takes a contiguous run of the single-process batch plan (featx.distributed
-explains why), so the merged store holds the numbers a one-process run would. `extract_shard`
+explains why), so the merged store holds the numbers a one-process run would. An update
+(featx.extraction.update) shares only the rows it computes: its delta store is sharded the same way. `extract_shard`
 writes one shard without torchrun, for jobs scheduled one by one (`featx merge` joins them).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +22,10 @@ from featx.device import resolve_device
 from featx.errors import FeatxError, StoreError
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.plan import plan_batches, resolve_target
-from featx.extraction.store_run import extract_store
-from featx.store import count_failed, merge_shards, read_attrs, shard_path
+from featx.extraction.store_run import (delta_path, drop_stale_delta, extract_store, remove_delta,
+                                        store_engine)
+from featx.store import (StoreLock, assemble_update, count_failed, merge_shards, plan_update,
+                         read_attrs, shard_path)
 from featx.transforms import AugRecipe
 
 SHARDING = "contiguous runs of the single-process batch plan, balanced by image count"
@@ -55,14 +59,55 @@ def _check_finished(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | No
                     show_progress: bool) -> ExtractResult:
     """`final` exists: a finished merged store is checked by rank 0 (same settings and data,
     under the store's lock) while the other ranks wait for its verdict."""
-    if not read_attrs(final).get("complete", 0):
+    attrs = read_attrs(final)
+    if not attrs.get("complete", 0):
         raise StoreError(f"{final} exists and is an unfinished single-process store; finish "
                          "it without torchrun, or pass --overwrite")
+    if config.update and attrs.get("dataset_fingerprint") != dataset.fingerprint:
+        return _update_sharded(dataset, backbone, recipe, final, config, device, ctx, show_progress)
     result = (extract_store(dataset, backbone, recipe, final, config, device, show_progress)
               if ctx.rank == 0 else None)
     distributed.barrier()
     return result or ExtractResult(str(final), backbone.name, "complete", len(dataset.samples),
                                    0, count_failed(final), 0.0, 0.0, str(device))
+
+
+def _update_sharded(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
+                    config: ExtractConfig, device: torch.device, ctx: distributed.DistContext,
+                    show_progress: bool) -> ExtractResult:
+    """An update under torchrun: every rank plans it alike (read only, deterministic), the ranks
+    share the rows to compute as a sharded delta store, and rank 0 assembles the new store
+    under the store's lock."""
+    lock = StoreLock(final)
+    if ctx.rank == 0:
+        lock.acquire()  # before any rank plans: no other writer until the rename
+        extract_store(dataset, backbone, recipe, final, config, device, False, check_only=True)
+    try:
+        distributed.barrier()
+        start = time.perf_counter()
+        dataset, plan = plan_update(final, dataset)
+        delta, images = delta_path(final), 0
+        if len(plan.compute):
+            sub = replace(dataset, samples=[dataset.samples[i] for i in plan.compute])
+            if ctx.rank == 0:
+                drop_stale_delta(delta, sub)
+            distributed.barrier()
+            settings = replace(config, overwrite=False, update=False, engine=store_engine(final, config))
+            images = extract_sharded(sub, backbone, recipe, delta, settings, device, ctx,
+                                     show_progress).images
+        version = 0
+        if ctx.rank == 0:
+            seconds = time.perf_counter() - start
+            version = assemble_update(final, dataset, plan, delta if len(plan.compute) else None,
+                                      seconds)["version"]
+            remove_delta(final)
+    finally:
+        lock.release()
+    distributed.barrier()
+    seconds = time.perf_counter() - start
+    return ExtractResult(str(final), backbone.name, "updated", len(dataset.samples), images,
+                         count_failed(final), seconds, images / seconds if seconds else 0.0,
+                         str(device), update=plan.summary(), version=version)
 
 
 def _merge_and_remove(final: Path, world_size: int) -> None:

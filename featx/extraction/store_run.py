@@ -26,14 +26,20 @@ from featx.transforms import AugRecipe, transform_provenance
 
 def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
                   config: ExtractConfig, device: torch.device, show_progress: bool,
-                  extra_provenance: dict | None = None) -> ExtractResult:
-    """Extract `dataset` into the store at `path` (created, resumed, updated, or found complete)."""
+                  extra_provenance: dict | None = None, check_only: bool = False):
+    """Extract `dataset` into the store at `path` (created, resumed, updated, or found complete).
+
+    check_only: only check the store at `path` against this run's settings (the StoreError of
+    other settings) and return its state (None, complete, resumable, changed); no lock is taken.
+    """
     gpu_decode = use_device_decode(device, config.decode)
     module, cut_shape = cut_module(backbone, config.cut)
     extra = extra_provenance or {}
     spec = _spec(backbone, recipe, config, device, store_engine(path, config), gpu_decode,
                  cut_shape, extra)
     state = None if config.overwrite else store_state(path, dataset, spec)  # no lock: read-only ok
+    if check_only:
+        return state
     if state == "complete":
         remove_delta(path)  # an update killed after its rename
         return _complete(dataset, backbone, path, device)
@@ -72,6 +78,18 @@ def store_engine(path: Path, config: ExtractConfig) -> str:
     except FeatxError:
         return config.engine  # a corrupt store is reported by store_state
     return str(engine) if engine in ENGINES else resumed_engine(path, config)
+
+
+def drop_stale_delta(delta: Path, sub: Dataset) -> None:
+    """A delta left by a killed update of other data (the dataset changed again) is scratch."""
+    if not delta.is_file():
+        return
+    try:
+        same = read_attrs(delta).get("dataset_fingerprint") == sub.fingerprint
+    except FeatxError:
+        same = False  # damaged: start it again
+    if not same:
+        delta.unlink()
 
 
 def delta_path(path: Path) -> Path:

@@ -19,10 +19,10 @@ import torch
 
 from featx.backbones import Backbone
 from featx.data import Dataset
-from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig, ExtractResult
-from featx.extraction.store_run import delta_path, extract_store, remove_delta, store_engine
-from featx.store import StoreLock, assemble_update, count_failed, plan_update, read_attrs
+from featx.extraction.store_run import (delta_path, drop_stale_delta, extract_store, remove_delta,
+                                        store_engine)
+from featx.store import StoreLock, assemble_update, count_failed, plan_update
 from featx.transforms import AugRecipe
 
 
@@ -36,7 +36,7 @@ def update_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None,
         if len(plan.compute):
             delta = delta_path(path)
             sub = replace(dataset, samples=[dataset.samples[i] for i in plan.compute])
-            _drop_stale_delta(delta, sub)
+            drop_stale_delta(delta, sub)
             settings = replace(config, overwrite=False, update=False, engine=store_engine(path, config))
             images = extract_store(sub, backbone, recipe, delta, settings, device, show_progress).images
         seconds = time.perf_counter() - start
@@ -45,15 +45,3 @@ def update_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None,
     return ExtractResult(str(path), backbone.name, "updated", len(dataset.samples), images,
                          count_failed(path), seconds, images / seconds if seconds else 0.0,
                          str(device), update=plan.summary(), version=entry["version"])
-
-
-def _drop_stale_delta(delta: Path, sub: Dataset) -> None:
-    """A delta left by a killed update of other data (the dataset changed again) is scratch."""
-    if not delta.is_file():
-        return
-    try:
-        same = read_attrs(delta).get("dataset_fingerprint") == sub.fingerprint
-    except FeatxError:
-        same = False  # damaged: start it again
-    if not same:
-        delta.unlink()
