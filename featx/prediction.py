@@ -23,7 +23,8 @@ from featx.data import read_class_map
 from featx.errors import ConfigError, FeatxError
 from featx.head_backbone import check_same_features
 from featx.head_io import Head
-from featx.store import FeatureStore
+from featx.progress import console
+from featx.store import FeatureStore, head_staleness
 
 STORE_SUFFIXES = (".h5", ".hdf5")
 
@@ -101,6 +102,9 @@ def _from_store(head: Head, path: Path, names: list[str]):
         attrs = store.attrs
         check_same_features(head.meta, attrs["backbone"], attrs["weights_sha256"], path)
         _check_same_preprocessing(head, attrs["transform"]["clean"], path)
+        stale = head_staleness(head.meta, attrs)
+        if stale:  # a store updated since the head was trained (issue 19)
+            console.print(f"[yellow]note:[/] {head.path.name}: {stale}", highlight=False, soft_wrap=True)
         if not store.complete:
             raise FeatxError(f"{path}: the store is incomplete ({len(store.rows())} of {len(store.paths)} "
                              "rows written); re-run `featx extract` to finish it first")

@@ -142,6 +142,7 @@ def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, s
         "weights_sha256": attrs["weights_sha256"], "feature_dim": data.dim,
         "preprocess": attrs["transform"]["clean"], "store": str(Path(store.path).resolve()),
         "store_dataset_fingerprint": attrs["dataset_fingerprint"], "normalize": config.normalize,
+        "store_version": int(attrs.get("store_version", 1)),  # `predict` and `report` say when it is older
         "config": asdict(config) if config.torch_head else {"normalize": config.normalize,
                                                             "seed": config.seed},
         "params": params, "search": search, "curve": curve,

@@ -278,3 +278,31 @@ def test_a_torchrun_update_shares_only_the_new_rows(tmp_path):
     (store,) = (tmp_path / "multi").glob("*.h5")
     _assert_same_store(store, next((tmp_path / "single").glob("*.h5")))
     assert not list((tmp_path / "multi").glob("*delta*")) and not list((tmp_path / "multi").glob("*shard*"))
+
+
+def test_heads_know_the_store_version_they_were_trained_on(tmp_path, capsys):
+    from featx import predict
+    from featx.report.results import read_results
+    from featx.train import train_head
+
+    root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=16)
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    (tmp_path / "heads").mkdir()
+    (tmp_path / "heads2").mkdir()
+    head = train_head(first.store, "linear", out=tmp_path / "heads", show_progress=False)
+    assert head.meta["store_version"] == 1
+    assert read_results(tmp_path / "heads").stale == []
+    for i in range(6):
+        write_image(root / "ab"[i % 2] / f"new_{i}.png", 3000 + i)
+    updated = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    with FeatureStore(updated.store) as st:
+        new_train = json.loads(st.attrs["history"])[-1]["train_new"]
+    assert new_train > 0
+    capsys.readouterr()
+    predict(head, updated.store)
+    note = f"trained on version 1; the store is at version 2, with {new_train} new training images since"
+    assert note in capsys.readouterr().err
+    (stale,) = read_results(tmp_path / "heads").stale
+    assert note in stale[1]
+    retrained = train_head(updated.store, "linear", out=tmp_path / "heads2", show_progress=False)
+    assert retrained.meta["store_version"] == 2 and retrained.meta["train_samples"] > head.meta["train_samples"]

@@ -208,6 +208,9 @@ def _render_html(found: Results, folder: Path, out: Path, title: str,
     if failed:
         parts.append("<h2>Failed backbones</h2><ul id='failed'>" + "".join(
             f"<li><b>{e(name)}</b>: {e(reason)}</li>" for name, reason in failed) + "</ul>")
+    if found.stale:
+        parts.append("<h2>Heads older than their store</h2><ul id='stale'>" + "".join(
+            f"<li>{e(str(path))}: {e(note)}</li>" for path, note in found.stale) + "</ul>")
     if found.skipped:
         parts.append("<h2>Skipped files</h2><ul id='skipped'>" + "".join(
             f"<li>{e(str(path))}: {e(reason)}</li>" for path, reason in found.skipped) + "</ul>")
@@ -260,6 +263,8 @@ def _render_markdown(found: Results, folder: Path, out: Path, title: str,
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     if failed:
         lines += ["", "## Failed backbones", ""] + [f"- **{name}**: {reason}" for name, reason in failed]
+    if found.stale:
+        lines += ["", "## Heads older than their store", ""] + [f"- `{p}`: {note}" for p, note in found.stale]
     if found.skipped:
         lines += ["", "## Skipped files", ""] + [f"- `{path}`: {reason}" for path, reason in found.skipped]
     n = 0

@@ -26,6 +26,7 @@ class Results:
     heads: list[dict] = field(default_factory=list)
     curves: list[tuple[str, list[float], list[float]]] = field(default_factory=list)  # (file, lrs, losses)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    stale: list[tuple[Path, str]] = field(default_factory=list)  # heads older than their store
 
 
 def read_results(folder: str | Path, required: bool = True) -> Results:
@@ -48,6 +49,7 @@ def read_results(folder: str | Path, required: bool = True) -> Results:
             found.skipped.append((path, problem))
         elif meta is not None:
             found.heads.append({**meta, "_path": str(path)})
+    found.stale = [(Path(m["_path"]), note) for m in found.heads if (note := _staleness(m))]
     for path in sorted(folder.rglob("*.lr-find.csv")):
         curve, problem = _read_curve(path)
         if problem:
@@ -61,6 +63,16 @@ def read_results(folder: str | Path, required: bool = True) -> Results:
         raise FeatxError(f"{folder}: no head results (*.json from `featx train-head`) found")
     found.heads.sort(key=lambda m: (m["backbone"], m["kind"], m["_path"]))
     return found
+
+
+def _staleness(meta: dict) -> str | None:
+    """Whether the head's store has been updated since it was trained (issue 19), or None."""
+    from featx.store import head_staleness, read_attrs
+
+    try:
+        return head_staleness(meta, read_attrs(Path(meta["store"])))
+    except (FeatxError, KeyError, TypeError, ValueError):
+        return None  # no store here (a shared head folder): nothing to compare with
 
 
 def load_results(folder: str | Path, required: bool = True) -> list[dict]:

@@ -21,13 +21,13 @@ from featx.store.reader import (FeatureStore, StoreSummary, count_failed, open_h
 from featx.store.schema import (EXECUTION_KEYS, FORMAT_VERSION, IDENTITY_KEYS, JSON_ATTRS,
                                 REASON_BYTES, StoreSpec, create_store, differences, planned_bytes)
 from featx.store.space import check_room, check_writable
-from featx.store.update import UpdatePlan, assemble_update, history, plan_update
+from featx.store.update import UpdatePlan, assemble_update, head_staleness, history, plan_update
 from featx.store.writer import StoreWriter, is_complete, prepare_store, read_done, store_state
 
 __all__ = [
     "EXECUTION_KEYS", "FORMAT_VERSION", "IDENTITY_KEYS", "JSON_ATTRS", "MERGE_MODES", "REASON_BYTES",
     "FeatureStore", "StoreLock", "StoreSpec", "StoreSummary", "StoreWriter", "UpdatePlan",
-    "assemble_update", "check_layout", "history", "plan_update", "store_state",
+    "assemble_update", "check_layout", "head_staleness", "history", "plan_update", "store_state",
     "check_room", "check_writable", "count_failed", "create_store", "differences", "is_complete",
     "merge_shards", "open_h5", "open_store_file", "planned_bytes", "prepare_store", "read_attrs",
     "read_done", "shard_path",

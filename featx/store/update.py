@@ -311,3 +311,21 @@ def _read_rows(ds: h5py.Dataset, idx: np.ndarray, axis: int) -> np.ndarray:
     else:
         rows = ds[unique] if axis == 0 else ds[:, unique]
     return rows[inverse] if axis == 0 else rows[:, inverse]
+
+
+def head_staleness(head_meta: dict, attrs: dict) -> str | None:
+    """What a head misses of its store, or None when it was trained on the store as it is:
+    'trained on version 3; the store is at version 5, with 240 new training images since'."""
+    versions = history(attrs)
+    current = int(attrs.get("store_version", versions[-1].get("version", 1)))
+    trained = head_meta.get("store_version")
+    if trained is None:  # a head from before issue 19: its store's dataset fingerprint tells
+        if head_meta.get("store_dataset_fingerprint") in (None, attrs.get("dataset_fingerprint")):
+            return None
+        return (f"trained on an earlier version of the store (now version {current}); "
+                "re-run `featx train-head` to train on everything")
+    if int(trained) >= current:
+        return None
+    new = sum(int(v.get("train_new", 0)) for v in versions if int(v.get("version", 1)) > int(trained))
+    return (f"trained on version {trained}; the store is at version {current}, with {new:,} new "
+            "training images since (re-run `featx train-head` to train on everything)")
