@@ -165,3 +165,18 @@ def test_threshold_without_pixels_decides_alone(tmp_path):
     strict = audit(store, tmp_path / "b", AuditConfig(DuplicateSettings(threshold_without_pixels=0.999),
                                                       checks=("duplicates",)), log=lambda _: None)
     assert loose.summary["duplicates"]["near_pairs"] > 0 == strict.summary["duplicates"]["near_pairs"]
+
+
+def test_report_shows_the_audit_beside_the_heads(tmp_path):
+    from featx.heads import HeadConfig
+    from featx.report import write_report
+    from featx.train import train_head
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "s.h5")
+    train_head(store, "logreg", HeadConfig(), out=tmp_path / "run" / "heads" / "h", show_progress=False)
+    audit(store, tmp_path / "run" / "audit", AuditConfig(checks=("duplicates", "outliers")), log=lambda _: None)
+    html = write_report(tmp_path / "run" / "heads", tmp_path / "r.html").read_text()
+    md = write_report(tmp_path / "run" / "heads", tmp_path / "r.md", "md").read_text()
+    assert "Data audit" in html and "have a duplicate in train" in html
+    assert "## Data audit" in md

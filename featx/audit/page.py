@@ -122,3 +122,42 @@ def _read(path: Path) -> list[dict]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+# --- in `featx report`: the audit that sits beside the heads ---------------------------------------
+
+def find_audits(folder: Path) -> list[tuple[Path, dict]]:
+    """(audit.json path, summary) of every audit under `folder` or in a sibling folder named
+    audit*: `featx report runs/x/heads` finds runs/x/audit. Unreadable ones are left out."""
+    import json
+
+    folder = Path(folder)
+    seen: dict[Path, dict] = {}
+    candidates = list(folder.rglob("audit.json")) + list(folder.parent.glob("audit*/audit.json"))
+    for path in sorted(set(p.resolve() for p in candidates)):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            summary_lines(summary)  # the fields the report shows are there
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        seen[path] = summary
+    return list(seen.items())
+
+
+NOTE = ("Test accuracies above include the leaked test samples; the audit's probe shows the size of the "
+        "effect (without_leaked).")
+
+
+def audit_html(folder: Path) -> str:
+    """The report's "Data audit" section (empty when no audit is found)."""
+    parts = [f"<h3>{html.escape(str(path.parent))} (<a href='{html.escape(path.with_name('audit.html').as_uri())}'>"
+             f"page</a>)</h3><p>" + "<br>".join(html.escape(line) for line in summary_lines(summary)) + "</p>"
+             for path, summary in find_audits(folder)]
+    return f"<h2>Data audit</h2>{''.join(parts)}<p>{html.escape(NOTE)}</p>" if parts else ""
+
+
+def audit_markdown(folder: Path) -> list[str]:
+    lines = []
+    for path, summary in find_audits(folder):
+        lines += ["", f"### {path.parent}", ""] + [f"- {line}" for line in summary_lines(summary)]
+    return ["", "## Data audit"] + lines + ["", NOTE] if lines else []

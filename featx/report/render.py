@@ -171,12 +171,20 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td.text{text-align:left}td.best{background:#b9e8ad;font-weight:bold}
 td.tied{background:#e3f6dd;font-weight:bold}td.unpaired{color:#777}p.legend{font-size:0.9em;color:#444}
+td{white-space:nowrap}span.ci{font-size:0.8em;color:#555;font-weight:normal}span.mark{font-size:0.8em}
 figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:0.85em;max-width:240px}
 img.plot{max-width:100%}.gallery figure{width:130px}"""
 
 
 def _data_uri(png: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(png).decode()}"
+
+
+def _html_cell(cell: str, mark: str) -> str:
+    """The value, its interval in small grey below it, and the mark."""
+    value, _, rest = cell.partition(" ")
+    return (html.escape(value) + (f"<br><span class='ci'>{html.escape(rest)}</span>" if rest else "")
+            + (f" <span class='mark'>{html.escape(SUFFIX[mark].strip())}</span>" if mark in SUFFIX else ""))
 
 
 def _summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
@@ -198,7 +206,8 @@ def _render_html(found: Results, folder: Path, out: Path, title: str,
         for row, row_marks in zip(cells, marks):
             parts.append("<tr>" + "".join(
                 f"<td class='{mark if mark in SUFFIX else ('text' if j in (0, 4, 5) else '')}'>"
-                f"{e(c + SUFFIX.get(mark, ''))}</td>" for j, (c, mark) in enumerate(zip(row, row_marks))) + "</tr>")
+                f"{_html_cell(c, mark) if COLUMNS[j].metric else e(c)}</td>"
+                for j, (c, mark) in enumerate(zip(row, row_marks))) + "</tr>")
         parts.append(f"</tbody></table><p class='legend'>{e(LEGEND)}</p>")
     for name, note, headers_, rows in extra:
         parts.append(f"<h2>{e(name)}</h2><p>{e(note)}</p><table><thead><tr>"
@@ -208,6 +217,9 @@ def _render_html(found: Results, folder: Path, out: Path, title: str,
     if failed:
         parts.append("<h2>Failed backbones</h2><ul id='failed'>" + "".join(
             f"<li><b>{e(name)}</b>: {e(reason)}</li>" for name, reason in failed) + "</ul>")
+    from featx.audit.page import audit_html  # the audit beside the heads, if any
+
+    parts.append(audit_html(folder))
     if found.stale:
         parts.append("<h2>Heads older than their store</h2><ul id='stale'>" + "".join(
             f"<li>{e(str(path))}: {e(note)}</li>" for path, note in found.stale) + "</ul>")
@@ -263,6 +275,9 @@ def _render_markdown(found: Results, folder: Path, out: Path, title: str,
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     if failed:
         lines += ["", "## Failed backbones", ""] + [f"- **{name}**: {reason}" for name, reason in failed]
+    from featx.audit.page import audit_markdown  # the audit beside the heads, if any
+
+    lines += audit_markdown(folder)
     if found.stale:
         lines += ["", "## Heads older than their store", ""] + [f"- `{p}`: {note}" for p, note in found.stale]
     if found.skipped:
