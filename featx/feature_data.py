@@ -26,12 +26,15 @@ HELD_OUT_MIN = 10
 class FeatureData:
     """Train/val/test features of one complete store, in memory or streamed in blocks."""
 
-    def __init__(self, store: FeatureStore, use_views: bool = True, memory_mb: float | None = None):
+    def __init__(self, store: FeatureStore, use_views: bool = True, memory_mb: float | None = None,
+                 features: str = "all"):
+        """`features`: "all" columns, or the backbone's "final" features only (without the
+        pooled block maps that `extract --pool` appends)."""
         if not store.complete:
             raise StoreError(f"{store.path}: the store is incomplete; re-run `featx extract` "
                              "to finish it before training heads")
         self.store = store
-        self.dim = store.feature_dim
+        self.dim = store.final_dim if features == "final" else store.feature_dim
         self.num_classes = len(store.classes)
         ok = np.ones(len(store.paths), dtype=bool)
         ok[list(store.failed)] = False
@@ -53,9 +56,20 @@ class FeatureData:
         self.streamed = memory_mb is not None and need > memory_mb
         self._clean = self._aug = None
         if not self.streamed:
-            self._clean = store.read_clean(self.train_rows)
+            self._clean = self._columns(store.read_clean(self.train_rows))
             if self.views:
-                self._aug = store.read_aug(ranks=self.train_rank)
+                self._aug = self._columns(store.read_aug(ranks=self.train_rank))
+
+    def in_memory(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(clean [n_train, D], views [K, n_train, D] or None) of the training rows held in memory."""
+        if self.streamed:
+            raise StoreError(f"{self.store.path}: the training features stream from the store; "
+                             "they are not held in memory")
+        return self._clean, self._aug
+
+    def _columns(self, x: np.ndarray) -> np.ndarray:
+        """The columns the head uses (a leading block: final features come first)."""
+        return x if x.shape[-1] == self.dim else np.ascontiguousarray(x[..., :self.dim])
 
     @property
     def n_train(self) -> int:
@@ -132,15 +146,15 @@ class FeatureData:
             return source[start:stop], labels
         ranks = self.train_rank[start:stop]
         if view == 0:  # a block of increasing rows: the store reads just those rows
-            return self.store.read_clean(self.train_rows[start:stop]), labels
-        return self.store.read_aug(view - 1, ranks), labels
+            return self._columns(self.store.read_clean(self.train_rows[start:stop])), labels
+        return self._columns(self.store.read_aug(view - 1, ranks)), labels
 
     def split_blocks(self, split: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(x, y, sample rows) of the clean features of `split`, in blocks of sample rows."""
         rows = self.rows(split)
         for i in range(0, len(rows), BLOCK_ROWS):
             part = rows[i:i + BLOCK_ROWS]
-            yield self.store.read_clean(part), self.store.labels[part], part
+            yield self._columns(self.store.read_clean(part)), self.store.labels[part], part
 
     def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = list(self.split_blocks(split))

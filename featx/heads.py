@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from featx.balance import balanced_class_weights
 from featx.errors import ConfigError, FeatxError
 from featx.lr_range import LRFindResult, range_test
+from featx.metrics import selection_scores
 from featx.schedules import schedule_factor
 
 # The default linear sweep: 8 learning rates x 4 weight decays = 32 heads.
@@ -26,6 +27,8 @@ SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
 SWEEP_WDS = (0.0, 1e-5, 1e-4, 1e-3)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
+SELECTIONS = ("auto", "cv", "val")
+METRICS = ("top1", "balanced_accuracy", "macro_f1")
 
 
 HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # torch heads, then scikit-learn baselines
@@ -58,6 +61,10 @@ class HeadConfig:
     normalize: str = "standard"  # none | standard | l2
     views: bool = True  # sample one of clean + K stored views per image per epoch
     patience: int | None = None  # early stopping on val loss, best state restored
+    features: str = "all"  # all | final (without the pooled block maps of extract --pool)
+    select: str = "auto"  # auto | cv (k-fold on train+val, then refit) | val; auto: cv on small data
+    folds: int = 5
+    metric: str = "top1"  # what selects: top1 | balanced_accuracy | macro_f1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,13 +80,17 @@ class HeadConfig:
         object.__setattr__(self, "defaulted", tuple(defaulted))
         for name in ("lrs", "weight_decays", "hidden"):
             object.__setattr__(self, name, as_tuple(getattr(self, name)))
-        check_types(self, ints=("hidden", "step_size", "epochs", "batch_size", "patience", "seed"),
+        check_types(self, ints=("hidden", "step_size", "epochs", "batch_size", "patience", "folds", "seed"),
                     numbers=("dropout", "lrs", "weight_decays", "momentum", "gamma", "label_smoothing"))
         checks = [
             (self.optimizer in OPTIMIZERS, "optimizer", " | ".join(OPTIMIZERS)),
             (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES)),
             (self.balance in ("none", "weights", "sampler"), "balance", "none | weights | sampler"),
             (self.normalize in ("none", "standard", "l2"), "normalize", "none | standard | l2"),
+            (self.features in ("all", "final"), "features", "all | final"),
+            (self.select in SELECTIONS, "select", " | ".join(SELECTIONS)),
+            (self.metric in METRICS, "metric", " | ".join(METRICS)),
+            (self.folds >= 2, "folds", ">= 2"),
             (self.epochs >= 1, "epochs", ">= 1"), (self.batch_size >= 1, "batch_size", ">= 1"),
             (bool(self.hidden) and min(self.hidden) >= 1, "hidden", "sizes >= 1"),
             (self.patience is None or self.patience >= 1, "patience", ">= 1"),
@@ -278,13 +289,13 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
         class_weights = torch.tensor(w, dtype=torch.float32)
     elif config.balance == "sampler":
         sample_weights = 1.0 / counts[data.train_labels]
-    evaluate_val = _val_evaluator(data, normalizer)
+    evaluate_val = _val_evaluator(data, normalizer, config.metric)
     steps_per_epoch = math.ceil(data.n_train / config.batch_size)
     total = steps_per_epoch * config.epochs
     best_loss = torch.full((len(grid),), float("inf"))
     best_state = [p.detach().clone() for p in heads.parameters()]
     since_best = torch.zeros(len(grid), dtype=torch.long)
-    val_top1 = val_loss = None
+    val_top1 = val_loss = val_score = None
     curve, step, epochs_run, factor = [], 0, 0, 1.0
     for epoch in range(config.epochs):
         heads.train()
@@ -300,7 +311,7 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
             batches += 1
             step += 1
         epochs_run = epoch + 1
-        val_top1, val_loss = evaluate_val(heads)
+        val_top1, val_loss, val_score = evaluate_val(heads)
         usable = heads.finite() & torch.isfinite(val_loss)
         improved = usable & (val_loss < best_loss)
         best_loss = torch.where(improved, val_loss, best_loss)
@@ -309,7 +320,7 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
             with torch.no_grad():
                 for p, keep in zip(heads.parameters(), best_state):
                     keep[improved] = p[improved]
-        leader = _select(val_top1, val_loss, usable)
+        leader = _select(val_score, val_loss, usable)
         curve.append({"epoch": epoch + 1, "lr_factor": factor,
                       "train_loss": float(train_loss[leader] / max(batches, 1)),
                       "val_loss": float(val_loss[leader]), "val_top1": float(val_top1[leader])})
@@ -322,7 +333,7 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
         with torch.no_grad():
             for p, keep in zip(heads.parameters(), best_state):
                 p.copy_(keep)
-        val_top1, val_loss = evaluate_val(heads)
+        val_top1, val_loss, val_score = evaluate_val(heads)
         # A head that never had a finite val loss holds its initial state: not a trained head.
         usable = heads.finite() & torch.isfinite(val_loss) & torch.isfinite(best_loss)
     if not usable.any():
@@ -331,40 +342,47 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
                          f"{', '.join(f'{wd:g}' for wd in config.weight_decays)}); use a lower --lr")
     heads.eval()
     return SweepResult(heads, grid, val_top1.numpy(), val_loss.numpy(),
-                       _select(val_top1, val_loss, usable), epochs_run, curve, usable.numpy())
+                       _select(val_score, val_loss, usable), epochs_run, curve, usable.numpy())
 
 
-def _val_evaluator(data, normalizer):
-    """heads -> (val top-1 [H], val loss [H]); val features cached unless the data streams."""
+def _val_evaluator(data, normalizer, metric: str = "top1"):
+    """heads -> (val top-1 [H], val loss [H], val `metric` [H]); val features cached unless the
+    data streams."""
     if data.streamed:
-        return lambda heads: _evaluate_heads(heads, data.split_blocks("val"), normalizer)
+        return lambda heads: evaluate_heads(heads, data.split_blocks("val"), normalizer, metric)
     x, y, _ = data.split_arrays("val")
     cached = [(normalizer(x), y, None)]
-    return lambda heads: _evaluate_heads(heads, cached, lambda v: v)
+    return lambda heads: evaluate_heads(heads, cached, lambda v: v, metric)
 
 
 @torch.no_grad()
-def _evaluate_heads(heads: BatchedHeads, blocks, normalizer):
+def evaluate_heads(heads: BatchedHeads, blocks, normalizer, metric: str = "top1"):
+    """(top-1 [H], mean cross-entropy [H], `metric` [H]) of every head over (x, y, _) blocks."""
     heads.eval()
     n_heads = len(heads.weights[0])
-    correct, loss_sum, n = torch.zeros(n_heads), torch.zeros(n_heads), 0
+    loss_sum, preds, labels = torch.zeros(n_heads), [], []
     for x, y, _ in blocks:
         if len(y) == 0:
             continue
-        y = torch.from_numpy(y)
         logits = heads(torch.from_numpy(normalizer(x)))
-        correct += (logits.argmax(-1) == y).float().sum(1)
-        loss_sum += head_losses(logits, y, None) * len(y)
-        n += len(y)
-    return (correct / n, loss_sum / n) if n else (correct, loss_sum)
+        loss_sum += head_losses(logits, torch.from_numpy(y), None) * len(y)
+        preds.append(logits.argmax(-1).numpy())
+        labels.append(y)
+    if not labels:
+        return torch.zeros(n_heads), loss_sum, torch.zeros(n_heads)
+    y, pred = np.concatenate(labels), np.concatenate(preds, 1)
+    top1 = torch.from_numpy((pred == y).mean(1)).float()
+    score = top1 if metric == "top1" else torch.from_numpy(
+        selection_scores(pred, y, heads.weights[-1].shape[-1], metric)).float()
+    return top1, loss_sum / len(y), score
 
 
-def _select(top1: torch.Tensor, loss: torch.Tensor, usable: torch.Tensor) -> int:
-    """Best val top-1 among the usable heads, ties broken by lower val loss (head 0 if none is)."""
+def _select(score: torch.Tensor, loss: torch.Tensor, usable: torch.Tensor) -> int:
+    """Best val score among the usable heads, ties broken by lower val loss (head 0 if none is)."""
     candidates = np.flatnonzero(usable.numpy())
     if not len(candidates):
         return 0
-    order = np.lexsort((loss.numpy()[candidates], -top1.numpy()[candidates]))
+    order = np.lexsort((loss.numpy()[candidates], -score.numpy()[candidates]))
     return int(candidates[order[0]])
 
 

@@ -193,3 +193,26 @@ def _worst(losses, y_true, pred, probs, names, paths) -> list[dict]:
              "true": names[y_true[i]], "predicted": names[pred[i]],
              "p_true": float(probs[i, y_true[i]]), "p_predicted": float(probs[i, pred[i]]),
              "cross_entropy": float(losses[i])} for i in order if pred[i] != y_true[i]]
+
+
+def selection_scores(pred: np.ndarray, y_true: np.ndarray, num_classes: int,
+                     metric: str = "top1") -> np.ndarray:
+    """[H] score of H heads' predictions `pred` [H, n] by `metric` (top1 | balanced_accuracy |
+    macro_f1; classes absent from y_true are left out, as in evaluate)."""
+    pred = np.asarray(pred, dtype=np.int64).reshape(-1, len(y_true))
+    if not len(y_true):
+        return np.zeros(len(pred))
+    if metric == "top1":
+        return (pred == y_true).mean(1)
+    confusion = np.zeros((len(pred), num_classes, num_classes), np.int64)
+    heads = np.repeat(np.arange(len(pred)), len(y_true))
+    np.add.at(confusion, (heads, np.tile(y_true, len(pred)), pred.ravel()), 1)
+    hits = np.diagonal(confusion, axis1=1, axis2=2).astype(np.float64)
+    support, predicted = confusion.sum(2), confusion.sum(1)
+    present = support[0] > 0
+    recall = hits / np.maximum(support, 1)
+    if metric == "balanced_accuracy":
+        return recall[:, present].mean(1)
+    precision = hits / np.maximum(predicted, 1)
+    f1 = np.where(hits > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return f1[:, present].mean(1)

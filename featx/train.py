@@ -23,7 +23,9 @@ from featx.heads import HEAD_KINDS, HeadConfig, train_heads
 from featx.metrics import Metrics, evaluate
 from featx.progress import progress_bar
 from featx.scoring import Normalizer, linear_scores, scores
+from featx.selection import use_cv
 from featx.store import FeatureStore
+from featx.train_cv import fit_cross_validated
 
 
 def default_head_stem(store_path: str | Path, kind: str, out_dir: str | Path | None = None) -> Path:
@@ -63,18 +65,27 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     check_writable(stem.parent)  # now, not after the training
     start = time.perf_counter()
     with FeatureStore(store_path) as store:
-        data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb)
-        check_val_split(data, config)
-        normalizer = data.fit_normalizer(config.normalize)
-        if config.torch_head:
-            fitted = _fit_torch(data, normalizer, config, show_progress)
+        data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb,
+                           features=config.features)
+        selection = {"method": "val", "metric": config.metric}
+        if use_cv(config, data.n_train + len(data.rows("val")), data.streamed):
+            data.note = None  # the folds use every train image: none is held out as val
+            fitted, normalizer, val, selection = fit_cross_validated(data, config, show_progress)
         else:
-            fitted = _fit_sklearn(data, normalizer, kind, config.seed)
+            check_val_split(data, config)
+            normalizer = data.fit_normalizer(config.normalize)
+            if config.torch_head:
+                fitted = _fit_torch(data, normalizer, config, show_progress)
+            else:
+                fitted = _fit_sklearn(data, normalizer, kind, config.seed)
+            val = _metrics(data, store, "val", normalizer, fitted[-1], kind != "svm")
         tensors, params, search, curve, score = fitted
-        val = _metrics(data, store, "val", normalizer, score, kind != "svm")
         test = _metrics(data, store, "test", normalizer, score, kind != "svm")
         seconds = time.perf_counter() - start
         meta = _sidecar(store, kind, config, params, search, curve, val, test, seconds, data)
+        meta["selection"] = selection
+        if selection["method"] == "cv":  # the head was refitted on train+val
+            meta["train_samples"], meta["train_counts"] = selection["rows"], selection.pop("counts")
     if normalizer.mode == "standard":
         tensors = {**tensors, "norm.mean": normalizer.mean, "norm.std": normalizer.std}
     path = save_head(stem, tensors, meta)
@@ -144,7 +155,11 @@ def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, s
         "store_dataset_fingerprint": attrs["dataset_fingerprint"], "normalize": config.normalize,
         "store_version": int(attrs.get("store_version", 1)),  # `predict` and `report` say when it is older
         "config": asdict(config) if config.torch_head else {"normalize": config.normalize,
+                                                            "features": config.features,
                                                             "seed": config.seed},
+        # The head takes the final features, then the pooled maps of this block (extract --pool):
+        # `predict` computes the same columns from new images.
+        "features": config.features, "pool": store.pool if config.features == "all" else None,
         "params": params, "search": search, "curve": curve,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
         "train_samples": data.n_train, "views_used": data.views, "streamed": data.streamed,

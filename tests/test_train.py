@@ -14,7 +14,8 @@ from featx.heads import HeadConfig
 from featx.store import FeatureStore
 from featx.train import train_head
 
-FAST = HeadConfig(epochs=8, batch_size=16)
+# One val split: these tests are about training and saving (tests/test_selection.py: k-fold CV).
+FAST = HeadConfig(epochs=8, batch_size=16, select="val")
 
 
 @pytest.mark.parametrize("kind,config", [

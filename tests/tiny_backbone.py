@@ -29,3 +29,25 @@ def subprocess_env(env: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env["FEATX_BACKBONE_MODULES"] = "tests.tiny_backbone"
     return env
+
+
+@register_backbone("tiny_features", feature_dim=16, input_size=32)
+def tiny_features(weights):
+    """tiny_cnn with known cut points (a `features` chain, as torchvision's VGG/MobileNet): for
+    extract --cut/--pool and finetune --from-block machinery."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(12, 16, 3, padding=1), nn.ReLU())
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+        def forward(self, x):
+            return self.pool(self.features(x))
+
+    net = Net()
+    return net if weights is None else load_weights(net, weights)

@@ -29,6 +29,14 @@ class Trunk:
     cuts: list[str]
     bottom: Callable[[str], nn.Module]
     top: Callable[[str], nn.Module]
+    block: Callable[[str], nn.Module]  # the module a cut's maps enter (forward hooks go there)
+
+    @property
+    def default_pool(self) -> str:
+        """The cut whose pooled maps `extract --pool auto` stores beside the final features:
+        about 70% of the way up, where maps are still spatial but already semantic (measured on
+        ELPV and a second dataset with efficientnet_lite0: block11, see benchmarks/accuracy.py)."""
+        return self.cuts[min(len(self.cuts) - 1, round(0.7 * (len(self.cuts) + 1)) - 1)]
 
     def check(self, cut: str, backbone_name: str) -> None:
         if cut not in self.cuts:
@@ -68,7 +76,8 @@ class _LiteTop(nn.Module):
 def _lite(model: EfficientNetLiteFeatures) -> Trunk:
     n = len(model.net._blocks)
     cuts = [f"block{i}" for i in range(1, n)]
-    return Trunk(cuts, lambda c: _LiteBottom(model.net, int(c[5:])), lambda c: _LiteTop(model.net, int(c[5:])))
+    return Trunk(cuts, lambda c: _LiteBottom(model.net, int(c[5:])), lambda c: _LiteTop(model.net, int(c[5:])),
+                 lambda c: model.net._blocks[int(c[5:])])
 
 
 def _set(root: nn.Module, dotted: str, new: nn.Module) -> None:
@@ -89,7 +98,7 @@ def _resnet(model: torchvision.models.ResNet) -> Trunk:
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
     return Trunk(["layer2", "layer3", "layer4"],
                  lambda c: nn.Sequential(*[getattr(model, n) for n in names[:names.index(c)]]),
-                 lambda c: _top_without(model, names[:names.index(c)]))
+                 lambda c: _top_without(model, names[:names.index(c)]), lambda c: getattr(model, c))
 
 
 def _sequential_features(model: nn.Module) -> Trunk:
@@ -100,7 +109,7 @@ def _sequential_features(model: nn.Module) -> Trunk:
         return names[:names.index(cut)]
 
     return Trunk(names[1:], lambda c: nn.Sequential(*[model.get_submodule(n) for n in below(c)]),
-                 lambda c: _top_without(model, below(c)))
+                 lambda c: _top_without(model, below(c)), model.get_submodule)
 
 
 def _top_without(model: nn.Module, below: list[str]) -> nn.Module:
@@ -155,3 +164,34 @@ class WithMaps(nn.Module):
     def forward(self, x: torch.Tensor):
         maps = self.bottom(x)
         return self.top(maps), maps
+
+
+def pool_maps(maps: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 2C): spatial average then maximum (DINOv2's and CLIP's multi-layer
+    linear evaluation pool intermediate maps like this)."""
+    return torch.cat([maps.mean((2, 3)), maps.amax((2, 3))], 1)
+
+
+class WithPooled(nn.Module):
+    """model(x) with the pooled maps entering one block appended to its features:
+    (B, D) -> (B, D + 2C); a (features, maps) output (WithMaps) keeps its maps.
+
+    A forward pre-hook, present only during the forward, catches the block's input, so the
+    wrapped model runs unchanged (eager, traced for ONNX, or trained by finetune)."""
+
+    def __init__(self, model: nn.Module, block: nn.Module):
+        super().__init__()
+        self.model = model
+        self._block = (block,)  # a tuple: not registered twice as a submodule (state_dict)
+
+    def forward(self, x: torch.Tensor):
+        caught: list[torch.Tensor] = []
+        hook = self._block[0].register_forward_pre_hook(lambda _, args: caught.append(args[0]))
+        try:
+            out = self.model(x)
+        finally:
+            hook.remove()
+        pooled = pool_maps(caught[-1])
+        if isinstance(out, tuple):
+            return torch.cat([out[0], pooled], 1), out[1]
+        return torch.cat([out, pooled], 1)

@@ -31,6 +31,7 @@ def extract(
     engine: o.Engine = "auto",
     threads: o.Threads = None,
     cut: o.Cut = None,
+    pool: o.Pool = "auto",
     overwrite: o.Overwrite = False,
     update: o.Update = True,
     label_col: o.LabelCol = None, binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15,
@@ -48,8 +49,8 @@ def extract(
     ds = open_data(data, ctx.params)
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
                              dtype=dtype, seed=seed, weights=weights, input_size=input_size, decode=decode,
-                             amp=amp, engine=engine, threads=threads, cut=cut, overwrite=overwrite,
-                             update=update)
+                             amp=amp, engine=engine, threads=threads, cut=cut, pool=pool,
+                             overwrite=overwrite, update=update)
     quiet = context().rank != 0  # under torchrun, rank 0 speaks for all
     try:
         for name in backbone:

@@ -34,6 +34,10 @@ def train_head(
     normalize: o.Normalize = "standard",
     use_views: o.UseViews = True,
     patience: o.Patience = None,
+    features: o.Features = "all",
+    select: o.Select = "auto",
+    folds: o.Folds = 5,
+    metric: o.SelectMetric = "top1",
     seed: o.Seed = 0,
     memory_mb: o.MemoryMb = None,
     out_dir: o.HeadsOut = Path("heads"),
@@ -41,7 +45,7 @@ def train_head(
     head: o.OldHeadKind = None,
     views: o.OldViews = None,
 ) -> None:
-    """Train a head on cached features: fit on train, select on val, report on test."""
+    """Train a head on cached features: fit on train, select by cross-validation or on val, report on test."""
     from featx.heads import HeadConfig
     from featx.train import train_head as run_train_head
 
@@ -53,7 +57,8 @@ def train_head(
         lrs=tuple(lr) if lr else None, weight_decays=tuple(weight_decay) if weight_decay else None,
         momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, epochs=epochs,
         batch_size=batch_size, label_smoothing=label_smoothing, balance=balance, normalize=normalize,
-        views=use_views, patience=patience, seed=seed)
+        views=use_views, patience=patience, features=features, select=select, folds=folds, metric=metric,
+        seed=seed)
     for name in ignored_options(ctx, kind):
         err.print(f"warning: --{name.replace('_', '-')} does not apply to a {kind} head; ignored",
                   markup=False, highlight=False)
@@ -69,7 +74,7 @@ def train_head(
 
 # Options that only some kinds of head use: given for another kind, they are said to be ignored.
 TORCH_ONLY = ("optimizer", "lookahead", "lr", "weight_decay", "momentum", "schedule", "step_size", "gamma",
-              "epochs", "batch_size", "label_smoothing", "balance", "use_views", "patience")
+              "epochs", "batch_size", "label_smoothing", "balance", "use_views", "patience", "select", "folds")
 MLP_ONLY = ("hidden", "dropout")
 
 
@@ -96,12 +101,16 @@ def print_training(r) -> None:
     """The chosen settings, metrics, per-class table and worst errors of a trained featx.Head."""
     for note in r.notes:
         out.print(f"note: {note}", markup=False)
-    if r.search and len(r.search) > 1:
+    why = r.meta.get("selection", {}).get("why")
+    if why:
+        out.print(f"selected by {why}", markup=False)
+    elif r.search and len(r.search) > 1:
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         score = f" (val top-1 {r.val.top1:.3f})" if r.val else ""
         out.print(f"searched {len(r.search)} candidates; best on val: {chosen}{score}", markup=False)
     table = Table("split", "n", "top-1", "top-5", "bal. acc", "macro-F1", "NLL", "ECE")
-    for name, m in (("val", r.val), ("test", r.test)):
+    cv = r.meta.get("selection", {}).get("method") == "cv"  # val = out-of-fold over train+val
+    for name, m in (("train+val (out-of-fold)" if cv else "val", r.val), ("test", r.test)):
         if m:
             table.add_row(name, str(m.n), _with_ci(m, "top1"), _fmt(m.top5), _with_ci(m, "balanced_accuracy"),
                           f"{m.macro_f1:.3f}", _fmt(m.nll), _fmt(m.ece))

@@ -32,7 +32,7 @@ HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # featx.heads.HEAD_KINDS
 HEAD_OPTIMIZERS = ("sgd", "adam", "adamw")  # featx.heads.OPTIMIZERS
 HEAD_SCHEDULES = ("none", "step", "cosine", "onecycle")  # featx.heads.SCHEDULES
 FINETUNE_SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # featx.finetuning.config.SCHEDULES
-MAP_AUGS = ("rot90-flip", "flip", "none")  # featx.finetuning.config.MAP_AUGS
+MAP_AUGS = ("flip", "hv-flip", "rot90-flip", "none")  # featx.finetuning.config.MAP_AUGS
 STORE_DTYPES = ("float16", "float32")  # featx.extraction.config.STORE_DTYPES
 AMP_MODES = ("bf16", "fp16", "off")  # featx.extraction.config.AMP_MODES
 ENGINES = ("auto", "torch", "onnxruntime")  # featx.engines.ENGINES
@@ -163,7 +163,8 @@ Views = Annotated[int, _option(
     "--views", metavar="K", help="Augmented views per training image, stored beside the clean one.",
     min=0)]
 Aug = Annotated[str, _option(
-    "--aug", metavar="RECIPE", help="Augmentation recipe: a built-in name (mild, flips, tutorial, flowers), a YAML file, or none.")]
+    "--aug", metavar="RECIPE", help="Augmentation recipe: a built-in name (mild, flips, hvflips, dihedral, tutorial, flowers), "
+    "a YAML file, or none. Only dihedral turns images by 90 degrees: for orientation-free data only.")]
 BatchSize = Annotated[int, _option("--batch-size", metavar="N", help="Samples per batch.", min=1)]
 Workers = Annotated[Optional[int], _option(
     "--workers", metavar="N", help="Image decoding processes (0 = in the main process).", min=0,
@@ -193,10 +194,11 @@ Threads = Annotated[Optional[int], _option("--threads", metavar="N", help="ONNX 
 Cut = Annotated[Optional[str], _option(
     "--cut", metavar="BLOCK", help="Also store the maps entering this block, for finetune --from-block "
     "(`featx backbones --cuts NAME` lists them).", show_default="off")]
+Pool = Annotated[str, _option(
+    "--pool", metavar="auto|none|BLOCK", help="Append the average+max pooled maps entering BLOCK to the "
+    "features (multi-layer features; heads choose with --features). auto: the backbone's default "
+    "block where its cut points are known (block11 for efficientnet_lite0).")]
 Overwrite = Annotated[bool, _option("--overwrite", help="Replace a store made with other settings.")]
-Update = Annotated[bool, _option("--update/--no-update", help=(
-    "When the dataset changed since its store was made (same settings), extract only new or "
-    "changed images and keep the rest; --no-update refuses, naming what changed."))]
 Update = Annotated[bool, _option("--update/--no-update", help=(
     "When the dataset changed since its store was made (same settings), extract only new or "
     "changed images and keep the rest; --no-update refuses, naming what changed."))]
@@ -243,6 +245,18 @@ HeadBalance = Annotated[str, _option("--balance", metavar="none|weights|sampler"
                                      callback=one_of("none", "weights", "sampler"))]
 Normalize = Annotated[str, _option("--normalize", metavar="none|standard|l2", help="Feature normalization.",
                                    callback=one_of("none", "standard", "l2"))]
+Features = Annotated[str, _option(
+    "--features", metavar="all|final", callback=one_of("all", "final"),
+    help="Columns the head takes: all (final features + the pooled block of extract --pool) or final only.")]
+Select = Annotated[str, _option(
+    "--select", metavar="auto|cv|val", callback=one_of("auto", "cv", "val"),
+    help="How the sweep's settings are chosen: cv = k-fold cross-validation on train+val, then a refit on "
+         "all of them; val = on the val split; auto = cv up to 20,000 train+val images (linear, mlp).")]
+Folds = Annotated[int, _option("--folds", metavar="K", min=2, help="Folds of --select cv.")]
+SelectMetric = Annotated[str, _option(
+    "--metric", metavar="top1|balanced_accuracy|macro_f1",
+    callback=one_of("top1", "balanced_accuracy", "macro_f1"),
+    help="What selects the head (balanced_accuracy or macro_f1 when rare classes matter).")]
 UseViews = Annotated[bool, _option("--use-views/--clean-only",
                                    help="Train on the store's augmented views too, or on clean features only.")]
 OldViews = Annotated[Optional[bool], typer.Option("--views", hidden=True)]  # old spelling of --use-views
@@ -297,8 +311,9 @@ FromBlock = Annotated[Optional[str], _option(
     "--from-block", metavar="BLOCK", help="Train only the blocks above this cut, on the maps cached in "
     "DATA = a store made by `extract --cut`.", show_default="off: the whole network")]
 MapAug = Annotated[str, _option("--map-aug", metavar="|".join(MAP_AUGS),
-                                help="With --from-block: symmetries applied to the cached maps "
-                                "(rot90-flip suits orientation-free images).", callback=one_of(*MAP_AUGS))]
+                                help="With --from-block: symmetries applied to the cached maps: flip mirrors "
+                                "left-right, hv-flip also top-bottom, rot90-flip also turns by 90 degrees "
+                                "(for orientation-free images only).", callback=one_of(*MAP_AUGS))]
 
 # --- outputs --------------------------------------------------------------------------------
 

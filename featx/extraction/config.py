@@ -35,6 +35,9 @@ class ExtractConfig:
     engine: str = "auto"  # auto (onnxruntime on CPU, torch on CUDA) | torch | onnxruntime
     threads: int | None = None  # ONNX Runtime intra-op threads; None = torch's thread count
     cut: str | None = None  # also store the activation maps entering this block (finetune --from-block)
+    # Append the average+max pooled maps entering this block to the features (multi-layer
+    # features): "auto" = the backbone's default block where its cut points are known; "none".
+    pool: str | None = "auto"
     overwrite: bool = False
     # A store of the same settings over a changed dataset is updated: only new or changed images
     # are extracted (featx.store.update); False refuses it, explaining the change in files.

@@ -1,4 +1,4 @@
-"""Which engine runs the forward, and what it returns with `--cut`.
+"""Which engine runs the forward, and what it returns with `--cut` and `--pool`.
 
 ONNX Runtime is several times faster than torch on a CPU (featx.engines), but an exporter can
 get a network subtly wrong: every non-torch engine is checked against torch on a probe batch
@@ -8,6 +8,7 @@ store resumes with the engine that started it, since engines agree only to round
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ def engine_for(backbone: Backbone, config: ExtractConfig, device: torch.device, 
                module: torch.nn.Module | None = None):
     """The engine to run, checked against torch on a probe batch before any store is touched."""
     engine = create_engine(backbone, name, device, config.channels_last, config.amp, config.threads,
-                           warn=warn, module=module, cut=config.cut)
+                           warn=warn, module=module, cut=config.cut, pool=pool_block(backbone, config.pool))
     if isinstance(engine, TorchEngine):
         return engine
     size = backbone.preprocess.input_size
@@ -51,23 +52,63 @@ def resumed_engine(path: Path, config: ExtractConfig) -> str:
     return config.engine
 
 
-def cut_module(backbone: Backbone, cut: str | None) -> tuple[torch.nn.Module | None, tuple | None]:
-    """(module returning features and maps, map shape (C, H, W)) for `--cut`, or (None, None)."""
-    if not cut:
-        return None, None
-    from featx.backbones.cuts import WithMaps, trunk_for  # only --cut needs the trunk registry
+@dataclass
+class Taps:
+    """What the forward returns beyond the final features: the maps entering `--cut`, and the
+    pooled maps entering the `--pool` block appended to the features (`pool_dim` columns)."""
+
+    module: torch.nn.Module | None  # replaces backbone.model; None: the plain backbone
+    cut_shape: tuple | None  # (C, H, W) of the cut maps
+    pool: str | None  # the resolved pool block
+    pool_dim: int  # columns the pooled maps add (2C: average and maximum)
+
+
+def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None) -> Taps:
+    """The module an extraction runs for `cut` and `pool` ("auto": the backbone's default block)."""
+    pool = pool_block(backbone, pool)
+    if not cut and not pool:
+        return Taps(None, None, None, 0)
+    from featx.backbones.cuts import WithMaps, WithPooled  # only taps need the trunk registry
+
+    trunk = _trunk(backbone, f"--cut {cut}" if cut else f"--pool {pool}")
+    module = backbone.model
+    if cut:
+        trunk.check(cut, backbone.name)
+        module = WithMaps(trunk, cut)
+    if pool:
+        module = WithPooled(module, trunk.block(pool))
+    module = module.eval()
+    size = backbone.preprocess.input_size
+    with torch.no_grad():
+        out = module(torch.zeros(1, 3, size, size))
+    feats, maps = out if cut else (out, None)
+    return Taps(module, tuple(maps.shape[1:]) if cut else None, pool,
+                int(feats.shape[1]) - backbone.spec.feature_dim)
+
+
+def pool_block(backbone: Backbone, pool: str | None) -> str | None:
+    """`--pool` resolved: a block name, or None for final features only. "auto" is the
+    backbone's default block where its cut points are known, else None."""
+    if pool in (None, "", "none"):
+        return None
+    from featx.backbones.cuts import trunk_for
+
+    if pool == "auto":
+        trunk = trunk_for(backbone.model)
+        return trunk.default_pool if trunk is not None else None
+    _trunk(backbone, f"--pool {pool}").check(pool, backbone.name)
+    return pool
+
+
+def _trunk(backbone: Backbone, option: str):
+    from featx.backbones.cuts import trunk_for
 
     trunk = trunk_for(backbone.model)
     if trunk is None:
-        raise ConfigError(f"--cut {cut}: {backbone.name} has no known cut points (`featx backbones "
+        raise ConfigError(f"{option}: {backbone.name} has no known cut points (`featx backbones "
                           "--cuts NAME` lists them for efficientnet_lite, ResNets and features-based "
                           "models)")
-    trunk.check(cut, backbone.name)
-    module = WithMaps(trunk, cut).eval()
-    size = backbone.preprocess.input_size
-    with torch.no_grad():
-        shape = tuple(module.bottom(torch.zeros(1, 3, size, size)).shape[1:])
-    return module, shape
+    return trunk
 
 
 def warn(message: str) -> None:

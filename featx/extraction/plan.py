@@ -57,8 +57,9 @@ def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: 
     elif str(config.weights) != "default":  # a fine-tuned or local file: never the default's store
         weights = f"-w{backbone.weights.get('sha256', backbone.weights['source'])[:8]}"
     cut = f"_cut-{config.cut}" if config.cut else ""
+    pool = f"_pool-{config.pool or 'none'}" if config.pool != "auto" else ""  # the default: no tag
     name = (f"{dataset.name}_{backbone.name.replace('/', '-')}{weights}_"
-            f"{backbone.preprocess.input_size}px_{views}{cut}")
+            f"{backbone.preprocess.input_size}px_{views}{cut}{pool}")
     return Path(out_dir) / f"{name}.h5"
 
 

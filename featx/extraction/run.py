@@ -15,7 +15,7 @@ from featx.data import Dataset, as_dataset, class_warnings, require_decodable
 from featx.device import resolve_device
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.decode import guarded
-from featx.extraction.engine_choice import engine_for
+from featx.extraction.engine_choice import engine_for, tapped_module
 from featx.extraction.plan import plan_batches, resolve_target
 from featx.extraction.runner import Runner
 from featx.extraction.sharded import extract_sharded
@@ -67,18 +67,21 @@ def check_failures(dataset: Dataset, result: ExtractResult) -> None:
 
 
 def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,
-          workers: int | None = None, engine: str = "auto") -> tuple[np.ndarray, dict[int, str]]:
-    """Clean-view features [N, D] of every sample, in memory (prediction on new images).
+          workers: int | None = None, engine: str = "auto",
+          pool: str | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """Clean-view features [N, D] of every sample, in memory (prediction on new images), with
+    the pooled maps entering block `pool` appended, as `extract --pool` stores them.
 
     Failed images keep a zero row and are listed in the returned {row: reason}.
     """
     dev = resolve_device(device)
     config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu",
-                           engine=engine)
+                           engine=engine, pool=pool)
+    taps = tapped_module(backbone, None, pool)
     runner = Runner(dataset, backbone, None, config, dev, False, batch_size,
-                    engine_for(backbone, config, dev, engine))
+                    engine_for(backbone, config, dev, engine, taps.module))
     plan = plan_batches(runner.is_train, 0, batch_size)
-    out = np.zeros((len(dataset.samples), backbone.spec.feature_dim), np.float32)
+    out = np.zeros((len(dataset.samples), backbone.spec.feature_dim + taps.pool_dim), np.float32)
     failed: dict[int, str] = {}
     with progress_bar(len(dataset.samples), f"embed {backbone.name}") as advance:
         for batch, item in zip(plan, guarded(iter(runner.loader(plan)))):

@@ -17,9 +17,9 @@ from featx.device import use_device_decode
 from featx.engines import ENGINES, engine_version
 from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig, ExtractResult
-from featx.extraction.engine_choice import cut_module, engine_for, resumed_engine
+from featx.extraction.engine_choice import engine_for, resumed_engine, tapped_module
 from featx.extraction.runner import Runner
-from featx.store import (StoreLock, StoreSpec, check_room, check_writable, count_failed, is_complete,
+from featx.store import (StoreLock, StoreSpec, check_room, check_writable, count_failed,
                          planned_bytes, prepare_store, read_attrs, store_state)
 from featx.transforms import AugRecipe, transform_provenance
 
@@ -33,11 +33,13 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
     other settings) and return its state (None, complete, resumable, changed); no lock is taken.
     """
     gpu_decode = use_device_decode(device, config.decode)
-    module, cut_shape = cut_module(backbone, config.cut)
-    extra = extra_provenance or {}
+    taps = tapped_module(backbone, config.cut, config.pool)
+    module, cut_shape = taps.module, taps.cut_shape
+    # The pooled block is identity (other columns); pool_dim says where the final features end.
+    extra = {"pool": taps.pool or "", "pool_dim": taps.pool_dim, **(extra_provenance or {})}
     spec = _spec(backbone, recipe, config, device, store_engine(path, config), gpu_decode,
                  cut_shape, extra)
-    state = None if config.overwrite else store_state(path, dataset, spec)  # no lock: read-only ok
+    state = None if config.overwrite else store_state(path, dataset, spec, config.update)  # no lock
     if check_only:
         return state
     if state == "complete":
@@ -46,8 +48,6 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
     if state == "changed":
         from featx.extraction.update import update_store  # it runs extract_store on the delta
 
-        if not config.update:
-            is_complete(path, dataset, spec)  # the StoreError that explains the change in files
         return update_store(dataset, backbone, recipe, path, config, device, show_progress)
     _check_target(path, dataset, spec, config.overwrite)  # before any export, lock or file
     engine = engine_for(backbone, config, device, spec.provenance["engine"], module)
@@ -134,6 +134,6 @@ def _spec(backbone: Backbone, recipe: AugRecipe | None, config: ExtractConfig, d
         "amp": config.amp if device.type == "cuda" else "off",
         **extra,
     }
-    return StoreSpec(provenance=provenance, feature_dim=backbone.spec.feature_dim,
+    return StoreSpec(provenance=provenance, feature_dim=backbone.spec.feature_dim + extra["pool_dim"],
                      num_aug_views=config.views, dtype=config.dtype, cut=config.cut,
                      cut_shape=cut_shape)

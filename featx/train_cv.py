@@ -1,0 +1,65 @@
+"""train_head's cross-validated path: select on k folds of train+val, refit on all of them.
+
+A head selected this way has no held-out val split left; its "val" metrics are the chosen
+settings' out-of-fold predictions over train+val, which are honest (no image is scored by a head
+that saw it) and cover every train+val image instead of one val split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from featx.feature_data import FeatureData
+from featx.heads import HeadConfig
+from featx.metrics import evaluate
+from featx.progress import progress_bar
+from featx.scoring import linear_scores
+from featx.selection import PoolData, cross_validate, refit
+
+
+def pool_of(data: FeatureData) -> tuple[PoolData, np.ndarray]:
+    """Train and val rows of `data` as one in-memory pool (views where the store has them), and
+    their sample rows."""
+    clean, aug = data.in_memory()
+    x_val, y_val, val_rows = data.split_arrays("val")
+    n_train = data.n_train
+    index = np.concatenate([np.arange(n_train), np.full(len(y_val), -1)]) if aug is not None else None
+    pool = PoolData(np.concatenate([clean, x_val]).astype(np.float32, copy=False),
+                    np.concatenate([data.train_labels, y_val]).astype(np.int64), data.num_classes, aug, index)
+    return pool, np.concatenate([data.train_rows, val_rows])
+
+
+def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bool):
+    """((tensors, params, search, curve, score), normalizer, out-of-fold Metrics, selection)."""
+    pool, rows = pool_of(data)
+    steps = config.epochs * (config.folds + 1)
+    with progress_bar(steps, f"cross-validate {len(config.grid)} {config.head} head(s), "
+                      f"{config.folds} folds", unit="epoch", enabled=show_progress) as advance:
+        cv = cross_validate(pool, config, advance)
+        sweep, normalizer = refit(pool, config, cv.best, advance)
+    tensors = {k: v.numpy() for k, v in sweep.heads.select(0).items()}
+    lr, wd = config.grid[cv.best]
+    search = [_candidate(config, i, cv) for i in range(len(config.grid))]
+    curve = [{**c, "val_loss": None, "val_top1": None} for c in sweep.curve]
+    params = {"lr": lr, "weight_decay": wd, "epochs_run": sweep.epochs_run}
+    store = data.store
+    oof = evaluate(pool.train_labels, cv.oof_probs, list(store.class_names),
+                   [store.paths[r] for r in rows], True)
+    selection = {"method": "cv", "folds": cv.folds, "metric": config.metric, "rows": int(pool.n_train),
+                 "counts": np.bincount(pool.train_labels, minlength=pool.num_classes).tolist(),
+                 "score": float(cv.scores[cv.best]),
+                 "why": f"{cv.folds}-fold cross-validation on train+val ({pool.n_train} images): "
+                        f"lr {lr:g}, weight decay {wd:g} had the best out-of-fold {config.metric} "
+                        f"({cv.scores[cv.best]:.1%}) of {len(config.grid)} settings; refitted on all of them"}
+    fitted = (tensors, params, search, curve, lambda x: linear_scores(tensors, x))
+    return fitted, normalizer, oof, selection
+
+
+def _candidate(config: HeadConfig, i: int, cv) -> dict:
+    lr, wd = config.grid[i]
+    if not np.isfinite(cv.scores[i]):
+        return {"lr": lr, "weight_decay": wd, "val_top1": None, "val_loss": None, "diverged": True}
+    return {"lr": lr, "weight_decay": wd, "val_top1": float(cv.top1[i]), "val_loss": float(cv.loss[i]),
+            f"val_{config.metric}": float(cv.scores[i])}
+
+
