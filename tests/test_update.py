@@ -112,6 +112,20 @@ def test_a_copied_dataset_costs_no_forward(tmp_path, monkeypatch):
     assert f"the dataset is at {copy} now, {root} then" in info
 
 
+def test_a_moved_dataset_is_recorded_where_it_is_now(tmp_path):
+    """`mv` keeps every mtime: nothing is hashed, nothing forwarded; the store learns the root."""
+    root = make_class_tree(tmp_path / "old" / "cells", classes=("a", "b"), per_class=6)
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    (tmp_path / "new").mkdir()
+    moved = root.rename(tmp_path / "new" / "cells")
+    r = extract(open_dataset(moved), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert r.status == "updated" and r.images == 0 and r.update.startswith("+0 new, 0 changed, 0 removed, 12 kept")
+    with FeatureStore(r.store) as st:
+        assert st.attrs["dataset_root"] == str(moved) and st.attrs["store_version"] == 2
+    assert extract(open_dataset(moved), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).status == "complete"
+    assert first.store == r.store
+
+
 def test_labels_and_splits_change_without_a_forward(tmp_path, monkeypatch):
     """A CSV label edited, a class added, a split column changed: only the tables change."""
     for i in range(12):

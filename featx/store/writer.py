@@ -13,6 +13,7 @@ done masks; a store is marked complete only once every row is done.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +41,23 @@ def prepare_store(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool
     return "created"
 
 
-def store_state(path: Path, dataset: Dataset, spec: StoreSpec) -> str | None:
+def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: bool = True) -> str | None:
     """What the file at `path` is for `dataset` made as `spec` asks, read without a lock:
     None (no store), "complete", "resumable" (same data, unfinished) or "changed" (same settings,
     other data: an update, featx.store.update). Other settings are the StoreError of prepare_store;
-    for an update they include how the rows were computed (engine, device, decode, amp)."""
+    for an update they include how the rows were computed (engine, device, decode, amp). Without
+    `allow_update`, other data is the same StoreError, explaining the change in files."""
     if not path.is_file():
         return None
     with open_h5(path) as f:
         check_layout(f, path)
         attrs = dict(f.attrs)
         complete = bool(attrs.get("complete", False))
-        changed = attrs.get("dataset_fingerprint") != dataset.fingerprint
-        found = differences(attrs, spec, f, dataset, resuming=changed or not complete, with_dataset=False)
+        # Same files elsewhere (a moved dataset) is an update too: it records where the data is now.
+        changed = allow_update and (attrs.get("dataset_fingerprint") != dataset.fingerprint or
+                                    os.path.abspath(str(attrs.get("dataset_root", ""))) != os.path.abspath(dataset.root))
+        found = differences(attrs, spec, f, dataset, resuming=changed or not complete,
+                            with_dataset=not allow_update)
     if found:
         extra = (" (new rows must be computed as the store's were, to update it)"
                  if changed and any(k in " ".join(found) for k in EXECUTION_KEYS) else "")
