@@ -8,6 +8,7 @@ which keeps memory flat at the cost of coarser mixing.
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
@@ -19,8 +20,18 @@ from featx.store import FeatureStore
 
 # Rows per streamed block: the store's chunk length along N, so a block is one chunk read.
 BLOCK_ROWS = 256
+# Without --memory-mb, training features stay in memory up to this share of the machine's RAM.
+MEMORY_SHARE = 0.4
 HELD_OUT_FRACTION = 0.15
 HELD_OUT_MIN = 10
+
+
+def default_memory_mb() -> float:
+    """MEMORY_SHARE of the physical memory, in MB (8 GB where the OS does not say)."""
+    try:
+        return MEMORY_SHARE * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return 8192.0
 
 
 class FeatureData:
@@ -52,20 +63,22 @@ class FeatureData:
             raise StoreError(f"{store.path}: nothing to train on ({len(self.train_rows)} usable "
                              f"labelled training samples, {self.num_classes} classes)")
         self.views = store.num_views if use_views else 0
-        need = (1 + self.views) * len(self.train_rows) * self.dim * 4 / 2**20
-        self.streamed = memory_mb is not None and need > memory_mb
+        # Held in the store's dtype (float16 halves the memory); batches become float32.
+        held = np.dtype(str(store.attrs.get("dtype", "float32")))
+        need = (1 + self.views) * len(self.train_rows) * self.dim * held.itemsize / 2**20
+        self.streamed = need > (default_memory_mb() if memory_mb is None else memory_mb)
         self._clean = self._aug = None
         if not self.streamed:
-            self._clean = self._columns(store.read_clean(self.train_rows))
+            self._clean = self._columns(store.read_clean(self.train_rows, held))
             if self.views:
-                self._aug = self._columns(store.read_aug(ranks=self.train_rank))
+                self._aug = self._columns(store.read_aug(ranks=self.train_rank, dtype=held))
 
     def in_memory(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(clean [n_train, D], views [K, n_train, D] or None) of the training rows held in memory."""
         if self.streamed:
             raise StoreError(f"{self.store.path}: the training features stream from the store; "
                              "they are not held in memory")
-        return self._clean, self._aug
+        return self._clean.astype(np.float32), None if self._aug is None else self._aug.astype(np.float32)
 
     def _columns(self, x: np.ndarray) -> np.ndarray:
         """The columns the head uses (a leading block: final features come first)."""
@@ -118,7 +131,7 @@ class FeatureData:
         view = rng.integers(0, self.views + 1, size=n) if self.views else np.zeros(n, np.int64)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
-            x = self._clean[idx].copy()
+            x = self._clean[idx].astype(np.float32)
             aug = view[idx] > 0
             if aug.any():
                 x[aug] = self._aug[view[idx][aug] - 1, idx[aug]]
@@ -143,7 +156,7 @@ class FeatureData:
         labels = self.train_labels[start:stop]
         if not self.streamed:
             source = self._clean if view == 0 else self._aug[view - 1]
-            return source[start:stop], labels
+            return source[start:stop].astype(np.float32), labels
         ranks = self.train_rank[start:stop]
         if view == 0:  # a block of increasing rows: the store reads just those rows
             return self._columns(self.store.read_clean(self.train_rows[start:stop])), labels

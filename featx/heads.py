@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from featx.balance import balanced_class_weights
+from featx.batched import BatchedHeads, BatchedOptimizer
 from featx.errors import ConfigError, FeatxError
 from featx.lr_range import LRFindResult, range_test
 from featx.metrics import selection_scores
@@ -28,6 +29,9 @@ SWEEP_WDS = (0.0, 1e-5, 1e-4, 1e-3)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 SELECTIONS = ("auto", "cv", "val")
+# --epochs counts passes over up to this many training rows (budget_epochs); at least MIN_EPOCHS.
+REFERENCE_ROWS, MIN_EPOCHS = 50_000, 2
+VAL_CACHE_MB = 256  # val features normalised once and kept, below this size
 METRICS = ("top1", "balanced_accuracy", "macro_f1")
 
 
@@ -148,107 +152,6 @@ def _is_finite(value) -> bool:
             and math.isfinite(value))
 
 
-class BatchedHeads(torch.nn.Module):
-    """H independent heads (linear or MLP) evaluated together: x [B, D] -> logits [H, B, C]."""
-
-    def __init__(self, num_heads: int, dim: int, num_classes: int, hidden: tuple[int, ...] = (),
-                 dropout: float = 0.0, seed: int = 0):
-        super().__init__()
-        # Every head starts from the same init, so head h of a sweep trains exactly what a
-        # single run with its learning rate and weight decay would.
-        gen = torch.Generator().manual_seed(seed)
-        sizes = [dim, *hidden, num_classes]
-        self.weights = torch.nn.ParameterList()
-        self.biases = torch.nn.ParameterList()
-        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
-            if not hidden:  # linear probe: small normal init (DINOv2), zero bias
-                w = torch.randn(1, d_in, d_out, generator=gen) * 0.01
-            else:  # nn.Linear's default init
-                bound = 1 / math.sqrt(d_in)
-                w = (torch.rand(1, d_in, d_out, generator=gen) * 2 - 1) * bound
-            w = w.repeat(num_heads, 1, 1)
-            self.weights.append(torch.nn.Parameter(w))
-            self.biases.append(torch.nn.Parameter(torch.zeros(num_heads, d_out)))
-        self.dropout = dropout
-        self.gen = torch.Generator().manual_seed(seed + 1)  # dropout masks, seeded
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.unsqueeze(0).expand(len(self.weights[0]), -1, -1)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b.unsqueeze(1), h, w)
-            if i < last:
-                h = F.relu(h)
-                if self.training and self.dropout:
-                    keep = torch.rand(h.shape, generator=self.gen) >= self.dropout
-                    h = h * keep / (1 - self.dropout)
-        return h
-
-    def finite(self) -> torch.Tensor:
-        """[H] bool: the heads whose parameters are all finite numbers (a too high rate makes
-        them inf or NaN)."""
-        ok = torch.ones(len(self.weights[0]), dtype=torch.bool)
-        for p in self.parameters():
-            ok &= torch.isfinite(p.detach()).flatten(1).all(1)
-        return ok
-
-    def select(self, index: int) -> dict[str, torch.Tensor]:
-        """One head's parameters: layers.{i}.weight [d_in, d_out], layers.{i}.bias [d_out]."""
-        out = {}
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            out[f"layers.{i}.weight"] = w[index].detach().clone().contiguous()
-            out[f"layers.{i}.bias"] = b[index].detach().clone().contiguous()
-        return out
-
-
-class BatchedOptimizer:
-    """SGD (momentum) / Adam / AdamW with a learning rate and weight decay per head.
-
-    Weight decay applies to weights, not biases. Adam's decay is L2 (added to the gradient),
-    AdamW's is decoupled, as in torch.optim.
-    """
-
-    def __init__(self, heads: BatchedHeads, kind: str, lrs: torch.Tensor, wds: torch.Tensor,
-                 momentum: float = 0.9, lookahead: bool = False, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = [(p, True) for p in heads.weights] + [(p, False) for p in heads.biases]
-        self.kind, self.lrs, self.wds, self.momentum = kind, lrs, wds, momentum
-        self.betas, self.eps, self.steps = betas, eps, 0
-        self.state = [{"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for p, _ in self.params]
-        self.slow = [p.detach().clone() for p, _ in self.params] if lookahead else None
-
-    @torch.no_grad()
-    def step(self, factor: float = 1.0) -> None:
-        self.steps += 1
-        b1, b2 = self.betas
-        for (p, decays), state in zip(self.params, self.state):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr = (self.lrs * factor).view(shape)
-            wd = self.wds.view(shape) if decays else torch.zeros_like(self.wds).view(shape)
-            g = p.grad
-            if self.kind == "sgd":
-                g = g + wd * p
-                state["m"].mul_(self.momentum).add_(g)
-                p.sub_(lr * state["m"])
-                continue
-            if self.kind == "adamw":
-                p.mul_(1 - lr * wd)
-            else:
-                g = g + wd * p
-            state["m"].mul_(b1).add_(g, alpha=1 - b1)
-            state["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-            m_hat = state["m"] / (1 - b1 ** self.steps)
-            v_hat = state["v"] / (1 - b2 ** self.steps)
-            p.sub_(lr * m_hat / (v_hat.sqrt() + self.eps))
-        if self.slow is not None and self.steps % 5 == 0:  # Lookahead: k=5, alpha=0.5
-            for (p, _), slow in zip(self.params, self.slow):
-                slow.add_(p.detach() - slow, alpha=0.5)
-                p.copy_(slow)
-
-    def zero_grad(self) -> None:
-        for p, _ in self.params:
-            p.grad = None
-
-
 @dataclass
 class SweepResult:
     heads: BatchedHeads  # with the selected state (best val loss per head when early stopping)
@@ -290,14 +193,15 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
     elif config.balance == "sampler":
         sample_weights = 1.0 / counts[data.train_labels]
     evaluate_val = _val_evaluator(data, normalizer, config.metric)
+    epochs = budget_epochs(config.epochs, data.n_train)
     steps_per_epoch = math.ceil(data.n_train / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total = steps_per_epoch * epochs
     best_loss = torch.full((len(grid),), float("inf"))
     best_state = [p.detach().clone() for p in heads.parameters()]
     since_best = torch.zeros(len(grid), dtype=torch.long)
     val_top1 = val_loss = val_score = None
     curve, step, epochs_run, factor = [], 0, 0, 1.0
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         heads.train()
         train_loss, batches = torch.zeros(len(grid)), 0
         for x, y in data.epoch(epoch, config.batch_size, config.seed, sample_weights):
@@ -345,10 +249,20 @@ def train_heads(data, normalizer, config: HeadConfig, advance=lambda n: None) ->
                        _select(val_score, val_loss, usable), epochs_run, curve, usable.numpy())
 
 
+def budget_epochs(epochs: int, n_train: int) -> int:
+    """Passes over the training rows: `epochs` up to REFERENCE_ROWS rows; beyond, the same number
+    of samples in all (epochs x REFERENCE_ROWS), at least MIN_EPOCHS passes. A linear head has
+    converged long before 30 passes over a million rows; the cost follows the work, not N x 30."""
+    if n_train <= REFERENCE_ROWS:
+        return epochs
+    return max(min(epochs, MIN_EPOCHS), min(epochs, math.ceil(epochs * REFERENCE_ROWS / n_train)))
+
+
 def _val_evaluator(data, normalizer, metric: str = "top1"):
     """heads -> (val top-1 [H], val loss [H], val `metric` [H]); val features cached unless the
-    data streams."""
-    if data.streamed:
+    data streams or they would take more than VAL_CACHE_MB."""
+    rows = getattr(data, "rows", None)  # a store's FeatureData; arrays in memory have no rows
+    if data.streamed or (rows is not None and len(rows("val")) * data.dim * 4 / 2**20 > VAL_CACHE_MB):
         return lambda heads: evaluate_heads(heads, data.split_blocks("val"), normalizer, metric)
     x, y, _ = data.split_arrays("val")
     cached = [(normalizer(x), y, None)]

@@ -26,8 +26,8 @@ CV_MAX_ROWS = 20_000
 
 def use_cv(config: HeadConfig, rows: int, streamed: bool) -> bool:
     """Whether `config.select` means k-fold cross-validation for a store of `rows` train+val rows."""
-    if config.select == "val" or not config.torch_head or streamed:
-        return False
+    if config.select == "val" or not config.torch_head or streamed or len(config.grid) == 1:
+        return False  # (one candidate: nothing to choose)
     if config.patience is not None:  # early stopping needs a held-out split to stop on
         return False
     return config.select == "cv" or rows <= CV_MAX_ROWS

@@ -19,7 +19,7 @@ from featx.baselines import fit_baseline
 from featx.errors import ConfigError, FeatxError
 from featx.feature_data import FeatureData
 from featx.head_io import Head, save_head
-from featx.heads import HEAD_KINDS, HeadConfig, train_heads
+from featx.heads import HEAD_KINDS, HeadConfig, budget_epochs, train_heads
 from featx.metrics import Metrics, evaluate
 from featx.progress import progress_bar
 from featx.scoring import Normalizer, linear_scores, scores
@@ -108,7 +108,7 @@ def check_val_split(data: FeatureData, config: HeadConfig) -> None:
 
 
 def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, show_progress: bool):
-    with progress_bar(config.epochs, f"train {len(config.grid)} {config.head} head(s)",
+    with progress_bar(budget_epochs(config.epochs, data.n_train), f"train {len(config.grid)} {config.head} head(s)",
                       unit="epoch", enabled=show_progress) as advance:
         sweep = train_heads(data, normalizer, config, advance)
     tensors = {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}

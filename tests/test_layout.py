@@ -24,7 +24,7 @@ LAYERS = {
     "store": 3,
     "extraction": 4,
     "heads": 5, "head_io": 5, "head_backbone": 5, "baselines": 5, "feature_data": 5, "train": 5,
-    "lr_range": 5, "estimators": 5, "export": 5, "resplits": 5, "selection": 5, "train_cv": 5,
+    "lr_range": 5, "estimators": 5, "export": 5, "resplits": 5, "selection": 5, "train_cv": 5, "batched": 5,
     "finetuning": 6,
     "prediction": 7, "comparison": 7, "report": 7, "audit": 7,
     "cli": 9, "__main__": 9,

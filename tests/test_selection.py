@@ -71,6 +71,7 @@ def test_same_seed_same_head_under_cv(tmp_path):
     (HeadConfig(), 100, True, False),  # streamed features are not held in memory
     (HeadConfig(patience=3), 100, False, False),  # early stopping needs a val split
     (HeadConfig(head="logreg"), 100, False, False),  # baselines search on val
+    (HeadConfig(lrs=(0.1,), weight_decays=(0.0,)), 100, False, False),  # one candidate: nothing to choose
 ])
 def test_when_cross_validation_applies(config, rows, streamed, expected):
     assert use_cv(config, rows, streamed) is expected

@@ -187,6 +187,10 @@ def test_an_empty_val_split_is_said_instead_of_selecting_on_nothing(tmp_path):
     head = train_head(store, "linear", HeadConfig(lrs=(0.1,), weight_decays=(0.0,), epochs=3),
                       out=tmp_path / "h", show_progress=False)
     assert head.val is None and head.test is not None
+    # Cross-validation needs no val split: the sweep is chosen on folds of the training samples.
+    head = train_head(store, "linear", HeadConfig(lrs=(0.01, 0.1), weight_decays=(0.0,), epochs=3, folds=2),
+                      out=tmp_path / "h", show_progress=False)
+    assert head.meta["selection"]["method"] == "cv" and head.val.n == head.meta["train_samples"]
 
 
 def test_an_unwritable_out_fails_before_training(blob_store, tmp_path, monkeypatch):
