@@ -111,3 +111,48 @@ def test_killed_torchrun_resumes_each_shard(tmp_path, env):
     _run(command, env)
     _run(_extract(data, tmp_path / "single", 1, env, size=96), env)
     _same_store(next(out.glob("*.h5")), next((tmp_path / "single").glob("*.h5")))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["c10d", "node-rank", "env"])
+def test_two_nodes_equal_one(tmp_path, env, form):
+    """Two torchrun launchers on one machine as two 'nodes' (--nnodes 2, one process each): the
+    c10d rendezvous on localhost (Slurm's form in the README), and the static --node-rank form;
+    and two plain processes given RANK/WORLD_SIZE/MASTER_ADDR themselves, as srun or submitit's
+    TorchDistributedEnvironment set them (no torchrun at all)."""
+    data = make_class_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8, seed=9)
+    single = _extract(data, tmp_path / "single", 1, env)
+    args = single[1:]  # -m featx extract ...
+    args[args.index("--out") + 1] = str(tmp_path / "multi")
+    port = _free_port()
+    if form == "c10d":
+        launch = [["--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}",
+                   "--rdzv-id", f"featx-test-{os.getpid()}"]] * 2
+    else:
+        launch = [["--node-rank", str(r), "--master-addr", "127.0.0.1", "--master-port", str(port)]
+                  for r in range(2)]
+    if form == "env":
+        nodes = [subprocess.Popen([sys.executable, *args], env={
+            **env, "RANK": str(r), "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for r in range(2)]
+    else:
+        nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                                   "--nproc-per-node", "1", *extra, *args], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for extra in launch]
+    outs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outs):
+        assert node.returncode == 0, err[-3000:]
+    _run(single, env)
+    (merged,) = (tmp_path / "multi").glob("*.h5")
+    _same_store(merged, next((tmp_path / "single").glob("*.h5")))
+    assert sum(out.count("created") for out, _ in outs) == 1  # rank 0 speaks for both nodes
