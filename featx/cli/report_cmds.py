@@ -97,7 +97,8 @@ def summary_lines(result) -> list[str]:
             m = row["metrics"].get(metric)
             if m:
                 bounds = f" [{m['low']:.3f}, {m['high']:.3f}]" if m["low"] is not None else " (no CI)"
-                mark = {"best": " best", "tied": " tie", "unpaired": " not compared"}.get(m["mark"], "")
+                mark = {"best": " best", "tied": " tie", "worse": " worse",
+                        "unpaired": " not compared"}.get(m["mark"], "")
                 cells.append(f"{name} {m['value']:.3f}{bounds}{mark}")
             spread = (row.get("splits") or {}).get(metric)
             if spread:

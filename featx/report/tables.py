@@ -92,7 +92,7 @@ def comparison_table(folder: str | Path, resplits: list = ()) -> ComparisonTable
                           "high": s.interval[1] if s.interval else None, "mark": s.mark,
                           "minus_best": None if d is None else {"delta": d.delta, "low": d.low, "high": d.high}}
         row = {"backbone": meta["backbone"], "head": meta["kind"], "result": meta["_path"],
-               "test_images": number(split_metrics(meta).get("n")),
+               "test_images": None if (n := number(split_metrics(meta).get("n"))) is None else int(n),
                "metrics": metrics}
         found = by_store.get((str(meta.get("store")), meta["kind"]))
         if found:
