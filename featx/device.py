@@ -41,3 +41,35 @@ def use_device_decode(device: torch.device, decode: str) -> bool:
 def one_thread(_: int) -> None:
     """DataLoader worker_init_fn: decoding workers use one torch thread each (no oversubscription)."""
     torch.set_num_threads(1)
+
+
+# glibc hands a freed block above its mmap threshold (at most 32 MiB by default) back to the
+# kernel at once, and the next batch's activations fault every page in again: a training step of
+# efficientnet_lite0 at batch 32 on a CPU took ~770k page faults and 1-1.7 s of system time
+# (issue 21). 1 GiB: every activation of such a step is kept for reuse.
+KEEP_FREED_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel after
+    every training step (the process keeps its peak size); True where it applied (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl without it)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, KEEP_FREED_BYTES)) & bool(mallopt(m_trim_threshold, KEEP_FREED_BYTES))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -7,8 +7,12 @@ global or worker RNG state: view k of a sample is the same whatever the worker c
 order or resume point (docs/reliability.md item 14).
 
 Recipes are YAML lists of ops: the built-in ones are package data in featx/recipes/ (`mild`,
-`flips`, `tutorial`, `flowers`), or any YAML file given by path; sizes may be the words "input"
-and "resize", the backbone's crop and resize sizes.
+`flips`, `hvflips`, `dihedral`, `tutorial`, `flowers`), or any YAML file given by path; sizes may
+be the words "input" and "resize", the backbone's crop and resize sizes.
+
+Orientation: only `dihedral` (and a YAML file that asks for `rot90` or `rotate`) turns images.
+A view turned by 90 degrees is a different-looking image for photos and for solar cells (busbars
+run one way), so rotations are opt-in, for orientation-free data (some microscopy, aerial tiles).
 """
 
 from __future__ import annotations

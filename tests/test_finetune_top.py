@@ -41,10 +41,18 @@ def cut_store(tmp_path_factory):
     return root, ds, store, head.path
 
 
-def test_only_the_top_is_tuned_and_the_saved_network_predicts_from_images(cut_store, tmp_path):
+def keep_the_last_epoch(monkeypatch, job_class) -> None:
+    """Val losses that fall every epoch (accuracy as measured): the last epoch is the one kept.
+    The tiny test data are separable, so a probe is perfect on val and no epoch could beat it."""
+    validate, losses = job_class.validate, iter(range(100, 0, -1))
+    monkeypatch.setattr(job_class, "validate", lambda self: (float(next(losses)), validate(self)[1]))
+
+
+def test_only_the_top_is_tuned_and_the_saved_network_predicts_from_images(cut_store, tmp_path, monkeypatch):
     root, ds, store, head = cut_store
+    keep_the_last_epoch(monkeypatch, featx.finetuning.top.TopNetwork)
     result = finetune_top(store, head, tmp_path / "top", FinetuneConfig(**TOP), show_progress=False)
-    assert result.epochs_run == 3 and result.test is not None
+    assert result.epochs_run == 3 and result.best_epoch == 3 and result.test is not None
     tuned = load_file(str(result.weights))
     original = create_backbone("resnet18", "none", input_size=64).model.state_dict()
     assert torch.equal(tuned["layer3.1.conv2.weight"], original["layer3.1.conv2.weight"])  # frozen bottom
@@ -67,8 +75,9 @@ def test_lr_finder_on_the_maps_suggests_a_rate_that_trains(cut_store, tmp_path):
     assert found == find_lr_top(store, head, config, start=1e-6, end=10.0, steps=60, show_progress=False)
     result = finetune_top(store, head, tmp_path / "top", FinetuneConfig(**{**TOP, "lr": found.suggestion}),
                           show_progress=False)
-    assert all(np.isfinite(c["train_loss"]) for c in result.curve)
-    assert result.curve[-1]["train_loss"] < result.curve[0]["train_loss"]
+    assert result.curve[0]["epoch"] == 0 and result.curve[0]["train_loss"] is None  # the warm start
+    assert all(np.isfinite(c["train_loss"]) for c in result.curve[1:])
+    assert result.curve[-1]["train_loss"] < result.curve[1]["train_loss"]
 
 
 def test_suggest_lr_finds_once_per_settings(cut_store, tmp_path):
@@ -104,12 +113,67 @@ def test_a_killed_run_resumes_to_the_same_weights(cut_store, tmp_path, monkeypat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_top_finetune_no_epoch_of_which_beats_the_warm_start_returns_the_warm_start(cut_store, tmp_path,
+                                                                                    monkeypatch):
+    """Issue 21.4 with --from-block: the warm start (original top, trained head) is epoch 0."""
+    _, _, store, head = cut_store
+    train_epoch = featx.finetuning.top.TopNetwork.train_epoch
+
+    def worse(self, epoch, opt, schedule):
+        loss = train_epoch(self, epoch, opt, schedule)
+        with torch.no_grad():
+            self.net.head.layers[-1].bias[0] += 20.0  # every image "class 0": a far higher val loss
+        return loss
+
+    monkeypatch.setattr(featx.finetuning.top.TopNetwork, "train_epoch", worse)
+    result = finetune_top(store, head, tmp_path / "top", FinetuneConfig(**{**TOP, "epochs": 2}),
+                          show_progress=False)
+    assert result.kept_warm_start and result.epochs_run == 2
+    assert all(c["val_loss"] > result.curve[0]["val_loss"] for c in result.curve[1:])
+    assert result.val.top1 == pytest.approx(result.curve[0]["val_top1"])
+    tuned = load_file(str(result.weights))
+    original = create_backbone("resnet18", "none", input_size=64).model.state_dict()
+    assert all(torch.equal(tuned[k], v) for k, v in original.items())  # the top is untouched too
+    with FeatureStore(store) as st:
+        x, _ = st.features("val")
+    np.testing.assert_allclose(Head.load(result.head).scores(x), Head.load(head).scores(x), rtol=1e-4, atol=1e-5)
+
+
+def test_map_symmetries_are_orientation_correct_by_default(cut_store):
+    """Issue 21: the default `flip` only mirrors left-right; `hv-flip` adds top-bottom; only the
+    opt-in `rot90-flip` turns maps by 90 degrees."""
+    _, _, store, _ = cut_store
+    assert FinetuneConfig(from_block="layer4").map_aug == "flip"
+    with FeatureStore(store) as st:
+        kinds = {aug: MapData(st, "layer4", aug) for aug in ("flip", "hv-flip", "rot90-flip", "none")}
+    plain = kinds["none"]
+    stored = torch.cat([plain.clean_train, plain.views[0]])  # (2 N, C, H, W)
+
+    def seen(aug: str) -> set[str]:
+        """Which transforms of stored maps the batches of `aug` hold, over a few epochs."""
+        found = set()
+        transforms = {"same": lambda m: m, "lr": lambda m: m.flip(-1), "tb": lambda m: m.flip(-2),
+                      "both": lambda m: m.flip(-1).flip(-2), "turned": lambda m: torch.rot90(m, 1, (-2, -1))}
+        for epoch in range(4):
+            for x, _ in kinds[aug].train_batches(epoch=epoch, batch_size=8, seed=0):
+                for m in x:
+                    hits = {name for name, t in transforms.items() if (t(stored) == m).flatten(1).all(1).any()}
+                    found |= hits if len(hits) == 1 else set()  # a symmetric map tells nothing
+        return found
+
+    assert seen("flip") == {"same", "lr"}
+    assert seen("hv-flip") == {"same", "lr", "tb", "both"}
+    assert "turned" in seen("rot90-flip")
+
+
 def test_map_batches_are_seeded_and_use_views_and_symmetries(cut_store):
     _, _, store, _ = cut_store
     with FeatureStore(store) as st:
         maps = MapData(st, "layer4", "rot90-flip")
         plain = MapData(st, "layer4", "none")
-    assert maps.n_train == 18 and maps.views.shape == (1, 18, 256, 4, 4)
+    with FeatureStore(store) as st:
+        n_train = int((st.splits == "train").sum())
+    assert maps.n_train == n_train and maps.views.shape == (1, n_train, 256, 4, 4)
     first = [x for x, _ in maps.train_batches(epoch=0, batch_size=8, seed=0)]
     again = [x for x, _ in maps.train_batches(epoch=0, batch_size=8, seed=0)]
     other = [x for x, _ in maps.train_batches(epoch=1, batch_size=8, seed=0)]
@@ -127,6 +191,7 @@ def test_square_symmetry_gives_the_eight_symmetries():
     assert len(images) == 8
     wide = torch.arange(6.0).reshape(1, 2, 3)
     assert torch.equal(square_symmetry(wide, 1, False), wide)  # no rotation of non-square maps
+    assert torch.equal(square_symmetry(wide, 0, True, True), wide.flip(-1).flip(-2))
 
 
 def test_clear_errors(cut_store, tmp_path):

@@ -21,13 +21,13 @@ def _img(seed: int = 0) -> torch.Tensor:
 
 def test_named_recipes_cover_the_tutorials(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # package data: found from anywhere, not from the checkout
-    assert {"tutorial", "flowers", "mild", "flips"} <= set(list_recipes())
+    assert {"tutorial", "flowers", "mild", "flips", "hvflips", "dihedral"} <= set(list_recipes())
     ops = [op["op"] for op in load_recipe("flowers").ops]
     assert ops[:2] == ["resize", "pad_reflect"] and "rotate" in ops and "hflip" in ops
     assert [op["op"] for op in load_recipe("tutorial").ops] == ["random_resized_crop", "hflip"]
 
 
-@pytest.mark.parametrize("recipe", ["tutorial", "flowers", "mild", "flips"])
+@pytest.mark.parametrize("recipe", ["tutorial", "flowers", "mild", "flips", "hvflips", "dihedral"])
 def test_views_are_deterministic_per_seed_sample_and_view(recipe):
     r = load_recipe(recipe)
     img = _img()
@@ -40,6 +40,32 @@ def test_views_are_deterministic_per_seed_sample_and_view(recipe):
     other_seed = make_views(img, PRE, r, seed=1, sample_path="a.png", views=[1, 2, 3])
     assert any(not torch.equal(x, y) for x, y in zip(a[1:], other_path))
     assert any(not torch.equal(x, y) for x, y in zip(a[1:], other_seed))
+
+
+def test_only_the_opt_in_recipe_turns_images_by_90_degrees():
+    """Issue 21: `flips` and `mild` turned images by 90 degrees, which suits neither photos nor
+    solar cells (busbars run one way; ELPV TTA with rotations: -13 to -17 points). Now `flips`
+    views are the clean view or its left-right mirror, `hvflips` adds top-bottom mirrors, and only
+    `dihedral` turns; the default recipes of extract and finetune do not turn."""
+    from featx.extraction import ExtractConfig
+    from featx.finetuning import FinetuneConfig
+
+    square = Preprocess(input_size=32, resize_size=32)
+    img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    (clean,) = make_views(img, square, None, 0, "x.png", [0])
+    mirrors = {"same": clean, "lr": clean.flip(-1), "tb": clean.flip(-2), "both": clean.flip(-1).flip(-2)}
+
+    def seen(name: str) -> set[str]:
+        views = make_views(img, square, load_recipe(name), 0, "x.png", list(range(1, 41)))
+        return {next((k for k, m in mirrors.items() if torch.equal(v, m)), "turned") for v in views}
+
+    assert seen("flips") == {"same", "lr"}
+    assert seen("hvflips") == {"same", "lr", "tb", "both"}
+    assert "turned" in seen("dihedral")
+    turning = {n for n in list_recipes() if any(op["op"] == "rot90" for op in load_recipe(n).ops)}
+    assert turning == {"dihedral"}
+    for default in (ExtractConfig().aug, FinetuneConfig().aug):
+        assert not {"rot90", "vflip"} & {op["op"] for op in load_recipe(default).ops}
 
 
 def test_views_ignore_global_rng_state():

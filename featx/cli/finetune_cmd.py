@@ -42,7 +42,7 @@ def finetune(
     workers: o.Workers = None,
     decode: o.Decode = "auto",
     from_block: o.FromBlock = None,
-    map_aug: o.MapAug = "rot90-flip",
+    map_aug: o.MapAug = "flip",
     label_col: o.LabelCol = None, binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15,
     test_frac: o.TestFrac = 0.25, split_seed: o.SplitSeed = 0, class_map: o.ClassMap = None,
     subset: o.Subset = None,
@@ -90,8 +90,14 @@ def finetune(
     if r.resumed_from:
         out.print(f"resumed after epoch {r.resumed_from}")
     m = r.test or r.val
-    out.print(f"fine-tuned {r.epochs_run} epoch(s) in {r.seconds:.1f} s, best epoch {r.best_epoch}: "
-              + (f"test top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}" if m else "no test split"))
+    start = r.curve[0] if r.curve and r.curve[0]["epoch"] == 0 else None
+    if r.kept_warm_start and start:
+        out.print(f"no epoch beat the warm start (val top-1 {start['val_top1']:.1%}, val loss "
+                  f"{start['val_loss']:.4g}); kept it")
+    best = "kept the warm start" if r.kept_warm_start else f"best epoch {r.best_epoch}"
+    out.print(f"fine-tuned {r.epochs_run} epoch(s) in {r.seconds:.1f} s, {best}: "
+              + (f"{'test' if r.test else 'val'} top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}"
+                 if m else "no test split"))
     out.print(f"head: {r.head} (featx predict --head); backbone weights: {r.weights} "
               "(featx extract --weights)", markup=False, highlight=False)
 

@@ -31,6 +31,9 @@ from featx.head_io import Head, save_head
 from featx.metrics import Metrics
 from featx.progress import console
 
+# Recipes whose ops changed under the same name (issue 21: they no longer turn images by 90
+# degrees). A checkpoint that names one without recording its ops cannot be resumed as the same run.
+RECIPES_CHANGED = ("flips", "mild")
 # Format 3 records what the run trains from (`identity`: the warm-start head's sha256 and the
 # data's fingerprint) beside its settings. Formats 1 and 2 recorded only the settings, so a
 # checkpoint of another head or other data resumed silently: they are refused, not guessed at.
@@ -122,6 +125,14 @@ def check_same_run(json_path: Path, meta: dict, config: FinetuneConfig, identity
         raise FeatxError(f"{json_path}: a checkpoint of a run from another warm-start head ({saved.get('warm_start')}, "
                          f"sha256 {str(saved.get('head_sha256'))[:12]}; this run: {identity['warm_start']}, "
                          f"sha256 {identity['head_sha256'][:12]}); {fresh}")
+    if "aug" in identity and saved.get("aug", "unrecorded") != identity["aug"]:
+        aug = config.aug
+        if "aug" in saved:
+            raise FeatxError(f"{json_path}: a checkpoint made with other ops under the recipe name '{aug}' "
+                             f"(the recipe file changed since); {fresh}")
+        if aug in RECIPES_CHANGED:
+            raise FeatxError(f"{json_path}: a checkpoint of the recipe '{aug}' from before it stopped turning "
+                             f"images by 90 degrees (its ops were not recorded); {fresh}")
     if (saved.get("data") or {}).get("fingerprint") != identity["data"]["fingerprint"]:
         raise FeatxError(f"{json_path}: a checkpoint of a run on other data ({_describe(saved.get('data'))}; "
                          f"this run: {_describe(identity['data'])}); {fresh}")
@@ -156,9 +167,10 @@ def save_backbone(path: Path, backbone: torch.nn.Module) -> Path:
 
 def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
                         config: FinetuneConfig, state: dict, val: Metrics | None, test: Metrics | None,
-                        seconds: float, dataset_root: Path, train_labels: np.ndarray) -> Path:
+                        seconds: float, dataset_root: Path, train_labels: np.ndarray,
+                        aug: dict | None = None) -> Path:
     """OUT.head: the tuned head, its sidecar naming the tuned backbone `weights_file` (by hash),
-    the warm-start head, the settings, the curve and the metrics."""
+    the warm-start head, the settings (`aug`: the training recipe's ops), the curve and the metrics."""
     meta = {k: v for k, v in head.meta.items() if k not in ("format",)}
     sha = sha256_file(weights_file)
     meta.update({
@@ -166,7 +178,7 @@ def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
         "weights_sha256": sha, "warm_start": str(head.path), "config": asdict(config),
         "params": {"lr": config.lr, "lr_ratio": config.lr_ratio, "best_epoch": state["best_epoch"],
                    "epochs_run": state["epoch"]},
-        "search": [], "curve": state["curve"], "seconds": seconds,
+        "search": [], "curve": state["curve"], "seconds": seconds, "aug": aug,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
         "train_counts": np.bincount(train_labels, minlength=len(head.classes)).tolist(),
         "dataset_root": str(dataset_root), "store": None,

@@ -17,7 +17,9 @@ from featx.transforms import load_recipe
 MODE_DEFAULTS = {"whole": {"epochs": 8, "lr": 3e-4, "lr_ratio": 10.0},
                  "top": {"epochs": 12, "lr": 3e-4, "lr_ratio": 1.0}}
 SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # shapes: featx.schedules
-MAP_AUGS = ("rot90-flip", "flip", "none")
+# Symmetries of cached maps: left-right (the default), + top-bottom, + 90-degree turns (opt-in:
+# only for orientation-free images; ELPV cells rotated by 90 degrees lost 13-17 points, issue 21).
+MAP_AUGS = ("flip", "hv-flip", "rot90-flip", "none")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     balance: str = "none"  # none | weights
     train_bn: bool = False
-    aug: str = "flips"  # recipe applied on the fly (featx/recipes/); flips suit orientation-free images
+    aug: str = "flips"  # recipe applied on the fly (featx/recipes/): a left-right mirror, no rotations
     # Off by default: the schedule anneals in the last epochs, where the best val epoch usually is.
     patience: int | None = None  # early stopping on val loss (the best epoch is kept either way)
     seed: int = 0
@@ -46,7 +48,7 @@ class FinetuneConfig:
     decode: str = "auto"  # auto | cpu | gpu: JPEG files decoded by nvjpeg on CUDA (auto = gpu on CUDA)
     workers: int | None = None
     from_block: str | None = None  # train only the blocks above this cut, on a store's cached maps
-    map_aug: str = "rot90-flip"  # with from_block: symmetries of the cached maps (rot90-flip | flip | none)
+    map_aug: str = "flip"  # with from_block: symmetries of the cached maps (MAP_AUGS)
 
     def __post_init__(self) -> None:
         defaulted = []
@@ -98,6 +100,11 @@ class FinetuneResult:
     test: Metrics | None
     seconds: float
     epochs_run: int
-    best_epoch: int
+    best_epoch: int  # 0: no epoch beat the warm start on val loss, whose weights were kept
     resumed_from: int = 0  # epochs already done when this run started
-    curve: list[dict] = field(default_factory=list)  # per epoch: train loss, val loss and top-1
+    # Per epoch: train loss, val loss and top-1; first epoch 0, the warm start (no train loss).
+    curve: list[dict] = field(default_factory=list)
+
+    @property
+    def kept_warm_start(self) -> bool:
+        return self.best_epoch == 0

@@ -11,14 +11,14 @@ and are decoded by nvjpeg in the main process (`JpegBytes`, `views_on_device`).
 
 from __future__ import annotations
 
-import os
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from featx.data import Dataset
-from featx.device import JPEG_SUFFIXES, one_thread, use_device_decode
+from featx.device import JPEG_SUFFIXES, keep_freed_memory, one_thread, usable_cores, use_device_decode
 from featx.distributed import DistContext
 from featx.errors import FeatxError
 from featx.finetuning.config import FinetuneConfig
@@ -132,13 +132,33 @@ def image_loader(dataset: Dataset, split: str, pre, recipe, config: FinetuneConf
     """A split's loader: training batches are this rank's share of seeded global batches (each
     epoch set by `epoch_batches`), val/test batches in order."""
     data = ImageSamples(dataset, split, pre, recipe, config.seed, use_device_decode(device, config.decode))
-    workers = config.workers if config.workers is not None else (1 if (os.cpu_count() or 1) > 1 else 0)
+    workers = loader_workers(config)
     common = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
                   timeout=600 if workers else 0, worker_init_fn=one_thread)
     if split == "train":
         sampler = RankBatches(data, config.seed, config.batch_size, ctx.rank, ctx.world_size)
         return torch.utils.data.DataLoader(data, batch_sampler=sampler, **common)
     return torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=False, **common)
+
+
+def loader_workers(config: FinetuneConfig) -> int:
+    """Decoding worker processes per loader: `config.workers`, else 1 where there are 2+ cores."""
+    return config.workers if config.workers is not None else (1 if usable_cores() > 1 else 0)
+
+
+@contextlib.contextmanager
+def cpu_share(device: torch.device, workers: int):
+    """Train on a CPU without oversubscribing it: torch's threads take the cores the loader's
+    `workers` leave (at least 1; never more than torch had), and freed activations are kept
+    for the next step (featx.device.keep_freed_memory). Torch's thread count is restored after."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        keep_freed_memory()
+        torch.set_num_threads(max(1, min(before, usable_cores() - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def epoch_batches(loader: torch.utils.data.DataLoader, epoch: int):

@@ -4,8 +4,10 @@
     schedule = Schedule(config, steps_per_epoch)
     run = fit(job, opt, schedule, config, out, "finetune resnet50", time.perf_counter())
 
-`fit` runs the epochs a previous run did not finish: each trains (`job.train_epoch`), validates
-(`job.validate`), keeps the best epoch on val loss, and ends with a checkpoint. Data order,
+`fit` first validates the warm start as epoch 0 (the best so far: a run no epoch beats ends with
+the warm start's weights), then runs the epochs a previous run did not finish: each trains
+(`job.train_epoch`), validates (`job.validate`), keeps the best epoch on val loss, and ends with
+a checkpoint. Data order,
 augmentation and dropout are seeded per epoch, so a resumed run ends with the same weights as an
 uninterrupted one. `network_range_test` is the LR range test with the same optimiser and groups.
 """
@@ -117,6 +119,12 @@ def fit(job: Trainable, opt: torch.optim.Optimizer, schedule: Schedule, config: 
         remove_stale_files(out)
     state = load_checkpoint(out, net, opt, config, job.identity)
     run = Run(state, state["epoch"], start_time, state.get("seconds", 0.0))
+    if not state["curve"]:  # a fresh run: the warm start is epoch 0, the one to beat
+        val_loss, val_top1 = job.validate()
+        state["curve"].append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_top1": val_top1})
+        state.update(best_loss=val_loss, best_epoch=0, since_best=0)
+        if writer:
+            save_best(out, net)
     with progress_bar(config.epochs, title, unit="epoch", enabled=show_progress and writer) as advance:
         advance(run.resumed_from)
         for epoch in range(run.resumed_from, config.epochs):
@@ -139,8 +147,9 @@ def fit(job: Trainable, opt: torch.optim.Optimizer, schedule: Schedule, config: 
             distributed.barrier()  # the checkpoint is on disk before anyone goes on
             advance(1)
             if config.patience is not None and state["since_best"] >= config.patience:
+                best = f"epoch {state['best_epoch']}" if state["best_epoch"] else "the warm start"
                 console.print(f"early stop after epoch {epoch + 1}: val loss has not improved for "
-                              f"{config.patience} epochs (best: epoch {state['best_epoch']})")
+                              f"{config.patience} epochs (best: {best})")
                 break
     distributed.barrier()
     load_best(out, net)

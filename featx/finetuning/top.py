@@ -6,9 +6,10 @@
 
 The frozen bottom never runs again: every epoch reads the maps `featx extract --cut` stored
 (clean, or one of the K stored augmented views per training image) and trains the blocks from
-the cut up plus the warm-started head. Random flips and 90-degree rotations of the maps are free
-augmentation (`map_aug`). The result is saved like a whole-network fine-tune: the original bottom +
-the tuned top as one backbone weights file, and a featx head on top of it.
+the cut up plus the warm-started head. Random mirrors of the maps are free augmentation
+(`map_aug`: left-right by default; top-bottom and 90-degree turns only when asked). The result
+is saved like a whole-network fine-tune: the original bottom + the tuned top as one backbone
+weights file, and a featx head on top of it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from featx.device import resolve_device
 from featx.errors import ConfigError, FeatxError
 from featx.finetuning.checkpoint import run_identity, save_backbone, save_finetuned_head
 from featx.finetuning.config import FinetuneConfig, FinetuneResult
+from featx.finetuning.data import cpu_share
 from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
                                  network_range_test)
 from featx.finetuning.model import HeadModule, Network
@@ -52,11 +54,12 @@ def finetune_top(store_path: str | Path, head_path: str | Path, out: str | Path,
     job = TopNetwork.build(store_path, head_path, config)
     opt = make_optimizer(job.net, config)
     schedule = Schedule(config, steps_per_epoch=math.ceil(job.batches_per_epoch / config.accumulate))
-    run = fit(job, opt, schedule, config, out, f"finetune {job.backbone_name}", start_time, show_progress)
-    metrics = {}
-    for split in ("val", "test"):
-        probs, y = predict_maps(job.net, job.maps.split(split), job.device, config)
-        metrics[split] = evaluate(y, probs, job.head.class_names, job.maps.paths(split)) if len(y) else None
+    with cpu_share(job.device, workers=0):  # the maps are in memory: no loader processes
+        run = fit(job, opt, schedule, config, out, f"finetune {job.backbone_name}", start_time, show_progress)
+        metrics = {}
+        for split in ("val", "test"):
+            probs, y = predict_maps(job.net, job.maps.split(split), job.device, config)
+            metrics[split] = evaluate(y, probs, job.head.class_names, job.maps.paths(split)) if len(y) else None
     weights_file = save_backbone(out.with_name(out.name + ".backbone.safetensors"), job.model)
     seconds = run.seconds()
     head_file = save_finetuned_head(out, job.net, job.head, weights_file, config, run.state, metrics["val"],
@@ -114,7 +117,16 @@ class TopNetwork:
         trunk = trunk_for(backbone.model)
         trunk.check(cut, backbone.name)
         # The top's modules are the backbone's own: tuning them tunes `backbone.model` in place.
-        net = Network(trunk.top(cut), HeadModule(head)).to(device)
+        top, pool = trunk.top(cut), head.meta.get("pool")
+        if pool:  # the head reads the maps pooled at a block too (extract --pool): it must be in the top
+            if trunk.cuts.index(pool) < trunk.cuts.index(cut):
+                raise FeatxError(f"{head.path}: the head reads maps pooled at '{pool}', below --from-block "
+                                 f"{cut}; train a head on the final features (featx train-head STORE "
+                                 f"--features final), or cut at or below {pool}")
+            from featx.backbones.cuts import WithPooled
+
+            top = WithPooled(top, trunk.block(pool))
+        net = Network(top, HeadModule(head)).to(device)
         return cls(net, backbone.model, f"{backbone.name} above {cut}", head, maps,
                    Path(attrs["dataset_root"]), loss_weights(maps.y_train, len(head.classes), config, device),
                    device, config, run_identity(head, store_path, store_fingerprint(attrs)))
@@ -171,7 +183,7 @@ def check_store(store: FeatureStore, store_path: str | Path, head: Head, cut: st
 class MapData:
     """A store's cached maps in memory: training maps (clean + stored views), val/test clean."""
 
-    def __init__(self, store: FeatureStore, cut: str, map_aug: str = "rot90-flip"):
+    def __init__(self, store: FeatureStore, cut: str, map_aug: str = "flip"):
         self.map_aug = map_aug
         check_memory(store, cut)
         ok = np.ones(len(store.paths), dtype=bool)
@@ -197,12 +209,14 @@ class MapData:
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(self.n_train)
         view = rng.integers(0, len(self.views) + 1, size=self.n_train)  # 0 = clean
-        rot = rng.integers(0, 4, size=self.n_train) if self.map_aug == "rot90-flip" else np.zeros(self.n_train, int)
-        flip = rng.integers(0, 2, size=self.n_train) if self.map_aug != "none" else np.zeros(self.n_train, int)
+        none = np.zeros(self.n_train, int)
+        rot = rng.integers(0, 4, size=self.n_train) if self.map_aug == "rot90-flip" else none
+        flip = rng.integers(0, 2, size=self.n_train) if self.map_aug != "none" else none
+        vflip = rng.integers(0, 2, size=self.n_train) if self.map_aug == "hv-flip" else none
         for i in range(0, self.n_train, batch_size):
             idx = order[i:i + batch_size]
             x = torch.stack([square_symmetry(self.clean_train[j] if view[j] == 0 else self.views[view[j] - 1, j],
-                                             int(rot[j]), bool(flip[j])) for j in idx])
+                                             int(rot[j]), bool(flip[j]), bool(vflip[j])) for j in idx])
             yield x, torch.from_numpy(self.y_train[idx])
 
     def split(self, split: str) -> tuple[torch.Tensor, np.ndarray]:
@@ -225,10 +239,12 @@ def check_memory(store: FeatureStore, cut: str) -> None:
                          "extract fewer --views")
 
 
-def square_symmetry(m: torch.Tensor, rot: int, flip: bool) -> torch.Tensor:
-    """One of the 8 symmetries of a square map (rotations only when the map is square)."""
+def square_symmetry(m: torch.Tensor, rot: int, flip: bool, vflip: bool = False) -> torch.Tensor:
+    """One of the 8 symmetries of a square map (C, H, W): `rot` quarter turns (only when the map
+    is square), then a left-right mirror (`flip`) and a top-bottom one (`vflip`)."""
     m = torch.rot90(m, rot, dims=(-2, -1)) if m.shape[-1] == m.shape[-2] else m
-    return m.flip(-1) if flip else m
+    m = m.flip(-1) if flip else m
+    return m.flip(-2) if vflip else m
 
 
 @torch.no_grad()

@@ -38,7 +38,8 @@ from featx.device import resolve_device
 from featx.errors import ConfigError, FeatxError
 from featx.finetuning.checkpoint import run_identity, save_backbone, save_finetuned_head
 from featx.finetuning.config import FinetuneConfig, FinetuneResult
-from featx.finetuning.data import ImageSamples, epoch_batches, image_loader, views_on_device
+from featx.finetuning.data import (ImageSamples, cpu_share, epoch_batches, image_loader, loader_workers,
+                                   views_on_device)
 from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
                                  network_range_test)
 from featx.finetuning.model import HeadModule, Network
@@ -57,16 +58,17 @@ def finetune_network(dataset: Dataset, head_path: str | Path, out: str | Path,
     writer = job.ctx.rank == 0  # one process writes checkpoints and results
     opt = make_optimizer(job.net, config)
     schedule = Schedule(config, steps_per_epoch=math.ceil(len(job.loaders["train"]) / config.accumulate))
-    run = fit(job, opt, schedule, config, out, f"finetune {job.backbone_name}", start_time,
-              show_progress, writer)
-    val, test = job.metrics("val"), job.metrics("test")
+    with cpu_share(job.device, loader_workers(config)):
+        run = fit(job, opt, schedule, config, out, f"finetune {job.backbone_name}", start_time,
+                  show_progress, writer)
+        val, test = job.metrics("val"), job.metrics("test")
     seconds, state = run.seconds(), run.state
     weights_file = out.with_name(out.name + ".backbone.safetensors")
     head_file = out.with_name(out.name + ".head.safetensors")
     if writer:
-        save_backbone(weights_file, job.net.backbone)
+        save_backbone(weights_file, job.model)
         save_finetuned_head(out, job.net, job.head, weights_file, config, state, val, test, seconds,
-                            dataset.root, job.train_labels)
+                            dataset.root, job.train_labels, job.identity["aug"])
     distributed.barrier()
     return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
                           state["best_epoch"], run.resumed_from, state["curve"])
@@ -89,14 +91,16 @@ def find_lr(dataset: Dataset, head_path: str | Path, config: FinetuneConfig = Fi
             for batch, global_size in epoch_batches(loader, epoch):
                 yield job.batch_loss(job.net, batch, global_size)
 
-    return network_range_test(job.net, config, losses(), start, end, steps,
-                              f"lr-find {job.backbone_name}", show_progress)
+    with cpu_share(job.device, loader_workers(config)):
+        return network_range_test(job.net, config, losses(), start, end, steps,
+                                  f"lr-find {job.backbone_name}", show_progress)
 
 
 @dataclass
 class WholeNetwork:
     """Everything a whole-network fine-tune (or its LR range test) trains with."""
     net: Network
+    model: torch.nn.Module  # the backbone alone (net.backbone may add pooled block maps to it)
     head: Head
     backbone_name: str
     loaders: dict[str, torch.utils.data.DataLoader]  # train, val, test
@@ -126,7 +130,12 @@ class WholeNetwork:
         backbone = create_backbone(head.meta["backbone"], weights_arg(head.meta["weights"]),
                                    head.meta.get("backbone_seed", 0),
                                    head.meta["preprocess"]["input_size"])
-        net = Network(backbone.model, HeadModule(head)).to(device)
+        model = backbone.model
+        if head.meta.get("pool"):  # the head reads the maps pooled at a block too (extract --pool)
+            from featx.backbones.cuts import WithPooled, trunk_for
+
+            model = WithPooled(model, trunk_for(model).block(head.meta["pool"]))
+        net = Network(model, HeadModule(head)).to(device)
         if device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
         recipe = load_recipe(config.aug) if config.aug != "none" else None
@@ -136,9 +145,10 @@ class WholeNetwork:
         if not len(loaders["train"].dataset):
             raise FeatxError(f"{dataset.root}: no labelled training images to fine-tune on")
         train_labels = np.array([s.label for s in dataset.samples if s.split == "train"])
-        return cls(net, head, backbone.name, loaders, train_labels,
-                   loss_weights(train_labels, len(head.classes), config, device), device, ctx, config,
-                   run_identity(head, dataset.root, dataset.fingerprint))
+        identity = run_identity(head, dataset.root, dataset.fingerprint)
+        identity["aug"] = recipe.to_dict() if recipe else None  # the ops, not only the recipe's name
+        return cls(net, backbone.model, head, backbone.name, loaders, train_labels,
+                   loss_weights(train_labels, len(head.classes), config, device), device, ctx, config, identity)
 
     def train_epoch(self, epoch: int, opt: torch.optim.Optimizer, schedule: Schedule) -> float:
         """One epoch of micro-batches; an optimiser step every `accumulate` of them."""

@@ -94,7 +94,8 @@ def training_curves(results: list[dict]) -> bytes | None:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for m in usable:
         epochs = [c["epoch"] for c in m["curve"]]
-        line, = loss_ax.plot(epochs, [c["train_loss"] for c in m["curve"]], label=f"{label(m)} train")
+        train = [float("nan") if c.get("train_loss") is None else c["train_loss"] for c in m["curve"]]
+        line, = loss_ax.plot(epochs, train, label=f"{label(m)} train")  # fine-tune epoch 0: none
         loss_ax.plot(epochs, [c["val_loss"] for c in m["curve"]], linestyle="--", color=line.get_color(),
                      label=f"{label(m)} val")
         acc_ax.plot(epochs, [c["val_top1"] for c in m["curve"]], label=label(m))

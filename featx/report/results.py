@@ -144,7 +144,8 @@ SIDECAR = {"backbone": Required(str), "kind": Required(str), "classes": Required
            "class_names": [str], "feature_dim": float, "seconds": float, "dataset_root": str,
            "train_counts": [float],
            "extraction": {"images_per_second": float, "backbone_params": float, "device": str, "engine": str},
-           "curve": [{"epoch": Required(float), "train_loss": Required(float), "val_loss": float,
+           # A fine-tune's epoch 0 (its warm start, before any training) has no train_loss.
+           "curve": [{"epoch": Required(float), "train_loss": float, "val_loss": float,
                       "val_top1": float}],
            "metrics": {"val": SPLIT, "test": SPLIT}}
 
