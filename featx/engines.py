@@ -97,11 +97,11 @@ class OnnxEngine:
 
     def __init__(self, backbone: Backbone, threads: int | None = None,
                  module: torch.nn.Module | None = None, cut: str | None = None,
-                 pool: str | None = None):
+                 variant: str | None = None):
         import onnxruntime as ort
 
         self.backbone = backbone
-        path = cached_onnx(backbone, module, cut, pool)
+        path = cached_onnx(backbone, module, cut, variant)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -135,17 +135,17 @@ class _NormalizedInput(torch.nn.Module):
 def create_engine(backbone: Backbone, name: str, device: torch.device, channels_last: bool = True,
                   amp: str = "bf16", threads: int | None = None, warn=print,
                   module: torch.nn.Module | None = None, cut: str | None = None,
-                  pool: str | None = None):
+                  variant: str | None = None):
     """The engine `name` (resolved), or torch with a one-line warning if ONNX cannot be used.
 
     `module` replaces backbone.model (with `cut`: a WithMaps returning features and maps; with
-    `pool`: pooled maps appended to the features).
+    `variant`: what else the module computes, e.g. "pool-block11-tta-flip", the cache key).
     """
     name = resolve_engine(name, device)
     if name == "torch":
         return TorchEngine(backbone, device, channels_last, amp, module)
     try:
-        return OnnxEngine(backbone, threads, module, cut, pool)
+        return OnnxEngine(backbone, threads, module, cut, variant)
     except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; torch still works
         warn(f"ONNX Runtime unavailable for {backbone.name} ({_first_line(exc)}); using torch")
         return TorchEngine(backbone, device, channels_last, amp, module)
@@ -171,23 +171,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEATX_CACHE") or Path.home() / ".cache" / "featx")
 
 
-def onnx_key(backbone: Backbone, cut: str | None = None, pool: str | None = None) -> str:
+def onnx_key(backbone: Backbone, cut: str | None = None, variant: str | None = None) -> str:
     identity = {"backbone": backbone.name, "weights": backbone.weights.get("sha256",
                                                                           backbone.weights["source"]),
                 "input_size": backbone.preprocess.input_size, "opset": OPSET, "cut": cut,
                 "preprocess": backbone.preprocess.to_dict(), "input": "uint8",
                 "torch": torch.__version__.split("+")[0], "format": 2}
-    if pool:  # only when set: models exported before --pool keep their cache entries
-        identity["pool"] = pool
+    if variant:  # only when set: models exported before --pool/--tta keep their cache entries
+        identity["variant"] = variant
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def cached_onnx(backbone: Backbone, module: torch.nn.Module | None = None, cut: str | None = None,
-                pool: str | None = None) -> Path:
-    """The verified-on-disk ONNX file for `backbone` (and cut, pool), exported now if missing or corrupt."""
-    key = onnx_key(backbone, cut, pool)
+                variant: str | None = None) -> Path:
+    """The verified-on-disk ONNX file for `backbone` (and cut, variant), exported now if missing or corrupt."""
+    key = onnx_key(backbone, cut, variant)
     folder = cache_dir() / "onnx"
-    tag = (f"-{cut}" if cut else "") + (f"-pool-{pool}" if pool else "")
+    tag = (f"-{cut}" if cut else "") + (f"-{variant}" if variant else "")
     path = folder / f"{backbone.name.replace('/', '-')}{tag}-{key[:16]}.onnx"
     sidecar = path.with_suffix(".json")
     if path.is_file() and sidecar.is_file():

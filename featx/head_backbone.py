@@ -55,7 +55,7 @@ class HeadEmbedder:
         items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         dataset, skipped = list_images(items)
         features, failed_rows = embed(dataset, self.backbone(), device, batch_size, workers, engine,
-                                     pool=self.meta.get("pool") or None)
+                                     pool=self.meta.get("pool") or None, tta=self.meta.get("tta") or "none")
         by_path = {str(dataset.abspath(s)): i for i, s in enumerate(dataset.samples)}
         ok = [p for p in _in_input_order(items, by_path) if by_path[p] not in failed_rows]
         failed = skipped + [(str(dataset.abspath(dataset.samples[i])), r) for i, r in sorted(failed_rows.items())]

@@ -160,6 +160,7 @@ def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, s
         # The head takes the final features, then the pooled maps of this block (extract --pool):
         # `predict` computes the same columns from new images.
         "features": config.features, "pool": store.pool if config.features == "all" else None,
+        "tta": attrs.get("tta") or None,  # features averaged over these symmetries (extract --tta)
         "params": params, "search": search, "curve": curve,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
         "train_samples": data.n_train, "views_used": data.views, "streamed": data.streamed,

@@ -32,6 +32,7 @@ def extract(
     threads: o.Threads = None,
     cut: o.Cut = None,
     pool: o.Pool = "auto",
+    tta: o.Tta = "none",
     overwrite: o.Overwrite = False,
     update: o.Update = True,
     label_col: o.LabelCol = None, binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15,
@@ -50,7 +51,7 @@ def extract(
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
                              dtype=dtype, seed=seed, weights=weights, input_size=input_size, decode=decode,
                              amp=amp, engine=engine, threads=threads, cut=cut, pool=pool,
-                             overwrite=overwrite, update=update)
+                             tta=tta, overwrite=overwrite, update=update)
     quiet = context().rank != 0  # under torchrun, rank 0 speaks for all
     try:
         for name in backbone:

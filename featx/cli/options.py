@@ -198,6 +198,11 @@ Pool = Annotated[str, _option(
     "--pool", metavar="auto|none|BLOCK", help="Append the average+max pooled maps entering BLOCK to the "
     "features (multi-layer features; heads choose with --features). auto: the backbone's default "
     "block where its cut points are known (block11 for efficientnet_lite0).")]
+Tta = Annotated[str, _option(
+    "--tta", metavar="none|flip|hv-flip|dihedral", callback=one_of("none", "flip", "hv-flip", "dihedral"),
+    help="Test-time augmentation: store each feature averaged over the image and its symmetries (flip: "
+    "mirror; hv-flip: also upside down; dihedral: also 90-degree turns, for orientation-free data only); "
+    "predict computes the same. Costs 1 + 1/3/7 forwards per image.")]
 Overwrite = Annotated[bool, _option("--overwrite", help="Replace a store made with other settings.")]
 Update = Annotated[bool, _option("--update/--no-update", help=(
     "When the dataset changed since its store was made (same settings), extract only new or "

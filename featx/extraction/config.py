@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from featx.backbones.symmetry import TTA_RECIPES
 from featx.device import DECODES
 from featx.engines import ENGINES
 from featx.errors import ConfigError
@@ -38,6 +39,9 @@ class ExtractConfig:
     # Append the average+max pooled maps entering this block to the features (multi-layer
     # features): "auto" = the backbone's default block where its cut points are known; "none".
     pool: str | None = "auto"
+    # Store each feature averaged over the image and its symmetries (test-time augmentation):
+    # none | flip | hv-flip | dihedral (90-degree turns: orientation-free data only).
+    tta: str = "none"
     overwrite: bool = False
     # A store of the same settings over a changed dataset is updated: only new or changed images
     # are extracted (featx.store.update); False refuses it, explaining the change in files.
@@ -57,6 +61,7 @@ class ExtractConfig:
              f"must be between 16 and {MAX_INPUT_SIZE} px"),
             (self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}"),
             (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
+            (self.tta in TTA_RECIPES, "tta", f"must be one of {', '.join(TTA_RECIPES)}"),
         ]
         for ok, name, rule in checks:
             if not ok:

@@ -25,7 +25,7 @@ def engine_for(backbone: Backbone, config: ExtractConfig, device: torch.device, 
                module: torch.nn.Module | None = None):
     """The engine to run, checked against torch on a probe batch before any store is touched."""
     engine = create_engine(backbone, name, device, config.channels_last, config.amp, config.threads,
-                           warn=warn, module=module, cut=config.cut, pool=pool_block(backbone, config.pool))
+                           warn=warn, module=module, cut=config.cut, variant=engine_variant(backbone, config))
     if isinstance(engine, TorchEngine):
         return engine
     size = backbone.preprocess.input_size
@@ -63,20 +63,27 @@ class Taps:
     pool_dim: int  # columns the pooled maps add (2C: average and maximum)
 
 
-def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None) -> Taps:
-    """The module an extraction runs for `cut` and `pool` ("auto": the backbone's default block)."""
+def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None,
+                  tta: str = "none") -> Taps:
+    """The module an extraction runs for `cut`, `pool` ("auto": the backbone's default block)
+    and `tta` (features averaged over the image's symmetries)."""
     pool = pool_block(backbone, pool)
-    if not cut and not pool:
+    if not cut and not pool and tta == "none":
         return Taps(None, None, None, 0)
-    from featx.backbones.cuts import WithMaps, WithPooled  # only taps need the trunk registry
-
-    trunk = _trunk(backbone, f"--cut {cut}" if cut else f"--pool {pool}")
     module = backbone.model
-    if cut:
-        trunk.check(cut, backbone.name)
-        module = WithMaps(trunk, cut)
-    if pool:
-        module = WithPooled(module, trunk.block(pool))
+    if cut or pool:
+        from featx.backbones.cuts import WithMaps, WithPooled  # only taps need the trunk registry
+
+        trunk = _trunk(backbone, f"--cut {cut}" if cut else f"--pool {pool}")
+        if cut:
+            trunk.check(cut, backbone.name)
+            module = WithMaps(trunk, cut)
+        if pool:
+            module = WithPooled(module, trunk.block(pool))
+    if tta != "none":
+        from featx.backbones.symmetry import Symmetrized
+
+        module = Symmetrized(module, tta)
     module = module.eval()
     size = backbone.preprocess.input_size
     with torch.no_grad():
@@ -84,6 +91,13 @@ def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None) 
     feats, maps = out if cut else (out, None)
     return Taps(module, tuple(maps.shape[1:]) if cut else None, pool,
                 int(feats.shape[1]) - backbone.spec.feature_dim)
+
+
+def engine_variant(backbone: Backbone, config: ExtractConfig) -> str | None:
+    """What the exported module computes beyond the backbone (the ONNX cache key), or None."""
+    pool = pool_block(backbone, config.pool)
+    parts = ([f"pool-{pool}"] if pool else []) + ([f"tta-{config.tta}"] if config.tta != "none" else [])
+    return "-".join(parts) or None
 
 
 def pool_block(backbone: Backbone, pool: str | None) -> str | None:

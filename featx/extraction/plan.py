@@ -58,8 +58,9 @@ def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: 
         weights = f"-w{backbone.weights.get('sha256', backbone.weights['source'])[:8]}"
     cut = f"_cut-{config.cut}" if config.cut else ""
     pool = f"_pool-{config.pool or 'none'}" if config.pool != "auto" else ""  # the default: no tag
+    tta = f"_tta-{config.tta}" if config.tta != "none" else ""
     name = (f"{dataset.name}_{backbone.name.replace('/', '-')}{weights}_"
-            f"{backbone.preprocess.input_size}px_{views}{cut}{pool}")
+            f"{backbone.preprocess.input_size}px_{views}{cut}{pool}{tta}")
     return Path(out_dir) / f"{name}.h5"
 
 

@@ -67,17 +67,18 @@ def check_failures(dataset: Dataset, result: ExtractResult) -> None:
 
 
 def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,
-          workers: int | None = None, engine: str = "auto",
-          pool: str | None = None) -> tuple[np.ndarray, dict[int, str]]:
+          workers: int | None = None, engine: str = "auto", pool: str | None = None,
+          tta: str = "none") -> tuple[np.ndarray, dict[int, str]]:
     """Clean-view features [N, D] of every sample, in memory (prediction on new images), with
-    the pooled maps entering block `pool` appended, as `extract --pool` stores them.
+    the pooled maps entering block `pool` appended and averaged over the `tta` symmetries, as
+    `extract --pool --tta` stores them.
 
     Failed images keep a zero row and are listed in the returned {row: reason}.
     """
     dev = resolve_device(device)
     config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu",
-                           engine=engine, pool=pool)
-    taps = tapped_module(backbone, None, pool)
+                           engine=engine, pool=pool, tta=tta)
+    taps = tapped_module(backbone, None, pool, tta)
     runner = Runner(dataset, backbone, None, config, dev, False, batch_size,
                     engine_for(backbone, config, dev, engine, taps.module))
     plan = plan_batches(runner.is_train, 0, batch_size)

@@ -33,10 +33,12 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
     other settings) and return its state (None, complete, resumable, changed); no lock is taken.
     """
     gpu_decode = use_device_decode(device, config.decode)
-    taps = tapped_module(backbone, config.cut, config.pool)
+    taps = tapped_module(backbone, config.cut, config.pool, config.tta)
     module, cut_shape = taps.module, taps.cut_shape
-    # The pooled block is identity (other columns); pool_dim says where the final features end.
-    extra = {"pool": taps.pool or "", "pool_dim": taps.pool_dim, **(extra_provenance or {})}
+    # The pooled block and the TTA recipe are identity (other numbers); pool_dim says where the
+    # final features end.
+    extra = {"pool": taps.pool or "", "pool_dim": taps.pool_dim,
+             "tta": "" if config.tta == "none" else config.tta, **(extra_provenance or {})}
     spec = _spec(backbone, recipe, config, device, store_engine(path, config), gpu_decode,
                  cut_shape, extra)
     state = None if config.overwrite else store_state(path, dataset, spec, config.update)  # no lock

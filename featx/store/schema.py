@@ -42,7 +42,7 @@ FORMAT_VERSION = 1
 REASON_BYTES = 256
 # Provenance that must match for a store to be resumed or reused; anything else is informative.
 IDENTITY_KEYS = ("backbone", "weights_sha256", "feature_dim", "input_size", "transform",
-                 "num_aug_views", "seed", "dataset_fingerprint", "dtype", "cut", "pool")
+                 "num_aug_views", "seed", "dataset_fingerprint", "dtype", "cut", "pool", "tta")
 # How the numbers were computed: a resumed run must match them (CPU and GPU, torch and ONNX
 # Runtime, bf16 and fp32 agree only to rounding), but a complete store stays usable anywhere.
 EXECUTION_KEYS = ("device", "engine", "decode", "amp")
@@ -180,7 +180,7 @@ def differences(attrs: dict, spec: StoreSpec, f: h5py.File, dataset: Dataset,
     for key in IDENTITY_KEYS + (EXECUTION_KEYS if resuming else ()):
         if key == "dataset_fingerprint":
             continue  # explained below, in terms of files
-        have, want = attrs.get(key, "" if key in ("cut", "pool") else None), wanted.get(key)
+        have, want = attrs.get(key, "" if key in ("cut", "pool", "tta") else None), wanted.get(key)
         if key in JSON_ATTRS and isinstance(have, str):
             have, want = json.loads(have), json.loads(json.dumps(want, sort_keys=True))
         if plain(have) != plain(want):
