@@ -13,7 +13,7 @@ are the probe's `val_fraction` and `random_state`).
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -23,42 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from featx.data.splits import stratified_holdout
 from featx.heads import HeadConfig, train_heads
 from featx.scoring import Normalizer, linear_scores
-
-
-class ArrayData:
-    """Training rows held in memory, with the interface `train_heads` reads (like FeatureData)."""
-
-    streamed = False
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                 num_classes: int):
-        self.x, self.train_labels = x, y
-        self.x_val, self.y_val = x_val, y_val
-        self.dim, self.num_classes = x.shape[1], num_classes
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train_labels)
-
-    def epoch(self, epoch: int, batch_size: int, seed: int,
-              sample_weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Shuffled minibatches, order seeded by (seed, epoch) as FeatureData's."""
-        rng = np.random.default_rng([seed, epoch])
-        n = self.n_train
-        if sample_weights is not None:
-            order = rng.choice(n, size=n, replace=True, p=sample_weights / sample_weights.sum())
-        else:
-            order = rng.permutation(n)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            yield self.x[idx], self.train_labels[idx]
-
-    def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        assert split == "val", split  # train_heads only evaluates val
-        return self.x_val, self.y_val, np.arange(len(self.y_val))
-
-    def split_blocks(self, split: str):
-        yield self.split_arrays(split)
+from featx.selection import PoolData
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -113,7 +78,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{len(config.grid)} settings to choose from, but {len(y)} rows are too few to "
                              f"hold out {self.val_fraction:.0%} of a class; give one lr and one weight decay")
         self.normalizer_ = Normalizer.fit(config.normalize, X[~held])
-        data = ArrayData(X[~held], y_index[~held], X[held], y_index[held], len(self.classes_))
+        data = PoolData(X[~held], y_index[~held], len(self.classes_), val=(X[held], y_index[held]))
         sweep = train_heads(data, self.normalizer_, config)
         self.tensors_ = {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}
         lr, wd = sweep.grid[sweep.best]

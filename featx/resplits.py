@@ -22,11 +22,11 @@ from featx.baselines import fit_baseline
 from featx.data import DatasetOptions
 from featx.data.splits import stratified_holdout, stratified_split
 from featx.errors import StoreError
-from featx.estimators import ArrayData
-from featx.heads import HeadConfig, train_heads
+from featx.heads import HeadConfig
 from featx.metrics import evaluate
 from featx.progress import progress_bar
 from featx.scoring import Normalizer, linear_scores, scores
+from featx.selection import fit_arrays
 from featx.store import FeatureStore
 
 METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "nll", "ece")
@@ -113,9 +113,8 @@ def _one_head(kind: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, val: n
     config = HeadConfig(head=kind).for_kind(kind)
     normalizer = Normalizer.fit(config.normalize, x[train])
     c = len(names)
-    if config.torch_head:
-        sweep = train_heads(ArrayData(x[train], y[train], x[val], y[val], c), normalizer, config)
-        tensors = {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}
+    if config.torch_head:  # chosen as train-head chooses (k-fold on small data, else on val)
+        tensors, normalizer, _ = fit_arrays(x[train], y[train], x[val], y[val], c, config)
         s = linear_scores(tensors, normalizer(x[test]))
     else:
         fit = fit_baseline(kind, normalizer(x[train]), y[train], normalizer(x[val]), y[val], c, config.seed)

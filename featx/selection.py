@@ -153,3 +153,18 @@ def _normalized(pool: PoolData, normalizer: Normalizer) -> PoolData:
     return PoolData(normalizer(pool.clean).astype(np.float32), pool.train_labels, pool.num_classes,
                     None if aug is None else aug.astype(np.float32), pool.aug_index,
                     (normalizer(x_val).astype(np.float32), y_val))
+
+
+def fit_arrays(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, num_classes: int,
+               config: HeadConfig) -> tuple[dict[str, np.ndarray], Normalizer, SweepResult]:
+    """The torch head train_head would fit on these arrays: cross-validated on train+val and
+    refitted on both when `use_cv`, else the sweep's best on val. (tensors, normalizer, sweep)."""
+    if use_cv(config, len(y) + len(y_val), streamed=False):
+        pool = PoolData(np.concatenate([x, x_val]).astype(np.float32, copy=False),
+                        np.concatenate([y, y_val]).astype(np.int64), num_classes)
+        sweep, normalizer = refit(pool, config, cross_validate(pool, config).best)
+        return {k: v.numpy() for k, v in sweep.heads.select(0).items()}, normalizer, sweep
+    normalizer = Normalizer.fit(config.normalize, x)
+    data = _normalized(PoolData(x, y, num_classes, val=(x_val, y_val)), normalizer)
+    sweep = train_heads(data, Normalizer("none"), config)
+    return {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}, normalizer, sweep
