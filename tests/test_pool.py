@@ -87,3 +87,18 @@ def test_predict_on_images_computes_the_columns_the_head_took(tree, tmp_path, fe
     from_store = head.predict_proba(feats)
     from_images = head.predict_proba(paths, engine="torch")
     np.testing.assert_allclose(from_images, from_store, rtol=1e-3, atol=1e-4)
+
+
+def test_auto_pools_at_the_cut_when_the_cut_is_higher(tree, tmp_path):
+    """finetune --from-block recomputes pooled columns only above its cut: with a cut above the
+    default block, auto pools the maps entering the cut itself."""
+    trunk = trunk_for(create_backbone("tiny_features", None, 0).model)
+    high = trunk.cuts[-1]
+    assert trunk.cuts.index(high) > trunk.cuts.index(trunk.default_pool)
+    store = _extract(tree, tmp_path / "s", engine="torch", cut=high)
+    with FeatureStore(store) as st:
+        assert st.pool == high
+    low = trunk.cuts[0]
+    store = _extract(tree, tmp_path / "t", engine="torch", cut=low)
+    with FeatureStore(store) as st:
+        assert st.pool == trunk.default_pool

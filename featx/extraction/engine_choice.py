@@ -67,7 +67,7 @@ def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None,
                   tta: str = "none") -> Taps:
     """The module an extraction runs for `cut`, `pool` ("auto": the backbone's default block)
     and `tta` (features averaged over the image's symmetries)."""
-    pool = pool_block(backbone, pool)
+    pool = pool_block(backbone, pool, cut)
     if not cut and not pool and tta == "none":
         return Taps(None, None, None, 0)
     module = backbone.model
@@ -95,21 +95,27 @@ def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None,
 
 def engine_variant(backbone: Backbone, config: ExtractConfig) -> str | None:
     """What the exported module computes beyond the backbone (the ONNX cache key), or None."""
-    pool = pool_block(backbone, config.pool)
+    pool = pool_block(backbone, config.pool, config.cut)
     parts = ([f"pool-{pool}"] if pool else []) + ([f"tta-{config.tta}"] if config.tta != "none" else [])
     return "-".join(parts) or None
 
 
-def pool_block(backbone: Backbone, pool: str | None) -> str | None:
+def pool_block(backbone: Backbone, pool: str | None, cut: str | None = None) -> str | None:
     """`--pool` resolved: a block name, or None for final features only. "auto" is the
-    backbone's default block where its cut points are known, else None."""
+    backbone's default block where its cut points are known (else None), or the `--cut` block
+    when that is higher: `finetune --from-block` recomputes the pooled columns only from blocks
+    above its cut."""
     if pool in (None, "", "none"):
         return None
     from featx.backbones.cuts import trunk_for
 
     if pool == "auto":
         trunk = trunk_for(backbone.model)
-        return trunk.default_pool if trunk is not None else None
+        if trunk is None:
+            return None
+        if cut in trunk.cuts and trunk.cuts.index(cut) > trunk.cuts.index(trunk.default_pool):
+            return cut
+        return trunk.default_pool
     _trunk(backbone, f"--pool {pool}").check(pool, backbone.name)
     return pool
 
