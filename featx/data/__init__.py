@@ -1,4 +1,5 @@
-"""Datasets: turn a folder tree, a CSV manifest or a loose folder into an ordered sample list.
+"""Datasets: turn a folder tree, a CSV manifest, a loose folder or an archive (WebDataset shards,
+a `datasets` folder, Parquet) into an ordered sample list.
 
     ds = open_dataset("path/to/hymenoptera")          # train/ val/ [test/] class folders
     ds = open_dataset("cell_images", DatasetOptions(val_frac=0.2, test_frac=0.1))
@@ -20,6 +21,8 @@ Decoding the images themselves is featx.images' job (every file an RGB image or 
     splits.py    stratified_split, subset
     scan.py      ScanReport, scan_images; classes left with no usable training image
     packaged.py  datasets shipped on PyPI (ELPV)
+    archives.py  WebDataset shards, `datasets` on disk, Parquet: unpacked once into files + manifest
+                 (webdataset_source.py, hf_source.py read them)
 """
 
 from featx.data.dataset import SPLIT_ALIASES, SPLITS, Dataset, DatasetOptions, Sample

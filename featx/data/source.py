@@ -9,6 +9,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from featx.data.archives import archive_kind, unpack_archive
 from featx.data.dataset import Dataset, DatasetOptions
 from featx.data.folders import from_folder
 from featx.data.manifest import from_manifest
@@ -44,6 +45,11 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = Non
         raise DataError(f"{source}: a feature store or weights file, not a dataset (a folder, a CSV/TSV "
                         "manifest or a packaged name); to fine-tune on a store's cached maps, add "
                         "--from-block CUT (from_block=) with a store made by `extract --cut`")
+    kind = archive_kind(path)
+    if kind:  # WebDataset shards, a saved `datasets` dataset, Parquet: unpacked once (archives.py)
+        name = name or path.name.split(".")[0]
+        path = unpack_archive(path, kind, options)
+        options = replace(options, label_col=None, split_col=None)  # the unpacked manifest's own
     dataset = from_manifest(path, options) if path.is_file() else from_folder(path, options)
     if name:
         dataset.name = name

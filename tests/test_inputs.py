@@ -1,0 +1,185 @@
+"""Issue 18, inputs at scale: WebDataset tar shards, `datasets` saved to disk and Parquet give the
+same store (features, labels, splits, every table) as the same images in a folder tree."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from featx.data import DatasetOptions, open_dataset
+from featx.errors import DataError
+from featx.extraction import extract
+from tests.conftest import make_class_tree
+
+wds = pytest.importorskip("webdataset")
+datasets = pytest.importorskip("datasets")
+
+TINY = dict(weights="none", batch_size=8, views=2, aug="mild", workers=0, engine="torch")
+CLASSES = ("ants", "bees", "wasps")
+
+
+def _tables(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, node: out.__setitem__(name, node[()])
+                     if isinstance(node, h5py.Dataset) else None)
+    return out
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    """Every table equal, but the files' mtimes (unpacked files carry their archive's)."""
+    ta, tb = _tables(a), _tables(b)
+    assert ta.keys() == tb.keys() and "features/clean" in ta and "samples/split" in ta
+    for name in sorted(set(ta) - {"samples/mtime_ns"}):
+        np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
+
+
+def _images(tree: Path) -> list[tuple[str, bytes, str]]:
+    """(key, bytes, class) of every image of a class tree, keys as the tree's paths."""
+    return [(p.relative_to(tree).with_suffix("").as_posix(), p.read_bytes(), p.parent.name)
+            for p in sorted(tree.rglob("*.png"))]
+
+
+def write_shards(tree: Path, out: Path, shards: int = 2, names=None) -> Path:
+    out.mkdir(parents=True)
+    images = _images(tree)
+    for s in range(shards):
+        name = names[s] if names else f"shard-{s:06d}.tar"
+        with wds.TarWriter(str(out / name)) as sink:
+            for key, data, label in images[s::shards]:
+                sink.write({"__key__": key, "png": data, "cls": label, "json": b"{}"})
+    return out
+
+
+def write_hf(tree: Path, out: Path, as_dict: bool = False) -> Path:
+    images = _images(tree)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSES)),
+                                  "key": datasets.Value("string")})
+    table = datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": None} for _, b, _ in images],
+         "label": [CLASSES.index(c) for _, _, c in images], "key": [k for k, _, _ in images]},
+        features=features)
+    if as_dict:
+        table = datasets.DatasetDict(train=table.select(range(0, len(images), 2)),
+                                     test=table.select(range(1, len(images), 2)))
+    table.save_to_disk(str(out))
+    return out
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_class_tree(tmp_path / "tree" / "insects", classes=CLASSES, per_class=7, seed=5)
+
+
+def _store(data: Path, out: Path) -> Path:
+    return Path(extract(open_dataset(data), "tiny_cnn", out, show_progress=False, **TINY).store)
+
+
+def test_webdataset_shards_give_the_folder_trees_store(tree, tmp_path):
+    shards = write_shards(tree, tmp_path / "insects")
+    ds = open_dataset(shards)
+    assert ds.name == "insects" and ds.classes == list(CLASSES) and len(ds.samples) == 21
+    assert [s.path for s in ds.samples] == [s.path for s in open_dataset(tree).samples]
+    _assert_same_store(_store(shards, tmp_path / "s1"), _store(tree, tmp_path / "s2"))
+
+
+def test_a_saved_dataset_and_parquet_give_the_folder_trees_store(tree, tmp_path):
+    reference = _store(tree, tmp_path / "s0")
+    saved = write_hf(tree, tmp_path / "hf" / "insects")
+    _assert_same_store(_store(saved, tmp_path / "s1"), reference)
+    parquet = tmp_path / "pq" / "insects.parquet"
+    parquet.parent.mkdir()
+    datasets.load_from_disk(str(saved)).to_parquet(str(parquet))
+    _assert_same_store(_store(parquet, tmp_path / "s2"), reference)
+
+
+def test_splits_come_from_a_dataset_dict_or_shard_names(tree, tmp_path):
+    ds = open_dataset(write_hf(tree, tmp_path / "hf", as_dict=True))
+    assert {s.split for s in ds.samples} == {"train", "test"}
+    assert sum(s.split == "train" for s in ds.samples) == 11
+    ds = open_dataset(write_shards(tree, tmp_path / "w", 2, ["train-000.tar", "val-000.tar"]))
+    assert sorted(s.split for s in ds.samples) == ["train"] * 11 + ["val"] * 10
+
+
+def test_the_unpacked_folder_is_reused_until_the_shards_change(tree, tmp_path):
+    shards = write_shards(tree, tmp_path / "insects")
+    first = open_dataset(shards)
+    manifest = first.root / "manifest.csv"
+    stamp = manifest.stat().st_mtime_ns
+    assert open_dataset(shards).fingerprint == first.fingerprint and manifest.stat().st_mtime_ns == stamp
+    with wds.TarWriter(str(shards / "shard-000002.tar")) as sink:
+        sink.write({"__key__": "ants/extra", "png": (tree / "ants" / "ants_00.png").read_bytes(), "cls": "ants"})
+    assert len(open_dataset(shards).samples) == 22
+
+
+def test_archives_that_cannot_be_used_say_why(tree, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.tar").write_bytes(b"not a tar file at all" * 100)
+    with pytest.raises(DataError, match="not a readable WebDataset tar shard"):
+        open_dataset(bad)
+    dup = write_shards(tree, tmp_path / "dup", 1)
+    with wds.TarWriter(str(dup / "shard-000001.tar")) as sink:
+        sink.write({"__key__": "ants/ants_00", "png": b"\x89PNG", "cls": "ants"})
+    with pytest.raises(DataError, match="appears twice"):
+        open_dataset(dup)
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../../escape.png")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"\x89PNG"))
+    with pytest.raises(DataError, match="cannot name a file"):
+        open_dataset(evil)
+    assert not (tmp_path.parent / "escape.png").exists()
+    table = datasets.Dataset.from_dict({"text": ["a", "b"]})
+    table.save_to_disk(str(tmp_path / "noimg"))
+    with pytest.raises(DataError, match="no image column"):
+        open_dataset(tmp_path / "noimg")
+    with pytest.raises(DataError, match="no label column 'kind'"):
+        open_dataset(write_hf(tree, tmp_path / "hf"), DatasetOptions(label_col="kind"))
+
+
+def _command(data: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18", "--engine",
+            "torch", "--weights", "none", "--input-size", "128", "--batch-size", "2", "--views", "1",
+            "--workers", "0", "--out", str(out)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["webdataset", "datasets"])
+def test_a_killed_extraction_of_an_archive_resumes_to_the_same_store(tree, tmp_path, kind):
+    data = (write_shards(tree, tmp_path / "a" / "insects") if kind == "webdataset"
+            else write_hf(tree, tmp_path / "a" / "insects"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_command(data, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, killed = time.time() + 180, False
+    while time.time() < deadline and proc.poll() is None:
+        stores = [p for p in out.glob("*.h5")]
+        if stores:
+            try:
+                with h5py.File(stores[0], "r", locking=False) as f:
+                    killed = f["done/clean"][:].sum() >= 2
+            except (OSError, KeyError):
+                killed = False
+            if killed:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert killed and proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resumed = subprocess.run(_command(data, out), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stdout + resumed.stderr
+    calm = subprocess.run(_command(tree, tmp_path / "calm"), env=env, capture_output=True, text=True)
+    assert calm.returncode == 0, calm.stderr
+    _assert_same_store(next(out.glob("*.h5")), next((tmp_path / "calm").glob("*.h5")))
