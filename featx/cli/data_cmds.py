@@ -16,14 +16,15 @@ from featx.errors import FeatxError
 def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol = None,
          binarize: o.Binarize = None, val_frac: o.ValFrac = 0.15, test_frac: o.TestFrac = 0.25,
          split_seed: o.SplitSeed = 0, class_map: o.ClassMap = None, subset: o.Subset = None,
-         config: o.Config = None) -> None:
+         decode_sample: o.DecodeSample = 10000, config: o.Config = None) -> None:
     """Classes, counts per split, image sizes and modes, and every unreadable file."""
     from featx.data import require_decodable, scan_images
     from featx.progress import progress_bar
 
     ds = open_data(require_data(data), ctx.params)
-    with progress_bar(len(ds.samples), f"scan {ds.name}") as advance:
-        report = scan_images(ds, advance)
+    todo = min(decode_sample or len(ds.samples), len(ds.samples))
+    with progress_bar(todo, f"scan {ds.name}") as advance:
+        report = scan_images(ds, advance, sample=decode_sample)
     out.print(f"[bold]{ds.name}[/]  {ds.root}  layout: {ds.layout}, {len(ds.samples)} images, "
               f"{len(ds.classes)} classes", highlight=False)
     counts = ds.counts()
@@ -35,6 +36,9 @@ def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol 
         table.add_row(c, name if name != c else "", *map(str, row), str(sum(row)))
     table.add_row("[bold]all", "", *[str(sum(counts[s].values())) for s in splits], str(len(ds.samples)))
     out.print(table)
+    if report.decoded < len(ds.samples):
+        out.print(f"decoded {report.decoded} of {len(ds.samples)} images, spread evenly "
+                  "(--decode-sample 0 decodes every one)", markup=False, highlight=False)
     out.print("sizes: " + _top(report.sizes, lambda wh: f"{wh[0]}x{wh[1]}"))
     out.print("modes: " + _top(report.modes, str))
     for note in ds.notes:
@@ -47,6 +51,8 @@ def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol 
         out.print(f"[bold red]{len(report.unreadable)} unreadable file(s)[/] (excluded from every run):")
         for path, reason in report.unreadable:
             out.print(f"  {path}: {reason}", markup=False, highlight=False)
+    elif report.decoded < len(ds.samples):
+        out.print(f"all {report.decoded} decoded images decode")
     else:
         out.print("all images decode")
     require_decodable(ds, dict(report.unreadable))  # nothing decodes: an error, after the report

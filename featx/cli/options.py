@@ -151,6 +151,10 @@ ClassMap = Annotated[Optional[str], _option(
 Subset = Annotated[Optional[int], _option(
     "--subset", metavar="N", help="A stratified subset of about N samples (quick runs).",
     min=1, show_default="all samples")]
+DecodeSample = Annotated[int, _option(
+    "--decode-sample", metavar="N", help="Decode only N images spread evenly over the dataset "
+    "(sizes, modes and unreadable files among them; a larger dataset is listed, not decoded: "
+    "extract records any file that fails); 0 = decode every image.", min=0)]
 Splits = Annotated[int, _option(
     "--splits", metavar="N", help="Also re-split the samples N times (seeded, stratified, features "
     "extracted once) and report each metric's mean +- sd; 1 = the store's split only.", min=1)]

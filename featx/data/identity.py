@@ -30,6 +30,7 @@ from pathlib import Path
 from featx.data.dataset import DatasetOptions
 
 HASH_THREADS = 4
+HASH_CHUNK = 256  # files per thread-pool task
 _CHUNK = 1 << 20
 # (absolute path, size, mtime_ns) -> sha256 hex: one read per file per process.
 _MEMO: dict[tuple[str, int, int], str] = {}
@@ -52,12 +53,19 @@ def hash_files(paths: list[Path], stats: list[tuple[int, int]] | None = None) ->
     """
     keys = [(os.fspath(p), *(stats[i] if stats else _stat(p))) for i, p in enumerate(paths)]
     todo = sorted({k for k in keys if k not in _MEMO})
-    if todo:
-        with ThreadPoolExecutor(min(HASH_THREADS, len(todo))) as pool:
-            for key, sha in zip(todo, pool.map(_try_hash, [k[0] for k in todo])):
-                if sha:
-                    _MEMO[key] = sha
+    # Chunks of files per task: one future per file costs ~1.5 KB and ~25 us (1M files: 1.5 GB).
+    chunks = [todo[i:i + HASH_CHUNK] for i in range(0, len(todo), HASH_CHUNK)]
+    if chunks:
+        with ThreadPoolExecutor(min(HASH_THREADS, len(chunks))) as pool:
+            for chunk, shas in zip(chunks, pool.map(_hash_chunk, chunks)):
+                for key, sha in zip(chunk, shas):
+                    if sha:
+                        _MEMO[key] = sha
     return [_MEMO.get(k, "") for k in keys]
+
+
+def _hash_chunk(keys: list[tuple[str, int, int]]) -> list[str]:
+    return [_try_hash(k[0]) for k in keys]
 
 
 def _try_hash(path: str) -> str:
