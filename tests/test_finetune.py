@@ -25,6 +25,7 @@ from featx.finetuning import (FinetuneConfig, HeadModule, Network, find_lr, fine
 from featx.finetuning.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from featx.finetuning.data import cpu_share
 from featx.finetuning.loop import make_optimizer
+from featx.finetuning.model import head_columns
 from featx.finetuning.whole import WholeNetwork
 from featx.head_io import Head, save_head
 from featx.heads import HeadConfig
@@ -322,7 +323,8 @@ def test_lr_finder_through_the_network_is_seeded_and_leaves_it_untouched(probe):
     assert first == again  # same seed, same batches, same curve
     assert first.diverged and first.rule == "divergence" and len(first.lrs) < 40
     assert first.suggestion == pytest.approx(first.lrs[-1] / 10)
-    net = Network(create_backbone("resnet18", "none", input_size=32).model, HeadModule(Head.load(head_path)))
+    head = Head.load(head_path)
+    net = Network(head_columns(create_backbone("resnet18", "none", input_size=32).model, head), HeadModule(head))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     batches = iter(lambda: torch.nn.functional.cross_entropy(net(torch.randn(4, 3, 32, 32)),
                                                              torch.tensor([0, 1, 2, 0])), None)

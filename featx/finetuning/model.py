@@ -71,6 +71,16 @@ class HeadModule(torch.nn.Module):
         return out
 
 
+def head_columns(model: torch.nn.Module, head: Head) -> torch.nn.Module:
+    """`model` (a whole backbone) computing the columns `head` takes: with the pooled maps of its
+    block appended when the head was trained on `extract --pool` features."""
+    if not head.meta.get("pool"):
+        return model
+    from featx.backbones.cuts import WithPooled, trunk_for
+
+    return WithPooled(model, trunk_for(model).block(head.meta["pool"]))
+
+
 class Network(torch.nn.Module):
     """backbone (features) -> head (logits)."""
 

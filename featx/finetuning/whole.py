@@ -42,7 +42,7 @@ from featx.finetuning.data import (ImageSamples, cpu_share, epoch_batches, image
                                    views_on_device)
 from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
                                  network_range_test)
-from featx.finetuning.model import HeadModule, Network
+from featx.finetuning.model import HeadModule, Network, head_columns
 from featx.head_io import Head
 from featx.lr_range import LRFindResult
 from featx.metrics import Metrics, evaluate
@@ -130,12 +130,7 @@ class WholeNetwork:
         backbone = create_backbone(head.meta["backbone"], weights_arg(head.meta["weights"]),
                                    head.meta.get("backbone_seed", 0),
                                    head.meta["preprocess"]["input_size"])
-        model = backbone.model
-        if head.meta.get("pool"):  # the head reads the maps pooled at a block too (extract --pool)
-            from featx.backbones.cuts import WithPooled, trunk_for
-
-            model = WithPooled(model, trunk_for(model).block(head.meta["pool"]))
-        net = Network(model, HeadModule(head)).to(device)
+        net = Network(head_columns(backbone.model, head), HeadModule(head)).to(device)
         if device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
         recipe = load_recipe(config.aug) if config.aug != "none" else None
