@@ -136,6 +136,12 @@ def _print_store(st, attrs: dict) -> None:
     line("samples", ", ".join(f"{k} {v}" for k, v in counts.items() if v)
          + f"; classes {len(st.classes)}: {', '.join(st.class_names[:8])}" + (" ..." if len(st.classes) > 8 else ""))
     line("clean", f"{shapes.clean_shape} {attrs['dtype']}, {shapes.done_clean}/{len(st.paths)} rows done")
+    if st.pool or attrs.get("tta"):
+        parts = [f"{st.final_dim} final + {st.feature_dim - st.final_dim} pooled at {st.pool} (avg, max)"
+                 if st.pool else f"{st.final_dim} final"]
+        if attrs.get("tta"):
+            parts.append(f"averaged over the image and its {attrs['tta']} views (--tta)")
+        line("columns", "; ".join(parts))
     if shapes.aug_shape is not None:
         line("aug", f"{shapes.aug_shape} {attrs['dtype']}, {shapes.done_aug}/{shapes.aug_total} rows done")
     if shapes.cut:
