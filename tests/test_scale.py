@@ -38,3 +38,46 @@ def test_hashing_in_chunks_gives_each_files_own_hash(tmp_path, monkeypatch):
     shas = hash_files(files)
     assert shas[:-1] == [content_hash(f) for f in files[:-1]] and shas[-1] == ""
     assert len(set(shas[:-1])) == 40
+
+
+def _blobs(n: int, seed: int):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 1, (n, 8)).astype(np.float32) + 2.5 * np.eye(3, 8, dtype=np.float32)[y]
+    return x, y
+
+
+def test_knn_votes_every_k_from_one_search_as_each_k_alone():
+    import numpy as np
+
+    from featx.baselines import K_GRID, fit_baseline
+    from featx.scoring import knn_scores
+
+    x, y = _blobs(300, 0)
+    xv, yv = _blobs(80, 1)
+    fit = fit_baseline("knn", x, y, xv, yv, 3)
+    alone = [float((knn_scores(fit.tensors, xv, k, 3).argmax(1) == yv).mean()) for k in K_GRID]
+    assert [s["val_top1"] for s in fit.search] == alone
+    assert fit.params["k"] == K_GRID[int(np.argmax(alone))]
+
+
+def test_logreg_beyond_large_n_fits_a_stratified_subsample(monkeypatch):
+    import numpy as np
+
+    from featx import baselines
+
+    x, y = _blobs(3000, 2)
+    xv, yv = _blobs(300, 3)
+    seen = []
+    real_fit = baselines.LogisticRegression.fit
+    monkeypatch.setattr(baselines.LogisticRegression, "fit",
+                        lambda self, a, b: seen.append(len(b)) or real_fit(self, a, b))
+    monkeypatch.setattr(baselines, "LARGE_N", 500)
+    fit = baselines.fit_baseline("logreg", x, y, xv, yv, 3)
+    assert set(seen) == {500} and len(seen) == len(baselines.C_GRID["logreg"])
+    assert max(s["val_top1"] for s in fit.search) > 0.9  # the blobs are easy: the subsample suffices
+    rows = baselines.stratified_rows(y, 500, 0)
+    assert len(rows) == 500 and np.all(np.diff(rows) > 0)
+    assert abs(np.bincount(y[rows]) / 500 - np.bincount(y) / 3000).max() < 0.01
