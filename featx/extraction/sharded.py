@@ -2,7 +2,8 @@
 
 Under torchrun, rank r takes a contiguous run of the single-process batch plan (featx.distributed
 explains why), so the merged store holds the numbers a one-process run would. An update
-(featx.extraction.update) shares only the rows it computes: its delta store is sharded the same way. `extract_shard`
+(featx.extraction.update) shares only the rows it computes: its delta store is sharded the same
+way. `extract_shard`
 writes one shard without torchrun, for jobs scheduled one by one (`featx merge` joins them).
 """
 

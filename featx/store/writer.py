@@ -54,8 +54,8 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
         attrs = dict(f.attrs)
         complete = bool(attrs.get("complete", False))
         # Same files elsewhere (a moved dataset) is an update too: it records where the data is now.
-        changed = allow_update and (attrs.get("dataset_fingerprint") != dataset.fingerprint or
-                                    os.path.abspath(str(attrs.get("dataset_root", ""))) != os.path.abspath(dataset.root))
+        moved = os.path.abspath(str(attrs.get("dataset_root", ""))) != os.path.abspath(dataset.root)
+        changed = allow_update and (attrs.get("dataset_fingerprint") != dataset.fingerprint or moved)
         found = differences(attrs, spec, f, dataset, resuming=changed or not complete,
                             with_dataset=not allow_update)
     if found:
