@@ -52,7 +52,7 @@ def hash_files(paths: list[Path], stats: list[tuple[int, int]] | None = None) ->
     process with the same stat is not read again.
     """
     keys = [(os.fspath(p), *(stats[i] if stats else _stat(p))) for i, p in enumerate(paths)]
-    # In the listing's order (already sorted); no set: a million keys would cost ~60 MB more.
+    # In the listing's order (already sorted); no set of a million keys next to the list.
     todo = [k for k in keys if k not in _MEMO]
     # Chunks of files per task: one future per file costs ~1.5 KB and ~25 us (1M files: 1.5 GB).
     chunks = [todo[i:i + HASH_CHUNK] for i in range(0, len(todo), HASH_CHUNK)]
