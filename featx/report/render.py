@@ -46,6 +46,14 @@ def _metric(key: str) -> Callable[[dict], float | None]:
     return lambda m: _test(m, key)
 
 
+def _head_label(meta: dict) -> str:
+    """The kind, and how it differs from plain: selected by k-fold CV, pooled block, TTA."""
+    extras = [f"+{meta['pool']}" if meta.get("pool") else "", f"tta {meta['tta']}" if meta.get("tta") else "",
+              "cv" if isinstance(meta.get("selection"), dict) and meta["selection"].get("method") == "cv" else ""]
+    extras = [e for e in extras if e]
+    return f"{meta['kind']} ({', '.join(extras)})" if extras else str(meta["kind"])
+
+
 COLUMNS = [
     Column("backbone", lambda m: m["backbone"], fmt="{}"),
     Column("dim", lambda m: m.get("feature_dim"), fmt="{}"),
@@ -53,7 +61,7 @@ COLUMNS = [
     Column("extract img/s", lambda m: _extraction(m, "images_per_second"), fmt="{:.1f}"),
     Column("device", lambda m: " ".join(filter(None, [_extraction(m, "device"), _extraction(m, "engine")])),
            fmt="{}"),
-    Column("head", lambda m: m["kind"], fmt="{}"),
+    Column("head", lambda m: _head_label(m), fmt="{}"),
     Column("top-1", _metric("top1"), "top1"),
     Column("top-5", _metric("top5"), "top5"),
     Column("bal. acc", _metric("balanced_accuracy"), "balanced_accuracy"),
