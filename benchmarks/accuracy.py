@@ -18,6 +18,8 @@ Configurations:
     pool+val     pooled features, selected on val: the multi-layer lever alone
     final+cv     final features, cross-validated: the selection lever alone
     default-bal  the default, selected by balanced accuracy (--metric balanced_accuracy)
+    default+tta  the default on features averaged over each image and its mirror (--tta flip)
+    no-std       the default without feature standardisation (--normalize none)
     logreg       scikit-learn logistic regression (C chosen on val) on the default features
 """
 
@@ -38,13 +40,16 @@ from featx.extraction import ExtractConfig, extract
 from featx.heads import HeadConfig
 from featx.train import train_head
 
-CONFIGS = {  # name: (extract --pool, head kind, HeadConfig options)
-    "before": ("none", "linear", {"select": "val"}),
-    "default": ("auto", "linear", {}),
-    "pool+val": ("auto", "linear", {"select": "val"}),
-    "final+cv": ("none", "linear", {}),
-    "default-bal": ("auto", "linear", {"metric": "balanced_accuracy"}),
-    "logreg": ("auto", "logreg", {}),
+DEFAULT, FINAL, TTA = (("pool", "auto"),), (("pool", "none"),), (("pool", "auto"), ("tta", "flip"))
+CONFIGS = {  # name: (ExtractConfig options, head kind, HeadConfig options)
+    "before": (FINAL, "linear", {"select": "val"}),
+    "default": (DEFAULT, "linear", {}),
+    "pool+val": (DEFAULT, "linear", {"select": "val"}),
+    "final+cv": (FINAL, "linear", {}),
+    "default-bal": (DEFAULT, "linear", {"metric": "balanced_accuracy"}),
+    "default+tta": (TTA, "linear", {}),
+    "no-std": (DEFAULT, "linear", {"normalize": "none"}),
+    "logreg": (DEFAULT, "logreg", {}),
 }
 FASHION_SAMPLES = 3000
 
@@ -83,25 +88,25 @@ def datasets(names: list[str], tmp: Path) -> dict[str, tuple[object, DatasetOpti
 def run_dataset(label: str, source, options: DatasetOptions, seeds: list[int], backbone: str,
                 tmp: Path) -> dict[str, Row]:
     rows = {name: Row() for name in CONFIGS}
-    extract_seconds: dict[str, float] = {}
+    extract_seconds: dict[tuple, float] = {}
     for seed in seeds:
         data = open_dataset(source, DatasetOptions(**{**options.__dict__, "split_seed": seed}))
         stores = {}
-        for pool in sorted({c[0] for c in CONFIGS.values()}):
+        for setting in sorted({c[0] for c in CONFIGS.values()}):
             start = time.perf_counter()
-            r = extract(data, backbone, tmp / label.replace(" ", "_") / pool, ExtractConfig(pool=pool),
-                        show_progress=False)
-            extract_seconds.setdefault(pool, time.perf_counter() - start)  # the first, full run
-            stores[pool] = r.store
-        for name, (pool, kind, settings) in CONFIGS.items():
+            folder = tmp / label.replace(" ", "_") / "-".join(v for _, v in setting)
+            r = extract(data, backbone, folder, ExtractConfig(**dict(setting)), show_progress=False)
+            extract_seconds.setdefault(setting, time.perf_counter() - start)  # the first, full run
+            stores[setting] = r.store
+        for name, (setting, kind, settings) in CONFIGS.items():
             start = time.perf_counter()
-            head = train_head(stores[pool], kind, HeadConfig(head=kind, **settings),
+            head = train_head(stores[setting], kind, HeadConfig(head=kind, **settings),
                               out=tmp / "heads" / f"{label}-{name}-{seed}".replace(" ", "_"),
                               show_progress=False)
             row = rows[name]
             row.top1.append(head.test.top1)
             row.balanced.append(head.test.balanced_accuracy)
-            row.seconds.append(extract_seconds[pool] + time.perf_counter() - start)
+            row.seconds.append(extract_seconds[setting] + time.perf_counter() - start)
         print(f"  {label} seed {seed}: " + ", ".join(f"{n} {rows[n].top1[-1]:.3f}" for n in CONFIGS), flush=True)
     return rows
 
