@@ -1,0 +1,64 @@
+"""Bad archive inputs (featx/data/archives.py, webdataset_source.py, hf_source.py): WebDataset
+shards, `datasets` folders and Parquet files that cannot be used, given to `featx scan`."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+from tests.bad_input_harness import Case, World, write_file
+
+SCAN = ["scan"]
+
+
+def nested_file(name: str, data: str | bytes):
+    """{tmp}/NAME (its folders made) holding `data`."""
+    def setup(tmp: Path, world: World) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    return setup
+
+
+def tar_with(names: tuple[str, ...]):
+    """{tmp}/s/shard-0.tar holding a tiny PNG under each of `names`."""
+    def setup(tmp: Path, world: World) -> None:
+        (tmp / "s").mkdir()
+        png = next(world.data.rglob("*.png")).read_bytes()
+        with tarfile.open(tmp / "s" / "shard-0.tar", "w") as tar:
+            for name in names:
+                info = tarfile.TarInfo(name)
+                info.size = len(png)
+                tar.addfile(info, io.BytesIO(png))
+    return setup
+
+
+def saved_without_images(tmp: Path, world: World) -> None:
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}).save_to_disk(str(tmp / "hf"))
+
+
+def parquet_without_label_col(tmp: Path, world: World) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    png = next(world.data.rglob("*.png")).read_bytes()
+    pq.write_table(pa.table({"image": [png, png], "label": [0, 1]}), tmp / "p.parquet")
+
+
+CASES = [
+    Case("wds-garbage-shard", SCAN + ["{tmp}/s"], r"a\.tar: not a readable WebDataset tar shard",
+         setup=nested_file("s/a.tar", b"garbage, not a tar file" * 50)),
+    Case("wds-key-escapes", SCAN + ["{tmp}/s"], r"sample key '\.\./up' cannot name a file",
+         setup=tar_with(("../up.png",))),
+    Case("wds-key-twice", SCAN + ["{tmp}/s"], r"sample key 'a/x' appears twice",
+         setup=tar_with(("a/x.png", "b/y.png", "a/x.png"))),
+    Case("parquet-garbage", SCAN + ["{tmp}/x.parquet"], r"x\.parquet: not a readable Parquet file",
+         setup=write_file("x.parquet", b"PAR1 but not really")),
+    Case("parquet-label-col-missing", SCAN + ["{tmp}/p.parquet", "--label-col", "kind"],
+         r"p\.parquet: no label column 'kind' \(--label-col\)", setup=parquet_without_label_col),
+    Case("hf-no-image-column", SCAN + ["{tmp}/hf"], r"hf: no image column", setup=saved_without_images),
+    Case("hf-damaged-folder", SCAN + ["{tmp}/hf"], r"hf: cannot load the saved dataset",
+         setup=nested_file("hf/state.json", "{not json")),
+]
