@@ -11,6 +11,7 @@
     runner         one run: load, forward (GPU-decoded JPEGs merged in), hand to the writer
     writer_thread  commits batches to HDF5 while the next one computes
     store_run      one process, one store;  sharded  torchrun ranks -> shards -> merged store
+    update         a changed dataset: only its new rows, as a delta store; the rest kept bit for bit
     run            extract and embed, the entry points
 """
 
