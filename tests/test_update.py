@@ -323,3 +323,39 @@ def test_heads_know_the_store_version_they_were_trained_on(tmp_path, capsys):
     retrained = train_head(updated.store, "linear", out=tmp_path / "heads2", show_progress=False)
     assert retrained.meta["store_version"] == 2
     assert retrained.meta["train_samples"] > head.meta["train_samples"]  # trained on everything
+
+
+def test_cut_maps_are_updated_like_features(tmp_path):
+    """extract --cut: the maps of kept rows are copied bit for bit, new ones computed."""
+    from featx.backbones import create_backbone
+    from featx.backbones.cuts import trunk_for
+
+    block = trunk_for(create_backbone("tiny_features", None, 0).model).default_pool
+    options = {**TINY, "cut": block}
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10)
+    extract(open_dataset(root), "tiny_features", tmp_path / "s", show_progress=False, **options)
+    _change_two_classes(root)
+    updated = extract(open_dataset(root), "tiny_features", tmp_path / "s", show_progress=False, **options)
+    fresh = extract(open_dataset(root), "tiny_features", tmp_path / "f", show_progress=False, **options)
+    assert updated.status == "updated" and updated.images < fresh.images / 2
+    assert {f"cut/{block}/clean", f"cut/{block}/aug"} <= set(_tables(Path(updated.store)))
+    _assert_same_store(Path(updated.store), Path(fresh.store))
+
+
+def test_any_row_table_is_carried_and_one_that_cannot_be_computed_is_refused(tmp_path):
+    """Tables featx does not lay out itself (another version's columns) follow their rows."""
+    for i in range(8):
+        write_image(tmp_path / "img" / f"{i}.png", i)
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("".join(f"img/{i}.png,{'xy'[i % 2]},train\n" for i in range(8)))
+    first = extract(open_dataset(manifest), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    with h5py.File(first.store, "r+") as f:
+        f.create_dataset("features/extra", data=np.arange(16, dtype=np.float32).reshape(8, 2))
+    manifest.write_text("".join(f"img/{i}.png,{'yx'[i % 2]},train\n" for i in range(8)))  # relabel
+    relabelled = extract(open_dataset(manifest), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    with h5py.File(relabelled.store, "r") as f:
+        np.testing.assert_array_equal(f["features/extra"][()], np.arange(16).reshape(8, 2))
+    write_image(tmp_path / "img" / "8.png", 8)
+    manifest.write_text(manifest.read_text() + "img/8.png,x,train\n")
+    with pytest.raises(StoreError, match="features/extra: a table of the store that this featx does not"):
+        extract(open_dataset(manifest), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)

@@ -169,6 +169,8 @@ def assemble_update(path: Path, dataset: Dataset, plan: UpdatePlan, delta: Path 
                 atomic_write(path, lambda tmp: _write_new(tmp, dataset, plan, old, d, attrs, entry, seconds))
             except WRITE_ERRORS as exc:
                 raise write_error(path, exc, "updating the store") from None
+            except StoreError as exc:
+                raise StoreError(f"{path}: {exc}") from None
         finally:
             if d is not None:
                 d.close()
@@ -252,6 +254,9 @@ def _copy_rows(f: h5py.File, dataset: Dataset, plan: UpdatePlan, old: h5py.File,
             k, old["features/aug_rows"].shape[0])
         if not views and (not node.shape or node.shape[0] != n_old):
             return  # not indexed by sample: left as the new layout made it
+        if d is not None and name not in d:  # its new rows could not be filled: never half a table
+            raise StoreError(f"{name}: a table of the store that this featx does not compute, so its "
+                             "new rows cannot be extracted; use --overwrite to re-extract the store")
         if name not in f:  # a table this featx does not lay out itself: same type, new rows
             rows = len(train_new) if views else len(dataset.samples)
             shape = (k, rows, *node.shape[2:]) if views else (rows, *node.shape[1:])
