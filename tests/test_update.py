@@ -15,9 +15,9 @@ import h5py
 import numpy as np
 import pytest
 
-from featx.data import DatasetOptions, open_dataset
+from featx.data import open_dataset
 from featx.errors import StoreError
-from featx.extraction import ExtractConfig, extract
+from featx.extraction import extract
 from featx.store import FeatureStore, StoreLock
 from tests.conftest import make_class_tree, write_image
 from tests.tiny_backbone import subprocess_env
