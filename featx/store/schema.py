@@ -175,7 +175,7 @@ def differences(attrs: dict, spec: StoreSpec, f: h5py.File, dataset: Dataset,
     if attrs.get("format_version") != FORMAT_VERSION:
         return [f"store format {attrs.get('format_version')} (this featx writes {FORMAT_VERSION})"]
     wanted = {"feature_dim": spec.feature_dim, "num_aug_views": spec.num_aug_views,
-              "dtype": spec.dtype, "cut": spec.cut or "", "pool": "", **spec.provenance}
+              "dtype": spec.dtype, "cut": spec.cut or "", "pool": "", "tta": "", **spec.provenance}
     out = []
     for key in IDENTITY_KEYS + (EXECUTION_KEYS if resuming else ()):
         if key == "dataset_fingerprint":
