@@ -81,3 +81,17 @@ def test_logreg_beyond_large_n_fits_a_stratified_subsample(monkeypatch):
     rows = baselines.stratified_rows(y, 500, 0)
     assert len(rows) == 500 and np.all(np.diff(rows) > 0)
     assert abs(np.bincount(y[rows]) / 500 - np.bincount(y) / 3000).max() < 0.01
+
+
+def test_a_big_listing_is_not_remembered_but_hashes_the_same(tmp_path, monkeypatch):
+    monkeypatch.setattr(identity, "_MEMO", {})
+    files = []
+    for i in range(12):
+        files.append(tmp_path / f"g{i:02d}.bin")
+        files[-1].write_bytes(bytes([i]) * 3)
+    monkeypatch.setattr(identity, "MEMO_MAX", 10)
+    first = hash_files(files)
+    assert identity._MEMO == {}  # 12 files > MEMO_MAX: nothing kept for the process's life
+    monkeypatch.setattr(identity, "MEMO_MAX", 100)
+    assert hash_files(files) == first and len(identity._MEMO) == 12
+    assert hash_files(files[:3]) == first[:3]
