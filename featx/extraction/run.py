@@ -80,7 +80,8 @@ def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size
                            engine=engine, pool=pool, tta=tta)
     taps = tapped_module(backbone, None, pool, tta)
     runner = Runner(dataset, backbone, None, config, dev, False, batch_size,
-                    engine_for(backbone, config, dev, engine, taps.module))
+                    engine_for(backbone, config, dev, engine, taps.module),
+                    backbone.spec.feature_dim + taps.pool_dim)
     plan = plan_batches(runner.is_train, 0, batch_size)
     out = np.zeros((len(dataset.samples), backbone.spec.feature_dim + taps.pool_dim), np.float32)
     failed: dict[int, str] = {}

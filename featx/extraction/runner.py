@@ -37,9 +37,12 @@ class Runner:
 
     def __init__(self, dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None,
                  config: ExtractConfig, device: torch.device, gpu_decode: bool, batch_size: int,
-                 engine):
+                 engine, feature_dim: int | None = None):
         self.dataset, self.backbone, self.recipe, self.config = dataset, backbone, recipe, config
         self.engine = engine
+        # Columns per image (the final features, and pooled maps with --pool): an all-failed batch
+        # still gives an empty array of that width.
+        self.feature_dim = feature_dim or backbone.spec.feature_dim
         self.device, self.gpu_decode, self.batch_size = device, gpu_decode, batch_size
         self.is_train = np.array([s.split == "train" for s in dataset.samples])
         self.train_rank = np.cumsum(self.is_train) - 1  # augmented row of each training sample
@@ -95,7 +98,7 @@ class Runner:
         if self.gpu_decode and item["jpeg"]:
             images, owner = self._merge_gpu_decoded(images, owner, item)
         if len(owner) == 0:
-            empty = torch.empty(0, self.backbone.spec.feature_dim)
+            empty = torch.empty(0, self.feature_dim)
             return ((empty, None) if self.config.cut else empty), owner
         return self.engine(images), owner
 

@@ -63,7 +63,8 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
             return _complete(dataset, backbone, path, device)
         # A resumed run keeps the batch plan of the run it resumes (same numbers, bit for bit).
         batch_size = read_attrs(path).get("batch_size", config.batch_size)
-        runner = Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size, engine)
+        runner = Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size, engine,
+                        spec.feature_dim)
         seconds, images = runner.run(path, show_progress)
         n_failed = count_failed(path)
     return ExtractResult(str(path), backbone.name, status, len(dataset.samples), images, n_failed,
