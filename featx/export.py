@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.atomic import atomic_write, atomic_write_text
-from featx.errors import ConfigError, StoreError
+from featx.errors import ConfigError
 from featx.neighbours import EXACT_MAX_ROWS, TRAIN_ROWS, unit
 from featx.progress import progress_bar
 from featx.store import FeatureStore
@@ -54,9 +54,7 @@ def export(store: str | Path, out: str | Path, shard_rows: int = SHARD_ROWS, ind
         raise ConfigError(f"--shard-rows {shard_rows}: must be at least 1")
     out = Path(out)
     with FeatureStore(store) as st:
-        if not st.complete:
-            raise StoreError(f"{store}: the store is incomplete; finish it with the same `featx extract` "
-                             "command first")
+        st.require_complete()
         rows = st.rows()
         if index == "auto":
             index = "flat" if len(rows) <= EXACT_MAX_ROWS else "ivf"

@@ -34,6 +34,18 @@ def default_memory_mb() -> float:
         return 8192.0
 
 
+def epoch_draws(rng: np.random.Generator, n: int, views: int,
+                sample_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's row order (n draws with replacement under balanced sampling) and the view each
+    row gives (0 = clean, k = stored view k), in one seeded order for every training path."""
+    if sample_weights is not None:
+        order = rng.choice(n, size=n, replace=True, p=sample_weights / sample_weights.sum())
+    else:
+        order = rng.permutation(n)
+    view = rng.integers(0, views + 1, size=n) if views else np.zeros(n, np.int64)
+    return order, view
+
+
 class FeatureData:
     """Train/val/test features of one complete store, in memory or streamed in blocks."""
 
@@ -41,9 +53,7 @@ class FeatureData:
                  features: str = "all"):
         """`features`: "all" columns, or the backbone's "final" features only (without the
         pooled block maps that `extract --pool` appends)."""
-        if not store.complete:
-            raise StoreError(f"{store.path}: the store is incomplete; re-run `featx extract` "
-                             "to finish it before training heads")
+        store.require_complete()
         self.store = store
         self.dim = store.final_dim if features == "final" else store.feature_dim
         self.num_classes = len(store.classes)
@@ -124,11 +134,7 @@ class FeatureData:
             yield from self._streamed_epoch(rng, batch_size)
             return
         n = self.n_train
-        if sample_weights is not None:  # balanced sampling: n draws with replacement
-            order = rng.choice(n, size=n, replace=True, p=sample_weights / sample_weights.sum())
-        else:
-            order = rng.permutation(n)
-        view = rng.integers(0, self.views + 1, size=n) if self.views else np.zeros(n, np.int64)
+        order, view = epoch_draws(rng, n, self.views, sample_weights)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             x = self._clean[idx].astype(np.float32)

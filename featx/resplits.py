@@ -79,8 +79,7 @@ def resplit_heads(store_path: str | Path, kinds: tuple[str, ...] | list[str], sp
     """Train each head kind on `splits` seeded re-splits of the store's samples (seeds seed ..
     seed + splits - 1) and measure it on each split's test rows."""
     with FeatureStore(store_path) as store:
-        if not store.complete:
-            raise StoreError(f"{store.path}: the store is incomplete; re-run `featx extract` first")
+        store.require_complete()
         rows = store.rows()
         rows = rows[store.labels[rows] >= 0]
         x, y = store.read_clean(rows), store.labels[rows].astype(np.int64)

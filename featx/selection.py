@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from featx.feature_data import epoch_draws
 from featx.heads import HeadConfig, SweepResult, head_losses, train_heads
 from featx.metrics import selection_scores
 from featx.scoring import Normalizer
@@ -62,11 +63,7 @@ class PoolData:
               sample_weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = np.random.default_rng([seed, epoch])
         n = self.n_train
-        if sample_weights is not None:
-            order = rng.choice(n, size=n, replace=True, p=sample_weights / sample_weights.sum())
-        else:
-            order = rng.permutation(n)
-        view = rng.integers(0, self.views + 1, size=n) if self.views else np.zeros(n, np.int64)
+        order, view = epoch_draws(rng, n, self.views, sample_weights)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             x = self.clean[idx]

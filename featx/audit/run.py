@@ -95,9 +95,7 @@ def audit(store: str | Path, out: str | Path, config: AuditConfig = AuditConfig(
     times: dict[str, float] = {}
     out = Path(out)
     with FeatureStore(store) as st:
-        if not st.complete:
-            raise StoreError(f"{store}: the store is incomplete; finish it with the same `featx extract` "
-                             "command first")
+        st.require_complete()
         rows = st.rows()
         if len(rows) < 2:
             raise StoreError(f"{store}: fewer than 2 usable samples, nothing to compare")

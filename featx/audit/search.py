@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from featx.atomic import atomic_write_text
-from featx.errors import FeatxError, StoreError
+from featx.errors import FeatxError
 from featx.neighbours import nearest_streamed
 from featx.progress import progress_bar
 from featx.store import FeatureStore
@@ -54,9 +54,7 @@ def search(store: str | Path, images: Sequence[str | os.PathLike], k: int = 5, d
     from featx.head_backbone import HeadEmbedder
 
     with FeatureStore(store) as st:
-        if not st.complete:
-            raise StoreError(f"{store}: the store is incomplete; finish it with the same `featx extract` "
-                             "command first")
+        st.require_complete()
         attrs = st.attrs
         embedder = HeadEmbedder(store_meta(attrs))
         pre = json.loads(json.dumps(embedder.backbone().preprocess.to_dict()))  # tuples as lists

@@ -131,6 +131,13 @@ class FeatureStore:
     def feature_dim(self) -> int:
         return int(self.f["features/clean"].shape[1])
 
+    def require_complete(self) -> None:
+        """Raise StoreError unless every row is written (heads, audits and exports read only
+        finished stores; an unfinished one resumes with the command that started it)."""
+        if not self.complete:
+            raise StoreError(f"{self.path}: the store is incomplete; finish it with the same "
+                             "`featx extract` command first")
+
     @property
     def pool(self) -> str | None:
         """The block whose pooled entering maps follow the final features (extract --pool), or None."""
