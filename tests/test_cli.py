@@ -230,7 +230,9 @@ def test_extract_from_config_file_then_info(tmp_path):
     (store,) = (tmp_path / "stores").glob("*.h5")
     assert store.name == "d_resnet18-init3_32px_flipsx1.h5"
     info = _ok("info", store)
-    assert "complete" in info and "resnet18" in info and "(8, 512)" in info
+    # 512 final features + 512 pooled (average and max of the 256 maps entering layer4, --pool auto)
+    assert "complete" in info and "resnet18" in info and "(8, 1024)" in info
+    assert "512 final + 512 pooled at layer4" in info
     attrs = json.loads(_ok("info", store, "--json"))
     assert attrs["seed"] == 3 and attrs["num_aug_views"] == 1
     assert "already complete" in _ok("extract", "--config", config, "--seed", "3")
@@ -359,7 +361,7 @@ CONFIG_VALUE_ERRORS = [  # (command and its argument, file, content, expected in
     (["extract", NO_DATA], "c.yaml", "", "c.yaml: empty config"),
     (["extract", NO_DATA], "c.toml", "# all commented out\n", "c.toml: empty config"),
     (["extract", NO_DATA], "c.yaml", "top_k: 3\n", "c.yaml: top_k is not an option of featx extract "
-                                                     "(it is one of featx predict)"),
+                                                     "(it is one of featx predict, featx search)"),
     (["extract", NO_DATA], "c.yaml", "viewz: 2\n", "c.yaml: viewz is not an option of featx extract (did you mean views?)"),
     (["extract"], "c.yaml", "data: [a, b]\n", "c.yaml: data: expected one value, got a list"),
     (["extract", NO_DATA], "c.yaml", "views:\n", "c.yaml: views: no value (null)"),

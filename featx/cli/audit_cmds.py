@@ -37,7 +37,7 @@ Search = Annotated[str, typer.Option("--search", metavar="|".join(SEARCHES), cal
 Images = Annotated[list[str], typer.Argument(metavar="IMAGES...", help="Query images or folders of images.",
                                              show_default=False)]
 TopK = Annotated[int, typer.Option("--top-k", metavar="K", min=1, help="Stored samples listed per query.")]
-GalleryOut = Annotated[Optional[Path], typer.Option("--out", metavar="FILE", show_default=False,
+GalleryOut = Annotated[Optional[Path], typer.Option("--out", metavar="FILE", show_default="(none: print only)",
                                                     help="Also write an HTML gallery to FILE.")]
 ExportOut = Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for embeddings/, metadata/, "
                                          "index.faiss.")]
