@@ -147,13 +147,20 @@ def test_without_the_images_pixel_checks_are_skipped_and_said(planted, tmp_path)
 
 
 def test_a_store_without_labels_gets_duplicates_and_outliers(tmp_path):
+    """Every label -1 and every split "unlabeled" (a folder of images without classes): the audit
+    does what needs no labels, and says that label checks were skipped."""
+    from featx.store import open_h5
     from tests.conftest import make_feature_store
 
     store = make_feature_store(tmp_path / "s.h5")
+    with open_h5(store, "r+") as f:
+        f["samples/label"][:] = -1
+        f["samples/split"][:] = np.array(["unlabeled"] * len(f["samples/split"]), dtype=object)
     notes = []
-    # blobs: no images (pixels skipped); labels exist, so hide them by asking for no label check
-    result = audit(store, tmp_path / "a", AuditConfig(checks=("duplicates", "outliers")), log=notes.append)
-    assert "labels" not in result.summary and result.summary["outliers"]["flagged"] >= 0
+    result = audit(store, tmp_path / "a", AuditConfig(), log=notes.append)
+    assert result.summary["labels"] == {"skipped": "no labels"}
+    assert result.summary["outliers"]["flagged"] >= 0 and "duplicates" in result.summary
+    assert any("no labels: label checks skipped" in n for n in notes), notes
 
 
 def test_threshold_without_pixels_decides_alone(tmp_path):
