@@ -108,13 +108,32 @@ def _from_store(head: Head, path: Path, names: list[str]):
         if not store.complete:
             raise FeatxError(f"{path}: the store is incomplete ({len(store.rows())} of {len(store.paths)} "
                              "rows written); re-run `featx extract` to finish it first")
+        _check_same_columns(head, store, path)
         rows = store.rows()
         features, labels = store.features()
+        features = features[:, :head.feature_dim]  # a head on the final features only (--features final)
         failed = [(str(store.paths[r]), reason) for r, reason in sorted(store.failed.items())]
         # The store's own classes, shown under the head's display names where the head knows them.
         shown = dict(zip(head.classes, names))
         truth = [shown.get(store.classes[y], store.classes[y]) if y >= 0 else "" for y in labels]
         return [str(store.paths[r]) for r in rows], features, failed, [str(store.splits[r]) for r in rows], truth
+
+
+def _check_same_columns(head: Head, store: FeatureStore, where) -> None:
+    """The store's columns are the head's: the same pooled block (or the final features only,
+    which every store begins with) and the same TTA averaging."""
+    final_only = head.meta.get("features") == "final" or not head.meta.get("pool")
+    wanted_dim = store.final_dim if final_only else store.feature_dim
+    problems = []
+    if not final_only and head.meta.get("pool") != store.pool:
+        problems.append(f"pooled block {store.pool or 'none'} vs the head's {head.meta.get('pool')}")
+    if (head.meta.get("tta") or None) != (store.attrs.get("tta") or None):
+        problems.append(f"tta {store.attrs.get('tta') or 'none'} vs the head's {head.meta.get('tta') or 'none'}")
+    if not problems and wanted_dim != head.feature_dim:
+        problems.append(f"{wanted_dim} columns vs the head's {head.feature_dim}")
+    if problems:
+        raise FeatxError(f"{where}: its features are not the head's ({'; '.join(problems)}); extract the "
+                         "images again with the head's settings, or predict on the image files")
 
 
 def _check_same_preprocessing(head: Head, clean: dict, where) -> None:

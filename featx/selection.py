@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from featx.feature_data import epoch_draws
+from featx.errors import ConfigError
 from featx.heads import HeadConfig, SweepResult, head_losses, train_heads
 from featx.metrics import selection_scores
 from featx.scoring import Normalizer
@@ -26,10 +27,15 @@ CV_MAX_ROWS = 20_000
 
 
 def use_cv(config: HeadConfig, rows: int, streamed: bool) -> bool:
-    """Whether `config.select` means k-fold cross-validation for a store of `rows` train+val rows."""
-    if config.select == "val" or not config.torch_head or streamed or len(config.grid) == 1:
-        return False  # (one candidate: nothing to choose)
-    if config.patience is not None:  # early stopping needs a held-out split to stop on
+    """Whether `config.select` means k-fold cross-validation for a store of `rows` train+val rows.
+    Raises ConfigError where `select="cv"` was asked for and cannot be done."""
+    why_not = ("the scikit-learn baselines search on the val split" if not config.torch_head else
+               "the features stream from the store (--memory-mb)" if streamed else
+               "early stopping (--patience) needs a held-out val split" if config.patience is not None else
+               "one --lr and one --weight-decay leave nothing to choose" if len(config.grid) == 1 else None)
+    if config.select == "cv" and why_not:
+        raise ConfigError(f"--select cv: {why_not}; use --select auto or val")
+    if config.select == "val" or why_not:
         return False
     return config.select == "cv" or rows <= CV_MAX_ROWS
 
@@ -92,19 +98,25 @@ class CrossValidation:
     folds: int
 
 
+def fold_count(labels: np.ndarray, folds: int) -> int:
+    """The folds used: `folds`, fewer when even the largest class has fewer rows (at least 2)."""
+    return max(2, min(folds, int(np.bincount(labels).max())))
+
+
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold index of each row: every class dealt round-robin over the folds in seeded order."""
     rng = np.random.default_rng([seed, 1])
     fold = np.zeros(len(labels), np.int64)
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
-        fold[rows[rng.permutation(len(rows))]] = np.arange(len(rows)) % k
+        # A seeded first fold per class: rare classes do not all pile into the low folds.
+        fold[rows[rng.permutation(len(rows))]] = (np.arange(len(rows)) + rng.integers(k)) % k
     return fold
 
 
 def cross_validate(pool: PoolData, config: HeadConfig, advance=lambda n: None) -> CrossValidation:
     """Train the sweep k times, each time on k-1 folds; score every head on the held-out fold."""
-    k = max(2, min(config.folds, int(np.bincount(pool.train_labels).max())))
+    k = fold_count(pool.train_labels, config.folds)
     fold = stratified_folds(pool.train_labels, k, config.seed)
     n, h = pool.n_train, len(config.grid)
     logits = np.zeros((h, n, pool.num_classes), np.float32)

@@ -67,7 +67,7 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     with FeatureStore(store_path) as store:
         data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb,
                            features=config.features)
-        selection = {"method": "val", "metric": config.metric}
+        selection = {"method": "val", "metric": config.metric if config.torch_head else "top1"}
         if use_cv(config, data.n_train + len(data.rows("val")), data.streamed):
             data.note = None  # the folds use every train image: none is held out as val
             fitted, normalizer, val, selection = fit_cross_validated(data, config, show_progress)
@@ -204,5 +204,5 @@ def find_head_lr(store_path: str | Path, config: HeadConfig | None = None, start
         raise ConfigError(f"head {config.head}: the range test trains a linear or mlp head")
     check_range_test(start, end, steps)
     with FeatureStore(store_path) as store:
-        data = FeatureData(store)
+        data = FeatureData(store, features=config.features)
         return lr_find(data, data.fit_normalizer(config.normalize), config, start, end, steps)

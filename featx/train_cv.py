@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from featx.feature_data import FeatureData
-from featx.heads import HeadConfig
+from featx.heads import HeadConfig, budget_epochs
 from featx.metrics import evaluate
 from featx.progress import progress_bar
 from featx.scoring import linear_scores
-from featx.selection import PoolData, cross_validate, refit
+from featx.selection import PoolData, cross_validate, fold_count, refit
 
 
 def pool_of(data: FeatureData) -> tuple[PoolData, np.ndarray]:
@@ -32,9 +32,10 @@ def pool_of(data: FeatureData) -> tuple[PoolData, np.ndarray]:
 def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bool):
     """((tensors, params, search, curve, score), normalizer, out-of-fold Metrics, selection)."""
     pool, rows = pool_of(data)
-    steps = config.epochs * (config.folds + 1)
+    folds = fold_count(pool.train_labels, config.folds)
+    steps = budget_epochs(config.epochs, pool.n_train) * (folds + 1)
     with progress_bar(steps, f"cross-validate {len(config.grid)} {config.head} head(s), "
-                      f"{config.folds} folds", unit="epoch", enabled=show_progress) as advance:
+                      f"{folds} folds", unit="epoch", enabled=show_progress) as advance:
         cv = cross_validate(pool, config, advance)
         sweep, normalizer = refit(pool, config, cv.best, advance)
     tensors = {k: v.numpy() for k, v in sweep.heads.select(0).items()}

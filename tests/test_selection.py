@@ -123,3 +123,20 @@ def test_pool_rows_without_views_always_give_their_clean_features():
     assert augmented > 0  # and they are, in some epochs
     for x, _ in pool.subset(np.array([3, 4, 5])).epoch(0, 3, seed=0):
         assert not x.any()
+
+
+@pytest.mark.parametrize("config,streamed,reason", [
+    (HeadConfig(select="cv", head="logreg"), False, "baselines search on the val split"),
+    (HeadConfig(select="cv"), True, "stream"),
+    (HeadConfig(select="cv", patience=2), False, "early stopping"),
+    (HeadConfig(select="cv", lrs=(0.1,), weight_decays=(0.0,)), False, "nothing to choose"),
+])
+def test_cv_asked_for_where_it_cannot_run_is_refused(config, streamed, reason):
+    with pytest.raises(ConfigError, match=f"--select cv: .*{reason}"):
+        use_cv(config, 100, streamed)
+
+
+def test_rare_classes_spread_over_the_folds():
+    labels = np.repeat(np.arange(6), 2)  # six classes of two rows each, 5 folds
+    fold = stratified_folds(labels, 5, seed=0)
+    assert len(np.unique(fold)) >= 4  # not every class starting at fold 0

@@ -74,7 +74,8 @@ def train_head(
 
 # Options that only some kinds of head use: given for another kind, they are said to be ignored.
 TORCH_ONLY = ("optimizer", "lookahead", "lr", "weight_decay", "momentum", "schedule", "step_size", "gamma",
-              "epochs", "batch_size", "label_smoothing", "balance", "use_views", "patience", "select", "folds")
+              "epochs", "batch_size", "label_smoothing", "balance", "use_views", "patience", "select", "folds",
+              "metric")
 MLP_ONLY = ("hidden", "dropout")
 
 

@@ -235,7 +235,7 @@ HeadOptimizer = Annotated[Optional[str], _option("--optimizer", metavar="|".join
 Lookahead = Annotated[bool, _option("--lookahead", help="Wrap the optimizer in Lookahead (k=5, alpha=0.5).")]
 HeadLrs = Annotated[Optional[list[float]], _option(
     "--lr", metavar="RATE", help="Learning rate; repeat for a sweep (every rate x weight decay, "
-    "trained at once, best on val kept).", show_default="8 rates 1e-3 ... 3 with --kind linear; 1e-3 with --kind mlp",
+    "trained at once; the best is chosen as --select says).", show_default="8 rates 1e-3 ... 3 with --kind linear; 1e-3 with --kind mlp",
     callback=above(0))]
 HeadWeightDecays = Annotated[Optional[list[float]], _option(
     "--weight-decay", "--wd", metavar="WD", help="Weight decay; repeat for a sweep.",
@@ -274,7 +274,7 @@ Patience = Annotated[Optional[int], _option("--patience", metavar="EPOCHS",
                                             min=1, show_default="off")]
 MemoryMb = Annotated[Optional[float], _option(
     "--memory-mb", metavar="MB", help="Stream features from the store when they need more memory than this.",
-    min=0.0, show_default="load the whole store")]
+    min=0.0, show_default="40% of the machine's memory")]
 Start = Annotated[float, _option("--start", metavar="RATE", help="First learning rate of the range test.",
                                  callback=above(0))]
 End = Annotated[float, _option("--end", metavar="RATE", help="Last learning rate of the range test (above --start).",
