@@ -13,7 +13,9 @@ the rows are training rows, as in the issue.
 
 Every command runs as a subprocess (`featx train-head` with the default linear sweep, mlp, logreg
 and knn; `featx info`; `featx report` over the heads); its wall seconds, CPU seconds (user+sys,
-the machine may be shared) and peak RSS come from os.wait4. The table ends with each command's
+the machine may be shared) and peak RSS come from os.wait4. The store is built by another
+subprocess: a child's ru_maxrss includes the RSS of the process it was forked from, so this one
+must stay small (built in-process, a 100k-row build made every command read 2.1 GB). The table ends with each command's
 growth exponent: the slope of log(wall seconds) against log(N) between the two largest N.
 """
 
@@ -102,6 +104,13 @@ def test_top1(heads: Path) -> float | None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--build"]:
+        store, rows, source, noise = sys.argv[2:6]
+        t = time.perf_counter()
+        created = build_store(Path(store), int(rows), Path(source), float(noise))
+        print(f"built {store} ({rows} rows) in {time.perf_counter() - t:.1f} s; "
+              f"prepare_store {created:.2f} s", flush=True)
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
@@ -117,12 +126,10 @@ def main() -> None:
     for rows in args.rows:
         store = args.work / f"tiled{rows}.h5"
         heads = args.work / f"heads{rows}"
-        if not store.is_file():
-            store.parent.mkdir(parents=True, exist_ok=True)
-            t = time.perf_counter()
-            created = build_store(store, rows, args.source, args.noise)
-            print(f"built {store} ({rows} rows) in {time.perf_counter() - t:.1f} s; "
-                  f"prepare_store {created:.2f} s", flush=True)
+        if not store.is_file():  # in a subprocess: a child's ru_maxrss counts this process's RSS
+            store.parent.mkdir(parents=True, exist_ok=True)  # at its fork, so this one stays small
+            subprocess.run([sys.executable, __file__, "--build", str(store), str(rows), str(args.source),
+                            str(args.noise)], check=True)
         for name in args.only:
             command = [c.format(store=store, heads=heads) for c in COMMANDS[name]]
             r = run(featx + command, env)
