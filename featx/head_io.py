@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 FORMAT = "featx-head/1"
 KINDS = ("linear", "mlp", "logreg", "svm", "knn", "finetune")  # finetune: layers on a tuned backbone
 
+# Tensor-name prefix of a cross-validated head's train-only refit (fine-tuning starts from it).
+WARM_START = "warm_start."
+
 
 def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
     """(NAME.safetensors, NAME.json) for a head given as NAME, NAME.safetensors or NAME.json."""
@@ -168,9 +171,16 @@ class Head:
     def notes(self) -> list[str]:
         return self.meta.get("notes", [])
 
-    def normalizer(self) -> Normalizer:
+    def normalizer(self, prefix: str = "") -> Normalizer:
         mode = self.meta.get("normalize", "none")
-        return Normalizer(mode, self.tensors.get("norm.mean"), self.tensors.get("norm.std"))
+        return Normalizer(mode, self.tensors.get(f"{prefix}norm.mean"), self.tensors.get(f"{prefix}norm.std"))
+
+    @property
+    def warm_start_prefix(self) -> str:
+        """Where the weights a fine-tune starts from live: WARM_START for a head refitted on
+        train+val after cross-validation (it also keeps a refit on train only, so the fine-tune's
+        val split is not one the start was trained on), else the head's own."""
+        return WARM_START if f"{WARM_START}layers.0.weight" in self.tensors else ""
 
     # --- using it ----------------------------------------------------------------------------
 
@@ -181,7 +191,7 @@ class Head:
             raise FeatxError(f"features of shape {features.shape} given to a head that takes "
                              f"[n, {self.feature_dim}] ({self.backbone} features)")
         x = self.normalizer()(features)
-        layers = {k: v for k, v in self.tensors.items() if not k.startswith("norm.")}
+        layers = {k: v for k, v in self.tensors.items() if not k.startswith(("norm.", WARM_START))}
         return scores(self.kind, layers, x, self.params)
 
     def predict_proba(self, inputs: np.ndarray | Sequence[str | os.PathLike] | str | os.PathLike,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from featx.feature_data import FeatureData
+from featx.head_io import WARM_START
 from featx.heads import HeadConfig, budget_epochs
 from featx.metrics import evaluate
 from featx.progress import progress_bar
@@ -38,7 +39,13 @@ def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bo
                       f"{folds} folds", unit="epoch", enabled=show_progress) as advance:
         cv = cross_validate(pool, config, advance)
         sweep, normalizer = refit(pool, config, cv.best, advance)
+        # The same settings on the train split only: what `finetune` starts from, so that its
+        # val split (its epoch 0 included) scores a head that never saw those images.
+        warm, warm_normalizer = refit(pool.subset(np.arange(data.n_train)), config, cv.best)
     tensors = {k: v.numpy() for k, v in sweep.heads.select(0).items()}
+    tensors.update({f"{WARM_START}{k}": v.numpy() for k, v in warm.heads.select(0).items()})
+    if warm_normalizer.mode == "standard":
+        tensors.update({f"{WARM_START}norm.mean": warm_normalizer.mean, f"{WARM_START}norm.std": warm_normalizer.std})
     lr, wd = config.grid[cv.best]
     search = [_candidate(config, i, cv) for i in range(len(config.grid))]
     curve = [{**c, "val_loss": None, "val_top1": None} for c in sweep.curve]
@@ -52,7 +59,8 @@ def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bo
                  "why": f"{cv.folds}-fold cross-validation on train+val ({pool.n_train} images): "
                         f"lr {lr:g}, weight decay {wd:g} had the best out-of-fold {config.metric} "
                         f"({cv.scores[cv.best]:.1%}) of {len(config.grid)} settings; refitted on all of them"}
-    fitted = (tensors, params, search, curve, lambda x: linear_scores(tensors, x))
+    scoring = {k: v for k, v in tensors.items() if not k.startswith(WARM_START)}
+    fitted = (tensors, params, search, curve, lambda x: linear_scores(scoring, x))
     return fitted, normalizer, oof, selection
 
 

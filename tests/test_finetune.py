@@ -26,6 +26,7 @@ from featx.finetuning.checkpoint import checkpoint_paths, load_checkpoint, save_
 from featx.finetuning.data import cpu_share
 from featx.finetuning.loop import make_optimizer
 from featx.finetuning.model import head_columns
+from featx.head_io import WARM_START
 from featx.finetuning.whole import WholeNetwork
 from featx.head_io import Head, save_head
 from featx.heads import HeadConfig
@@ -60,7 +61,11 @@ def test_the_warm_start_network_is_the_trained_head(probe, tmp_path):
     _, _, _, store, head_path = probe
     with FeatureStore(store) as st:
         x, _ = st.features("train")
-    head = Head.load(head_path)
+    cross_validated = Head.load(head_path)
+    # A head selected on val (no train-only refit beside it): the warm start is the head itself.
+    meta = {k: v for k, v in cross_validated.meta.items() if k != "format"}
+    head = Head.load(save_head(tmp_path / "plain", {k: v for k, v in cross_validated.tensors.items()
+                                                    if not k.startswith(WARM_START)}, meta))
     dead = int(np.argmin(x.std(0)))  # random-init features at 32 px have dead units
     assert x[:, dead].std() == 0
     tensors = dict(head.tensors)
@@ -77,6 +82,31 @@ def test_the_warm_start_network_is_the_trained_head(probe, tmp_path):
         np.testing.assert_allclose(probs, saved.scores(x), rtol=1e-4, atol=1e-5)
         assert module.std[dead] > 1e-4
     assert (module.layers[0].weight[:, dead] == 0).all()
+
+
+def warm_start_scores(head: Head, x: np.ndarray) -> np.ndarray:
+    """What a fine-tune starts from: a k-fold head's train-only refit (else the head itself)."""
+    from featx.scoring import Normalizer, linear_scores
+
+    prefix = head.warm_start_prefix
+    warm = {k[len(prefix):]: v for k, v in head.tensors.items() if k.startswith(prefix)}
+    return linear_scores(warm, Normalizer("standard", warm["norm.mean"], warm["norm.std"])(x))
+
+
+def test_a_cross_validated_head_warm_starts_from_its_train_only_refit(probe):
+    """train-head's k-fold path refits the chosen setting on train+val (the head) and on train
+    only (kept beside it): the fine-tune starts from the latter, so its val split, epoch 0
+    included, scores a network that never saw those images."""
+    _, _, _, store, head_path = probe
+    head = Head.load(head_path)
+    assert head.meta["selection"]["method"] == "cv" and head.warm_start_prefix == WARM_START
+    with FeatureStore(store) as st:
+        x, _ = st.features("val")
+    module = HeadModule(head).eval()
+    with torch.no_grad():
+        probs = torch.softmax(module(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(probs, warm_start_scores(head, x), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(head.tensors[f"{WARM_START}layers.0.weight"], head.tensors["layers.0.weight"])
 
 
 def test_finetune_outputs_work_with_extract_predict_and_report(probe, tmp_path, monkeypatch):
@@ -205,7 +235,7 @@ def test_a_finetune_no_epoch_of_which_beats_the_warm_start_returns_the_warm_star
     assert all(torch.equal(tuned[k], v) for k, v in original.items())
     with FeatureStore(store) as st:
         x, y = st.features("val")
-    np.testing.assert_allclose(Head.load(result.head).scores(x), Head.load(head_path).scores(x),
+    np.testing.assert_allclose(Head.load(result.head).scores(x), warm_start_scores(Head.load(head_path), x),
                                rtol=1e-4, atol=1e-5)
     meta = json.loads(result.head.with_suffix(".json").read_text())
     assert meta["params"]["best_epoch"] == 0 and meta["metrics"]["val"]["top1"] == result.val.top1

@@ -23,7 +23,8 @@ class HeadModule(torch.nn.Module):
         if head.kind == "knn":
             raise FeatxError(f"{head.path}: a k-NN head has no weights to fine-tune from; "
                              "train a linear head (featx train-head --kind linear)")
-        norm = head.normalizer()
+        prefix = head.warm_start_prefix  # a k-fold head: its refit on train only (val stays unseen)
+        norm = head.normalizer(prefix)
         dim = int(head.meta["feature_dim"])
         mean = norm.mean if norm.mode == "standard" else np.zeros(dim, np.float32)
         std = norm.std if norm.mode == "standard" else np.ones(dim, np.float32)
@@ -38,11 +39,11 @@ class HeadModule(torch.nn.Module):
         self.register_buffer("mean", torch.from_numpy(mean))  # (D,)
         self.register_buffer("std", torch.from_numpy(std))  # (D,)
         self.l2 = norm.mode == "l2"
-        n = sum(1 for k in head.tensors if k.startswith("layers.") and k.endswith(".weight"))
+        n = sum(1 for k in head.tensors if k.startswith(f"{prefix}layers.") and k.endswith(".weight"))
         self.layers = torch.nn.ModuleList()
         for i in range(n):
-            w = head.tensors[f"layers.{i}.weight"].copy()  # (d_in, d_out)
-            b = head.tensors[f"layers.{i}.bias"]
+            w = head.tensors[f"{prefix}layers.{i}.weight"].copy()  # (d_in, d_out)
+            b = head.tensors[f"{prefix}layers.{i}.bias"]
             if i == 0 and not self.l2:
                 w[constant] = 0.0
             layer = torch.nn.Linear(w.shape[0], w.shape[1])
