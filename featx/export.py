@@ -78,7 +78,9 @@ def export(store: str | Path, out: str | Path, shard_rows: int = SHARD_ROWS, ind
             atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(faiss_index, str(tmp)))
             kind = index if index == "flat" else f"ivf (IVF{faiss_index.nlist},SQ8, approximate)"
         info = {"store": str(Path(store).resolve()), "backbone": st.attrs["backbone"], "rows": int(len(rows)),
-                "dim": st.feature_dim, "dtype": str(dtype), "shards": shards,
+                "dim": st.feature_dim, "final_dim": st.final_dim, "pool": st.pool,
+                "tta": st.attrs.get("tta") or None, "store_version": int(st.attrs.get("store_version", 1)),
+                "dtype": str(dtype), "shards": shards,
                 "index": kind or None, "metric": "inner product of L2-normalised rows (cosine)",
                 "classes": st.classes}
     atomic_write_text(out / "export.json", json.dumps(info, indent=2) + "\n")

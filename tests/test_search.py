@@ -50,15 +50,18 @@ def test_knn_baseline_votes_like_a_brute_force_search():
     assert np.allclose(votes, expected)
 
 
-@pytest.fixture
-def image_store(tmp_path):
+@pytest.fixture(params=["tiny_cnn", "tiny_features"])
+def image_store(tmp_path, request):
+    """tiny_features has cut points: its default store carries pooled block columns and is
+    searched on its final features."""
     from featx.data import open_dataset
     from featx.extraction import ExtractConfig, extract
     from tests.conftest import make_class_tree
 
     root = make_class_tree(tmp_path / "data", per_class=5)
-    config = ExtractConfig(weights="none", input_size=32, workers=0, dtype="float32")
-    return root, extract(open_dataset(root), "tiny_cnn", tmp_path / "stores", config, show_progress=False).store
+    config = ExtractConfig(weights="none", input_size=32, workers=0, dtype="float32", tta="flip")
+    store = extract(open_dataset(root), request.param, tmp_path / "stores", config, show_progress=False).store
+    return root, store
 
 
 def test_search_finds_a_stored_image_first_and_skips_a_bad_query(image_store, tmp_path):

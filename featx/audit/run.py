@@ -70,22 +70,25 @@ class AuditResult:
 
 
 class StoreRows:
-    """The written, non-failed rows of a store's clean features, as a featx.neighbours source."""
+    """The written, non-failed rows of a store's clean final features (the backbone's own, without
+    the pooled block columns of extract --pool: the audit's thresholds were measured on them), as
+    a featx.neighbours source."""
 
     def __init__(self, store: FeatureStore, rows: np.ndarray):
         self.store, self.index = store, rows
-        self.rows, self.dim = len(rows), store.feature_dim
+        self.rows, self.dim = len(rows), store.final_dim
 
     def read(self, start: int, stop: int) -> np.ndarray:
         rows = self.index[start:stop]
         if not len(rows):
             return np.zeros((0, self.dim), np.float32)
         block = self.store.read_span(int(rows[0]), int(rows[-1]) + 1)  # one span, then pick
-        return block[rows - rows[0]]
+        return np.ascontiguousarray(block[rows - rows[0], :self.dim])
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         rows = self.index[positions]
-        return np.concatenate([self.store.read_clean(rows[i:i + 4096]) for i in range(0, len(rows), 4096)]) \
+        return np.concatenate([self.store.read_clean(rows[i:i + 4096])[:, :self.dim]
+                               for i in range(0, len(rows), 4096)]) \
             if len(rows) else np.zeros((0, self.dim), np.float32)
 
 

@@ -45,8 +45,8 @@ def store_meta(attrs: dict) -> dict:
     """What HeadEmbedder needs to rebuild the store's backbone, from the store's attributes."""
     return {"backbone": attrs["backbone"], "backbone_seed": attrs["seed"], "weights": attrs["weights"],
             "weights_sha256": attrs["weights_sha256"], "preprocess": attrs["transform"]["clean"],
-            # the same columns as the stored rows: pooled block maps, TTA averaging
-            "pool": attrs.get("pool") or None, "tta": attrs.get("tta") or None}
+            # as the store averaged them (--tta); search compares final features only (StoreRows)
+            "pool": None, "tta": attrs.get("tta") or None}
 
 
 def search(store: str | Path, images: Sequence[str | os.PathLike], k: int = 5, device: str = "auto",

@@ -182,6 +182,8 @@ def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
         "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
         "train_counts": np.bincount(train_labels, minlength=len(head.classes)).tolist(),
         "dataset_root": str(dataset_root), "store": None,
+        # The network was trained and measured on single views: predict must not average views.
+        "tta": None, "selection": {"method": "finetune", "metric": "val loss"},
     })
     meta["normalize"] = "l2" if net.head.l2 else "standard"
     return save_head(out.with_name(out.name + ".head"), net.head.tensors(), meta)
