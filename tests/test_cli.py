@@ -240,7 +240,7 @@ def test_extract_from_config_file_then_info(tmp_path):
 
 def test_train_head_out_is_a_folder_or_a_safetensors_file(tmp_path, blob_store):
     output = _ok("train-head", blob_store, "--epochs", "5", "--batch-size", "16", "--out", tmp_path / "new")
-    assert "searched 32 candidates" in output and "per class (test)" in output
+    assert "selected by 5-fold cross-validation on train+val" in output and "per class (test)" in output
     assert (tmp_path / "new" / "blobs.linear.safetensors").is_file()
     assert (tmp_path / "new" / "blobs.linear.json").is_file()
     (tmp_path / "existing").mkdir()
