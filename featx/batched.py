@@ -36,10 +36,15 @@ class BatchedHeads(torch.nn.Module):
         self.gen = torch.Generator().manual_seed(seed + 1)  # dropout masks, seeded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.unsqueeze(0).expand(len(self.weights[0]), -1, -1)
         last = len(self.weights) - 1
+        h = None
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b.unsqueeze(1), h, w)
+            if i == 0:  # every head reads the same x: one [B, D] x [D, H*C] product, not H of them
+                n_heads, d_in, d_out = w.shape
+                h = (x @ w.permute(1, 0, 2).reshape(d_in, n_heads * d_out)).view(len(x), n_heads, d_out)
+                h = h.permute(1, 0, 2) + b.unsqueeze(1)  # [H, B, d_out]
+            else:
+                h = torch.baddbmm(b.unsqueeze(1), h, w)
             if i < last:
                 h = F.relu(h)
                 if self.training and self.dropout:
