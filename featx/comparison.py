@@ -83,7 +83,8 @@ def compare(dataset: Dataset | str | Path, backbones: list[str], out_dir: str | 
         if repeated:
             result.resplits.append(repeated)
     table = comparison_table(out_dir / "heads", result.resplits)
-    result.table = write_table(table, out_dir / "comparison.json")
+    if result.heads:  # every backbone failed: the report names the reasons; there is no table
+        result.table = write_table(table, out_dir / "comparison.json")
     extra = [table.resplit_section(RESPLIT_NOTE)] if result.resplits else []
     write_report(out_dir / "heads", result.report, fmt, failed=result.failed,
                  title=f"featx: {len(backbones)} backbone(s) on {dataset.name}", extra=extra)

@@ -43,7 +43,8 @@ CASES = [
          code=2, setup=config("hidden: 2.5\n")),
     Case("heads-out-under-a-file", ["train-head", "{store}", "--epochs", "1", "--out", "{tmp}/file/sub"],
          r"file(/sub)?:? (cannot write|is a file, not a folder)", setup=a_file),
-    Case("heads-empty-val-sweep", ["train-head", "{tmp}/s.h5", "--out", "{out}"],
+    # Selecting on val (the default above 20,000 rows); k-fold selection needs no val split.
+    Case("heads-empty-val-sweep", ["train-head", "{tmp}/s.h5", "--select", "val", "--out", "{out}"],
          r"s\.h5: the val split is empty.*select on nothing", code=2, setup=store_without_val),
     Case("heads-empty-val-baseline", ["train-head", "{tmp}/s.h5", "--kind", "knn", "--out", "{out}"],
          r"s\.h5: the val split is empty", code=2, setup=store_without_val),

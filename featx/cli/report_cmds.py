@@ -73,11 +73,11 @@ def compare(
         out.print(line, markup=False, highlight=False)
     for name, reason in result.failed:
         err.print(f"{name}: failed: {reason}", markup=False, highlight=False)
-    out.print(f"report written to {result.report}; table in {result.table} (+ .csv)", markup=False,
-              highlight=False)
     if result.all_failed:
         raise FeatxError(f"every backbone failed ({', '.join(n for n, _ in result.failed)}); "
                          f"the report names the reasons: {result.report}")
+    out.print(f"report written to {result.report}; table in {result.table} (+ .csv)", markup=False,
+              highlight=False)
 
 
 def summary_lines(result) -> list[str]:
@@ -85,6 +85,8 @@ def summary_lines(result) -> list[str]:
     re-splits, their mean +- sd over the splits."""
     import json
 
+    if result.table is None:  # every backbone failed: no table
+        return []
     rows = json.loads(result.table.read_text(encoding="utf-8"))["results"]
     by_path = {Path(r["result"]).resolve(): r for r in rows}
     lines = []

@@ -26,7 +26,7 @@ import torch
 from featx import distributed
 from featx.balance import balanced_class_weights
 from featx.errors import FeatxError
-from featx.finetuning.checkpoint import (load_best, load_checkpoint, remove_stale_files, save_best,
+from featx.finetuning.checkpoint import (best_path, load_best, load_checkpoint, remove_stale_files, save_best,
                                         save_checkpoint)
 from featx.finetuning.config import FinetuneConfig
 from featx.finetuning.model import Network, layer_groups, set_train_mode
@@ -132,7 +132,12 @@ def fit(job: Trainable, opt: torch.optim.Optimizer, schedule: Schedule, config: 
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout masks: the same after a resume
             train_loss = job.train_epoch(epoch, opt, schedule)
             val_loss, val_top1 = job.validate()
-            check_finite(net, epoch, train_loss, val_loss, config)  # before anything is saved
+            try:
+                check_finite(net, epoch, train_loss, val_loss, config)  # before anything is saved
+            except FeatxError:
+                if writer and epoch == 0:  # only the warm start's copy was written: nothing to resume
+                    best_path(out).unlink(missing_ok=True)
+                raise
             state["curve"].append({"epoch": epoch + 1, "train_loss": train_loss,
                                    "val_loss": val_loss, "val_top1": val_top1})
             if val_loss < state["best_loss"] or math.isinf(val_loss):  # no val split: keep the last
