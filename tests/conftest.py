@@ -104,3 +104,21 @@ def make_feature_store(path: Path, n_per_class: int = 40, dim: int = 16, classes
 def blob_store(tmp_path: Path) -> Path:
     return make_feature_store(tmp_path / "blobs.h5")
 
+
+def store_tables(path: Path) -> dict[str, np.ndarray]:
+    """Every table of a store (attributes aside: they record its history), read with plain h5py."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, node: out.__setitem__(name, node[()])
+                     if isinstance(node, h5py.Dataset) else None)
+    return out
+
+
+def assert_same_store(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> None:
+    """Stores `a` and `b` hold the same tables, equal value for value (but the `ignore`d ones)."""
+    ta, tb = store_tables(a), store_tables(b)
+    assert ta.keys() == tb.keys() and "features/clean" in ta
+    for name in sorted(set(ta) - set(ignore)):
+        np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)

@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import DataError
 from featx.extraction import extract
-from tests.conftest import make_class_tree
+from tests.conftest import assert_same_store, make_class_tree
 
 wds = pytest.importorskip("webdataset")
 datasets = pytest.importorskip("datasets")
@@ -28,20 +27,9 @@ TINY = dict(weights="none", batch_size=8, views=2, aug="mild", workers=0, engine
 CLASSES = ("ants", "bees", "wasps")
 
 
-def _tables(path: Path) -> dict[str, np.ndarray]:
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, node: out.__setitem__(name, node[()])
-                     if isinstance(node, h5py.Dataset) else None)
-    return out
-
-
 def _assert_same_store(a: Path, b: Path) -> None:
     """Every table equal, but the files' mtimes (unpacked files carry their archive's)."""
-    ta, tb = _tables(a), _tables(b)
-    assert ta.keys() == tb.keys() and "features/clean" in ta and "samples/split" in ta
-    for name in sorted(set(ta) - {"samples/mtime_ns"}):
-        np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
+    assert_same_store(a, b, ignore=("samples/mtime_ns",))
 
 
 def _images(tree: Path) -> list[tuple[str, bytes, str]]:

@@ -19,26 +19,14 @@ from featx.data import open_dataset
 from featx.errors import StoreError
 from featx.extraction import extract
 from featx.store import FeatureStore, StoreLock
-from tests.conftest import make_class_tree, write_image
+from tests.conftest import assert_same_store, make_class_tree, store_tables, write_image
 from tests.tiny_backbone import subprocess_env
 
 TINY = dict(weights="none", batch_size=8, views=2, aug="mild", workers=0, engine="torch")
 
 
-def _tables(path: Path) -> dict[str, np.ndarray]:
-    """Every table of a store (attributes aside: they record its history)."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, node: out.__setitem__(name, node[()])
-                     if isinstance(node, h5py.Dataset) else None)
-    return out
-
-
 def _assert_same_store(a: Path, b: Path) -> None:
-    ta, tb = _tables(a), _tables(b)
-    assert ta.keys() == tb.keys()
-    for name in ta:
-        np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
+    assert_same_store(a, b)
 
 
 def _change(root: Path) -> None:
@@ -83,7 +71,7 @@ def test_a_copied_dataset_costs_no_forward(tmp_path, monkeypatch):
     """cp -r gives every file a new mtime and the dataset a new root: the bytes are the same."""
     root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10)
     first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
-    before = _tables(Path(first.store))
+    before = store_tables(Path(first.store))
     copy = tmp_path / "elsewhere" / "cells"
     shutil.copytree(root, copy, copy_function=shutil.copy)  # new mtimes, as `cp -r`
     assert (copy / "a" / "a_00.png").stat().st_mtime_ns != (root / "a" / "a_00.png").stat().st_mtime_ns
@@ -96,7 +84,7 @@ def test_a_copied_dataset_costs_no_forward(tmp_path, monkeypatch):
     moved = extract(open_dataset(copy), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
     assert moved.status == "updated" and moved.images == 0
     assert moved.update.startswith("+0 new, 0 changed, 0 removed, 20 kept")
-    after = _tables(Path(moved.store))
+    after = store_tables(Path(moved.store))
     for name in before:
         if name != "samples/mtime_ns":
             np.testing.assert_array_equal(before[name], after[name], err_msg=name)
@@ -338,7 +326,7 @@ def test_cut_maps_are_updated_like_features(tmp_path):
     updated = extract(open_dataset(root), "tiny_features", tmp_path / "s", show_progress=False, **options)
     fresh = extract(open_dataset(root), "tiny_features", tmp_path / "f", show_progress=False, **options)
     assert updated.status == "updated" and updated.images < fresh.images / 2
-    assert {f"cut/{block}/clean", f"cut/{block}/aug"} <= set(_tables(Path(updated.store)))
+    assert {f"cut/{block}/clean", f"cut/{block}/aug"} <= set(store_tables(Path(updated.store)))
     _assert_same_store(Path(updated.store), Path(fresh.store))
 
 
