@@ -51,8 +51,9 @@ def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bo
     curve = [{**c, "val_loss": None, "val_top1": None} for c in sweep.curve]
     params = {"lr": lr, "weight_decay": wd, "epochs_run": sweep.epochs_run}
     store = data.store
+    # Per-image predictions are kept for test only (paired comparisons): not 20,000 rows of them.
     oof = evaluate(pool.train_labels, cv.oof_probs, list(store.class_names),
-                   [store.paths[r] for r in rows], True)
+                   [store.paths[r] for r in rows], True, keep_samples=False)
     selection = {"method": "cv", "folds": cv.folds, "metric": config.metric, "rows": int(pool.n_train),
                  "counts": np.bincount(pool.train_labels, minlength=pool.num_classes).tolist(),
                  "score": float(cv.scores[cv.best]),
