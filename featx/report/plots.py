@@ -7,6 +7,7 @@ or None when the results hold nothing to plot.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,23 @@ def label(meta: dict) -> str:
 
 
 def _test(meta: dict) -> dict | None:
-    metrics = meta.get("metrics", {})
-    return metrics.get("test") or metrics.get("val")
+    """The test metrics of a result (val where it has no test), or None in a damaged sidecar."""
+    metrics = meta.get("metrics")
+    found = (metrics.get("test") or metrics.get("val")) if isinstance(metrics, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def accuracy_vs_throughput(results: list[dict]) -> bytes | None:
-    points = [(m["extraction"]["images_per_second"], _test(m)["top1"], label(m)) for m in results
-              if _test(m) and (m.get("extraction") or {}).get("images_per_second")]
+    points = []
+    for m in results:
+        test, extraction = _test(m), m.get("extraction")
+        speed = extraction.get("images_per_second") if isinstance(extraction, dict) else None
+        if test and _number(test.get("top1")) and _number(speed) and speed > 0:
+            points.append((speed, test["top1"], label(m)))
     if not points:
         return None
     plt = pyplot()
