@@ -26,7 +26,7 @@ from featx.store.schema import JSON_ATTRS, os_reason, plain
 # Up to this many increasing rows are read as an HDF5 selection; more, and one read of the whole
 # dataset then numpy indexing is faster (h5py builds its selection row by row).
 SELECTION_ROWS = 4096
-READ_SPAN = 65536  # rows per contiguous read when gathering many rows (about 170 MB at D=1280 fp16)
+READ_SPAN = 16384  # rows per contiguous read when gathering many rows (about 40 MB at D=1280 fp16)
 MAPS = ("clean", "aug")
 
 
