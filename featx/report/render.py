@@ -134,7 +134,7 @@ def _gallery(results: list[dict]) -> list[tuple[str, list[dict]]]:
     """Per result, its worst test errors with a thumbnail (JPEG bytes) when the file is there."""
     out = []
     for m in results:
-        worst = ((m.get("metrics", {}).get("test") or {}).get("worst") or [])[:WORST_IN_GALLERY]
+        worst = (((m.get("metrics") or {}).get("test") or {}).get("worst") or [])[:WORST_IN_GALLERY]
         items = []
         for w in worst:
             if not w.get("path"):
