@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,14 @@ import pytest
 from PIL import Image
 
 from tests.tiny_backbone import tiny_cnn  # noqa: F401 (registers the tiny_cnn backbone)
+
+# Property tests draw the same examples on every run (CI included): a failure is reproducible,
+# never a coin toss. HYPOTHESIS_PROFILE=explore draws new ones while you work.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 32), mode: str = "RGB",
