@@ -90,6 +90,11 @@ class FeatureData:
                              "they are not held in memory")
         return self._clean.astype(np.float32), None if self._aug is None else self._aug.astype(np.float32)
 
+    def release(self) -> None:
+        """Let go of the training rows held in memory (the head is fitted; scoring reads the
+        store): at a million rows they are most of the process's memory."""
+        self._clean = self._aug = None
+
     def _columns(self, x: np.ndarray) -> np.ndarray:
         """The columns the head uses (a leading block: final features come first)."""
         return x if x.shape[-1] == self.dim else np.ascontiguousarray(x[..., :self.dim])

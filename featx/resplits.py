@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.baselines import fit_baseline
 from featx.data import DatasetOptions
 from featx.data.splits import stratified_holdout, stratified_split
 from featx.errors import StoreError
@@ -116,6 +115,8 @@ def _one_head(kind: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, val: n
         tensors, normalizer, _ = fit_arrays(x[train], y[train], x[val], y[val], c, config)
         s = linear_scores(tensors, normalizer(x[test]))
     else:
+        from featx.baselines import fit_baseline  # scikit-learn only for these heads
+
         fit = fit_baseline(kind, normalizer(x[train]), y[train], normalizer(x[val]), y[val], c, config.seed)
         s = scores(kind, {k: np.asarray(v) for k, v in fit.tensors.items()}, normalizer(x[test]), fit.params)
     m = evaluate(y[test], s, names, probabilities=kind != "svm", keep_samples=False, resamples=0)

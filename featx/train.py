@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from featx.atomic import check_writable
-from featx.baselines import fit_baseline
 from featx.errors import ConfigError, FeatxError
 from featx.feature_data import FeatureData
 from featx.head_io import Head, save_head
@@ -78,6 +77,8 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
                 fitted = _fit_torch(data, normalizer, config, show_progress)
             else:
                 fitted = _fit_sklearn(data, normalizer, kind, config.seed)
+        data.release()  # fitted: scoring reads the store (at a million rows, most of the memory)
+        if selection["method"] == "val":
             val = _metrics(data, store, "val", normalizer, fitted[-1], kind != "svm")
         tensors, params, search, curve, score = fitted
         test = _metrics(data, store, "test", normalizer, score, kind != "svm")
@@ -125,6 +126,12 @@ def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, sh
 
 
 def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int):
+    from featx.baselines import fit_baseline, fit_knn  # scikit-learn: ~160 MB resident, only for these heads
+
+    if kind == "knn":  # streamed: at a million rows the train split as float32 would be 3 GB
+        blocks = lambda split: ((normalizer(x), y) for x, y, _ in data.split_blocks(split))  # noqa: E731
+        fit = fit_knn(blocks("train"), data.n_train, data.dim, blocks("val"), data.num_classes)
+        return fit.tensors, fit.params, fit.search, [], lambda z: scores(kind, fit.tensors, z, fit.params)
     x, y, _ = data.split_arrays("train")
     x_val, y_val, _ = data.split_arrays("val")
     fit = fit_baseline(kind, normalizer(x), y, normalizer(x_val), y_val, data.num_classes, seed)

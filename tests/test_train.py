@@ -194,13 +194,14 @@ def test_an_empty_val_split_is_said_instead_of_selecting_on_nothing(tmp_path):
 
 
 def test_an_unwritable_out_fails_before_training(blob_store, tmp_path, monkeypatch):
+    import featx.baselines
     import featx.train
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before checking the output")
 
     monkeypatch.setattr(featx.train, "train_heads", no_training)
-    monkeypatch.setattr(featx.train, "fit_baseline", no_training)
+    monkeypatch.setattr(featx.baselines, "fit_baseline", no_training)
     (tmp_path / "file").write_text("x")
     for kind in ("linear", "logreg"):
         with pytest.raises(FeatxError, match=r"file/sub: .*file is a file, not a folder"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import h5py
@@ -106,12 +107,17 @@ class FeatureStore:
         self.f = open_store_file(self.path)
         self.classes = list(self.f["classes"].asstr()[:])
         self.class_names = list(self.f["class_names"].asstr()[:])
-        self.paths = np.array(self.f["samples/path"].asstr()[:], dtype=object)
         self.labels = self.f["samples/label"][:]
-        self.splits = np.array(self.f["samples/split"].asstr()[:], dtype=object)
+        self.splits = _shared_strings(self.f["samples/split"].asstr()[:])
         self.aug_rows = self.f["features/aug_rows"][:]
         reasons = self.f["failed/reason"][:]
         self.failed = {int(i): reasons[i].decode("utf-8", "replace") for i in np.flatnonzero(reasons != b"")}
+
+    @cached_property
+    def paths(self) -> np.ndarray:
+        """Each sample's path relative to the dataset root, read on first use: a million of them
+        hold ~100 MB that training a head never needs."""
+        return np.array(self.f["samples/path"].asstr()[:], dtype=object)
 
     # --- what the store is ----------------------------------------------------------------------
 
@@ -289,3 +295,10 @@ class FeatureStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _shared_strings(values: np.ndarray) -> np.ndarray:
+    """An object array whose equal strings are one object (a split name per row: 8 bytes a row,
+    not a ~60-byte string each)."""
+    seen: dict[str, str] = {}
+    return np.array([seen.setdefault(v, v) for v in values], dtype=object)
