@@ -15,13 +15,12 @@ stopped improving at 50,000 rows. ELPV-size data (below LARGE_N) is fitted as be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
 
 from featx.errors import ConfigError
-from featx.scoring import l2_normalize, scores
+from featx.scoring import scores, vote_shares
 
 C_GRID = {"logreg": (1e-3, 1e-2, 0.1, 1.0, 10.0),
           # On standardised deep features large C overfits and liblinear crawls (minutes).
@@ -29,6 +28,16 @@ C_GRID = {"logreg": (1e-3, 1e-2, 0.1, 1.0, 10.0),
 K_GRID = (1, 5, 10, 20, 50)
 BASELINES = ("logreg", "svm", "knn")
 LARGE_N = 50_000  # logreg beyond this many training rows: a subsample (module docstring)
+VAL_CHUNK = 16_384  # k-NN: val rows searched at a time (and training rows per block from arrays)
+
+
+def __getattr__(name: str):
+    """scikit-learn's estimators, imported on first use (~160 MB resident; the k-NN needs none)."""
+    if name in ("LogisticRegression", "LinearSVC"):
+        from sklearn import linear_model, svm
+
+        return getattr(linear_model if name == "LogisticRegression" else svm, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -46,6 +55,8 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
     candidates = K_GRID if kind == "knn" else C_GRID[kind]
     if kind == "knn":
         return _fit_knn(x, y, x_val, y_val, num_classes)
+    from sklearn.linear_model import LogisticRegression
+
     warm = None
     if kind == "logreg" and len(y) > LARGE_N:
         keep = stratified_rows(y, LARGE_N, seed)
@@ -71,22 +82,49 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
 
 def _fit_knn(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              num_classes: int) -> BaselineFit:
-    """Every k of K_GRID from one search of the val split's neighbours at the largest k."""
-    from featx.neighbours import nearest
+    blocks = ((x[a:a + VAL_CHUNK], y[a:a + VAL_CHUNK]) for a in range(0, len(y), VAL_CHUNK))
+    return fit_knn(blocks, len(y), x.shape[1], [(x_val, y_val)], num_classes)
 
-    tensors = _fit_one("knn", 0, x, y, num_classes, 0)
-    ks = [k for k in K_GRID if k <= len(y)]
-    found = (tensors["train_y"][nearest(x_val, tensors["train_x"], max(ks)).ids]
-             if len(y_val) else np.zeros((0, max(ks)), np.int64))
+
+def fit_knn(train: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: int,
+            val: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int, advance=None) -> BaselineFit:
+    """The k-NN head from blocks of (normalised features, labels): `n` training rows of `dim`
+    features streamed into its reference set, then every k of K_GRID voted from one search of
+    the val blocks at the largest k (up to VAL_CHUNK val rows searched at a time), all through
+    the one index that later scores val and test (featx.knn_index)."""
+    from featx.knn_index import knn_index, reference_set
+
+    tensors, method = reference_set(train, n, dim, advance)
+    index = knn_index(tensors)
+    ks = [k for k in K_GRID if k <= n]
+    found, labels = [np.zeros((0, max(ks)), np.int64)], [np.zeros(0, np.int64)]
+    for x_val, y_val in _chunks(val, VAL_CHUNK):
+        found.append(index.search(tensors["train_x"], x_val, max(ks)).ids)
+        labels.append(np.asarray(y_val))
+    found, y_val = np.concatenate(found), np.concatenate(labels)
     search, best = [], None
     for k in ks:
-        votes = np.zeros((len(found), num_classes), np.int64)
-        np.add.at(votes, (np.repeat(np.arange(len(found)), k), found[:, :k].ravel()), 1)
+        votes = vote_shares(tensors["train_y"], found[:, :k], num_classes)
         score = float((votes.argmax(1) == y_val).mean()) if len(y_val) else 0.0
         search.append({"k": k, "val_top1": score})
         if best is None or score > best[0]:
             best = (score, k)
-    return BaselineFit("knn", tensors, {"k": best[1], "num_classes": num_classes}, search)
+    params = {"k": best[1], "num_classes": num_classes, "neighbours": method}
+    return BaselineFit("knn", tensors, params, search)
+
+
+def _chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]], rows: int):
+    """The blocks regrouped into (x, y) of up to `rows` rows (one search each)."""
+    xs, ys, held = [], [], 0
+    for x, y in blocks:
+        xs.append(x)
+        ys.append(y)
+        held += len(y)
+        if held >= rows:
+            yield np.concatenate(xs), np.concatenate(ys)
+            xs, ys, held = [], [], 0
+    if held:
+        yield np.concatenate(xs), np.concatenate(ys)
 
 
 def stratified_rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -102,8 +140,9 @@ def stratified_rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def _fit_one(kind: str, value: float, x: np.ndarray, y: np.ndarray, num_classes: int,
              seed: int) -> dict[str, np.ndarray]:
-    if kind == "knn":
-        return {"train_x": l2_normalize(x).astype(np.float32), "train_y": y.astype(np.int64)}
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
     model = (LogisticRegression(C=value, max_iter=2000) if kind == "logreg"
              else LinearSVC(C=value, dual=False, max_iter=5000, random_state=seed))
     model.fit(x, y)

@@ -82,15 +82,23 @@ def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax_output:
 def knn_scores(tensors: dict[str, np.ndarray], x: np.ndarray, k: int, num_classes: int) -> np.ndarray:
     """Vote shares of the k nearest training features by cosine similarity: [n, C].
 
-    The search is featx.neighbours' exact FAISS search, the one `featx audit` uses."""
-    from featx.neighbours import nearest
+    The search is featx.knn_index's, built once per head (exact FAISS search up to its
+    EXACT_MAX_ROWS reference rows, IVF candidates re-ranked exactly above) and reused by every
+    later call with the same `train_x`."""
+    from featx.knn_index import knn_index
 
     k = min(k, len(tensors["train_x"]))
-    found = nearest(x, tensors["train_x"], k).ids  # (n, k)
-    labels = tensors["train_y"][found]
-    votes = np.zeros((len(x), num_classes), np.float64)
-    np.add.at(votes, (np.repeat(np.arange(len(x)), k), labels.ravel()), 1.0)
-    return votes / k
+    found = knn_index(tensors).search(tensors["train_x"], x, k).ids  # (n, k)
+    return vote_shares(tensors["train_y"], found, num_classes)
+
+
+def vote_shares(labels: np.ndarray, found: np.ndarray, num_classes: int) -> np.ndarray:
+    """[n, C] share of each class among the labels of the neighbours `found` [n, k] (-1: none)."""
+    n, k = found.shape
+    votes = np.zeros((n, num_classes), np.float64)
+    hit = found >= 0
+    np.add.at(votes, (np.repeat(np.arange(n), k)[hit.ravel()], labels[found[hit]]), 1.0)
+    return votes / max(k, 1)
 
 
 def scores(kind: str, tensors: dict[str, np.ndarray], x: np.ndarray, params: dict) -> np.ndarray:

@@ -129,6 +129,7 @@ def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int
     from featx.baselines import fit_baseline, fit_knn  # scikit-learn: ~160 MB resident, only for these heads
 
     if kind == "knn":  # streamed: at a million rows the train split as float32 would be 3 GB
+        data.release()  # the rows held in memory served the normaliser; the fit reads the store
         blocks = lambda split: ((normalizer(x), y) for x, y, _ in data.split_blocks(split))  # noqa: E731
         fit = fit_knn(blocks("train"), data.n_train, data.dim, blocks("val"), data.num_classes)
         return fit.tensors, fit.params, fit.search, [], lambda z: scores(kind, fit.tensors, z, fit.params)
