@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,27 +91,44 @@ class Dataset:
         return out
 
 
-def relative_path(root: Path, path: Path) -> str:
-    """`path` as POSIX relative to `root`, or absolute when it lies outside."""
+def relative_path(root: Path | str, path: Path | str) -> str:
+    """`path` as POSIX relative to `root`, or absolute when it lies outside (`root`, and a `path`
+    given as a string, as pathlib writes them: no `//`, `/./` or trailing `/`)."""
+    base, full = os.fspath(root), os.fspath(path)
+    if os.sep == "/" and base not in ("", ".", "/") and full.startswith(base + "/"):
+        return full[len(base) + 1:]  # what Path.relative_to gives, without two Paths per file
     try:
-        return path.relative_to(root).as_posix()
+        return Path(full).relative_to(root).as_posix()
     except ValueError:
-        return path.as_posix()
+        return Path(full).as_posix()
 
 
-def make_sample(root: Path, path: Path, label: int, split: str, sha256: str = "") -> Sample:
-    st = path.stat()
+def relative_paths(root: Path | str, paths: list[str]) -> list[str]:
+    """[relative_path(root, p) for p in paths], a million in a fraction of a second."""
+    base = os.fspath(root)
+    if os.sep != "/" or base in ("", ".", "/"):
+        return [relative_path(root, p) for p in paths]
+    prefix, n = base + "/", len(base) + 1
+    return [p[n:] if p.startswith(prefix) else relative_path(root, p) for p in paths]
+
+
+def make_sample(root: Path, path: Path | str, label: int, split: str, sha256: str = "") -> Sample:
+    st = os.stat(path)
     return Sample(relative_path(root, path), label, split, st.st_size, st.st_mtime_ns, sha256)
 
 
 def split_by_identity(root: Path, files: list[Path], labels: list[int],
                       options: DatasetOptions) -> list[Sample]:
     """Samples of `files` (in order) whose splits follow their content (featx.data.identity)."""
-    from featx.data.identity import hash_files, identity_split
+    return samples_by_identity(root, relative_paths(root, list(map(os.fspath, files))), labels, options)
 
-    stats = [(st.st_size, st.st_mtime_ns) for st in map(Path.stat, files)]
-    shas = hash_files(files, stats)
-    rels = [relative_path(root, f) for f in files]
+
+def samples_by_identity(root: Path, rels: list[str], labels: list[int],
+                        options: DatasetOptions) -> list[Sample]:
+    """Samples of the files at `rels` (paths as `relative_path` gives them, in order) whose splits
+    follow their content; each file is opened once, for its size, mtime and hash together."""
+    from featx.data.identity import identity_split, stat_and_hash
+
+    shas, sizes, mtimes = stat_and_hash(root, rels)
     splits = identity_split(shas, labels, options, rels)
-    return [Sample(rel, y, split, size, mtime, sha)
-            for rel, y, split, (size, mtime), sha in zip(rels, labels, splits, stats, shas)]
+    return [Sample(*row) for row in zip(rels, labels, splits, sizes, mtimes, shas)]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path,
-                               split_by_identity)
+from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_paths,
+                               samples_by_identity)
 from featx.data.walk import FolderWalk, Skipped, walk_images
 from featx.errors import DataError
 
@@ -40,7 +40,7 @@ def _from_split_folders(root: Path, split_dirs: dict[str, Path], others: list[Pa
     notes = [f"folder '{d.name}' is not a split (train/val/test) and was ignored" for d in others]
     walk = FolderWalk(root, reserved=tuple(split_dirs.values()))
     tops = [(split, sub) for split, folder in split_dirs.items() for sub in _visible_subdirs(folder)]
-    per_split: dict[str, dict[str, list[Path]]] = {split: {} for split in split_dirs}
+    per_split: dict[str, dict[str, list[str]]] = {split: {} for split in split_dirs}
     skipped: Skipped = []
     ignored = 0
     for (split, sub), found in zip(tops, walk.walk([sub for _, sub in tops])):
@@ -63,7 +63,7 @@ def _from_split_folders(root: Path, split_dirs: dict[str, Path], others: list[Pa
 def _from_class_folders(root: Path, options: DatasetOptions) -> Dataset:
     walk = FolderWalk(root)
     subs = _visible_subdirs(root)
-    by_class: dict[str, list[Path]] = {}
+    by_class: dict[str, list[str]] = {}  # class -> relative paths (strings: 1M Paths hold ~350 MB)
     skipped: Skipped = []
     ignored = 0
     notes = []
@@ -71,13 +71,19 @@ def _from_class_folders(root: Path, options: DatasetOptions) -> Dataset:
         skipped += found.skipped
         ignored += found.ignored
         if found.images:
-            by_class[sub.name] = found.images
+            by_class[sub.name] = relative_paths(root, found.images)
+            found.images.clear()  # a million full paths need not outlive the relative ones
         elif sub not in walk.skipped_tops:
             notes.append(f"empty class folder '{sub.name}' ignored")
     classes = sorted(by_class)
-    labels = {p: i for i, c in enumerate(classes) for p in by_class[c]}
-    paths = sorted(labels, key=lambda p: relative_path(root, p))
-    samples = split_by_identity(root, paths, [labels[p] for p in paths], options)
+    rels = [rel for c in classes for rel in by_class[c]]
+    labels = [y for y, c in enumerate(classes) for _ in by_class[c]]
+    by_class.clear()
+    order = sorted(range(len(rels)), key=rels.__getitem__)
+    rels = [rels[i] for i in order]
+    labels = [labels[i] for i in order]
+    del order
+    samples = samples_by_identity(root, rels, labels, options)
     return Dataset(root, root.name, "class-folders", samples, classes, list(classes), skipped,
                    notes + walk.notes, ignored)
 
@@ -107,7 +113,7 @@ def list_images(paths: list[str | os.PathLike]) -> tuple[Dataset, Skipped]:
             files.append(item)
         else:
             skipped.append((str(item), "not a file or a folder"))
-    files = sorted({f.resolve() for f in files})
+    files = sorted({Path(f).resolve() for f in files})
     if not files:
         raise DataError(f"no images found in {', '.join(map(str, paths))}")
     root = Path(os.path.commonpath([str(f.parent) for f in files]))

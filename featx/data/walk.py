@@ -12,6 +12,10 @@ or to a folder a second link also reaches. So one FolderWalk serves a whole data
 
 Files: hidden ones are ignored; non-image extensions are counted; non-UTF-8 names, broken
 symlinks and unreadable folders go to `skipped` with a reason (docs/reliability.md item 12).
+
+Paths are strings (a million Path objects would hold ~350 MB), and a file costs no system call
+beyond its folder's listing: the listing says what is a folder or a link (d_type), and only a
+link is checked for a target.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featx.images import is_image_file
+from featx.images import IMAGE_EXTENSIONS
 
 Skipped = list[tuple[str, str]]  # (path, reason)
 
@@ -29,7 +33,7 @@ Skipped = list[tuple[str, str]]  # (path, reason)
 class Found:
     """What one top folder holds: its image files, the files skipped, and non-image files."""
 
-    images: list[Path] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # paths: the folder's path + "/" + name
     skipped: Skipped = field(default_factory=list)
     ignored: int = 0
 
@@ -38,13 +42,13 @@ class FolderWalk:
     """One dataset's walk: `walk(tops)` once; `notes` then says what was skipped and why."""
 
     def __init__(self, root: Path, reserved: tuple[Path, ...] = ()):
-        self.root = root
+        self.root = Path(root)
         self.root_real = os.path.realpath(root)
         # The root and the split folders are part of the dataset, but no class reads them.
         self.seen = {self.root_real, *(os.path.realpath(p) for p in reserved)}
         self.notes: list[str] = []
         self.skipped_tops: set[Path] = set()  # tops that are links to folders already read
-        self._links: list[tuple[Found, Path]] = []
+        self._links: list[tuple[Found, str]] = []
 
     def walk(self, tops: list[Path], recursive: bool = True) -> list[Found]:
         """The images under each of `tops` (in the same order); links are followed last."""
@@ -58,7 +62,7 @@ class FolderWalk:
                 self.skipped_tops.add(top)
                 continue
             self.seen.discard(os.path.realpath(top))  # a top may be the root (loose images)
-            self._read_tree(top, found[i], recursive)
+            self._read_tree(os.fspath(top), found[i], recursive)
         while self._links:
             into, link = self._links.pop(0)
             problem = self._link_problem(link)
@@ -68,7 +72,7 @@ class FolderWalk:
                 self._read_tree(link, into, recursive=True)
         return found
 
-    def _link_problem(self, link: Path) -> str | None:
+    def _link_problem(self, link: str | Path) -> str | None:
         """Why the folder behind `link` must not be read, or None."""
         real = os.path.realpath(link)
         if real in self.seen:
@@ -77,7 +81,7 @@ class FolderWalk:
             return "it leads to a folder that contains the dataset"
         return None
 
-    def _read_tree(self, top: Path, into: Found, recursive: bool) -> None:
+    def _read_tree(self, top: str, into: Found, recursive: bool) -> None:
         """Read `top` and, if `recursive`, its real subfolders; links are queued, not followed."""
         stack = [top]
         while stack:
@@ -90,34 +94,40 @@ class FolderWalk:
             subdirs = self._read_folder(folder, into)
             if not recursive:
                 continue
-            for sub in reversed(subdirs):  # the stack pops them in sorted order
-                if sub.is_symlink():
+            for sub, is_link in reversed(subdirs):  # the stack pops them in sorted order
+                if is_link:
                     self._links.append((into, sub))
                 else:
                     stack.append(sub)
 
-    def _read_folder(self, folder: Path, into: Found) -> list[Path]:
-        """Files of `folder` into `into`; returns its visible subfolders, sorted."""
+    def _read_folder(self, folder: str, into: Found) -> list[tuple[str, bool]]:
+        """Files of `folder` into `into`; returns its visible subfolders, sorted, each with
+        whether it is a link."""
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=_name)
         except OSError as exc:
-            into.skipped.append((str(folder), f"cannot read folder ({exc.strerror or exc})"))
+            into.skipped.append((folder, f"cannot read folder ({exc.strerror or exc})"))
             return []
+        prefix = _prefix(folder)
         subdirs = []
+        images = into.images
         for entry in entries:
-            if entry.name.startswith("."):
+            name = entry.name
+            if name[0] == ".":
                 continue
-            full = Path(folder) / entry.name
             if _is_dir(entry):
-                subdirs.append(full)
-            elif not is_image_file(entry.name):
+                subdirs.append((prefix + name, _is_link(entry)))
+                continue
+            dot = name.rfind(".")  # featx.images.is_image_file, without a Path per file
+            if dot <= 0 or name[dot:].lower() not in IMAGE_EXTENSIONS:
                 into.ignored += 1
-            elif not _utf8(entry.name):
-                into.skipped.append((os.fsdecode(full), "file name is not valid UTF-8"))
-            elif not full.exists():
-                into.skipped.append((str(full), "broken symlink"))
+            elif not (name.isascii() or _utf8(name)):
+                into.skipped.append((prefix + name, "file name is not valid UTF-8"))
+            elif _is_link(entry) and not os.path.exists(prefix + name):
+                into.skipped.append((prefix + name, "broken symlink"))
             else:
-                into.images.append(full)
+                images.append(prefix + name)
         return subdirs
 
     def _rel(self, path: Path) -> str:
@@ -127,16 +137,34 @@ class FolderWalk:
             return str(path)
 
 
-def walk_images(folder: Path, recursive: bool) -> tuple[list[Path], Skipped, int]:
+def walk_images(folder: Path, recursive: bool) -> tuple[list[str], Skipped, int]:
     """(image files, skipped, ignored count) under one folder (links followed, each real
     folder read once)."""
     found = FolderWalk(folder).walk([folder], recursive)[0]
     return found.images, found.skipped, found.ignored
 
 
+def _prefix(folder: str) -> str:
+    """What a name in `folder` is joined to: the same path pathlib's `Path(folder) / name` gives."""
+    if folder in ("", "."):
+        return ""
+    return folder if folder.endswith(os.sep) else folder + os.sep
+
+
+def _name(entry: os.DirEntry) -> str:
+    return entry.name
+
+
 def _is_dir(entry: os.DirEntry) -> bool:
     try:
         return entry.is_dir()  # follows links: a link to a folder is a folder
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()  # from the listing (d_type): no system call
     except OSError:
         return False
 
