@@ -3,12 +3,13 @@
     .venv/bin/python benchmarks/scale.py --rows 2624 100000 300000 --work /tmp/scale
     .venv/bin/python benchmarks/scale.py --rows 1000000 --only linear      # the issue's 1M target
 
-Each store is built once (kept in --work) from real extracted features (--source, default the
-ELPV efficientnet_lite0 clean store: 2,624 rows, 1,280-d), tiled to N rows, float16, with featx's
-own store writer. Copy 0 is the store itself (its train/val/test split); every further copy adds
+Each store is built once (kept in --work) from real extracted features (--source; by default
+the benchmark extracts ELPV with efficientnet_lite0 into --work once: `featx extract elpv
+--views 0 --pool none`, 2,624 rows of the backbone's 1,280-d final features), tiled to N rows,
+float16, with featx's own store writer. Copy 0 is the store itself (its train/val/test split); every further copy adds
 Gaussian noise (--noise x the mean feature norm, spread over the dimensions), so rows differ, and
 keeps its row's train or val split, while copies of test rows are unlabeled: the test split is
-always ELPV's own 656 untiled images, a sanity check that accuracy holds as N grows. So 60% of
+always ELPV's own untiled test images (704 with the default split), a sanity check that accuracy holds as N grows. So 60% of
 the rows are training rows, as in the issue.
 
 Every command runs as a subprocess (`featx train-head` with the default linear sweep, mlp, logreg
@@ -82,6 +83,17 @@ def build_store(path: Path, rows: int, source: Path, noise: float, seed: int = 0
     return created
 
 
+def source_store(work: Path, featx: list[str], env: dict) -> Path:
+    """The default source: ELPV's 1,280-d lite0 final features, extracted into `work` once."""
+    out = work / "source"
+    found = sorted(out.glob("elpv_efficientnet_lite0_*.h5"))
+    if not found:
+        subprocess.run(featx + ["extract", "elpv", "--backbone", "efficientnet_lite0", "--views", "0",
+                                "--pool", "none", "--dtype", "float16", "--out", str(out)], env=env, check=True)
+        found = sorted(out.glob("elpv_efficientnet_lite0_*.h5"))
+    return found[0]
+
+
 def run(command: list[str], env: dict) -> dict:
     """Wall and CPU seconds, peak RSS (MB) and output of one subprocess."""
     t = time.perf_counter()
@@ -115,13 +127,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--only", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/featx_scale"))
-    parser.add_argument("--source", type=Path,
-                        default=Path("stores/elpv_efficientnet_lite0_224px_clean.h5"))
+    parser.add_argument("--source", type=Path, default=None,
+                        help="a complete store to tile (default: ELPV lite0, extracted into --work)")
     parser.add_argument("--noise", type=float, default=0.3, help="noise norm as a share of a feature's norm")
     parser.add_argument("--threads", type=int, default=2, help="OMP/MKL threads of each command")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     featx = [sys.executable, "-m", "featx.cli"]
+    args.source = args.source or source_store(args.work, featx, env)
     results = []
     for rows in args.rows:
         store = args.work / f"tiled{rows}.h5"
@@ -142,6 +155,11 @@ def main() -> None:
                   flush=True)
             if not r["ok"]:
                 print(r["output"], flush=True)
+    print("\n| N | command | wall s | CPU s | peak RSS MB | test top-1 |\n|---|---|---|---|---|---|")
+    for r in results:
+        top1 = f"{r['test_top1']:.1%}" if r["test_top1"] is not None else ""
+        print(f"| {r['rows']:,} | {r['command']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+              f"{r['peak_rss_mb']:,.0f} | {top1} |" + ("" if r["ok"] else " FAILED"))
     print("\ngrowth exponent of wall time vs N (between the two largest N):")
     sizes = sorted(set(args.rows))
     for name in args.only:
