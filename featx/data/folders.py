@@ -12,14 +12,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_paths,
-                               samples_by_identity)
+from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, gc_paused, make_sample,
+                               relative_paths, samples_by_identity)
 from featx.data.walk import FolderWalk, Skipped, walk_images
 from featx.errors import DataError
 
 
 def from_folder(root: Path, options: DatasetOptions) -> Dataset:
     """Split folders if there is a train/ folder, else class folders, else unlabeled images."""
+    with gc_paused():  # a million files' paths and samples: nothing for the collector to find
+        return _from_folder(root, options)
+
+
+def _from_folder(root: Path, options: DatasetOptions) -> Dataset:
     subdirs = _visible_subdirs(root)
     split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_ALIASES}
     if "train" in split_dirs:
