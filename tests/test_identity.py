@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from featx.data import content_hash, hash_files, identity
+from featx.data import content_hash, hash_files, identity, open_dataset, scan_images
 from featx.data.identity import identity_split, split_draw, stat_and_hash
 from featx.data.dataset import DatasetOptions
+from tests.conftest import make_class_tree
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +46,10 @@ def test_a_fifo_named_like_an_image_is_refused_not_waited_on(tmp_path):
     assert shas == [""] and mtimes[0] == (tmp_path / "pipe.png").stat().st_mtime_ns
     with pytest.raises(OSError):
         content_hash(tmp_path / "pipe.png")
+    root = make_class_tree(tmp_path / "d", classes=("a", "b"), per_class=2)
+    os.mkfifo(root / "a" / "pipe.png")
+    report = scan_images(open_dataset(root))  # listing and decoding: neither waits
+    assert report.unreadable == [("a/pipe.png", "empty file (0 bytes)")]
 
 
 def test_a_file_that_grew_after_its_stat_is_hashed_whole(tmp_path, monkeypatch):
