@@ -8,8 +8,8 @@ import os
 import pytest
 
 from featx.data import content_hash, hash_files, identity, open_dataset, scan_images
-from featx.data.identity import identity_split, split_draw, stat_and_hash
 from featx.data.dataset import DatasetOptions
+from featx.data.identity import identity_split, split_draw, stat_and_hash
 from tests.conftest import make_class_tree
 
 
