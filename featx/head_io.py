@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from safetensors.numpy import load as load_bytes
-from safetensors.numpy import save as save_bytes
+from safetensors.numpy import load_file, save_file
 
 from featx.atomic import atomic_write, atomic_write_text
 from featx.errors import FeatxError
@@ -55,12 +54,29 @@ def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
 def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict) -> Path:
     """Write the weights, then the sidecar that names their sha256; returns the weights path."""
     weights, sidecar = head_paths(stem)
-    blob = save_bytes({k: np.ascontiguousarray(v) for k, v in tensors.items()})
-    meta = {"format": FORMAT, **meta, "weights_file_sha256": hashlib.sha256(blob).hexdigest()}
-    text = json.dumps(meta, indent=2, default=_jsonable) + "\n"
-    atomic_write(weights, lambda tmp: tmp.write_bytes(blob))
-    atomic_write_text(sidecar, text)
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    # Written straight from the arrays and hashed from the file: a 1.5 GB k-NN head is never
+    # copied in memory.
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
+    meta = {"format": FORMAT, **meta, "weights_file_sha256": file_sha256(weights)}
+    atomic_write_text(sidecar, json.dumps(meta, indent=2, default=_jsonable) + "\n")
     return weights
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_weights(weights: Path) -> dict[str, np.ndarray]:
+    """The tensors, read once into their arrays (pread; older safetensors map the file)."""
+    try:
+        return load_file(weights, backend="pread")
+    except TypeError:  # safetensors < 0.8 has no backend choice
+        return load_file(weights)
 
 
 def _jsonable(value):
@@ -91,15 +107,17 @@ class Head:
             if not p.is_file():
                 raise FeatxError(f"{p}: no such file (a head is NAME.safetensors + NAME.json)")
         meta = _read_sidecar(sidecar)
-        blob = weights.read_bytes()
         expected = meta.get("weights_file_sha256")
-        if expected and hashlib.sha256(blob).hexdigest() != expected:
+        before = _identity(weights)
+        if expected and file_sha256(weights) != expected:
             raise FeatxError(f"{weights}: these weights are not the ones {sidecar.name} describes "
                              "(a save was interrupted, or one file was replaced); train the head again")
         try:
-            tensors = load_bytes(blob)
+            tensors = _read_weights(weights)
         except Exception as exc:  # safetensors raises its own error types on malformed headers
             raise FeatxError(f"{weights}: unreadable head weights ({exc})") from None
+        if _identity(weights) != before:  # replaced between the hash and the read
+            raise FeatxError(f"{weights}: the file changed while it was being loaded; load it again")
         head = cls(meta, tensors, weights)
         head._check_shapes(sidecar)
         return head
@@ -245,6 +263,11 @@ class Head:
         if first is not None and first.shape[-1 if self.kind == "knn" else 0] != self.feature_dim:
             raise FeatxError(f"{sidecar}: feature_dim {self.feature_dim}, but the weights take "
                              f"{first.shape[-1 if self.kind == 'knn' else 0]} features")
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def load_head(path: str | os.PathLike) -> Head:

@@ -90,6 +90,7 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     if normalizer.mode == "standard":
         tensors = {**tensors, "norm.mean": normalizer.mean, "norm.std": normalizer.std}
     path = save_head(stem, tensors, meta)
+    del tensors, fitted, score  # one copy of a big head in memory (a million-row k-NN: 1.5 GB), not two
     return Head.load(path)
 
 
