@@ -4,10 +4,16 @@ Each searches its one hyper-parameter on the validation split and returns its mo
 tensors (a linear layer, or the k-NN's reference set), so it is saved and used exactly like a
 torch head, with no pickles.
 
-At scale: the k-NN searches the val split's neighbours once, at the largest k, and votes every k
-from that one search. Logistic regression on more than LARGE_N (50,000) training rows is fitted on
-a seeded, stratified subsample of LARGE_N rows (every class kept), its C path warm-started from
-the smaller C: lbfgs passes over all the rows for each of its hundreds of iterations, so a
+At scale: the k-NN streams the train split block by block into its reference set (unit rows;
+float16 above 50,000 rows, with an IVF index saved beside them: featx.knn_index), builds its
+index once, searches the val split's neighbours once, at the largest k, and votes every k from
+that one search; the same index then scores val and test. Up to 50,000 training rows the search
+is exact and the head is what it always was; above, IVF candidates are re-ranked exactly and the
+head's params say so ("neighbours").
+
+Logistic regression on more than LARGE_N (50,000) training rows is fitted on a seeded,
+stratified subsample of LARGE_N rows (every class kept), its C path warm-started from the
+smaller C: lbfgs passes over all the rows for each of its hundreds of iterations, so a
 million-row store would cost hours; a regularised linear model over ~1,000 features has long
 stopped improving at 50,000 rows. ELPV-size data (below LARGE_N) is fitted as before.
 """
@@ -28,7 +34,7 @@ C_GRID = {"logreg": (1e-3, 1e-2, 0.1, 1.0, 10.0),
 K_GRID = (1, 5, 10, 20, 50)
 BASELINES = ("logreg", "svm", "knn")
 LARGE_N = 50_000  # logreg beyond this many training rows: a subsample (module docstring)
-VAL_CHUNK = 16_384  # k-NN: val rows searched at a time (and training rows per block from arrays)
+VAL_CHUNK = 4_096  # k-NN: val rows searched at a time (and training rows per block from arrays)
 
 
 def __getattr__(name: str):
@@ -97,14 +103,17 @@ def fit_knn(train: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: int,
     tensors, method = reference_set(train, n, dim, advance)
     index = knn_index(tensors)
     ks = [k for k in K_GRID if k <= n]
-    found, labels = [np.zeros((0, max(ks)), np.int64)], [np.zeros(0, np.int64)]
+    small = np.int8 if num_classes <= np.iinfo(np.int8).max else np.int32  # 150k x 50 labels: 7.5 MB
+    found, labels = [np.zeros((0, max(ks)), small)], [np.zeros(0, np.int64)]
     for x_val, y_val in _chunks(val, VAL_CHUNK):
-        found.append(index.search(tensors["train_x"], x_val, max(ks)).ids)
+        ids = index.search(tensors["train_x"], x_val, max(ks)).ids
+        found.append(np.where(ids >= 0, tensors["train_y"][ids], -1).astype(small))  # their labels
         labels.append(np.asarray(y_val))
     found, y_val = np.concatenate(found), np.concatenate(labels)
+    classes = np.arange(num_classes)
     search, best = [], None
     for k in ks:
-        votes = vote_shares(tensors["train_y"], found[:, :k], num_classes)
+        votes = vote_shares(classes, found[:, :k], num_classes)
         score = float((votes.argmax(1) == y_val).mean()) if len(y_val) else 0.0
         search.append({"k": k, "val_top1": score})
         if best is None or score > best[0]:
@@ -114,17 +123,28 @@ def fit_knn(train: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: int,
 
 
 def _chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]], rows: int):
-    """The blocks regrouped into (x, y) of up to `rows` rows (one search each)."""
+    """The blocks regrouped into (x, y) of up to about `rows` rows (one search each)."""
     xs, ys, held = [], [], 0
     for x, y in blocks:
         xs.append(x)
         ys.append(y)
         held += len(y)
         if held >= rows:
-            yield np.concatenate(xs), np.concatenate(ys)
+            yield _joined(xs), np.concatenate(ys)
             xs, ys, held = [], [], 0
     if held:
-        yield np.concatenate(xs), np.concatenate(ys)
+        yield _joined(xs), np.concatenate(ys)
+
+
+def _joined(xs: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate(xs), letting go of each block as it is copied (half the memory)."""
+    out = np.empty((sum(len(x) for x in xs), xs[0].shape[1]), xs[0].dtype)
+    at = 0
+    while xs:
+        x = xs.pop(0)
+        out[at:at + len(x)] = x
+        at += len(x)
+    return out
 
 
 def stratified_rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:

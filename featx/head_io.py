@@ -57,10 +57,17 @@ def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dic
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     # Written straight from the arrays and hashed from the file: a 1.5 GB k-NN head is never
     # copied in memory.
-    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(weights, lambda tmp: _save_tensors(tensors, tmp))
     meta = {"format": FORMAT, **meta, "weights_file_sha256": file_sha256(weights)}
     atomic_write_text(sidecar, json.dumps(meta, indent=2, default=_jsonable) + "\n")
     return weights
+
+
+def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+    save_file(tensors, str(path))
+    mask = os.umask(0)  # safetensors creates the file 0600: give it the mode any other file gets
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def file_sha256(path: Path) -> str:

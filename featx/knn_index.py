@@ -38,8 +38,9 @@ from featx.scoring import l2_normalize
 EXACT_MAX_ROWS = 50_000  # reference rows searched exactly; above, IVF + exact re-ranking
 RERANK = 100  # IVF candidates re-ranked exactly per query (>= the largest k searched, 50)
 PROBE_SHARE = 32  # an IVF search probes 1 list in 32 (at least NPROBE)
-BLOCK_ROWS = 16_384  # reference rows projected / queries searched at a time
-RERANK_ROWS = 128  # queries re-ranked at a time: 128 x 100 candidates x 1,280 float32 = 66 MB
+BLOCK_ROWS = 16_384  # reference rows projected at a time
+QUERY_ROWS = 4_096  # queries searched at a time (faiss's own BLAS block)
+RERANK_ROWS = 32  # queries re-ranked at a time: 32 x 100 candidates x 1,280 float32 = 16 MB
 KMEANS_ITERATIONS = 10
 KMEANS_SEED = 1234
 EXACT = "exact (faiss IndexFlatIP)"
@@ -62,12 +63,12 @@ class KnnIndex:
 
     def search(self, rows: np.ndarray, queries: np.ndarray, k: int) -> Neighbours:
         """The k nearest of the reference `rows` (the ones this index was built on) for each query
-        row, by cosine similarity, in blocks of BLOCK_ROWS queries."""
+        row, by cosine similarity, in blocks of QUERY_ROWS queries."""
         k = min(k, len(rows))
         n = len(queries)
         ids, sims = np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
-        for start in range(0, n, BLOCK_ROWS):
-            stop = min(n, start + BLOCK_ROWS)
+        for start in range(0, n, QUERY_ROWS):
+            stop = min(n, start + QUERY_ROWS)
             q = unit(queries[start:stop])  # (b, D)
             if not k:
                 continue

@@ -96,8 +96,10 @@ def vote_shares(labels: np.ndarray, found: np.ndarray, num_classes: int) -> np.n
     """[n, C] share of each class among the labels of the neighbours `found` [n, k] (-1: none)."""
     n, k = found.shape
     votes = np.zeros((n, num_classes), np.float64)
-    hit = found >= 0
-    np.add.at(votes, (np.repeat(np.arange(n), k)[hit.ravel()], labels[found[hit]]), 1.0)
+    rows = np.arange(n)
+    for j in range(k):  # one neighbour rank at a time: no row twice, memory O(n)
+        hit = found[:, j] >= 0
+        votes[rows[hit], labels[found[hit, j]]] += 1.0
     return votes / max(k, 1)
 
 
