@@ -54,8 +54,15 @@ class BaselineFit:
     search: list[dict]  # every candidate with its val top-1
 
 
+def subsample_rows(kind: str, y: np.ndarray, seed: int = 0) -> np.ndarray | None:
+    """Positions of the training rows `kind` is fitted on at scale (module docstring), or None
+    for all of them: a caller with a store reads just these rows."""
+    return stratified_rows(y, LARGE_N, seed) if kind == "logreg" and len(y) > LARGE_N else None
+
+
 def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                 num_classes: int, seed: int = 0) -> BaselineFit:
+                 num_classes: int, seed: int = 0, subsampled: bool = False) -> BaselineFit:
+    """`subsampled`: x, y are already the subsample_rows of a larger training set."""
     if kind not in BASELINES:
         raise ConfigError(f"unknown baseline '{kind}' (use {', '.join(BASELINES)})")
     candidates = K_GRID if kind == "knn" else C_GRID[kind]
@@ -63,11 +70,12 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
         return _fit_knn(x, y, x_val, y_val, num_classes)
     from sklearn.linear_model import LogisticRegression
 
-    warm = None
-    if kind == "logreg" and len(y) > LARGE_N:
-        keep = stratified_rows(y, LARGE_N, seed)
+    keep = None if subsampled else subsample_rows(kind, y, seed)
+    if keep is not None:
         x, y = x[keep], y[keep]
-        warm = LogisticRegression(max_iter=2000, warm_start=True)  # C ascending: each starts from the last
+    warm = None
+    if subsampled or keep is not None:  # C ascending: each fit starts from the last
+        warm = LogisticRegression(max_iter=2000, warm_start=True)
     search, best = [], None
     for value in candidates:
         if warm is not None:

@@ -175,10 +175,20 @@ class FeatureData:
 
     def split_blocks(self, split: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(x, y, sample rows) of the clean features of `split`, in blocks of sample rows."""
-        rows = self.rows(split)
+        return self.blocks_of(self.rows(split))
+
+    def blocks_of(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(x, y, sample rows) of the clean features of sample `rows`, BLOCK_ROWS at a time."""
         for i in range(0, len(rows), BLOCK_ROWS):
             part = rows[i:i + BLOCK_ROWS]
             yield self._columns(self.store.read_clean(part)), self.store.labels[part], part
+
+    def normalized(self, rows: np.ndarray, normalizer: Normalizer) -> tuple[np.ndarray, np.ndarray]:
+        """(x [len(rows), D] float32, normalised block by block into one array; y) of sample `rows`."""
+        x = np.empty((len(rows), self.dim), np.float32)
+        for i, (block, _, _) in enumerate(self.blocks_of(rows)):
+            x[i * BLOCK_ROWS:i * BLOCK_ROWS + len(block)] = normalizer(block)
+        return x, self.store.labels[rows].astype(np.int64)
 
     def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = list(self.split_blocks(split))

@@ -64,8 +64,9 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     check_writable(stem.parent)  # now, not after the training
     start = time.perf_counter()
     with FeatureStore(store_path) as store:
-        data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb,
-                           features=config.features)
+        # The scikit-learn heads read the rows they fit block by block: nothing to hold in memory.
+        data = FeatureData(store, use_views=config.views and config.torch_head,
+                           memory_mb=memory_mb if config.torch_head else 0, features=config.features)
         selection = {"method": "val", "metric": config.metric if config.torch_head else "top1"}
         if use_cv(config, data.n_train + len(data.rows("val")), data.streamed):
             data.note = None  # the folds use every train image: none is held out as val
@@ -127,16 +128,19 @@ def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, sh
 
 
 def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int):
-    from featx.baselines import fit_baseline, fit_knn  # scikit-learn: ~160 MB resident, only for these heads
+    from featx.baselines import fit_baseline, fit_knn, subsample_rows  # scikit-learn: ~160 MB resident, only for these heads
 
     if kind == "knn":  # streamed: at a million rows the train split as float32 would be 3 GB
-        data.release()  # the rows held in memory served the normaliser; the fit reads the store
         blocks = lambda split: ((normalizer(x), y) for x, y, _ in data.split_blocks(split))  # noqa: E731
         fit = fit_knn(blocks("train"), data.n_train, data.dim, blocks("val"), data.num_classes)
         return fit.tensors, fit.params, fit.search, [], lambda z: scores(kind, fit.tensors, z, fit.params)
-    x, y, _ = data.split_arrays("train")
-    x_val, y_val, _ = data.split_arrays("val")
-    fit = fit_baseline(kind, normalizer(x), y, normalizer(x_val), y_val, data.num_classes, seed)
+    # Only the rows the fit uses (a 50,000-row subsample of a million), normalised block by block
+    # into one array: the train split of a million rows as float32 would be 3 GB, twice over.
+    keep = subsample_rows(kind, data.train_labels, seed)
+    train = data.rows("train") if keep is None else data.rows("train")[keep]
+    x, y = data.normalized(train, normalizer)
+    x_val, y_val = data.normalized(data.rows("val"), normalizer)
+    fit = fit_baseline(kind, x, y, x_val, y_val, data.num_classes, seed, subsampled=keep is not None)
     tensors = {k: np.asarray(v) for k, v in fit.tensors.items()}
     return tensors, fit.params, fit.search, [], lambda z: scores(kind, tensors, z, fit.params)
 

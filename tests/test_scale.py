@@ -95,3 +95,29 @@ def test_a_big_listing_is_not_remembered_but_hashes_the_same(tmp_path, monkeypat
     monkeypatch.setattr(identity, "MEMO_MAX", 100)
     assert hash_files(files) == first and len(identity._MEMO) == 12
     assert hash_files(files[:3]) == first[:3]
+
+
+def test_train_head_reads_only_the_logreg_subsample_and_fits_what_the_arrays_give(tmp_path, monkeypatch):
+    import numpy as np
+
+    from featx import baselines
+    from featx.feature_data import FeatureData
+    from featx.scoring import Normalizer
+    from featx.store import FeatureStore
+    from featx.train import train_head
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "s.h5", n_per_class=200, views=0)
+    monkeypatch.setattr(baselines, "LARGE_N", 120)
+    read = []
+    real = FeatureData.normalized
+    monkeypatch.setattr(FeatureData, "normalized", lambda self, rows, norm: read.append(len(rows)) or real(self, rows, norm))
+    head = train_head(store, "logreg", out=tmp_path / "h", show_progress=False)
+    with FeatureStore(store) as st:
+        x, y = st.features("train")
+        xv, yv = st.features("val")
+    assert read[0] == len(baselines.stratified_rows(y, 120, 0)) < len(y)  # only the subsample was read
+    normalizer = Normalizer.fit("standard", x)
+    whole = baselines.fit_baseline("logreg", normalizer(x), y, normalizer(xv), yv, 3)
+    np.testing.assert_allclose(head.tensors["layers.0.weight"], whole.tensors["layers.0.weight"], rtol=1e-4, atol=1e-6)
+    assert head.meta["params"] == whole.params
