@@ -11,11 +11,12 @@ that one search; the same index then scores val and test. Up to 50,000 training 
 is exact and the head is what it always was; above, IVF candidates are re-ranked exactly and the
 head's params say so ("neighbours").
 
-Logistic regression on more than LARGE_N (50,000) training rows is fitted on a seeded,
-stratified subsample of LARGE_N rows (every class kept), its C path warm-started from the
-smaller C: lbfgs passes over all the rows for each of its hundreds of iterations, so a
-million-row store would cost hours; a regularised linear model over ~1,000 features has long
-stopped improving at 50,000 rows. ELPV-size data (below LARGE_N) is fitted as before.
+Logistic regression and the linear SVM on more than LARGE_N (50,000) training rows are fitted
+on a seeded, stratified subsample of LARGE_N rows (every class kept; train-head reads only those
+rows from the store), logistic regression's C path warm-started from the smaller C: lbfgs and
+liblinear pass over all the rows for each of their hundreds of iterations, so a million-row
+store would cost hours; a regularised linear model over ~1,000 features has long stopped
+improving at 50,000 rows. ELPV-size data (below LARGE_N) is fitted as before.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ C_GRID = {"logreg": (1e-3, 1e-2, 0.1, 1.0, 10.0),
           "svm": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
 K_GRID = (1, 5, 10, 20, 50)
 BASELINES = ("logreg", "svm", "knn")
-LARGE_N = 50_000  # logreg beyond this many training rows: a subsample (module docstring)
+LARGE_N = 50_000  # logreg and svm beyond this many training rows: a subsample (module docstring)
 VAL_CHUNK = 4_096  # k-NN: val rows searched at a time (and training rows per block from arrays)
 
 
@@ -57,7 +58,7 @@ class BaselineFit:
 def subsample_rows(kind: str, y: np.ndarray, seed: int = 0) -> np.ndarray | None:
     """Positions of the training rows `kind` is fitted on at scale (module docstring), or None
     for all of them: a caller with a store reads just these rows."""
-    return stratified_rows(y, LARGE_N, seed) if kind == "logreg" and len(y) > LARGE_N else None
+    return stratified_rows(y, LARGE_N, seed) if kind in ("logreg", "svm") and len(y) > LARGE_N else None
 
 
 def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -74,7 +75,7 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
     if keep is not None:
         x, y = x[keep], y[keep]
     warm = None
-    if subsampled or keep is not None:  # C ascending: each fit starts from the last
+    if kind == "logreg" and (subsampled or keep is not None):  # C ascending: each starts from the last
         warm = LogisticRegression(max_iter=2000, warm_start=True)
     search, best = [], None
     for value in candidates:

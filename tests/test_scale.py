@@ -121,3 +121,17 @@ def test_train_head_reads_only_the_logreg_subsample_and_fits_what_the_arrays_giv
     whole = baselines.fit_baseline("logreg", normalizer(x), y, normalizer(xv), yv, 3)
     np.testing.assert_allclose(head.tensors["layers.0.weight"], whole.tensors["layers.0.weight"], rtol=1e-4, atol=1e-6)
     assert head.meta["params"] == whole.params
+
+
+def test_the_linear_svm_beyond_large_n_fits_the_same_subsample(monkeypatch):
+    from featx import baselines
+
+    x, y = _blobs(3000, 2)
+    xv, yv = _blobs(300, 3)
+    monkeypatch.setattr(baselines, "LARGE_N", 500)
+    rows = baselines.subsample_rows("svm", y, 0)
+    assert rows is not None and len(rows) == 500
+    fit = baselines.fit_baseline("svm", x, y, xv, yv, 3)
+    alone = baselines.fit_baseline("svm", x[rows], y[rows], xv, yv, 3, subsampled=True)
+    assert fit.params == alone.params and fit.search == alone.search
+    assert baselines.subsample_rows("knn", y, 0) is None  # the k-NN keeps every row
