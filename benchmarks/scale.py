@@ -151,11 +151,11 @@ def main() -> None:
             results.append(r)
             top1 = f"{r['test_top1']:.3f}" if r["test_top1"] is not None else "-"
             print(f"{rows:>9} {name:<7} wall {r['wall_s']:8.1f} s  cpu {r['cpu_s']:8.1f} s  "
-                  f"peak {r['peak_rss_mb']:7.0f} MB  test top-1 {top1}" + ("" if r["ok"] else "  FAILED"),
+                  f"peak {r['peak_rss_mb']:7.0f} MiB  test top-1 {top1}" + ("" if r["ok"] else "  FAILED"),
                   flush=True)
             if not r["ok"]:
                 print(r["output"], flush=True)
-    print("\n| N | command | wall s | CPU s | peak RSS MB | test top-1 |\n|---|---|---|---|---|---|")
+    print("\n| N | command | wall s | CPU s | peak RSS MiB | test top-1 |\n|---|---|---|---|---|---|")
     for r in results:
         top1 = f"{r['test_top1']:.1%}" if r["test_top1"] is not None else ""
         print(f"| {r['rows']:,} | {r['command']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
