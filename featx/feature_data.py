@@ -50,14 +50,15 @@ class FeatureData:
     """Train/val/test features of one complete store, in memory or streamed in blocks."""
 
     def __init__(self, store: FeatureStore, use_views: bool = True, memory_mb: float | None = None,
-                 features: str = "all"):
+                 features: str = "all", hold: bool = True):
         """`features`: "all" columns, or the backbone's "final" features only (without the
-        pooled block maps that `extract --pool` appends)."""
+        pooled block maps that `extract --pool` appends). `hold=False`: never hold the training
+        rows in memory, whatever the budget (a caller that reads the rows it needs itself)."""
         store.require_complete()
         self.store = store
         self.dim = store.final_dim if features == "final" else store.feature_dim
         self.num_classes = len(store.classes)
-        ok = np.ones(len(store.paths), dtype=bool)
+        ok = np.ones(len(store.labels), dtype=bool)
         ok[list(store.failed)] = False
         self.ok = ok
         aug_rows = store.aug_rows
@@ -78,21 +79,22 @@ class FeatureData:
         need = (1 + self.views) * len(self.train_rows) * self.dim * held.itemsize / 2**20
         self.streamed = need > (default_memory_mb() if memory_mb is None else memory_mb)
         self._clean = self._aug = None
-        if not self.streamed:
+        if hold and not self.streamed:
             self._clean = self._columns(store.read_clean(self.train_rows, held))
             if self.views:
                 self._aug = self._columns(store.read_aug(ranks=self.train_rank, dtype=held))
 
     def in_memory(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(clean [n_train, D], views [K, n_train, D] or None) of the training rows held in memory."""
-        if self.streamed:
+        if self._clean is None:
             raise StoreError(f"{self.store.path}: the training features stream from the store; "
                              "they are not held in memory")
         return self._clean.astype(np.float32), None if self._aug is None else self._aug.astype(np.float32)
 
     def release(self) -> None:
         """Let go of the training rows held in memory (the head is fitted; scoring reads the
-        store): at a million rows they are most of the process's memory."""
+        store): at a million rows they are most of the process's memory. Later reads come from
+        the store."""
         self._clean = self._aug = None
 
     def _columns(self, x: np.ndarray) -> np.ndarray:
@@ -135,7 +137,7 @@ class FeatureData:
               sample_weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Shuffled minibatches (x, y) of one epoch; view choice and order seeded by (seed, epoch)."""
         rng = np.random.default_rng([seed, epoch])
-        if self.streamed:
+        if self.streamed or self._clean is None:
             yield from self._streamed_epoch(rng, batch_size)
             return
         n = self.n_train
@@ -165,7 +167,7 @@ class FeatureData:
     def _read_block(self, start: int, view: int) -> tuple[np.ndarray, np.ndarray]:
         stop = min(start + BLOCK_ROWS, self.n_train)
         labels = self.train_labels[start:stop]
-        if not self.streamed:
+        if self._clean is not None:
             source = self._clean if view == 0 else self._aug[view - 1]
             return source[start:stop].astype(np.float32), labels
         ranks = self.train_rank[start:stop]

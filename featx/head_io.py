@@ -55,19 +55,23 @@ def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dic
     """Write the weights, then the sidecar that names their sha256; returns the weights path."""
     weights, sidecar = head_paths(stem)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    # Written straight from the arrays and hashed from the file: a 1.5 GB k-NN head is never
-    # copied in memory.
-    atomic_write(weights, lambda tmp: _save_tensors(tensors, tmp))
-    meta = {"format": FORMAT, **meta, "weights_file_sha256": file_sha256(weights)}
+    # Written straight from the arrays and hashed from the file before it takes its name (a
+    # concurrent save to the same stem cannot slip its weights under this sidecar): with
+    # safetensors >= 0.8 a 1.5 GB k-NN head is never copied in memory.
+    digest: list[str] = []
+    atomic_write(weights, lambda tmp: digest.append(_save_tensors(tensors, tmp)))
+    meta = {"format": FORMAT, **meta, "weights_file_sha256": digest[0]}
     atomic_write_text(sidecar, json.dumps(meta, indent=2, default=_jsonable) + "\n")
     return weights
 
 
-def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> str:
+    """Write `tensors` to `path` and return the file's sha256."""
+    path.touch()  # a new file gets the umask's mode; safetensors writes 0600, so it is put back
+    mode = path.stat().st_mode & 0o777
     save_file(tensors, str(path))
-    mask = os.umask(0)  # safetensors creates the file 0600: give it the mode any other file gets
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    os.chmod(path, mode)
+    return file_sha256(path)
 
 
 def file_sha256(path: Path) -> str:
@@ -270,6 +274,27 @@ class Head:
         if first is not None and first.shape[-1 if self.kind == "knn" else 0] != self.feature_dim:
             raise FeatxError(f"{sidecar}: feature_dim {self.feature_dim}, but the weights take "
                              f"{first.shape[-1 if self.kind == 'knn' else 0]} features")
+        if self.kind == "knn":
+            problem = _knn_problem(self.tensors, self.feature_dim)
+            if problem:
+                raise FeatxError(f"{self.path}: not a usable k-NN head ({problem})")
+
+
+def _knn_problem(tensors: dict[str, np.ndarray], dim: int) -> str | None:
+    """What is wrong with a k-NN head's tensors (reference rows, labels, saved index), or None."""
+    x, y = tensors.get("train_x"), tensors.get("train_y")
+    if x is None or y is None or x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+        return "train_x [n, D] and train_y [n] are needed, with one label per row"
+    index = [tensors[k] for k in ("knn.projection", "knn.centroids") if k in tensors]
+    if not index:
+        return None  # searched exactly
+    d = index[0].shape[-1] if index[0].ndim == 2 else -1
+    shapes = {"knn.projection": (dim, d), "knn.centroids": (None, d), "knn.code_range": (2, d)}
+    for name, shape in shapes.items():
+        t = tensors.get(name)
+        if t is None or t.ndim != 2 or any(want not in (None, got) for want, got in zip(shape, t.shape)):
+            return f"{name} should have shape [{', '.join('*' if w is None else str(w) for w in shape)}]"
+    return None
 
 
 def _identity(path: Path) -> tuple[int, int, int]:

@@ -106,7 +106,7 @@ def _from_store(head: Head, path: Path, names: list[str]):
         if stale:  # a store updated since the head was trained (issue 19)
             console.print(f"[yellow]note:[/] {head.path.name}: {stale}", highlight=False, soft_wrap=True)
         if not store.complete:
-            raise FeatxError(f"{path}: the store is incomplete ({len(store.rows())} of {len(store.paths)} "
+            raise FeatxError(f"{path}: the store is incomplete ({len(store.rows())} of {len(store.labels)} "
                              "rows written); re-run `featx extract` to finish it first")
         _check_same_columns(head, store, path)
         rows = store.rows()

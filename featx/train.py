@@ -65,8 +65,8 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     start = time.perf_counter()
     with FeatureStore(store_path) as store:
         # The scikit-learn heads read the rows they fit block by block: nothing to hold in memory.
-        data = FeatureData(store, use_views=config.views and config.torch_head,
-                           memory_mb=memory_mb if config.torch_head else 0, features=config.features)
+        data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb,
+                           features=config.features, hold=config.torch_head)
         selection = {"method": "val", "metric": config.metric if config.torch_head else "top1"}
         if use_cv(config, data.n_train + len(data.rows("val")), data.streamed):
             data.note = None  # the folds use every train image: none is held out as val
@@ -152,7 +152,7 @@ def _metrics(data: FeatureData, store: FeatureStore, split: str, normalizer: Nor
     if not parts:
         return None
     s, y, rows = (np.concatenate(p) for p in zip(*parts))
-    return evaluate(y, s, list(store.class_names), [store.paths[r] for r in rows], probabilistic,
+    return evaluate(y, s, list(store.class_names), store.paths_of(rows), probabilistic,
                     keep_samples=split == "test")  # per-image test predictions: paired comparisons
 
 

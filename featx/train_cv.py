@@ -53,7 +53,7 @@ def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bo
     store = data.store
     # Per-image predictions are kept for test only (paired comparisons): not 20,000 rows of them.
     oof = evaluate(pool.train_labels, cv.oof_probs, list(store.class_names),
-                   [store.paths[r] for r in rows], True, keep_samples=False)
+                   store.paths_of(rows), True, keep_samples=False)
     selection = {"method": "cv", "folds": cv.folds, "metric": config.metric, "rows": int(pool.n_train),
                  "counts": np.bincount(pool.train_labels, minlength=pool.num_classes).tolist(),
                  "score": float(cv.scores[cv.best]),

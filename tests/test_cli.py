@@ -653,8 +653,11 @@ def test_sigint_prints_the_resume_message_and_exits_130(tiny_world, tmp_path, co
     args, message = SIGINT_RUNS[command]
     args = [a.format(tmp=tmp_path, **tiny_world) for a in args]
     code = "import sys, slow_progress; from featx.cli import main; sys.argv[0] = 'featx'; main()"
+    # A suite started in the background (`make test &`) inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: give the child the default, as a terminal would.
     process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not started.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

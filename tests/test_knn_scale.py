@@ -137,3 +137,28 @@ def test_train_head_streams_the_knn_reference_set_and_its_head_reloads(approxima
         x, y = st.features("test")
     predicted = head.scores(x).argmax(1)
     assert (predicted == y).mean() == pytest.approx(head.test.top1)
+
+
+def test_a_knn_head_with_a_broken_index_is_one_clear_error(approximate, tmp_path):
+    from safetensors.numpy import save_file
+
+    from featx.errors import FeatxError
+    from featx.head_io import file_sha256
+
+    x, y = _clusters(3_000, 11)
+    xv, yv = _clusters(100, 12)
+    fit = fit_baseline("knn", x, y, xv, yv, 4)
+    meta = {"kind": "knn", "classes": list("abcd"), "feature_dim": x.shape[1], "backbone": "x",
+            "normalize": "none", "params": fit.params}
+    head = Head.load(save_head(tmp_path / "h", fit.tensors, meta))
+    tensors = dict(head.tensors)
+    assert "knn.code_range" in tensors
+    for name, bad in (("knn.code_range", tensors["knn.code_range"][:1]),
+                      ("train_y", tensors["train_y"][:-1])):
+        broken = {**tensors, name: bad}
+        weights = tmp_path / "broken.safetensors"
+        save_file(broken, str(weights))
+        meta = {**head.meta, "weights_file_sha256": file_sha256(weights)}
+        (tmp_path / "broken.json").write_text(json.dumps(meta))
+        with pytest.raises(FeatxError, match="not a usable k-NN head"):
+            Head.load(weights)

@@ -163,11 +163,15 @@ def test_reading_methods_cover_what_callers_read(tmp_path, dataset, monkeypatch)
     with FeatureStore(path) as st:
         assert st.feature_dim == DIM and st.cut is None
         assert st.read_clean().dtype == np.float32 and st.read_clean()[:, 0].tolist() == list(range(n))
-        for few in (True, False):  # an HDF5 selection, or one read then numpy indexing
-            monkeypatch.setattr(featx.store.reader, "SELECTION_ROWS", 100 if few else 0)
-            assert st.read_clean([1, 3])[:, 0].tolist() == [1, 3]
-            assert st.read_clean([3, 1])[:, 0].tolist() == [3, 1]
-            assert st.read_clean([]).shape == (0, DIM)
+        paths = [s.path for s in dataset.samples]
+        # Contiguous spans, HDF5 selections of sparse rows, and rows spread over several spans.
+        for sparse, span in ((8, 16384), (0, 16384), (8, 2)):
+            monkeypatch.setattr(featx.store.reader, "SPARSE", sparse)
+            monkeypatch.setattr(featx.store.reader, "READ_SPAN", span)
+            for rows in ([1, 3], [3, 1], [3, 3, 1], [n - 1, 0, 2, 2]):
+                assert st.read_clean(rows)[:, 0].tolist() == rows
+                assert st.paths_of(rows) == [paths[r] for r in rows]
+            assert st.read_clean([]).shape == (0, DIM) and st.paths_of([]) == []
         assert st.read_aug().shape == (K, len(train), DIM)
         assert st.read_aug(1, [0, 2])[:, 0].tolist() == [200, 202]
         assert st.read_aug(ranks=[2])[:, 0, 0].tolist() == [102, 202]

@@ -135,7 +135,7 @@ def _print_store(st, attrs: dict) -> None:
     counts = {s: int((st.splits == s).sum()) for s in ("train", "val", "test", "unlabeled")}
     line("samples", ", ".join(f"{k} {v}" for k, v in counts.items() if v)
          + f"; classes {len(st.classes)}: {', '.join(st.class_names[:8])}" + (" ..." if len(st.classes) > 8 else ""))
-    line("clean", f"{shapes.clean_shape} {attrs['dtype']}, {shapes.done_clean}/{len(st.paths)} rows done")
+    line("clean", f"{shapes.clean_shape} {attrs['dtype']}, {shapes.done_clean}/{len(st.labels)} rows done")
     if st.pool or attrs.get("tta"):
         parts = [f"{st.final_dim} final + {st.feature_dim - st.final_dim} pooled at {st.pool} (avg, max)"
                  if st.pool else f"{st.final_dim} final"]

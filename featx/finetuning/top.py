@@ -186,7 +186,7 @@ class MapData:
     def __init__(self, store: FeatureStore, cut: str, map_aug: str = "flip"):
         self.map_aug = map_aug
         check_memory(store, cut)
-        ok = np.ones(len(store.paths), dtype=bool)
+        ok = np.ones(len(store.labels), dtype=bool)
         ok[list(store.failed)] = False  # failed images have no maps
         self.labels, self.store_paths = store.labels, store.paths
         all_clean = torch.from_numpy(store.cut_maps(cut, "clean"))  # (N, C, H, W)

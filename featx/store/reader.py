@@ -206,25 +206,22 @@ class FeatureStore:
         wants reads just those rows (an HDF5 selection: slower per row, far less to read).
         """
         data = self.f["features/clean"]
-        if rows is None:
-            rows = np.arange(len(data))
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), data.shape[1]), dtype)
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        lo = 0
-        while lo < len(ordered):
-            first = int(ordered[lo])
-            hi = int(np.searchsorted(ordered, first + READ_SPAN))
-            last = int(ordered[hi - 1])
-            wanted = ordered[lo:hi]
-            if last - first + 1 > SPARSE * (hi - lo):
-                unique, inverse = np.unique(wanted, return_inverse=True)
-                out[order[lo:hi]] = data[unique][inverse]
-            else:
-                out[order[lo:hi]] = data[first:last + 1][wanted - first]
-            lo = hi
+        for positions, values in _gathered(data, rows):
+            out[positions] = values
         return out
+
+    def paths_of(self, rows: np.ndarray) -> list[str]:
+        """The paths of sample `rows`, read span by span (not the whole table: a million paths
+        are ~100 MB) unless `paths` has been read already."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if "paths" in self.__dict__:
+            return [self.paths[r] for r in rows]
+        out = np.empty(len(rows), dtype=object)
+        for positions, values in _gathered(self.f["samples/path"].asstr(), rows):
+            out[positions] = values
+        return out.tolist()
 
     def read_span(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
         """Clean features of sample rows [start, stop): one contiguous read (streaming blocks)."""
@@ -307,3 +304,24 @@ def _shared_strings(values: np.ndarray) -> np.ndarray:
     not a ~60-byte string each)."""
     seen: dict[str, str] = {}
     return np.array([seen.setdefault(v, v) for v in values], dtype=object)
+
+
+def _gathered(table, rows: np.ndarray):
+    """(positions in `rows`, their values) of `table`'s sample `rows` (any order, repeats
+    allowed), one read per span: from the first row still wanted, contiguous up to its last
+    wanted row within READ_SPAN rows, or an HDF5 selection of just the wanted rows where that
+    read would hold over SPARSE times more rows than it wants."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    lo = 0
+    while lo < len(ordered):
+        first = int(ordered[lo])
+        hi = int(np.searchsorted(ordered, first + READ_SPAN))
+        last = int(ordered[hi - 1])
+        wanted = ordered[lo:hi]
+        if last - first + 1 > SPARSE * (hi - lo):
+            unique, inverse = np.unique(wanted, return_inverse=True)
+            yield order[lo:hi], table[unique][inverse]
+        else:
+            yield order[lo:hi], table[first:last + 1][wanted - first]
+        lo = hi
