@@ -66,7 +66,6 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
     """`subsampled`: x, y are already the subsample_rows of a larger training set."""
     if kind not in BASELINES:
         raise ConfigError(f"unknown baseline '{kind}' (use {', '.join(BASELINES)})")
-    candidates = K_GRID if kind == "knn" else C_GRID[kind]
     if kind == "knn":
         return _fit_knn(x, y, x_val, y_val, num_classes)
     from sklearn.linear_model import LogisticRegression
@@ -78,21 +77,18 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
     if kind == "logreg" and (subsampled or keep is not None):  # C ascending: each starts from the last
         warm = LogisticRegression(max_iter=2000, warm_start=True)
     search, best = [], None
-    for value in candidates:
+    for value in C_GRID[kind]:
         if warm is not None:
             warm.set_params(C=value).fit(x, y)
             tensors = _as_linear(warm.coef_, warm.intercept_, warm.classes_, num_classes)
         else:
             tensors = _fit_one(kind, value, x, y, num_classes, seed)
-        params = {"k": value, "num_classes": num_classes}
-        score = float((scores(kind, tensors, x_val, params).argmax(1) == y_val).mean()) \
-            if len(y_val) else 0.0
-        search.append({"k" if kind == "knn" else "C": value, "val_top1": score})
+        score = float((scores(kind, tensors, x_val, {}).argmax(1) == y_val).mean()) if len(y_val) else 0.0
+        search.append({"C": value, "val_top1": score})
         if best is None or score > best[0]:
             best = (score, value, tensors)
     _, value, tensors = best
-    params = {"k": value, "num_classes": num_classes} if kind == "knn" else {"C": value}
-    return BaselineFit(kind, tensors, params, search)
+    return BaselineFit(kind, tensors, {"C": value}, search)
 
 
 def _fit_knn(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -106,7 +102,8 @@ def fit_knn(train: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: int,
     """The k-NN head from blocks of (normalised features, labels): `n` training rows of `dim`
     features streamed into its reference set, then every k of K_GRID voted from one search of
     the val blocks at the largest k (up to VAL_CHUNK val rows searched at a time), all through
-    the one index that later scores val and test (featx.knn_index)."""
+    the one index that later scores val and test (featx.knn_index). `advance(rows)` is called
+    as training rows are added and as val rows are searched (a progress bar)."""
     from featx.knn_index import knn_index, reference_set
 
     tensors, method = reference_set(train, n, dim, advance)
@@ -118,6 +115,8 @@ def fit_knn(train: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: int,
         ids = index.search(tensors["train_x"], x_val, max(ks)).ids
         found.append(np.where(ids >= 0, tensors["train_y"][ids], -1).astype(small))  # their labels
         labels.append(np.asarray(y_val))
+        if advance:
+            advance(len(x_val))
     found, y_val = np.concatenate(found), np.concatenate(labels)
     classes = np.arange(num_classes)
     search, best = [], None

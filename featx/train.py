@@ -77,7 +77,7 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
             if config.torch_head:
                 fitted = _fit_torch(data, normalizer, config, show_progress)
             else:
-                fitted = _fit_sklearn(data, normalizer, kind, config.seed)
+                fitted = _fit_sklearn(data, normalizer, kind, config.seed, show_progress)
         data.release()  # fitted: scoring reads the store (at a million rows, most of the memory)
         if selection["method"] == "val":
             val = _metrics(data, store, "val", normalizer, fitted[-1], kind != "svm")
@@ -127,12 +127,15 @@ def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, sh
     return tensors, params, search, curve, lambda x: linear_scores(tensors, x)
 
 
-def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int):
+def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int, show_progress: bool):
     from featx.baselines import fit_baseline, fit_knn, subsample_rows  # scikit-learn: ~160 MB resident, only for these heads
 
     if kind == "knn":  # streamed: at a million rows the train split as float32 would be 3 GB
         blocks = lambda split: ((normalizer(x), y) for x, y, _ in data.split_blocks(split))  # noqa: E731
-        fit = fit_knn(blocks("train"), data.n_train, data.dim, blocks("val"), data.num_classes)
+        rows = data.n_train + len(data.rows("val"))  # added to the reference set, then searched
+        with progress_bar(rows, "k-NN: reference set, then val search", unit="row",
+                          enabled=show_progress) as advance:
+            fit = fit_knn(blocks("train"), data.n_train, data.dim, blocks("val"), data.num_classes, advance)
         return fit.tensors, fit.params, fit.search, [], lambda z: scores(kind, fit.tensors, z, fit.params)
     # Only the rows the fit uses (a 50,000-row subsample of a million), normalised block by block
     # into one array: the train split of a million rows as float32 would be 3 GB, twice over.
