@@ -130,7 +130,7 @@ class FolderWalk:
                 images.append(prefix + name)
         return subdirs
 
-    def _rel(self, path: Path) -> str:
+    def _rel(self, path: str | Path) -> str:
         try:
             return Path(path).relative_to(self.root).as_posix()
         except ValueError:
