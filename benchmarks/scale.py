@@ -6,18 +6,20 @@
 Each store is built once (kept in --work) from real extracted features (--source; by default
 the benchmark extracts ELPV with efficientnet_lite0 into --work once: `featx extract elpv
 --views 0 --pool none`, 2,624 rows of the backbone's 1,280-d final features), tiled to N rows,
-float16, with featx's own store writer. Copy 0 is the store itself (its train/val/test split); every further copy adds
-Gaussian noise (--noise x the mean feature norm, spread over the dimensions), so rows differ, and
-keeps its row's train or val split, while copies of test rows are unlabeled: the test split is
-always ELPV's own untiled test images (704 with the default split), a sanity check that accuracy holds as N grows. So 60% of
-the rows are training rows, as in the issue.
+float16, with featx's own store writer. Copy 0 is the store itself (its train/val/test split);
+every further copy adds Gaussian noise (--noise x the mean feature norm, spread over the
+dimensions), so rows differ, and keeps its row's train or val split, while copies of test rows
+are unlabeled: the test split is always ELPV's own untiled test images (704 with the default
+split), a sanity check that accuracy holds as N grows. So 60% of the rows are training rows, as
+in the issue.
 
 Every command runs as a subprocess (`featx train-head` with the default linear sweep, mlp, logreg
 and knn; `featx info`; `featx report` over the heads); its wall seconds, CPU seconds (user+sys,
-the machine may be shared) and peak RSS come from os.wait4. The store is built by another
+the machine may be shared) and peak RSS (MiB) come from os.wait4. The store is built by another
 subprocess: a child's ru_maxrss includes the RSS of the process it was forked from, so this one
-must stay small (built in-process, a 100k-row build made every command read 2.1 GB). The table ends with each command's
-growth exponent: the slope of log(wall seconds) against log(N) between the two largest N.
+must stay small (built in-process, a 100k-row build made every command read 2.1 GB). The table
+ends with each command's growth exponent: the slope of log(wall seconds) against log(N) between
+the two largest N.
 """
 
 from __future__ import annotations

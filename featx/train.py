@@ -128,7 +128,8 @@ def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, sh
 
 
 def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int, show_progress: bool):
-    from featx.baselines import fit_baseline, fit_knn, subsample_rows  # scikit-learn: ~160 MB resident, only for these heads
+    # Imported here: scikit-learn holds ~160 MB resident, needed only by these heads.
+    from featx.baselines import fit_baseline, fit_knn, subsample_rows
 
     if kind == "knn":  # streamed: at a million rows the train split as float32 would be 3 GB
         blocks = lambda split: ((normalizer(x), y) for x, y, _ in data.split_blocks(split))  # noqa: E731

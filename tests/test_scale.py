@@ -111,7 +111,8 @@ def test_train_head_reads_only_the_logreg_subsample_and_fits_what_the_arrays_giv
     monkeypatch.setattr(baselines, "LARGE_N", 120)
     read = []
     real = FeatureData.normalized
-    monkeypatch.setattr(FeatureData, "normalized", lambda self, rows, norm: read.append(len(rows)) or real(self, rows, norm))
+    monkeypatch.setattr(FeatureData, "normalized",
+                        lambda self, rows, norm: read.append(len(rows)) or real(self, rows, norm))
     head = train_head(store, "logreg", out=tmp_path / "h", show_progress=False)
     with FeatureStore(store) as st:
         x, y = st.features("train")
