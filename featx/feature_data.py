@@ -8,13 +8,13 @@ which keeps memory flat at the cost of coarser mixing.
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import numpy as np
 
 from featx.data.splits import stratified_holdout
 from featx.errors import StoreError
+from featx.memory import total_memory_bytes
 from featx.scoring import Normalizer
 from featx.store import FeatureStore
 
@@ -27,11 +27,10 @@ HELD_OUT_MIN = 10
 
 
 def default_memory_mb() -> float:
-    """MEMORY_SHARE of the physical memory, in MB (8 GB where the OS does not say)."""
-    try:
-        return MEMORY_SHARE * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (ValueError, OSError, AttributeError):
-        return 8192.0
+    """MEMORY_SHARE of the memory this process may use (the RAM, or a container's cgroup limit
+    when lower), in MB; 8 GB where the platform does not say."""
+    total = total_memory_bytes()
+    return 8192.0 if total is None else MEMORY_SHARE * total / 2**20
 
 
 def epoch_draws(rng: np.random.Generator, n: int, views: int,

@@ -218,7 +218,9 @@ def test_clear_errors(cut_store, tmp_path):
 def test_maps_that_do_not_fit_in_memory_are_refused_up_front(cut_store, monkeypatch):
     _, _, store, _ = cut_store
     page = 4096
-    monkeypatch.setattr(featx.finetuning.top.os, "sysconf",
+    import featx.memory
+
+    monkeypatch.setattr(featx.memory.os, "sysconf",
                         lambda name: 10 if name == "SC_AVPHYS_PAGES" else page)  # 40 KB free
     refused = r"need \d+ MB in memory and 0 MB are free; cut higher"
     with FeatureStore(store) as st, pytest.raises(FeatxError, match=refused):

@@ -19,6 +19,7 @@ MAX_LINES = 420  # "about 400": room for a docstring, not for a second responsib
 LAYERS = {
     "errors": 0, "atomic": 0, "device": 0, "progress": 0, "metrics": 0, "scoring": 0,
     "schedules": 0, "balance": 0, "config": 0, "distributed": 0, "plots": 0, "neighbours": 0, "knn_index": 0, "uncertainty": 0,
+    "memory": 0,
     "images": 1, "data": 1,
     "backbones": 2, "transforms": 2, "engines": 2,
     "store": 3,

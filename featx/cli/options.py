@@ -274,7 +274,7 @@ Patience = Annotated[Optional[int], _option("--patience", metavar="EPOCHS",
                                             min=1, show_default="off")]
 MemoryMb = Annotated[Optional[float], _option(
     "--memory-mb", metavar="MB", help="Stream features from the store when they need more memory than this.",
-    min=0.0, show_default="40% of the machine's memory")]
+    min=0.0, show_default="40% of RAM, or of a container's cgroup limit")]
 Start = Annotated[float, _option("--start", metavar="RATE", help="First learning rate of the range test.",
                                  callback=above(0))]
 End = Annotated[float, _option("--end", metavar="RATE", help="Last learning rate of the range test (above --start).",

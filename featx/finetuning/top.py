@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_
 from featx.finetuning.model import HeadModule, Network
 from featx.head_io import Head
 from featx.lr_range import LRFindResult
+from featx.memory import available_memory_bytes
 from featx.metrics import evaluate
 from featx.store import IDENTITY_KEYS, FeatureStore
 
@@ -229,9 +229,8 @@ class MapData:
 def check_memory(store: FeatureStore, cut: str) -> None:
     """Refuse up front, in one line, maps that cannot fit in memory (not an OOM kill later)."""
     need = store.cut_nbytes(cut)
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on this platform: let it try
+    free = available_memory_bytes()  # a container's cgroup limit counts
+    if free is None:  # the platform does not say: let it try
         return
     if need > 0.8 * free:
         raise FeatxError(f"{store.path}: the maps at '{cut}' need {need / 2**20:,.0f} MB in memory and "

@@ -1,0 +1,60 @@
+"""featx.memory: the memory a process may use is the RAM, or a container's cgroup limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from featx import memory
+from featx.feature_data import MEMORY_SHARE, default_memory_mb
+
+GIB = 2**30
+
+
+@pytest.fixture
+def cgroups(tmp_path, monkeypatch):
+    """A fake cgroup file system and /proc/self/cgroup, on a machine with 64 GiB, 40 GiB free."""
+    root, proc = tmp_path / "cgroup", tmp_path / "proc_cgroup"
+    root.mkdir()
+    proc.write_text("0::/\n")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", root)
+    monkeypatch.setattr(memory, "PROC_CGROUP", proc)
+    pages = {"SC_PHYS_PAGES": 64 * GIB // 4096, "SC_AVPHYS_PAGES": 40 * GIB // 4096, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(memory.os, "sysconf", lambda name: pages[name])
+    return root, proc
+
+
+def test_without_a_cgroup_limit_the_ram_counts(cgroups):
+    root, _ = cgroups
+    (root / "memory.max").write_text("max\n")
+    (root / "memory").mkdir()
+    (root / "memory" / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # v1's "no limit"
+    assert memory.total_memory_bytes() == 64 * GIB
+    assert memory.available_memory_bytes() == 40 * GIB
+
+
+def test_a_cgroup_v2_limit_caps_total_and_available_memory(cgroups):
+    root, _ = cgroups
+    (root / "memory.max").write_text(f"{4 * GIB}\n")
+    (root / "memory.current").write_text(f"{3 * GIB}\n")
+    assert memory.total_memory_bytes() == 4 * GIB
+    assert memory.available_memory_bytes() == 1 * GIB
+    assert default_memory_mb() == pytest.approx(MEMORY_SHARE * 4 * 1024)  # train-head's default budget
+
+
+def test_the_processs_own_v1_cgroup_counts_too(cgroups):
+    root, proc = cgroups
+    proc.write_text("4:memory:/job/42\n1:cpu:/other\n")
+    own = root / "memory" / "job" / "42"
+    own.mkdir(parents=True)
+    (own / "memory.limit_in_bytes").write_text(f"{8 * GIB}\n")
+    assert memory.total_memory_bytes() == 8 * GIB
+    assert memory.available_memory_bytes() == 40 * GIB  # no usage file: only the RAM's free memory
+
+
+def test_nothing_known_says_nothing(cgroups, monkeypatch):
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(memory.os, "sysconf", no_sysconf)
+    assert memory.total_memory_bytes() is None and memory.available_memory_bytes() is None
+    assert default_memory_mb() == 8192.0
