@@ -128,3 +128,45 @@ def test_merge_checks_its_output_before_writing(tmp_path, dataset, monkeypatch):
     with pytest.raises(StoreError, match=r"m\.h5: the merged store would take .* has 1.0 kB free"):
         merge_shards(shards, tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_a_sharded_cut_store_merges_its_maps_and_updates_like_one_process(tmp_path, class_tree, monkeypatch):
+    """The maps of --cut (finetune --from-block) are merged like the features, and a sharded
+    update of such a store gives what one process extracting the new data gives."""
+    from tests.conftest import write_image
+
+    config = dict(CFG, cut="layer4")
+    options = DatasetOptions(val_frac=0.0, test_frac=0.5)
+    maps = ("cut/layer4/clean", "cut/layer4/aug")
+
+    def sharded(out):
+        for rank in (1, 0):
+            _as_rank(monkeypatch, rank)
+            result = extract(open_dataset(class_tree, options), "resnet18", out, ExtractConfig(**config),
+                             show_progress=False)
+        monkeypatch.undo()
+        return Path(result.store)
+
+    def single(out):
+        return extract(open_dataset(class_tree, options), "resnet18", out, ExtractConfig(**config),
+                       show_progress=False).store
+
+    for update in (False, True):
+        if update:
+            for i in range(3):
+                write_image(class_tree / "ants" / f"new_{i}.png", 500 + i)
+        merged, alone = sharded(tmp_path / "multi"), single(tmp_path / f"single{update}")
+        with h5py.File(merged, "r") as a, h5py.File(alone, "r") as b:
+            for key in ARRAYS + maps:
+                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=f"{key} (update: {update})")
+
+
+def test_a_merge_copied_a_few_rows_at_a_time_is_the_same_store(tmp_path, dataset, monkeypatch):
+    import featx.store.merge
+
+    monkeypatch.setattr(featx.store.merge, "COPY_BYTES", 64)  # a row or two per read and write
+    merged = merge_shards(_shards(dataset, tmp_path / "shards"), tmp_path / "merged.h5")
+    single = extract(dataset, "resnet18", tmp_path / "single", ExtractConfig(**CFG), show_progress=False)
+    a, b = _arrays(merged), _arrays(single.store)
+    for key in ARRAYS:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -6,8 +6,11 @@ Two layouts for the result:
 - `copy` (default): one self-contained file, features concatenated; the shards can be deleted.
   Features are small next to the images they come from (ELPV x lite0: 7 MB), so the copy is cheap,
   and a self-contained file is what users move, share and archive.
-- `virtual`: an HDF5 virtual dataset over the shards' features (sample tables are copied); no
-  feature copy, but the shard files must stay where they are.
+- `virtual`: an HDF5 virtual dataset over the shards' features and cut maps (sample tables are
+  copied); no feature copy, but the shard files must stay where they are.
+
+The features, their views and the maps of a `--cut` are all merged (and copied a block at a
+time, so memory stays flat at a million rows).
 
 Shards are checked before anything is written: same backbone, weights, transform, seed, dtype,
 engine, device, decode, amp, dataset and world size; every rank present once; row ranges contiguous; all complete.
@@ -38,6 +41,7 @@ MATCH_KEYS = tuple(k for k in IDENTITY_KEYS if k != "dataset_fingerprint") + (
     "engine", "device", "decode", "amp", "shard_world_size", "full_num_samples",
     "full_dataset_fingerprint", "format_version")
 MODES = ("copy", "virtual")
+COPY_BYTES = 64 * 2**20  # copied from a shard per read/write
 # Per-row tables, concatenated in rank order (done/aug and features/aug along their axis 1).
 ROW_TABLES = ("samples/path", "samples/label", "samples/split", "samples/size",
               "samples/mtime_ns", "done/clean", "failed/reason")
@@ -140,9 +144,8 @@ def _write_merged(f: h5py.File, infos: list[dict], out: Path, mode: str) -> None
             [fi["features/aug_rows"][:] + off for fi, off in zip(files, offsets)]))
         n_images = sum(int(fi["done/clean"].shape[0]) + int(fi["done/aug"].size) for fi in files)
         f.attrs["images_per_second"] = np.float64(n_images / seconds if seconds else 0.0)
-        names = ["features/clean"] + (["features/aug"] if "aug" in files[0]["features"] else [])
-        for name in names:
-            axis = 0 if name == "features/clean" else 1
+        for name in _feature_tables(files[0]):
+            axis = 0 if name.endswith("/clean") else 1  # views: [K, n_train, ...]
             if mode == "copy":
                 _concat(f, files, name, axis)
             else:
@@ -176,10 +179,36 @@ def _write_merged_attrs(f: h5py.File, infos: list[dict], mode: str) -> float:
     return seconds
 
 
+def _feature_tables(f: h5py.File) -> list[str]:
+    """The feature tables of a store: clean, then views, then the maps of its --cut, if any."""
+    names = ["features/clean"] + (["features/aug"] if "aug" in f["features"] else [])
+    for cut in f.get("cut", {}):
+        names += [f"cut/{cut}/{view}" for view in ("clean", "aug") if view in f[f"cut/{cut}"]]
+    return names
+
+
 def _concat(f: h5py.File, files: list[h5py.File], name: str, axis: int) -> None:
-    parts = [fi[name][()] for fi in files]
-    f.create_dataset(name, data=np.concatenate(parts, axis=axis), dtype=files[0][name].dtype,
-                     chunks=files[0][name].chunks if all(p.size for p in parts) else None)
+    """`name` of every shard end to end along `axis`, copied COPY_BYTES at a time: a million
+    rows of features (2.9 GB) never sit in memory at once."""
+    sources = [fi[name] for fi in files]
+    shape = list(sources[0].shape)
+    shape[axis] = sum(src.shape[axis] for src in sources)
+    nonempty = all(src.size for src in sources)
+    out = f.create_dataset(name, shape=tuple(shape), dtype=sources[0].dtype,
+                           chunks=sources[0].chunks if nonempty else None)
+    offset = 0
+    for src in sources:
+        length = src.shape[axis]
+        step = max(1, COPY_BYTES * length // max(1, src.size * src.dtype.itemsize))
+        for start in range(0, length, step):
+            stop = min(length, start + step)
+            out[_along(axis, offset + start, offset + stop)] = src[_along(axis, start, stop)]
+        offset += length
+
+
+def _along(axis: int, start: int, stop: int) -> tuple:
+    """The index of [start, stop) along `axis` (every index before it whole)."""
+    return (slice(None),) * axis + (slice(start, stop),)
 
 
 def _virtual(f: h5py.File, files: list[h5py.File], paths: list[Path], name: str, axis: int,
