@@ -27,6 +27,7 @@ from featx.progress import console
 from featx.store import FeatureStore, head_staleness
 
 STORE_SUFFIXES = (".h5", ".hdf5")
+SCORE_ROWS = 16_384  # store rows scored at a time (84 MB of float32 features at D=1280)
 
 
 @dataclass
@@ -81,12 +82,12 @@ def predict(head: Head | str | os.PathLike, inputs: Sequence[str | os.PathLike] 
         raise ConfigError(f"{stores[0]}: a feature store is predicted on its own; give it alone, or "
                           "only images and folders")
     if stores:
-        paths, features, failed, splits, truth = _from_store(head, Path(items[0]), names)
+        paths, scores, failed, splits, truth = _from_store(head, Path(items[0]), names)
     else:
         embedded = head.embed(items, device=device, batch_size=batch_size, workers=workers, engine=engine)
         paths, features, failed = embedded.paths, embedded.features, embedded.failed
         splits = truth = None
-    scores = head.scores(features) if len(features) else np.zeros((0, len(names)))
+        scores = head.scores(features) if len(features) else np.zeros((0, len(names)))
     return Predictions(paths, scores, names, head.probabilistic, failed, splits, truth)
 
 
@@ -110,13 +111,18 @@ def _from_store(head: Head, path: Path, names: list[str]):
                              "rows written); re-run `featx extract` to finish it first")
         _check_same_columns(head, store, path)
         rows = store.rows()
-        features, labels = store.features()
-        features = features[:, :head.feature_dim]  # a head on the final features only (--features final)
+        labels = store.labels[rows]
+        scores = np.zeros((0, len(names)))
+        if len(rows):  # scored a block at a time: a million rows' features never sit in memory
+            # [:, :D]: a head on the final features only (--features final)
+            blocks = (store.read_clean(rows[i:i + SCORE_ROWS])[:, :head.feature_dim]
+                      for i in range(0, len(rows), SCORE_ROWS))
+            scores = np.concatenate([head.scores(x) for x in blocks])
         failed = [(str(store.paths[r]), reason) for r, reason in sorted(store.failed.items())]
         # The store's own classes, shown under the head's display names where the head knows them.
         shown = dict(zip(head.classes, names))
         truth = [shown.get(store.classes[y], store.classes[y]) if y >= 0 else "" for y in labels]
-        return [str(store.paths[r]) for r in rows], features, failed, [str(store.splits[r]) for r in rows], truth
+        return [str(store.paths[r]) for r in rows], scores, failed, [str(store.splits[r]) for r in rows], truth
 
 
 def _check_same_columns(head: Head, store: FeatureStore, where) -> None:

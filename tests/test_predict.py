@@ -115,3 +115,20 @@ def test_predictions_from_a_store_carry_split_and_true_class(tmp_path, trained):
     with FeatureStore(store) as st:
         expected = {str(st.paths[r]): (str(st.splits[r]), st.classes[st.labels[r]]) for r in st.rows()}
     assert {r["path"]: (r["split"], r["true_class"]) for r in rows} == expected
+
+
+def test_a_store_is_scored_block_by_block_as_a_whole_would_be(trained, monkeypatch):
+    import featx.prediction
+
+    _, store, head = trained
+    whole = predict(head, [store])
+    monkeypatch.setattr(featx.prediction, "SCORE_ROWS", 3)  # several blocks, the last one short
+    blocks = predict(head, [store])
+    with FeatureStore(store) as st:
+        x, _ = st.features()
+    assert len(blocks.paths) == len(x) > 3
+    np.testing.assert_allclose(blocks.scores, whole.scores, rtol=1e-6)
+    from featx.head_io import Head, load_head
+
+    loaded = head if isinstance(head, Head) else load_head(head)
+    np.testing.assert_allclose(blocks.scores, loaded.scores(x[:, :loaded.feature_dim]), rtol=1e-6)
