@@ -53,6 +53,7 @@ class BaselineFit:
     tensors: dict[str, np.ndarray]
     params: dict  # the chosen hyper-parameter
     search: list[dict]  # every candidate with its val top-1
+    val_scores: np.ndarray | None = None  # [n_val, C] at the chosen setting, where the search made them
 
 
 def subsample_rows(kind: str, y: np.ndarray, seed: int = 0) -> np.ndarray | None:
@@ -127,7 +128,9 @@ def fit_knn(train: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: int,
         if best is None or score > best[0]:
             best = (score, k)
     params = {"k": best[1], "num_classes": num_classes, "neighbours": method}
-    return BaselineFit("knn", tensors, params, search)
+    # The val rows' scores at the chosen k, from the same search: at a million rows a second
+    # search of 150,000 val rows for the head's val metrics would cost a minute more.
+    return BaselineFit("knn", tensors, params, search, vote_shares(classes, found[:, :best[1]], num_classes))
 
 
 def _chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]], rows: int):

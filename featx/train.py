@@ -68,6 +68,7 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
         data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb,
                            features=config.features, hold=config.torch_head)
         selection = {"method": "val", "metric": config.metric if config.torch_head else "top1"}
+        val_scores = None  # the val rows' scores, where fitting made them already (k-NN)
         if use_cv(config, data.n_train + len(data.rows("val")), data.streamed):
             data.note = None  # the folds use every train image: none is held out as val
             fitted, normalizer, val, selection = fit_cross_validated(data, config, show_progress)
@@ -77,10 +78,10 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
             if config.torch_head:
                 fitted = _fit_torch(data, normalizer, config, show_progress)
             else:
-                fitted = _fit_sklearn(data, normalizer, kind, config.seed, show_progress)
+                fitted, val_scores = _fit_sklearn(data, normalizer, kind, config.seed, show_progress)
         data.release()  # fitted: scoring reads the store (at a million rows, most of the memory)
         if selection["method"] == "val":
-            val = _metrics(data, store, "val", normalizer, fitted[-1], kind != "svm")
+            val = _metrics(data, store, "val", normalizer, fitted[-1], kind != "svm", val_scores)
         tensors, params, search, curve, score = fitted
         test = _metrics(data, store, "test", normalizer, score, kind != "svm")
         seconds = time.perf_counter() - start
@@ -137,7 +138,8 @@ def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int
         with progress_bar(rows, "k-NN: reference set, then val search", unit="row",
                           enabled=show_progress) as advance:
             fit = fit_knn(blocks("train"), data.n_train, data.dim, blocks("val"), data.num_classes, advance)
-        return fit.tensors, fit.params, fit.search, [], lambda z: scores(kind, fit.tensors, z, fit.params)
+        score = lambda z: scores(kind, fit.tensors, z, fit.params)  # noqa: E731
+        return (fit.tensors, fit.params, fit.search, [], score), fit.val_scores
     # Only the rows the fit uses (a 50,000-row subsample of a million), normalised block by block
     # into one array: the train split of a million rows as float32 would be 3 GB, twice over.
     keep = subsample_rows(kind, data.train_labels, seed)
@@ -146,16 +148,21 @@ def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int
     x_val, y_val = data.normalized(data.rows("val"), normalizer)
     fit = fit_baseline(kind, x, y, x_val, y_val, data.num_classes, seed, subsampled=keep is not None)
     tensors = {k: np.asarray(v) for k, v in fit.tensors.items()}
-    return tensors, fit.params, fit.search, [], lambda z: scores(kind, tensors, z, fit.params)
+    return (tensors, fit.params, fit.search, [], lambda z: scores(kind, tensors, z, fit.params)), None
 
 
 def _metrics(data: FeatureData, store: FeatureStore, split: str, normalizer: Normalizer,
-             score, probabilistic: bool) -> Metrics | None:
-    """Metrics of one split, scored block by block (memory stays flat on big stores)."""
-    parts = [(score(normalizer(x)), y, rows) for x, y, rows in data.split_blocks(split)]
-    if not parts:
+             score, probabilistic: bool, scored: np.ndarray | None = None) -> Metrics | None:
+    """Metrics of one split, scored block by block (memory stays flat on big stores); `scored`:
+    the split's scores, in row order, where fitting made them already."""
+    rows = data.rows(split)
+    if not len(rows):
         return None
-    s, y, rows = (np.concatenate(p) for p in zip(*parts))
+    if scored is not None:
+        s, y = scored, store.labels[rows]
+    else:
+        parts = [(score(normalizer(x)), y) for x, y, _ in data.split_blocks(split)]
+        s, y = (np.concatenate(p) for p in zip(*parts))
     return evaluate(y, s, list(store.class_names), store.paths_of(rows), probabilistic,
                     keep_samples=split == "test")  # per-image test predictions: paired comparisons
 

@@ -124,19 +124,31 @@ def test_the_same_data_gives_the_same_head_tensors(approximate):
     assert a.params == b.params and a.search == b.search
 
 
-def test_train_head_streams_the_knn_reference_set_and_its_head_reloads(approximate, tmp_path):
+def test_train_head_streams_the_knn_reference_set_and_its_head_reloads(approximate, tmp_path, monkeypatch):
     from featx.store import FeatureStore
     from featx.train import train_head
     from tests.conftest import make_feature_store
 
     store = make_feature_store(tmp_path / "s.h5", n_per_class=1_500, dim=16, views=0)
+    searched = []
+    real_search = knn_index.KnnIndex.search
+
+    def counted(self, rows, queries, k):
+        searched.append(len(queries))
+        return real_search(self, rows, queries, k)
+
+    monkeypatch.setattr(knn_index.KnnIndex, "search", counted)
     head = train_head(store, "knn", out=tmp_path / "h", show_progress=False)
+    queries = sum(searched)
     assert head.tensors["train_x"].dtype == np.float16 and "knn.centroids" in head.tensors
     assert head.params["neighbours"].startswith("approximate")
     with FeatureStore(store) as st:
         x, y = st.features("test")
-    predicted = head.scores(x).argmax(1)
-    assert (predicted == y).mean() == pytest.approx(head.test.top1)
+        xv, yv = st.features("val")
+    # val is searched once (its metrics come from the search that chose k), then test once
+    assert queries == len(yv) + len(y)
+    assert (head.scores(x).argmax(1) == y).mean() == pytest.approx(head.test.top1)
+    assert (head.scores(xv).argmax(1) == yv).mean() == pytest.approx(head.val.top1)
 
 
 def test_a_knn_head_with_a_broken_index_is_one_clear_error(approximate, tmp_path):
