@@ -1,14 +1,18 @@
 """How much memory this process may use: the machine's RAM, or less where a cgroup limits it.
 
-    total_memory_bytes()        # min(physical RAM, the cgroup's limit)
-    available_memory_bytes()    # free RAM, and no more than the cgroup has left
+    total_memory_bytes()        # min(physical RAM, every cgroup limit above this process)
+    available_memory_bytes()    # what the kernel could give now: RAM and each cgroup's room
 
 Why: in a container (Docker, Kubernetes, a Slurm job with cgroup limits) the machine's RAM is
 not what the process may use. A store sized against 64 GB of RAM in a 4 GB container is an
-OOM kill halfway through training, not a clear decision. Both cgroup v2 (memory.max,
-memory.current) and v1 (memory.limit_in_bytes, memory.usage_in_bytes) are read, at the
-cgroup file system's root and at this process's own cgroup path; "max" or v1's huge number
-means no limit. None where the platform says nothing.
+OOM kill halfway through training, not a clear decision.
+
+Both cgroup v2 (memory.max, memory.current) and v1 (memory.limit_in_bytes, memory.usage_in_bytes)
+are read, at this process's own cgroup and at every cgroup above it up to the mount's root (a
+limit is often set on a parent: a systemd slice, a Slurm job above its step). "max", or v1's
+huge number, means no limit. A cgroup's usage counts reclaimable page cache, so its inactive
+file pages are not counted as used (as `docker stats` does), and free RAM is the kernel's
+MemAvailable (free plus reclaimable cache), not MemFree. None where the platform says nothing.
 """
 
 from __future__ import annotations
@@ -18,26 +22,30 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
-V2 = ("", "memory.max", "memory.current")  # (folder under the root, limit file, usage file)
-V1 = ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes")
+PROC_MEMINFO = Path("/proc/meminfo")
+# (folder under the mount, controller name in /proc/self/cgroup, limit, usage, its stat's
+# reclaimable-cache key); v2's line has no controller name.
+V2 = ("", "", "memory.max", "memory.current", "inactive_file")
+V1 = ("memory", "memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+NO_LIMIT = 2**60  # v1 says "no limit" with ~2**63
 
 
 def total_memory_bytes() -> int | None:
-    """The machine's physical memory, or the cgroup's limit when that is lower."""
+    """The machine's physical memory, or the lowest cgroup limit above this process."""
     physical = _sysconf_bytes("SC_PHYS_PAGES")
-    limits = [limit for limit, _ in _cgroup_limits()]
-    return _smallest([physical, *limits])
+    return _smallest([physical, *(limit for limit, _ in _cgroup_limits())])
 
 
 def available_memory_bytes() -> int | None:
-    """Free physical memory, or what the cgroup's limit leaves above its usage when that is less."""
-    free = _sysconf_bytes("SC_AVPHYS_PAGES")
-    left = [max(0, limit - usage) for limit, usage in _cgroup_limits() if usage is not None]
-    return _smallest([free, *left])
+    """Memory the kernel could give now: MemAvailable, and no more than any cgroup's room."""
+    free = _meminfo_bytes("MemAvailable")
+    free = _sysconf_bytes("SC_AVPHYS_PAGES") if free is None else free
+    return _smallest([free, *(limit - used if used is not None else limit
+                              for limit, used in _cgroup_limits())])
 
 
 def _smallest(values: list[int | None]) -> int | None:
-    known = [v for v in values if v is not None]
+    known = [max(0, v) for v in values if v is not None]
     return min(known) if known else None
 
 
@@ -48,43 +56,64 @@ def _sysconf_bytes(name: str) -> int | None:
         return None
 
 
+def _meminfo_bytes(key: str) -> int | None:
+    for line in _read_lines(PROC_MEMINFO):
+        name, _, value = line.partition(":")
+        if name == key and value.split() and value.split()[0].isdigit():
+            return int(value.split()[0]) * 1024  # /proc/meminfo counts kB
+    return None
+
+
 def _cgroup_limits() -> list[tuple[int, int | None]]:
-    """(limit, usage or None) of every cgroup memory limit that applies and is set."""
+    """(limit, used or None) of every cgroup memory limit that applies and is set; used leaves
+    out the cgroup's reclaimable page cache."""
     found = []
-    for folder, limit_name, usage_name in _cgroup_files():
+    for folder, limit_name, usage_name, cache_key in _cgroup_files():
         limit = _read_int(folder / limit_name)
-        if limit is not None and limit < 2**60:  # v1 says "no limit" with ~2**63
-            found.append((limit, _read_int(folder / usage_name)))
+        if limit is None or limit >= NO_LIMIT:
+            continue
+        usage = _read_int(folder / usage_name)
+        cache = _stat_value(folder / ("memory.stat"), cache_key) or 0
+        found.append((limit, None if usage is None else max(0, usage - cache)))
     return found
 
 
-def _cgroup_files() -> list[tuple[Path, str, str]]:
-    """(folder, limit file, usage file) at the root of each cgroup version and at this process's
-    own cgroup path (/proc/self/cgroup: v2 "0::/path", v1 "N:memory:/path")."""
-    own = {"": "", "memory": ""}
-    try:
-        lines = PROC_CGROUP.read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
+def _cgroup_files() -> list[tuple[Path, str, str, str]]:
+    """(folder, limit file, usage file, stat key) of this process's cgroup and each one above
+    it to the mount's root, for both cgroup versions (/proc/self/cgroup: v2 "0::/path", v1
+    "N:memory:/path")."""
+    own = {V2[1]: "", V1[1]: ""}
+    for line in _read_lines(PROC_CGROUP):
         parts = line.split(":", 2)
-        if len(parts) == 3 and parts[2].strip("/"):
-            if parts[1] == "":
-                own[""] = parts[2].strip("/")
-            elif "memory" in parts[1].split(","):
-                own["memory"] = parts[2].strip("/")
+        if len(parts) == 3 and ".." not in parts[2].split("/"):  # outside our namespace: skip
+            for controller in ({""} if parts[1] == "" else set(parts[1].split(","))) & set(own):
+                own[controller] = parts[2].strip("/")
     files = []
-    for sub, limit_name, usage_name in (V2, V1):
+    for sub, controller, limit_name, usage_name, cache_key in (V2, V1):
         base = CGROUP_ROOT / sub if sub else CGROUP_ROOT
-        for folder in {base, base / own[sub]}:
-            files.append((folder, limit_name, usage_name))
-    return sorted(files)
+        path = Path(own[controller]) if own[controller] else None
+        folders = [base] + ([base / path] + [base / p for p in path.parents if str(p) != "."] if path else [])
+        files += [(folder, limit_name, usage_name, cache_key) for folder in dict.fromkeys(folders)]
+    return files
+
+
+def _stat_value(path: Path, key: str) -> int | None:
+    for line in _read_lines(path):
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 def _read_int(path: Path) -> int | None:
     """The integer in a cgroup file; None when it is absent, unreadable or says "max"."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
+    lines = _read_lines(path)
+    text = lines[0].strip() if lines else ""
     return int(text) if text.isdigit() else None
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except (OSError, ValueError):  # absent, unreadable, or not text (cgroup names are bytes)
+        return []

@@ -218,10 +218,7 @@ def test_clear_errors(cut_store, tmp_path):
 def test_maps_that_do_not_fit_in_memory_are_refused_up_front(cut_store, monkeypatch):
     _, _, store, _ = cut_store
     page = 4096
-    import featx.memory
-
-    monkeypatch.setattr(featx.memory.os, "sysconf",
-                        lambda name: 10 if name == "SC_AVPHYS_PAGES" else page)  # 40 KB free
+    monkeypatch.setattr(featx.finetuning.top, "available_memory_bytes", lambda: 10 * page)  # 40 KB free
     refused = r"need \d+ MB in memory and 0 MB are free; cut higher"
     with FeatureStore(store) as st, pytest.raises(FeatxError, match=refused):
         MapData(st, "layer4")

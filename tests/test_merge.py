@@ -133,18 +133,20 @@ def test_merge_checks_its_output_before_writing(tmp_path, dataset, monkeypatch):
 def test_a_sharded_cut_store_merges_its_maps_and_updates_like_one_process(tmp_path, class_tree, monkeypatch):
     """The maps of --cut (finetune --from-block) are merged like the features, and a sharded
     update of such a store gives what one process extracting the new data gives."""
+    import featx.store.merge
     from tests.conftest import write_image
 
+    monkeypatch.setattr(featx.store.merge, "COPY_BYTES", 64)  # maps [K, n, C, H, W]: a row at a time
     config = dict(CFG, cut="layer4")
     options = DatasetOptions(val_frac=0.0, test_frac=0.5)
     maps = ("cut/layer4/clean", "cut/layer4/aug")
 
     def sharded(out):
-        for rank in (1, 0):
-            _as_rank(monkeypatch, rank)
-            result = extract(open_dataset(class_tree, options), "resnet18", out, ExtractConfig(**config),
-                             show_progress=False)
-        monkeypatch.undo()
+        with pytest.MonkeyPatch.context() as ranks:  # undone after: the single runs are one process
+            for rank in (1, 0):
+                _as_rank(ranks, rank)
+                result = extract(open_dataset(class_tree, options), "resnet18", out, ExtractConfig(**config),
+                                 show_progress=False)
         return Path(result.store)
 
     def single(out):

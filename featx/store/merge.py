@@ -42,6 +42,7 @@ MATCH_KEYS = tuple(k for k in IDENTITY_KEYS if k != "dataset_fingerprint") + (
     "full_dataset_fingerprint", "format_version")
 MODES = ("copy", "virtual")
 COPY_BYTES = 64 * 2**20  # copied from a shard per read/write
+COPY_ROWS = 65_536  # and at most this many rows (a path is a Python string once read)
 # Per-row tables, concatenated in rank order (done/aug and features/aug along their axis 1).
 ROW_TABLES = ("samples/path", "samples/label", "samples/split", "samples/size",
               "samples/mtime_ns", "done/clean", "failed/reason")
@@ -189,7 +190,8 @@ def _feature_tables(f: h5py.File) -> list[str]:
 
 def _concat(f: h5py.File, files: list[h5py.File], name: str, axis: int) -> None:
     """`name` of every shard end to end along `axis`, copied COPY_BYTES at a time: a million
-    rows of features (2.9 GB) never sit in memory at once."""
+    rows of 1,280-d float16 features (2.6 GB) never sit in memory at once. Variable-length
+    strings (paths) count 8 bytes a row here, so at most COPY_ROWS rows are copied at a time."""
     sources = [fi[name] for fi in files]
     shape = list(sources[0].shape)
     shape[axis] = sum(src.shape[axis] for src in sources)
@@ -199,7 +201,7 @@ def _concat(f: h5py.File, files: list[h5py.File], name: str, axis: int) -> None:
     offset = 0
     for src in sources:
         length = src.shape[axis]
-        step = max(1, COPY_BYTES * length // max(1, src.size * src.dtype.itemsize))
+        step = min(COPY_ROWS, max(1, COPY_BYTES * length // max(1, src.size * src.dtype.itemsize)))
         for start in range(0, length, step):
             stop = min(length, start + step)
             out[_along(axis, offset + start, offset + stop)] = src[_along(axis, start, stop)]
