@@ -71,7 +71,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=2, help="FAISS/BLAS threads (the cores to use)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/audit_scale"))
-    parser.add_argument("--source", type=Path, default=Path("/tmp/audit/stores/elpv_efficientnet_lite0_224px_mildx2.h5"))
+    parser.add_argument("--source", type=Path, default=None,
+                        help="a complete store to tile (default: ELPV lite0, extracted into --work, "
+                             "as benchmarks/scale.py does)")
     parser.add_argument("--noise", type=float, default=0.3, help="noise norm as a share of a feature's norm")
     parser.add_argument("--slice", type=int, default=100_000)
     parser.add_argument("--brute-queries", type=int, default=10_240)
@@ -85,6 +87,11 @@ def main() -> None:
     store = args.work / f"tiled_{args.rows}.h5"
     if not store.exists():
         args.work.mkdir(parents=True, exist_ok=True)
+        if args.source is None:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from scale import source_store
+
+            args.source = source_store(args.work, [sys.executable, "-m", "featx.cli"], dict(os.environ))
         t = time.perf_counter()
         import multiprocessing as mp  # built in a child: its memory is not the audit's peak
 
