@@ -38,15 +38,6 @@ LARGE_N = 50_000  # logreg and svm beyond this many training rows: a subsample (
 VAL_CHUNK = 4_096  # k-NN: val rows searched at a time (and training rows per block from arrays)
 
 
-def __getattr__(name: str):
-    """scikit-learn's estimators, imported on first use (~160 MB resident; the k-NN needs none)."""
-    if name in ("LogisticRegression", "LinearSVC"):
-        from sklearn import linear_model, svm
-
-        return getattr(linear_model if name == "LogisticRegression" else svm, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass
 class BaselineFit:
     kind: str
@@ -69,7 +60,7 @@ def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
         raise ConfigError(f"unknown baseline '{kind}' (use {', '.join(BASELINES)})")
     if kind == "knn":
         return _fit_knn(x, y, x_val, y_val, num_classes)
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # here: ~160 MB resident, the k-NN needs none
 
     keep = None if subsampled else subsample_rows(kind, y, seed)
     if keep is not None:

@@ -136,7 +136,7 @@ class FeatureData:
               sample_weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Shuffled minibatches (x, y) of one epoch; view choice and order seeded by (seed, epoch)."""
         rng = np.random.default_rng([seed, epoch])
-        if self.streamed or self._clean is None:
+        if self._clean is None:  # streamed, told not to hold, or released
             yield from self._streamed_epoch(rng, batch_size)
             return
         n = self.n_train

@@ -65,14 +65,15 @@ def test_knn_votes_every_k_from_one_search_as_each_k_alone():
 
 def test_logreg_beyond_large_n_fits_a_stratified_subsample(monkeypatch):
     import numpy as np
+    from sklearn.linear_model import LogisticRegression  # baselines imports it when it fits
 
     from featx import baselines
 
     x, y = _blobs(3000, 2)
     xv, yv = _blobs(300, 3)
     seen = []
-    real_fit = baselines.LogisticRegression.fit
-    monkeypatch.setattr(baselines.LogisticRegression, "fit",
+    real_fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit",
                         lambda self, a, b: seen.append(len(b)) or real_fit(self, a, b))
     monkeypatch.setattr(baselines, "LARGE_N", 500)
     fit = baselines.fit_baseline("logreg", x, y, xv, yv, 3)
