@@ -41,7 +41,11 @@ MAX_ASPECT = 100
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Whether the name ends in an image extension (as Path.suffix reads it: "a.png" yes, ".png"
+    no), from the string alone: a folder walk asks this of a million names."""
+    name = os.path.basename(os.fspath(path).rstrip("/" + os.sep))
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featx.images import IMAGE_EXTENSIONS
+from featx.images import is_image_file
 
 Skipped = list[tuple[str, str]]  # (path, reason)
 
@@ -119,8 +119,7 @@ class FolderWalk:
             if _is_dir(entry):
                 subdirs.append((prefix + name, _is_link(entry)))
                 continue
-            dot = name.rfind(".")  # featx.images.is_image_file, without a Path per file
-            if dot <= 0 or name[dot:].lower() not in IMAGE_EXTENSIONS:
+            if not is_image_file(name):
                 into.ignored += 1
             elif not (name.isascii() or _utf8(name)):
                 into.skipped.append((prefix + name, "file name is not valid UTF-8"))
