@@ -15,8 +15,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from featx.feature_data import epoch_draws
 from featx.errors import ConfigError
+from featx.feature_data import epoch_draws
 from featx.heads import HeadConfig, SweepResult, head_losses, train_heads
 from featx.metrics import selection_scores
 from featx.scoring import Normalizer
