@@ -37,8 +37,8 @@ import numpy as np
 from featx.data import DatasetOptions, open_dataset
 from featx.data.packaged import packaged_datasets
 from featx.extraction import ExtractConfig, extract
-from featx.heads import HeadConfig
-from featx.train import train_head
+from featx.probes.sweep import HeadConfig
+from featx.probes.train import train_head
 
 DEFAULT, FINAL, TTA = (("pool", "auto"),), (("pool", "none"),), (("pool", "auto"), ("tta", "flip"))
 CONFIGS = {  # name: (ExtractConfig options, head kind, HeadConfig options)

@@ -19,7 +19,7 @@ import torch
 
 from featx.backbones import create_backbone
 from featx.data import open_dataset, subset
-from featx.engines import OnnxEngine, TorchEngine
+from featx.extraction.engines import OnnxEngine, TorchEngine
 from featx.extraction import ExtractConfig, extract
 from featx.store import FeatureStore
 

@@ -23,11 +23,11 @@ from PIL import Image
 
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
-from featx.device import resolve_device
-from featx.engines import create_engine
+from featx.runtime.device import resolve_device
+from featx.extraction.engines import create_engine
 from featx.extraction import ExtractConfig, extract
-from featx.images import image_to_tensor, load_image
-from featx.transforms import clean_view
+from featx.data.images import image_to_tensor, load_image
+from featx.data.transforms import clean_view
 
 
 def make_jpeg_dataset(folder: Path, n: int) -> Path:

@@ -30,7 +30,7 @@ import torch
 from featx.data import DatasetOptions, open_dataset
 from featx.extraction import ExtractConfig, extract
 from featx.finetuning import FinetuneConfig, find_lr_top, finetune_top
-from featx.train import train_head
+from featx.probes.train import train_head
 
 
 def run_cut(dataset, args, cut: str, tmp: Path) -> list[dict]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from featx.data import open_dataset
 from featx.extraction import ExtractConfig, extract
-from featx.heads import HeadConfig
-from featx.train import train_head
+from featx.probes.sweep import HeadConfig
+from featx.probes.train import train_head
 
 
 def main() -> None:

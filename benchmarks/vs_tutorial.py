@@ -25,8 +25,8 @@ import torchvision.transforms.v2 as T
 from featx.backbones import create_backbone
 from featx.data import open_dataset
 from featx.extraction import ExtractConfig, extract
-from featx.images import load_image
-from featx.train import train_head
+from featx.data.images import load_image
+from featx.probes.train import train_head
 
 
 class Images(torch.utils.data.Dataset):

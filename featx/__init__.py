@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+from featx.version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -30,12 +30,12 @@ _EXPORTS = {
     "extract": "featx.extraction", "ExtractConfig": "featx.extraction", "ExtractResult": "featx.extraction",
     "FeatureStore": "featx.store",
     # heads
-    "train_head": "featx.train", "HeadConfig": "featx.heads", "Head": "featx.head_io",
-    "load_head": "featx.head_io", "LinearProbe": "featx.estimators", "MLPProbe": "featx.estimators",
-    "predict": "featx.prediction", "Predictions": "featx.prediction",
+    "train_head": "featx.probes.train", "HeadConfig": "featx.probes.sweep", "Head": "featx.heads.io",
+    "load_head": "featx.heads.io", "LinearProbe": "featx.probes.estimators", "MLPProbe": "featx.probes.estimators",
+    "predict": "featx.heads.predict", "Predictions": "featx.heads.predict",
     # fine-tuning, comparison, reports
     "finetune": "featx.finetuning", "FinetuneConfig": "featx.finetuning",
-    "compare": "featx.comparison", "write_report": "featx.report",
+    "compare": "featx.compare.run", "write_report": "featx.report",
     # errors
     "FeatxError": "featx.errors", "ConfigError": "featx.errors", "DataError": "featx.errors",
     "StoreError": "featx.errors", "BackboneError": "featx.errors",
@@ -61,15 +61,15 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazil
     from featx.extraction import extract
     from featx.finetuning import finetune
     from featx.backbones import BackboneSpec, create_backbone, get_spec, list_backbones, register_backbone
-    from featx.comparison import compare
+    from featx.compare.run import compare
     from featx.data import Dataset, DatasetOptions, open_dataset
     from featx.errors import BackboneError, ConfigError, DataError, FeatxError, StoreError
-    from featx.estimators import LinearProbe, MLPProbe
+    from featx.probes.estimators import LinearProbe, MLPProbe
     from featx.extraction import ExtractConfig, ExtractResult
     from featx.finetuning import FinetuneConfig
-    from featx.head_io import Head, load_head
-    from featx.heads import HeadConfig
-    from featx.prediction import Predictions, predict
+    from featx.heads.io import Head, load_head
+    from featx.probes.sweep import HeadConfig
+    from featx.heads.predict import Predictions, predict
     from featx.report import write_report
     from featx.store import FeatureStore
-    from featx.train import train_head
+    from featx.probes.train import train_head

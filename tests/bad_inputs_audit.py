@@ -1,4 +1,4 @@
-"""Bad inputs of `featx audit`, `featx search` and `featx export` (featx/audit/, featx/export.py)."""
+"""Bad inputs of `featx audit`, `featx search` and `featx export` (featx/audit/, featx/store/export.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Bad inputs of the data options, manifests, folders, images and recipes (featx/data/,
-featx/images.py, featx/transforms.py), given to `featx scan` and `featx extract`."""
+featx/data/images.py, featx/data/transforms.py), given to `featx scan` and `featx extract`."""
 
 from __future__ import annotations
 

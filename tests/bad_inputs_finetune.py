@@ -14,7 +14,7 @@ WITH_HEAD = FT + ["--head", "{head}"]
 
 
 def knn_head(tmp: Path, world: World) -> None:
-    from featx.train import train_head
+    from featx.probes.train import train_head
 
     train_head(world.store, "knn", out=tmp / "knn", show_progress=False)
 
@@ -35,8 +35,8 @@ def finished_run_of_another_head(tmp: Path, world: World) -> None:
     name in another folder ({tmp}/other/lin.safetensors): re-running with it must not resume."""
     from featx.data import DatasetOptions, open_dataset
     from featx.finetuning import FinetuneConfig, finetune
-    from featx.heads import HeadConfig
-    from featx.train import train_head
+    from featx.probes.sweep import HeadConfig
+    from featx.probes.train import train_head
 
     ds = open_dataset(world.data, DatasetOptions())
     finetune(ds, world.head, tmp / "ft" / "lin", FinetuneConfig(epochs=1, batch_size=4, workers=0),

@@ -1,5 +1,5 @@
-"""Bad inputs of `featx train-head` and `featx lr-find` (featx/heads.py, featx/train.py,
-featx/lr_range.py): option and config values, stores that cannot select, unwritable outputs,
+"""Bad inputs of `featx train-head` and `featx lr-find` (featx/probes/sweep.py, featx/probes/train.py,
+featx/training/lr_range.py): option and config values, stores that cannot select, unwritable outputs,
 rates that diverge."""
 
 from __future__ import annotations

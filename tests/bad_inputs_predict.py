@@ -1,4 +1,4 @@
-"""Bad inputs of `featx predict` and of saved heads (featx/prediction.py, featx/head_io.py)."""
+"""Bad inputs of `featx predict` and of saved heads (featx/heads/predict.py, featx/heads/io.py)."""
 
 from __future__ import annotations
 

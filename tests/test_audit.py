@@ -175,9 +175,9 @@ def test_threshold_without_pixels_decides_alone(tmp_path):
 
 
 def test_report_shows_the_audit_beside_the_heads(tmp_path):
-    from featx.heads import HeadConfig
+    from featx.probes.sweep import HeadConfig
     from featx.report import write_report
-    from featx.train import train_head
+    from featx.probes.train import train_head
     from tests.conftest import make_feature_store
 
     store = make_feature_store(tmp_path / "s.h5")

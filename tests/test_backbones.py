@@ -25,8 +25,8 @@ from featx.backbones.spec import spec_table
 from featx.backbones.torchvision_zoo import full_model, hub_cache_file
 from featx.backbones.weights import load_state_dict
 from featx.errors import BackboneError
-from featx.images import image_to_tensor
-from featx.transforms import clean_view, normalize
+from featx.data.images import image_to_tensor
+from featx.data.transforms import clean_view, normalize
 
 
 def test_registry_lists_torchvision_and_packaged_models():

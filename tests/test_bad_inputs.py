@@ -31,8 +31,8 @@ def world(tmp_path_factory) -> World:
     """A tiny dataset, its complete store (tiny_cnn, random init) and a linear head on it."""
     from featx.data import DatasetOptions, open_dataset
     from featx.extraction import ExtractConfig, extract
-    from featx.heads import HeadConfig
-    from featx.train import train_head
+    from featx.probes.sweep import HeadConfig
+    from featx.probes.train import train_head
 
     root = tmp_path_factory.mktemp("world")
     data = make_class_tree(root / "data", per_class=8)

@@ -97,13 +97,13 @@ def test_help_shows_every_default_and_readable_metavars(command):
 
 def test_cli_defaults_are_the_librarys():
     from featx.data import DatasetOptions
-    from featx.engines import ENGINES
+    from featx.extraction.engines import ENGINES
     from featx.extraction import ExtractConfig
     from featx.extraction.config import AMP_MODES, STORE_DTYPES
     from featx.finetuning import FinetuneConfig
     from featx.finetuning.config import MAP_AUGS, SCHEDULES
-    from featx.heads import HEAD_KINDS, OPTIMIZERS, HeadConfig
-    from featx.heads import SCHEDULES as HEAD_SCHEDULES
+    from featx.probes.sweep import HEAD_KINDS, OPTIMIZERS, HeadConfig
+    from featx.probes.sweep import SCHEDULES as HEAD_SCHEDULES
     from featx.cli import options as o
 
     assert (o.HEAD_KINDS, o.HEAD_OPTIMIZERS, o.HEAD_SCHEDULES) == (HEAD_KINDS, OPTIMIZERS, HEAD_SCHEDULES)
@@ -505,9 +505,9 @@ def unwritable(tmp_path):
 
 
 WORK = {  # the library call each command's work starts with: must not run when --out is unwritable
-    "predict": "featx.prediction.predict", "report": "featx.report.write_report",
-    "merge": "featx.store.merge_shards", "compare": "featx.comparison.compare",
-    "train-head": "featx.train.train_head", "lr-find": "featx.train.find_head_lr",
+    "predict": "featx.heads.predict.predict", "report": "featx.report.write_report",
+    "merge": "featx.store.merge_shards", "compare": "featx.compare.run.compare",
+    "train-head": "featx.probes.train.train_head", "lr-find": "featx.probes.train.find_head_lr",
     "extract": "featx.extraction.extract", "finetune": "featx.finetuning.finetune",
 }
 
@@ -534,8 +534,8 @@ def test_unwritable_out_is_refused_before_the_work_starts(tmp_path, blob_store, 
 
 
 def _any_head(tmp_path, blob_store) -> Path:
-    from featx.heads import HeadConfig
-    from featx.train import train_head
+    from featx.probes.sweep import HeadConfig
+    from featx.probes.train import train_head
 
     return train_head(blob_store, "linear", HeadConfig(epochs=1), out=tmp_path / "heads" / "h",
                       show_progress=False).path
@@ -574,12 +574,12 @@ def test_report_skips_a_corrupt_head_with_a_note(tmp_path, blob_store):
 
 
 def test_train_head_ctrl_c_says_nothing_was_saved(monkeypatch, blob_store, tmp_path):
-    import featx.train
+    import featx.probes.train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(featx.train, "train_head", interrupted)
+    monkeypatch.setattr(featx.probes.train, "train_head", interrupted)
     result = _run("train-head", blob_store, "--out", tmp_path)
     assert result.exit_code == 130
     assert "interrupted; no head was saved" in result.stderr
@@ -591,9 +591,9 @@ SLOW_PROGRESS = '''
 """Imported before the CLI: every progress step marks the run as started, then takes 0.5 s."""
 import os, time
 from contextlib import contextmanager
-import featx.progress
+import featx.runtime.progress
 
-real = featx.progress.progress_bar
+real = featx.runtime.progress.progress_bar
 
 
 @contextmanager
@@ -606,7 +606,7 @@ def slow_bar(*args, **kwargs):
         yield slow
 
 
-featx.progress.progress_bar = slow_bar
+featx.runtime.progress.progress_bar = slow_bar
 '''
 
 SIGINT_RUNS = {  # command -> (its arguments, the message)
@@ -625,8 +625,8 @@ def tiny_world(tmp_path_factory):
     """A class tree, its tiny_cnn store and a linear head on it."""
     from featx.data import DatasetOptions, open_dataset
     from featx.extraction import ExtractConfig, extract
-    from featx.heads import HeadConfig
-    from featx.train import train_head
+    from featx.probes.sweep import HeadConfig
+    from featx.probes.train import train_head
 
     root = tmp_path_factory.mktemp("tiny")
     data = make_class_tree(root / "data", per_class=8)

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from featx.backbones import register_backbone
 from featx.cli import app
-from featx.comparison import compare
+from featx.compare.run import compare
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import ConfigError
 from featx.extraction import ExtractConfig
-from featx.resplits import resplit_heads
+from featx.probes.resplits import resplit_heads
 from featx.store import FeatureStore
 from tests.conftest import make_class_tree
 from tests.tiny_backbone import tiny_cnn

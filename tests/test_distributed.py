@@ -1,4 +1,4 @@
-"""featx.distributed: torchrun-sharded extraction (2 CPU processes, gloo) equals one process."""
+"""featx.runtime.distributed: torchrun-sharded extraction (2 CPU processes, gloo) equals one process."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from featx.distributed import shard_bounds
+from featx.runtime.distributed import shard_bounds
 from featx.store import FeatureStore
-from featx.train import train_head
+from featx.probes.train import train_head
 from tests.conftest import make_class_tree
 
 ARRAYS = ("features/clean", "features/aug", "features/aug_rows", "done/clean", "done/aug",

@@ -1,4 +1,4 @@
-"""featx.engines: ONNX Runtime agrees with torch, exports are cached safely, failures fall back."""
+"""featx.extraction.engines: ONNX Runtime agrees with torch, exports are cached safely, failures fall back."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import featx.engines
+import featx.extraction.engines
 from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
-from featx.engines import OnnxEngine, TorchEngine, cached_onnx, create_engine, resolve_engine
+from featx.extraction.engines import OnnxEngine, TorchEngine, cached_onnx, create_engine, resolve_engine
 from featx.errors import ConfigError, StoreError
 from featx.extraction import ExtractConfig, engine_for, extract
 from featx.store import FeatureStore
@@ -73,7 +73,7 @@ def test_export_failure_falls_back_to_torch_with_one_line(monkeypatch):
     def broken(backbone, path, module=None, cut=None):
         raise RuntimeError("Unsupported: aten::weird_op\nlong details")
 
-    monkeypatch.setattr(featx.engines, "_export", broken)
+    monkeypatch.setattr(featx.extraction.engines, "_export", broken)
     engine = create_engine(_backbone(seed=13), "onnxruntime", CPU, warn=messages.append)
     assert isinstance(engine, TorchEngine)
     assert messages == ["ONNX Runtime unavailable for resnet18 (RuntimeError: Unsupported: "
@@ -82,7 +82,7 @@ def test_export_failure_falls_back_to_torch_with_one_line(monkeypatch):
 
 @pytest.mark.slow
 def test_verification_failure_falls_back_to_torch(monkeypatch, capsys):
-    monkeypatch.setattr(featx.engines, "TOLERANCE", -1.0)  # nothing can pass
+    monkeypatch.setattr(featx.extraction.engines, "TOLERANCE", -1.0)  # nothing can pass
     engine = engine_for(_backbone(), ExtractConfig(), CPU, "onnxruntime")
     assert isinstance(engine, TorchEngine)
     assert "differs from torch" in capsys.readouterr().err

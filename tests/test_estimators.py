@@ -1,4 +1,4 @@
-"""featx.estimators: the probes behave as scikit-learn estimators on feature arrays."""
+"""featx.probes.estimators: the probes behave as scikit-learn estimators on feature arrays."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from featx.estimators import LinearProbe, MLPProbe
+from featx.probes.estimators import LinearProbe, MLPProbe
 
 
 def blobs(n=60, dim=8, classes=("cat", "dog", "owl"), seed=0):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featx.errors import StoreError
-from featx.export import export
+from featx.store.export import export
 from featx.store import FeatureStore
 
 

@@ -18,9 +18,9 @@ from featx.backbones import create_backbone
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import DataError
 from featx.extraction import ExtractConfig, extract, plan_batches
-from featx.images import image_to_tensor, load_image
+from featx.data.images import image_to_tensor, load_image
 from featx.store import FeatureStore
-from featx.transforms import load_recipe, make_views, normalize
+from featx.data.transforms import load_recipe, make_views, normalize
 from tests.conftest import make_class_tree
 from tests.test_store import read_only  # noqa: F401 (fixture)
 

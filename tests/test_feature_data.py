@@ -1,4 +1,4 @@
-"""featx.feature_data: training data from a store, in memory or streamed with flat memory."""
+"""featx.probes.feature_data: training data from a store, in memory or streamed with flat memory."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from featx.errors import StoreError
-from featx.feature_data import FeatureData
-from featx.heads import HeadConfig, train_heads
+from featx.probes.feature_data import FeatureData
+from featx.probes.sweep import HeadConfig, train_heads
 from featx.store import FeatureStore, StoreWriter
 from tests.conftest import make_feature_store
 
@@ -68,7 +68,7 @@ def test_a_unit_dead_in_training_cannot_decide_predictions_when_it_wakes_up(tmp_
     that turns its first non-zero value on a new image into a logit of ~1e6."""
     import h5py
 
-    from featx.train import train_head
+    from featx.probes.train import train_head
 
     path = make_feature_store(tmp_path / "s.h5")
     with h5py.File(path, "r+") as f:

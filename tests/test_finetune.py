@@ -26,15 +26,15 @@ from featx.finetuning.checkpoint import checkpoint_paths, load_checkpoint, save_
 from featx.finetuning.data import cpu_share
 from featx.finetuning.loop import make_optimizer
 from featx.finetuning.model import head_columns
-from featx.head_io import WARM_START
+from featx.heads.io import WARM_START
 from featx.finetuning.whole import WholeNetwork
-from featx.head_io import Head, save_head
-from featx.heads import HeadConfig
-from featx.prediction import predict
-from featx.schedules import schedule_factor
+from featx.heads.io import Head, save_head
+from featx.probes.sweep import HeadConfig
+from featx.heads.predict import predict
+from featx.training.schedules import schedule_factor
 from featx.store import FeatureStore
-from featx.train import train_head
-from featx.transforms import load_recipe
+from featx.probes.train import train_head
+from featx.data.transforms import load_recipe
 from tests.conftest import make_class_tree
 
 OPTIONS = DatasetOptions(val_frac=0.2, test_frac=0.2)
@@ -86,7 +86,7 @@ def test_the_warm_start_network_is_the_trained_head(probe, tmp_path):
 
 def warm_start_scores(head: Head, x: np.ndarray) -> np.ndarray:
     """What a fine-tune starts from: a k-fold head's train-only refit (else the head itself)."""
-    from featx.scoring import Normalizer, linear_scores
+    from featx.heads.scoring import Normalizer, linear_scores
 
     prefix = head.warm_start_prefix
     warm = {k[len(prefix):]: v for k, v in head.tensors.items() if k.startswith(prefix)}
@@ -459,7 +459,7 @@ def test_device_decode_path_gives_the_workers_views(tmp_path, monkeypatch):
     label; other formats still come decoded from the workers."""
     import featx.finetuning.data
     from featx.finetuning.data import ImageSamples, collate, views_on_device
-    from featx.transforms import load_recipe
+    from featx.data.transforms import load_recipe
 
     root = make_class_tree(tmp_path / "d", classes=("a", "b"), per_class=6, seed=5, ext=".jpg")
     make_class_tree(tmp_path / "d", classes=("a", "b"), per_class=1, seed=8, ext=".png")

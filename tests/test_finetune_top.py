@@ -18,11 +18,11 @@ from featx.errors import ConfigError, FeatxError
 from featx.extraction import ExtractConfig, extract
 from featx.finetuning import (FinetuneConfig, MapData, find_lr_top, finetune_top, square_symmetry,
                               suggest_lr)
-from featx.head_io import Head
-from featx.heads import HeadConfig
-from featx.prediction import predict
+from featx.heads.io import Head
+from featx.probes.sweep import HeadConfig
+from featx.heads.predict import predict
 from featx.store import FeatureStore
-from featx.train import train_head
+from featx.probes.train import train_head
 from tests.conftest import make_class_tree
 
 TOP = dict(from_block="layer4", epochs=3, batch_size=8, lr=0.02, patience=None)

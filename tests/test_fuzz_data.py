@@ -29,8 +29,8 @@ from PIL import Image
 from featx.backbones import Preprocess
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import ConfigError, DataError, FeatxError, ImageError
-from featx.images import MAX_ASPECT, MAX_PIXELS, decode_jpegs, image_to_tensor, load_image
-from featx.transforms import OPS, clean_view, load_recipe, make_views
+from featx.data.images import MAX_ASPECT, MAX_PIXELS, decode_jpegs, image_to_tensor, load_image
+from featx.data.transforms import OPS, clean_view, load_recipe, make_views
 
 PRE = Preprocess(input_size=32, resize_size=36)
 # FEATX_FUZZ_SCALE=50 makes every test try 50 times as many examples (a bug hunt, not CI).

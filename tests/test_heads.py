@@ -1,4 +1,4 @@
-"""featx.heads: batched heads, per-head optimisers, schedules, the sweep, lr-find."""
+"""featx.probes.sweep: batched heads, per-head optimisers, schedules, the sweep, lr-find."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from featx.feature_data import FeatureData
-from featx.heads import (BatchedHeads, BatchedOptimizer, HeadConfig, lr_find, schedule_factor,
+from featx.probes.feature_data import FeatureData
+from featx.probes.sweep import (BatchedHeads, BatchedOptimizer, HeadConfig, lr_find, schedule_factor,
                          train_heads)
 from featx.store import FeatureStore
 

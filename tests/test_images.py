@@ -1,4 +1,4 @@
-"""featx.images: every file becomes upright 8-bit RGB, or an ImageError naming it and why."""
+"""featx.data.images: every file becomes upright 8-bit RGB, or an ImageError naming it and why."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from featx.errors import ImageError
-from featx.images import image_to_tensor, load_image
+from featx.data.images import image_to_tensor, load_image
 from tests.conftest import write_image
 
 
@@ -81,9 +81,9 @@ def test_broken_files_raise_image_error_with_name_and_reason(tmp_path, kind):
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
-    import featx.images
+    import featx.data.images
 
-    monkeypatch.setattr(featx.images, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(featx.data.images, "MAX_PIXELS", 1000)
     path = write_image(tmp_path / "big.png", 3, size=(50, 50))
     with pytest.raises(ImageError, match="decompression bomb"):
         load_image(path)
@@ -119,13 +119,13 @@ def test_ordinary_panoramas_still_load(tmp_path):
 def test_oversized_jpeg_is_reduced_while_decoding(tmp_path, monkeypatch):
     """A JPEG over the pixel limit is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) to fit it,
     rather than refused: the reduced image is never larger than the limit."""
-    import featx.images
+    import featx.data.images
 
     path = write_image(tmp_path / "big.jpg", 3, size=(160, 120))
-    monkeypatch.setattr(featx.images, "MAX_PIXELS", 160 * 120 // 3)
+    monkeypatch.setattr(featx.data.images, "MAX_PIXELS", 160 * 120 // 3)
     img = load_image(path)
     assert img.size == (80, 60) and img.mode == "RGB"
-    monkeypatch.setattr(featx.images, "MAX_PIXELS", 160 * 120 // 100)  # even 1/8 is too big
+    monkeypatch.setattr(featx.data.images, "MAX_PIXELS", 160 * 120 // 100)  # even 1/8 is too big
     with pytest.raises(ImageError, match="decompression bomb"):
         load_image(path)
 
@@ -134,14 +134,14 @@ def test_device_jpeg_decoding_applies_the_same_size_rules(tmp_path, monkeypatch)
     """The nvjpeg path (run here on the CPU) refuses what load_image refuses, from the header."""
     import torch
 
-    import featx.images
-    from featx.images import decode_jpegs, read_file_bytes
+    import featx.data.images
+    from featx.data.images import decode_jpegs, read_file_bytes
 
     good = write_image(tmp_path / "good.jpg", 1, size=(40, 32))
     strip = tmp_path / "strip.jpg"
     Image.new("RGB", (2020, 20), (9, 9, 9)).save(strip)
     big = write_image(tmp_path / "big.jpg", 3, size=(160, 120))
-    monkeypatch.setattr(featx.images, "MAX_PIXELS", 160 * 120 // 3)
+    monkeypatch.setattr(featx.data.images, "MAX_PIXELS", 160 * 120 // 3)
     paths = [good, strip, big]
     out = decode_jpegs([read_file_bytes(p) for p in paths], paths, torch.device("cpu"))
     assert out[0].shape == (3, 32, 40)

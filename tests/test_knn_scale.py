@@ -1,4 +1,4 @@
-"""The k-NN head at scale (featx.knn_index): one index per head, exact up to EXACT_MAX_ROWS
+"""The k-NN head at scale (featx.search.knn_index): one index per head, exact up to EXACT_MAX_ROWS
 reference rows, IVF candidates re-ranked exactly above; saved and reloaded without re-training."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from featx import knn_index
-from featx.baselines import K_GRID, fit_baseline
-from featx.head_io import Head, save_head
-from featx.scoring import knn_scores, scores
+from featx.search import knn_index
+from featx.probes.baselines import K_GRID, fit_baseline
+from featx.heads.io import Head, save_head
+from featx.heads.scoring import knn_scores, scores
 
 
 def _clusters(n: int, seed: int, dim: int = 32, centers: int = 60, classes: int = 4):
@@ -126,7 +126,7 @@ def test_the_same_data_gives_the_same_head_tensors(approximate):
 
 def test_train_head_streams_the_knn_reference_set_and_its_head_reloads(approximate, tmp_path, monkeypatch):
     from featx.store import FeatureStore
-    from featx.train import train_head
+    from featx.probes.train import train_head
     from tests.conftest import make_feature_store
 
     store = make_feature_store(tmp_path / "s.h5", n_per_class=1_500, dim=16, views=0)
@@ -155,7 +155,7 @@ def test_a_knn_head_with_a_broken_index_is_one_clear_error(approximate, tmp_path
     from safetensors.numpy import save_file
 
     from featx.errors import FeatxError
-    from featx.head_io import file_sha256
+    from featx.heads.io import file_sha256
 
     x, y = _clusters(3_000, 11)
     xv, yv = _clusters(100, 12)

@@ -1,99 +1,192 @@
-"""The shape of the package: layers import downwards only, modules stay readable, a head loads light.
+"""The shape of the package: layers import downwards only, no import loops, modules stay readable,
+a head loads light.
 
-These rules are docs/store.md's "Data flow and import layers"; a change to one changes the other.
+The layer table lives in docs/store.md ("Data flow and import layers") and nowhere else: this test
+reads it from there, so the page and the check cannot disagree.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "featx"
-MAX_LINES = 420  # "about 400": room for a docstring, not for a second responsibility
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "featx"
+MAX_LINES = 400
+MAX_TOP_LEVEL_MODULES = 6
 
-# First component under featx -> layer; a module may import its own layer or lower ones.
-LAYERS = {
-    "errors": 0, "atomic": 0, "device": 0, "progress": 0, "metrics": 0, "scoring": 0,
-    "schedules": 0, "balance": 0, "config": 0, "distributed": 0, "plots": 0, "neighbours": 0, "knn_index": 0, "uncertainty": 0,
-    "memory": 0,
-    "images": 1, "data": 1,
-    "backbones": 2, "transforms": 2, "engines": 2,
-    "store": 3,
-    "extraction": 4,
-    "heads": 5, "head_io": 5, "head_backbone": 5, "baselines": 5, "feature_data": 5, "train": 5,
-    "lr_range": 5, "estimators": 5, "export": 5, "resplits": 5, "selection": 5, "train_cv": 5, "batched": 5,
-    "finetuning": 6,
-    "prediction": 7, "comparison": 7, "report": 7, "audit": 7,
-    "cli": 9, "__main__": 9,
-}
+
+def read_layers(doc: Path = ROOT / "docs" / "store.md") -> dict[str, int]:
+    """{package or top-level module: layer} from the table between the `layers` markers."""
+    text = doc.read_text(encoding="utf-8")
+    table = text.split("<!-- layers:", 1)[1].split("<!-- /layers -->", 1)[0]
+    layers = {}
+    for row in re.finditer(r"^\| (\d+) \| ([^|]+) \|", table, re.M):
+        for name in re.findall(r"`([\w]+)`", row.group(2)):
+            layers[name] = int(row.group(1))
+    return layers
+
+
+LAYERS = read_layers()
 
 
 def modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def component(path: Path) -> str:
-    rel = path.relative_to(PACKAGE).with_suffix("")
-    return rel.parts[0] if rel.parts != ("__init__",) else "__init__"
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def featx_imports(path: Path):
-    """(line, imported module, imported names) for every featx import, lazy ones included,
-    leaving out `if TYPE_CHECKING:` blocks (they never run)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            skip.update(id(n) for n in ast.walk(node))
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("featx"):
-            yield node.lineno, node.module, [a.name for a in node.names]
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("featx"):
-                    yield node.lineno, alias.name, []
+def component(module: str) -> str:
+    """The layer-table entry a module belongs to: `featx.probes.cv` -> `probes`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
 
 
-def test_every_module_has_a_layer():
-    unknown = sorted({component(p) for p in modules()} - set(LAYERS) - {"__init__"})
-    assert not unknown, f"add these to LAYERS (and docs/store.md): {unknown}"
+def resolve(name: str, known: set[str]) -> str | None:
+    """The featx module an import names (a submodule if one exists, else its package)."""
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> featx modules it imports, lazy and TYPE_CHECKING imports included."""
+    paths = {module_name(p): p for p in modules()}
+    known = set(paths)
+    graph: dict[str, set[str]] = {}
+    for me, path in paths.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("featx"):
+                base = node.module
+                for alias in node.names:  # `from featx.x import y`: y may be a submodule
+                    targets.add(resolve(f"{base}.{alias.name}", known))
+            elif isinstance(node, ast.Import):
+                targets.update(resolve(a.name, known) for a in node.names if a.name.startswith("featx"))
+        graph[me] = {t for t in targets if t and t != me}
+    return graph
+
+
+def upward_imports(graph: dict[str, set[str]], layers: dict[str, int]) -> list[str]:
+    """Imports that break the layer order: into a higher layer, or into another package of the
+    same layer. The package root `featx` (its lazy public names) is only for users."""
+    wrong = []
+    for me, targets in graph.items():
+        mine = component(me)
+        for target in sorted(targets):
+            theirs = component(target)
+            if theirs == mine:
+                continue
+            if target == "featx" or layers[theirs] >= layers[mine]:
+                wrong.append(f"{me} imports {target}")
+    return wrong
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of two or more modules (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_every_package_and_module_has_a_layer():
+    unknown = sorted({component(module_name(p)) for p in modules()} - set(LAYERS))
+    assert not unknown, f"add these to the layer table in docs/store.md: {unknown}"
+    stale = sorted(set(LAYERS) - {component(module_name(p)) for p in modules()})
+    assert not stale, f"docs/store.md names layers for what no longer exists: {stale}"
 
 
 def test_layers_import_downwards_only():
-    wrong = []
-    for path in modules():
-        if component(path) == "__init__":
-            continue
-        mine = LAYERS[component(path)]
-        for line, module, names in featx_imports(path):
-            parts = module.split(".")
-            if len(parts) == 1:  # `from featx import x`: x is a submodule or a lazy public name
-                targets = names
-            else:
-                targets = [parts[1]]
-            for target in targets:
-                if LAYERS.get(target, -1) > mine:
-                    wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module} {names or ''}")
-    assert not wrong, "imports from a higher layer:\n" + "\n".join(wrong)
+    wrong = upward_imports(import_graph(), LAYERS)
+    assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph())
+    assert not found, "modules that import each other:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_the_checks_catch_a_bad_graph():
+    """The two checks above fail on the faults they exist for (a test that cannot fail is none)."""
+    layers = {"errors": 0, "data": 1, "store": 2, "extraction": 2, "__init__": 3}
+    bad = {
+        "featx.data.dataset": {"featx.store.reader"},  # upward
+        "featx.store.reader": {"featx.extraction.run"},  # same layer, other package
+        "featx.extraction.run": {"featx.data.dataset"},
+        "featx.store.schema": {"featx"},  # the public face, from inside
+        "featx.data.a": {"featx.data.b"}, "featx.data.b": {"featx.data.c"},
+        "featx.data.c": {"featx.data.a"},  # a loop inside one package
+    }
+    assert upward_imports(bad, layers) == ["featx.data.dataset imports featx.store.reader",
+                                           "featx.store.reader imports featx.extraction.run",
+                                           "featx.store.schema imports featx"]
+    assert ["featx.data.a", "featx.data.b", "featx.data.c"] in cycles(bad)
+    assert ["featx.data.dataset", "featx.extraction.run", "featx.store.reader"] in cycles(bad)
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_layer_table_reads_from_the_docs(tmp_path):
+    doc = tmp_path / "store.md"
+    doc.write_text("x\n<!-- layers: -->\n| layer | m | r |\n|---|---|---|\n| 0 | `a`, `b` | r |\n"
+                   "| 3 | `c` | r |\n<!-- /layers -->\n| 9 | `d` | not read |\n")
+    assert read_layers(doc) == {"a": 0, "b": 0, "c": 3}
 
 
 def test_no_private_names_cross_modules():
-    wrong = [f"{p.relative_to(PACKAGE.parent)}:{line} {module} {name}"
-             for p in modules() for line, module, names in featx_imports(p)
-             for name in names if name.startswith("_") and name != "__version__"]
+    wrong = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("featx"):
+                wrong += [f"{module_name(path)}: {node.module} {a.name}" for a in node.names
+                          if a.name.startswith("_") and a.name != "__version__"]
     assert not wrong, "private names imported across modules:\n" + "\n".join(wrong)
 
 
 def test_modules_stay_readable():
-    long = {str(p.relative_to(PACKAGE.parent)): n for p in modules()
+    long = {str(p.relative_to(ROOT)): n for p in modules()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_the_top_level_holds_few_modules():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, f"featx/ holds {len(top)} modules: {top}"
 
 
 def imports_h5py(path: Path) -> bool:
@@ -106,8 +199,8 @@ def imports_h5py(path: Path) -> bool:
 
 
 def test_only_the_store_opens_hdf5():
-    wrong = [str(p.relative_to(PACKAGE.parent)) for p in modules()
-             if component(p) != "store" and imports_h5py(p)]
+    wrong = [str(p.relative_to(ROOT)) for p in modules()
+             if component(module_name(p)) != "store" and imports_h5py(p)]
     assert not wrong, f"h5py used outside featx/store/: {wrong}"
 
 
@@ -116,7 +209,7 @@ def test_loading_a_head_and_scoring_features_stays_light(tmp_path):
     probe = f"""
 import sys, numpy as np
 import featx
-from featx.head_io import save_head
+from featx.heads.io import save_head
 meta = {{"kind": "linear", "classes": ["a", "b"], "feature_dim": 3, "backbone": "x",
          "normalize": "none"}}
 save_head({str(tmp_path / "h")!r}, {{"layers.0.weight": np.eye(3, 2, dtype=np.float32),

@@ -1,4 +1,4 @@
-"""featx.lr_range: the range test, its two rules, and the record that lets a fine-tune reuse it."""
+"""featx.training.lr_range: the range test, its two rules, and the record that lets a fine-tune reuse it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from featx.lr_range import LRFindResult, cached_range_test, range_test
+from featx.training.lr_range import LRFindResult, cached_range_test, range_test
 
 
 def _bowl(edge: float):

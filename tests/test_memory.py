@@ -1,11 +1,11 @@
-"""featx.memory: the memory a process may use is the RAM, or the cgroup limits above it."""
+"""featx.runtime.memory: the memory a process may use is the RAM, or the cgroup limits above it."""
 
 from __future__ import annotations
 
 import pytest
 
-from featx import memory
-from featx.feature_data import MEMORY_SHARE, default_memory_mb
+from featx.runtime import memory
+from featx.probes.feature_data import MEMORY_SHARE, default_memory_mb
 
 GIB = 2**30
 

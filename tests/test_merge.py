@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-import featx.distributed
+import featx.runtime.distributed
 from featx.data import DatasetOptions, open_dataset
-from featx.distributed import DistContext
+from featx.runtime.distributed import DistContext
 from featx.errors import ConfigError, StoreError
 from featx.extraction import ExtractConfig, extract, extract_shard
 from featx.store import FeatureStore, merge_shards, shard_path
@@ -28,8 +28,8 @@ def _arrays(path):
 
 def _as_rank(monkeypatch, rank: int, world: int = 2) -> None:
     """Run the next extract as one rank of a `world`-process job, in this process."""
-    monkeypatch.setattr(featx.distributed, "context", lambda: DistContext(rank, world, rank))
-    monkeypatch.setattr(featx.distributed, "init", lambda ctx, device: None)
+    monkeypatch.setattr(featx.runtime.distributed, "context", lambda: DistContext(rank, world, rank))
+    monkeypatch.setattr(featx.runtime.distributed, "init", lambda ctx, device: None)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""featx.metrics: the numbers in every report."""
+"""featx.evaluation.metrics: the numbers in every report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from featx.metrics import Metrics, evaluate, expected_calibration_error
+from featx.evaluation.metrics import Metrics, evaluate, expected_calibration_error
 
 
 def test_metrics_on_a_small_hand_checked_case():

@@ -11,9 +11,9 @@ from featx.backbones import create_backbone
 from featx.backbones.cuts import pool_maps, trunk_for
 from featx.errors import ConfigError, StoreError
 from featx.extraction import ExtractConfig, extract
-from featx.heads import HeadConfig
+from featx.probes.sweep import HeadConfig
 from featx.store import FeatureStore
-from featx.train import train_head
+from featx.probes.train import train_head
 from tests.conftest import make_class_tree
 
 @pytest.fixture

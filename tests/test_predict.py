@@ -1,4 +1,4 @@
-"""featx.prediction: a saved head re-attached to its backbone classifies new images."""
+"""featx.heads.predict: a saved head re-attached to its backbone classifies new images."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
 from featx.extraction import ExtractConfig, extract
-from featx.heads import HeadConfig
-from featx.prediction import predict
+from featx.probes.sweep import HeadConfig
+from featx.heads.predict import predict
 from featx.store import FeatureStore
-from featx.train import train_head
+from featx.probes.train import train_head
 from tests.conftest import make_class_tree, write_image
 
 
@@ -118,17 +118,17 @@ def test_predictions_from_a_store_carry_split_and_true_class(tmp_path, trained):
 
 
 def test_a_store_is_scored_block_by_block_as_a_whole_would_be(trained, monkeypatch):
-    import featx.prediction
+    import featx.heads.predict
 
     _, store, head = trained
     whole = predict(head, [store])
-    monkeypatch.setattr(featx.prediction, "SCORE_ROWS", 3)  # several blocks, the last one short
+    monkeypatch.setattr(featx.heads.predict, "SCORE_ROWS", 3)  # several blocks, the last one short
     blocks = predict(head, [store])
     with FeatureStore(store) as st:
         x, _ = st.features()
     assert len(blocks.paths) == len(x) > 3
     np.testing.assert_allclose(blocks.scores, whole.scores, rtol=1e-6)
-    from featx.head_io import Head, load_head
+    from featx.heads.io import Head, load_head
 
     loaded = head if isinstance(head, Head) else load_head(head)
     np.testing.assert_allclose(blocks.scores, loaded.scores(x[:, :loaded.feature_dim]), rtol=1e-6)

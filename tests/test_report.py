@@ -1,4 +1,4 @@
-"""featx.report / featx.comparison: the comparison a person looks at, in HTML and Markdown."""
+"""featx.report / featx.compare.run: the comparison a person looks at, in HTML and Markdown."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featx.comparison import compare
+from featx.compare.run import compare
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import FeatxError
 from featx.extraction import ExtractConfig
@@ -169,12 +169,12 @@ def test_compare_records_a_backbone_that_cannot_run_and_still_writes_the_report(
 
 
 def test_compare_refuses_a_file_where_its_folders_go_before_any_work(tmp_path, monkeypatch):
-    import featx.comparison
+    import featx.compare.run
 
     def work(*args, **kwargs):
         raise AssertionError("extraction started")
 
-    monkeypatch.setattr(featx.comparison, "extract", work)
+    monkeypatch.setattr(featx.compare.run, "extract", work)
     ds = open_dataset(make_class_tree(tmp_path / "data", per_class=2), DatasetOptions(val_frac=0.25, test_frac=0.25))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "stores").write_text("a file")

@@ -52,8 +52,8 @@ def _blobs(n: int, seed: int):
 def test_knn_votes_every_k_from_one_search_as_each_k_alone():
     import numpy as np
 
-    from featx.baselines import K_GRID, fit_baseline
-    from featx.scoring import knn_scores
+    from featx.probes.baselines import K_GRID, fit_baseline
+    from featx.heads.scoring import knn_scores
 
     x, y = _blobs(300, 0)
     xv, yv = _blobs(80, 1)
@@ -67,7 +67,7 @@ def test_logreg_beyond_large_n_fits_a_stratified_subsample(monkeypatch):
     import numpy as np
     from sklearn.linear_model import LogisticRegression  # baselines imports it when it fits
 
-    from featx import baselines
+    from featx.probes import baselines
 
     x, y = _blobs(3000, 2)
     xv, yv = _blobs(300, 3)
@@ -101,11 +101,11 @@ def test_a_big_listing_is_not_remembered_but_hashes_the_same(tmp_path, monkeypat
 def test_train_head_reads_only_the_logreg_subsample_and_fits_what_the_arrays_give(tmp_path, monkeypatch):
     import numpy as np
 
-    from featx import baselines
-    from featx.feature_data import FeatureData
-    from featx.scoring import Normalizer
+    from featx.probes import baselines
+    from featx.probes.feature_data import FeatureData
+    from featx.heads.scoring import Normalizer
     from featx.store import FeatureStore
-    from featx.train import train_head
+    from featx.probes.train import train_head
     from tests.conftest import make_feature_store
 
     store = make_feature_store(tmp_path / "s.h5", n_per_class=200, views=0)
@@ -126,7 +126,7 @@ def test_train_head_reads_only_the_logreg_subsample_and_fits_what_the_arrays_giv
 
 
 def test_the_linear_svm_beyond_large_n_fits_the_same_subsample(monkeypatch):
-    from featx import baselines
+    from featx.probes import baselines
 
     x, y = _blobs(3000, 2)
     xv, yv = _blobs(300, 3)

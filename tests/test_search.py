@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featx.neighbours import ArrayRows, nearest, nearest_streamed, self_neighbours
-from featx.scoring import knn_scores
+from featx.search.neighbours import ArrayRows, nearest, nearest_streamed, self_neighbours
+from featx.heads.scoring import knn_scores
 
 
 def brute(x: np.ndarray, k: int) -> np.ndarray:

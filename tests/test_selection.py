@@ -1,4 +1,4 @@
-"""featx.selection + train_head's k-fold path: settings chosen on train+val, never on test."""
+"""featx.probes.selection + train_head's k-fold path: settings chosen on train+val, never on test."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from featx.errors import ConfigError
-from featx.heads import HeadConfig
-from featx.metrics import evaluate, selection_scores
-from featx.selection import CV_MAX_ROWS, PoolData, stratified_folds, use_cv
+from featx.probes.sweep import HeadConfig
+from featx.evaluation.metrics import evaluate, selection_scores
+from featx.probes.selection import CV_MAX_ROWS, PoolData, stratified_folds, use_cv
 from featx.store import FeatureStore
-from featx.train import train_head
+from featx.probes.train import train_head
 from tests.conftest import make_feature_store
 
 CV = HeadConfig(epochs=6, batch_size=32, lrs=(1e-3, 0.1, 1.0), weight_decays=(0.0, 1e-3), select="cv", folds=3)

@@ -1,4 +1,4 @@
-"""featx.train + featx.head_io: train every head kind on a store, save, reload, agree."""
+"""featx.probes.train + featx.heads.io: train every head kind on a store, save, reload, agree."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from featx.errors import ConfigError, FeatxError
-from featx.feature_data import FeatureData
-from featx.head_io import Head
-from featx.heads import HeadConfig
+from featx.probes.feature_data import FeatureData
+from featx.heads.io import Head
+from featx.probes.sweep import HeadConfig
 from featx.store import FeatureStore
-from featx.train import train_head
+from featx.probes.train import train_head
 
 # One val split: these tests are about training and saving (tests/test_selection.py: k-fold CV).
 FAST = HeadConfig(epochs=8, batch_size=16, select="val")
@@ -194,14 +194,14 @@ def test_an_empty_val_split_is_said_instead_of_selecting_on_nothing(tmp_path):
 
 
 def test_an_unwritable_out_fails_before_training(blob_store, tmp_path, monkeypatch):
-    import featx.baselines
-    import featx.train
+    import featx.probes.baselines
+    import featx.probes.train
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before checking the output")
 
-    monkeypatch.setattr(featx.train, "train_heads", no_training)
-    monkeypatch.setattr(featx.baselines, "fit_baseline", no_training)
+    monkeypatch.setattr(featx.probes.train, "train_heads", no_training)
+    monkeypatch.setattr(featx.probes.baselines, "fit_baseline", no_training)
     (tmp_path / "file").write_text("x")
     for kind in ("linear", "logreg"):
         with pytest.raises(FeatxError, match=r"file/sub: .*file is a file, not a folder"):
@@ -237,7 +237,7 @@ def test_head_config_values_are_checked_by_type_and_range(fields, name):
 
 
 def test_lr_find_settings_are_checked(blob_store):
-    from featx.train import find_head_lr
+    from featx.probes.train import find_head_lr
 
     for start, end, steps in ((0.0, 1.0, 10), (1.0, 0.1, 10), (1e-5, 1.0, 0), (1e-5, float("inf"), 10),
                               (float("nan"), 1.0, 10), (1e-5, 1.0, 2.5)):

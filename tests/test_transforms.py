@@ -1,4 +1,4 @@
-"""featx.transforms: the clean view and deterministic augmented views."""
+"""featx.data.transforms: the clean view and deterministic augmented views."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from featx.backbones import Preprocess
 from featx.errors import ConfigError
-from featx.transforms import list_recipes, load_recipe, make_views, normalize, view_seed
+from featx.data.transforms import list_recipes, load_recipe, make_views, normalize, view_seed
 
 PRE = Preprocess(input_size=32, resize_size=36)
 
@@ -114,7 +114,7 @@ def test_recipe_files_are_validated(tmp_path):
 
 
 def test_batched_clean_views_equal_one_by_one():
-    from featx.transforms import clean_view, clean_views
+    from featx.data.transforms import clean_view, clean_views
 
     images = [_img(0), _img(1), torch.randint(0, 256, (3, 50, 41), dtype=torch.uint8), _img(2)]
     batched = clean_views(images, PRE)
@@ -127,8 +127,8 @@ def test_resizing_a_sliver_allocates_a_bounded_buffer(monkeypatch):
     (144 Mpx, 16 GB in float); the resize now never makes more than a bounded image."""
     import torchvision.transforms.v2.functional as F
 
-    from featx.images import MAX_ASPECT
-    from featx.transforms import clean_view
+    from featx.data.images import MAX_ASPECT
+    from featx.data.transforms import clean_view
 
     resize = F.resize
 

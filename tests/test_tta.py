@@ -8,9 +8,9 @@ from PIL import Image, ImageOps
 
 from featx.errors import ConfigError, StoreError
 from featx.extraction import ExtractConfig, extract
-from featx.heads import HeadConfig
+from featx.probes.sweep import HeadConfig
 from featx.store import FeatureStore
-from featx.train import train_head
+from featx.probes.train import train_head
 from tests.conftest import make_class_tree
 
 

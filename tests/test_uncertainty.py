@@ -1,11 +1,11 @@
-"""featx.uncertainty: bootstrap intervals, paired differences, McNemar."""
+"""featx.evaluation.uncertainty: bootstrap intervals, paired differences, McNemar."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from featx.uncertainty import Predictions, align, bootstrap_interval, mcnemar, metric_intervals, paired_difference
+from featx.evaluation.uncertainty import Predictions, align, bootstrap_interval, mcnemar, metric_intervals, paired_difference
 
 
 def _accuracy(n: int, right: int, seed: int = 0) -> Predictions:

@@ -287,7 +287,7 @@ def test_a_torchrun_update_shares_only_the_new_rows(tmp_path):
 def test_heads_know_the_store_version_they_were_trained_on(tmp_path, capsys):
     from featx import predict
     from featx.report.results import read_results
-    from featx.train import train_head
+    from featx.probes.train import train_head
 
     root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=16)
     first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)

@@ -10,7 +10,7 @@ cosine 0.98 while a resized, re-encoded copy can fall to 0.89 (featx/audit/pixel
 pixels cannot be read (dataset moved, or pixels=False) only the features decide, at the stricter
 `threshold_without_pixels`, and the report says so.
 
-Candidates come from two searches: each sample's k nearest by features (featx.neighbours) with
+Candidates come from two searches: each sample's k nearest by features (featx.search.neighbours) with
 cosine >= the threshold, and every pair of pixel hashes within `hash_bits` (exact, FAISS binary
 index); each candidate's cosine is then computed exactly from the stored features.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featx.audit.pixels import PixelHashes, hamming
-from featx.neighbours import Neighbours, Rows, hamming_pairs, pair_cosines
+from featx.search.neighbours import Neighbours, Rows, hamming_pairs, pair_cosines
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import html
 import io
 from pathlib import Path
 
-from featx.atomic import atomic_write_text
+from featx.runtime.atomic import atomic_write_text
 
 THUMB = 112  # pixels, the longer side
 SEP = " | "  # as featx.audit.run writes leakage.csv
@@ -29,7 +29,7 @@ img{border:1px solid #ddd}"""
 def thumbnail(path: Path) -> str:
     """An <img> of the file as a small JPEG data URI, or the path in words when it cannot be read."""
     try:
-        from featx.images import load_image
+        from featx.data.images import load_image
 
         img = load_image(path)
         img.thumbnail((THUMB, THUMB))

@@ -54,7 +54,7 @@ def hash_files(root: Path, paths: list[str], known_sha256: list[str] | None = No
                pixels: bool = True, advance=None, threads: int = 2) -> PixelHashes:
     """Hash the files of `paths` (relative to `root`). A file that is missing or does not decode
     keeps no hash and is listed in `missing`; `known_sha256` (from the store) saves reading bytes."""
-    from featx.images import load_image
+    from featx.data.images import load_image
 
     def one(i: int):
         path = Path(root) / paths[i]
@@ -63,7 +63,7 @@ def hash_files(root: Path, paths: list[str], known_sha256: list[str] | None = No
             sha = sha or file_sha256(path)
             code = phash(load_image(path)) if pixels else None
             return sha, code, None
-        except Exception as exc:  # any decode failure (featx.images raises several kinds)
+        except Exception as exc:  # any decode failure (featx.data.images raises several kinds)
             reason = "missing" if not path.exists() else (str(exc).splitlines() or [type(exc).__name__])[0]
             return sha, None, reason
 

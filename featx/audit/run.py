@@ -3,7 +3,7 @@
     result = audit("stores/elpv_efficientnet_lite0_224px_mildx2.h5", "runs/audit")
     result.summary["leakage"]["test"]      # test samples with a duplicate in train
 
-Steps: (1) each sample's k nearest samples by clean features (featx.neighbours: exact FAISS up
+Steps: (1) each sample's k nearest samples by clean features (featx.search.neighbours: exact FAISS up
 to 50k rows, an IVF index above); (2) file and pixel hashes of the images, when the dataset is
 still where the store says (else pixel checks are skipped and said so); (3) exact and near
 duplicate pairs, and the val/test samples with one in train (featx.audit.duplicates); (4) label
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.atomic import atomic_write_text
+from featx.runtime.atomic import atomic_write_text
 from featx.audit.duplicates import DuplicateSettings, duplicate_pairs, exact_groups, leakage, leakage_by_class
 from featx.errors import ConfigError, StoreError
-from featx.neighbours import self_neighbours
-from featx.progress import progress_bar
+from featx.search.neighbours import self_neighbours
+from featx.runtime.progress import progress_bar
 from featx.store import FeatureStore
 
 CHECKS = ("duplicates", "labels", "outliers")  # leakage comes with duplicates
@@ -44,7 +44,7 @@ class AuditConfig:
     k: int = 10  # nearest samples searched per sample (near-duplicate candidates, outliers)
     outlier_k: int = 5  # outlier score: distance to this nearest sample
     top: int = 50  # suspects and outliers shown on the page
-    search: str = "auto"  # exact | ivf | auto (exact up to featx.neighbours.EXACT_MAX_ROWS)
+    search: str = "auto"  # exact | ivf | auto (exact up to featx.search.neighbours.EXACT_MAX_ROWS)
     pixels: bool = True  # hash the images' pixels (needs the dataset where the store says)
     seed: int = 0
 
@@ -72,7 +72,7 @@ class AuditResult:
 class StoreRows:
     """The written, non-failed rows of a store's clean final features (the backbone's own, without
     the pooled block columns of extract --pool: the audit's thresholds were measured on them), as
-    a featx.neighbours source."""
+    a featx.search.neighbours source."""
 
     def __init__(self, store: FeatureStore, rows: np.ndarray):
         self.store, self.index = store, rows

@@ -4,7 +4,7 @@
     for hit in found.hits: print(hit.query, hit.rank, hit.path, hit.similarity)
 
 The queries are embedded with the store's own backbone, weights (checked by sha256) and clean
-preprocessing (featx.head_backbone.HeadEmbedder, as `featx predict` does), then compared with
+preprocessing (featx.heads.backbone.HeadEmbedder, as `featx predict` does), then compared with
 every stored sample by cosine similarity, exactly, one block of the store at a time.
 """
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from featx.atomic import atomic_write_text
+from featx.runtime.atomic import atomic_write_text
 from featx.errors import FeatxError
-from featx.neighbours import nearest_streamed
-from featx.progress import progress_bar
+from featx.search.neighbours import nearest_streamed
+from featx.runtime.progress import progress_bar
 from featx.store import FeatureStore
 
 
@@ -53,7 +53,7 @@ def search(store: str | Path, images: Sequence[str | os.PathLike], k: int = 5, d
            batch_size: int = 64) -> SearchResult:
     """The k stored samples nearest to each query image (files or folders of images)."""
     from featx.audit.run import StoreRows
-    from featx.head_backbone import HeadEmbedder
+    from featx.heads.backbone import HeadEmbedder
 
     with FeatureStore(store) as st:
         st.require_complete()

@@ -13,7 +13,7 @@ from featx.cli.outputs import out_file, out_folder
 
 CHECKS = ("duplicates", "labels", "outliers")  # featx.audit.CHECKS
 SEARCHES = ("auto", "exact", "ivf")  # featx.audit.run.SEARCHES
-INDEXES = ("auto", "flat", "ivf", "none")  # featx.export.INDEXES
+INDEXES = ("auto", "flat", "ivf", "none")  # featx.store.export.INDEXES
 
 AuditOut = Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the findings (CSV, "
                                         "audit.json, audit.html).")]
@@ -85,7 +85,7 @@ def export(store: o.Store, out_dir: ExportOut = Path("export"), index: Index = "
            shard_rows: ShardRows = 100_000) -> None:
     """STORE's clean features as numpy shards + Parquet metadata + a FAISS index (embedding-reader,
     autofaiss and clip-retrieval read this layout)."""
-    from featx.export import export as run_export
+    from featx.store.export import export as run_export
 
     out_folder(out_dir)
     result = run_export(store, out_dir, shard_rows, index)

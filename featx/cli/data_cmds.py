@@ -19,7 +19,7 @@ def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol 
          decode_sample: o.DecodeSample = 10000, config: o.Config = None) -> None:
     """Classes, counts per split, image sizes and modes, and every unreadable file."""
     from featx.data import require_decodable, scan_images
-    from featx.progress import progress_bar
+    from featx.runtime.progress import progress_bar
 
     ds = open_data(require_data(data), ctx.params)
     todo = min(decode_sample or len(ds.samples), len(ds.samples))

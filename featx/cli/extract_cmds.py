@@ -41,7 +41,7 @@ def extract(
     config: o.Config = None,
 ) -> None:
     """Run each backbone once over DATA (clean + K augmented views) into a feature store."""
-    from featx.distributed import context, finish
+    from featx.runtime.distributed import context, finish
     from featx.extraction import ExtractConfig
     from featx.extraction import extract as run_extract
 

@@ -50,7 +50,7 @@ def finetune(
 ) -> None:
     """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable); with
     --from-block only the top, on the maps of DATA = a store made by `extract --cut`."""
-    from featx.distributed import context, finish
+    from featx.runtime.distributed import context, finish
     from featx.finetuning import FinetuneConfig, finetune as run_finetune, suggest_lr
 
     data = require_data(data)
@@ -66,7 +66,7 @@ def finetune(
         train_bn=train_bn, aug=aug, patience=patience, seed=seed, device=device, amp=amp, workers=workers,
         decode=decode, from_block=from_block, map_aug=map_aug)
     # Files are named after the head: --out DIR holds HEAD.head.safetensors, HEAD.backbone...
-    from featx.head_io import head_paths
+    from featx.heads.io import head_paths
 
     stem = out_dir / head_paths(head)[0].stem  # NAME of NAME.safetensors, however --head was given
 

@@ -46,8 +46,8 @@ def train_head(
     views: o.OldViews = None,
 ) -> None:
     """Train a head on cached features: fit on train, select by cross-validation or on val, report on test."""
-    from featx.heads import HeadConfig
-    from featx.train import train_head as run_train_head
+    from featx.probes.sweep import HeadConfig
+    from featx.probes.train import train_head as run_train_head
 
     kind = old_spelling(ctx, "--head", "--kind", head, kind)
     use_views = old_spelling(ctx, "--views", "--use-views", views, use_views)
@@ -62,7 +62,7 @@ def train_head(
     for name in ignored_options(ctx, kind):
         err.print(f"warning: --{name.replace('_', '-')} does not apply to a {kind} head; ignored",
                   markup=False, highlight=False)
-    from featx.head_io import head_paths
+    from featx.heads.io import head_paths
 
     stem = head_out(out_dir, store, kind)  # checked before training: no work lost at save time
     replacing = head_paths(stem)[0].exists()
@@ -88,7 +88,7 @@ def ignored_options(ctx: typer.Context, kind: str) -> list[str]:
 def head_out(out_dir: Path, store: Path, kind: str) -> Path:
     """--out DIR: the head is DIR/STORE.KIND(.safetensors, .json); --out FILE.safetensors names it.
     Either must be writable (checked here, before the training). Returns the head's path stem."""
-    from featx.train import default_head_stem
+    from featx.probes.train import default_head_stem
 
     if out_dir.suffix == ".safetensors":
         out_file(out_dir, example="head.safetensors")
@@ -160,8 +160,8 @@ def lr_find(
 ) -> None:
     """Learning-rate range test of a head on cached features: the loss curve (CSV + PNG) and a
     suggested learning rate. For a fine-tune through the network: featx finetune ... --lr-find."""
-    from featx.heads import HeadConfig
-    from featx.train import find_head_lr
+    from featx.probes.sweep import HeadConfig
+    from featx.probes.train import find_head_lr
 
     kind = old_spelling(ctx, "--head", "--kind", head, kind)
     if kind not in ("linear", "mlp"):
@@ -191,7 +191,7 @@ def predict(
     config: o.Config = None,
 ) -> None:
     """Classify new images (or a store's features) with a trained head, into a CSV."""
-    from featx.prediction import predict as run_predict
+    from featx.heads.predict import predict as run_predict
 
     out_file(out_csv, example="predictions.csv")
     found = run_predict(head, inputs, class_map, device, batch_size, workers, engine)

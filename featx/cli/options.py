@@ -28,15 +28,15 @@ from featx.cli.config_file import apply_config
 
 # The library's choices, copied so that `featx --help` imports no torch; tests/test_cli.py
 # checks each against the constant it copies.
-HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # featx.heads.HEAD_KINDS
-HEAD_OPTIMIZERS = ("sgd", "adam", "adamw")  # featx.heads.OPTIMIZERS
-HEAD_SCHEDULES = ("none", "step", "cosine", "onecycle")  # featx.heads.SCHEDULES
+HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # featx.probes.sweep.HEAD_KINDS
+HEAD_OPTIMIZERS = ("sgd", "adam", "adamw")  # featx.probes.sweep.OPTIMIZERS
+HEAD_SCHEDULES = ("none", "step", "cosine", "onecycle")  # featx.probes.sweep.SCHEDULES
 FINETUNE_SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # featx.finetuning.config.SCHEDULES
 MAP_AUGS = ("flip", "hv-flip", "rot90-flip", "none")  # featx.finetuning.config.MAP_AUGS
 STORE_DTYPES = ("float16", "float32")  # featx.extraction.config.STORE_DTYPES
 AMP_MODES = ("bf16", "fp16", "off")  # featx.extraction.config.AMP_MODES
-ENGINES = ("auto", "torch", "onnxruntime")  # featx.engines.ENGINES
-DECODES = ("auto", "cpu", "gpu")  # featx.device.DECODES
+ENGINES = ("auto", "torch", "onnxruntime")  # featx.extraction.engines.ENGINES
+DECODES = ("auto", "cpu", "gpu")  # featx.runtime.device.DECODES
 MERGE_MODES = ("copy", "virtual")  # featx.store.MERGE_MODES
 
 

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from featx import atomic
-from featx.atomic import check_writable, temp_path
+from featx.runtime import atomic
+from featx.runtime.atomic import check_writable, temp_path
 from featx.cli.core import err
 from featx.errors import ConfigError, FeatxError
 
@@ -55,11 +55,11 @@ def _unusable(option: str, path: Path) -> Iterator[None]:
 
 
 def writable(folder: Path, option: str, path: Path) -> None:
-    """The nearest existing folder at or above `folder` takes new files (featx.atomic probes it)."""
+    """The nearest existing folder at or above `folder` takes new files (featx.runtime.atomic probes it)."""
     check_writable(folder, option, shown=path)
 
 
 def remove_stale_temp_files(path: Path) -> None:
-    """featx.atomic's sweep of a killed run's temporary files, each removal said on stderr."""
+    """featx.runtime.atomic's sweep of a killed run's temporary files, each removal said on stderr."""
     for leftover in atomic.remove_stale_temp_files(path):
         err.print(f"note: removed {leftover}, left by an interrupted run", markup=False, highlight=False)

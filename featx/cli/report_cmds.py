@@ -57,7 +57,7 @@ def compare(
     say) is reported as failed and the others go on; the exit status is 1 only when every
     backbone failed.
     """
-    from featx.comparison import compare as run_compare
+    from featx.compare.run import compare as run_compare
     from featx.extraction import ExtractConfig
 
     kinds = old_spelling(ctx, "--head", "--kind", head, kind)

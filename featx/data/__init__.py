@@ -10,7 +10,7 @@ Every layout gives the same thing: `Dataset.samples`, a list of (path, label, sp
 order (sorted by path), the class names, and a fingerprint that changes when a file is added,
 removed or changed (size or mtime), so a feature store is never silently reused on other data.
 A sample's identity is its content (sha256): a single-folder dataset's splits follow it for life.
-Decoding the images themselves is featx.images' job (every file an RGB image or a reason).
+Decoding the images themselves is featx.data.images' job (every file an RGB image or a reason).
 
     dataset.py   Sample, DatasetOptions, Dataset (fingerprint, counts)
     source.py    open_dataset, read_class_map
@@ -25,7 +25,8 @@ Decoding the images themselves is featx.images' job (every file an RGB image or 
                  (webdataset_source.py, hf_source.py read them)
 """
 
-from featx.data.dataset import SPLIT_ALIASES, SPLITS, Dataset, DatasetOptions, Sample
+from featx.data.dataset import Dataset, Sample, subset
+from featx.data.records import SPLIT_WORDS, SPLITS, DatasetOptions
 from featx.data.folders import list_images
 from featx.data.identity import content_hash, hash_files, identity_split, with_content_hashes
 from featx.data.manifest import PATH_COLUMNS
@@ -33,10 +34,10 @@ from featx.data.packaged import ELPV_NAMES, packaged_datasets
 from featx.data.scan import (ScanReport, class_warnings, classes_without_training, require_decodable,
                              scan_images)
 from featx.data.source import as_dataset, open_dataset, read_class_map
-from featx.data.splits import stratified_split, subset
+from featx.data.splits import stratified_split
 
 __all__ = ["as_dataset", "class_warnings", "classes_without_training", "content_hash", "hash_files",
            "identity_split", "with_content_hashes", "ELPV_NAMES", "PATH_COLUMNS",
-           "SPLITS", "SPLIT_ALIASES", "Dataset", "DatasetOptions", "Sample", "ScanReport", "list_images",
+           "SPLITS", "SPLIT_WORDS", "Dataset", "DatasetOptions", "Sample", "ScanReport", "list_images",
            "open_dataset", "packaged_datasets", "read_class_map", "require_decodable", "scan_images",
            "stratified_split", "subset"]

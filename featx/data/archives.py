@@ -33,16 +33,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from featx.data.dataset import DatasetOptions
+from featx.data.records import DatasetOptions, Record
 from featx.data.packaged import dataset_cache
 from featx.errors import DataError
-from featx.images import IMAGE_EXTENSIONS
+from featx.data.images import IMAGE_EXTENSIONS
 
-# (key, image bytes, extension hint like ".png" or "", label or None, split or None)
-Record = tuple[str, bytes, str, "str | None", "str | None"]
 FORMAT_VERSION = 1
-_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 _MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
           (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 
@@ -96,13 +92,6 @@ def source_files(path: Path, pattern: str) -> list[Path]:
         if found:
             return found
     return []
-
-
-def split_from_name(name: str) -> str | None:
-    """'train' for train-000.tar or data/train-00000-of-00002.parquet; None if no split word."""
-    words = re.split(r"[^a-z]+", PurePosixPath(name).name.lower())
-    found = {_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS}
-    return found.pop() if len(found) == 1 else None
 
 
 def unpack_archive(path: Path, kind: str, options: DatasetOptions) -> Path:

@@ -8,15 +8,13 @@ import json
 import os
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from featx.errors import ConfigError
+import numpy as np
 
-SPLITS = ("train", "val", "test", "unlabeled")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "testing": "test"}
-
+from featx.data.records import DatasetOptions
+from featx.errors import ConfigError, DataError
 
 @dataclass(frozen=True, slots=True)  # slots: ~50 bytes less per sample (a million samples: ~50 MB)
 class Sample:
@@ -26,28 +24,6 @@ class Sample:
     size: int = 0  # bytes, for the fingerprint and for explaining what changed
     mtime_ns: int = 0
     sha256: str = ""  # content hash (featx.data.identity); "" until something needs it
-
-
-@dataclass(frozen=True)
-class DatasetOptions:
-    label_col: str | int | None = None  # manifest label column (name or 0-based index)
-    split_col: str | int | None = None  # manifest split column; default "split" if present
-    binarize: float | None = None  # numeric labels -> "<=T" / ">T" (ELPV: defective = p > 0.5)
-    # 60/15/25 by default: ELPV's published protocol holds out 25% for test.
-    val_frac: float = 0.15
-    test_frac: float = 0.25
-    split_seed: int = 0
-    class_map: str | None = None  # JSON {class: display name}, like cat_to_name.json
-
-    def __post_init__(self) -> None:
-        # Option errors (exit 2 on the command line); the messages give both spellings.
-        for name in ("val_frac", "test_frac"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:  # also NaN
-                raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be in [0, 1), got {value}")
-        if self.val_frac + self.test_frac >= 1.0:
-            raise ConfigError(f"val_frac + test_frac (--val-frac + --test-frac) must be < 1 to leave "
-                              f"a training split, got {self.val_frac} + {self.test_frac}")
 
 
 @dataclass
@@ -71,8 +47,6 @@ class Dataset:
 
     def subset(self, n: int, seed: int = 0) -> "Dataset":
         """A stratified, seeded subset of about `n` samples (a dataset with its own name)."""
-        from featx.data.splits import subset
-
         return subset(self, n, seed)
 
     @property
@@ -132,19 +106,31 @@ def make_sample(root: Path, path: Path | str, label: int, split: str, sha256: st
     return Sample(relative_path(root, path), label, split, st.st_size, st.st_mtime_ns, sha256)
 
 
-def split_by_identity(root: Path, files: list[Path], labels: list[int],
-                      options: DatasetOptions) -> list[Sample]:
-    """Samples of `files` (in order) whose splits follow their content (featx.data.identity)."""
-    return samples_by_identity(root, relative_paths(root, list(map(os.fspath, files))), labels, options)
+def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
+    """A stratified (per split and class), seeded subset of about `n` samples, for quick runs.
 
-
-def samples_by_identity(root: Path, rels: list[str], labels: list[int],
-                        options: DatasetOptions) -> list[Sample]:
-    """Samples of the files at `rels` (paths as `relative_path` gives them, in order) whose splits
-    follow their content; each file is opened once, for its size, mtime and hash together."""
-    from featx.data.identity import identity_split, stat_and_hash
-
-    with gc_paused():
-        shas, sizes, mtimes = stat_and_hash(root, rels)
-        splits = identity_split(shas, labels, options, rels)
-        return [Sample(*row) for row in zip(rels, labels, splits, sizes, mtimes, shas)]
+    The subset is a dataset of its own (name `<name>-sub<n>`, its own fingerprint), so its
+    feature store never mixes with the full dataset's.
+    """
+    if n <= 0:
+        raise DataError(f"subset size must be positive, got {n}")
+    if n >= len(dataset.samples):
+        return dataset
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, s in enumerate(dataset.samples):
+        groups.setdefault((s.split, s.label), []).append(i)
+    rng = np.random.default_rng(seed)
+    keys = sorted(groups)
+    # Largest-remainder apportionment: exactly n samples, each group in proportion.
+    quotas = np.array([len(groups[k]) * n / len(dataset.samples) for k in keys])
+    takes = np.floor(quotas).astype(int)
+    for j in np.argsort(-(quotas - takes), kind="stable")[: n - int(takes.sum())]:
+        takes[j] += 1
+    keep: list[int] = []
+    for key, take in zip(keys, takes):
+        members = groups[key]
+        keep += [members[j] for j in rng.permutation(len(members))[:take]]
+    samples = [dataset.samples[i] for i in sorted(keep)]
+    return replace(dataset, name=f"{dataset.name}-sub{n}", samples=samples,
+                   notes=dataset.notes + [f"stratified subset: {len(samples)} of "
+                                          f"{len(dataset.samples)} samples (seed {seed})"])

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, gc_paused, make_sample,
-                               relative_paths, samples_by_identity)
+from featx.data.dataset import Dataset, gc_paused, make_sample, relative_paths
+from featx.data.identity import samples_by_identity
+from featx.data.records import SPLIT_WORDS, DatasetOptions
 from featx.data.walk import FolderWalk, Skipped, walk_images
 from featx.errors import DataError
 
@@ -26,7 +27,7 @@ def from_folder(root: Path, options: DatasetOptions) -> Dataset:
 
 def _from_folder(root: Path, options: DatasetOptions) -> Dataset:
     subdirs = _visible_subdirs(root)
-    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_ALIASES}
+    split_dirs = {SPLIT_WORDS[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_WORDS}
     if "train" in split_dirs:
         return _from_split_folders(root, split_dirs, [d for d in subdirs if d not in split_dirs.values()])
     loose, skipped, ignored = walk_images(root, recursive=False)

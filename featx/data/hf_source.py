@@ -20,8 +20,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from featx.data.archives import Record, split_from_name
-from featx.data.dataset import SPLIT_ALIASES
+from featx.data.records import SPLIT_WORDS, Record, split_from_name
 from featx.errors import DataError
 
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "jpeg", "webp")
@@ -79,7 +78,7 @@ def parquet_records(files: list[Path], label_col: str | None = None) -> Iterator
 
 
 def _split_name(name: str, path: Path) -> str:
-    split = SPLIT_ALIASES.get(name.lower()) or ("val" if name.lower() == "dev" else None)
+    split = SPLIT_WORDS.get(name.lower())
     if split is None:
         raise DataError(f"{path}: split {name!r} is not train, validation/val or test; save only "
                         "those splits, or one Dataset (featx then draws the splits)")

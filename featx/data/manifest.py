@@ -14,10 +14,11 @@ import os
 import stat
 from pathlib import Path
 
-from featx.data.dataset import (SPLIT_ALIASES, Dataset, DatasetOptions, make_sample, relative_path,
-                               split_by_identity)
+from featx.data.dataset import Dataset, make_sample, relative_path
+from featx.data.identity import split_by_identity
+from featx.data.records import SPLIT_WORDS, DatasetOptions
 from featx.errors import DataError
-from featx.images import is_image_file
+from featx.data.images import is_image_file
 
 PATH_COLUMNS = ("path", "file", "filename", "image", "filepath")
 LABEL_COLUMNS = ("label", "class", "target")
@@ -128,7 +129,7 @@ def _column(header: list[str] | None, wanted: str | int | None, names: tuple[str
 
 
 def _split_name(value: str, path: Path, line: int) -> str:
-    split = SPLIT_ALIASES.get(value.strip().lower())
+    split = SPLIT_WORDS.get(value.strip().lower())
     if split is None:
         raise DataError(f"{path}:{line}: unknown split {value!r} (use train, val or test)")
     return split

@@ -27,7 +27,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from featx.data.dataset import DatasetOptions
+from featx.data.records import DatasetOptions
 from featx.errors import DataError
 
 # ELPV's labels are defect probabilities from raters; 1/3 and 2/3 mean the raters were unsure.
@@ -161,7 +161,7 @@ def _write_pngs(source: Path, folder: Path, stamp: dict[str, int]) -> None:
     """PNGs in folder/SPLIT/, then source.json, then manifest.csv last (each fsynced with the folder)."""
     from PIL import Image
 
-    from featx.progress import progress_bar
+    from featx.runtime.progress import progress_bar
 
     arrays = {}
     for split, (images_file, labels_file) in FASHION_MNIST_FILES.items():

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Mapping
 
 from featx.data.dataset import Dataset
 from featx.errors import DataError, ImageError
-from featx.images import load_image
+from featx.data.images import load_image
 
 
 @dataclass

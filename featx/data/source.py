@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from featx.data.archives import archive_kind, unpack_archive
-from featx.data.dataset import Dataset, DatasetOptions
+from featx.data.dataset import Dataset
+from featx.data.records import DatasetOptions
 from featx.data.folders import from_folder
 from featx.data.manifest import from_manifest
 from featx.data.packaged import packaged_datasets

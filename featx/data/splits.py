@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
-from featx.data.dataset import Dataset, DatasetOptions
-from featx.errors import DataError
+from featx.data.records import DatasetOptions
 
 
 def stratified_split(labels: list[int], options: DatasetOptions) -> list[str]:
@@ -30,36 +27,6 @@ def stratified_split(labels: list[int], options: DatasetOptions) -> list[str]:
         for i in members[n_test:n_test + n_val]:
             splits[i] = "val"
     return splits
-
-
-def subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
-    """A stratified (per split and class), seeded subset of about `n` samples, for quick runs.
-
-    The subset is a dataset of its own (name `<name>-sub<n>`, its own fingerprint), so its
-    feature store never mixes with the full dataset's.
-    """
-    if n <= 0:
-        raise DataError(f"subset size must be positive, got {n}")
-    if n >= len(dataset.samples):
-        return dataset
-    groups: dict[tuple[str, int], list[int]] = {}
-    for i, s in enumerate(dataset.samples):
-        groups.setdefault((s.split, s.label), []).append(i)
-    rng = np.random.default_rng(seed)
-    keys = sorted(groups)
-    # Largest-remainder apportionment: exactly n samples, each group in proportion.
-    quotas = np.array([len(groups[k]) * n / len(dataset.samples) for k in keys])
-    takes = np.floor(quotas).astype(int)
-    for j in np.argsort(-(quotas - takes), kind="stable")[: n - int(takes.sum())]:
-        takes[j] += 1
-    keep: list[int] = []
-    for key, take in zip(keys, takes):
-        members = groups[key]
-        keep += [members[j] for j in rng.permutation(len(members))[:take]]
-    samples = [dataset.samples[i] for i in sorted(keep)]
-    return replace(dataset, name=f"{dataset.name}-sub{n}", samples=samples,
-                   notes=dataset.notes + [f"stratified subset: {len(samples)} of "
-                                          f"{len(dataset.samples)} samples (seed {seed})"])
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:

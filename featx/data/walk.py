@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featx.images import is_image_file
+from featx.data.images import is_image_file
 
 Skipped = list[tuple[str, str]]  # (path, reason)
 

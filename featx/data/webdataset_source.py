@@ -14,9 +14,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from featx.data.archives import Record, split_from_name
+from featx.data.records import Record, split_from_name
 from featx.errors import DataError
-from featx.images import IMAGE_EXTENSIONS
+from featx.data.images import IMAGE_EXTENSIONS
 
 LABEL_EXTENSIONS = ("cls", "label", "class", "target")
 

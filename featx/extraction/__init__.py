@@ -15,7 +15,7 @@
     run            extract and embed, the entry points
 """
 
-from featx.device import JPEG_SUFFIXES, resolve_device, use_device_decode
+from featx.runtime.device import JPEG_SUFFIXES, resolve_device, use_device_decode
 from featx.extraction.config import STORE_DTYPES, ExtractConfig, ExtractResult
 from featx.extraction.decode import BatchDecoder
 from featx.extraction.engine_choice import engine_for

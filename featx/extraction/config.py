@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from featx.backbones.symmetry import TTA_RECIPES
-from featx.device import DECODES
-from featx.engines import ENGINES
+from featx.runtime.device import DECODES
+from featx.extraction.engines import ENGINES
 from featx.errors import ConfigError
 
 STORE_DTYPES = ("float16", "float32")

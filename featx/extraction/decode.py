@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from featx.data import Dataset
-from featx.device import JPEG_SUFFIXES
+from featx.runtime.device import JPEG_SUFFIXES
 from featx.errors import FeatxError, ImageError
 from featx.extraction.plan import Batch
-from featx.images import image_to_tensor, load_image, read_file_bytes
-from featx.transforms import AugRecipe, make_views
+from featx.data.images import image_to_tensor, load_image, read_file_bytes
+from featx.data.transforms import AugRecipe, make_views
 
 
 class BatchDecoder(torch.utils.data.Dataset):

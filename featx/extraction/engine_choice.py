@@ -1,6 +1,6 @@
 """Which engine runs the forward, and what it returns with `--cut` and `--pool`.
 
-ONNX Runtime is several times faster than torch on a CPU (featx.engines), but an exporter can
+ONNX Runtime is several times faster than torch on a CPU (featx.extraction.engines), but an exporter can
 get a network subtly wrong: every non-torch engine is checked against torch on a probe batch
 before any store is touched, and falls back to torch with a one-line warning. An unfinished
 store resumes with the engine that started it, since engines agree only to rounding.
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from featx.backbones import Backbone
-from featx.engines import ENGINES, TorchEngine, create_engine, verify
+from featx.extraction.engines import ENGINES, TorchEngine, create_engine, verify
 from featx.errors import ConfigError, FeatxError
 from featx.extraction.config import ExtractConfig
-from featx.progress import console
+from featx.runtime.progress import console
 from featx.store import read_attrs
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from featx.backbones import Backbone, create_backbone
 from featx.data import Dataset
 from featx.extraction.config import ExtractConfig
-from featx.transforms import AugRecipe, load_recipe
+from featx.data.transforms import AugRecipe, load_recipe
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featx import distributed
+from featx.runtime import distributed
 from featx.backbones import Backbone
 from featx.config import with_options
 from featx.data import Dataset, as_dataset, class_warnings, require_decodable
-from featx.device import resolve_device
+from featx.runtime.device import resolve_device
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.decode import guarded
 from featx.extraction.engine_choice import engine_for, tapped_module
@@ -20,7 +20,7 @@ from featx.extraction.plan import plan_batches, resolve_target
 from featx.extraction.runner import Runner
 from featx.extraction.sharded import extract_sharded
 from featx.extraction.store_run import extract_store
-from featx.progress import progress_bar
+from featx.runtime.progress import progress_bar
 from featx.store import FeatureStore
 
 

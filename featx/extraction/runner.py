@@ -16,15 +16,15 @@ import torch
 
 from featx.backbones import Backbone
 from featx.data import Dataset
-from featx.device import one_thread
+from featx.runtime.device import one_thread
 from featx.extraction.config import ExtractConfig
 from featx.extraction.decode import BatchDecoder, guarded
 from featx.extraction.plan import Batch, plan_batches
 from featx.extraction.writer_thread import WriterThread
-from featx.images import decode_jpegs
-from featx.progress import progress_bar
+from featx.data.images import decode_jpegs
+from featx.runtime.progress import progress_bar
 from featx.store import StoreWriter, read_done
-from featx.transforms import AugRecipe, augmented_views, clean_views
+from featx.data.transforms import AugRecipe, augmented_views, clean_views
 
 # CUDA wants many decoders to keep up; on a CPU, one worker decodes while the engine computes.
 MAX_CUDA_WORKERS = 16

@@ -1,8 +1,8 @@
 """Extraction split across processes: each rank writes a shard store, rank 0 merges them.
 
-Under torchrun, rank r takes a contiguous run of the single-process batch plan (featx.distributed
+Under torchrun, rank r takes a contiguous run of the single-process batch plan (featx.runtime.distributed
 explains why), so the merged store holds the numbers a one-process run would. An update
-(featx.extraction.update) shares only the rows it computes: its delta store is sharded the same
+(featx.extraction.store_run) shares only the rows it computes: its delta store is sharded the same
 way. `extract_shard`
 writes one shard without torchrun, for jobs scheduled one by one (`featx merge` joins them).
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featx import distributed
+from featx.runtime import distributed
 from featx.backbones import Backbone
 from featx.data import Dataset
-from featx.device import resolve_device
+from featx.runtime.device import resolve_device
 from featx.errors import FeatxError, StoreError
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.plan import plan_batches, resolve_target
@@ -27,7 +27,7 @@ from featx.extraction.store_run import (delta_path, drop_stale_delta, extract_st
                                         store_engine)
 from featx.store import (StoreLock, assemble_update, count_failed, merge_shards, plan_update,
                          read_attrs, shard_path)
-from featx.transforms import AugRecipe
+from featx.data.transforms import AugRecipe
 
 SHARDING = "contiguous runs of the single-process batch plan, balanced by image count"
 

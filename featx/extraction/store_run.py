@@ -1,5 +1,12 @@
 """One process, one store: create, resume or update it, run the missing batches, report.
 
+An update of a store whose dataset changed extracts only the new rows, keeping the rest bit for
+bit: the plan (featx.store.update) says which rows keep their numbers; the others are extracted
+as a store of their own, the delta (`STORE.delta.h5`: a normal store of the sub-dataset, so a kill
+resumes it, under torchrun its rows are shared by the ranks, and it is made with the store's own
+engine); then the new store is assembled from the old one and the delta and renamed into place.
+The old store stays intact until that rename. The store's lock is held throughout.
+
 The store records how its numbers were made (engine, device, decode, AMP, batch size): a resumed
 run must compute the same way, so it takes its batch size from the store and `auto` takes the
 engine the store was started with.
@@ -7,21 +14,24 @@ engine the store was started with.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from featx.backbones import Backbone
 from featx.data import Dataset, with_content_hashes
-from featx.device import use_device_decode
-from featx.engines import ENGINES, engine_version
+from featx.runtime.device import use_device_decode
+from featx.extraction.engines import ENGINES, engine_version
 from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.engine_choice import engine_for, resumed_engine, tapped_module
 from featx.extraction.runner import Runner
-from featx.store import (StoreLock, StoreSpec, check_room, check_writable, count_failed,
-                         planned_bytes, prepare_store, read_attrs, store_state)
-from featx.transforms import AugRecipe, transform_provenance
+from featx.store import (StoreLock, StoreSpec, assemble_update, check_room, check_writable,
+                         count_failed, plan_update, planned_bytes, prepare_store, read_attrs,
+                         store_state)
+from featx.data.transforms import AugRecipe, transform_provenance
 
 
 def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
@@ -48,7 +58,6 @@ def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None
         remove_delta(path)  # an update killed after its rename
         return _complete(dataset, backbone, path, device)
     if state == "changed":
-        from featx.extraction.update import update_store  # it runs extract_store on the delta
 
         return update_store(dataset, backbone, recipe, path, config, device, show_progress)
     _check_target(path, dataset, spec, config.overwrite)  # before any export, lock or file
@@ -140,3 +149,24 @@ def _spec(backbone: Backbone, recipe: AugRecipe | None, config: ExtractConfig, d
     return StoreSpec(provenance=provenance, feature_dim=backbone.spec.feature_dim + extra["pool_dim"],
                      num_aug_views=config.views, dtype=config.dtype, cut=config.cut,
                      cut_shape=cut_shape)
+
+
+def update_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
+                 config: ExtractConfig, device: torch.device, show_progress: bool) -> ExtractResult:
+    """Bring the store at `path` (same settings, other data) up to `dataset`."""
+    start = time.perf_counter()
+    with StoreLock(path):
+        dataset, plan = plan_update(path, dataset)
+        images, delta = 0, None
+        if len(plan.compute):
+            delta = delta_path(path)
+            sub = replace(dataset, samples=[dataset.samples[i] for i in plan.compute])
+            drop_stale_delta(delta, sub)
+            settings = replace(config, overwrite=False, update=False, engine=store_engine(path, config))
+            images = extract_store(sub, backbone, recipe, delta, settings, device, show_progress).images
+        seconds = time.perf_counter() - start
+        entry = assemble_update(path, dataset, plan, delta, seconds)
+        remove_delta(path)
+    return ExtractResult(str(path), backbone.name, "updated", len(dataset.samples), images,
+                         count_failed(path), seconds, images / seconds if seconds else 0.0,
+                         str(device), update=plan.summary(), version=entry["version"])

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from featx.atomic import atomic_write, atomic_write_text, remove_stale_temp_files
+from featx.runtime.atomic import atomic_write, atomic_write_text, remove_stale_temp_files
 from featx.backbones.weights import sha256_file
 from featx.errors import FeatxError
 from featx.finetuning.config import FinetuneConfig
 from featx.finetuning.model import Network
-from featx.head_io import Head, save_head
-from featx.metrics import Metrics
-from featx.progress import console
+from featx.heads.io import Head, save_head
+from featx.evaluation.metrics import Metrics
+from featx.runtime.progress import console
 
 # Recipes whose ops changed under the same name (issue 21: they no longer turn images by 90
 # degrees). A checkpoint that names one without recording its ops cannot be resumed as the same run.

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featx.errors import ConfigError
-from featx.heads import check_types
-from featx.metrics import Metrics
-from featx.transforms import load_recipe
+from featx.probes.sweep import check_types
+from featx.evaluation.metrics import Metrics
+from featx.data.transforms import load_recipe
 
 # Whole network: lower rates at the bottom keep the pretrained filters (fastai's slice); the same
 # top rate as the top-block runs (ELPV lite0 on CPU: train loss ~1 from the first epoch).
@@ -16,7 +16,7 @@ from featx.transforms import load_recipe
 # 79.0-79.4% test at ratio 1 vs 77.1% at ratio 3; benchmarks/finetune_cuts.py).
 MODE_DEFAULTS = {"whole": {"epochs": 8, "lr": 3e-4, "lr_ratio": 10.0},
                  "top": {"epochs": 12, "lr": 3e-4, "lr_ratio": 1.0}}
-SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # shapes: featx.schedules
+SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # shapes: featx.training.schedules
 # Symmetries of cached maps: left-right (the default), + top-bottom, + 90-degree turns (opt-in:
 # only for orientation-free images; ELPV cells rotated by 90 degrees lost 13-17 points, issue 21).
 MAP_AUGS = ("flip", "hv-flip", "rot90-flip", "none")
@@ -35,7 +35,7 @@ class FinetuneConfig:
     groups: int = 3  # backbone layer groups for discriminative learning rates
     optimizer: str = "adamw"  # adamw | sgd
     weight_decay: float = 0.01
-    schedule: str = "warmup-cosine"  # 10% linear warm-up, then cosine (featx.schedules)
+    schedule: str = "warmup-cosine"  # 10% linear warm-up, then cosine (featx.training.schedules)
     label_smoothing: float = 0.1
     balance: str = "none"  # none | weights
     train_bn: bool = False

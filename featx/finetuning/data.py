@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from featx.data import Dataset
-from featx.device import JPEG_SUFFIXES, keep_freed_memory, one_thread, usable_cores, use_device_decode
-from featx.distributed import DistContext
+from featx.runtime.device import JPEG_SUFFIXES, keep_freed_memory, one_thread, usable_cores, use_device_decode
+from featx.runtime.distributed import DistContext
 from featx.errors import FeatxError
 from featx.finetuning.config import FinetuneConfig
-from featx.images import decode_jpegs, image_to_tensor, load_image, read_file_bytes
-from featx.transforms import augmented_views, clean_view, clean_views
+from featx.data.images import decode_jpegs, image_to_tensor, load_image, read_file_bytes
+from featx.data.transforms import augmented_views, clean_view, clean_views
 
 
 class ImageSamples(torch.utils.data.Dataset):
@@ -150,7 +150,7 @@ def loader_workers(config: FinetuneConfig) -> int:
 def cpu_share(device: torch.device, workers: int):
     """Train on a CPU without oversubscribing it: torch's threads take the cores the loader's
     `workers` leave (at least 1; never more than torch had), and freed activations are kept
-    for the next step (featx.device.keep_freed_memory). Torch's thread count is restored after."""
+    for the next step (featx.runtime.device.keep_freed_memory). Torch's thread count is restored after."""
     before = torch.get_num_threads()
     if device.type == "cpu":
         keep_freed_memory()

@@ -23,16 +23,16 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from featx import distributed
-from featx.balance import balanced_class_weights
+from featx.runtime import distributed
+from featx.training.balance import balanced_class_weights
 from featx.errors import FeatxError
 from featx.finetuning.checkpoint import (best_path, load_best, load_checkpoint, remove_stale_files, save_best,
                                         save_checkpoint)
 from featx.finetuning.config import FinetuneConfig
 from featx.finetuning.model import Network, layer_groups, set_train_mode
-from featx.lr_range import LRFindResult, range_test
-from featx.progress import console, progress_bar
-from featx.schedules import schedule_factor
+from featx.training.lr_range import LRFindResult, range_test
+from featx.runtime.progress import console, progress_bar
+from featx.training.schedules import schedule_factor
 
 
 def make_optimizer(net: Network, config: FinetuneConfig) -> torch.optim.Optimizer:
@@ -50,7 +50,7 @@ def make_optimizer(net: Network, config: FinetuneConfig) -> torch.optim.Optimize
 
 @dataclass(frozen=True)
 class Schedule:
-    """Learning rates per optimiser step over the whole run (`config.schedule`, featx.schedules)."""
+    """Learning rates per optimiser step over the whole run (`config.schedule`, featx.training.schedules)."""
     config: FinetuneConfig
     steps_per_epoch: int
 

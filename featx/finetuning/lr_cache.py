@@ -15,15 +15,15 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from featx.atomic import check_writable
+from featx.runtime.atomic import check_writable
 from featx.backbones.weights import sha256_file
 from featx.data import Dataset, as_dataset
 from featx.errors import FeatxError
 from featx.finetuning.config import FinetuneConfig
 from featx.finetuning.top import find_lr_top
 from featx.finetuning.whole import find_lr
-from featx.head_io import head_paths
-from featx.lr_range import LRFindResult, cached_range_test
+from featx.heads.io import head_paths
+from featx.training.lr_range import LRFindResult, cached_range_test
 from featx.store import FeatureStore
 
 # Neither the rate the test looks for, nor the length and stopping of the run it is for, nor

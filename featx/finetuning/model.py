@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from featx.errors import FeatxError
-from featx.scoring import scale_constant_features
-from featx.head_io import Head
+from featx.heads.scoring import scale_constant_features
+from featx.heads.io import Head
 
 
 class HeadModule(torch.nn.Module):

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featx import distributed
-from featx.atomic import check_writable
+from featx.runtime import distributed
+from featx.runtime.atomic import check_writable
 from featx.backbones import create_backbone
 from featx.backbones.cuts import trunk_for
 from featx.backbones.weights import weights_arg
-from featx.device import resolve_device
+from featx.runtime.device import resolve_device
 from featx.errors import ConfigError, FeatxError
 from featx.finetuning.checkpoint import run_identity, save_backbone, save_finetuned_head
 from featx.finetuning.config import FinetuneConfig, FinetuneResult
@@ -39,10 +39,10 @@ from featx.finetuning.data import cpu_share
 from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
                                  network_range_test)
 from featx.finetuning.model import HeadModule, Network
-from featx.head_io import Head
-from featx.lr_range import LRFindResult
-from featx.memory import available_memory_bytes
-from featx.metrics import evaluate
+from featx.heads.io import Head
+from featx.training.lr_range import LRFindResult
+from featx.runtime.memory import available_memory_bytes
+from featx.evaluation.metrics import evaluate
 from featx.store import IDENTITY_KEYS, FeatureStore
 
 

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featx import distributed
-from featx.atomic import check_writable
+from featx.runtime import distributed
+from featx.runtime.atomic import check_writable
 from featx.backbones import create_backbone
 from featx.backbones.weights import weights_arg
 from featx.data import Dataset
-from featx.device import resolve_device
+from featx.runtime.device import resolve_device
 from featx.errors import ConfigError, FeatxError
 from featx.finetuning.checkpoint import run_identity, save_backbone, save_finetuned_head
 from featx.finetuning.config import FinetuneConfig, FinetuneResult
@@ -43,10 +43,10 @@ from featx.finetuning.data import (ImageSamples, cpu_share, epoch_batches, image
 from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_weights, make_optimizer,
                                  network_range_test)
 from featx.finetuning.model import HeadModule, Network, head_columns
-from featx.head_io import Head
-from featx.lr_range import LRFindResult
-from featx.metrics import Metrics, evaluate
-from featx.transforms import load_recipe, normalize
+from featx.heads.io import Head
+from featx.training.lr_range import LRFindResult
+from featx.evaluation.metrics import Metrics, evaluate
+from featx.data.transforms import load_recipe, normalize
 
 
 def finetune_network(dataset: Dataset, head_path: str | Path, out: str | Path,

@@ -1,4 +1,4 @@
-"""The report's plots as PNG bytes (matplotlib, headless, through featx.plots).
+"""The report's plots as PNG bytes (matplotlib, headless, through featx.evaluation.figures).
 
 Each function takes result sidecars (the JSON written next to each head) and returns PNG bytes,
 or None when the results hold nothing to plot.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.plots import png_bytes, pyplot
+from featx.evaluation.figures import png_bytes, pyplot
 
 
 def label(meta: dict) -> str:
@@ -140,7 +140,7 @@ def reliability(results: list[dict]) -> bytes | None:
 def thumbnail_jpeg(path: Path, size: int = 112) -> bytes | None:
     """A small JPEG of an image file, or None if it cannot be read any more."""
     from featx.errors import ImageError
-    from featx.images import load_image
+    from featx.data.images import load_image
 
     try:
         img = load_image(path)

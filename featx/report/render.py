@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from featx.report import plots
-from featx.atomic import atomic_write_text
+from featx.runtime.atomic import atomic_write_text
 from featx.errors import FeatxError
-from featx.plots import lr_find_png
+from featx.evaluation.figures import lr_find_png
 from featx.report.results import Results, read_results
 from featx.report.ties import HOW, number, split_metrics, standings
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featx.errors import FeatxError
-from featx.head_io import FORMAT
+from featx.heads.io import FORMAT
 
 
 @dataclass

@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featx.atomic import atomic_write_text
+from featx.runtime.atomic import atomic_write_text
 from featx.report.results import read_results
 from featx.report.ties import HOW, METRICS, number, split_metrics, standings
-from featx.uncertainty import CONFIDENCE, RESAMPLES, SEED
+from featx.evaluation.uncertainty import CONFIDENCE, RESAMPLES, SEED
 
 TITLES = {"top1": "top-1", "top5": "top-5", "balanced_accuracy": "bal. acc", "macro_f1": "macro-F1",
           "nll": "NLL", "ece": "ECE"}
@@ -78,7 +78,7 @@ def _spread(s: dict | None) -> str:
 
 def comparison_table(folder: str | Path, resplits: list = ()) -> ComparisonTable:
     """Every usable head result under `folder`, with intervals and marks; `resplits`
-    (featx.resplits.Resplits) adds each result's spread over re-splits of its store."""
+    (featx.probes.resplits.Resplits) adds each result's spread over re-splits of its store."""
     results = read_results(folder, required=False).heads
     by_store = {(str(r.store), kind): (r, kind) for r in resplits for kind in r.scores}
     table = ComparisonTable(resplits=[r.to_dict() for r in resplits])

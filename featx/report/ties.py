@@ -5,7 +5,7 @@
 
 Each result's test metric carries its 95% bootstrap interval (from its sidecar). Per metric, the
 best value is found; every other result scored on the same test images (matched by path, same
-labels) is compared with it by a paired bootstrap of the difference (featx.uncertainty): a
+labels) is compared with it by a paired bootstrap of the difference (featx.evaluation.uncertainty): a
 difference whose 95% interval holds 0 is a tie. Results on other images, or saved before
 per-image predictions were kept, are "unpaired": shown, not compared.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from featx.metrics import predictions_of
-from featx.uncertainty import DIRECTIONS, PAIRED_TEST, Difference, Predictions, align, paired_difference
+from featx.evaluation.metrics import predictions_of
+from featx.evaluation.uncertainty import DIRECTIONS, PAIRED_TEST, Difference, Predictions, align, paired_difference
 
 METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "nll", "ece")
 HOW = PAIRED_TEST

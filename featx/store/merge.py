@@ -14,7 +14,7 @@ time, so memory stays flat at a million rows).
 
 Shards are checked before anything is written: same backbone, weights, transform, seed, dtype,
 engine, device, decode, amp, dataset and world size; every rank present once; row ranges contiguous; all complete.
-The merged file is written atomically (featx.atomic): a kill leaves no file or the whole one.
+The merged file is written atomically (featx.runtime.atomic): a kill leaves no file or the whole one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featx.atomic import atomic_write
+from featx.runtime.atomic import atomic_write
 from featx.errors import StoreError
 from featx.store.check import OPTIONAL_PER_SAMPLE
 from featx.store.reader import open_store_file

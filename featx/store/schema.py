@@ -17,7 +17,7 @@ Layout of one store (readable with plain h5py):
     done/clean [N], done/aug [K, N_train]        uint8, 1 = row written (or failed)
     failed/reason                  [N] bytes     UTF-8 reason, empty = ok
 
-The file is built complete in a temporary file and renamed into place (featx.atomic); every
+The file is built complete in a temporary file and renamed into place (featx.runtime.atomic); every
 dataset is fixed-size, uncompressed, with its chunks allocated at creation, so later writes touch
 only raw bytes, never HDF5 metadata (what a SIGKILL mid-write could corrupt).
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featx import __version__
-from featx.atomic import atomic_write
+from featx.version import __version__
+from featx.runtime.atomic import atomic_write
 from featx.data import Dataset
 from featx.errors import StoreError
 

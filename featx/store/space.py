@@ -13,8 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from featx import atomic
-from featx.atomic import nearest_existing
+from featx.runtime import atomic
+from featx.runtime.atomic import nearest_existing
 from featx.errors import StoreError
 
 # Room kept free beyond the store itself: a full disk breaks more than featx.

@@ -1,7 +1,7 @@
 """Living stores: a changed dataset costs only its new images (docs/store.md, "Updates").
 
     dataset, plan = plan_update(path, dataset)      # which rows keep their old numbers
-    ...extract plan.compute rows into a delta store (featx.extraction.update)...
+    ...extract plan.compute rows into a delta store (featx.extraction.store_run)...
     assemble_update(path, dataset, plan, delta)    # the new store, atomically in place
 
 A sample is the same when its bytes are: every row records its content hash (samples/sha256).
@@ -28,8 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featx import __version__
-from featx.atomic import atomic_write
+from featx.version import __version__
+from featx.runtime.atomic import atomic_write
 from featx.data import Dataset, hash_files
 from featx.errors import StoreError
 from featx.store.reader import open_store_file

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.atomic import remove_stale_temp_files
+from featx.runtime.atomic import remove_stale_temp_files
 from featx.data import Dataset
 from featx.errors import StoreError
 from featx.store.check import check_layout

@@ -25,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from featx.atomic import atomic_write_text
-from featx.plots import plot_lr_find
-from featx.progress import progress_bar
+from featx.runtime.atomic import atomic_write_text
+from featx.evaluation.figures import plot_lr_find
+from featx.runtime.progress import progress_bar
 
 SMOOTHING = 0.9  # exponential moving average of the step losses (debiased)
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its best

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.atomic import check_writable
+from featx.runtime.atomic import check_writable
 from featx.errors import ConfigError, FeatxError
-from featx.feature_data import FeatureData
-from featx.head_io import Head, save_head
-from featx.heads import HEAD_KINDS, HeadConfig, budget_epochs, train_heads
-from featx.metrics import Metrics, evaluate
-from featx.progress import progress_bar
-from featx.scoring import Normalizer, linear_scores, scores
-from featx.selection import use_cv
+from featx.probes.feature_data import FeatureData
+from featx.heads.io import Head, save_head
+from featx.probes.sweep import HEAD_KINDS, HeadConfig, budget_epochs, train_heads
+from featx.evaluation.metrics import Metrics, evaluate
+from featx.runtime.progress import progress_bar
+from featx.heads.scoring import Normalizer, linear_scores, scores
+from featx.probes.selection import use_cv
 from featx.store import FeatureStore
-from featx.train_cv import fit_cross_validated
+from featx.probes.cv import fit_cross_validated
 
 
 def default_head_stem(store_path: str | Path, kind: str, out_dir: str | Path | None = None) -> Path:
@@ -130,7 +130,7 @@ def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, sh
 
 def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int, show_progress: bool):
     # Imported here: scikit-learn holds ~160 MB resident, needed only by these heads.
-    from featx.baselines import fit_baseline, fit_knn, subsample_rows
+    from featx.probes.baselines import fit_baseline, fit_knn, subsample_rows
 
     if kind == "knn":  # streamed: at a million rows the train split as float32 would be 3 GB
         blocks = lambda split: ((normalizer(x), y) for x, y, _ in data.split_blocks(split))  # noqa: E731
@@ -221,7 +221,7 @@ def find_head_lr(store_path: str | Path, config: HeadConfig | None = None, start
                  end: float = 10.0, steps: int = 100):
     """LR range test of one head of `config` (linear or mlp) on a complete store: the loss at
     each rate and a suggested rate (a tenth of the lowest-loss rate). Returns LRFindResult."""
-    from featx.heads import lr_find
+    from featx.probes.sweep import lr_find
 
     config = config or HeadConfig()
     if not config.torch_head:

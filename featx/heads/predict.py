@@ -18,12 +18,12 @@ from typing import Sequence
 
 import numpy as np
 
-from featx.atomic import atomic_write
+from featx.runtime.atomic import atomic_write
 from featx.data import read_class_map
 from featx.errors import ConfigError, FeatxError
-from featx.head_backbone import check_same_features
-from featx.head_io import Head
-from featx.progress import console
+from featx.heads.backbone import check_same_features
+from featx.heads.io import Head
+from featx.runtime.progress import console
 from featx.store import FeatureStore, head_staleness
 
 STORE_SUFFIXES = (".h5", ".hdf5")

@@ -22,7 +22,7 @@ import numpy as np
 CONFIDENCE = 0.95
 RESAMPLES = 1000
 SEED = 0
-ECE_BINS = 15  # as featx.metrics
+ECE_BINS = 15  # as featx.evaluation.metrics
 # Metric -> "max" or "min": which way is better.
 DIRECTIONS = {"top1": "max", "top5": "max", "balanced_accuracy": "max", "macro_f1": "max",
               "nll": "min", "ece": "min"}
@@ -118,7 +118,7 @@ def resampled(p: Predictions, idx: np.ndarray, metrics: list[str]) -> dict[str, 
 
 
 def bin_of(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
-    """The calibration bin of each confidence, as featx.metrics.reliability_bins draws them."""
+    """The calibration bin of each confidence, as featx.evaluation.metrics.reliability_bins draws them."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 

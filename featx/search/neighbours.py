@@ -12,7 +12,7 @@ search becomes approximate: an uncentred PCA to PROJECTED_DIM dimensions (most o
 deep features, stated in `method`) and an inverted file (IVF, nprobe lists searched per query).
 Only the index (N x PROJECTED_DIM float32) lives in memory; the features stream in blocks, twice.
 
-faiss is imported inside the functions: loading a head (featx.scoring) must stay light.
+faiss is imported inside the functions: loading a head (featx.heads.scoring) must stay light.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ import torchvision.transforms.v2.functional as F
 import yaml
 from torchvision.transforms import InterpolationMode
 
-from featx.backbones import Preprocess
 from featx.errors import ConfigError
-from featx.images import MAX_ASPECT
+from featx.data.images import MAX_ASPECT
+from featx.data.preprocess import Preprocess
+
 
 # Built-in recipes ship inside the package, so a wheel install has them too.
 RECIPES = resources.files("featx") / "recipes"

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from featx.atomic import atomic_write, atomic_write_text
+from featx.runtime.atomic import atomic_write, atomic_write_text
 from featx.errors import FeatxError
-from featx.scoring import Normalizer, scores
+from featx.heads.scoring import Normalizer, scores
 
 if TYPE_CHECKING:
-    from featx.head_backbone import Embedded
-    from featx.metrics import Metrics
+    from featx.heads.backbone import Embedded
+    from featx.evaluation.metrics import Metrics
 
 FORMAT = "featx-head/1"
 KINDS = ("linear", "mlp", "logreg", "svm", "knn", "finetune")  # finetune: layers on a tuned backbone
@@ -173,7 +173,7 @@ class Head:
     @property
     def metrics(self) -> dict[str, "Metrics | None"]:
         """{"val": Metrics | None, "test": Metrics | None} measured when the head was trained."""
-        from featx.metrics import Metrics
+        from featx.evaluation.metrics import Metrics
 
         stored = self.meta.get("metrics") or {}
         return {split: Metrics.from_dict(m) if m else None for split, m in stored.items()}
@@ -229,7 +229,7 @@ class Head:
 
         Images are featurised by the head's own backbone, rebuilt from the sidecar (same
         weights by sha256, same preprocessing); `embed_options` go to it (device, batch_size,
-        workers, engine). Unreadable images raise; use `featx.prediction` to skip and list them.
+        workers, engine). Unreadable images raise; use `featx.heads.predict` to skip and list them.
         """
         if _is_features(inputs):
             return self.scores(np.asarray(inputs))
@@ -251,7 +251,7 @@ class Head:
     def embed(self, images, **embed_options) -> "Embedded":
         """Features of image files/folders through this head's backbone, in input order;
         unreadable images are left out and listed in `.failed`."""
-        from featx.head_backbone import HeadEmbedder
+        from featx.heads.backbone import HeadEmbedder
 
         if self._embedder is None:
             self._embedder = HeadEmbedder(self.meta)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from featx.errors import ConfigError
-from featx.feature_data import epoch_draws
-from featx.heads import HeadConfig, SweepResult, head_losses, train_heads
-from featx.metrics import selection_scores
-from featx.scoring import Normalizer
+from featx.probes.feature_data import epoch_draws
+from featx.probes.sweep import HeadConfig, SweepResult, head_losses, train_heads
+from featx.evaluation.metrics import selection_scores
+from featx.heads.scoring import Normalizer
 
 # Beyond this many train+val rows one val split is precise (+-1 point), and k sweeps cost k times
 # as much: `select auto` cross-validates below it only.

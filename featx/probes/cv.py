@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from featx.feature_data import FeatureData
-from featx.head_io import WARM_START
-from featx.heads import HeadConfig, budget_epochs
-from featx.metrics import evaluate
-from featx.progress import progress_bar
-from featx.scoring import linear_scores
-from featx.selection import PoolData, cross_validate, fold_count, refit
+from featx.probes.feature_data import FeatureData
+from featx.heads.io import WARM_START
+from featx.probes.sweep import HeadConfig, budget_epochs
+from featx.evaluation.metrics import evaluate
+from featx.runtime.progress import progress_bar
+from featx.heads.scoring import linear_scores
+from featx.probes.selection import PoolData, cross_validate, fold_count, refit
 
 
 def pool_of(data: FeatureData) -> tuple[PoolData, np.ndarray]:

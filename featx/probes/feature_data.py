@@ -14,8 +14,8 @@ import numpy as np
 
 from featx.data.splits import stratified_holdout
 from featx.errors import StoreError
-from featx.memory import total_memory_bytes
-from featx.scoring import Normalizer
+from featx.runtime.memory import total_memory_bytes
+from featx.heads.scoring import Normalizer
 from featx.store import FeatureStore
 
 # Rows per streamed block: the store's chunk length along N, so a block is one chunk read.

@@ -16,7 +16,7 @@ Only written, non-failed rows are exported. Read back without featx:
     meta = pyarrow.parquet.read_table("DIR/metadata").to_pandas()
     index = faiss.read_index("DIR/index.faiss"); sims, ids = index.search(unit(q), 5)
 
-The index is exact (IndexFlatIP) up to featx.neighbours.EXACT_MAX_ROWS rows; above, an
+The index is exact (IndexFlatIP) up to featx.search.neighbours.EXACT_MAX_ROWS rows; above, an
 IVF index of 8-bit scalar-quantised vectors (4 sqrt(N) lists, approximate; set its nprobe).
 """
 
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featx.atomic import atomic_write, atomic_write_text
+from featx.runtime.atomic import atomic_write, atomic_write_text
 from featx.errors import ConfigError
-from featx.neighbours import EXACT_MAX_ROWS, TRAIN_ROWS, unit
-from featx.progress import progress_bar
+from featx.search.neighbours import EXACT_MAX_ROWS, TRAIN_ROWS, unit
+from featx.runtime.progress import progress_bar
 from featx.store import FeatureStore
 
 INDEXES = ("auto", "flat", "ivf", "none")

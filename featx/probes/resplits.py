@@ -21,11 +21,11 @@ import numpy as np
 from featx.data import DatasetOptions
 from featx.data.splits import stratified_holdout, stratified_split
 from featx.errors import StoreError
-from featx.heads import HeadConfig
-from featx.metrics import evaluate
-from featx.progress import progress_bar
-from featx.scoring import Normalizer, linear_scores, scores
-from featx.selection import fit_arrays
+from featx.probes.sweep import HeadConfig
+from featx.evaluation.metrics import evaluate
+from featx.runtime.progress import progress_bar
+from featx.heads.scoring import Normalizer, linear_scores, scores
+from featx.probes.selection import fit_arrays
 from featx.store import FeatureStore
 
 METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "nll", "ece")
@@ -115,7 +115,7 @@ def _one_head(kind: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, val: n
         tensors, normalizer, _ = fit_arrays(x[train], y[train], x[val], y[val], c, config)
         s = linear_scores(tensors, normalizer(x[test]))
     else:
-        from featx.baselines import fit_baseline  # scikit-learn only for these heads
+        from featx.probes.baselines import fit_baseline  # scikit-learn only for these heads
 
         fit = fit_baseline(kind, normalizer(x[train]), y[train], normalizer(x[val]), y[val], c, config.seed)
         s = scores(kind, {k: np.asarray(v) for k, v in fit.tensors.items()}, normalizer(x[test]), fit.params)

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featx.atomic import atomic_write, atomic_write_text
+from featx.runtime.atomic import atomic_write, atomic_write_text
 from featx.backbones import Backbone
 from featx.backbones.weights import sha256_file
 from featx.errors import ConfigError
-from featx.transforms import normalize
+from featx.data.transforms import normalize
 
 ENGINES = ("auto", "torch", "onnxruntime")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

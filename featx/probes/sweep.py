@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featx.balance import balanced_class_weights
-from featx.batched import BatchedHeads, BatchedOptimizer
+from featx.training.balance import balanced_class_weights
+from featx.probes.batched import BatchedHeads, BatchedOptimizer
 from featx.errors import ConfigError, FeatxError
-from featx.lr_range import LRFindResult, range_test
-from featx.metrics import selection_scores
-from featx.schedules import schedule_factor
+from featx.training.lr_range import LRFindResult, range_test
+from featx.evaluation.metrics import selection_scores
+from featx.training.schedules import schedule_factor
 
 # The default linear sweep: 8 learning rates x 4 weight decays = 32 heads.
 SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)

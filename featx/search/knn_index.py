@@ -21,7 +21,7 @@ spaced rows, and saved with the head as plain tensors (`knn.projection` [D, d], 
 [lists, d], `knn.code_range` [2, d]: each dimension's minimum and span): loading a head
 re-assigns its rows to the saved centroids (seconds), it never re-trains k-means.
 
-faiss is imported inside the functions: loading a head (featx.scoring) stays light.
+faiss is imported inside the functions: loading a head (featx.heads.scoring) stays light.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from featx.neighbours import NPROBE, PCA_ROWS, PROJECTED_DIM, TRAIN_ROWS, Neighbours, uncentred_pca, unit
-from featx.scoring import l2_normalize
+from featx.search.neighbours import NPROBE, PCA_ROWS, PROJECTED_DIM, TRAIN_ROWS, Neighbours, uncentred_pca, unit
 
 EXACT_MAX_ROWS = 50_000  # reference rows searched exactly; above, IVF + exact re-ranking
 RERANK = 100  # IVF candidates re-ranked exactly per query (>= the largest k searched, 50)
@@ -168,7 +167,7 @@ def reference_set(blocks: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: 
     labels = np.empty(n, np.int64)
     at = 0
     for x, y in blocks:
-        rows[at:at + len(x)] = l2_normalize(np.asarray(x))  # then float32 or float16
+        rows[at:at + len(x)] = unit(np.asarray(x))  # then float32 or float16
         labels[at:at + len(x)] = y
         at += len(x)
         if advance:

@@ -2,7 +2,7 @@
 
     m = evaluate(y_true, probs, class_names, paths)
     m.top1, m.balanced_accuracy, m.macro_f1, m.per_class, m.confusion, m.nll, m.ece, m.worst
-    m.intervals["top1"]     # (lo, hi): 95% bootstrap interval over the images (featx.uncertainty)
+    m.intervals["top1"]     # (lo, hi): 95% bootstrap interval over the images (featx.evaluation.uncertainty)
     m.predictions()         # per-image predictions (with paths) for paired tests, or None
 
 Probabilities may be None (a linear SVM has only scores): then NLL, ECE and the worst-error
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from featx.uncertainty import CONFIDENCE, RESAMPLES, SEED, Predictions, metric_intervals
+from featx.evaluation.uncertainty import CONFIDENCE, RESAMPLES, SEED, Predictions, metric_intervals
 
 ECE_BINS = 15
 WORST_ERRORS = 10

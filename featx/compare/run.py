@@ -13,7 +13,7 @@ compared by a paired test (featx.report.ties): the report, comparison.json and c
 mark which results are tied with the best instead of one winner.
 
 `splits=N` (N >= 2) also repeats split -> heads over N seeded, stratified re-splits of the same
-samples (featx.resplits): features are extracted once per backbone and reused, only the
+samples (featx.probes.resplits): features are extracted once per backbone and reused, only the
 train/val/test assignment changes; each metric is reported as mean +- standard deviation.
 """
 
@@ -25,12 +25,12 @@ from pathlib import Path
 from featx.data import Dataset, as_dataset
 from featx.errors import ConfigError, FeatxError
 from featx.extraction import ExtractConfig, ExtractResult, extract
-from featx.head_io import Head
-from featx.heads import HeadConfig
+from featx.heads.io import Head
+from featx.probes.sweep import HeadConfig
 from featx.report import write_report
 from featx.report.tables import comparison_table, write_table
-from featx.resplits import RESPLIT_NOTE, Resplits, resplit_heads
-from featx.train import default_head_stem, train_head
+from featx.probes.resplits import RESPLIT_NOTE, Resplits, resplit_heads
+from featx.probes.train import default_head_stem, train_head
 
 
 @dataclass

@@ -10,12 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featx.search.neighbours import unit
+
 CONSTANT_STD = 1e-3  # a feature whose std is below this share of the typical std counts as constant
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -30,7 +27,7 @@ class Normalizer:
         if self.mode == "standard":
             return (x - self.mean) / self.std
         if self.mode == "l2":
-            return l2_normalize(x)
+            return unit(x)
         return x
 
     @classmethod
@@ -82,10 +79,10 @@ def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax_output:
 def knn_scores(tensors: dict[str, np.ndarray], x: np.ndarray, k: int, num_classes: int) -> np.ndarray:
     """Vote shares of the k nearest training features by cosine similarity: [n, C].
 
-    The search is featx.knn_index's, built once per head (exact FAISS search up to its
+    The search is featx.search.knn_index's, built once per head (exact FAISS search up to its
     EXACT_MAX_ROWS reference rows, IVF candidates re-ranked exactly above) and reused by every
     later call with the same `train_x`."""
-    from featx.knn_index import knn_index
+    from featx.search.knn_index import knn_index
 
     k = min(k, len(tensors["train_x"]))
     found = knn_index(tensors).search(tensors["train_x"], x, k).ids  # (n, k)

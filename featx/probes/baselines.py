@@ -5,7 +5,7 @@ tensors (a linear layer, or the k-NN's reference set), so it is saved and used e
 torch head, with no pickles.
 
 At scale: the k-NN streams the train split block by block into its reference set (unit rows;
-float16 above 50,000 rows, with an IVF index saved beside them: featx.knn_index), builds its
+float16 above 50,000 rows, with an IVF index saved beside them: featx.search.knn_index), builds its
 index once, searches the val split's neighbours once, at the largest k, and votes every k from
 that one search; the same index then scores val and test. Up to 50,000 training rows the search
 is exact and the head is what it always was; above, IVF candidates are re-ranked exactly and the
@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from featx.errors import ConfigError
-from featx.scoring import scores, vote_shares
+from featx.heads.scoring import scores, vote_shares
 
 C_GRID = {"logreg": (1e-3, 1e-2, 0.1, 1.0, 10.0),
           # On standardised deep features large C overfits and liblinear crawls (minutes).
@@ -94,9 +94,9 @@ def fit_knn(train: Iterable[tuple[np.ndarray, np.ndarray]], n: int, dim: int,
     """The k-NN head from blocks of (normalised features, labels): `n` training rows of `dim`
     features streamed into its reference set, then every k of K_GRID voted from one search of
     the val blocks at the largest k (up to VAL_CHUNK val rows searched at a time), all through
-    the one index that later scores val and test (featx.knn_index). `advance(rows)` is called
+    the one index that later scores val and test (featx.search.knn_index). `advance(rows)` is called
     as training rows are added and as val rows are searched (a progress bar)."""
-    from featx.knn_index import knn_index, reference_set
+    from featx.search.knn_index import knn_index, reference_set
 
     tensors, method = reference_set(train, n, dim, advance)
     index = knn_index(tensors)

@@ -21,9 +21,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featx.data.splits import stratified_holdout
-from featx.heads import HeadConfig, train_heads
-from featx.scoring import Normalizer, linear_scores
-from featx.selection import PoolData
+from featx.probes.sweep import HeadConfig, train_heads
+from featx.heads.scoring import Normalizer, linear_scores
+from featx.probes.selection import PoolData
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):

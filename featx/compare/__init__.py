@@ -1,0 +1,1 @@
+"""Backbones side by side: extract, train the same heads, one report."""

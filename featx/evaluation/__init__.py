@@ -1,0 +1,1 @@
+"""Metrics, their bootstrap intervals, and the figures that show them."""

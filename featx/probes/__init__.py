@@ -1,0 +1,1 @@
+"""Fitting heads on cached features: the batched sweep, selection, cross-validation, baselines."""

@@ -1,0 +1,1 @@
+"""The process around the work: atomic files, progress, devices, ranks, memory, hashes."""

@@ -1,0 +1,1 @@
+"""Nearest-neighbour search over feature rows: exact blocks and the FAISS index."""

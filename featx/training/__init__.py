@@ -1,0 +1,1 @@
+"""What every training loop shares: schedules, class balance, the learning-rate range test."""
