@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from featx.data import content_hash, hash_files, identity, open_dataset, scan_images
+from featx.runtime import hashing
+from featx.runtime.hashing import file_sha256
+from featx.data import hash_files, identity, open_dataset, scan_images
 from featx.data.dataset import DatasetOptions
 from featx.data.identity import identity_split, split_draw, stat_and_hash
 from tests.conftest import make_class_tree
@@ -20,7 +22,7 @@ def fresh_memo(monkeypatch):
 
 def test_one_open_gives_each_files_hash_size_and_mtime(tmp_path, monkeypatch):
     monkeypatch.setattr(identity, "HASH_CHUNK", 3)  # several thread-pool tasks
-    monkeypatch.setattr(identity, "_CHUNK", 4)  # files longer than a read block
+    monkeypatch.setattr(hashing, "CHUNK", 4)  # files longer than a read block
     root = tmp_path / "d"
     root.mkdir()
     outside = tmp_path / "elsewhere.png"
@@ -33,7 +35,7 @@ def test_one_open_gives_each_files_hash_size_and_mtime(tmp_path, monkeypatch):
     shas, sizes, mtimes = stat_and_hash(root, rels)
     for rel, sha, size, mtime in list(zip(rels, shas, sizes, mtimes))[:-1]:
         path = root / rel
-        assert sha == hashlib.sha256(path.read_bytes()).hexdigest() == content_hash(path)
+        assert sha == hashlib.sha256(path.read_bytes()).hexdigest() == file_sha256(path)
         assert (size, mtime) == (path.stat().st_size, path.stat().st_mtime_ns)
     assert (shas[-1], sizes[-1], mtimes[-1]) == ("", 0, 0)  # vanished: still listed, hash ""
     assert hash_files([root / r for r in rels]) == shas
@@ -45,7 +47,7 @@ def test_a_fifo_named_like_an_image_is_refused_not_waited_on(tmp_path):
     shas, sizes, mtimes = stat_and_hash(tmp_path, ["pipe.png"])
     assert shas == [""] and mtimes[0] == (tmp_path / "pipe.png").stat().st_mtime_ns
     with pytest.raises(OSError):
-        content_hash(tmp_path / "pipe.png")
+        file_sha256(tmp_path / "pipe.png")
     root = make_class_tree(tmp_path / "d", classes=("a", "b"), per_class=2)
     os.mkfifo(root / "a" / "pipe.png")
     report = scan_images(open_dataset(root))  # listing and decoding: neither waits
@@ -71,8 +73,8 @@ def test_a_file_hashed_before_is_not_read_again_until_it_changes(tmp_path, monke
     path.write_bytes(b"first")
     first = stat_and_hash(tmp_path, ["a.png"])
     reads = []
-    real = identity._read_hash
-    monkeypatch.setattr(identity, "_read_hash", lambda fd, st: reads.append(1) or real(fd, st))
+    real = identity.read_sha256
+    monkeypatch.setattr(identity, "read_sha256", lambda fd, st: reads.append(1) or real(fd, st))
     assert stat_and_hash(tmp_path, ["a.png"]) == first and not reads
     assert hash_files([path]) == first[0] and not reads
     assert hash_files([path], [(first[1][0], first[2][0])]) == first[0] and not reads

@@ -155,7 +155,7 @@ def test_a_knn_head_with_a_broken_index_is_one_clear_error(approximate, tmp_path
     from safetensors.numpy import save_file
 
     from featx.errors import FeatxError
-    from featx.heads.io import file_sha256
+    from featx.runtime.hashing import file_sha256
 
     x, y = _clusters(3_000, 11)
     xv, yv = _clusters(100, 12)

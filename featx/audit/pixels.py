@@ -12,12 +12,13 @@ compared with their median.
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from featx.runtime.hashing import file_sha256
 
 HASH_BYTES = 8  # 64 bits
 
@@ -42,15 +43,7 @@ def phash(img) -> np.ndarray:
     return np.packbits((low > np.median(low)).ravel())
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def hash_files(root: Path, paths: list[str], known_sha256: list[str] | None = None,
+def hash_pixels(root: Path, paths: list[str], known_sha256: list[str] | None = None,
                pixels: bool = True, advance=None, threads: int = 2) -> PixelHashes:
     """Hash the files of `paths` (relative to `root`). A file that is missing or does not decode
     keeps no hash and is listed in `missing`; `known_sha256` (from the store) saves reading bytes."""

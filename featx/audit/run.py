@@ -167,7 +167,7 @@ def audit(store: str | Path, out: str | Path, config: AuditConfig = AuditConfig(
 def _hashes(st: FeatureStore, rows: np.ndarray, pixels: bool, log):
     """File and pixel hashes of the audited rows, or (None, why) when the images are not there.
     A store that keeps each file's sha256 gives exact duplicates even without the images."""
-    from featx.audit.pixels import PixelHashes, hash_files
+    from featx.audit.pixels import PixelHashes, hash_pixels
 
     known = st.content_hashes()
     known = [known[r] or None for r in rows] if known is not None else None
@@ -179,7 +179,7 @@ def _hashes(st: FeatureStore, rows: np.ndarray, pixels: bool, log):
         return none, f"skipped: {root} not found"
     paths = list(st.paths[rows])
     with progress_bar(len(paths), "hash images") as advance:
-        hashes = hash_files(root, paths, known, pixels=pixels, advance=advance)
+        hashes = hash_pixels(root, paths, known, pixels=pixels, advance=advance)
     if hashes.missing:
         log(f"note: {len(hashes.missing)} images could not be read for pixel checks "
             f"(e.g. {hashes.missing[0][0]}: {hashes.missing[0][1]})")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from featx.errors import BackboneError
+from featx.runtime.hashing import file_sha256
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -32,11 +33,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = file_sha256(path)
     return _SHA_CACHE[key]
 
 

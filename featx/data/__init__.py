@@ -28,7 +28,7 @@ Decoding the images themselves is featx.data.images' job (every file an RGB imag
 from featx.data.dataset import Dataset, Sample, subset
 from featx.data.records import SPLIT_WORDS, SPLITS, DatasetOptions
 from featx.data.folders import list_images
-from featx.data.identity import content_hash, hash_files, identity_split, with_content_hashes
+from featx.data.identity import hash_files, identity_split, with_content_hashes
 from featx.data.manifest import PATH_COLUMNS
 from featx.data.packaged import ELPV_NAMES, packaged_datasets
 from featx.data.scan import (ScanReport, class_warnings, classes_without_training, require_decodable,
@@ -36,7 +36,7 @@ from featx.data.scan import (ScanReport, class_warnings, classes_without_trainin
 from featx.data.source import as_dataset, open_dataset, read_class_map
 from featx.data.splits import stratified_split
 
-__all__ = ["as_dataset", "class_warnings", "classes_without_training", "content_hash", "hash_files",
+__all__ = ["as_dataset", "class_warnings", "classes_without_training", "hash_files",
            "identity_split", "with_content_hashes", "ELPV_NAMES", "PATH_COLUMNS",
            "SPLITS", "SPLIT_WORDS", "Dataset", "DatasetOptions", "Sample", "ScanReport", "list_images",
            "open_dataset", "packaged_datasets", "read_class_map", "require_decodable", "scan_images",

@@ -26,16 +26,15 @@ CPU, page cache warm).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from featx.data.dataset import Sample, gc_paused, relative_paths
 from featx.data.records import DatasetOptions
+from featx.runtime.hashing import OPEN_FLAGS, read_sha256
 
 # Two threads: with the files' bytes not cached, 50,000 files hash in 1.6 s (one thread: 3.9 s,
 # four: 1.5 s); cached, one is as fast, and four often fight over the GIL between system calls
@@ -43,21 +42,8 @@ from featx.data.records import DatasetOptions
 HASH_THREADS = 2
 HASH_CHUNK = 256  # files per thread-pool task
 MEMO_MAX = 200_000  # files whose hashes a process remembers (beyond: hashed again when listed again)
-_CHUNK = 1 << 20
-# O_NONBLOCK: a FIFO named like an image opens at once (and is then refused) instead of hanging.
-_OPEN = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 # (absolute path, size, mtime_ns) -> sha256 hex: one read per file per process.
 _MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def content_hash(path: str | os.PathLike) -> str:
-    """sha256 (hex) of the file's bytes. Raises OSError when it cannot be read (or is not a
-    regular file: a FIFO or a device is never read)."""
-    fd = os.open(path, _OPEN)
-    try:
-        return _read_hash(fd, os.fstat(fd))
-    finally:
-        os.close(fd)
 
 
 def hash_files(paths: list[Path], stats: list[tuple[int, int]] | None = None) -> list[str]:
@@ -127,31 +113,17 @@ def _open_and_hash(path: str) -> tuple[str, int, int]:
     """(sha256 or "" if unreadable, size, mtime_ns) of one file, from one open: its fstat, then
     its bytes unless this process hashed the same (path, size, mtime) before."""
     try:
-        fd = os.open(path, _OPEN)
+        fd = os.open(path, OPEN_FLAGS)
     except OSError:  # no permission, vanished: extraction records the reason when it decodes it
         return "", *_stat(path)
     try:
         st = os.fstat(fd)
         sha = _MEMO.get((path, st.st_size, st.st_mtime_ns), "") if _MEMO else ""
-        return sha or _read_hash(fd, st), st.st_size, st.st_mtime_ns
+        return sha or read_sha256(fd, st), st.st_size, st.st_mtime_ns
     except OSError:
         return "", *_stat(path)
     finally:
         os.close(fd)
-
-
-def _read_hash(fd: int, st: os.stat_result) -> str:
-    """sha256 hex of the open file `fd` (fstat `st`): a small file in one read."""
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
-    block = os.read(fd, min(st.st_size + 1, _CHUNK))
-    h = hashlib.sha256(block)
-    if len(block) == st.st_size:  # all its bytes, and not one more: the end (no read to see it)
-        return h.hexdigest()
-    while block:
-        block = os.read(fd, _CHUNK)
-        h.update(block)
-    return h.hexdigest()
 
 
 def _stat(path: str) -> tuple[int, int]:

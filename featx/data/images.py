@@ -154,12 +154,6 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
-    """(width, height, mode) from the header only, for quick dataset summaries."""
-    with Image.open(path, formats=PIL_FORMATS) as img:
-        return img.size[0], img.size[1], img.mode
-
-
 def read_file_bytes(path: str | os.PathLike) -> torch.Tensor:
     """A file's bytes as a uint8 tensor (what `decode_jpegs` takes)."""
     from torchvision.io import read_file

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from featx.data.records import DatasetOptions
 from featx.errors import DataError
+from featx.runtime.atomic import process_alive
 
 # ELPV's labels are defect probabilities from raters; 1/3 and 2/3 mean the raters were unsure.
 ELPV_NAMES = {"0.0": "functional (p=0)", "0.3333333333333333": "doubtful (p=1/3)",
@@ -223,15 +224,5 @@ def _sweep_dead_builds(cache: Path) -> None:
         return
     for leftover in cache.parent.glob(f"{cache.name}.*-*"):
         kind, _, pid = leftover.name[len(cache.name) + 1:].partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)) and leftover.is_dir():
+        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)) and leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return pid < 2**31
-    return True

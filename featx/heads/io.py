@@ -16,7 +16,6 @@ backbone stack on first use.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 from featx.runtime.atomic import atomic_write, atomic_write_text
 from featx.errors import FeatxError
 from featx.heads.scoring import Normalizer, scores
+from featx.runtime.hashing import file_sha256
 
 if TYPE_CHECKING:
     from featx.heads.backbone import Embedded
@@ -72,14 +72,6 @@ def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> str:
     save_file(tensors, str(path))
     os.chmod(path, mode)
     return file_sha256(path)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_weights(weights: Path) -> dict[str, np.ndarray]:

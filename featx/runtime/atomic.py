@@ -66,13 +66,14 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
     removed = []
     for leftover in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
         pid = leftover.name.rsplit(".tmp-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)) and leftover.is_file():
+        if pid.isdigit() and not process_alive(int(pid)) and leftover.is_file():
             leftover.unlink(missing_ok=True)
             removed.append(leftover)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a writer's temporary files stay while it does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
