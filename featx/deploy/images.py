@@ -1,0 +1,79 @@
+"""An exported model's input from image bytes, in Pillow and numpy only (no torch): what the
+service runs and what docs/deploy.md's client does in a dozen lines.
+
+featx resizes with torchvision's antialiased resize on uint8 tensors (featx.data.transforms), a
+port of Pillow-SIMD's resampling: Pillow gives the same pixels up to rounding (on ELPV, 1 grey
+level on ~0.02% of pixels). So featx keeps its resize (stores keep their identity) and clients
+use Pillow with torchvision's size rules, written out here: the long side is floored, and the
+crop offset is Python's round((size - crop) / 2).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from featx.data.images import PIL_FORMATS, size_problem, to_rgb
+from featx.errors import ImageError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How images become the model's input (the file's `featx.preprocess`)."""
+
+    resize: int  # short side, px
+    crop: int  # centre crop, px (the model's S)
+    interpolation: str = "BILINEAR"  # Pillow's name (Image.Resampling)
+    mode: str = "RGB"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(int(d["resize"]), int(d["crop"]), str(d.get("interpolation", "BILINEAR")),
+                   str(d.get("mode", "RGB")))
+
+
+def decode(data: bytes, name: str = "image") -> Image.Image:
+    """Bytes -> an upright 8-bit RGB image, under featx's rules for files (formats, bombs,
+    extreme aspect ratios, truncation): an ImageError naming `name` and the reason otherwise."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
+                problem = size_problem(*img.size)
+                if problem:
+                    raise ImageError(name, problem)
+                img.seek(0)  # animated GIF/TIFF: the first frame
+                img.load()  # truncation shows here
+                return to_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageError(name, f"decompression bomb refused ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(name, "not an image file Pillow can identify") from None
+    except Exception as exc:  # noqa: BLE001 - malformed files raise ValueError, struct.error, ...
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = f"truncated image ({text})" if "truncated" in text.lower() else f"{type(exc).__name__}: {text}"
+        raise ImageError(name, reason) from None
+
+
+def to_input(img: Image.Image, spec: InputSpec) -> np.ndarray:
+    """RGB image -> uint8 [S, S, 3]: short side resized to `spec.resize`, centre crop `spec.crop`."""
+    w, h = img.size
+    long = int(spec.resize * max(w, h) / min(w, h))  # torchvision floors the long side
+    size = (spec.resize, long) if w <= h else (long, spec.resize)
+    img = img.resize(size, Image.Resampling[spec.interpolation])
+    left, top = round((img.width - spec.crop) / 2), round((img.height - spec.crop) / 2)
+    return np.asarray(img.crop((left, top, left + spec.crop, top + spec.crop)), dtype=np.uint8)
+
+
+def input_batch(images: list[bytes], spec: InputSpec, names: list[str] | None = None) -> np.ndarray:
+    """uint8 [n, S, S, 3] from encoded images; the first undecodable one raises ImageError."""
+    names = names or [f"image {i + 1}" for i in range(len(images))]
+    return np.stack([to_input(decode(data, name), spec) for data, name in zip(images, names)])
