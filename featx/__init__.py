@@ -33,6 +33,7 @@ _EXPORTS = {
     "train_head": "featx.probes.train", "HeadConfig": "featx.probes.sweep", "Head": "featx.heads.io",
     "load_head": "featx.heads.io", "LinearProbe": "featx.probes.estimators", "MLPProbe": "featx.probes.estimators",
     "predict": "featx.heads.predict", "Predictions": "featx.heads.predict",
+    "export_model": "featx.deploy",
     # fine-tuning, comparison, reports
     "finetune": "featx.finetuning", "FinetuneConfig": "featx.finetuning",
     "compare": "featx.compare.run", "write_report": "featx.report",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazil
     from featx.finetuning import finetune
     from featx.backbones import BackboneSpec, create_backbone, get_spec, list_backbones, register_backbone
     from featx.compare.run import compare
+    from featx.deploy import export_model
     from featx.data import Dataset, DatasetOptions, open_dataset
     from featx.errors import BackboneError, ConfigError, DataError, FeatxError, StoreError
     from featx.probes.estimators import LinearProbe, MLPProbe

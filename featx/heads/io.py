@@ -16,6 +16,7 @@ backbone stack on first use.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 FORMAT = "featx-head/1"
 KINDS = ("linear", "mlp", "logreg", "svm", "knn", "finetune")  # finetune: layers on a tuned backbone
 
+ONNX_EXPORTER = "featx.deploy"  # Head.to_onnx: the module whose export_model writes the file
 # Tensor-name prefix of a cross-validated head's train-only refit (fine-tuning starts from it).
 WARM_START = "warm_start."
 
@@ -235,6 +237,12 @@ class Head:
     def predict(self, inputs, **embed_options) -> list[str]:
         """The most likely class name for each row of features or each image."""
         return [self.class_names[i] for i in self.predict_proba(inputs, **embed_options).argmax(1)]
+
+    def to_onnx(self, path: str | os.PathLike) -> Path:
+        """This head with its backbone, pooling, standardiser and softmax as one ONNX file
+        (`featx.export_model`, docs/deploy.md). The exporter sits a layer above heads (it imports
+        them), so it is looked up by name when called: loading a head never imports it."""
+        return importlib.import_module(ONNX_EXPORTER).export_model(self, path).path
 
     def __repr__(self) -> str:
         return (f"Head(kind={self.kind!r}, backbone={self.backbone!r}, classes={self.classes!r}, "
