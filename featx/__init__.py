@@ -13,65 +13,32 @@ features never imports the image or HDF5 stack. docs/api.md is the guided tour.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from featx.runtime.lazy import lazy_names
 from featx.version import __version__
 
-# public name -> module that defines it
-_EXPORTS = {
-    # data
-    "open_dataset": "featx.data", "Dataset": "featx.data", "DatasetOptions": "featx.data",
-    # backbones
-    "list_backbones": "featx.backbones", "get_spec": "featx.backbones",
-    "create_backbone": "featx.backbones", "register_backbone": "featx.backbones",
-    "BackboneSpec": "featx.backbones",
-    # extraction and the store
-    "extract": "featx.extraction", "ExtractConfig": "featx.extraction", "ExtractResult": "featx.extraction",
-    "FeatureStore": "featx.store",
-    # heads
-    "train_head": "featx.probes.train", "HeadConfig": "featx.probes.sweep", "Head": "featx.heads.io",
-    "load_head": "featx.heads.io", "LinearProbe": "featx.probes.estimators", "MLPProbe": "featx.probes.estimators",
-    "predict": "featx.heads.predict", "Predictions": "featx.heads.predict",
-    "export_model": "featx.deploy",
-    # fine-tuning, comparison, reports
-    "finetune": "featx.finetuning", "FinetuneConfig": "featx.finetuning",
-    "compare": "featx.compare.run", "write_report": "featx.report",
-    # errors
-    "FeatxError": "featx.errors", "ConfigError": "featx.errors", "DataError": "featx.errors",
-    "StoreError": "featx.errors", "BackboneError": "featx.errors",
-}
-
-__all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
-
-
-if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazily
-    from featx.extraction import extract
-    from featx.finetuning import finetune
+# The public API, listed once: type checkers read these imports, and lazy_names turns them into
+# names imported on first use.
+if TYPE_CHECKING:
+    # data and backbones
+    from featx.data import Dataset, DatasetOptions, open_dataset
     from featx.backbones import BackboneSpec, create_backbone, get_spec, list_backbones, register_backbone
+    # extraction and the store
+    from featx.extraction import ExtractConfig, ExtractResult, extract
+    from featx.store import FeatureStore
+    # heads: trained on features, saved, applied
+    from featx.probes.sweep import HeadConfig
+    from featx.probes.train import train_head
+    from featx.probes.estimators import LinearProbe, MLPProbe
+    from featx.heads.io import Head, load_head
+    from featx.heads.predict import Predictions, predict
+    # fine-tuning, comparison, reports
+    from featx.finetuning import FinetuneConfig, finetune
     from featx.compare.run import compare
     from featx.deploy import export_model
-    from featx.data import Dataset, DatasetOptions, open_dataset
-    from featx.errors import BackboneError, ConfigError, DataError, FeatxError, StoreError
-    from featx.probes.estimators import LinearProbe, MLPProbe
-    from featx.extraction import ExtractConfig, ExtractResult
-    from featx.finetuning import FinetuneConfig
-    from featx.heads.io import Head, load_head
-    from featx.probes.sweep import HeadConfig
-    from featx.heads.predict import Predictions, predict
     from featx.report import write_report
-    from featx.store import FeatureStore
-    from featx.probes.train import train_head
+    # errors
+    from featx.errors import BackboneError, ConfigError, DataError, FeatxError, StoreError
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, __file__, extra=("__version__",))
