@@ -1,0 +1,117 @@
+"""2-D coordinates of a store's clean features, computed once per content and cached beside it.
+
+    xy, method, cached = coordinates(store, rows, features, settings, log)
+
+The features (the backbone's final ones, unit length: cosine geometry, as in the audit) go
+through PCA to `pca_dims` dimensions, then UMAP (umap-learn, `featx[explore]`) to 2. PCA first
+because UMAP's neighbour search on 1,280 dimensions costs several times more than on 50, and 50
+components keep the neighbourhoods that UMAP draws. Without umap-learn the map is the PCA's
+first two components, and the page says so.
+
+The cache, `STORE.map.npz`, is keyed by what the coordinates depend on: every row's content
+hash in order (a relabel or a new split keeps the map; a new image redraws it), the backbone,
+its weights and preprocessing, and the settings. Thumbnails are cached in it the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featx.runtime.atomic import atomic_write
+
+METHODS = ("umap", "pca")
+
+
+@dataclass(frozen=True)
+class Projection:
+    method: str = "umap"  # umap | pca (PCA's first two components)
+    pca_dims: int = 50
+    neighbours: int = 15  # UMAP n_neighbors: its default, local structure at ELPV's scale
+    min_dist: float = 0.1
+    seed: int = 0
+
+
+def cache_path(store: Path) -> Path:
+    return store.with_name(store.name + ".map.npz")
+
+
+def content_key(store, rows: np.ndarray, projection: Projection) -> str:
+    """A hash of everything the coordinates depend on."""
+    attrs = store.attrs
+    shas = store.content_hashes()
+    h = hashlib.sha256()
+    if shas is None:  # a store from before content hashes: its version and creation stand in
+        h.update(f"{attrs.get('created')}|{attrs.get('store_version', 1)}".encode())
+    else:
+        for r in rows:
+            h.update((shas[r] or f"row:{r}").encode())
+    h.update(json.dumps([attrs.get("backbone"), attrs.get("weights_sha256"), attrs.get("transform"),
+                         store.final_dim, len(rows), asdict(projection)], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def read_cache(path: Path) -> dict:
+    """The cache's arrays, or {} when there is none or it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def write_cache(path: Path, arrays: dict, log) -> None:
+    try:
+        atomic_write(path, lambda tmp: _savez(tmp, arrays))
+    except OSError as exc:  # a read-only store folder: the map still works, only slower next time
+        log(f"note: map coordinates not cached ({path}: {exc.strerror or exc})")
+
+
+def _savez(tmp: Path, arrays: dict) -> None:
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def coordinates(store, rows: np.ndarray, features, projection: Projection, log) -> tuple[np.ndarray, str, bool]:
+    """[len(rows), 2] float32 coordinates, how they were made, and whether they came from the cache.
+
+    `features()` returns the rows' features [n, D]; it is called only on a cache miss.
+    """
+    path = cache_path(Path(store.path))
+    key = content_key(store, rows, projection)
+    cached = read_cache(path)
+    if cached.get("key") is not None and str(cached["key"]) == key:
+        return cached["xy"], str(cached["method"]), True
+    xy, method = project(features(), projection, log)
+    write_cache(path, {**cached, "key": np.array(key), "xy": xy, "method": np.array(method)}, log)
+    return xy, method, False
+
+
+def project(x: np.ndarray, projection: Projection, log) -> tuple[np.ndarray, str]:
+    """Unit rows -> PCA -> UMAP (or PCA alone): [n, 2] float32, and a sentence saying how."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    dims = max(2, min(projection.pca_dims, x.shape[1], len(x)))
+    reduced = PCA(dims, random_state=projection.seed).fit_transform(x) if len(x) > 2 else np.zeros((len(x), 2))
+    method = projection.method
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            log("note: umap-learn is not installed (pip install 'featx[explore]'): the map shows "
+                "PCA's first two components instead")
+            method = "pca"
+    if method == "pca" or len(x) <= projection.neighbours + 1:  # UMAP needs more rows than neighbours
+        xy = reduced[:, :2] if reduced.shape[1] >= 2 else np.pad(reduced, ((0, 0), (0, 2 - reduced.shape[1])))
+        return np.ascontiguousarray(xy, np.float32), f"PCA (first 2 of {dims} components of unit features)"
+    fitted = umap.UMAP(n_components=2, n_neighbors=projection.neighbours, min_dist=projection.min_dist,
+                       random_state=projection.seed).fit_transform(reduced)
+    return (np.ascontiguousarray(fitted, np.float32),
+            f"UMAP (n_neighbors={projection.neighbours}, min_dist={projection.min_dist}) "
+            f"after PCA to {dims} dimensions of unit features")
