@@ -1,0 +1,100 @@
+"""Temperature scaling: one scalar per head that makes its probabilities mean what they say.
+
+    t = fit_temperature(oof_logits, labels)     # on predictions of images the head never trained on
+    probs = softmax_at(test_logits, t)          # argmax unchanged: top-1 is the same
+
+A head trained to a small loss on a few hundred images is sure of nearly everything, its errors
+included (Guo et al. 2017, "On calibration of modern neural networks"). Dividing its logits by
+one temperature T > 1 softens every prediction alike and leaves the ranking of classes as it
+is. T is fitted by minimising the cross-entropy of held-out predictions: the out-of-fold ones of
+cross-validation, or the val split's; never the test split, which would then report its own fit.
+
+numpy only: a head's scoring imports no more than numpy (featx.heads.scoring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featx.errors import ConfigError
+
+# T is kept in this range: beyond it a head is either certain of everything or of nothing, and
+# a held-out set that asks for either is too small or too clean to say (all of it right, say).
+T_MIN, T_MAX = 0.05, 100.0
+_BISECTIONS = 60  # on log T over [T_MIN, T_MAX]: far below any printed precision
+CALIBRATIONS = ("none", "temperature")
+
+
+@dataclass(frozen=True)
+class Temperature:
+    """A fitted temperature and what it was fitted on (said in the sidecar and the output)."""
+
+    value: float
+    fitted_on: str  # e.g. "out-of-fold predictions of 5-fold cross-validation (350 images)"
+    nll_before: float  # held-out cross-entropy at T = 1
+    nll_after: float  # ... and at `value`
+
+    def to_dict(self) -> dict:
+        return {"temperature": self.value, "fitted_on": self.fitted_on,
+                "fit_nll_before": self.nll_before, "fit_nll_after": self.nll_after}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def softmax_at(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities [n, C] of `logits` [n, C] divided by `temperature`."""
+    return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
+
+
+def nll_at(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean cross-entropy of `labels` under softmax(logits / temperature)."""
+    if not len(labels):
+        return 0.0
+    lp = log_softmax(np.asarray(logits, dtype=np.float64) / temperature)
+    return float(-lp[np.arange(len(labels)), labels].mean())
+
+
+def _slope(logits: np.ndarray, labels: np.ndarray, beta: float) -> float:
+    """d NLL / d beta at inverse temperature beta: E_p[z] - z_true, averaged over the images.
+    NLL is convex in beta (its second derivative is the variance of z under p), so the slope
+    rises with beta and its zero is the one minimum."""
+    p = np.exp(log_softmax(beta * logits))
+    return float(((p * logits).sum(1) - logits[np.arange(len(labels)), labels]).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T in [T_MIN, T_MAX] that minimises the cross-entropy of softmax(logits / T) on these
+    held-out predictions (1.0 when there are none)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if not len(labels) or not np.isfinite(logits).all():
+        return 1.0
+    lo, hi = np.log(1 / T_MAX), np.log(1 / T_MIN)  # log beta
+    if _slope(logits, labels, np.exp(lo)) >= 0:
+        return T_MAX
+    if _slope(logits, labels, np.exp(hi)) <= 0:
+        return T_MIN
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2
+        if _slope(logits, labels, np.exp(mid)) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return float(1 / np.exp((lo + hi) / 2))
+
+
+def temperature_of(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -> Temperature:
+    """fit_temperature, with the held-out cross-entropy before and after."""
+    t = fit_temperature(logits, labels)
+    return Temperature(t, fitted_on, nll_at(logits, labels), nll_at(logits, labels, t))
+
+
+def check_calibration(calibrate: str) -> None:
+    """`calibrate` is one of CALIBRATIONS."""
+    if calibrate not in CALIBRATIONS:
+        raise ConfigError(f"--calibrate must be {' | '.join(CALIBRATIONS)}, got {calibrate!r}")
