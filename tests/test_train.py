@@ -55,7 +55,7 @@ def test_same_seed_same_head(blob_store, tmp_path):
 
 
 def test_errors(blob_store, tmp_path):
-    with pytest.raises(ConfigError, match="unknown head 'tree'"):
+    with pytest.raises(ConfigError, match="unknown head kind 'tree'"):
         train_head(blob_store, "tree")
     with pytest.raises(ConfigError, match="optimizer must be"):
         HeadConfig(optimizer="lbfgs")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featx.evaluation.uncertainty import Predictions, align, bootstrap_interval, mcnemar, metric_intervals, paired_difference
+from featx.evaluation.uncertainty import ScoredSamples, align, bootstrap_interval, mcnemar, metric_intervals, paired_difference
 
 
-def _accuracy(n: int, right: int, seed: int = 0) -> Predictions:
+def _accuracy(n: int, right: int, seed: int = 0) -> ScoredSamples:
     """n binary predictions, `right` of them correct, in a seeded order."""
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 2, n)
     correct = np.zeros(n, bool)
     correct[rng.permutation(n)[:right]] = True
-    return Predictions(label, np.where(correct, label, 1 - label), num_classes=2)
+    return ScoredSamples(label, np.where(correct, label, 1 - label), num_classes=2)
 
 
 def test_accuracy_interval_matches_the_normal_approximation_on_655_images():
@@ -38,7 +38,7 @@ def test_balanced_accuracy_and_f1_resample_per_class_counts():
     """One class always right, the other always wrong: recall (1, 0) on every resample that
     holds both classes, so balanced accuracy sits at 0.5 whatever the mix."""
     label = np.array([0] * 50 + [1] * 50)
-    p = Predictions(label, np.zeros(100, int), num_classes=2)
+    p = ScoredSamples(label, np.zeros(100, int), num_classes=2)
     lo, hi = metric_intervals(p)["balanced_accuracy"]
     assert lo == hi == 0.5
     assert set(metric_intervals(p)) == {"top1", "balanced_accuracy", "macro_f1"}  # no probabilities
@@ -48,7 +48,7 @@ def test_identical_results_tie_and_a_clear_gap_does_not():
     a = _accuracy(300, 240)
     same = paired_difference(a, a)
     assert all(d.delta == 0 and not d.significant for d in same.values())
-    worse = Predictions(a.label, np.where(np.arange(300) < 100, 1 - a.label, a.pred), num_classes=2)
+    worse = ScoredSamples(a.label, np.where(np.arange(300) < 100, 1 - a.label, a.pred), num_classes=2)
     gap = paired_difference(a, worse)["top1"]
     assert gap.delta > 0.2 and gap.low > 0 and gap.significant
 
@@ -63,8 +63,8 @@ def test_lite0_against_lite2_on_655_images_is_a_tie():
     right_b[:55] = False  # a right, b wrong on 55 images
     right_b[507:556] = True  # b right, a wrong on 49
     order = rng.permutation(655)
-    a = Predictions(label, np.where(right_a[order], label, 1 - label), num_classes=2)
-    b = Predictions(label, np.where(right_b[order], label, 1 - label), num_classes=2)
+    a = ScoredSamples(label, np.where(right_a[order], label, 1 - label), num_classes=2)
+    b = ScoredSamples(label, np.where(right_b[order], label, 1 - label), num_classes=2)
     assert (a.correct.mean(), b.correct.mean()) == (pytest.approx(0.774, abs=1e-3), pytest.approx(0.765, abs=1e-3))
     d = paired_difference(a, b)["top1"]
     assert d.low < 0 < d.high and not d.significant
@@ -87,6 +87,6 @@ def test_align_pairs_by_path_and_refuses_other_images():
 
 def test_paired_difference_refuses_other_labels():
     a = _accuracy(10, 5)
-    b = Predictions(1 - a.label, a.pred, num_classes=2)
+    b = ScoredSamples(1 - a.label, a.pred, num_classes=2)
     with pytest.raises(ValueError, match="same images"):
         paired_difference(a, b)

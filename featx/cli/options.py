@@ -28,7 +28,7 @@ from featx.cli.config_file import apply_config
 
 # The library's choices, copied so that `featx --help` imports no torch; tests/test_cli.py
 # checks each against the constant it copies.
-HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # featx.probes.sweep.HEAD_KINDS
+from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # noqa: E402 (the registry: torch-free)
 HEAD_OPTIMIZERS = ("sgd", "adam", "adamw")  # featx.probes.sweep.OPTIMIZERS
 HEAD_SCHEDULES = ("none", "step", "cosine", "onecycle")  # featx.probes.sweep.SCHEDULES
 FINETUNE_SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # featx.finetuning.config.SCHEDULES

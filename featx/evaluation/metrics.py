@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from featx.evaluation.uncertainty import CONFIDENCE, RESAMPLES, SEED, Predictions, metric_intervals
+from featx.evaluation.uncertainty import CONFIDENCE, RESAMPLES, SEED, ScoredSamples, metric_intervals
 
 ECE_BINS = 15
 WORST_ERRORS = 10
@@ -58,7 +58,7 @@ class Metrics:
         bounds = self.intervals.get(metric)
         return (bounds[0], bounds[1]) if bounds else None
 
-    def predictions(self) -> tuple[list[str], Predictions] | None:
+    def predictions(self) -> tuple[list[str], ScoredSamples] | None:
         """(paths, per-image predictions) kept with these metrics, or None."""
         return predictions_of(self.samples, len(self.per_class))
 
@@ -99,7 +99,7 @@ def evaluate(y_true: np.ndarray, scores: np.ndarray, class_names: list[str],
         ece = expected_calibration_error(scores, y_true)
         reliability = reliability_bins(scores, y_true)
         worst = _worst(losses, y_true, pred, scores, class_names, paths)
-    kept = Predictions(y_true, pred, scores[np.arange(n), y_true] if probabilities and n else None,
+    kept = ScoredSamples(y_true, pred, scores[np.arange(n), y_true] if probabilities and n else None,
                        scores.max(1) if probabilities and n else None, hits, c)
     intervals = {m: [lo, hi] for m, (lo, hi) in metric_intervals(kept, resamples, seed).items()}
     return Metrics(
@@ -112,7 +112,7 @@ def evaluate(y_true: np.ndarray, scores: np.ndarray, class_names: list[str],
         samples=_samples(kept, paths) if keep_samples and n else None)
 
 
-def _samples(p: Predictions, paths: list[str] | None) -> dict[str, list]:
+def _samples(p: ScoredSamples, paths: list[str] | None) -> dict[str, list]:
     out = {"path": [str(x) for x in paths] if paths is not None else None,
            "label": p.label.tolist(), "pred": p.pred.tolist()}
     for name in ("p_true", "confidence"):
@@ -124,8 +124,8 @@ def _samples(p: Predictions, paths: list[str] | None) -> dict[str, list]:
     return out
 
 
-def predictions_of(samples, num_classes: int) -> tuple[list[str], Predictions] | None:
-    """(paths, Predictions) from a result's stored `samples`, or None when there are none or they
+def predictions_of(samples, num_classes: int) -> tuple[list[str], ScoredSamples] | None:
+    """(paths, ScoredSamples) from a result's stored `samples`, or None when there are none or they
     do not hold together (a damaged or hand-edited result is reported without pairing)."""
     if not isinstance(samples, dict):
         return None
@@ -149,7 +149,7 @@ def predictions_of(samples, num_classes: int) -> tuple[list[str], Predictions] |
     lab, prd = arrays.pop("label"), arrays.pop("pred")
     if ((lab < 0) | (lab >= num_classes) | (prd < 0) | (prd >= num_classes)).any():
         return None
-    return paths, Predictions(lab.astype(np.int64), prd.astype(np.int64), num_classes=num_classes, **arrays)
+    return paths, ScoredSamples(lab.astype(np.int64), prd.astype(np.int64), num_classes=num_classes, **arrays)
 
 
 def _per_class(confusion: np.ndarray, names: list[str]) -> list[ClassMetrics]:

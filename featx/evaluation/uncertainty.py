@@ -1,7 +1,7 @@
 """How sure a test number is: seeded bootstrap intervals over test images, paired tests between
 two results scored on the same images, and which results are tied with the best.
 
-    p = Predictions(label, pred, p_true, confidence, top5)      # one row per test image
+    p = ScoredSamples(label, pred, p_true, confidence, top5)   # one row per test image
     metric_intervals(p)              # {"top1": (lo, hi), "balanced_accuracy": ..., ...}: 95%
     d = paired_difference(a, b)      # {"top1": Difference(delta, lo, hi), ...}: a - b, paired
     mcnemar(a.correct, b.correct)    # exact two-sided p-value of the top-1 difference
@@ -32,7 +32,7 @@ _CELLS_PER_CHUNK = 2_000_000  # resamples x images drawn at once: memory stays f
 
 
 @dataclass
-class Predictions:
+class ScoredSamples:
     """What the bootstrap needs of each test image: true and predicted class, and (with
     probabilities) the probability of the true class, the top probability, and a top-5 hit."""
 
@@ -65,10 +65,10 @@ class Predictions:
                 "ece": self.confidence is not None}
         return [m for m in DIRECTIONS if have.get(m, True)]
 
-    def take(self, order: np.ndarray) -> "Predictions":
+    def take(self, order: np.ndarray) -> "ScoredSamples":
         """These predictions in another order (to line up with another result's images)."""
         pick = (lambda a: None if a is None else a[order])
-        return Predictions(self.label[order], self.pred[order], pick(self.p_true), pick(self.confidence),
+        return ScoredSamples(self.label[order], self.pred[order], pick(self.p_true), pick(self.confidence),
                            pick(self.top5), self.num_classes)
 
 
@@ -85,7 +85,7 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
-def resampled(p: Predictions, idx: np.ndarray, metrics: list[str]) -> dict[str, np.ndarray]:
+def resampled(p: ScoredSamples, idx: np.ndarray, metrics: list[str]) -> dict[str, np.ndarray]:
     """Each metric on each resample: idx [B, n] indexes images; returns {metric: [B]}."""
     b, n = idx.shape
     out: dict[str, np.ndarray] = {}
@@ -123,7 +123,7 @@ def bin_of(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
     return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 
 
-def _replicates(sets: list[Predictions], metrics: list[str], resamples: int,
+def _replicates(sets: list[ScoredSamples], metrics: list[str], resamples: int,
                 seed: int) -> list[dict[str, np.ndarray]]:
     """Each metric on the same `resamples` resamples of the images, for each prediction set."""
     n = len(sets[0])
@@ -143,7 +143,7 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def metric_intervals(p: Predictions, resamples: int = RESAMPLES, seed: int = SEED,
+def metric_intervals(p: ScoredSamples, resamples: int = RESAMPLES, seed: int = SEED,
                      confidence: float = CONFIDENCE) -> dict[str, tuple[float, float]]:
     """The `confidence` percentile-bootstrap interval of every metric `p` can give ({} for no
     images, or resamples=0: no intervals wanted)."""
@@ -166,7 +166,7 @@ def bootstrap_interval(values: np.ndarray, resamples: int = RESAMPLES, seed: int
     return _percentiles(means, confidence)
 
 
-def paired_difference(a: Predictions, b: Predictions, resamples: int = RESAMPLES, seed: int = SEED,
+def paired_difference(a: ScoredSamples, b: ScoredSamples, resamples: int = RESAMPLES, seed: int = SEED,
                       confidence: float = CONFIDENCE) -> dict[str, Difference]:
     """a - b for every metric both give, on the same images resampled together (images in the
     same order in both; see align)."""

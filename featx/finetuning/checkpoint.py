@@ -15,7 +15,7 @@ either the previous checkpoint or the new one (docs/reliability.md, 6).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -171,19 +171,20 @@ def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
                         aug: dict | None = None) -> Path:
     """OUT.head: the tuned head, its sidecar naming the tuned backbone `weights_file` (by hash),
     the warm-start head, the settings (`aug`: the training recipe's ops), the curve and the metrics."""
-    meta = {k: v for k, v in head.meta.items() if k not in ("format",)}
     sha = sha256_file(weights_file)
-    meta.update({
-        "kind": "finetune", "weights": {"source": str(weights_file.resolve()), "sha256": sha},
-        "weights_sha256": sha, "warm_start": str(head.path), "config": asdict(config),
-        "params": {"lr": config.lr, "lr_ratio": config.lr_ratio, "best_epoch": state["best_epoch"],
-                   "epochs_run": state["epoch"]},
-        "search": [], "curve": state["curve"], "seconds": seconds, "aug": aug,
-        "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
-        "train_counts": np.bincount(train_labels, minlength=len(head.classes)).tolist(),
-        "dataset_root": str(dataset_root), "store": None,
+    # The warm-start head's sidecar (classes, backbone, preprocessing, ...) with what the tuning changed.
+    meta = replace(
+        head.meta, kind="finetune", weights={"source": str(weights_file.resolve()), "sha256": sha},
+        weights_sha256=sha, warm_start=str(head.path), config=asdict(config),
+        params={"lr": config.lr, "lr_ratio": config.lr_ratio, "best_epoch": state["best_epoch"],
+                "epochs_run": state["epoch"]},
+        search=[], curve=state["curve"], seconds=seconds, aug=aug,
+        metrics={"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
+        train_counts=np.bincount(train_labels, minlength=len(head.classes)).tolist(),
+        dataset_root=str(dataset_root), store=None,
         # The network was trained and measured on single views: predict must not average views.
-        "tta": None, "selection": {"method": "finetune", "metric": "val loss"},
-    })
-    meta["normalize"] = "l2" if net.head.l2 else "standard"
+        tta=None, selection={"method": "finetune", "metric": "val loss"},
+        normalize="l2" if net.head.l2 else "standard",
+        temperature=1.0,  # new logits: a calibration of the warm start's does not carry over
+    )
     return save_head(out.with_name(out.name + ".head"), net.head.tensors(), meta)

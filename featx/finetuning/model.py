@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from featx.errors import FeatxError
 from featx.heads.scoring import scale_constant_features
 from featx.heads.io import Head
+from featx.heads.kinds import head_kind
 
 
 class HeadModule(torch.nn.Module):
@@ -20,12 +21,12 @@ class HeadModule(torch.nn.Module):
 
     def __init__(self, head: Head):
         super().__init__()
-        if head.kind == "knn":
+        if head_kind(head.kind).needs_reference_set:
             raise FeatxError(f"{head.path}: a k-NN head has no weights to fine-tune from; "
                              "train a linear head (featx train-head --kind linear)")
         prefix = head.warm_start_prefix  # a k-fold head: its refit on train only (val stays unseen)
         norm = head.normalizer(prefix)
-        dim = int(head.meta["feature_dim"])
+        dim = head.feature_dim
         mean = norm.mean if norm.mode == "standard" else np.zeros(dim, np.float32)
         std = norm.std if norm.mode == "standard" else np.ones(dim, np.float32)
         mean, std = np.asarray(mean, np.float32), np.array(std, np.float32)
@@ -51,7 +52,7 @@ class HeadModule(torch.nn.Module):
                 layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
                 layer.bias.copy_(torch.from_numpy(b))
             self.layers.append(layer)
-        dropout = head.meta.get("config", {}).get("dropout", 0.0) if n > 1 else 0.0
+        dropout = head.meta.config.get("dropout", 0.0) if n > 1 else 0.0
         self.dropout = torch.nn.Dropout(dropout)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -75,11 +76,11 @@ class HeadModule(torch.nn.Module):
 def head_columns(model: torch.nn.Module, head: Head) -> torch.nn.Module:
     """`model` (a whole backbone) computing the columns `head` takes: with the pooled maps of its
     block appended when the head was trained on `extract --pool` features."""
-    if not head.meta.get("pool"):
+    if not head.meta.pool:
         return model
     from featx.backbones.cuts import WithPooled, trunk_for
 
-    return WithPooled(model, trunk_for(model).block(head.meta["pool"]))
+    return WithPooled(model, trunk_for(model).block(head.meta.pool))
 
 
 class Network(torch.nn.Module):

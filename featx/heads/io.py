@@ -19,7 +19,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -28,6 +29,8 @@ from safetensors.numpy import load_file, save_file
 
 from featx.runtime.atomic import atomic_write, atomic_write_text
 from featx.errors import FeatxError
+from featx.heads.kinds import head_kind
+from featx.heads.meta import FORMAT, HeadMeta
 from featx.heads.scoring import Normalizer, scores
 from featx.runtime.hashing import file_sha256
 
@@ -35,8 +38,7 @@ if TYPE_CHECKING:
     from featx.heads.backbone import Embedded
     from featx.evaluation.metrics import Metrics
 
-FORMAT = "featx-head/1"
-KINDS = ("linear", "mlp", "logreg", "svm", "knn", "finetune")  # finetune: layers on a tuned backbone
+__all__ = ["FORMAT", "WARM_START", "Head", "HeadMeta", "file_sha256", "head_paths", "load_head", "save_head"]
 
 ONNX_EXPORTER = "featx.deploy"  # Head.to_onnx: the module whose export_model writes the file
 # Tensor-name prefix of a cross-validated head's train-only refit (fine-tuning starts from it).
@@ -53,17 +55,20 @@ def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict) -> Path:
-    """Write the weights, then the sidecar that names their sha256; returns the weights path."""
+def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: HeadMeta | Mapping) -> Path:
+    """Write the weights, then the sidecar that names their sha256; returns the weights path.
+    `meta` given as a dict is checked as a sidecar read back would be."""
     weights, sidecar = head_paths(stem)
+    if not isinstance(meta, HeadMeta):
+        meta = HeadMeta.from_dict(meta, source=sidecar)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     # Written straight from the arrays and hashed from the file before it takes its name (a
     # concurrent save to the same stem cannot slip its weights under this sidecar): with
     # safetensors >= 0.8 a 1.5 GB k-NN head is never copied in memory.
     digest: list[str] = []
     atomic_write(weights, lambda tmp: digest.append(_save_tensors(tensors, tmp)))
-    meta = {"format": FORMAT, **meta, "weights_file_sha256": digest[0]}
-    atomic_write_text(sidecar, json.dumps(meta, indent=2, default=_jsonable) + "\n")
+    meta = replace(meta, weights_file_sha256=digest[0])
+    atomic_write_text(sidecar, json.dumps(meta.to_dict(), indent=2, default=_jsonable) + "\n")
     return weights
 
 
@@ -94,12 +99,17 @@ def _jsonable(value):
 
 @dataclass
 class Head:
-    """A head fitted on one backbone's features; scores features or images."""
+    """A head fitted on one backbone's features; scores features or images. `meta` is its
+    sidecar (a HeadMeta, which also reads as the sidecar's dict: `head.meta["selection"]`)."""
 
-    meta: dict = field(repr=False)
+    meta: HeadMeta = field(repr=False)
     tensors: dict[str, np.ndarray] = field(repr=False)
     path: Path | None = None
     _embedder: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.meta, HeadMeta):
+            self.meta = HeadMeta.from_dict(self.meta, source=self.path or "head sidecar")
 
     @classmethod
     def load(cls, stem: str | os.PathLike) -> "Head":
@@ -112,7 +122,7 @@ class Head:
             if not p.is_file():
                 raise FeatxError(f"{p}: no such file (a head is NAME.safetensors + NAME.json)")
         meta = _read_sidecar(sidecar)
-        expected = meta.get("weights_file_sha256")
+        expected = meta.weights_file_sha256
         before = _identity(weights)
         if expected and file_sha256(weights) != expected:
             raise FeatxError(f"{weights}: these weights are not the ones {sidecar.name} describes "
@@ -128,48 +138,47 @@ class Head:
         return head
 
     def save(self, stem: str | os.PathLike) -> Path:
-        self.path = save_head(stem, self.tensors, {k: v for k, v in self.meta.items()
-                                                    if k not in ("format", "weights_file_sha256")})
+        self.path = save_head(stem, self.tensors, self.meta)
         return self.path
 
     # --- what it is --------------------------------------------------------------------------
 
     @property
     def kind(self) -> str:
-        return self.meta["kind"]
+        return self.meta.kind
 
     @property
     def classes(self) -> list[str]:
-        return self.meta["classes"]
+        return self.meta.classes
 
     @property
     def class_names(self) -> list[str]:
-        return self.meta.get("class_names") or self.classes
+        return self.meta.class_names or self.classes
 
     @property
     def backbone(self) -> str:
-        return self.meta["backbone"]
+        return self.meta.backbone
 
     @property
     def feature_dim(self) -> int:
-        return int(self.meta["feature_dim"])
+        return self.meta.feature_dim
 
     @property
     def probabilistic(self) -> bool:
         """False for the SVM, whose scores are margins, not probabilities."""
-        return self.kind != "svm"
+        return head_kind(self.kind).probabilistic
 
     @property
     def params(self) -> dict:
         """The hyper-parameters chosen on val."""
-        return self.meta.get("params", {})
+        return self.meta.params
 
     @property
     def metrics(self) -> dict[str, "Metrics | None"]:
         """{"val": Metrics | None, "test": Metrics | None} measured when the head was trained."""
         from featx.evaluation.metrics import Metrics
 
-        stored = self.meta.get("metrics") or {}
+        stored = self.meta.metrics
         return {split: Metrics.from_dict(m) if m else None for split, m in stored.items()}
 
     @property
@@ -183,19 +192,19 @@ class Head:
     @property
     def search(self) -> list[dict]:
         """Every candidate tried, with its val scores."""
-        return self.meta.get("search", [])
+        return self.meta.search
 
     @property
     def curve(self) -> list[dict]:
         """Per epoch: train loss, val loss and top-1 (torch heads)."""
-        return self.meta.get("curve", [])
+        return self.meta.curve
 
     @property
     def notes(self) -> list[str]:
-        return self.meta.get("notes", [])
+        return self.meta.notes
 
     def normalizer(self, prefix: str = "") -> Normalizer:
-        mode = self.meta.get("normalize", "none")
+        mode = self.meta.normalize
         return Normalizer(mode, self.tensors.get(f"{prefix}norm.mean"), self.tensors.get(f"{prefix}norm.std"))
 
     @property
@@ -258,23 +267,16 @@ class Head:
         return self._embedder(images, **embed_options)
 
     def _check_shapes(self, sidecar: Path) -> None:
-        for key in ("kind", "classes", "feature_dim", "backbone"):
-            if key not in self.meta:
-                raise FeatxError(f"{sidecar}: not a complete featx head (no {key!r})")
-        if not isinstance(self.meta["feature_dim"], int) or isinstance(self.meta["feature_dim"], bool):
-            raise FeatxError(f"{sidecar}: feature_dim must be a whole number, got {self.meta['feature_dim']!r}")
-        if not isinstance(self.classes, list) or not all(isinstance(c, str) for c in self.classes):
-            raise FeatxError(f"{sidecar}: classes must be a list of names")
-        if not isinstance(self.kind, str) or self.kind not in KINDS:
-            raise FeatxError(f"{sidecar}: unknown head kind {self.kind!r} (featx knows {', '.join(KINDS)})")
-        out = _output_size(self.tensors, self.kind)
+        """The weights fit the sidecar (its keys were checked as it was read: HeadMeta.from_dict)."""
+        reference = head_kind(self.kind).needs_reference_set  # rows of train_x, not layers
+        out = None if reference else _output_size(self.tensors)
         if out is not None and out != len(self.classes):
             raise FeatxError(f"{sidecar}: {len(self.classes)} classes, but the weights score {out}")
-        first = self.tensors.get("layers.0.weight", self.tensors.get("train_x"))
-        if first is not None and first.shape[-1 if self.kind == "knn" else 0] != self.feature_dim:
-            raise FeatxError(f"{sidecar}: feature_dim {self.feature_dim}, but the weights take "
-                             f"{first.shape[-1 if self.kind == 'knn' else 0]} features")
-        if self.kind == "knn":
+        first = self.tensors.get("train_x" if reference else "layers.0.weight")
+        takes = None if first is None else first.shape[-1 if reference else 0]
+        if takes is not None and takes != self.feature_dim:
+            raise FeatxError(f"{sidecar}: feature_dim {self.feature_dim}, but the weights take {takes} features")
+        if reference:
             problem = _knn_problem(self.tensors, self.feature_dim)
             if problem:
                 raise FeatxError(f"{self.path}: not a usable k-NN head ({problem})")
@@ -307,20 +309,18 @@ def load_head(path: str | os.PathLike) -> Head:
     return Head.load(path)
 
 
-def _read_sidecar(sidecar: Path) -> dict:
+def _read_sidecar(sidecar: Path) -> HeadMeta:
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise FeatxError(f"{sidecar}: unreadable head sidecar ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:  # a file must say what it is
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise FeatxError(f"{sidecar}: not a featx head (format {found!r})")
-    return meta
+    return HeadMeta.from_dict(meta, source=sidecar)
 
 
-def _output_size(tensors: dict[str, np.ndarray], kind: str) -> int | None:
-    if kind == "knn":
-        return None
+def _output_size(tensors: dict[str, np.ndarray]) -> int | None:
     n = sum(1 for k in tensors if k.startswith("layers.") and k.endswith(".weight"))
     last = tensors.get(f"layers.{n - 1}.bias")
     return None if last is None else int(last.shape[0])

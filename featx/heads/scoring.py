@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featx.heads.kinds import head_kind
 from featx.search.neighbours import unit
 
 CONSTANT_STD = 1e-3  # a feature whose std is below this share of the typical std counts as constant
@@ -102,8 +103,9 @@ def vote_shares(labels: np.ndarray, found: np.ndarray, num_classes: int) -> np.n
 
 def scores(kind: str, tensors: dict[str, np.ndarray], x: np.ndarray, params: dict) -> np.ndarray:
     """Class scores [n, C]: probabilities for linear/MLP/logreg/k-NN heads, margins for the SVM."""
-    if kind == "knn":
+    spec = head_kind(kind)
+    if spec.needs_reference_set:
         labels = tensors["train_y"]
         num_classes = int(params.get("num_classes", labels.max() + 1))
         return knn_scores(tensors, x, int(params["k"]), num_classes)
-    return linear_scores(tensors, x, softmax_output=kind != "svm")
+    return linear_scores(tensors, x, softmax_output=spec.probabilistic)

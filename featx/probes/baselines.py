@@ -26,14 +26,14 @@ from typing import Iterable
 
 import numpy as np
 
-from featx.errors import ConfigError
+from featx.heads.kinds import head_kind, names
 from featx.heads.scoring import scores, vote_shares
 
 C_GRID = {"logreg": (1e-3, 1e-2, 0.1, 1.0, 10.0),
           # On standardised deep features large C overfits and liblinear crawls (minutes).
           "svm": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
 K_GRID = (1, 5, 10, 20, 50)
-BASELINES = ("logreg", "svm", "knn")
+BASELINES = names(backend="sklearn")  # logreg, svm, knn
 LARGE_N = 50_000  # logreg and svm beyond this many training rows: a subsample (module docstring)
 VAL_CHUNK = 4_096  # k-NN: val rows searched at a time (and training rows per block from arrays)
 
@@ -49,16 +49,15 @@ class BaselineFit:
 
 def subsample_rows(kind: str, y: np.ndarray, seed: int = 0) -> np.ndarray | None:
     """Positions of the training rows `kind` is fitted on at scale (module docstring), or None
-    for all of them: a caller with a store reads just these rows."""
-    return stratified_rows(y, LARGE_N, seed) if kind in ("logreg", "svm") and len(y) > LARGE_N else None
+    for all of them: a caller with a store reads just these rows. Only the C-searched linear
+    models (C_GRID) are subsampled; the k-NN keeps every row."""
+    return stratified_rows(y, LARGE_N, seed) if kind in C_GRID and len(y) > LARGE_N else None
 
 
 def fit_baseline(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                  num_classes: int, seed: int = 0, subsampled: bool = False) -> BaselineFit:
     """`subsampled`: x, y are already the subsample_rows of a larger training set."""
-    if kind not in BASELINES:
-        raise ConfigError(f"unknown baseline '{kind}' (use {', '.join(BASELINES)})")
-    if kind == "knn":
+    if head_kind(kind, among=BASELINES).needs_reference_set:
         return _fit_knn(x, y, x_val, y_val, num_classes)
     from sklearn.linear_model import LogisticRegression  # here: ~160 MB resident, the k-NN needs none
 

@@ -24,6 +24,7 @@ from featx.errors import StoreError
 from featx.probes.sweep import HeadConfig
 from featx.evaluation.metrics import evaluate
 from featx.runtime.progress import progress_bar
+from featx.heads.kinds import head_kind
 from featx.heads.scoring import Normalizer, linear_scores, scores
 from featx.probes.selection import fit_arrays
 from featx.store import FeatureStore
@@ -119,5 +120,5 @@ def _one_head(kind: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, val: n
 
         fit = fit_baseline(kind, normalizer(x[train]), y[train], normalizer(x[val]), y[val], c, config.seed)
         s = scores(kind, {k: np.asarray(v) for k, v in fit.tensors.items()}, normalizer(x[test]), fit.params)
-    m = evaluate(y[test], s, names, probabilities=kind != "svm", keep_samples=False, resamples=0)
+    m = evaluate(y[test], s, names, probabilities=head_kind(kind).probabilistic, keep_samples=False, resamples=0)
     return {metric: getattr(m, metric) for metric in METRICS}

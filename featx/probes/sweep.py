@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from featx.training.balance import balanced_class_weights
 from featx.probes.batched import BatchedHeads, BatchedOptimizer
 from featx.errors import ConfigError, FeatxError
+from featx.heads.kinds import FEATURE_KINDS, TORCH_KINDS, head_kind
 from featx.training.lr_range import LRFindResult, range_test
 from featx.evaluation.metrics import selection_scores
 from featx.training.schedules import schedule_factor
@@ -35,7 +36,7 @@ VAL_CACHE_MB = 256  # val features normalised once and kept, below this size
 METRICS = ("top1", "balanced_accuracy", "macro_f1")
 
 
-HEAD_KINDS = ("linear", "mlp", "logreg", "svm", "knn")  # torch heads, then scikit-learn baselines
+HEAD_KINDS = FEATURE_KINDS  # torch heads, then scikit-learn baselines; tests/test_cli.py reads this name
 # Defaults that differ by head: a 32-head SGD sweep for linear probes; for the MLP, the Caltech
 # tutorial's single AdamW run (an MLP sweep multiplies its larger cost).
 KIND_DEFAULTS = {"linear": {"optimizer": "sgd", "lrs": SWEEP_LRS, "weight_decays": SWEEP_WDS},
@@ -72,8 +73,7 @@ class HeadConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.head not in HEAD_KINDS:
-            raise ConfigError(f"unknown head {self.head!r} (use {' | '.join(HEAD_KINDS)})")
+        head_kind(self.head, among=FEATURE_KINDS)
         defaulted = []
         for name, value in KIND_DEFAULTS.get(self.head, KIND_DEFAULTS["linear"]).items():
             if getattr(self, name) is None:
@@ -117,7 +117,7 @@ class HeadConfig:
 
     @property
     def torch_head(self) -> bool:
-        return self.head in ("linear", "mlp")
+        return self.head in TORCH_KINDS
 
     @property
     def grid(self) -> list[tuple[float, float]]:

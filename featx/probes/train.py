@@ -18,7 +18,9 @@ from featx.runtime.atomic import check_writable
 from featx.errors import ConfigError, FeatxError
 from featx.probes.feature_data import FeatureData
 from featx.heads.io import Head, save_head
-from featx.probes.sweep import HEAD_KINDS, HeadConfig, budget_epochs, train_heads
+from featx.heads.kinds import FEATURE_KINDS, head_kind
+from featx.heads.meta import HeadMeta
+from featx.probes.sweep import HeadConfig, budget_epochs, train_heads
 from featx.evaluation.metrics import Metrics, evaluate
 from featx.runtime.progress import progress_bar
 from featx.heads.scoring import Normalizer, linear_scores, scores
@@ -55,8 +57,8 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
         out: a path stem (NAME -> NAME.safetensors + NAME.json) or a folder; heads/ by default.
         memory_mb: stream features from the store when they would need more memory than this.
     """
-    if kind is not None and kind not in HEAD_KINDS:
-        raise ConfigError(f"unknown head '{kind}' (use {', '.join(HEAD_KINDS)})")
+    if kind is not None:
+        head_kind(kind, among=FEATURE_KINDS)
     config = config or HeadConfig()
     config = config.for_kind(kind) if kind else config
     kind = config.head
@@ -80,15 +82,13 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
             else:
                 fitted, val_scores = _fit_sklearn(data, normalizer, kind, config.seed, show_progress)
         data.release()  # fitted: scoring reads the store (at a million rows, most of the memory)
+        probabilistic = head_kind(kind).probabilistic
         if selection["method"] == "val":
-            val = _metrics(data, store, "val", normalizer, fitted[-1], kind != "svm", val_scores)
+            val = _metrics(data, store, "val", normalizer, fitted[-1], probabilistic, val_scores)
         tensors, params, search, curve, score = fitted
-        test = _metrics(data, store, "test", normalizer, score, kind != "svm")
+        test = _metrics(data, store, "test", normalizer, score, probabilistic)
         seconds = time.perf_counter() - start
-        meta = _sidecar(store, kind, config, params, search, curve, val, test, seconds, data)
-        meta["selection"] = selection
-        if selection["method"] == "cv":  # the head was refitted on train+val
-            meta["train_samples"], meta["train_counts"] = selection["rows"], selection.pop("counts")
+        meta = _sidecar(store, kind, config, params, search, curve, val, test, seconds, data, selection)
     if normalizer.mode == "standard":
         tensors = {**tensors, "norm.mean": normalizer.mean, "norm.std": normalizer.std}
     path = save_head(stem, tensors, meta)
@@ -132,7 +132,7 @@ def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int
     # Imported here: scikit-learn holds ~160 MB resident, needed only by these heads.
     from featx.probes.baselines import fit_baseline, fit_knn, subsample_rows
 
-    if kind == "knn":  # streamed: at a million rows the train split as float32 would be 3 GB
+    if head_kind(kind).needs_reference_set:  # streamed: at a million rows the train split as float32 would be 3 GB
         blocks = lambda split: ((normalizer(x), y) for x, y, _ in data.split_blocks(split))  # noqa: E731
         rows = data.n_train + len(data.rows("val"))  # added to the reference set, then searched
         with progress_bar(rows, "k-NN: reference set, then val search", unit="row",
@@ -169,33 +169,36 @@ def _metrics(data: FeatureData, store: FeatureStore, split: str, normalizer: Nor
 
 def _sidecar(store: FeatureStore, kind: str, config: HeadConfig, params: dict, search: list,
              curve: list, val: Metrics | None, test: Metrics | None, seconds: float,
-             data: FeatureData) -> dict:
+             data: FeatureData, selection: dict) -> HeadMeta:
     attrs = store.attrs
-    return {
-        "kind": kind, "classes": list(store.classes), "class_names": list(store.class_names),
-        "backbone": attrs["backbone"], "backbone_seed": attrs["seed"], "weights": attrs["weights"],
-        "weights_sha256": attrs["weights_sha256"], "feature_dim": data.dim,
-        "preprocess": attrs["transform"]["clean"], "store": str(Path(store.path).resolve()),
-        "store_dataset_fingerprint": attrs["dataset_fingerprint"], "normalize": config.normalize,
-        "store_version": int(attrs.get("store_version", 1)),  # `predict` and `report` say when it is older
-        "config": asdict(config) if config.torch_head else {"normalize": config.normalize,
-                                                            "features": config.features,
-                                                            "seed": config.seed},
+    train_samples = data.n_train
+    train_counts = np.bincount(data.train_labels, minlength=data.num_classes).tolist()
+    if selection["method"] == "cv":  # the head was refitted on train+val
+        selection = dict(selection)
+        train_samples, train_counts = selection["rows"], selection.pop("counts")
+    return HeadMeta(
+        kind=kind, classes=list(store.classes), class_names=list(store.class_names),
+        backbone=attrs["backbone"], backbone_seed=int(attrs["seed"]), weights=attrs["weights"],
+        weights_sha256=attrs["weights_sha256"], feature_dim=int(data.dim),
+        preprocess=attrs["transform"]["clean"], store=str(Path(store.path).resolve()),
+        store_dataset_fingerprint=attrs["dataset_fingerprint"], normalize=config.normalize,
+        store_version=int(attrs.get("store_version", 1)),  # `predict` and `report` say when it is older
+        config=asdict(config) if config.torch_head else {"normalize": config.normalize,
+                                                         "features": config.features, "seed": config.seed},
         # The head takes the final features, then the pooled maps of this block (extract --pool):
         # `predict` computes the same columns from new images.
-        "features": config.features, "pool": store.pool if config.features == "all" else None,
-        "tta": attrs.get("tta") or None,  # features averaged over these symmetries (extract --tta)
-        "params": params, "search": search, "curve": curve,
-        "metrics": {"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
-        "train_samples": data.n_train, "views_used": data.views, "streamed": data.streamed,
-        "notes": [data.note] if data.note else [],
-        "train_counts": np.bincount(data.train_labels, minlength=data.num_classes).tolist(),
-        "dataset_root": attrs["dataset_root"], "dataset_name": attrs.get("dataset_name"),
-        "extraction": {"images_per_second": attrs.get("images_per_second"),
-                       "seconds": attrs.get("extract_seconds"), "device": attrs.get("device"),
-                       "engine": attrs.get("engine"), "backbone_params": _param_count(attrs["backbone"])},
-        "seconds": seconds,
-    }
+        features=config.features, pool=store.pool if config.features == "all" else None,
+        tta=attrs.get("tta") or None,  # features averaged over these symmetries (extract --tta)
+        params=params, search=search, curve=curve,
+        metrics={"val": val.to_dict() if val else None, "test": test.to_dict() if test else None},
+        train_samples=train_samples, views_used=data.views, streamed=data.streamed,
+        notes=[data.note] if data.note else [], train_counts=train_counts,
+        dataset_root=attrs["dataset_root"], dataset_name=attrs.get("dataset_name"),
+        extraction={"images_per_second": attrs.get("images_per_second"),
+                    "seconds": attrs.get("extract_seconds"), "device": attrs.get("device"),
+                    "engine": attrs.get("engine"), "backbone_params": _param_count(attrs["backbone"])},
+        seconds=seconds, selection=selection,
+    )
 
 
 def _param_count(name: str) -> int | None:

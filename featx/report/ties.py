@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from featx.evaluation.metrics import predictions_of
-from featx.evaluation.uncertainty import DIRECTIONS, PAIRED_TEST, Difference, Predictions, align, paired_difference
+from featx.evaluation.uncertainty import DIRECTIONS, PAIRED_TEST, Difference, ScoredSamples, align, paired_difference
 
 METRICS = ("top1", "top5", "balanced_accuracy", "macro_f1", "nll", "ece")
 HOW = PAIRED_TEST
@@ -54,7 +54,7 @@ def interval(split: dict, metric: str) -> tuple[float, float] | None:
     return (lo, hi) if lo is not None and hi is not None and lo <= hi else None
 
 
-def predictions(meta: dict) -> tuple[list[str], Predictions] | None:
+def predictions(meta: dict) -> tuple[list[str], ScoredSamples] | None:
     """(paths, per-image test predictions) of a result, or None."""
     split = split_metrics(meta)
     classes = meta.get("classes")
@@ -63,8 +63,8 @@ def predictions(meta: dict) -> tuple[list[str], Predictions] | None:
     return predictions_of(split.get("samples"), len(classes))
 
 
-def paired(a: tuple[list[str], Predictions] | None,
-           b: tuple[list[str], Predictions] | None) -> dict[str, Difference] | None:
+def paired(a: tuple[list[str], ScoredSamples] | None,
+           b: tuple[list[str], ScoredSamples] | None) -> dict[str, Difference] | None:
     """a - b per metric on the same images (matched by path), or None when they are not."""
     if a is None or b is None:
         return None
