@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from featx.probes.estimators import LinearProbe, MLPProbe
     from featx.heads.io import Head, load_head
     from featx.heads.predict import Predictions, predict
+    # the data loop: the map of the features, what to label next, labels vs accuracy
+    from featx.explore import CurveConfig, MapConfig, SelectConfig, label_curve, map_store, select
     # fine-tuning, comparison, reports
     from featx.finetuning import FinetuneConfig, finetune
     from featx.compare.run import compare
