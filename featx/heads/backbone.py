@@ -8,6 +8,7 @@ score features from a different network and give quietly wrong answers.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,8 +30,8 @@ class Embedded:
 class HeadEmbedder:
     """Callable: image files/folders -> Embedded (features in input order, failures listed)."""
 
-    def __init__(self, meta: dict):
-        self.meta = meta
+    def __init__(self, meta: Mapping):
+        self.meta = meta  # a head's HeadMeta, or a store's attributes in the same keys (the audit)
         self._backbone = None
 
     def backbone(self):
@@ -79,7 +80,7 @@ def _in_input_order(items: list, known: dict[str, int]) -> list[str]:
     return out
 
 
-def check_same_features(meta: dict, backbone: str, weights_sha: str, where) -> None:
+def check_same_features(meta: Mapping, backbone: str, weights_sha: str, where) -> None:
     """Refuse features from another backbone or other weights than the head was trained on."""
     if backbone != meta["backbone"] or weights_sha != meta["weights_sha256"]:
         raise FeatxError(f"{where}: features come from {backbone} (weights {weights_sha[:12]}), but the "

@@ -128,13 +128,13 @@ def _from_store(head: Head, path: Path, names: list[str]):
 def _check_same_columns(head: Head, store: FeatureStore, where) -> None:
     """The store's columns are the head's: the same pooled block (or the final features only,
     which every store begins with) and the same TTA averaging."""
-    final_only = head.meta.get("features") == "final" or not head.meta.get("pool")
+    final_only = head.meta.features == "final" or not head.meta.pool
     wanted_dim = store.final_dim if final_only else store.feature_dim
     problems = []
-    if not final_only and head.meta.get("pool") != store.pool:
-        problems.append(f"pooled block {store.pool or 'none'} vs the head's {head.meta.get('pool')}")
-    if (head.meta.get("tta") or None) != (store.attrs.get("tta") or None):
-        problems.append(f"tta {store.attrs.get('tta') or 'none'} vs the head's {head.meta.get('tta') or 'none'}")
+    if not final_only and head.meta.pool != store.pool:
+        problems.append(f"pooled block {store.pool or 'none'} vs the head's {head.meta.pool}")
+    if (head.meta.tta or None) != (store.attrs.get("tta") or None):
+        problems.append(f"tta {store.attrs.get('tta') or 'none'} vs the head's {head.meta.tta or 'none'}")
     if not problems and wanted_dim != head.feature_dim:
         problems.append(f"{wanted_dim} columns vs the head's {head.feature_dim}")
     if problems:
@@ -143,7 +143,7 @@ def _check_same_columns(head: Head, store: FeatureStore, where) -> None:
 
 
 def _check_same_preprocessing(head: Head, clean: dict, where) -> None:
-    trained = head.meta.get("preprocess")
+    trained = head.meta.preprocess
     if trained and trained != clean:
         differing = sorted(k for k in set(trained) | set(clean) if trained.get(k) != clean.get(k))
         shown = ", ".join(f"{k} {clean.get(k)!r} vs {trained.get(k)!r}" for k in differing)
