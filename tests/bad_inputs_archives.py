@@ -47,6 +47,20 @@ def parquet_without_label_col(tmp: Path, world: World) -> None:
     pq.write_table(pa.table({"image": [png, png], "label": [0, 1]}), tmp / "p.parquet")
 
 
+def parquet_pointing_at(path: str):
+    """{tmp}/p.parquet whose image cells have no bytes and name `path` ({tmp} filled in)."""
+    def setup(tmp: Path, world: World) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        outside = tmp.parent / "SECRET.png"  # a real image beside, not inside, the archive's folder
+        outside.write_bytes(next(world.data.rglob("*.png")).read_bytes())
+        (tmp / "arc").mkdir()
+        cell = {"bytes": None, "path": path.format(secret=outside)}
+        pq.write_table(pa.table({"image": [cell, cell], "label": [0, 1]}), tmp / "arc" / "p.parquet")
+    return setup
+
+
 CASES = [
     Case("wds-garbage-shard", SCAN + ["{tmp}/s"], r"a\.tar: not a readable WebDataset tar shard",
          setup=nested_file("s/a.tar", b"garbage, not a tar file" * 50)),
@@ -61,4 +75,14 @@ CASES = [
     Case("hf-no-image-column", SCAN + ["{tmp}/hf"], r"hf: no image column", setup=saved_without_images),
     Case("hf-damaged-folder", SCAN + ["{tmp}/hf"], r"hf: cannot load the saved dataset",
          setup=nested_file("hf/state.json", "{not json")),
+    # An archive row must never pull a local file in (issue 32): absolute, or climbing out.
+    Case("parquet-cell-absolute-path", SCAN + ["{tmp}/arc/p.parquet"],
+         r"p\.parquet: row 0: image path '/.*SECRET\.png' lies outside the archive's folder",
+         setup=parquet_pointing_at("{secret}")),
+    Case("parquet-cell-climbs-out", SCAN + ["{tmp}/arc/p.parquet"],
+         r"p\.parquet: row 0: image path '\.\./\.\./SECRET\.png' lies outside the archive's folder",
+         setup=parquet_pointing_at("../../SECRET.png")),
+    Case("parquet-cell-missing-file", SCAN + ["{tmp}/arc/p.parquet"],
+         r"p\.parquet: row 0: image path 'gone\.png' has no bytes and no such file",
+         setup=parquet_pointing_at("gone.png")),
 ]

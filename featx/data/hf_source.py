@@ -4,7 +4,8 @@
     (Dataset.to_parquet, or the Hub's data/train-00000-of-00001.parquet layout)
 
 Both are Arrow tables; neither is decoded to pixels here: an `Image` column holds each image's
-encoded bytes (or the path of a local file), which become the unpacked file as they are.
+encoded bytes (or the path of a file inside the archive's own folder: never one elsewhere), which
+become the unpacked file as they are.
 - image: the column whose feature is `Image`, else one named image/img/jpg/png/jpeg/webp;
 - label: `label_col` if given, else the `ClassLabel` column (its class names), else one named
   label/labels/class/target; none means unlabeled samples;
@@ -96,7 +97,7 @@ def _table_records(batches, features: dict, split: str | None, prefix: str | Non
         classes = (features.get(label) or {}).get("names") if label else None
         cols = {c: table.column(c).to_pylist() for c in (image, label, key) if c}
         for i, cell in enumerate(cols[image]):
-            data, hint = _image_bytes(cell, source)
+            data, hint = _image_bytes(cell, source, row + i)
             if data is None:
                 continue
             y = cols[label][i] if label else None
@@ -126,8 +127,12 @@ def _label_column(names: list[str], features: dict, label_col: str | None, sourc
     return typed[0] if typed else next((c for c in names if c.lower() in LABEL_COLUMNS), None)
 
 
-def _image_bytes(cell, source: Path) -> tuple[bytes | None, str]:
-    """(encoded bytes, extension hint) of one image cell: {bytes, path}, raw bytes, or None."""
+def _image_bytes(cell, source: Path, row: int) -> tuple[bytes | None, str]:
+    """(encoded bytes, extension hint) of one image cell: {bytes, path}, raw bytes, or None.
+
+    A cell without bytes may name a file, but only one inside the archive's own folder (resolved,
+    links followed): a row is data, and must never make featx read an arbitrary local file.
+    """
     if isinstance(cell, (bytes, bytearray)):
         return bytes(cell), ""
     if not isinstance(cell, dict):
@@ -136,6 +141,28 @@ def _image_bytes(cell, source: Path) -> tuple[bytes | None, str]:
     hint = PurePosixPath(path).suffix if path else ""
     if cell.get("bytes"):
         return cell["bytes"], hint
-    if path and Path(path).is_file():  # an Image feature that points at a local file
-        return Path(path).read_bytes(), hint
-    return None, ""
+    if not path:
+        return None, ""
+    file = _file_inside(source, str(path), row)
+    try:
+        return file.read_bytes(), hint
+    except OSError as exc:
+        raise DataError(f"{source}: row {row}: cannot read image file {file} "
+                        f"({exc.strerror or exc})") from None
+
+
+def _file_inside(source: Path, path: str, row: int) -> Path:
+    """The file a cell names, relative to the archive's folder; DataError unless it lies inside."""
+    folder = (source if source.is_dir() else source.parent).resolve()
+    try:
+        file = (folder / path).resolve()
+    except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL in the name
+        file = None
+    if file is None or not file.is_relative_to(folder):
+        raise DataError(f"{source}: row {row}: image path {path[:200]!r} lies outside the archive's "
+                        f"folder {folder}; an archive's images come from its own bytes (or files "
+                        "inside its folder), never from elsewhere")
+    if not file.is_file():
+        raise DataError(f"{source}: row {row}: image path {path[:200]!r} has no bytes and no such "
+                        f"file in {folder}")
+    return file
