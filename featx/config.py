@@ -9,10 +9,22 @@
 Precedence: the command line wins over the file, which wins over the option's default.
 Keys may be written with dashes or underscores (`batch-size`, `batch_size`); a key no option
 has is refused, so a typo never passes silently.
+
+Settings tables (scikit-learn's `_parameter_constraints` idea): each config declares its choices
+and ranges once, in a torch-free module beside it, as {field: OneOf(...) | Between(...)}. The
+dataclass checks itself against its table (`check_settings`) and the `featx` options read the
+same table (metavar, callback, min/max), so a bad value gets the same words from both:
+
+    EXTRACT = {"dtype": OneOf(("float16", "float32")), "batch_size": Between(1)}
+    check_settings(config, EXTRACT)   # ConfigError: dtype must be one of float16, float32, got 'f8'
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import numbers
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -77,6 +89,7 @@ def with_options(config, options: dict):
 
     if not options:
         return config
+    options = new_names(type(config), options)
     known = {f.name for f in dataclasses.fields(config) if f.init}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -86,3 +99,108 @@ def with_options(config, options: dict):
     # FinetuneConfig's mode) are reset, so they follow the new value of that field.
     reset = {name: None for name in getattr(config, "defaulted", ()) if name not in options}
     return dataclasses.replace(config, **reset, **options)
+
+
+def old_names(**renamed: str):
+    """Class decorator of a config dataclass: fields renamed since (`old="new"`) keep their old
+    keyword, in the constructor and in `with_options`, and read back as `config.old`."""
+    def wrap(cls):
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            init(self, *args, **new_names(cls, kwargs))
+
+        cls.__init__ = __init__
+        cls.OLD_NAMES = dict(renamed)
+        for old, new in renamed.items():
+            setattr(cls, old, property(lambda self, new=new: getattr(self, new),
+                                       doc=f"The old name of `{new}`."))
+        return cls
+    return wrap
+
+
+def new_names(cls, options: dict) -> dict:
+    """`options` (keywords of config class `cls`) with old field names turned into new ones."""
+    renamed = getattr(cls, "OLD_NAMES", {})
+    out = {}
+    for key, value in options.items():
+        new = renamed.get(key, key)
+        if new != key and new in options:
+            raise ConfigError(f"{key} is the old name of {new}; give only {new}")
+        out[new] = value
+    return out
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A text setting that takes one of `choices`."""
+
+    choices: tuple[str, ...]
+
+    @property
+    def metavar(self) -> str:
+        return "|".join(self.choices)
+
+    def problem(self, value) -> str | None:
+        """What is wrong with `value` ("must be one of ..., got 'x'"), or None."""
+        if isinstance(value, str) and value in self.choices:
+            return None
+        return f"must be one of {', '.join(self.choices)}, got {value!r}"
+
+
+@dataclass(frozen=True)
+class Between:
+    """A number from `low` to `high` (None: unbounded; an open end excludes the bound itself), or
+    a tuple of such numbers; None passes where the setting is `optional` (unset)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False
+
+    @property
+    def bounds(self) -> dict:
+        """The closed range for a typer option (min=, max=); an open end is left to the config
+        (typer has no open bounds)."""
+        return {key: value for key, value in (("min", self.low), ("max", self.high)) if value is not None}
+
+    @property
+    def rule(self) -> str:
+        if self.low is None:
+            return f"<= {self.high:g}"
+        if self.high is None:
+            return f"above {self.low:g}" if self.low_open else f">= {self.low:g}"
+        if self.high_open:
+            return f"in [{self.low:g}, {self.high:g})"
+        return f"between {self.low:g} and {self.high:g}"
+
+    def problem(self, value) -> str | None:
+        """What is wrong with `value` ("must be >= 1, got 0"), or None. Types are checked apart
+        (check_types): a value that is no number is left to that check."""
+        if value is None and self.optional:
+            return None
+        items = value if isinstance(value, tuple) else (value,)
+        if value is not None and all(self._fits(item) for item in items):
+            return None
+        return f"must be {self.rule}, got {value!r}"
+
+    def _fits(self, item) -> bool:
+        if not isinstance(item, numbers.Real) or isinstance(item, bool):
+            return True  # not a number: check_types names it
+        if math.isnan(item):
+            return False
+        if self.low is not None and (item <= self.low if self.low_open else item < self.low):
+            return False
+        if self.high is not None and (item >= self.high if self.high_open else item > self.high):
+            return False
+        return True
+
+
+def check_settings(config, table: dict) -> None:
+    """Raise ConfigError naming the first field of `config` that breaks its rule in `table`."""
+    for name, rule in table.items():
+        problem = rule.problem(getattr(config, name))
+        if problem:
+            raise ConfigError(f"{name} {problem}")

@@ -118,9 +118,9 @@ CASES = [
          r"--splits", code=2),
     Case("cli-top-k-text", PREDICT + ["--top-k", "abc", "--out", "{out}/p.csv"], r"--top-k", code=2),
     Case("cli-report-format-unknown", ["report", "{tmp}/res", "--format", "pdf", "--out", "{out}/r.pdf"],
-         r"--format.*'pdf' is not one of html, md", code=2, setup=results),
+         r"--format.*must be one of html, md, got 'pdf'", code=2, setup=results),
     Case("cli-merge-mode-unknown", ["merge", "{store}", "--out", "{out}/m.h5", "--mode", "link"],
-         r"--mode.*'link' is not one of copy, virtual", code=2),
+         r"--mode.*must be one of copy, virtual, got 'link'", code=2),
     Case("cli-nul-in-a-value", EXTRACT + ["--aug", "mi\x00ld", "--out", "{out}"], r"--aug'?: .*NUL", code=2),
     # --- report inputs, backbones, info (exit 1)
     Case("cli-report-no-results", ["report", "{tmp}", "--out", "{out}/r.html"], r"no head results"),

@@ -97,21 +97,13 @@ def test_help_shows_every_default_and_readable_metavars(command):
 
 def test_cli_defaults_are_the_librarys():
     from featx.data import DatasetOptions
-    from featx.extraction.engines import ENGINES
     from featx.extraction import ExtractConfig
-    from featx.extraction.config import AMP_MODES, STORE_DTYPES
     from featx.finetuning import FinetuneConfig
-    from featx.finetuning.config import MAP_AUGS, SCHEDULES
-    from featx.probes.sweep import HEAD_KINDS, OPTIMIZERS, HeadConfig
-    from featx.probes.sweep import SCHEDULES as HEAD_SCHEDULES
-    from featx.cli import options as o
+    from featx.probes.sweep import HeadConfig
 
-    assert (o.HEAD_KINDS, o.HEAD_OPTIMIZERS, o.HEAD_SCHEDULES) == (HEAD_KINDS, OPTIMIZERS, HEAD_SCHEDULES)
-    assert (o.FINETUNE_SCHEDULES, o.MAP_AUGS) == (SCHEDULES, MAP_AUGS)
-    assert (o.STORE_DTYPES, o.AMP_MODES, o.ENGINES) == (STORE_DTYPES, AMP_MODES, ENGINES)
     library = {"extract": ExtractConfig(), "train-head": HeadConfig(), "finetune": FinetuneConfig(),
                "scan": DatasetOptions()}
-    renamed = {"use_views": "views", "lr": "lrs", "weight_decay": "weight_decays", "kind": "head"}
+    renamed = {"lr": "lrs", "weight_decay": "weight_decays", "kind": "head"}
     for command, config in library.items():
         for param in get_command(app).commands[command].params:
             field = renamed.get(param.name, param.name) if command == "train-head" else param.name
@@ -125,16 +117,67 @@ def test_cli_defaults_are_the_librarys():
 
 
 def test_help_is_quick_no_torch():
-    probe = "import sys, featx.cli; print(sorted(m for m in ('torch', 'h5py', 'numpy') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert out.stdout.strip() == "[]", out.stderr
+    """`featx --help` and a command's help build every option (choices and ranges included)
+    from the configs' settings tables without importing torch, h5py or numpy."""
+    for args in (["--help"], ["train-head", "--help"]):
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "featx", *args],
+                             capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+        assert out.returncode == 0 and "Usage:" in out.stdout, out.stderr[-2000:]
+        # -X importtime: "import time: self [us] | cumulative | module", one line per module
+        imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                    for line in out.stderr.splitlines() if line.startswith("import time:")}
+        assert "featx" in imported and not imported & {"torch", "h5py", "numpy"}, args
+
+
+# A bad choice, on the command line and in the config: (command line, config class, field).
+CHOICES = [
+    (["extract", "elpv", "--dtype"], "ExtractConfig", "dtype"),
+    (["extract", "elpv", "--amp"], "ExtractConfig", "amp"),
+    (["extract", "elpv", "--engine"], "ExtractConfig", "engine"),
+    (["extract", "elpv", "--decode"], "ExtractConfig", "decode"),
+    (["train-head", "s.h5", "--optimizer"], "HeadConfig", "optimizer"),
+    (["train-head", "s.h5", "--schedule"], "HeadConfig", "schedule"),
+    (["train-head", "s.h5", "--balance"], "HeadConfig", "balance"),
+    (["train-head", "s.h5", "--normalize"], "HeadConfig", "normalize"),
+    (["train-head", "s.h5", "--features"], "HeadConfig", "features"),
+    (["train-head", "s.h5", "--select"], "HeadConfig", "select"),
+    (["train-head", "s.h5", "--metric"], "HeadConfig", "metric"),
+    (["finetune", "elpv", "--head", "h.safetensors", "--optimizer"], "FinetuneConfig", "optimizer"),
+    (["finetune", "elpv", "--head", "h.safetensors", "--schedule"], "FinetuneConfig", "schedule"),
+    (["finetune", "elpv", "--head", "h.safetensors", "--balance"], "FinetuneConfig", "balance"),
+    (["finetune", "elpv", "--head", "h.safetensors", "--map-aug"], "FinetuneConfig", "map_aug"),
+    (["finetune", "elpv", "--head", "h.safetensors", "--amp"], "FinetuneConfig", "amp"),
+]
+
+
+@pytest.mark.parametrize("args, config, field", CHOICES, ids=[f"{a[0]} {a[-1]}" for a, _, _ in CHOICES])
+def test_a_bad_choice_gets_the_same_words_from_the_cli_and_the_config(args, config, field):
+    import featx
+    from featx.errors import ConfigError
+
+    line = _usage_error(*args, "bogus")
+    with pytest.raises(ConfigError) as raised:
+        getattr(featx, config)(**{field: "bogus"})
+    problem = str(raised.value)
+    assert problem.startswith(f"{field} must be one of ") and problem.endswith(", got 'bogus'"), problem
+    assert f"Invalid value for '{args[-1]}': {problem[len(field) + 1:]} (see featx {args[0]} --help)" in line
+
+
+def test_a_merge_mode_is_refused_alike_by_the_cli_and_the_library(tmp_path):
+    from featx.errors import StoreError
+    from featx.store import merge_shards
+
+    line = _usage_error("merge", "a.h5", "--out", tmp_path / "m.h5", "--mode", "link")
+    assert "'--mode': must be one of copy, virtual, got 'link'" in line
+    with pytest.raises(StoreError, match="copy or virtual, got 'link'"):
+        merge_shards([tmp_path / "a.h5"], tmp_path / "m.h5", mode="link")
 
 
 # --- errors and exit codes --------------------------------------------------------------------
 
 def test_usage_errors_exit_2_in_one_line(tmp_path, blob_store):
     assert "Invalid value for '--views'" in _usage_error("extract", "elpv", "--views", "many")
-    assert "'foo' is not one of linear, mlp" in _usage_error("train-head", blob_store, "--kind", "foo")
+    assert "must be one of linear, mlp" in _usage_error("train-head", blob_store, "--kind", "foo")
     assert "No such option: --viewz" in _usage_error("extract", "elpv", "--viewz", "2")
     assert "Missing option '--out'" in _usage_error("merge", "a.h5")
     assert "Missing argument 'STORE'" in _usage_error("train-head")
@@ -153,7 +196,8 @@ def test_config_errors_exit_2_naming_file_and_option(tmp_path, blob_store):
     line = _usage_error("train-head", blob_store, "--config", config)
     assert "head.yaml: epochs:" in line and "integer" in line
     config.write_text("kind: forest\n")
-    assert "head.yaml: kind: 'forest' is not one of" in _usage_error("train-head", blob_store, "--config", config)
+    assert "head.yaml: kind: must be one of linear, mlp" in _usage_error("train-head", blob_store, "--config",
+                                                                          config)
     config.write_text("- a list\n")
     assert "a mapping of option names" in _usage_error("train-head", blob_store, "--config", config)
 
@@ -286,7 +330,7 @@ def test_old_spellings_still_work(tmp_path, blob_store):
                   "--epochs", "2", "--out", tmp_path / "b")
     assert result.exit_code == 0 and "old spelling of --kind" in result.stderr
     meta = json.loads((tmp_path / "b" / "blobs.linear.json").read_text())
-    assert meta["config"]["weight_decays"] == [0.001] and meta["config"]["views"] is False
+    assert meta["config"]["weight_decays"] == [0.001] and meta["config"]["use_views"] is False
     assert "give only --kind" in _usage_error("train-head", blob_store, "--head", "mlp", "--kind", "linear")
 
 
@@ -416,6 +460,7 @@ TYPED_ERRORS = [  # (args, expected in the error line); blob_store is {store}
     (["train-head", "{store}", "--lr", "fast"], "--lr"),
     (["train-head", "{store}", "--lr", "inf"], "Invalid value for '--lr': must be a finite number, got inf"),
     (["train-head", "{store}", "--lr", "-1"], "Invalid value for '--lr': must be above 0, got -1"),
+    (["train-head", "{store}", "--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
     (["train-head", "{store}", "--weight-decay", "nan"], "must be a finite number >= 0, got nan"),
     (["train-head", "{store}", "--momentum", "inf"], "'--momentum': must be a finite number"),
     (["train-head", "{store}", "--gamma", "-1"], "'--gamma': must be above 0, got -1"),
@@ -424,8 +469,7 @@ TYPED_ERRORS = [  # (args, expected in the error line); blob_store is {store}
     (["lr-find", "{store}", "--start", "0"], "'--start': must be above 0, got 0"),
     (["lr-find", "{store}", "--start", "1", "--end", "0.1"], "--end 0.1: must be above --start 1"),
     (["predict", "{store}", "--head", "h.safetensors", "--top-k", "abc"], "--top-k"),
-    (["report", "{store}", "--format", "pdf"], "'pdf' is not one of html, md"),
-    (["merge", "{store}", "--out", "m.h5", "--mode", "link"], "'link' is not one of copy, virtual"),
+    (["report", "{store}", "--format", "pdf"], "'--format': must be one of html, md, got 'pdf'"),
     (["extract", "{store}", "--aug", "mi\x00ld"], "'--aug': contains a NUL character"),
 ]
 
@@ -685,3 +729,16 @@ def test_training_over_an_existing_head_says_it_replaced_it(blob_store, tmp_path
     assert first.exit_code == 0 and "replaced" not in first.output
     again = _run("train-head", blob_store, "--kind", "logreg", "--out", tmp_path)
     assert again.exit_code == 0 and "note: replaced the head that was at" in again.stdout
+
+
+def test_head_config_use_views_keeps_its_old_name_views():
+    """HeadConfig's bool is `use_views` (ExtractConfig.views counts views); `views=` still works."""
+    from featx.config import with_options
+    from featx.errors import ConfigError
+    from featx.probes.sweep import HeadConfig
+
+    old = HeadConfig(views=False)
+    assert old == HeadConfig(use_views=False) and old.views is False
+    assert with_options(HeadConfig(), {"views": False}) == old
+    with pytest.raises(ConfigError, match="views is the old name of use_views; give only use_views"):
+        HeadConfig(views=False, use_views=True)

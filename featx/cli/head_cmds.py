@@ -57,7 +57,7 @@ def train_head(
         lrs=tuple(lr) if lr else None, weight_decays=tuple(weight_decay) if weight_decay else None,
         momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, epochs=epochs,
         batch_size=batch_size, label_smoothing=label_smoothing, balance=balance, normalize=normalize,
-        views=use_views, patience=patience, features=features, select=select, folds=folds, metric=metric,
+        use_views=use_views, patience=patience, features=features, select=select, folds=folds, metric=metric,
         seed=seed)
     for name in ignored_options(ctx, kind):
         err.print(f"warning: --{name.replace('_', '-')} does not apply to a {kind} head; ignored",

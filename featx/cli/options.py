@@ -12,8 +12,11 @@ One name, one meaning, in every command (the rules, for the docs: /work/notes/cl
 
 Defaults live in the signatures and are shown by `--help`; a default that depends on another
 option (the MLP's optimizer, a fine-tune's epochs) is described by `show_default`.
-Choices are checked by a callback (`one_of`), so a bad value, from the command line or from
---config, is a usage error naming the option.
+Choices and ranges are the configs' own tables (featx.extraction.settings, featx.probes.settings,
+featx.training.settings: torch-free, so `featx --help` imports no torch): an option's metavar,
+its check (`checked`, a callback) and its min/max come from the field's rule, so a bad value,
+from the command line or from --config, is a usage error naming the option, in the words the
+config itself would use.
 """
 
 from __future__ import annotations
@@ -26,28 +29,34 @@ import typer
 
 from featx.cli.config_file import apply_config
 
-# The library's choices, copied so that `featx --help` imports no torch; tests/test_cli.py
-# checks each against the constant it copies.
-from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # noqa: E402 (the registry: torch-free)
-HEAD_OPTIMIZERS = ("sgd", "adam", "adamw")  # featx.probes.sweep.OPTIMIZERS
-HEAD_SCHEDULES = ("none", "step", "cosine", "onecycle")  # featx.probes.sweep.SCHEDULES
-FINETUNE_SCHEDULES = ("warmup-cosine", "onecycle", "cosine")  # featx.finetuning.config.SCHEDULES
-MAP_AUGS = ("flip", "hv-flip", "rot90-flip", "none")  # featx.finetuning.config.MAP_AUGS
-STORE_DTYPES = ("float16", "float32")  # featx.extraction.config.STORE_DTYPES
-AMP_MODES = ("bf16", "fp16", "off")  # featx.extraction.config.AMP_MODES
-ENGINES = ("auto", "torch", "onnxruntime")  # featx.extraction.engines.ENGINES
-DECODES = ("auto", "cpu", "gpu")  # featx.runtime.device.DECODES
-MERGE_MODES = ("copy", "virtual")  # featx.store.MERGE_MODES
+from featx.config import OneOf
+from featx.extraction.settings import EXTRACT
+from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # the registry of head kinds
+from featx.probes.settings import HEAD
+from featx.runtime.settings import MERGE_MODES
+from featx.training.settings import FINETUNE
+
+
+def checked(rule) -> Callable:
+    """A callback that accepts what `rule` (a OneOf or a Between of a settings table) accepts,
+    one value or a list of them; a refusal is worded by the rule, as the config words it."""
+    def check(value):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            problem = None if item is None else rule.problem(item)
+            if problem:
+                raise typer.BadParameter(problem)
+        return value
+    return check
 
 
 def one_of(*choices: str) -> Callable:
-    """A callback that accepts only `choices` (one value or a list of them)."""
-    def check(value):
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if item is not None and item not in choices:
-                raise typer.BadParameter(f"{item!r} is not one of {', '.join(choices)}")
-        return value
-    return check
+    """A callback that accepts only `choices`, for the options no config holds (report --format)."""
+    return checked(OneOf(choices))
+
+
+def _choice(*names: str, rule: OneOf, help: str, **kw) -> typer.models.OptionInfo:
+    """An option taking one of `rule`'s choices: they are its metavar and its check."""
+    return _option(*names, metavar=rule.metavar, help=help, callback=checked(rule), **kw)
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -165,35 +174,35 @@ Backbones = Annotated[list[str], _option(
     "--backbone", "-b", metavar="NAME", help="Backbone; repeat for several (`featx backbones` lists them).")]
 Views = Annotated[int, _option(
     "--views", metavar="K", help="Augmented views per training image, stored beside the clean one.",
-    min=0)]
+    **EXTRACT["views"].bounds)]
 Aug = Annotated[str, _option(
     "--aug", metavar="RECIPE", help="Augmentation recipe: a built-in name (mild, flips, hvflips, dihedral, tutorial, flowers), "
     "a YAML file, or none. Only dihedral turns images by 90 degrees: for orientation-free data only.")]
-BatchSize = Annotated[int, _option("--batch-size", metavar="N", help="Samples per batch.", min=1)]
+BatchSize = Annotated[int, _option("--batch-size", metavar="N", help="Samples per batch.",
+                                   **EXTRACT["batch_size"].bounds)]
 Workers = Annotated[Optional[int], _option(
-    "--workers", metavar="N", help="Image decoding processes (0 = in the main process).", min=0,
+    "--workers", metavar="N", help="Image decoding processes (0 = in the main process).",
+    **EXTRACT["workers"].bounds,
     show_default="1 on CPU, up to 16 on CUDA")]
 Device = Annotated[str, _option("--device", metavar="auto|cpu|cuda|cuda:N",
                                 help="Where the network runs (auto: CUDA when there is one).")]
-Dtype = Annotated[str, _option("--dtype", metavar="|".join(STORE_DTYPES), help="Store dtype of the features.",
-                               callback=one_of(*STORE_DTYPES))]
+Dtype = Annotated[str, _choice("--dtype", rule=EXTRACT["dtype"], help="Store dtype of the features.")]
 Seed = Annotated[int, _option("--seed", metavar="N",
                               help="Random seed (augmented views, random-init weights, head init).")]
 Weights = Annotated[str, _option(
     "--weights", metavar="default|none|FILE",
     help="Backbone weights: the published ones, none (random init, for trials), or a .safetensors/.pt file.")]
 InputSize = Annotated[Optional[int], _option(
-    "--input-size", metavar="PX", help="Crop size (the resize keeps the backbone's ratio).", min=16,
+    "--input-size", metavar="PX", help="Crop size (the resize keeps the backbone's ratio).",
+    **EXTRACT["input_size"].bounds,
     show_default="the backbone's")]
-Decode = Annotated[str, _option("--decode", metavar="|".join(DECODES),
-                                help="JPEG decoding: gpu = nvjpeg on CUDA; auto = gpu on CUDA.",
-                                callback=one_of(*DECODES))]
-Amp = Annotated[str, _option("--amp", metavar="|".join(AMP_MODES), help="CUDA autocast precision.",
-                             callback=one_of(*AMP_MODES))]
-Engine = Annotated[str, _option("--engine", metavar="|".join(ENGINES),
-                                help="Inference engine (auto: ONNX Runtime on CPU, torch on CUDA).",
-                                callback=one_of(*ENGINES))]
-Threads = Annotated[Optional[int], _option("--threads", metavar="N", help="ONNX Runtime threads.", min=1,
+Decode = Annotated[str, _choice("--decode", rule=EXTRACT["decode"],
+                                help="JPEG decoding: gpu = nvjpeg on CUDA; auto = gpu on CUDA.")]
+Amp = Annotated[str, _choice("--amp", rule=EXTRACT["amp"], help="CUDA autocast precision.")]
+Engine = Annotated[str, _choice("--engine", rule=EXTRACT["engine"],
+                                help="Inference engine (auto: ONNX Runtime on CPU, torch on CUDA).")]
+Threads = Annotated[Optional[int], _option("--threads", metavar="N", help="ONNX Runtime threads.",
+                                           **EXTRACT["threads"].bounds,
                                            show_default="torch's thread count")]
 Cut = Annotated[Optional[str], _option(
     "--cut", metavar="BLOCK", help="Also store the maps entering this block, for finetune --from-block "
@@ -228,50 +237,46 @@ OldHeadKinds = Annotated[Optional[list[str]], typer.Option("--head", hidden=True
                                                            callback=one_of(*HEAD_KINDS))]
 Hidden = Annotated[str, _option("--hidden", metavar="SIZES", help="MLP hidden sizes, e.g. 512 or 1024,256.",
                                 callback=_check_sizes)]
-Dropout = Annotated[float, _option("--dropout", metavar="P", help="MLP dropout.", min=0.0, max=1.0)]
-HeadOptimizer = Annotated[Optional[str], _option("--optimizer", metavar="|".join(HEAD_OPTIMIZERS), help="Optimizer.",
-                                       show_default="sgd; adamw with --kind mlp",
-                                       callback=one_of(*HEAD_OPTIMIZERS))]
+Dropout = Annotated[float, _option("--dropout", metavar="P", help="MLP dropout.", **HEAD["dropout"].bounds)]
+HeadOptimizer = Annotated[Optional[str], _choice("--optimizer", rule=HEAD["optimizer"], help="Optimizer.",
+                                                 show_default="sgd; adamw with --kind mlp")]
 Lookahead = Annotated[bool, _option("--lookahead", help="Wrap the optimizer in Lookahead (k=5, alpha=0.5).")]
 HeadLrs = Annotated[Optional[list[float]], _option(
     "--lr", metavar="RATE", help="Learning rate; repeat for a sweep (every rate x weight decay, "
     "trained at once; the best is chosen as --select says).", show_default="8 rates 1e-3 ... 3 with --kind linear; 1e-3 with --kind mlp",
-    callback=above(0))]
+    callback=above(HEAD["lrs"].low))]
 HeadWeightDecays = Annotated[Optional[list[float]], _option(
     "--weight-decay", "--wd", metavar="WD", help="Weight decay; repeat for a sweep.",
-    show_default="0, 1e-5, 1e-4, 1e-3 with --kind linear; 1e-4 with --kind mlp", callback=at_least(0))]
-Momentum = Annotated[float, _option("--momentum", metavar="M", help="SGD momentum.", min=0.0)]
-HeadSchedule = Annotated[str, _option("--schedule", metavar="|".join(HEAD_SCHEDULES),
-                                      help="Learning-rate schedule.", callback=one_of(*HEAD_SCHEDULES))]
-StepSize = Annotated[int, _option("--step-size", metavar="EPOCHS", help="Period of --schedule step.", min=1)]
+    show_default="0, 1e-5, 1e-4, 1e-3 with --kind linear; 1e-4 with --kind mlp", callback=at_least(HEAD["weight_decays"].low))]
+Momentum = Annotated[float, _option("--momentum", metavar="M", help="SGD momentum.", **HEAD["momentum"].bounds)]
+HeadSchedule = Annotated[str, _choice("--schedule", rule=HEAD["schedule"], help="Learning-rate schedule.")]
+StepSize = Annotated[int, _option("--step-size", metavar="EPOCHS", help="Period of --schedule step.",
+                                   **HEAD["step_size"].bounds)]
 Gamma = Annotated[float, _option("--gamma", metavar="FACTOR", help="Rate factor of --schedule step.",
-                                 callback=above(0))]
-Epochs = Annotated[int, _option("--epochs", metavar="N", help="Epochs.", min=1)]
+                                 callback=above(HEAD["gamma"].low))]
+Epochs = Annotated[int, _option("--epochs", metavar="N", help="Epochs.", **HEAD["epochs"].bounds)]
 LabelSmoothing = Annotated[float, _option("--label-smoothing", metavar="EPS", help="Label smoothing.",
-                                          min=0.0, max=1.0)]
-HeadBalance = Annotated[str, _option("--balance", metavar="none|weights|sampler",
-                                     help="Class balance: a class-weighted loss, or balanced sampling.",
-                                     callback=one_of("none", "weights", "sampler"))]
-Normalize = Annotated[str, _option("--normalize", metavar="none|standard|l2", help="Feature normalization.",
-                                   callback=one_of("none", "standard", "l2"))]
-Features = Annotated[str, _option(
-    "--features", metavar="all|final", callback=one_of("all", "final"),
+                                          **HEAD["label_smoothing"].bounds)]
+HeadBalance = Annotated[str, _choice("--balance", rule=HEAD["balance"],
+                                     help="Class balance: a class-weighted loss, or balanced sampling.")]
+Normalize = Annotated[str, _choice("--normalize", rule=HEAD["normalize"], help="Feature normalization.")]
+Features = Annotated[str, _choice(
+    "--features", rule=HEAD["features"],
     help="Columns the head takes: all (final features + the pooled block of extract --pool) or final only.")]
-Select = Annotated[str, _option(
-    "--select", metavar="auto|cv|val", callback=one_of("auto", "cv", "val"),
+Select = Annotated[str, _choice(
+    "--select", rule=HEAD["select"],
     help="How the sweep's settings are chosen: cv = k-fold cross-validation on train+val, then a refit on "
          "all of them; val = on the val split; auto = cv up to 20,000 train+val images (linear, mlp).")]
-Folds = Annotated[int, _option("--folds", metavar="K", min=2, help="Folds of --select cv.")]
-SelectMetric = Annotated[str, _option(
-    "--metric", metavar="top1|balanced_accuracy|macro_f1",
-    callback=one_of("top1", "balanced_accuracy", "macro_f1"),
+Folds = Annotated[int, _option("--folds", metavar="K", help="Folds of --select cv.", **HEAD["folds"].bounds)]
+SelectMetric = Annotated[str, _choice(
+    "--metric", rule=HEAD["metric"],
     help="What selects the head (balanced_accuracy or macro_f1 when rare classes matter).")]
 UseViews = Annotated[bool, _option("--use-views/--clean-only",
                                    help="Train on the store's augmented views too, or on clean features only.")]
 OldViews = Annotated[Optional[bool], typer.Option("--views", hidden=True)]  # old spelling of --use-views
 Patience = Annotated[Optional[int], _option("--patience", metavar="EPOCHS",
                                             help="Stop after this many epochs without a better val loss.",
-                                            min=1, show_default="off")]
+                                            show_default="off", **HEAD["patience"].bounds)]
 MemoryMb = Annotated[Optional[float], _option(
     "--memory-mb", metavar="MB", help="Stream features from the store when they need more memory than this.",
     min=0.0, show_default="40% of RAM, or of a container's cgroup limit")]
@@ -290,11 +295,13 @@ TopK = Annotated[int, _option("--top-k", metavar="K", help="Classes listed per i
 
 # --- fine-tuning ----------------------------------------------------------------------------
 
-FinetuneEpochs = Annotated[Optional[int], _option("--epochs", metavar="N", help="Epochs.", min=1,
+FinetuneEpochs = Annotated[Optional[int], _option("--epochs", metavar="N", help="Epochs.", **FINETUNE["epochs"].bounds,
                                                   show_default="8; 12 with --from-block")]
 HeadEpochs = Annotated[int, _option("--head-epochs", metavar="N",
-                                    help="Head-only warm-up epochs before the whole network trains.", min=0)]
-Accumulate = Annotated[int, _option("--accumulate", metavar="N", help="Gradient accumulation steps.", min=1)]
+                                    help="Head-only warm-up epochs before the whole network trains.",
+                                    **FINETUNE["head_epochs"].bounds)]
+Accumulate = Annotated[int, _option("--accumulate", metavar="N", help="Gradient accumulation steps.",
+                                    **FINETUNE["accumulate"].bounds)]
 FinetuneLr = Annotated[Optional[str], _option(
     "--lr", metavar="RATE|auto", help="Learning rate of the head (top group); auto = the range test's "
     "suggestion for these settings, found once per --out.", show_default="3e-4",
@@ -302,27 +309,27 @@ FinetuneLr = Annotated[Optional[str], _option(
 LrFind = Annotated[bool, _option("--lr-find", help="Only run the learning-rate range test with these "
                                  "settings: the curve (.lr-find.csv/.png in --out) and a suggested --lr.")]
 LrRatio = Annotated[Optional[float], _option("--lr-ratio", metavar="R",
-                                             help="Top group rate / bottom group rate.", min=1.0,
+                                             help="Top group rate / bottom group rate.",
+                                             **FINETUNE["lr_ratio"].bounds,
                                              show_default="10; 1 with --from-block")]
 Groups = Annotated[int, _option("--groups", metavar="N", help="Backbone layer groups (discriminative rates).",
-                                min=1)]
-FinetuneOptimizer = Annotated[str, _option("--optimizer", metavar="adamw|sgd", help="Optimizer.",
-                                           callback=one_of("adamw", "sgd"))]
-WeightDecay = Annotated[float, _option("--weight-decay", "--wd", metavar="WD", help="Weight decay.", min=0.0)]
-FinetuneSchedule = Annotated[str, _option("--schedule", metavar="|".join(FINETUNE_SCHEDULES),
+                                **FINETUNE["groups"].bounds)]
+FinetuneOptimizer = Annotated[str, _choice("--optimizer", rule=FINETUNE["optimizer"], help="Optimizer.")]
+WeightDecay = Annotated[float, _option("--weight-decay", "--wd", metavar="WD", help="Weight decay.",
+                                       **FINETUNE["weight_decay"].bounds)]
+FinetuneSchedule = Annotated[str, _choice("--schedule", rule=FINETUNE["schedule"],
                                           help="Learning-rate schedule (warmup-cosine: 10% linear warm-up, "
-                                          "then cosine).", callback=one_of(*FINETUNE_SCHEDULES))]
-FinetuneBalance = Annotated[str, _option("--balance", metavar="none|weights",
-                                         help="Class balance: a class-weighted loss.",
-                                         callback=one_of("none", "weights"))]
+                                          "then cosine).")]
+FinetuneBalance = Annotated[str, _choice("--balance", rule=FINETUNE["balance"],
+                                         help="Class balance: a class-weighted loss.")]
 TrainBn = Annotated[bool, _option("--train-bn", help="Update batch-norm statistics while fine-tuning.")]
 FromBlock = Annotated[Optional[str], _option(
     "--from-block", metavar="BLOCK", help="Train only the blocks above this cut, on the maps cached in "
     "DATA = a store made by `extract --cut`.", show_default="off: the whole network")]
-MapAug = Annotated[str, _option("--map-aug", metavar="|".join(MAP_AUGS),
+MapAug = Annotated[str, _choice("--map-aug", rule=FINETUNE["map_aug"],
                                 help="With --from-block: symmetries applied to the cached maps: flip mirrors "
                                 "left-right, hv-flip also top-bottom, rot90-flip also turns by 90 degrees "
-                                "(for orientation-free images only).", callback=one_of(*MAP_AUGS))]
+                                "(for orientation-free images only).")]
 
 # --- outputs --------------------------------------------------------------------------------
 
@@ -344,9 +351,8 @@ MergeOut = Annotated[Path, _option("--out", metavar="FILE", help="The merged sto
 Format = Annotated[str, _option("--format", metavar="html|md",
                                 help="html: one self-contained file; md: Markdown + PNGs beside it.",
                                 callback=one_of("html", "md"))]
-MergeMode = Annotated[str, _option("--mode", metavar="|".join(MERGE_MODES),
-                                   help="copy: self-contained; virtual: an HDF5 virtual dataset over the shards.",
-                                   callback=one_of(*MERGE_MODES))]
+MergeMode = Annotated[str, _choice("--mode", rule=OneOf(MERGE_MODES),
+                                   help="copy: self-contained; virtual: an HDF5 virtual dataset over the shards.")]
 
 # --- listing --------------------------------------------------------------------------------
 

@@ -5,16 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from featx.backbones.symmetry import TTA_RECIPES
-from featx.runtime.device import DECODES
-from featx.extraction.engines import ENGINES
+from featx.config import check_settings
 from featx.errors import ConfigError
-
-STORE_DTYPES = ("float16", "float32")
-AMP_MODES = ("bf16", "fp16", "off")
-# Beyond these a value is a typo, not a plan: each view is one more forward pass per training
-# image (1000 views of ImageNet is weeks of GPU time), and a 4096 px crop is 50 MB per image.
-MAX_VIEWS = 1000
-MAX_INPUT_SIZE = 4096
+from featx.extraction.settings import EXTRACT
 
 
 @dataclass(frozen=True)
@@ -50,22 +43,9 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.weights is None:  # one spelling from here on (store names, provenance)
             object.__setattr__(self, "weights", "none")
-        checks = [
-            (0 <= self.views <= MAX_VIEWS, "views", f"must be between 0 and {MAX_VIEWS}"),
-            (self.batch_size >= 1, "batch_size", "must be >= 1"),
-            (self.workers is None or self.workers >= 0, "workers", "must be >= 0"),
-            (self.dtype in STORE_DTYPES, "dtype", f"must be one of {STORE_DTYPES}"),
-            (self.decode in DECODES, "decode", "must be auto, cpu or gpu"),
-            (self.amp in AMP_MODES, "amp", "must be bf16, fp16 or off"),
-            (self.input_size is None or 16 <= self.input_size <= MAX_INPUT_SIZE, "input_size",
-             f"must be between 16 and {MAX_INPUT_SIZE} px"),
-            (self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}"),
-            (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
-            (self.tta in TTA_RECIPES, "tta", f"must be one of {', '.join(TTA_RECIPES)}"),
-        ]
-        for ok, name, rule in checks:
-            if not ok:
-                raise ConfigError(f"{name} {rule}, got {getattr(self, name)!r}")
+        check_settings(self, EXTRACT)
+        if self.tta not in TTA_RECIPES:
+            raise ConfigError(f"tta must be one of {', '.join(TTA_RECIPES)}, got {self.tta!r}")
 
 
 @dataclass

@@ -29,8 +29,8 @@ from featx.backbones import Backbone
 from featx.backbones.weights import sha256_file
 from featx.errors import ConfigError
 from featx.data.transforms import normalize
+from featx.extraction.settings import ENGINES
 
-ENGINES = ("auto", "torch", "onnxruntime")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPSET = 17
 # Max |onnx - torch| allowed, relative to the largest |torch| feature (float32 reorderings give ~1e-5).

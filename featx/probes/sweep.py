@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from featx.training.balance import balanced_class_weights
 from featx.probes.batched import BatchedHeads, BatchedOptimizer
+from featx.config import check_settings, old_names
 from featx.errors import ConfigError, FeatxError
+from featx.probes.settings import HEAD, METRICS, OPTIMIZERS, SCHEDULES, SELECTIONS  # noqa: F401
 from featx.heads.kinds import FEATURE_KINDS, TORCH_KINDS, head_kind
 from featx.training.lr_range import LRFindResult, range_test
 from featx.evaluation.metrics import selection_scores
@@ -27,13 +29,9 @@ from featx.training.schedules import schedule_factor
 # The default linear sweep: 8 learning rates x 4 weight decays = 32 heads.
 SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
 SWEEP_WDS = (0.0, 1e-5, 1e-4, 1e-3)
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "step", "cosine", "onecycle")
-SELECTIONS = ("auto", "cv", "val")
 # --epochs counts passes over up to this many training rows (budget_epochs); at least MIN_EPOCHS.
 REFERENCE_ROWS, MIN_EPOCHS = 50_000, 2
 VAL_CACHE_MB = 256  # val features normalised once and kept, below this size
-METRICS = ("top1", "balanced_accuracy", "macro_f1")
 
 
 HEAD_KINDS = FEATURE_KINDS  # torch heads, then scikit-learn baselines; tests/test_cli.py reads this name
@@ -43,6 +41,7 @@ KIND_DEFAULTS = {"linear": {"optimizer": "sgd", "lrs": SWEEP_LRS, "weight_decays
                  "mlp": {"optimizer": "adamw", "lrs": (1e-3,), "weight_decays": (1e-4,)}}
 
 
+@old_names(views="use_views")  # `views` is ExtractConfig's count of augmented views
 @dataclass(frozen=True)
 class HeadConfig:
     """How to train a head. `optimizer`, `lrs` and `weight_decays` left as None take the
@@ -64,7 +63,7 @@ class HeadConfig:
     label_smoothing: float = 0.0
     balance: str = "none"  # none | weights (class-weighted loss) | sampler (balanced sampling)
     normalize: str = "standard"  # none | standard | l2
-    views: bool = True  # sample one of clean + K stored views per image per epoch
+    use_views: bool = True  # sample one of clean + K stored views per image per epoch
     patience: int | None = None  # early stopping on val loss, best state restored
     features: str = "all"  # all | final (without the pooled block maps of extract --pool)
     select: str = "auto"  # auto | cv (k-fold on train+val, then refit) | val; auto: cv on small data
@@ -86,24 +85,11 @@ class HeadConfig:
             object.__setattr__(self, name, as_tuple(getattr(self, name)))
         check_types(self, ints=("hidden", "step_size", "epochs", "batch_size", "patience", "folds", "seed"),
                     numbers=("dropout", "lrs", "weight_decays", "momentum", "gamma", "label_smoothing"))
+        check_settings(self, HEAD)
         checks = [
-            (self.optimizer in OPTIMIZERS, "optimizer", " | ".join(OPTIMIZERS)),
-            (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES)),
-            (self.balance in ("none", "weights", "sampler"), "balance", "none | weights | sampler"),
-            (self.normalize in ("none", "standard", "l2"), "normalize", "none | standard | l2"),
-            (self.features in ("all", "final"), "features", "all | final"),
-            (self.select in SELECTIONS, "select", " | ".join(SELECTIONS)),
-            (self.metric in METRICS, "metric", " | ".join(METRICS)),
-            (self.folds >= 2, "folds", ">= 2"),
-            (self.epochs >= 1, "epochs", ">= 1"), (self.batch_size >= 1, "batch_size", ">= 1"),
-            (bool(self.hidden) and min(self.hidden) >= 1, "hidden", "sizes >= 1"),
-            (self.patience is None or self.patience >= 1, "patience", ">= 1"),
-            (self.step_size >= 1, "step_size", ">= 1"),
-            (bool(self.lrs) and min(self.lrs) > 0, "lrs", "positive learning rates"),
-            (bool(self.weight_decays) and min(self.weight_decays) >= 0, "weight_decays", ">= 0"),
-            (self.momentum >= 0, "momentum", ">= 0"),
-            (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
-            (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
+            (bool(self.hidden), "hidden", "sizes >= 1"),
+            (bool(self.lrs), "lrs", "positive learning rates"),
+            (bool(self.weight_decays), "weight_decays", ">= 0"),
         ]
         for ok, name, rule in checks:
             if not ok:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from featx.errors import ConfigError
+from featx.runtime.settings import DECODES
 
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
-DECODES = ("auto", "cpu", "gpu")
 # nvjpeg decodes these on the GPU; other formats always go through PIL on the CPU.
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from featx.runtime.atomic import atomic_write
+from featx.runtime.settings import MERGE_MODES
 from featx.errors import StoreError
 from featx.store.check import OPTIONAL_PER_SAMPLE
 from featx.store.reader import open_store_file
@@ -40,7 +41,7 @@ SHARD_KEYS = ("shard_rank", "shard_world_size", "shard_start", "shard_stop", "fu
 MATCH_KEYS = tuple(k for k in IDENTITY_KEYS if k != "dataset_fingerprint") + (
     "engine", "device", "decode", "amp", "shard_world_size", "full_num_samples",
     "full_dataset_fingerprint", "format_version")
-MODES = ("copy", "virtual")
+MODES = MERGE_MODES
 COPY_BYTES = 64 * 2**20  # copied from a shard per read/write
 COPY_ROWS = 65_536  # and at most this many rows (a path is a Python string once read)
 # Per-row tables, concatenated in rank order (done/aug and features/aug along their axis 1).
