@@ -8,14 +8,15 @@
 
 The modules: options (every option, declared once), core (errors and exit codes, --config,
 help layout), and the commands by group: data_cmds, extract_cmds, head_cmds, finetune_cmd,
-report_cmds, deploy_cmds. Nothing heavy is imported until a command runs, so `featx --help` stays quick.
+report_cmds, deploy_cmds, explore_cmds. Nothing heavy is imported until a command runs, so `featx --help` stays quick.
 """
 
 from __future__ import annotations
 
 import typer
 
-from featx.cli import audit_cmds, data_cmds, deploy_cmds, extract_cmds, finetune_cmd, head_cmds, report_cmds
+from featx.cli import (audit_cmds, data_cmds, deploy_cmds, explore_cmds, extract_cmds, finetune_cmd, head_cmds,
+                       report_cmds)
 from featx.cli.core import FeatxCommand, FeatxGroup
 
 app = typer.Typer(name="featx", cls=FeatxGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,6 +30,7 @@ COMMANDS = [
     ("report", report_cmds.report), ("compare", report_cmds.compare),
     ("audit", audit_cmds.audit), ("search", audit_cmds.search), ("export", audit_cmds.export),
     ("export-model", deploy_cmds.export_model), ("serve", deploy_cmds.serve),
+    ("map", explore_cmds.map_), ("select", explore_cmds.select), ("label-curve", explore_cmds.label_curve),
 ]
 for name, function in COMMANDS:
     app.command(name, cls=FeatxCommand)(function)

@@ -1,0 +1,145 @@
+"""Issue 30: `featx map`, the page's JSON, the coordinate cache, the sample above max_points,
+and the page rendered by headless Chromium with no script error."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featx.explore import MapConfig, map_store
+from featx.explore.coords import Projection, cache_path
+from tests.conftest import write_image
+from tests.test_explore import clusters, make_store
+
+QUIET = dict(log=lambda line: None)
+PCA = Projection(method="pca")
+
+
+def _points(page: Path) -> dict:
+    text = page.read_text()
+    found = re.search(r'<script type=\'application/json\' id=\'featx-map\'>(.*?)</script>', text, re.S)
+    return json.loads(found.group(1))
+
+
+def _image_store(tmp_path: Path, n_per=20) -> tuple[Path, Path]:
+    root = tmp_path / "data"
+    x, which = clusters([n_per, n_per, n_per], dim=12, seed=11)
+    names = [f"img/{'abc'[c]}_{i:03d}.png" for i, c in enumerate(which)]
+    for i, name in enumerate(names):
+        write_image(root / name, 300 + i)
+    labels = np.where(np.arange(len(x)) % 10 == 9, -1, which)
+    splits = np.where(labels < 0, "unlabeled", np.where(np.arange(len(x)) % 4 == 0, "test", "train"))
+    return make_store(tmp_path / "s.h5", x, labels, splits, root=root, names=names), root
+
+
+def test_the_page_holds_one_entry_per_sample_with_finite_coordinates(tmp_path):
+    store, _ = _image_store(tmp_path)
+    result = map_store(store, tmp_path / "map.html", MapConfig(projection=Projection()), **QUIET)
+    data = _points(result.page)
+    points = data["points"]
+    assert len(points) == 60 == data["meta"]["rows"] == data["meta"]["shown"]
+    assert {p["path"] for p in points} == set(result.paths)
+    assert all(np.isfinite([p["x"], p["y"]]).all() for p in points)
+    assert data["meta"]["method"].startswith("UMAP") and result.method.startswith("UMAP")
+    assert {p["label"] for p in points} == {"a", "b", "c", ""} and {p["split"] for p in points} == \
+        {"train", "test", "unlabeled"}
+    assert all(p["thumb"].startswith("data:image/jpeg;base64,") for p in points)
+    assert "http://" not in result.page.read_text() and "https://" not in result.page.read_text()  # no CDN
+    # the map shows the clusters: each point's nearest point is mostly of its own class
+    xy = np.array([[p["x"], p["y"]] for p in points])
+    labelled = [i for i, p in enumerate(points) if p["label"]]
+    d = ((xy[labelled, None] - xy[None, labelled]) ** 2).sum(-1) + np.eye(len(labelled)) * 1e9
+    same = [points[labelled[j]]["label"] == points[i]["label"] for i, j in zip(labelled, d.argmin(1))]
+    assert np.mean(same) > 0.9
+
+
+def test_a_second_map_reads_the_cached_coordinates_and_a_relabel_keeps_them(tmp_path):
+    store, _ = _image_store(tmp_path)
+    first = map_store(store, tmp_path / "m1.html", MapConfig(projection=PCA, thumbnails=False), **QUIET)
+    assert not first.cached and cache_path(store).is_file()
+    second = map_store(store, tmp_path / "m2.html", MapConfig(projection=PCA, thumbnails=False), **QUIET)
+    assert second.cached and np.array_equal(first.coords, second.coords)
+    other = map_store(store, tmp_path / "m3.html", MapConfig(projection=Projection("pca", pca_dims=3),
+                                                             thumbnails=False), **QUIET)
+    assert not other.cached  # other settings: computed again
+
+
+def test_above_max_points_a_stratified_sample_is_shown_and_every_row_keeps_coordinates(tmp_path):
+    store, _ = _image_store(tmp_path)
+    result = map_store(store, tmp_path / "map.html", MapConfig(projection=PCA, max_points=15,
+                                                               thumbnails=False), **QUIET)
+    data = _points(result.page)
+    assert result.shown == len(data["points"]) == 15 and data["meta"]["rows"] == 60
+    labels = [p["label"] for p in data["points"]]
+    assert {labels.count(c) for c in "abc"} <= {4, 5} and labels.count("") >= 1  # shares kept
+    assert any("15 of 60 samples shown" in n for n in data["meta"]["notes"])
+    table = list(csv.DictReader(open(result.table)))
+    assert len(table) == 60 and all(np.isfinite([float(r["x"]), float(r["y"])]).all() for r in table)
+
+
+def test_audit_findings_and_a_heads_predictions_colour_the_points(tmp_path):
+    store, _ = _image_store(tmp_path)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "leakage.csv").write_text("path,split,label\nimg/a_000.png,test,a\n")
+    (audit / "outliers.csv").write_text("rank,path,split,label,distance,flagged\n"
+                                        "1,img/b_021.png,train,b,0.9,True\n2,img/b_022.png,train,b,0.5,False\n")
+    result = map_store(store, tmp_path / "map.html", MapConfig(audit=audit, projection=PCA, thumbnails=False),
+                       **QUIET)
+    data = _points(result.page)
+    finding = {p["path"]: p["finding"] for p in data["points"]}
+    assert finding["img/a_000.png"] == "leaked" and finding["img/b_021.png"] == "outlier"
+    assert finding["img/b_022.png"] == "" and "finding" in data["meta"]["colour_by"]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (make browser installs Debian's chromium)")
+def test_the_page_renders_in_headless_chromium_with_no_script_error(tmp_path):
+    store, _ = _image_store(tmp_path)
+    page = map_store(store, tmp_path / "map.html", MapConfig(projection=PCA), **QUIET).page
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(browser + ["--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    status = re.search(r'<p id="status"([^>]*)>([^<]*)</p>', dom.stdout)
+    assert status.group(2) == "drawn 60 points, coloured by label"  # the script ran to its end
+    assert "data-error" not in status.group(1)
+    assert dom.stdout.count("<option") == 2  # label and split: no head, no audit given
+    shot = tmp_path / "shot.png"
+    subprocess.run(browser + [f"--screenshot={shot}", "--window-size=1300,800", page.resolve().as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 20  # points drawn, not a blank canvas
+
+
+def test_map_and_select_and_label_curve_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    store, _ = _image_store(tmp_path)
+    runner = CliRunner()
+    mapped = runner.invoke(app, ["map", str(store), "--method", "pca", "--out", str(tmp_path / "m.html")])
+    assert mapped.exit_code == 0, mapped.output
+    assert "60 of 60 samples mapped" in mapped.output and (tmp_path / "m.csv").is_file()
+    picked = runner.invoke(app, ["select", str(store), "--budget", "3", "--strategy", "coreset",
+                                 "--out", str(tmp_path / "p.csv"), "--copy-to", str(tmp_path / "copies")])
+    assert picked.exit_code == 0, picked.output
+    assert "3 of 6 unlabelled images picked by coreset" in picked.output
+    assert len(list((tmp_path / "copies").rglob("*.png"))) == 3
+    bad = runner.invoke(app, ["select", str(store), "--budget", "3", "--strategy", "clever"])
+    assert bad.exit_code != 0 and "clever" in bad.output and "Traceback" not in bad.output
