@@ -17,6 +17,7 @@ from featx.data.identity import samples_by_identity
 from featx.data.records import SPLIT_WORDS, DatasetOptions
 from featx.data.walk import FolderWalk, Skipped, walk_images
 from featx.errors import DataError
+from featx.runtime.atomic import OUTPUT_MARKER, is_output_folder
 
 
 def from_folder(root: Path, options: DatasetOptions) -> Dataset:
@@ -26,6 +27,15 @@ def from_folder(root: Path, options: DatasetOptions) -> Dataset:
 
 
 def _from_folder(root: Path, options: DatasetOptions) -> Dataset:
+    dataset = _read_layout(root, options)
+    outputs = [p.name for p in _visible_subdirs(root, outputs=True) if is_output_folder(p)]
+    if outputs:  # `cd DATA; featx extract .` writes stores/ (and heads/, ...) inside the dataset
+        dataset.notes.append(f"folder(s) {', '.join(outputs)} skipped: featx's own outputs "
+                             f"({OUTPUT_MARKER}), not data")
+    return dataset
+
+
+def _read_layout(root: Path, options: DatasetOptions) -> Dataset:
     subdirs = _visible_subdirs(root)
     split_dirs = {SPLIT_WORDS[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_WORDS}
     if "train" in split_dirs:
@@ -94,9 +104,11 @@ def _from_class_folders(root: Path, options: DatasetOptions) -> Dataset:
                    notes + walk.notes, ignored)
 
 
-def _visible_subdirs(folder: Path) -> list[Path]:
+def _visible_subdirs(folder: Path, outputs: bool = False) -> list[Path]:
+    """The folder's visible subfolders, sorted; featx's output folders only with `outputs`."""
     try:
-        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()
+                      and (outputs or not is_output_folder(p)))
     except OSError as exc:
         raise DataError(f"{folder}: cannot read folder ({exc.strerror or exc})") from None
 

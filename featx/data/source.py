@@ -48,10 +48,12 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = Non
                         "--from-block CUT (from_block=) with a store made by `extract --cut`")
     kind = archive_kind(path)
     if kind:  # WebDataset shards, a saved `datasets` dataset, Parquet: unpacked once (archives.py)
-        name = name or path.name.split(".")[0]
+        name = name or path.resolve().name.split(".")[0] or None
         path = unpack_archive(path, kind, options)
         options = replace(options, label_col=None, split_col=None)  # the unpacked manifest's own
     dataset = from_manifest(path, options) if path.is_file() else from_folder(path, options)
+    if not name and not dataset.name:  # `featx extract .`: Path(".").name is ""
+        dataset.name = Path(dataset.root).resolve().name or "data"
     if name:
         dataset.name = name
         dataset.display_names = [names.get(c, c) for c in dataset.classes]

@@ -10,7 +10,8 @@ or to a folder a second link also reaches. So one FolderWalk serves a whole data
 2. then the links, each leading to a folder that is read only if no part of the dataset has
    read it yet and it does not contain the dataset; every link skipped is noted.
 
-Files: hidden ones are ignored; non-image extensions are counted; non-UTF-8 names, broken
+Folders featx created for its outputs (stores, heads, reports, exports: they hold OUTPUT_MARKER)
+are never data: skipped, with a note. Files: hidden ones are ignored; non-image extensions are counted; non-UTF-8 names, broken
 symlinks and unreadable folders go to `skipped` with a reason (docs/reliability.md item 12).
 
 Paths are strings (a million Path objects would hold ~350 MB), and a file costs no system call
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featx.data.images import is_image_file
+from featx.runtime.atomic import OUTPUT_MARKER, is_output_folder
 
 Skipped = list[tuple[str, str]]  # (path, reason)
 
@@ -117,7 +119,11 @@ class FolderWalk:
             if name[0] == ".":
                 continue
             if _is_dir(entry):
-                subdirs.append((prefix + name, _is_link(entry)))
+                if is_output_folder(prefix + name):
+                    self.notes.append(f"folder '{self._rel(prefix + name)}' skipped: featx's own "
+                                      f"outputs ({OUTPUT_MARKER}), not data")
+                else:
+                    subdirs.append((prefix + name, _is_link(entry)))
                 continue
             if not is_image_file(name):
                 into.ignored += 1

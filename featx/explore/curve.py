@@ -29,7 +29,7 @@ from featx.audit.run import StoreRows
 from featx.errors import ConfigError, StoreError
 from featx.explore.fast_head import FastHead
 from featx.explore.strategies import STRATEGIES, check_strategy, choose, NEEDS_PROBABILITIES
-from featx.runtime.atomic import atomic_write, atomic_write_text
+from featx.runtime.atomic import atomic_write, atomic_write_text, make_output_folder
 from featx.store import FeatureStore
 
 KSHOTS = (1, 2, 5, 10, 25, 50)
@@ -79,7 +79,7 @@ class CurveResult:
 
     def write(self, folder: str | Path) -> dict[str, Path]:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_output_folder(folder)
         files = {"json": atomic_write_text(folder / "curve.json", json.dumps(self.to_dict(), indent=1) + "\n")}
         files["plot"] = atomic_write(folder / "curve.png", lambda tmp: _plot(self, tmp))
         return files

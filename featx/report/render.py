@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from featx.report import plots
-from featx.runtime.atomic import atomic_write_text
+from featx.runtime.atomic import atomic_write_text, make_output_folder
 from featx.errors import FeatxError
 from featx.evaluation.figures import lr_find_png
 from featx.report.results import Results, read_results
@@ -167,7 +167,7 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
     if fmt == "md" and assets.exists() and not assets.is_dir():
         raise FeatxError(f"{assets}: exists and is not a folder (the Markdown report's images go there)")
     found = found or read_results(folder, required=not failed)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out.parent)
     render = _render_html if fmt == "html" else _render_markdown
     render(found, folder, out, title, list(failed), list(extra))
     return out
@@ -270,7 +270,7 @@ def _render_markdown(found: Results, folder: Path, out: Path, title: str,
     results = found.heads
     headers, cells, marks = table(results)
     assets = out.with_name(out.stem + "_files")
-    assets.mkdir(exist_ok=True)
+    make_output_folder(assets)
     lines = [f"# {title}", "", f"{_summary(results, failed)} from `{folder}`. {ties_note(marks)}"]
     if results:
         lines += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -16,6 +16,34 @@ from pathlib import Path
 from typing import Callable
 
 
+# Every folder featx creates for its outputs holds this empty file, so a dataset walk skips it:
+# `cd DATA; featx extract .; featx lr-find ...` must never make heads/*.png a class "heads".
+OUTPUT_MARKER = ".featx-output"
+
+
+def make_output_folder(folder: str | os.PathLike) -> Path:
+    """Create `folder` and its missing parents, marking each one created here as featx's output
+    (OUTPUT_MARKER); a folder that already existed is the user's and is left unmarked."""
+    folder = Path(folder)
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for made in missing:
+        try:
+            (made / OUTPUT_MARKER).touch()
+        except OSError:  # a race with another writer, or a folder that takes no more files
+            pass
+    return folder
+
+
+def is_output_folder(folder: str | os.PathLike) -> bool:
+    """Was `folder` created by featx for its outputs (it holds OUTPUT_MARKER)?"""
+    return os.path.isfile(os.path.join(folder, OUTPUT_MARKER))
+
+
 def temp_path(path: Path) -> Path:
     """Where `atomic_write` stages `path` (same folder, so the rename is atomic)."""
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -43,7 +71,7 @@ def fsync_file(path: str | os.PathLike) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` to produce the file, then move it over `path` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_folder(path.parent)
     tmp = temp_path(path)
     try:
         write(tmp)

@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 
 from featx.errors import StoreError
+from featx.runtime.atomic import make_output_folder
 
 
 class StoreLock:
@@ -29,7 +30,7 @@ class StoreLock:
     def acquire(self) -> "StoreLock":
         """Take the lock, or raise StoreError naming the process that holds it."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_output_folder(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:  # a read-only folder, or a file where the folder should be
             raise StoreError(f"{self.path}: cannot create the store's lock file "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +141,8 @@ def _write_attrs(f: h5py.File, dataset: Dataset, spec: StoreSpec) -> None:
     attrs = {
         "format_version": FORMAT_VERSION, "featx_version": __version__, "cut": spec.cut or "",
         "feature_dim": spec.feature_dim, "num_aug_views": spec.num_aug_views, "dtype": spec.dtype,
-        "dataset_root": str(dataset.root), "dataset_name": dataset.name,
+        # absolute: a store read from another working folder must not find another dataset's files
+        "dataset_root": os.path.abspath(dataset.root), "dataset_name": dataset.name,
         "dataset_layout": dataset.layout, "dataset_fingerprint": dataset.fingerprint,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__, "h5py_version": h5py.__version__,
@@ -159,7 +161,7 @@ def _write_attrs(f: h5py.File, dataset: Dataset, spec: StoreSpec) -> None:
     f.attrs["num_failed"] = np.int64(0)
     f.attrs["store_version"] = np.int64(1)
     f.attrs["history"] = json.dumps([{"version": 1, "date": attrs["created"], "featx_version": __version__,
-                                      "dataset_root": str(dataset.root), "samples": len(dataset.samples)}])
+                                      "dataset_root": attrs["dataset_root"], "samples": len(dataset.samples)}])
 
 
 # --- comparing ---------------------------------------------------------------------------------

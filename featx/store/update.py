@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,8 +76,21 @@ class _Old:
     views: int
 
 
+def check_same_layout(path: Path, attrs: dict, dataset: Dataset) -> None:
+    """An update keeps the dataset's layout: class folders, split folders, a manifest or an
+    unlabelled folder read as another is a different dataset (a new folder read as a class, the
+    real images' rows deleted), never applied to a store silently."""
+    old = str(plain(attrs.get("dataset_layout", "")) or "")
+    if old and old != dataset.layout:
+        raise StoreError(f"{path}: the dataset at {dataset.root} is read as {dataset.layout} now, the "
+                         f"store holds {old}; featx does not turn one layout into another silently: "
+                         "restore the layout, or use --overwrite to re-extract (or --out for a new store)")
+
+
 def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
     """`dataset` with every sample's content hash, and the plan that turns the store into its store."""
+    with open_store_file(path) as f:
+        check_same_layout(path, dict(f.attrs), dataset)
     old = _read_old(path)
     dataset = _with_hashes(dataset, old)
     by_sha: dict[str, list[int]] = {}
@@ -195,7 +209,7 @@ def _history_entry(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> dict:
     keys = ("new", "changed", "removed", "kept", "relabelled", "moved", "resplit", "train_new")
     return {"version": int(attrs.get("store_version", 1)) + 1,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "featx_version": __version__, "dataset_root": str(dataset.root),
+            "featx_version": __version__, "dataset_root": os.path.abspath(dataset.root),
             "samples": len(dataset.samples), "computed": int(len(plan.compute)),
             **{k: int(plan.counts.get(k, 0)) for k in keys}}
 

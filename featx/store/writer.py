@@ -23,6 +23,7 @@ from featx.data import Dataset
 from featx.errors import StoreError
 from featx.store.check import check_layout
 from featx.store.reader import open_h5
+from featx.store.update import check_same_layout
 from featx.store.schema import (EXECUTION_KEYS, REASON_BYTES, WRITE_ERRORS, StoreSpec, create_store,
                                 differences, write_error)
 
@@ -58,6 +59,8 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
         changed = allow_update and (attrs.get("dataset_fingerprint") != dataset.fingerprint or moved)
         found = differences(attrs, spec, f, dataset, resuming=changed or not complete,
                             with_dataset=not allow_update)
+    if changed and not found:
+        check_same_layout(path, attrs, dataset)
     if found:
         extra = (" (new rows must be computed as the store's were, to update it)"
                  if changed and any(k in " ".join(found) for k in EXECUTION_KEYS) else "")

@@ -1,0 +1,79 @@
+"""Issue 32, nothing silent (round three): featx never reads its own outputs as data, never
+changes a store's dataset silently, and names what it cannot use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from featx.data import open_dataset
+from featx.errors import StoreError
+from featx.extraction import extract
+from featx.runtime.atomic import OUTPUT_MARKER, atomic_write
+from tests.conftest import make_class_tree, write_image
+
+TINY = dict(weights="none", batch_size=8, views=0, workers=0, engine="torch")
+
+
+def _png(path: Path) -> Path:
+    """A plot featx writes (lr-find, a report's figure), through the one writer every output uses."""
+    image = write_image(path.parent.parent / "plot-source.png", 99)
+    atomic_write(path, lambda tmp: shutil.copyfile(image, tmp))
+    image.unlink()
+    return path
+
+
+def test_a_dataset_never_reads_featx_outputs_written_inside_it(tmp_path, monkeypatch):
+    data = make_class_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=4)
+    monkeypatch.chdir(data)
+    extract(open_dataset("."), "tiny_cnn", Path("stores"), show_progress=False, **TINY)
+    _png(Path("heads") / "lin.lr-find.png")  # `featx lr-find stores/X.h5` (default --out heads)
+    assert (data / "stores" / OUTPUT_MARKER).is_file() and (data / "heads" / OUTPUT_MARKER).is_file()
+    again = open_dataset(".")
+    assert again.classes == ["a", "b", "c"] and len(again.samples) == 12
+    assert any("heads" in n and "featx's own outputs" in n for n in again.notes)
+    assert extract(again, "tiny_cnn", Path("stores"), show_progress=False, **TINY).status == "complete"
+
+
+def test_an_unlabelled_folder_stays_unlabelled_beside_its_store_and_report(tmp_path):
+    un = tmp_path / "un"
+    for i in range(10):
+        write_image(un / f"img_{i}.png", i)
+    extract(open_dataset(un), "tiny_cnn", un / "stores", show_progress=False, **TINY)
+    _png(un / "stores" / "report_files" / "curve.png")
+    again = open_dataset(un)
+    assert again.layout == "unlabeled-folder" and len(again.samples) == 10
+    assert extract(again, "tiny_cnn", un / "stores", show_progress=False, **TINY).status == "complete"
+
+
+def test_a_folder_the_user_made_is_never_marked(tmp_path):
+    (tmp_path / "mine").mkdir()
+    atomic_write(tmp_path / "mine" / "deep" / "x.txt", lambda tmp: tmp.write_text("x"))
+    assert not (tmp_path / "mine" / OUTPUT_MARKER).exists()
+    assert (tmp_path / "mine" / "deep" / OUTPUT_MARKER).is_file()
+
+
+def test_a_change_of_layout_is_refused_not_applied(tmp_path):
+    data = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=5)
+    extract(open_dataset(data), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    for image in list(data.rglob("*.png")):  # class folders -> one unlabelled folder
+        image.rename(data / image.name)
+    for folder in ("a", "b"):
+        (data / folder).rmdir()
+    with pytest.raises(StoreError, match="read as unlabeled-folder now, the store holds class-folders"):
+        extract(open_dataset(data), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert extract(open_dataset(data), "tiny_cnn", tmp_path / "s", show_progress=False, overwrite=True,
+                   **TINY).status == "created"
+
+
+def test_the_current_folder_names_the_store_by_its_real_name(tmp_path, monkeypatch):
+    data = make_class_tree(tmp_path / "cells", per_class=3)
+    monkeypatch.chdir(data)
+    dataset = open_dataset(".")
+    assert dataset.name == "cells"
+    store = extract(dataset, "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).store
+    assert Path(store).name.startswith("cells_tiny_cnn")
+    assert os.path.isabs(str(__import__("featx").store.read_attrs(Path(store))["dataset_root"]))
