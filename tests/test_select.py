@@ -1,0 +1,131 @@
+"""Issue 30: `featx select` on a store's unlabelled rows, near-copies left out, and the loop
+select -> label -> extract -> train-head walked twice with no forward on the relabel."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import featx
+from featx.errors import ConfigError, StoreError
+from featx.explore import SelectConfig, select
+from tests.conftest import write_image
+from tests.test_explore import clusters, make_store
+
+QUIET = dict(log=lambda line: None)
+
+
+def _pool_store(tmp_path: Path) -> tuple[Path, np.ndarray, dict]:
+    """Three clusters; a few labelled rows per cluster; unlabelled rows, among them a near-copy
+    of a labelled row and a pair of near-copies of each other (no images: cosine alone decides)."""
+    x, which = clusters([30, 30, 30], dim=16, spread=1.5, seed=7)
+    labels = np.full(len(x), -1)
+    labels[[0, 1, 30, 31, 60, 61]] = which[[0, 1, 30, 31, 60, 61]]
+    rng = np.random.default_rng(0)
+    copy_of_labelled = x[0] + rng.normal(size=16).astype(np.float32) * 0.01
+    twin_a = x[45] * 3.0 + 20.0  # far from everything, so every strategy wants it
+    twin_b = twin_a + rng.normal(size=16).astype(np.float32) * 0.01
+    x = np.concatenate([x, [copy_of_labelled, twin_a, twin_b]])
+    labels = np.concatenate([labels, [-1, -1, -1]])
+    splits = np.where(labels >= 0, "train", "unlabeled")
+    special = {"copy": len(x) - 3, "twin_a": len(x) - 2, "twin_b": len(x) - 1}
+    return make_store(tmp_path / "pool.h5", x, labels, splits), x, special
+
+
+@pytest.mark.parametrize("strategy", featx.explore.STRATEGIES)
+def test_no_pick_is_a_near_copy_of_a_label_or_of_another_pick(tmp_path, strategy):
+    store, x, special = _pool_store(tmp_path)
+    picks = select(store, budget=200, strategy=strategy, **QUIET)
+    names = {f"img/{i:05d}.png": i for i in range(len(x))}
+    rows = [names[p] for p in picks.paths]
+    pool = 84 + 3  # unlabelled rows
+    assert len(rows) == len(set(rows)) == pool - 2  # the budget is clipped to what is left
+    assert special["copy"] not in rows and special["twin_a"] in rows and special["twin_b"] not in rows
+    why = dict(picks.excluded)
+    assert why[f"img/{special['copy']:05d}.png"] == "near-copy of labelled img/00000.png"
+    assert why[f"img/{special['twin_b']:05d}.png"] == f"near-duplicate of img/{special['twin_a']:05d}.png"
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit[rows] @ unit[rows].T
+    assert (sims[~np.eye(len(rows), dtype=bool)] < 0.97).all()
+
+
+def test_the_csv_says_why_each_was_picked_and_copy_to_copies_the_files(tmp_path):
+    root = tmp_path / "data"
+    x, which = clusters([12, 12], dim=8, seed=8)
+    names = [f"img/{i:02d}.png" for i in range(len(x))]
+    for i, name in enumerate(names):
+        write_image(root / name, 500 + i)
+    labels = np.where(np.arange(len(x)) % 6 == 0, which, -1)
+    store = make_store(tmp_path / "s.h5", x, labels, np.where(labels >= 0, "train", "unlabeled"),
+                       classes=("a", "b"), root=root, names=names)
+    picks = select(store, budget=3, strategy="margin", **QUIET)
+    table = list(csv.DictReader(open(picks.to_csv(tmp_path / "picks.csv"))))
+    assert [r["path"] for r in table] == picks.paths and len(table) == 3
+    assert all(r["strategy"] == "margin" and "hesitates" in r["reason"] and r["predicted"] in "ab"
+               and r["label"] == "" for r in table)
+    margins = [float(r["score"]) for r in table]
+    assert margins == sorted(margins)  # the most doubtful first
+    copied = picks.copy_to(tmp_path / "to_label")
+    assert [p.read_bytes() for p in copied] == [(root / p).read_bytes() for p in picks.paths]
+
+
+def test_bad_requests_are_one_line_errors(tmp_path):
+    store, _, _ = _pool_store(tmp_path)
+    with pytest.raises(ConfigError, match="--budget 0"):
+        select(store, budget=0, **QUIET)
+    with pytest.raises(ConfigError, match="--strategy 'best'"):
+        SelectConfig(5, "best")
+    x, which = clusters([5, 5], seed=9)
+    labelled = make_store(tmp_path / "all.h5", x, which, ["train"] * 10)
+    with pytest.raises(StoreError, match="no unlabelled samples"):
+        select(labelled, budget=2, **QUIET)
+
+
+# --- the loop, twice --------------------------------------------------------------------------
+
+def _write_manifest(path: Path, labels: dict[str, str]) -> None:
+    rows = [f"{p},{y},{'test' if p.endswith(('0.png', '5.png')) else 'train'}" for p, y in sorted(labels.items())]
+    path.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+
+
+def test_select_label_extract_train_twice_with_no_forward_on_the_relabel(tmp_path, monkeypatch):
+    import featx.extraction.runner
+
+    root = tmp_path / "cells"
+    truth = {}
+    for i in range(24):
+        name = f"img/{i:02d}.png"
+        write_image(root / name, 900 + i, size=(32 + i % 5, 32))
+        truth[name] = "ab"[i % 2]
+    known = {p: (y if int(p[4:6]) < 8 else "") for p, y in truth.items()}  # 8 labelled, 16 not
+    manifest = root / "labels.csv"
+    _write_manifest(manifest, known)
+    tiny = dict(weights="none", batch_size=8, views=0, workers=0, engine="torch", show_progress=False)
+    store = featx.extract(featx.open_dataset(manifest), "tiny_cnn", tmp_path / "stores", **tiny).store
+    monkeypatch.setattr(featx.extraction.runner.Runner, "run", lambda *a, **k: pytest.fail("a backbone forward"))
+    for round_ in range(2):
+        picks = featx.select(store, budget=4, strategy="coreset", **QUIET)
+        assert len(picks) == 4 and not set(picks.paths) & {p for p, y in known.items() if y}
+        for path in picks.paths:  # the user labels the picks in the manifest
+            known[path] = truth[path]
+        _write_manifest(manifest, known)
+        run = featx.extract(featx.open_dataset(manifest), "tiny_cnn", tmp_path / "stores", **tiny)
+        assert run.status == "updated" and run.images == 0 and run.store == store
+        with featx.FeatureStore(store) as st:
+            labelled = {p for p, y in zip(st.paths, st.labels) if y >= 0}
+        assert labelled == {p for p, y in known.items() if y} and len(labelled) == 8 + 4 * (round_ + 1)
+        head = featx.train_head(store, "linear", featx.HeadConfig(epochs=2), out=tmp_path / "heads",
+                                show_progress=False)
+        assert head.meta["store_version"] == round_ + 2
+
+
+def test_the_cli_lists_the_librarys_strategies_default_and_map_methods():
+    from featx.cli import explore_cmds
+    from featx.explore import DEFAULT_STRATEGY, STRATEGIES
+    from featx.explore.coords import METHODS
+
+    assert (explore_cmds.STRATEGIES, explore_cmds.DEFAULT_STRATEGY, explore_cmds.METHODS) == \
+        (STRATEGIES, DEFAULT_STRATEGY, METHODS)
