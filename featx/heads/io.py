@@ -8,7 +8,8 @@
 The sidecar holds the classes, the backbone and its weights' sha256, the preprocessing, the
 store it was trained on, hyper-parameters, metrics and the training curve, and the sha256 of
 its own weights file: the pair is bound, so a kill between the two renames of a save can never
-pair new weights with old metadata unnoticed (docs/reliability.md, 17).
+pair new weights with old metadata unnoticed (docs/reliability.md, 17). It is read into a
+HeadMeta (featx.heads.meta), each key checked, and written by `save_head` only.
 
 Loading a head and scoring features imports numpy and safetensors only; images pull in the
 backbone stack on first use.
