@@ -77,3 +77,36 @@ def test_the_current_folder_names_the_store_by_its_real_name(tmp_path, monkeypat
     store = extract(dataset, "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).store
     assert Path(store).name.startswith("cells_tiny_cnn")
     assert os.path.isabs(str(__import__("featx").store.read_attrs(Path(store))["dataset_root"]))
+
+
+def _tiny_store(tmp_path: Path, per_class: int = 5) -> tuple[Path, Path]:
+    root = make_class_tree(tmp_path / "data", per_class=per_class)
+    return root, Path(extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).store)
+
+
+def test_a_tampered_store_path_never_opens_a_file_outside_the_dataset(tmp_path):
+    import h5py
+
+    from featx.audit.search import search, write_gallery
+
+    root, store = _tiny_store(tmp_path)
+    secret = write_image(root.parent / "SECRET.png", 4242)
+    with h5py.File(store, "r+") as f:
+        f["samples/path"][0] = "../SECRET.png"
+    result = search(store, [secret], k=10, device="cpu")
+    assert any(h.path == "../SECRET.png" for h in result.hits)
+    assert result.files.locate("../SECRET.png") == (None, "outside the dataset root")
+    page = write_gallery(result, tmp_path / "g.html").read_text()
+    assert page.count("<img") == 1 + 9 and "SECRET.png: outside the dataset root" in page
+
+
+def test_an_audit_never_takes_pixels_from_a_file_that_is_not_the_sample(tmp_path, monkeypatch):
+    from featx.audit import audit
+
+    root, store = _tiny_store(tmp_path)
+    replaced = root / "bees" / "bees_02.png"
+    write_image(replaced, 777)  # same name, other bytes (another dataset's file of that name)
+    notes = []
+    result = audit(store, tmp_path / "audit", log=notes.append)
+    assert result.summary["duplicates"]["pixels"] == "checked 9 of 10 images"
+    assert any("sha256 differs" in n for n in notes)

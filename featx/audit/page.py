@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 
 from featx.runtime.atomic import atomic_write_text
+from featx.store.files import SampleFiles
 
 THUMB = 112  # pixels, the longer side
 SEP = " | "  # as featx.audit.run writes leakage.csv
@@ -26,8 +27,11 @@ figcaption{font-size:0.8em;max-width:160px;word-break:break-all}.bad{color:#b00;
 img{border:1px solid #ddd}"""
 
 
-def thumbnail(path: Path) -> str:
-    """An <img> of the file as a small JPEG data URI, or the path in words when it cannot be read."""
+def thumbnail(path: Path, why: str = "") -> str:
+    """An <img> of the file as a small JPEG data URI, or the path in words when it cannot be read
+    (or `why` says it is not the sample's file)."""
+    if why:
+        return f"<span class='bad'>({html.escape(path.name)}: {html.escape(why)})</span>"
     try:
         from featx.data.images import load_image
 
@@ -40,16 +44,19 @@ def thumbnail(path: Path) -> str:
     return f"<img src='data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
 
 
-def figure(root: Path, rel: str, caption: str) -> str:
-    return f"<figure>{thumbnail(root / rel)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+def figure(files: SampleFiles, rel: str, caption: str) -> str:
+    """A sample's thumbnail (only its own file: featx.store.files) and caption."""
+    path, why = files.locate(rel)
+    return (f"<figure>{thumbnail(path or Path(rel), why)}<figcaption>{html.escape(caption)}"
+            "</figcaption></figure>")
 
 
-def gallery(title: str, root: Path, rows: list[tuple[str, list[tuple[str, str]]]]) -> str:
+def gallery(title: str, files: SampleFiles, rows: list[tuple[str, list[tuple[str, str]]]]) -> str:
     """A section: per row a heading and figures (relative path, caption)."""
     parts = [f"<h2>{html.escape(title)}</h2><table>"]
     for head, items in rows:
         parts.append(f"<tr><th>{html.escape(head)}</th><td>"
-                     + "".join(figure(root, rel, cap) for rel, cap in items) + "</td></tr>")
+                     + "".join(figure(files, rel, cap) for rel, cap in items) + "</td></tr>")
     return "".join(parts) + "</table>"
 
 
@@ -88,30 +95,31 @@ def summary_lines(summary: dict) -> list[str]:
     return lines
 
 
-def write_page(folder: Path, summary: dict, root: Path) -> Path:
-    """audit.html in `folder`, from the summary and the finding CSVs beside it."""
+def write_page(folder: Path, summary: dict, files: SampleFiles) -> Path:
+    """audit.html in `folder`, from the summary and the finding CSVs beside it; thumbnails of the
+    store's own files only (`files`)."""
     body = ["<p>" + "<br>".join(html.escape(line) for line in summary_lines(summary)) + "</p>"]
     leaks = _read(folder / "leakage.csv")
     if leaks:
-        body.append(gallery("Val/test samples with a duplicate in train", root, [
+        body.append(gallery("Val/test samples with a duplicate in train", files, [
             (f"{r['split']} {r['label']} (cos {r['best_cosine']}){' CONFLICTING LABEL' if r['conflicting'] == 'True' else ''}",
              [(r["path"], f"{r['split']}: {r['label']}")]
              + [(p, f"train: {lab}") for p, lab in zip(r["train_paths"].split(SEP)[:4], r["train_labels"].split(SEP))])
             for r in leaks[:SHOWN]]))
     pairs = [r for r in _read(folder / "duplicates.csv")][:SHOWN]
     if pairs:
-        body.append(gallery("Duplicate pairs (exact first, then by cosine)", root, [
+        body.append(gallery("Duplicate pairs (exact first, then by cosine)", files, [
             (f"{'exact' if r['exact'] == 'True' else 'near'}: cos {r['cosine']}, {r['hash_bits']} bits",
              [(r["path_a"], f"{r['split_a']} {r['label_a']}"), (r["path_b"], f"{r['split_b']} {r['label_b']}")])
             for r in pairs]))
     suspects = _read(folder / "label_issues.csv")[:SHOWN]
     if suspects:
-        body.append(gallery("Label suspects (most suspect first)", root, [
+        body.append(gallery("Label suspects (most suspect first)", files, [
             (f"#{r['rank']} {r['split']}: given {r['given']} (p {r['p_given']}), predicted {r['predicted']} "
              f"(p {r['p_predicted']})", [(r["path"], r["path"])]) for r in suspects]))
     outliers = _read(folder / "outliers.csv")[:SHOWN]
     if outliers:
-        body.append(gallery("Outliers (farthest first)", root, [
+        body.append(gallery("Outliers (farthest first)", files, [
             (f"#{r['rank']} distance {r['distance']}{' flagged' if r['flagged'] == 'True' else ''}",
              [(r["path"], f"{r['split']} {r['label']}")]) for r in outliers]))
     return atomic_write_text(folder / "audit.html", page(f"featx audit: {Path(summary['store']).name}", body))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.runtime.hashing import file_sha256
+from featx.store.files import inside_root
 
 HASH_BYTES = 8  # 64 bits
 
@@ -46,16 +47,24 @@ def phash(img) -> np.ndarray:
 def hash_pixels(root: Path, paths: list[str], known_sha256: list[str] | None = None,
                pixels: bool = True, advance=None, threads: int = 2) -> PixelHashes:
     """Hash the files of `paths` (relative to `root`). A file that is missing or does not decode
-    keeps no hash and is listed in `missing`; `known_sha256` (from the store) saves reading bytes."""
+    keeps no hash and is listed in `missing`; so is one outside `root`, or whose bytes are not
+    the `known_sha256` the store recorded (another dataset's same-named file: its pixels are not
+    the sample's), which keeps its recorded hash for the exact-duplicate check."""
     from featx.data.images import load_image
 
     def one(i: int):
-        path = Path(root) / paths[i]
+        path = inside_root(root, paths[i])
         sha = known_sha256[i] if known_sha256 else None
+        if path is None or (Path(paths[i]).is_absolute() and not sha):
+            return sha, None, "outside the dataset root"
+        if sha and not pixels:  # the store's hash is all the exact-duplicate check needs
+            return sha, None, None
         try:
-            sha = sha or file_sha256(path)
+            actual = file_sha256(path)
+            if sha and actual != sha:
+                return sha, None, "its bytes are not the store's (sha256 differs: another or a changed file)"
             code = phash(load_image(path)) if pixels else None
-            return sha, code, None
+            return actual, code, None
         except Exception as exc:  # any decode failure (featx.data.images raises several kinds)
             reason = "missing" if not path.exists() else (str(exc).splitlines() or [type(exc).__name__])[0]
             return sha, None, reason

@@ -160,7 +160,7 @@ def audit(store: str | Path, out: str | Path, config: AuditConfig = AuditConfig(
         atomic_write_text(files["summary"], json.dumps(summary, indent=2, default=_plain) + "\n")
         from featx.audit.page import write_page
 
-        files["page"] = write_page(out, summary, Path(st.attrs["dataset_root"]))
+        files["page"] = write_page(out, summary, st.sample_files(rows))
     return AuditResult(out, summary, files)
 
 

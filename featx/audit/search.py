@@ -21,7 +21,7 @@ from featx.runtime.atomic import atomic_write_text
 from featx.errors import FeatxError
 from featx.search.neighbours import nearest_streamed
 from featx.runtime.progress import progress_bar
-from featx.store import FeatureStore
+from featx.store import FeatureStore, SampleFiles
 
 
 @dataclass
@@ -39,6 +39,7 @@ class SearchResult:
     hits: list[Hit]
     failed: list[tuple[str, str]] = field(default_factory=list)  # queries that did not decode
     dataset_root: Path = Path(".")
+    files: SampleFiles | None = None  # the hits' files, each checked before it is shown
 
 
 def store_meta(attrs: dict) -> dict:
@@ -74,7 +75,8 @@ def search(store: str | Path, images: Sequence[str | os.PathLike], k: int = 5, d
                     st.splits[rows[i]], float(s))
                 for q, ids, sims in zip(embedded.paths, found.ids, found.sims)
                 for r, (i, s) in enumerate(zip(ids, sims)) if i >= 0]
-    return SearchResult(hits, embedded.failed, Path(attrs["dataset_root"]))
+        files = st.sample_files(rows[sorted({int(i) for ids in found.ids for i in ids if i >= 0})])
+    return SearchResult(hits, embedded.failed, Path(attrs["dataset_root"]), files)
 
 
 def write_gallery(result: SearchResult, out: str | Path) -> Path:
@@ -82,8 +84,9 @@ def write_gallery(result: SearchResult, out: str | Path) -> Path:
     from featx.audit.page import figure, page, thumbnail
 
     rows = []
+    files = result.files or SampleFiles(result.dataset_root, {})
     for query in dict.fromkeys(h.query for h in result.hits):
-        cells = "".join(figure(result.dataset_root, h.path, f"#{h.rank} {h.similarity:.3f} {h.split} {h.label}")
+        cells = "".join(figure(files, h.path, f"#{h.rank} {h.similarity:.3f} {h.split} {h.label}")
                         for h in result.hits if h.query == query)
         rows.append(f"<tr><th>{thumbnail(Path(query))}<br>{html.escape(Path(query).name)}</th><td>{cells}</td></tr>")
     body = ["<table>" + "".join(rows) + "</table>"]

@@ -13,6 +13,7 @@ Only this package touches h5py: everything else reads and writes stores through 
 """
 
 from featx.store.check import check_layout
+from featx.store.files import SampleFiles, inside_root
 from featx.store.lock import StoreLock
 from featx.store.merge import MODES as MERGE_MODES
 from featx.store.merge import merge_shards, shard_path
@@ -30,5 +31,5 @@ __all__ = [
     "assemble_update", "check_layout", "head_staleness", "history", "plan_update", "store_state",
     "check_room", "check_writable", "count_failed", "create_store", "differences", "is_complete",
     "merge_shards", "open_h5", "open_store_file", "planned_bytes", "prepare_store", "read_attrs",
-    "read_done", "shard_path",
+    "read_done", "shard_path", "SampleFiles", "inside_root",
 ]

@@ -233,6 +233,16 @@ class FeatureStore:
             return None
         return [h.decode("ascii", "replace") for h in self.f["samples/sha256"][:]]
 
+    def sample_files(self, rows: np.ndarray | None = None) -> "SampleFiles":
+        """Where the files of sample `rows` (None: all) are, each checked before use (SampleFiles)."""
+        rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+        shas = self.content_hashes()
+        paths = self.paths_of(rows)
+        known = [shas[r] for r in rows] if shas is not None else [""] * len(paths)
+        from featx.store.files import SampleFiles
+
+        return SampleFiles(str(plain(self.f.attrs.get("dataset_root", ""))), dict(zip(paths, known)))
+
     def read_aug(self, view: int | None = None, ranks: np.ndarray | None = None,
                  dtype=np.float32) -> np.ndarray:
         """Augmented features by rank in features/aug (= training samples in sample order).
