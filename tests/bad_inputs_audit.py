@@ -24,7 +24,16 @@ def garbage(name: str, blob: bytes):
     return setup
 
 
+def export_folder_with(name: str, folder: bool):
+    """{tmp}/D holding `name` as a file or a folder (where an export puts the other kind)."""
+    def setup(tmp: Path, world: World) -> None:
+        (tmp / "D").mkdir()
+        (tmp / "D" / name).mkdir() if folder else (tmp / "D" / name).write_text("x")
+    return setup
+
+
 AUDIT = ["audit", "--out", "{out}"]
+EXPORT_D = ["export", "{store}", "--out", "{tmp}/D"]
 
 CASES = [
     Case("audit-no-store", AUDIT + ["{tmp}/none.h5"], r"none\.h5: no such store"),
@@ -50,4 +59,11 @@ CASES = [
          code=2),
     Case("export-shard-rows-zero", ["export", "{store}", "--out", "{out}", "--shard-rows", "0"], r"--shard-rows",
          code=2),
+    # An export replaces its folder as a whole (issue 32): what is in the way is named before any write.
+    Case("export-embeddings-is-a-file", EXPORT_D, r"--out .*D: not a featx export folder \(embeddings is a file\)",
+         code=2, setup=export_folder_with("embeddings", folder=False)),
+    Case("export-index-is-a-folder", EXPORT_D, r"--out .*D: not a featx export folder \(index\.faiss is a folder\)",
+         code=2, setup=export_folder_with("index.faiss", folder=True)),
+    Case("export-into-a-folder-of-other-files", EXPORT_D, r"--out .*D: not a featx export folder \(it holds notes\.txt\)",
+         code=2, setup=export_folder_with("notes.txt", folder=False)),
 ]

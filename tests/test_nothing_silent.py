@@ -110,3 +110,18 @@ def test_an_audit_never_takes_pixels_from_a_file_that_is_not_the_sample(tmp_path
     result = audit(store, tmp_path / "audit", log=notes.append)
     assert result.summary["duplicates"]["pixels"] == "checked 9 of 10 images"
     assert any("sha256 differs" in n for n in notes)
+
+
+def test_a_re_export_replaces_the_previous_export_as_a_whole(blob_store, tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from featx.store.export import export
+
+    out = tmp_path / "D"
+    assert export(blob_store, out, shard_rows=7).shards > 3 and (out / "index.faiss").is_file()
+    result = export(blob_store, out, index="none")
+    assert result.shards == 1 and sorted(p.name for p in (out / "embeddings").iterdir()) == ["0000.npy"]
+    assert not (out / "index.faiss").exists()
+    assert len(pq.read_table(out / "metadata")) == result.rows == len(np.load(out / "embeddings" / "0000.npy"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["D", "blobs.h5"]  # nothing staged is left

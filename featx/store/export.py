@@ -10,7 +10,11 @@ The layout is the one embedding-reader and autofaiss read (clip-retrieval writes
                                 id of a vector is its position across the shards in order
     DIR/export.json             store, backbone, dims, shards, index kind
 
-Only written, non-failed rows are exported. Read back without featx:
+Only written, non-failed rows are exported. An export replaces the previous one as a whole: it is
+written into DIR.tmp-PID beside DIR, then swapped in (DIR.old-PID removed), so a re-export with
+fewer shards or no index never leaves an old shard or index.faiss beside the new export.json. A
+DIR that holds anything but a featx export is refused (an export never deletes other files);
+what a killed export leaves beside DIR is swept by the next one. Read back without featx:
 
     x = np.concatenate([np.load(p) for p in sorted(glob("DIR/embeddings/*.npy"))])
     meta = pyarrow.parquet.read_table("DIR/metadata").to_pandas()
@@ -23,19 +27,24 @@ IVF index of 8-bit scalar-quantised vectors (4 sqrt(N) lists, approximate; set i
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from featx.runtime.atomic import atomic_write, atomic_write_text
-from featx.errors import ConfigError
+from featx.runtime.atomic import (OUTPUT_MARKER, atomic_write, atomic_write_text, fsync_dir,
+                                  make_output_folder, process_alive)
+from featx.errors import ConfigError, StoreError
 from featx.search.neighbours import EXACT_MAX_ROWS, TRAIN_ROWS, unit
 from featx.runtime.progress import progress_bar
 from featx.store import FeatureStore
 
 INDEXES = ("auto", "flat", "ivf", "none")
 SHARD_ROWS = 100_000  # rows per .npy shard (256 MB of float16 at D = 1280)
+# What an export folder holds; anything else in DIR is the user's, and refused.
+LAYOUT = ("embeddings", "metadata", "index.faiss", "export.json", OUTPUT_MARKER)
 
 
 @dataclass
@@ -52,37 +61,92 @@ def export(store: str | Path, out: str | Path, shard_rows: int = SHARD_ROWS, ind
         raise ConfigError(f"--index {index!r}: use one of {', '.join(INDEXES)}")
     if shard_rows < 1:
         raise ConfigError(f"--shard-rows {shard_rows}: must be at least 1")
-    out = Path(out)
+    final = Path(out)
+    _check_target(final)
     with FeatureStore(store) as st:
         st.require_complete()
-        rows = st.rows()
-        if index == "auto":
-            index = "flat" if len(rows) <= EXACT_MAX_ROWS else "ivf"
-        faiss_index = _empty_index(st, rows, index)
-        dtype = np.dtype(st.attrs["dtype"])  # the store's own: the shards equal it bit for bit
-        shards = 0
-        with progress_bar(len(rows), "export", unit="row") as advance:
-            for shards, start in enumerate(range(0, len(rows), shard_rows), 1):
-                part = rows[start:start + shard_rows]
-                x = st.read_span(int(part[0]), int(part[-1]) + 1, dtype=dtype)[part - part[0]]
-                name = f"{shards - 1:04d}"
-                atomic_write(out / "embeddings" / f"{name}.npy", lambda tmp: _save_npy(tmp, x))
-                atomic_write(out / "metadata" / f"{name}.parquet", lambda tmp: _save_parquet(tmp, st, part))
-                if faiss_index is not None:
-                    faiss_index.add(unit(x))
-                advance(len(part))
-        kind = ""
-        if faiss_index is not None:
-            import faiss
+        _sweep(final)
+        out = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+        try:
+            result = _write(st, store, out, shard_rows, index)
+            _swap(out, final)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    return ExportResult(final, result.rows, result.shards, result.index)
 
-            atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(faiss_index, str(tmp)))
-            kind = index if index == "flat" else f"ivf (IVF{faiss_index.nlist},SQ8, approximate)"
-        info = {"store": str(Path(store).resolve()), "backbone": st.attrs["backbone"], "rows": int(len(rows)),
-                "dim": st.feature_dim, "final_dim": st.final_dim, "pool": st.pool,
-                "tta": st.attrs.get("tta") or None, "store_version": int(st.attrs.get("store_version", 1)),
-                "dtype": str(dtype), "shards": shards,
-                "index": kind or None, "metric": "inner product of L2-normalised rows (cosine)",
-                "classes": st.classes}
+
+def _check_target(out: Path) -> None:
+    """DIR is absent, empty, or a featx export (replaced as a whole): never other files."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if not out.is_dir():
+        return
+    other = sorted(p.name for p in out.iterdir() if p.name not in LAYOUT)
+    wrong = [f"{name} is {'a file' if (out / name).is_file() else 'a folder'}"
+             for name, folder in (("embeddings", True), ("metadata", True), ("index.faiss", False),
+                                  ("export.json", False))
+             if (out / name).exists() and (out / name).is_dir() != folder]
+    if other or wrong:
+        what = "; ".join(wrong + ([f"it holds {', '.join(other[:3])}{' ...' if len(other) > 3 else ''}"]
+                                  if other else []))
+        raise ConfigError(f"--out {out}: not a featx export folder ({what}); an export replaces its "
+                          "folder as a whole, so give an empty or new folder")
+
+
+def _sweep(out: Path) -> None:
+    """DIR.tmp-PID / DIR.old-PID folders that a killed export left (their process is gone)."""
+    for leftover in out.parent.glob(f"{out.name}.*-*"):
+        kind, _, pid = leftover.name[len(out.name) + 1:].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _swap(staged: Path, out: Path) -> None:
+    """Put the staged export at `out`; the previous export (or an empty folder) goes."""
+    old = out.with_name(f"{out.name}.old-{os.getpid()}")
+    try:
+        if out.is_dir():
+            os.rename(out, old)
+        os.rename(staged, out)
+        fsync_dir(out.parent)
+    except OSError as exc:
+        raise StoreError(f"--out {out}: cannot put the export in place ({exc.strerror or exc})") from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(st: FeatureStore, store: str | Path, out: Path, shard_rows: int, index: str) -> ExportResult:
+    """The export, written into the staging folder `out`."""
+    make_output_folder(out)  # marked (never read as data); its subfolders need no marker of their own
+    for sub in ("embeddings", "metadata"):
+        (out / sub).mkdir()
+    rows = st.rows()
+    if index == "auto":
+        index = "flat" if len(rows) <= EXACT_MAX_ROWS else "ivf"
+    faiss_index = _empty_index(st, rows, index)
+    dtype = np.dtype(st.attrs["dtype"])  # the store's own: the shards equal it bit for bit
+    shards = 0
+    with progress_bar(len(rows), "export", unit="row") as advance:
+        for shards, start in enumerate(range(0, len(rows), shard_rows), 1):
+            part = rows[start:start + shard_rows]
+            x = st.read_span(int(part[0]), int(part[-1]) + 1, dtype=dtype)[part - part[0]]
+            name = f"{shards - 1:04d}"
+            atomic_write(out / "embeddings" / f"{name}.npy", lambda tmp: _save_npy(tmp, x))
+            atomic_write(out / "metadata" / f"{name}.parquet", lambda tmp: _save_parquet(tmp, st, part))
+            if faiss_index is not None:
+                faiss_index.add(unit(x))
+            advance(len(part))
+    kind = ""
+    if faiss_index is not None:
+        import faiss
+
+        atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(faiss_index, str(tmp)))
+        kind = index if index == "flat" else f"ivf (IVF{faiss_index.nlist},SQ8, approximate)"
+    info = {"store": str(Path(store).resolve()), "backbone": st.attrs["backbone"], "rows": int(len(rows)),
+            "dim": st.feature_dim, "final_dim": st.final_dim, "pool": st.pool,
+            "tta": st.attrs.get("tta") or None, "store_version": int(st.attrs.get("store_version", 1)),
+            "dtype": str(dtype), "shards": shards,
+            "index": kind or None, "metric": "inner product of L2-normalised rows (cosine)",
+            "classes": st.classes}
     atomic_write_text(out / "export.json", json.dumps(info, indent=2) + "\n")
     return ExportResult(out, int(len(rows)), shards, kind)
 
