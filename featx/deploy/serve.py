@@ -11,7 +11,8 @@ truncated, a decompression bomb, too large, a wrong content type) gets a 4xx JSO
 (the requests in flight are answered first).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request,
+# imported inside create_app) as objects.
 
 import asyncio
 import logging
@@ -170,8 +171,14 @@ async def _form_images(request, body: bytes, max_images: int) -> tuple[list[str]
 
 def serve(model: ModelFile, config: ServeConfig = ServeConfig()) -> None:
     """Run the service until SIGTERM or Ctrl-C."""
+    import signal
+    import sys
+
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
+    # it found: this one makes that a normal exit (status 0), not a death by signal (-15).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(model, config), host=config.host, port=config.port, log_level="info",
                 timeout_graceful_shutdown=10)
