@@ -33,6 +33,32 @@ def tar_with(names: tuple[str, ...]):
     return setup
 
 
+def tar_members(members: tuple[tuple[str, bytes | None], ...], keep: str = "all"):
+    """{tmp}/s/shard-0.tar of `members` (None: a tiny PNG); keep "all", or cut it where a copy
+    stops: "boundary" (right after the next-to-last member) or "header" (100 bytes into the
+    last member's header)."""
+    def setup(tmp: Path, world: World) -> None:
+        (tmp / "s").mkdir()
+        png = next(world.data.rglob("*.png")).read_bytes()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in members:
+                data = png if data is None else data
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        blob = buffer.getvalue()
+        if keep != "all":
+            last = tarfile.open(fileobj=io.BytesIO(blob)).getmembers()[-1].offset
+            blob = blob[:last] if keep == "boundary" else blob[:last + 100]
+        (tmp / "s" / "shard-0.tar").write_bytes(blob)
+    return setup
+
+
+THREE = (("k0.png", None), ("k0.cls", b"a"), ("k1.png", None), ("k1.cls", b"b"), ("k2.png", None),
+         ("k2.cls", b"a"))
+
+
 def saved_without_images(tmp: Path, world: World) -> None:
     import datasets
 
@@ -85,4 +111,17 @@ CASES = [
     Case("parquet-cell-missing-file", SCAN + ["{tmp}/arc/p.parquet"],
          r"p\.parquet: row 0: image path 'gone\.png' has no bytes and no such file",
          setup=parquet_pointing_at("gone.png")),
+    # A shard that ends early, and a key whose label member comes later, are never silent (issue 32).
+    Case("wds-cut-at-member-boundary", SCAN + ["{tmp}/s"], r"shard-0\.tar: the shard ends early",
+         setup=tar_members(THREE, keep="boundary")),
+    Case("wds-cut-inside-a-header", SCAN + ["{tmp}/s"], r"shard-0\.tar: the shard ends early",
+         setup=tar_members(THREE, keep="header")),
+    Case("wds-label-member-later", SCAN + ["{tmp}/s"],
+         r"sample key 'k0' appears twice \(member 'k0\.cls' comes after other samples",
+         setup=tar_members((("k0.png", None), ("k1.png", None), ("k1.cls", b"b"), ("k0.cls", b"a")))),
+    Case("wds-key-too-long", SCAN + ["{tmp}/s"], r"sample key 'kkkk.*'\.\.\. is too long for a file name",
+         setup=tar_members((("k" * 300 + ".png", None),))),
+    Case("wds-upper-case-shard-cut", SCAN + ["{tmp}/s"], r"S-000\.TAR: the shard ends early",
+         setup=lambda tmp, world: (tar_members(THREE, keep="boundary")(tmp, world),
+                                   (tmp / "s" / "shard-0.tar").rename(tmp / "s" / "S-000.TAR"))),
 ]

@@ -39,6 +39,7 @@ from featx.errors import DataError
 from featx.data.images import IMAGE_EXTENSIONS
 
 FORMAT_VERSION = 1
+NAME_MAX = 250  # bytes of one path part of a key: 255 on common file systems, less the extension
 _MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
           (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 
@@ -87,8 +88,13 @@ def source_files(path: Path, pattern: str) -> list[Path]:
     files, sorted."""
     if path.is_file():
         return [path]
+    suffix = pattern.lstrip("*").lower()  # S-000.TAR is a shard too, as archive_kind says
     for folder in (path, path / "data"):
-        found = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+        try:
+            found = sorted(p for p in folder.iterdir() if p.name.lower().endswith(suffix)
+                           and p.is_file() and not p.name.startswith("."))
+        except OSError:
+            continue
         if found:
             return found
     return []
@@ -188,6 +194,10 @@ def _safe_key(key: str, source: str) -> str:
             or any(p.startswith(".") for p in parts)):
         raise DataError(f"{source}: sample key {key!r} cannot name a file (empty, absolute, hidden "
                         "or with '..')")
+    if any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        raise DataError(f"{source}: sample key {str(key)[:40]!r}... is too long for a file name "
+                        f"({len(str(key))} characters; a name holds at most {NAME_MAX} bytes with its "
+                        "extension): shorten the keys")
     return "/".join(parts)
 
 
