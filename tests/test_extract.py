@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from featx.backbones import create_backbone
+from featx.backbones.cuts import trunk_for
 from featx.data import DatasetOptions, open_dataset
 from featx.errors import DataError
 from featx.extraction import ExtractConfig, extract, plan_batches
@@ -22,6 +22,7 @@ from featx.data.images import image_to_tensor, load_image
 from featx.store import FeatureStore
 from featx.data.transforms import load_recipe, make_views, normalize
 from tests.conftest import make_class_tree
+from tests.kill_point import kill_env
 from tests.test_store import read_only  # noqa: F401 (fixture)
 
 SMALL = dict(weights="none", input_size=32, batch_size=5, views=2, aug="mild", workers=0)
@@ -56,10 +57,10 @@ def test_plan_batches_covers_every_image_once():
 
 
 def test_features_are_the_backbone_applied_to_each_view(tmp_path, dataset):
-    r = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    r = extract(dataset, "tiny_features", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     assert r.status == "created" and r.failed == 0
     assert r.images == len(dataset.samples) + 2 * sum(s.split == "train" for s in dataset.samples)
-    backbone = create_backbone("resnet18", "none", 0, 32)
+    backbone = create_backbone("tiny_features", "none", 0, 32)
     recipe = load_recipe("mild")
     with FeatureStore(r.store) as st:
         assert st.complete and st.attrs["dtype"] == "float16"
@@ -70,7 +71,7 @@ def test_features_are_the_backbone_applied_to_each_view(tmp_path, dataset):
         with torch.inference_mode():
             expected = backbone.model(normalize(torch.stack(views), backbone.preprocess)).numpy()
         final = st.final_dim  # the backbone's own features; pooled block columns follow (test_pool)
-        assert final == 512 and st.pool == "layer4"
+        assert final == 16 and st.pool == trunk_for(backbone.model).default_pool
         clean = st.read_clean([train_row])[0]
         np.testing.assert_allclose(clean[:final], expected[0], rtol=4e-3, atol=1e-3)
         aug_row = int(np.flatnonzero(st.aug_rows == train_row)[0])
@@ -81,16 +82,16 @@ def test_features_are_the_backbone_applied_to_each_view(tmp_path, dataset):
 
 
 def test_same_command_same_numbers_whatever_the_workers(tmp_path, dataset):
-    a = extract(dataset, "resnet18", tmp_path / "a", ExtractConfig(**SMALL), show_progress=False)
-    b = extract(dataset, "resnet18", tmp_path / "b",
+    a = extract(dataset, "tiny_cnn", tmp_path / "a", ExtractConfig(**SMALL), show_progress=False)
+    b = extract(dataset, "tiny_cnn", tmp_path / "b",
                 ExtractConfig(**{**SMALL, "workers": 2}), show_progress=False)
     _assert_same(_arrays(Path(a.store)), _arrays(Path(b.store)))
 
 
 def test_complete_store_is_a_no_op(tmp_path, dataset):
-    first = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    first = extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     before = os.stat(first.store).st_mtime_ns
-    again = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    again = extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     assert again.status == "complete" and again.images == 0
     assert os.stat(first.store).st_mtime_ns == before
 
@@ -99,7 +100,7 @@ def test_bad_images_are_skipped_and_recorded(tmp_path, class_tree):
     (class_tree / "ants" / "ants_03.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (class_tree / "bees" / "empty.png").write_bytes(b"")
     ds = open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
-    r = extract(ds, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    r = extract(ds, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     assert r.failed == 2
     with FeatureStore(r.store) as st:
         assert st.complete
@@ -111,74 +112,100 @@ def test_bad_images_are_skipped_and_recorded(tmp_path, class_tree):
 
 
 def _command(data: Path, out: Path, engine: str = "auto") -> list[str]:
-    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18",
+    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "tiny_cnn",
             "--engine", engine,
-            "--weights", "none", "--input-size", "160", "--batch-size", "2", "--views", "1",
+            "--weights", "none", "--input-size", "48", "--batch-size", "2", "--views", "1",
             "--aug", "flowers", "--workers", "0", "--out", str(out), "--val-frac", "0",
             "--test-frac", "0.5"]
 
 
-def _run_and_kill(command: list[str], out: Path, env: dict, kill_at: int) -> Path:
-    """Start `command`, SIGKILL it once `kill_at` or more clean rows are done; the store path."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    store, deadline = None, time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        found = list(out.glob("*.h5"))
-        if found:
-            store = found[0]
-            with h5py.File(store, "r", locking=False) as f:
-                done = int(f["done/clean"][:].sum())
-            if done >= kill_at:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-        time.sleep(0.01)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    return store
+def _run_killed(command: list[str], env: dict, batch: int, stage: str) -> None:
+    """Run `command` to its SIGKILL at `stage` of its `batch`-th batch (tests/kill_point.py)."""
+    proc = subprocess.run(command, env=kill_env(batch, stage, env), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed: {proc.stderr[-2000:]}"
+
+
+@pytest.fixture
+def one_thread():
+    """In-process runs with the one thread the subprocesses get (OMP_NUM_THREADS=1), so that
+    their numbers compare bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
-def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine):
-    data = make_class_tree(tmp_path / "data", per_class=30, seed=3)
+def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine, one_thread):
+    data = make_class_tree(tmp_path / "data", per_class=8, seed=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = _command(data, tmp_path / "killed", engine)
-    store = _run_and_kill(command, tmp_path / "killed", env, kill_at=4)
+    _run_killed(command, env, batch=3, stage="rows")  # batch 3's rows on disk, not marked done
+    (store,) = (tmp_path / "killed").glob("*.h5")
     with FeatureStore(store) as st:
         assert not st.complete
-    _run_and_kill(command, tmp_path / "killed", env, kill_at=16)  # a resumed run, killed again
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed" in resumed.stdout
-    clean = subprocess.run(_command(data, tmp_path / "clean", engine), env=env, capture_output=True,
-                           text=True, timeout=300)
-    assert clean.returncode == 0, clean.stderr
-    _assert_same(_arrays(store), _arrays(next((tmp_path / "clean").glob("*.h5"))))
+    first = read_done_count(store)
+    assert 0 < first < 16
+    with h5py.File(store, "r") as f:  # killed between the two flushes of a batch's commit
+        written = np.abs(f["features/clean"][:].astype(np.float32)).sum(1) > 0
+        assert (written & (f["done/clean"][:] == 0)).any()
+    _run_killed(command, env, batch=2, stage="before")  # a resumed run, killed again
+    assert first < read_done_count(store) < 16
+    # The same settings as _command, in this process: the subprocesses' cost is their imports.
+    ds = open_dataset(data, DatasetOptions(val_frac=0.0, test_frac=0.5))
+    cfg = ExtractConfig(engine=engine, weights="none", input_size=48, batch_size=2, views=1,
+                        aug="flowers", workers=0)
+    resumed = extract(ds, "tiny_cnn", tmp_path / "killed", cfg, show_progress=False)
+    assert resumed.status == "resumed" and Path(resumed.store) == store
+    clean = extract(ds, "tiny_cnn", tmp_path / "clean", cfg, show_progress=False)
+    assert clean.status == "created"
+    _assert_same(_arrays(store), _arrays(Path(clean.store)))
     with FeatureStore(store) as st:
         assert st.attrs["engine"] == engine
 
 
 def test_dead_worker_is_one_clear_error_and_the_run_resumes(tmp_path, dataset, monkeypatch):
+    import multiprocessing
+
     import featx.extraction
     from featx.errors import FeatxError
+    from featx.store import StoreWriter
 
     cfg = ExtractConfig(**{**SMALL, "workers": 2})
     original = featx.extraction.BatchDecoder.__getitem__
+    write_batch = StoreWriter.write_batch
+    fork = multiprocessing.get_context("fork")  # the DataLoader forks its workers: they share these
+    committed, changed = fork.Value("i", 0), fork.Condition()
+
+    def commits(self, *args, **kwargs):
+        write_batch(self, *args, **kwargs)
+        with changed:
+            committed.value += 1
+            changed.notify_all()
 
     def dies_on_batch_3(self, i):
         if self.batches[i].start >= 6:
-            time.sleep(1.0)  # let the first batches reach the store
+            # Once the batches before the first dying one are in the store: every batch a worker
+            # made before was received (one that dies with a batch in the queue is another
+            # failure), and the resume has work left.
+            first = next(j for j, b in enumerate(self.batches) if b.start >= 6)
+            with changed:
+                changed.wait_for(lambda: committed.value >= first, timeout=120)
             os._exit(3)  # a worker killed by the OOM killer looks like this
         return original(self, i)
 
+    monkeypatch.setattr(StoreWriter, "write_batch", commits)
     monkeypatch.setattr(featx.extraction.BatchDecoder, "__getitem__", dies_on_batch_3)
     with pytest.raises(FeatxError, match="data loading worker failed.*re-run the same command"):
-        extract(dataset, "resnet18", tmp_path / "a", cfg, show_progress=False)
+        extract(dataset, "tiny_cnn", tmp_path / "a", cfg, show_progress=False)
     monkeypatch.setattr(featx.extraction.BatchDecoder, "__getitem__", original)
+    monkeypatch.setattr(StoreWriter, "write_batch", write_batch)
     (store,) = (tmp_path / "a").glob("*.h5")
     assert read_done_count(store) > 0
-    resumed = extract(dataset, "resnet18", tmp_path / "a", cfg, show_progress=False)
-    clean = extract(dataset, "resnet18", tmp_path / "b", cfg, show_progress=False)
+    resumed = extract(dataset, "tiny_cnn", tmp_path / "a", cfg, show_progress=False)
+    clean = extract(dataset, "tiny_cnn", tmp_path / "b", cfg, show_progress=False)
     assert resumed.status == "resumed"
     _assert_same(_arrays(Path(resumed.store)), _arrays(Path(clean.store)))
 
@@ -191,12 +218,12 @@ def read_done_count(store: Path) -> int:
 def test_truncated_store_is_a_clear_error(tmp_path, dataset):
     from featx.errors import StoreError
 
-    r = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    r = extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     data = Path(r.store).read_bytes()
     Path(r.store).write_bytes(data[: len(data) // 2])
     with pytest.raises(StoreError, match="unreadable or corrupt store.*--overwrite"):
-        extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
-    again = extract(dataset, "resnet18", tmp_path, ExtractConfig(**{**SMALL, "overwrite": True}),
+        extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    again = extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**{**SMALL, "overwrite": True}),
                     show_progress=False)
     assert again.status == "created"
 
@@ -204,11 +231,11 @@ def test_truncated_store_is_a_clear_error(tmp_path, dataset):
 def test_other_settings_against_an_existing_store_are_refused(tmp_path, dataset):
     from featx.errors import StoreError
 
-    r = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    r = extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     with pytest.raises(StoreError, match="seed is 0 in the store, 1 requested"):
-        extract(dataset, "resnet18", tmp_path, ExtractConfig(**{**SMALL, "seed": 1}),
+        extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**{**SMALL, "seed": 1}),
                 store_path=Path(r.store), show_progress=False)
-    again = extract(dataset, "resnet18", tmp_path,
+    again = extract(dataset, "tiny_cnn", tmp_path,
                     ExtractConfig(**{**SMALL, "seed": 1, "overwrite": True}),
                     store_path=Path(r.store), show_progress=False)
     assert again.status == "created"
@@ -230,9 +257,9 @@ def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
     (root / "bees" / "bees_02.jpg").write_bytes(data[: len(data) // 3])
     ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.5))
     cfg = ExtractConfig(**{**SMALL, "dtype": "float32"})
-    pil = extract(ds, "resnet18", tmp_path / "pil", cfg, show_progress=False)
+    pil = extract(ds, "tiny_cnn", tmp_path / "pil", cfg, show_progress=False)
     monkeypatch.setattr(featx.extraction.store_run, "use_device_decode", lambda device, decode: True)
-    dev = extract(ds, "resnet18", tmp_path / "dev", cfg, show_progress=False)
+    dev = extract(ds, "tiny_cnn", tmp_path / "dev", cfg, show_progress=False)
     a, b = _arrays(Path(pil.store)), _arrays(Path(dev.store))
     np.testing.assert_array_equal(a["failed/reason"] != b"", b["failed/reason"] != b"")
     assert pil.failed == 1
@@ -247,15 +274,15 @@ def test_cuda_gpu_decode_resumed_equals_uninterrupted(tmp_path):
     data = make_class_tree(tmp_path / "data", per_class=12, seed=5, ext=".jpg")
     ds = open_dataset(data, DatasetOptions(val_frac=0.0, test_frac=0.5))
     cfg = ExtractConfig(**{**SMALL, "device": "cuda", "decode": "gpu", "workers": 2})
-    full = extract(ds, "resnet18", tmp_path / "full", cfg, show_progress=False)
+    full = extract(ds, "tiny_cnn", tmp_path / "full", cfg, show_progress=False)
     partial_cfg = cfg
-    part = extract(ds, "resnet18", tmp_path / "part", partial_cfg, show_progress=False)
+    part = extract(ds, "tiny_cnn", tmp_path / "part", partial_cfg, show_progress=False)
     with h5py.File(part.store, "r+") as f:  # forget the second half, as a kill would
         n = f["done/clean"].shape[0]
         f["done/clean"][n // 2:] = 0
         f["done/aug"][:, :] = 0
         f.attrs.modify("complete", np.uint8(0))
-    resumed = extract(ds, "resnet18", tmp_path / "part", cfg, show_progress=False)
+    resumed = extract(ds, "tiny_cnn", tmp_path / "part", cfg, show_progress=False)
     assert resumed.status == "resumed"
     _assert_same(_arrays(Path(full.store)), _arrays(Path(part.store)))
     with FeatureStore(full.store) as st:
@@ -278,7 +305,7 @@ def test_a_store_bigger_than_the_free_space_is_refused_before_anything_is_create
     out = tmp_path / "stores"
     with pytest.raises(StoreError, match=r"the store would take [\d.]+ MB but .* has 5\.0 MB free; "
                                          r"lower --views"):
-        extract(dataset, "resnet18", out, ExtractConfig(**{**SMALL, "views": 1000}), show_progress=False)
+        extract(dataset, "tiny_cnn", out, ExtractConfig(**{**SMALL, "views": 1000}), show_progress=False)
     assert not out.exists()  # not even the folder or the lock file
 
 
@@ -297,7 +324,7 @@ def test_out_that_is_a_file_fails_at_once(tmp_path, dataset):
 
     (tmp_path / "out").write_text("x")  # a usage error (exit 2 on the command line)
     with pytest.raises(ConfigError, match=r"--out .*out: exists and is not a folder"):
-        extract(dataset, "resnet18", tmp_path / "out", ExtractConfig(**SMALL), show_progress=False)
+        extract(dataset, "tiny_cnn", tmp_path / "out", ExtractConfig(**SMALL), show_progress=False)
 
 
 def test_read_only_out_fails_at_once_with_no_partial_files(tmp_path, dataset, read_only, monkeypatch):
@@ -311,16 +338,16 @@ def test_read_only_out_fails_at_once_with_no_partial_files(tmp_path, dataset, re
     (tmp_path / "ro").mkdir()
     out = read_only(tmp_path / "ro")
     with pytest.raises(StoreError, match=r"--out .*ro: cannot write in"):
-        extract(dataset, "resnet18", out, ExtractConfig(**SMALL), show_progress=False)
+        extract(dataset, "tiny_cnn", out, ExtractConfig(**SMALL), show_progress=False)
     assert _no_files(out) == []
 
 
 def test_a_leftover_temp_file_of_a_killed_run_is_swept(tmp_path, dataset):
-    first = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    first = extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     Path(first.store).unlink()
     stale = Path(first.store + ".tmp-999999")
     stale.write_bytes(b"half a store")
-    again = extract(dataset, "resnet18", tmp_path, ExtractConfig(**SMALL), show_progress=False)
+    again = extract(dataset, "tiny_cnn", tmp_path, ExtractConfig(**SMALL), show_progress=False)
     assert again.status == "created" and not stale.exists()
 
 
@@ -330,10 +357,10 @@ def test_a_complete_store_in_a_read_only_folder_is_used_by_every_reader(tmp_path
     from featx.cli import app
 
     dataset = open_dataset(class_tree, DatasetOptions(val_frac=0.25, test_frac=0.25))
-    first = extract(dataset, "resnet18", tmp_path / "ro", ExtractConfig(**SMALL), show_progress=False)
+    first = extract(dataset, "tiny_cnn", tmp_path / "ro", ExtractConfig(**SMALL), show_progress=False)
     Path(first.store + ".lock").unlink()
     read_only(tmp_path / "ro")
-    again = extract(dataset, "resnet18", tmp_path / "ro", ExtractConfig(**SMALL), show_progress=False)
+    again = extract(dataset, "tiny_cnn", tmp_path / "ro", ExtractConfig(**SMALL), show_progress=False)
     assert again.status == "complete"  # no writer lock needed to see that
     runner = CliRunner()
     info = runner.invoke(app, ["info", first.store])
@@ -371,3 +398,4 @@ def test_weights_none_is_random_init_as_in_torchvision(tmp_path, dataset):
     assert Path(a.store).name == Path(b.store).name and "-init0" in Path(a.store).name
     with FeatureStore(a.store) as sa, FeatureStore(b.store) as sb:
         np.testing.assert_array_equal(sa.features()[0], sb.features()[0])
+
