@@ -14,25 +14,48 @@ from pathlib import Path
 import torch
 
 from featx.backbones import Backbone
-from featx.extraction.engines import ENGINES, TorchEngine, create_engine, verify
+from featx.extraction import engines
+from featx.extraction.engines import ENGINES, TorchEngine, create_engine, onnx_key, resolve_engine, verify
 from featx.errors import ConfigError, FeatxError
 from featx.extraction.config import ExtractConfig
 from featx.runtime.progress import console
 from featx.store import read_attrs
 
 
+# ONNX engines already checked against torch in this process, by what fixes their numbers (the
+# exported file's cache key), threads and the tolerance they passed at: a warm `predict_proba` of one image would otherwise
+# rebuild the session and re-run the check (0.5 s) on every call. None: the check failed, use torch.
+_CHECKED: dict[tuple, object] = {}
+
+
 def engine_for(backbone: Backbone, config: ExtractConfig, device: torch.device, name: str,
-               module: torch.nn.Module | None = None):
-    """The engine to run, checked against torch on a probe batch before any store is touched."""
+               module: torch.nn.Module | None = None, taps: Taps | None = None):
+    """The engine to run, checked against torch on a probe batch (once per process and exported
+    file) before any store is touched."""
+    # taps: the extraction's module and --pool block, resolved once (ExtractJob); without them
+    # `module` runs and --pool is resolved from `config` here.
+    if taps is not None:
+        module = taps.module
+    variant = engine_variant(backbone, config, taps)
+    key = None
+    if resolve_engine(name, device) == "onnxruntime":
+        key = (onnx_key(backbone, config.cut, variant), config.threads,
+               engines.TOLERANCE)
+        if key in _CHECKED:
+            checked = _CHECKED[key]
+            return checked if checked is not None else TorchEngine(backbone, device, config.channels_last,
+                                                                   config.amp, module)
     engine = create_engine(backbone, name, device, config.channels_last, config.amp, config.threads,
-                           warn=warn, module=module, cut=config.cut, variant=engine_variant(backbone, config))
-    if isinstance(engine, TorchEngine):
+                           warn=warn, module=module, cut=config.cut, variant=variant)
+    if isinstance(engine, TorchEngine):  # ONNX Runtime could not be used (warned); nothing to check
         return engine
     size = backbone.preprocess.input_size
     probe = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(0))
     reference = TorchEngine(backbone, device, config.channels_last, config.amp, module)
     problem = verify(engine, reference, probe)
+    if key is not None:
+        _CHECKED[key] = engine if problem is None else None
     if problem is None:
         return engine
     warn(f"ONNX Runtime output differs from torch for {backbone.name} ({problem}); using torch")
@@ -93,9 +116,9 @@ def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None,
                 int(feats.shape[1]) - backbone.spec.feature_dim)
 
 
-def engine_variant(backbone: Backbone, config: ExtractConfig) -> str | None:
+def engine_variant(backbone: Backbone, config: ExtractConfig, taps: Taps | None = None) -> str | None:
     """What the exported module computes beyond the backbone (the ONNX cache key), or None."""
-    pool = pool_block(backbone, config.pool, config.cut)
+    pool = taps.pool if taps is not None else pool_block(backbone, config.pool, config.cut)
     parts = ([f"pool-{pool}"] if pool else []) + ([f"tta-{config.tta}"] if config.tta != "none" else [])
     return "-".join(parts) or None
 
