@@ -105,6 +105,24 @@ def a_file(tmp: Path, world: World) -> None:
     (tmp / "afile").write_text("x")
 
 
+UPDATE = ["extract", "{tmp}/d", "-b", "tiny_cnn", "--weights", "none", "--workers", "0", "--out", "{tmp}/s"]
+
+
+def tampered_store_of_changed_data(tmp: Path, world: World) -> None:
+    """{tmp}/s: the store of {tmp}/d (extracted with UPDATE's command) whose store_version reads
+    "two", and one more image in {tmp}/d: the update must refuse it, not raise ValueError."""
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    shutil.copytree(world.data, tmp / "d")
+    args = [a.replace("{tmp}", str(tmp)) for a in UPDATE]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    shutil.copy(next(world.data.rglob("*.png")), next((tmp / "d").iterdir()) / "extra.png")
+    with h5py.File(next((tmp / "s").glob("*.h5")), "r+") as f:
+        f.attrs["store_version"] = "two"
+
+
 EXTRACT = ["extract", "{data}", "-b", "tiny_cnn", "--weights", "none", "--workers", "0", "--out", "{out}"]
 X = "{tmp}/x.h5"
 
@@ -184,4 +202,16 @@ CASES = [
                                        "--out", "{tmp}/ro/m.h5"], r"ro.*(read-only|cannot write)",
          setup=lambda tmp, w: (shards()(tmp, w), read_only_dir(tmp, w))),
     Case("store-info-on-a-head", ["info", "{head}"], r"safetensors: this is a trained head .*not a feature store"),
+    # A tampered version or history is one line at open (issue 32), for every command.
+    Case("store-history-not-versions", ["info", X], r"x\.h5: .*attribute history is not a JSON list of versions",
+         setup=store_copy(set_attr("history", "[1, 2, 3]"))),
+    Case("store-version-a-word", ["info", X], r"x\.h5: .*attribute store_version is 'two'",
+         setup=store_copy(set_attr("store_version", "two"))),
+    Case("store-version-negative", ["info", X], r"x\.h5: .*attribute store_version is '-5'",
+         setup=store_copy(set_attr("store_version", np.int64(-5)))),
+    Case("store-version-not-history", ["train-head", X, "--out", "{out}"],
+         r"x\.h5: .*history ends at version 1, store_version is 4",
+         setup=store_copy(set_attr("store_version", np.int64(4)))),
+    Case("store-update-version-a-word", UPDATE,
+         r"\.h5: .*attribute store_version is 'two'", setup=tampered_store_of_changed_data),
 ]

@@ -125,3 +125,36 @@ def test_a_re_export_replaces_the_previous_export_as_a_whole(blob_store, tmp_pat
     assert not (out / "index.faiss").exists()
     assert len(pq.read_table(out / "metadata")) == result.rows == len(np.load(out / "embeddings" / "0000.npy"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["D", "blobs.h5"]  # nothing staged is left
+
+
+@pytest.mark.parametrize("layout", ["class-folders", "unlabeled-folder"])
+def test_a_same_size_rewrite_with_its_mtime_restored_is_seen(tmp_path, layout):
+    root = make_class_tree(tmp_path / "data", per_class=4, ext=".bmp")  # BMP: same dims, same size
+    if layout == "unlabeled-folder":
+        for image in list(root.rglob("*.bmp")):
+            image.rename(root / image.name)
+        for folder in ("ants", "bees"):
+            (root / folder).rmdir()
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    target = next(root.rglob("*.bmp"))
+    st = target.stat()
+    write_image(target, 31337)  # `cp -p` of a regenerated file: other pixels, same size and mtime
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert target.stat().st_size == st.st_size
+    again = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert again.status == "updated" and again.update.startswith("+0 new, 1 changed, 0 removed")
+    assert first.store == again.store
+
+
+def test_a_touch_only_update_keeps_the_store_version(tmp_path):
+    from featx.store import read_attrs
+
+    root = make_class_tree(tmp_path / "data", per_class=4)
+    store = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).store
+    for image in root.rglob("*.png"):
+        os.utime(image, ns=(1_000_000_000, 1_000_000_000))
+    touched = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert touched.update.startswith("+0 new, 0 changed, 0 removed, 8 kept") and touched.version == 1
+    attrs = read_attrs(Path(store))
+    assert attrs["store_version"] == 1 and len(__import__("json").loads(attrs["history"])) == 1
+    assert extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).status == "complete"

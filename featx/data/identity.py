@@ -16,7 +16,9 @@ label), not in exact counts; one safeguard keeps small classes usable: a class t
 training sample sends its sample with the largest u to train (docs/store.md).
 
 Hashing reads each file once per process (a memo keyed by path, size and mtime, of up to
-MEMO_MAX files: a larger dataset listed twice in one process is hashed twice); files are
+MEMO_MAX files: a larger dataset listed twice in one process is hashed twice; an entry holds
+only while the file's ctime is the same, as a same-size rewrite with its mtime restored, `touch -r`
+or `cp -p`, changes the ctime, which no one can set back); files are
 hashed by a few threads (hashlib and file reads release the GIL). A listed folder's files are
 opened once each (stat_and_hash): the open file's fstat gives the size and mtime, and one read
 its bytes (a FIFO or a device named like an image is refused, never read). ELPV (2,624 PNGs,
@@ -42,8 +44,8 @@ from featx.runtime.hashing import OPEN_FLAGS, read_sha256
 HASH_THREADS = 2
 HASH_CHUNK = 256  # files per thread-pool task
 MEMO_MAX = 200_000  # files whose hashes a process remembers (beyond: hashed again when listed again)
-# (absolute path, size, mtime_ns) -> sha256 hex: one read per file per process.
-_MEMO: dict[tuple[str, int, int], str] = {}
+# (absolute path, size, mtime_ns) -> (sha256 hex, ctime_ns): one read per file per process.
+_MEMO: dict[tuple[str, int, int], tuple[str, int]] = {}
 
 
 def hash_files(paths: list[Path], stats: list[tuple[int, int]] | None = None) -> list[str]:
@@ -54,16 +56,30 @@ def hash_files(paths: list[Path], stats: list[tuple[int, int]] | None = None) ->
     """
     out = [""] * len(paths)
     if stats is not None and _MEMO:
-        out = [_MEMO.get((os.fspath(p), *st), "") for p, st in zip(paths, stats)]
+        out = [_remembered(os.fspath(p), *st) for p, st in zip(paths, stats)]
     # In the listing's order (already sorted): no list of keys or set of them for a million files.
     todo = [i for i, sha in enumerate(out) if not sha]
-    shas, sizes, mtimes = _hash_many(len(todo), lambda k: os.fspath(paths[todo[k]]))
+    shas, sizes, mtimes, ctimes = _hash_many(len(todo), lambda k: os.fspath(paths[todo[k]]))
     for i, sha in zip(todo, shas):
         out[i] = sha
     if len(_MEMO) + len(todo) <= MEMO_MAX:  # a million files' memo would hold ~200 MB for good
-        seen = (stats[i] for i in todo) if stats is not None else zip(sizes, mtimes)
-        _MEMO.update(((os.fspath(paths[i]), *st), sha) for i, st, sha in zip(todo, seen, shas) if sha)
+        _MEMO.update(((os.fspath(paths[i]), size, mtime), (sha, ctime))
+                     for i, size, mtime, ctime, sha in zip(todo, sizes, mtimes, ctimes, shas) if sha)
     return out
+
+
+def _remembered(path: str, size: int, mtime_ns: int, ctime_ns: int | None = None) -> str:
+    """The memo's hash of the file, "" unless its (size, mtime, ctime) are the ones hashed
+    (`ctime_ns` None: stat the file for it)."""
+    found = _MEMO.get((path, size, mtime_ns))
+    if found is None:
+        return ""
+    if ctime_ns is None:
+        try:
+            ctime_ns = os.stat(path).st_ctime_ns
+        except OSError:
+            return ""
+    return found[0] if found[1] == ctime_ns else ""
 
 
 def stat_and_hash(root: Path, rels: list[str]) -> tuple[list[str], list[int], list[int]]:
@@ -79,59 +95,59 @@ def stat_and_hash(root: Path, rels: list[str]) -> tuple[list[str], list[int], li
         rel = rels[i]
         return rel if rel[:1] == "/" or (windows and isabs(rel)) else prefix + rel
 
-    shas, sizes, mtimes = _hash_many(len(rels), path_of)
+    shas, sizes, mtimes, ctimes = _hash_many(len(rels), path_of)
     if len(_MEMO) + len(rels) <= MEMO_MAX:
-        _MEMO.update(((path_of(i), sizes[i], mtimes[i]), sha) for i, sha in enumerate(shas) if sha)
+        _MEMO.update(((path_of(i), sizes[i], mtimes[i]), (sha, ctimes[i])) for i, sha in enumerate(shas) if sha)
     return shas, sizes, mtimes
 
 
-def _hash_many(n: int, path_of: Callable[[int], str]) -> tuple[list[str], list[int], list[int]]:
-    """(shas, sizes, mtimes) of the files path_of(0) .. path_of(n - 1), hashed by a few threads
+def _hash_many(n: int, path_of: Callable[[int], str]) -> tuple[list[str], list[int], list[int], list[int]]:
+    """(shas, sizes, mtimes, ctimes) of the files path_of(0) .. path_of(n - 1), hashed by a few threads
     (file reads and hashlib release the GIL)."""
-    shas, sizes, mtimes = [""] * n, [0] * n, [0] * n
+    shas, sizes, mtimes, ctimes = [""] * n, [0] * n, [0] * n, [0] * n
     # Chunks of files per task: one future per file costs ~1.5 KB and ~25 us (1M files: 1.5 GB);
     # each task makes its own paths, so a million path strings never exist at once.
     spans = [(lo, min(lo + HASH_CHUNK, n)) for lo in range(0, n, HASH_CHUNK)]
 
-    def work(span: tuple[int, int]) -> tuple[list[str], list[int], list[int]]:
+    def work(span: tuple[int, int]) -> tuple[list[str], list[int], list[int], list[int]]:
         rows = [_open_and_hash(path_of(i)) for i in range(*span)]
-        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
 
     def merge(results) -> None:
-        for (lo, hi), (sha, size, mtime) in zip(spans, results):
-            shas[lo:hi], sizes[lo:hi], mtimes[lo:hi] = sha, size, mtime
+        for (lo, hi), (sha, size, mtime, ctime) in zip(spans, results):
+            shas[lo:hi], sizes[lo:hi], mtimes[lo:hi], ctimes[lo:hi] = sha, size, mtime, ctime
 
     if len(spans) <= 1:
         merge(map(work, spans))
     else:
         with ThreadPoolExecutor(min(HASH_THREADS, len(spans))) as pool:
             merge(pool.map(work, spans))
-    return shas, sizes, mtimes
+    return shas, sizes, mtimes, ctimes
 
 
-def _open_and_hash(path: str) -> tuple[str, int, int]:
-    """(sha256 or "" if unreadable, size, mtime_ns) of one file, from one open: its fstat, then
-    its bytes unless this process hashed the same (path, size, mtime) before."""
+def _open_and_hash(path: str) -> tuple[str, int, int, int]:
+    """(sha256 or "" if unreadable, size, mtime_ns, ctime_ns) of one file, from one open: its
+    fstat, then its bytes unless this process hashed the same (path, size, mtime, ctime) before."""
     try:
         fd = os.open(path, OPEN_FLAGS)
     except OSError:  # no permission, vanished: extraction records the reason when it decodes it
         return "", *_stat(path)
     try:
         st = os.fstat(fd)
-        sha = _MEMO.get((path, st.st_size, st.st_mtime_ns), "") if _MEMO else ""
-        return sha or read_sha256(fd, st), st.st_size, st.st_mtime_ns
+        sha = _remembered(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns) if _MEMO else ""
+        return sha or read_sha256(fd, st), st.st_size, st.st_mtime_ns, st.st_ctime_ns
     except OSError:
         return "", *_stat(path)
     finally:
         os.close(fd)
 
 
-def _stat(path: str) -> tuple[int, int]:
+def _stat(path: str) -> tuple[int, int, int]:
     try:
         st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns
     except OSError:
-        return 0, 0
+        return 0, 0, 0
 
 
 def split_draw(sha: str, seed: int, fallback: str = "") -> float:

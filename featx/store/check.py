@@ -53,10 +53,34 @@ def layout_problem(f: h5py.File) -> str | None:
         problem = _json_problem(key, f.attrs[key])
         if problem:
             return problem
+    problem = _version_problem(f.attrs)
+    if problem:
+        return problem
     missing = [k for k in REQUIRED_DATASETS if not isinstance(f.get(k), h5py.Dataset)]
     if missing:
         return f"{', '.join(missing)} missing"
     return _shape_problem(f)
+
+
+def _version_problem(attrs) -> str | None:
+    """store_version is a whole number >= 1 and history (when there) a JSON list of versions, the
+    last one the store's: `featx info`, updates and heads' staleness read them."""
+    version = plain(attrs["store_version"]) if "store_version" in attrs else 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return f"attribute store_version is {str(version)[:40]!r}, not a version (1, 2, ...)"
+    if "history" not in attrs:
+        return None
+    value = plain(attrs["history"])
+    try:
+        versions = json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError:
+        versions = None
+    if (not isinstance(versions, list) or not versions
+            or not all(isinstance(v, dict) and type(v.get("version")) is int for v in versions)):
+        return "attribute history is not a JSON list of versions ({\"version\": 1, ...})"
+    if versions[-1]["version"] != version:
+        return f"attribute history ends at version {versions[-1]['version']}, store_version is {version}"
+    return None
 
 
 def _json_problem(key: str, value) -> str | None:

@@ -143,17 +143,13 @@ def _read_old(path: Path) -> _Old:
 
 
 def _with_hashes(dataset: Dataset, old: _Old) -> Dataset:
-    """Every sample's content hash: its own, else the store's for the same path, size and
-    mtime (a store before issue 19 gets the file hashed now, as the same bytes), else read."""
+    """Every sample's content hash: its own, else read (a store before issue 19 gets the
+    unchanged files' hashes recorded now, as the same bytes)."""
     at = {p: j for j, p in enumerate(old.paths)}
-    shas, todo = [s.sha256 for s in dataset.samples], []
-    for i, s in enumerate(dataset.samples):
-        j = at.get(s.path, -1)
-        same_file = j >= 0 and old.stats[j] == (s.size, s.mtime_ns)
-        if not shas[i] and same_file and old.shas[j]:
-            shas[i] = old.shas[j]
-        elif not shas[i]:
-            todo.append(i)
+    shas = [s.sha256 for s in dataset.samples]
+    # Never the store's hash for the same path, size and mtime: a same-size rewrite with its mtime
+    # restored is another image (the listing of store_state hashed them already: a memo hit).
+    todo = [i for i, sha in enumerate(shas) if not sha]
     read = hash_files([dataset.abspath(dataset.samples[i]) for i in todo],
                       [(dataset.samples[i].size, dataset.samples[i].mtime_ns) for i in todo])
     for i, sha in zip(todo, read):
@@ -205,9 +201,20 @@ def _check_delta(path: Path, attrs: dict, delta: Path, d: h5py.File, plan: Updat
         raise StoreError(f"{delta}: cannot update {path} from it: {'; '.join(found)}")
 
 
+CHANGES = ("new", "changed", "removed", "relabelled", "moved", "resplit", "retried")
+
+
+def is_no_op(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> bool:
+    """Nothing but file times changed (a `touch`, a restore): the store is rewritten with the new
+    listing, but it holds the same data, so it keeps its version (a head stays current)."""
+    root = os.path.abspath(str(attrs.get("dataset_root", "")))
+    return (not len(plan.compute) and not any(plan.counts.get(k, 0) for k in CHANGES)
+            and root == os.path.abspath(dataset.root))
+
+
 def _history_entry(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> dict:
     keys = ("new", "changed", "removed", "kept", "relabelled", "moved", "resplit", "train_new")
-    return {"version": int(attrs.get("store_version", 1)) + 1,
+    return {"version": int(attrs.get("store_version", 1)) + (0 if is_no_op(attrs, dataset, plan) else 1),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "featx_version": __version__, "dataset_root": os.path.abspath(dataset.root),
             "samples": len(dataset.samples), "computed": int(len(plan.compute)),
@@ -246,7 +253,8 @@ def _write_new(tmp: Path, dataset: Dataset, plan: UpdatePlan, old: h5py.File, d:
         f.attrs["extract_seconds"] = np.float64(seconds)
         f.attrs["images_per_second"] = np.float64(d.attrs.get("images_per_second", 0.0) if d else 0.0)
         f.attrs["store_version"] = np.int64(entry["version"])
-        f.attrs["history"] = json.dumps(history(attrs) + [entry])
+        if not is_no_op(attrs, dataset, plan):
+            f.attrs["history"] = json.dumps(history(attrs) + [entry])
         f.attrs["complete"] = np.uint8(bool(done))
 
 

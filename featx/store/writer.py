@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featx.runtime.atomic import remove_stale_temp_files
-from featx.data import Dataset
+from featx.data import Dataset, with_content_hashes
 from featx.errors import StoreError
 from featx.store.check import check_layout
 from featx.store.reader import open_h5
@@ -56,7 +56,8 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
         complete = bool(attrs.get("complete", False))
         # Same files elsewhere (a moved dataset) is an update too: it records where the data is now.
         moved = os.path.abspath(str(attrs.get("dataset_root", ""))) != os.path.abspath(dataset.root)
-        changed = allow_update and (attrs.get("dataset_fingerprint") != dataset.fingerprint or moved)
+        same_listing = attrs.get("dataset_fingerprint") == dataset.fingerprint
+        changed = allow_update and (not same_listing or moved or not _same_bytes(f, dataset))
         found = differences(attrs, spec, f, dataset, resuming=changed or not complete,
                             with_dataset=not allow_update)
     if changed and not found:
@@ -67,6 +68,18 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
         raise StoreError(f"{path} was made with other settings: {'; '.join(found)}{extra}. "
                          "Use --overwrite to replace it, or --out to write elsewhere")
     return "changed" if changed else "complete" if complete else "resumable"
+
+
+def _same_bytes(f, dataset: Dataset) -> bool:
+    """Do the files still hold the bytes the store recorded? The listing's fingerprint covers
+    (path, label, split, size, mtime): a rewrite of the same size with its mtime restored
+    (`touch -r`, `cp -p` of a regenerated file) needs the content hash. Class-folder and archive
+    listings hash every file already; other layouts are hashed here (once per process)."""
+    if "sha256" not in f["samples"] or f["samples/sha256"].shape[0] != len(dataset.samples):
+        return True  # a store before content hashes: its listing is all there is to compare
+    recorded = f["samples/sha256"][:]
+    hashed = with_content_hashes(dataset).samples
+    return all(r == s.sha256.encode() for r, s in zip(recorded, hashed))
 
 
 def is_complete(path: Path, dataset: Dataset, spec: StoreSpec) -> bool:
