@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from featx.evaluation.uncertainty import CONFIDENCE, RESAMPLES, SEED, ScoredSamples, metric_intervals
+from featx.runtime.display import html_table, percent
 
 ECE_BINS = 15
 WORST_ERRORS = 10
@@ -61,6 +62,34 @@ class Metrics:
     def predictions(self) -> tuple[list[str], ScoredSamples] | None:
         """(paths, per-image predictions) kept with these metrics, or None."""
         return predictions_of(self.samples, len(self.per_class))
+
+    def headline(self) -> str:
+        """'top-1 91.5% [87.5, 95.0], balanced 90.1% [...] on 200 images': the numbers one reads first."""
+        return (f"top-1 {percent(self.top1, self.interval('top1'))}, balanced "
+                f"{percent(self.balanced_accuracy, self.interval('balanced_accuracy'))} on {self.n} images")
+
+    def __repr__(self) -> str:
+        lines = [f"Metrics({self.n} images, {len(self.per_class)} classes; 95% intervals in brackets)",
+                 f"  top-1 {percent(self.top1, self.interval('top1'))}   balanced accuracy "
+                 f"{percent(self.balanced_accuracy, self.interval('balanced_accuracy'))}",
+                 f"  macro-F1 {percent(self.macro_f1, self.interval('macro_f1'))}"
+                 + (f"   top-5 {percent(self.top5, self.interval('top5'))}" if self.top5 is not None else "")]
+        if self.nll is not None:
+            lines.append(f"  NLL {self.nll:.3f}   ECE {self.ece:.3f}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = [(label, percent(value, self.interval(key))) for key, label, value in (
+            ("top1", "top-1", self.top1), ("balanced_accuracy", "balanced accuracy", self.balanced_accuracy),
+            ("macro_f1", "macro-F1", self.macro_f1), ("top5", "top-5", self.top5)) if value is not None]
+        rows += [(k, f"{v:.3f}") for k, v in (("NLL", self.nll), ("ECE", self.ece)) if v is not None]
+        per_class = [(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", c.support)
+                     for c in self.per_class]
+        names = [c.name for c in self.per_class]
+        confusion = [[name, *row] for name, row in zip(names, self.confusion)]
+        return (html_table(rows, caption=f"Metrics on {self.n} images (95% intervals)")
+                + html_table(per_class, header=["class", "precision", "recall", "F1", "images"])
+                + html_table(confusion, header=["true \\ predicted", *names]))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Metrics":

@@ -29,6 +29,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from featx.runtime.atomic import atomic_write, atomic_write_text
+from featx.runtime.display import html_table, listed, percent
 from featx.errors import FeatxError
 from featx.heads.kinds import head_kind
 from featx.heads.meta import FORMAT, HeadMeta
@@ -255,8 +256,25 @@ class Head:
         return importlib.import_module(ONNX_EXPORTER).export_model(self, path).path
 
     def __repr__(self) -> str:
-        return (f"Head(kind={self.kind!r}, backbone={self.backbone!r}, classes={self.classes!r}, "
-                f"path={str(self.path) if self.path else None!r})")
+        """A few lines: what the head is, its sizes, its test (else val) score; never its data."""
+        lines = [f"Head({self.kind} on {self.backbone}: {self.feature_dim} features -> "
+                 f"{len(self.classes)} classes)", f"  classes: {listed(self.class_names)}"]
+        split, m = next(((s, m) for s, m in (("test", self.test), ("val", self.val)) if m), (None, None))
+        if m:
+            lines.append(f"  {split}: {m.headline()}")
+        if self.path:
+            lines.append(f"  path: {self.path}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = [("kind", self.kind), ("backbone", self.backbone), ("features", self.feature_dim),
+                ("classes", f"{len(self.classes)}: {listed(self.class_names)}"),
+                ("parameters", ", ".join(f"{k}={v}" for k, v in self.params.items()) or "-"),
+                ("trained on", f"{self.meta.store or '-'} ({self.meta.train_samples or '-'} images)")]
+        rows += [(f"{split} top-1", percent(m.top1, m.interval("top1"))) for split, m in
+                 (("val", self.val), ("test", self.test)) if m]
+        rows += [("path", str(self.path))] if self.path else []
+        return html_table(rows, caption=f"featx head: {self.kind} on {self.backbone}")
 
     def embed(self, images, **embed_options) -> "Embedded":
         """Features of image files/folders through this head's backbone, in input order;

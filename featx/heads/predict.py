@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,10 +24,12 @@ from featx.data import read_class_map
 from featx.errors import ConfigError, FeatxError
 from featx.heads.backbone import check_same_features
 from featx.heads.io import Head
+from featx.runtime.display import html_table, listed, percent
 from featx.runtime.progress import console
 from featx.store import FeatureStore, head_staleness
 
 STORE_SUFFIXES = (".h5", ".hdf5")
+HTML_ROWS = 20  # predictions shown in a notebook's table
 SCORE_ROWS = 16_384  # store rows scored at a time (84 MB of float32 features at D=1280)
 
 
@@ -47,6 +50,58 @@ class Predictions:
     def labels(self) -> list[str]:
         """The most likely class of each input."""
         return [self.class_names[i] for i in self.scores.argmax(1)] if len(self.paths) else []
+
+    def __repr__(self) -> str:
+        lines = [f"Predictions({len(self.paths)} inputs x {len(self.class_names)} classes"
+                 + (f", {len(self.failed)} failed)" if self.failed else ")")]
+        counts = Counter(self.labels)
+        if counts:
+            lines.append("  predicted: " + listed([f"{name} {n}" for name, n in counts.most_common()]))
+        accuracy = self.accuracy()
+        if accuracy is not None:
+            lines.append(f"  top-1 {percent(accuracy)} against the store's labels")
+        if self.failed:
+            lines.append(f"  failed: {self.failed[0][0]} ({self.failed[0][1]})"
+                         + (f" and {len(self.failed) - 1} more" if len(self.failed) > 1 else ""))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        value = "probability" if self.probabilistic else "score"
+        shown = min(len(self.paths), HTML_ROWS)
+        rows = [(self.paths[i], self.labels[i], f"{self.scores[i].max():.3f}") for i in range(shown)]
+        caption = f"Predictions: {len(self.paths)} inputs, {len(self.class_names)} classes"
+        accuracy = self.accuracy()
+        if accuracy is not None:
+            caption += f", top-1 {percent(accuracy)}"
+        if shown < len(self.paths):
+            caption += f" (first {shown} shown; to_pandas() for all)"
+        html = html_table(rows, header=["path", "predicted", value], caption=caption)
+        if self.failed:
+            html += html_table(self.failed[:HTML_ROWS], header=["failed", "why"])
+        return html
+
+    def accuracy(self) -> float | None:
+        """Top-1 against the true classes of a store's labelled rows; None for images."""
+        if self.true_labels is None:
+            return None
+        known = [(t, p) for t, p in zip(self.true_labels, self.labels) if t]
+        return sum(t == p for t, p in known) / len(known) if known else None
+
+    def to_pandas(self):
+        """A pandas DataFrame: path, (split, true_class,) predicted, then prob_<class> (score_<class>
+        for an SVM head) per class, in the head's class order."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise FeatxError("Predictions.to_pandas needs pandas: pip install pandas") from None
+        columns: dict[str, object] = {"path": self.paths}
+        if self.splits is not None:
+            columns.update(split=self.splits, true_class=self.true_labels)
+        columns["predicted"] = self.labels
+        value = "prob" if self.probabilistic else "score"
+        for j, name in enumerate(self.class_names):
+            columns[f"{value}_{name}"] = self.scores[:, j]
+        return pd.DataFrame(columns)
 
     def to_csv(self, path: str | os.PathLike, top_k: int = 3) -> Path:
         """path, class_1, prob_1, ..., class_k, prob_k per input (from a store also split and

@@ -20,8 +20,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from featx.data.records import SPLITS
 from featx.errors import StoreError
+from featx.runtime.display import html_table, listed
 from featx.store.check import check_layout
+from featx.store.degenerate import FeatureScan, feature_problem
 from featx.store.schema import JSON_ATTRS, os_reason, plain
 
 # Rows are gathered by contiguous reads of at most READ_SPAN rows (about 40 MB at D=1280 fp16);
@@ -113,6 +116,7 @@ class FeatureStore:
         self.aug_rows = self.f["features/aug_rows"][:]
         reasons = self.f["failed/reason"][:]
         self.failed = {int(i): reasons[i].decode("utf-8", "replace") for i in np.flatnonzero(reasons != b"")}
+        self._checked = False  # check_features passed
 
     @cached_property
     def paths(self) -> np.ndarray:
@@ -186,16 +190,40 @@ class FeatureStore:
 
         view: "clean", or k in [0, num_aug_views) for augmented view k of training samples.
         """
+        if split is not None and split not in SPLITS:
+            raise StoreError(f"{self.path}: no split {split!r}; use one of {', '.join(SPLITS)} "
+                             "(or None for every sample)")
         if view == "clean":
             rows = self.rows(split)
-            return self.read_clean(rows, dtype), self.labels[rows]
+            return self._usable(self.read_clean(rows, dtype)), self.labels[rows]
         k = self._check_view(int(view))
         done = self.f["done/aug"][k].astype(bool)
         sample = self.aug_rows
         keep = done & ~np.isin(sample, list(self.failed))
         if split is not None:
             keep &= self.splits[sample] == split
-        return self.read_aug(k, dtype=dtype)[keep], self.labels[sample[keep]]
+        return self._usable(self.read_aug(k, dtype=dtype)[keep]), self.labels[sample[keep]]
+
+    def _usable(self, x: np.ndarray) -> np.ndarray:
+        """`x`, or StoreError naming why no command can use these features (degenerate.py)."""
+        problem = feature_problem(x)
+        if problem:
+            raise StoreError(f"{self.path}: the features are degenerate: {problem}")
+        return x
+
+    def check_features(self) -> None:
+        """StoreError when the store's usable clean features are degenerate (featx.store.degenerate):
+        one pass over the rows, once per open store; audit and search call it before their work."""
+        if self._checked:
+            return
+        scan, rows = FeatureScan(), self.rows()
+        for a in range(0, len(rows), READ_SPAN):
+            part = rows[a:a + READ_SPAN]
+            scan.add(self.read_span(int(part[0]), int(part[-1]) + 1)[part - part[0], :self.final_dim])
+        problem = scan.problem()
+        if problem:
+            raise StoreError(f"{self.path}: the features are degenerate: {problem}")
+        self._checked = True
 
     def read_clean(self, rows: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
         """Clean features [len(rows), D] of sample `rows` (any order, repeats allowed; None = all).
@@ -298,6 +326,34 @@ class FeatureStore:
         if not 0 <= k < self.num_views:
             raise StoreError(f"{self.path}: view {k} does not exist (store has {self.num_views} views)")
         return k
+
+    def __repr__(self) -> str:
+        if not self.f.id.valid:
+            return f"FeatureStore({self.path}, closed)"
+        attrs = self.f.attrs
+        lines = [f"FeatureStore({self.path.name}: {len(self.labels)} images x {self.feature_dim} "
+                 f"features, {plain(attrs.get('backbone', '?'))}; "
+                 + ("complete)" if self.complete else f"incomplete, {len(self.rows())} written)"),
+                 f"  classes: {listed(self.class_names)}",
+                 "  splits: " + ", ".join(f"{s} {n}" for s, n in self._split_counts())
+                 + (f"; {self.num_views} augmented views" if self.num_views else "")
+                 + (f"; {len(self.failed)} failed" if self.failed else "")]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        if not self.f.id.valid:
+            return html_table([("path", str(self.path)), ("state", "closed")], caption="featx store")
+        rows = [("path", str(self.path)), ("backbone", plain(self.f.attrs.get("backbone", "?"))),
+                ("images", len(self.labels)), ("features", self.feature_dim),
+                ("pooled columns", f"{self.feature_dim - self.final_dim} ({self.pool})" if self.pool else "-"),
+                ("augmented views", self.num_views), ("complete", "yes" if self.complete else "no"),
+                ("failed", len(self.failed)), ("classes", f"{len(self.classes)}: {listed(self.class_names)}")]
+        splits = html_table(self._split_counts(), header=["split", "images"])
+        return html_table(rows, caption=f"featx store: {self.path.name}") + splits
+
+    def _split_counts(self) -> list[tuple[str, int]]:
+        names, counts = np.unique(self.splits.astype(str), return_counts=True)
+        return [(str(s), int(n)) for s, n in zip(names, counts)]
 
     def close(self) -> None:
         self.f.close()
