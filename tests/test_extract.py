@@ -244,7 +244,7 @@ def test_other_settings_against_an_existing_store_are_refused(tmp_path, dataset)
 def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
     """The nvjpeg path's logic, run with torchvision's CPU JPEG decoder: JPEGs decoded in the
     main process (EXIF applied, bad files recorded), other formats from the workers."""
-    import featx.extraction.store_run
+    import featx.extraction.job
     from PIL import Image
 
     root = make_class_tree(tmp_path / "d", per_class=5, seed=2, ext=".jpg")
@@ -258,7 +258,7 @@ def test_device_decode_path_matches_pillow(tmp_path, monkeypatch):
     ds = open_dataset(root, DatasetOptions(val_frac=0.0, test_frac=0.5))
     cfg = ExtractConfig(**{**SMALL, "dtype": "float32"})
     pil = extract(ds, "tiny_cnn", tmp_path / "pil", cfg, show_progress=False)
-    monkeypatch.setattr(featx.extraction.store_run, "use_device_decode", lambda device, decode: True)
+    monkeypatch.setattr(featx.extraction.job, "use_device_decode", lambda device, decode: True)
     dev = extract(ds, "tiny_cnn", tmp_path / "dev", cfg, show_progress=False)
     a, b = _arrays(Path(pil.store)), _arrays(Path(dev.store))
     np.testing.assert_array_equal(a["failed/reason"] != b"", b["failed/reason"] != b"")
@@ -399,3 +399,24 @@ def test_weights_none_is_random_init_as_in_torchvision(tmp_path, dataset):
     with FeatureStore(a.store) as sa, FeatureStore(b.store) as sb:
         np.testing.assert_array_equal(sa.features()[0], sb.features()[0])
 
+
+def test_pool_is_resolved_once_per_extract_even_when_it_updates(tmp_path, class_tree, monkeypatch):
+    """The job resolves --pool auto once; the engine, the store's record and an update's delta
+    store reuse it (they resolved it again, up to four times)."""
+    import featx.extraction.engine_choice as choice
+    from tests.conftest import write_image
+
+    asked = []
+    resolve = choice.pool_block
+    monkeypatch.setattr(choice, "pool_block", lambda *a, **k: asked.append(a[1]) or resolve(*a, **k))
+    config = ExtractConfig(**{**SMALL, "views": 0}, engine="torch")
+    options = DatasetOptions(val_frac=0.0, test_frac=0.5)
+    first = extract(open_dataset(class_tree, options), "tiny_features", tmp_path, config, show_progress=False)
+    assert asked == ["auto"]
+    write_image(class_tree / "ants" / "ants_new.png", seed=999)
+    asked.clear()
+    second = extract(open_dataset(class_tree, options), "tiny_features", tmp_path, config, show_progress=False)
+    assert second.status == "updated" and second.store == first.store and asked == ["auto"]
+    with FeatureStore(second.store) as store:
+        block = trunk_for(create_backbone("tiny_features", None, 0).model).default_pool
+        assert store.attrs["pool"] == block and len(store.paths) == 13

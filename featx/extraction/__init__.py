@@ -13,6 +13,7 @@
     writer_thread  commits batches to HDF5 while the next one computes
     store_run      one process, one store;  sharded  torchrun ranks -> shards -> merged store
     update         a changed dataset: only its new rows, as a delta store; the rest kept bit for bit
+    job            ExtractJob: one extraction's values (and its --pool), resolved once, passed down
     run            extract and embed, the entry points
 
 Names load on first use, so the torch-free `settings` can be imported alone.

@@ -16,7 +16,8 @@ from featx.runtime.device import resolve_device
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.decode import guarded
 from featx.extraction.engine_choice import engine_for, tapped_module
-from featx.extraction.plan import plan_batches, resolve_target
+from featx.extraction.job import ExtractJob, build_job
+from featx.extraction.plan import plan_batches
 from featx.extraction.runner import Runner
 from featx.extraction.sharded import extract_sharded
 from featx.extraction.store_run import extract_store
@@ -45,11 +46,8 @@ def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os
     if ctx.active and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ctx.local_rank)  # one GPU per rank
         torch.cuda.set_device(device)
-    backbone, recipe, path = resolve_target(dataset, backbone_name, out_dir, config, store_path)
-    if ctx.active:
-        result = extract_sharded(dataset, backbone, recipe, path, config, device, ctx, show_progress)
-    else:
-        result = extract_store(dataset, backbone, recipe, path, config, device, show_progress)
+    job = build_job(dataset, backbone_name, out_dir, config, device, store_path, show_progress)
+    result = extract_sharded(job, ctx) if ctx.active else extract_store(job)
     if result.failed and ctx.rank == 0:
         check_failures(dataset, result)
     return result
@@ -78,12 +76,11 @@ def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size
     dev = resolve_device(device)
     config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu",
                            engine=engine, pool=pool, tta=tta)
-    taps = tapped_module(backbone, None, pool, tta)
-    runner = Runner(dataset, backbone, None, config, dev, False, batch_size,
-                    engine_for(backbone, config, dev, engine, taps.module),
-                    backbone.spec.feature_dim + taps.pool_dim)
+    job = ExtractJob(dataset, backbone, None, None, config, dev, False, tapped_module(backbone, None, pool, tta),
+                     gpu_decode=False)
+    runner = Runner(job, engine_for(backbone, config, dev, engine, taps=job.taps), batch_size)
     plan = plan_batches(runner.is_train, 0, batch_size)
-    out = np.zeros((len(dataset.samples), backbone.spec.feature_dim + taps.pool_dim), np.float32)
+    out = np.zeros((len(dataset.samples), job.feature_dim), np.float32)
     failed: dict[int, str] = {}
     with progress_bar(len(dataset.samples), f"embed {backbone.name}") as advance:
         for batch, item in zip(plan, guarded(iter(runner.loader(plan)))):

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from featx.backbones import Backbone
-from featx.data import Dataset
 from featx.runtime.device import one_thread
-from featx.extraction.config import ExtractConfig
 from featx.extraction.decode import BatchDecoder, guarded
+from featx.extraction.job import ExtractJob
 from featx.extraction.plan import Batch, plan_batches
 from featx.extraction.writer_thread import WriterThread
 from featx.data.images import decode_jpegs
 from featx.runtime.progress import progress_bar
 from featx.store import StoreWriter, read_done
-from featx.data.transforms import AugRecipe, augmented_views, clean_views
+from featx.data.transforms import augmented_views, clean_views
 
 # CUDA wants many decoders to keep up; on a CPU, one worker decodes while the engine computes.
 MAX_CUDA_WORKERS = 16
@@ -35,21 +32,19 @@ PREFETCH, WORKER_TIMEOUT = 4, 600
 class Runner:
     """Forwards the batches of a plan through `engine`, into a store (`run`) or memory (embed)."""
 
-    def __init__(self, dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None,
-                 config: ExtractConfig, device: torch.device, gpu_decode: bool, batch_size: int,
-                 engine, feature_dim: int | None = None):
-        self.dataset, self.backbone, self.recipe, self.config = dataset, backbone, recipe, config
-        self.engine = engine
+    def __init__(self, job: ExtractJob, engine, batch_size: int):
+        self.job, self.engine, self.batch_size = job, engine, batch_size
+        self.dataset, self.backbone, self.recipe, self.config = job.dataset, job.backbone, job.recipe, job.config
+        self.device, self.gpu_decode = job.device, job.gpu_decode
         # Columns per image (the final features, and pooled maps with --pool): an all-failed batch
         # still gives an empty array of that width.
-        self.feature_dim = feature_dim or backbone.spec.feature_dim
-        self.device, self.gpu_decode, self.batch_size = device, gpu_decode, batch_size
-        self.is_train = np.array([s.split == "train" for s in dataset.samples])
+        self.feature_dim = job.feature_dim
+        self.is_train = np.array([s.split == "train" for s in self.dataset.samples])
         self.train_rank = np.cumsum(self.is_train) - 1  # augmented row of each training sample
 
-    def run(self, path: Path, show_progress: bool) -> tuple[float, int]:
-        """Compute the batches the store at `path` has not done; (seconds, images forwarded)."""
-        k = self.config.views
+    def run(self) -> tuple[float, int]:
+        """Compute the batches the job's store has not done; (seconds, images forwarded)."""
+        path, k = self.job.path, self.config.views
         plan = plan_batches(self.is_train, k, self.batch_size)
         done_clean, done_aug = read_done(path)
         todo = [b for b in plan if not (done_clean[b.start:b.stop].all()
@@ -60,7 +55,7 @@ class Runner:
         sink = WriterThread(writer, self.config.dtype, k, self.train_rank)
         start, images = time.perf_counter(), 0
         try:
-            with progress_bar(total, f"extract {self.backbone.name}", enabled=show_progress) as advance:
+            with progress_bar(total, f"extract {self.backbone.name}", enabled=self.job.show_progress) as advance:
                 sink.on_written = advance
                 for batch, item in zip(todo, guarded(batches)):
                     feats, owner = self.forward(item)

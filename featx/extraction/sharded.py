@@ -14,33 +14,29 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from featx.runtime import distributed
-from featx.backbones import Backbone
 from featx.data import Dataset
 from featx.runtime.device import resolve_device
 from featx.errors import FeatxError, StoreError
 from featx.extraction.config import ExtractConfig, ExtractResult
-from featx.extraction.plan import plan_batches, resolve_target
-from featx.extraction.store_run import (delta_path, drop_stale_delta, extract_store, remove_delta,
-                                        store_engine)
+from featx.extraction.job import ExtractJob, build_job
+from featx.extraction.plan import plan_batches
+from featx.extraction.store_run import delta_job, delta_path, drop_stale_delta, extract_store, remove_delta
 from featx.store import (StoreLock, assemble_update, count_failed, merge_shards, plan_update,
                          read_attrs, shard_path)
-from featx.data.transforms import AugRecipe
 
 SHARDING = "contiguous runs of the single-process batch plan, balanced by image count"
 
 
-def extract_sharded(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
-                    config: ExtractConfig, device: torch.device, ctx: distributed.DistContext,
-                    show_progress: bool) -> ExtractResult:
-    """This rank's shard into its own store; rank 0 merges all shards into `final`."""
-    distributed.init(ctx, device)
-    if final.is_file() and not config.overwrite:
-        return _check_finished(dataset, backbone, recipe, final, config, device, ctx, show_progress)
-    result = _extract_shard(dataset, backbone, recipe, final, config, device, ctx.rank,
-                            ctx.world_size, show_progress and ctx.rank == 0)
+def extract_sharded(job: ExtractJob, ctx: distributed.DistContext) -> ExtractResult:
+    """This rank's shard into its own store; rank 0 merges all shards into `job.path`."""
+    final, dataset = job.path, job.dataset
+    distributed.init(ctx, job.device)
+    if final.is_file() and not job.config.overwrite:
+        return _check_finished(job, ctx)
+    result = _extract_shard(job.but(show_progress=job.show_progress and ctx.rank == 0), ctx.rank,
+                            ctx.world_size)
     distributed.barrier()  # every shard written
     if ctx.rank == 0:
         _merge_and_remove(final, ctx.world_size)
@@ -55,47 +51,42 @@ def extract_sharded(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | No
                    failed=count_failed(final))
 
 
-def _check_finished(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
-                    config: ExtractConfig, device: torch.device, ctx: distributed.DistContext,
-                    show_progress: bool) -> ExtractResult:
-    """`final` exists: a finished merged store is checked by rank 0 (same settings and data,
+def _check_finished(job: ExtractJob, ctx: distributed.DistContext) -> ExtractResult:
+    """`job.path` exists: a finished merged store is checked by rank 0 (same settings and data,
     under the store's lock) while the other ranks wait for its verdict."""
+    final, dataset = job.path, job.dataset
     attrs = read_attrs(final)
     if not attrs.get("complete", 0):
         raise StoreError(f"{final} exists and is an unfinished single-process store; finish "
                          "it without torchrun, or pass --overwrite")
-    if config.update and attrs.get("dataset_fingerprint") != dataset.fingerprint:
-        return _update_sharded(dataset, backbone, recipe, final, config, device, ctx, show_progress)
-    result = (extract_store(dataset, backbone, recipe, final, config, device, show_progress)
-              if ctx.rank == 0 else None)
+    if job.config.update and attrs.get("dataset_fingerprint") != dataset.fingerprint:
+        return _update_sharded(job, ctx)
+    result = extract_store(job) if ctx.rank == 0 else None
     distributed.barrier()
-    return result or ExtractResult(str(final), backbone.name, "complete", len(dataset.samples),
-                                   0, count_failed(final), 0.0, 0.0, str(device))
+    return result or ExtractResult(str(final), job.backbone.name, "complete", len(dataset.samples),
+                                   0, count_failed(final), 0.0, 0.0, str(job.device))
 
 
-def _update_sharded(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
-                    config: ExtractConfig, device: torch.device, ctx: distributed.DistContext,
-                    show_progress: bool) -> ExtractResult:
+def _update_sharded(job: ExtractJob, ctx: distributed.DistContext) -> ExtractResult:
     """An update under torchrun: every rank plans it alike (read only, deterministic), the ranks
     share the rows to compute as a sharded delta store, and rank 0 assembles the new store
     under the store's lock."""
+    final = job.path
     lock = StoreLock(final)
     if ctx.rank == 0:
         lock.acquire()  # before any rank plans: no other writer until the rename
-        extract_store(dataset, backbone, recipe, final, config, device, False, check_only=True)
+        extract_store(job.but(show_progress=False), check_only=True)
     try:
         distributed.barrier()
         start = time.perf_counter()
-        dataset, plan = plan_update(final, dataset)
+        dataset, plan = plan_update(final, job.dataset)
         delta, images = delta_path(final), 0
         if len(plan.compute):
             sub = replace(dataset, samples=[dataset.samples[i] for i in plan.compute])
             if ctx.rank == 0:
                 drop_stale_delta(delta, sub)
             distributed.barrier()
-            settings = replace(config, overwrite=False, update=False, engine=store_engine(final, config))
-            images = extract_sharded(sub, backbone, recipe, delta, settings, device, ctx,
-                                     show_progress).images
+            images = extract_sharded(delta_job(job, sub, delta), ctx).images
         version = 0
         if ctx.rank == 0:
             seconds = time.perf_counter() - start
@@ -106,9 +97,9 @@ def _update_sharded(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | No
         lock.release()
     distributed.barrier()
     seconds = time.perf_counter() - start
-    return ExtractResult(str(final), backbone.name, "updated", len(dataset.samples), images,
+    return ExtractResult(str(final), job.backbone.name, "updated", len(dataset.samples), images,
                          count_failed(final), seconds, images / seconds if seconds else 0.0,
-                         str(device), update=plan.summary(), version=version)
+                         str(job.device), update=plan.summary(), version=version)
 
 
 def _merge_and_remove(final: Path, world_size: int) -> None:
@@ -123,15 +114,14 @@ def extract_shard(dataset: Dataset, backbone_name: str, out_dir: Path, rank: int
                   config: ExtractConfig = ExtractConfig(), store_path: Path | None = None,
                   show_progress: bool = True) -> ExtractResult:
     """Shard `rank` of `world_size` into its own store (`featx merge` joins them), no torchrun."""
-    device = resolve_device(config.device)
-    backbone, recipe, final = resolve_target(dataset, backbone_name, out_dir, config, store_path)
-    return _extract_shard(dataset, backbone, recipe, final, config, device, rank, world_size,
-                          show_progress)
+    job = build_job(dataset, backbone_name, out_dir, config, resolve_device(config.device), store_path,
+                    show_progress)
+    return _extract_shard(job, rank, world_size)
 
 
-def _extract_shard(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, final: Path,
-                   config: ExtractConfig, device: torch.device, rank: int, world_size: int,
-                   show_progress: bool) -> ExtractResult:
+def _extract_shard(job: ExtractJob, rank: int, world_size: int) -> ExtractResult:
+    """Shard `rank` of `world_size` of the job into its own store beside `job.path`."""
+    dataset, config, final = job.dataset, job.config, job.path
     is_train = np.array([s.split == "train" for s in dataset.samples])
     batch_size = _shard_batch_size(final, world_size, config.batch_size)
     plan = plan_batches(is_train, config.views, batch_size)
@@ -142,8 +132,8 @@ def _extract_shard(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | Non
     provenance = {"shard_rank": rank, "shard_world_size": world_size, "shard_start": start,
                   "shard_stop": stop, "full_num_samples": len(dataset.samples),
                   "full_dataset_fingerprint": dataset.fingerprint, "sharding": SHARDING}
-    return extract_store(shard, backbone, recipe, shard_path(final, rank, world_size),
-                         replace(config, batch_size=batch_size), device, show_progress, provenance)
+    return extract_store(job.but(dataset=shard, path=shard_path(final, rank, world_size),
+                                 config=replace(config, batch_size=batch_size)), provenance)
 
 
 def _shard_batch_size(final: Path, world_size: int, default: int) -> int:

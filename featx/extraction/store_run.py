@@ -18,66 +18,56 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from featx.backbones import Backbone
 from featx.data import Dataset, with_content_hashes
-from featx.runtime.device import use_device_decode
 from featx.extraction.engines import ENGINES, engine_version
 from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig, ExtractResult
-from featx.extraction.engine_choice import engine_for, resumed_engine, tapped_module
+from featx.extraction.engine_choice import engine_for, resumed_engine
+from featx.extraction.job import ExtractJob
 from featx.extraction.runner import Runner
 from featx.store import (StoreLock, StoreSpec, assemble_update, check_room, check_writable,
                          count_failed, plan_update, planned_bytes, prepare_store, read_attrs,
                          store_state)
-from featx.data.transforms import AugRecipe, transform_provenance
+from featx.data.transforms import transform_provenance
 
 
-def extract_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
-                  config: ExtractConfig, device: torch.device, show_progress: bool,
-                  extra_provenance: dict | None = None, check_only: bool = False):
-    """Extract `dataset` into the store at `path` (created, resumed, updated, or found complete).
+def extract_store(job: ExtractJob, extra_provenance: dict | None = None, check_only: bool = False):
+    """Extract `job.dataset` into the store at `job.path` (created, resumed, updated, or found
+    complete).
 
     check_only: only check the store at `path` against this run's settings (the StoreError of
     other settings) and return its state (None, complete, resumable, changed); no lock is taken.
     """
-    gpu_decode = use_device_decode(device, config.decode)
-    taps = tapped_module(backbone, config.cut, config.pool, config.tta)
-    module, cut_shape = taps.module, taps.cut_shape
+    path, config, dataset = job.path, job.config, job.dataset
     # The pooled block and the TTA recipe are identity (other numbers); pool_dim says where the
     # final features end.
-    extra = {"pool": taps.pool or "", "pool_dim": taps.pool_dim,
+    extra = {"pool": job.taps.pool or "", "pool_dim": job.taps.pool_dim,
              "tta": "" if config.tta == "none" else config.tta, **(extra_provenance or {})}
-    spec = _spec(backbone, recipe, config, device, store_engine(path, config), gpu_decode,
-                 cut_shape, extra)
+    spec = _spec(job, store_engine(path, config), extra)
     state = None if config.overwrite else store_state(path, dataset, spec, config.update)  # no lock
     if check_only:
         return state
     if state == "complete":
         remove_delta(path)  # an update killed after its rename
-        return _complete(dataset, backbone, path, device)
+        return _complete(job)
     if state == "changed":
-
-        return update_store(dataset, backbone, recipe, path, config, device, show_progress)
+        return update_store(job)
     _check_target(path, dataset, spec, config.overwrite)  # before any export, lock or file
-    engine = engine_for(backbone, config, device, spec.provenance["engine"], module)
-    spec = _spec(backbone, recipe, config, device, engine.name, gpu_decode, cut_shape, extra)
+    engine = engine_for(job.backbone, config, job.device, spec.provenance["engine"], taps=job.taps)
+    spec = _spec(job, engine.name, extra)
     with StoreLock(path):
         if config.overwrite or not path.is_file():
             remove_delta(path)
-            dataset = with_content_hashes(dataset)  # each row's identity, for later updates
-        status = prepare_store(path, dataset, spec, config.overwrite)
+            job = job.but(dataset=with_content_hashes(dataset))  # each row's identity, for updates
+        status = prepare_store(path, job.dataset, spec, config.overwrite)
         if status == "complete":  # finished by another run since the check above
-            return _complete(dataset, backbone, path, device)
+            return _complete(job)
         # A resumed run keeps the batch plan of the run it resumes (same numbers, bit for bit).
         batch_size = read_attrs(path).get("batch_size", config.batch_size)
-        runner = Runner(dataset, backbone, recipe, config, device, gpu_decode, batch_size, engine,
-                        spec.feature_dim)
-        seconds, images = runner.run(path, show_progress)
+        seconds, images = Runner(job, engine, batch_size).run()
         n_failed = count_failed(path)
-    return ExtractResult(str(path), backbone.name, status, len(dataset.samples), images, n_failed,
-                         seconds, images / seconds if seconds else 0.0, str(device), version=1)
+    return ExtractResult(str(path), job.backbone.name, status, len(dataset.samples), images, n_failed,
+                         seconds, images / seconds if seconds else 0.0, str(job.device), version=1)
 
 
 def store_engine(path: Path, config: ExtractConfig) -> str:
@@ -118,9 +108,9 @@ def remove_delta(path: Path) -> None:
             pass  # a read-only folder: the store itself is complete and usable
 
 
-def _complete(dataset: Dataset, backbone: Backbone, path: Path, device: torch.device) -> ExtractResult:
-    return ExtractResult(str(path), backbone.name, "complete", len(dataset.samples), 0,
-                         count_failed(path), 0.0, 0.0, str(device))
+def _complete(job: ExtractJob) -> ExtractResult:
+    return ExtractResult(str(job.path), job.backbone.name, "complete", len(job.dataset.samples), 0,
+                         count_failed(job.path), 0.0, 0.0, str(job.device))
 
 
 def _check_target(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool) -> None:
@@ -132,41 +122,46 @@ def _check_target(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool
     check_writable(path.parent)
 
 
-def _spec(backbone: Backbone, recipe: AugRecipe | None, config: ExtractConfig, device: torch.device,
-          engine: str, gpu_decode: bool, cut_shape: tuple | None, extra: dict) -> StoreSpec:
+def _spec(job: ExtractJob, engine: str, extra: dict) -> StoreSpec:
     """What the store records: identity (what the numbers are) and execution (how computed)."""
+    backbone, config, device = job.backbone, job.config, job.device
     provenance = {
         "backbone": backbone.name, "weights": backbone.weights,
         "weights_sha256": backbone.weights.get("sha256", backbone.weights["source"]),
         "input_size": backbone.preprocess.input_size,
-        "transform": transform_provenance(backbone.preprocess, recipe, config.views),
+        "transform": transform_provenance(backbone.preprocess, job.recipe, config.views),
         "seed": config.seed, "device": device.type, "batch_size": config.batch_size,
         "engine": engine, "engine_version": engine_version(engine),
-        "decode": "gpu" if gpu_decode else "cpu",
+        "decode": "gpu" if job.gpu_decode else "cpu",
         "amp": config.amp if device.type == "cuda" else "off",
         **extra,
     }
     return StoreSpec(provenance=provenance, feature_dim=backbone.spec.feature_dim + extra["pool_dim"],
                      num_aug_views=config.views, dtype=config.dtype, cut=config.cut,
-                     cut_shape=cut_shape)
+                     cut_shape=job.taps.cut_shape)
 
 
-def update_store(dataset: Dataset, backbone: Backbone, recipe: AugRecipe | None, path: Path,
-                 config: ExtractConfig, device: torch.device, show_progress: bool) -> ExtractResult:
-    """Bring the store at `path` (same settings, other data) up to `dataset`."""
-    start = time.perf_counter()
+def update_store(job: ExtractJob) -> ExtractResult:
+    """Bring the store at `job.path` (same settings, other data) up to `job.dataset`."""
+    start, path = time.perf_counter(), job.path
     with StoreLock(path):
-        dataset, plan = plan_update(path, dataset)
+        dataset, plan = plan_update(path, job.dataset)
         images, delta = 0, None
         if len(plan.compute):
             delta = delta_path(path)
             sub = replace(dataset, samples=[dataset.samples[i] for i in plan.compute])
             drop_stale_delta(delta, sub)
-            settings = replace(config, overwrite=False, update=False, engine=store_engine(path, config))
-            images = extract_store(sub, backbone, recipe, delta, settings, device, show_progress).images
+            images = extract_store(delta_job(job, sub, delta)).images
         seconds = time.perf_counter() - start
         entry = assemble_update(path, dataset, plan, delta, seconds)
         remove_delta(path)
-    return ExtractResult(str(path), backbone.name, "updated", len(dataset.samples), images,
+    return ExtractResult(str(path), job.backbone.name, "updated", len(dataset.samples), images,
                          count_failed(path), seconds, images / seconds if seconds else 0.0,
-                         str(device), update=plan.summary(), version=entry["version"])
+                         str(job.device), update=plan.summary(), version=entry["version"])
+
+
+def delta_job(job: ExtractJob, sub: Dataset, delta: Path) -> ExtractJob:
+    """The job of an update's new rows `sub`: a store of their own at `delta`, made with the
+    store's engine, never itself updated or overwritten."""
+    settings = replace(job.config, overwrite=False, update=False, engine=store_engine(job.path, job.config))
+    return job.but(dataset=sub, path=delta, config=settings)
