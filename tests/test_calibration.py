@@ -3,14 +3,25 @@ probabilities a user can trust on small data, fitted without the test split."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from featx.errors import ConfigError
+from featx.errors import ConfigError, FeatxError
 from featx.evaluation.calibration import (T_MAX, T_MIN, check_calibration, fit_temperature, nll_at,
                                           softmax_at, temperature_of)
+from featx.heads.io import Head
+from featx.heads.predict import predict
+from featx.heads.scoring import linear_scores
+from featx.probes.sweep import HeadConfig
+from featx.probes.train import train_head
+from featx.store import open_h5
+from tests.conftest import make_feature_store
 
 
 def _draw(rng, logits: np.ndarray) -> np.ndarray:
@@ -57,3 +68,105 @@ def test_calibrate_takes_none_or_temperature():
     check_calibration("temperature")
     with pytest.raises(ConfigError, match=re.escape("--calibrate must be none | temperature")):
         check_calibration("platt")
+
+
+# --- train-head's calibrated heads -----------------------------------------------------------
+
+SMALL = HeadConfig(epochs=30, batch_size=32, lrs=(0.01, 0.3, 3.0), weight_decays=(0.0, 1e-3), folds=3)
+# Few training images and many test ones: 16 train + 8 val per class, 40 test, in 64 dimensions
+# where the classes overlap, so an unregularised head can be sure of every training image.
+SPLITS = ("train", "train", "val", "test", "test", "test", "test", "test")
+
+
+def _small_store(path: Path) -> Path:
+    return make_feature_store(path, n_per_class=64, dim=64, separation=0.35, views=0, splits=SPLITS)
+
+
+def _csv_errors(head, store: Path, out: Path) -> list[float]:
+    """The top probability `predict` prints for each wrong test prediction."""
+    predict(head, store).to_csv(out, top_k=1)
+    with open(out, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    return [float(r["prob_1"]) for r in rows if r["class_1"] != r["true_class"]]
+
+
+def test_a_head_trained_on_a_small_store_is_not_sure_of_its_errors(tmp_path):
+    store = _small_store(tmp_path / "s.h5")
+    head = train_head(store, "linear", SMALL, out=tmp_path / "h", show_progress=False)
+    printed = _csv_errors(head, store, tmp_path / "p.csv")
+    assert len(printed) >= 20  # a hard task: plenty of errors to look at
+    assert np.mean([p >= 0.99995 for p in printed]) < 0.5  # "1.0000" on few of them, if any
+    assert head.test.ece <= 0.15
+    record = head.meta["calibration"]
+    assert record["method"] == "temperature" and record["temperature"] == head.meta.temperature
+    assert "out-of-fold" in record["fitted_on"]
+    assert record["test"]["after"]["ece"] == pytest.approx(head.test.ece)
+    for side in ("before", "after"):
+        lo, hi = record["test"][side]["intervals"]["nll"]
+        assert lo <= record["test"][side]["nll"] <= hi
+
+
+def test_the_temperature_is_fitted_without_test_data(tmp_path):
+    """Two stores that differ only in their test labels give the same temperature."""
+    a, b = _small_store(tmp_path / "a.h5"), _small_store(tmp_path / "b.h5")
+    with open_h5(b, "r+") as f:
+        test = f["samples/split"].asstr()[:] == "test"
+        labels = f["samples/label"][:]
+        labels[test] = (labels[test] + 1) % 3
+        f["samples/label"][:] = labels
+    for select in ("cv", "val"):
+        config = replace(SMALL, select=select)
+        ha = train_head(a, "linear", config, out=tmp_path / f"ha{select}", show_progress=False)
+        hb = train_head(b, "linear", config, out=tmp_path / f"hb{select}", show_progress=False)
+        assert ha.meta.temperature == hb.meta.temperature != 1.0
+        assert ha.test.nll != hb.test.nll  # the test labels did differ
+    assert "val split" in hb.meta["calibration"]["fitted_on"]
+
+
+def test_an_old_head_file_loads_at_temperature_1(tmp_path):
+    store = _small_store(tmp_path / "s.h5")
+    head = train_head(store, "linear", SMALL, out=tmp_path / "h", show_progress=False)
+    x = np.random.default_rng(0).normal(size=(5, 64)).astype(np.float32)
+    logits = linear_scores(head.tensors, head.normalizer()(x), softmax_output=False)
+    np.testing.assert_allclose(head.predict_proba(x), softmax_at(logits, head.meta.temperature), atol=1e-5)
+    sidecar = head.path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    del meta["temperature"], meta["calibration"]  # as featx wrote heads before issue 28
+    sidecar.write_text(json.dumps(meta))
+    old = Head.load(head.path)
+    assert old.meta.temperature == 1.0
+    np.testing.assert_allclose(old.predict_proba(x), softmax_at(logits), atol=1e-5)
+    meta["temperature"] = 0.0
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(FeatxError, match="temperature must be a positive number"):
+        Head.load(head.path)
+
+
+def test_calibrate_none_keeps_the_probabilities_as_trained(tmp_path):
+    store = _small_store(tmp_path / "s.h5")
+    head = train_head(store, "linear", SMALL, out=tmp_path / "h", show_progress=False, calibrate="none")
+    assert head.meta.temperature == 1.0
+    assert head.meta["calibration"] == {"method": "none", "temperature": 1.0, "why": "--calibrate none"}
+    with pytest.raises(ConfigError, match="--calibrate"):
+        train_head(store, "linear", SMALL, out=tmp_path / "h2", show_progress=False, calibrate="platt")
+
+
+def test_train_head_says_what_it_chose_and_how_it_calibrated(tmp_path):
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    runner = CliRunner()
+    wide = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    shown = " ".join(runner.invoke(app, ["train-head", "--help"], env=wide).output.replace("│", " ").split())
+    assert "--calibrate none|temperature" in shown and "[default: temperature]" in shown
+    store = _small_store(tmp_path / "s.h5")
+    result = runner.invoke(app, ["train-head", str(store), "--lr", "0.01", "--lr", "3", "--weight-decay", "0",
+                                 "--epochs", "10", "--folds", "3", "--out", str(tmp_path / "h.safetensors")],
+                           env=wide)
+    assert result.exit_code == 0, result.output
+    assert "selected by 3-fold cross-validation on train+val" in result.output
+    assert re.search(r"calibrated: temperature [\d.]+, fitted on out-of-fold predictions", result.output)
+    assert re.search(r"test NLL [\d.]+ \[[\d.]+, [\d.]+\] -> [\d.]+ \[", result.output)
+    bad = runner.invoke(app, ["train-head", str(store), "--calibrate", "platt"])
+    assert bad.exit_code == 2 and "--calibrate" in bad.output

@@ -10,8 +10,9 @@ import pytest
 from featx.errors import ConfigError
 from featx.probes.sweep import HeadConfig
 from featx.evaluation.metrics import evaluate, selection_scores
-from featx.probes.selection import CV_MAX_ROWS, PoolData, stratified_folds, use_cv
+from featx.probes.selection import CV_MAX_ROWS, PoolData, choose, stratified_folds, tied_with, use_cv
 from featx.store import FeatureStore
+from featx.probes.cv import why_chosen
 from featx.probes.train import train_head
 from tests.conftest import make_feature_store
 
@@ -29,10 +30,13 @@ def test_cv_selects_on_train_val_and_refits_on_all_of_it(tmp_path):
     assert meta["train_samples"] == n_pool and sum(meta["train_counts"]) == n_pool
     assert head.val.n == n_pool  # out-of-fold predictions of every train+val image
     assert "3-fold cross-validation" in selection["why"]
-    # The chosen settings are the best out-of-fold top-1 of the grid, as the search lists them.
-    scores = [c["val_top1"] for c in meta["search"]]
-    assert (head.params["lr"], head.params["weight_decay"]) in [
-        (c["lr"], c["weight_decay"]) for c in meta["search"] if c["val_top1"] == max(scores)]
+    # The chosen settings are tied with the best out-of-fold top-1 of the grid and have the
+    # lowest calibrated out-of-fold cross-entropy of those, as the search lists them.
+    best = max(c["val_top1"] for c in meta["search"])
+    tied = [c for c in meta["search"] if c["tied"]]
+    assert any(c["val_top1"] == best for c in tied)
+    chosen = min(tied, key=lambda c: c["val_loss_calibrated"])
+    assert (head.params["lr"], head.params["weight_decay"]) == (chosen["lr"], chosen["weight_decay"])
     assert selection["score"] == pytest.approx(head.val.top1)
 
 
@@ -140,3 +144,47 @@ def test_rare_classes_spread_over_the_folds():
     labels = np.repeat(np.arange(6), 2)  # six classes of two rows each, 5 folds
     fold = stratified_folds(labels, 5, seed=0)
     assert len(np.unique(fold)) >= 4  # not every class starting at fold 0
+
+
+def _two_class_logits(y: np.ndarray, correct: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """[n, 2] logits predicting y where `correct`, the other class elsewhere, by `margin`."""
+    pred = np.where(correct, y, 1 - y)
+    logits = np.zeros((len(y), 2), np.float32)
+    logits[np.arange(len(y)), pred] = margin
+    return logits
+
+
+def test_among_heads_tied_on_top1_the_one_whose_confidence_can_be_trusted_is_chosen():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    right = rng.random(n) < 0.8
+    fewer = right.copy()
+    fewer[np.flatnonzero(right)[:6]] = False  # six others wrong, four others right: within the noise
+    fewer[np.flatnonzero(~right)[:4]] = True
+    heads = np.stack([
+        _two_class_logits(y, right, rng.uniform(5, 10, n)),  # best top-1, equally sure when wrong
+        _two_class_logits(y, fewer, np.where(fewer, 3.0, 0.3)),  # sure when right, unsure when wrong
+        _two_class_logits(y, rng.random(n) < 0.5, np.full(n, 0.01)),  # a coin: not tied
+    ])
+    cv = choose(heads, y, np.ones(3, bool), folds=5)
+    assert cv.leader == 0  # what the best top-1 alone picked
+    assert cv.tied.tolist() == [True, True, False]
+    assert cv.best == 1 and cv.calibrated_loss[1] < cv.calibrated_loss[0]
+    np.testing.assert_array_equal(cv.oof_logits, heads[1])
+    config = HeadConfig(lrs=(0.1, 1.0, 3.0), weight_decays=(0.0,))
+    assert why_chosen(cv, config, n) == (
+        f"5-fold cross-validation on train+val (400 images): 2 of 3 settings had an out-of-fold top1 tied "
+        f"with the best, lr 0.1, weight decay 0 ({cv.scores[0]:.1%}; paired bootstrap, 95%); of those, "
+        f"lr 1, weight decay 0 ({cv.scores[1]:.1%}) had the lowest out-of-fold cross-entropy at its own "
+        f"temperature ({cv.calibrated_loss[1]:.3f} vs {cv.calibrated_loss[0]:.3f} for the best top1): the "
+        "least overconfident; refitted on all of them")
+
+
+def test_ties_are_paired_and_a_diverged_head_is_never_tied():
+    y = np.arange(200) % 2
+    pred = np.stack([y, y, 1 - y])
+    pred[1, :3] = 1 - y[:3]  # three images apart from the best
+    tied = tied_with(pred, y, 0, np.array([True, False, True]), "top1", 2)
+    assert tied.tolist() == [True, False, False]
+    assert tied_with(pred, y, 0, np.ones(3, bool), "top1", 2).tolist() == [True, True, False]

@@ -38,6 +38,7 @@ def train_head(
     select: o.Select = "auto",
     folds: o.Folds = 5,
     metric: o.SelectMetric = "top1",
+    calibrate: o.Calibrate = "temperature",
     seed: o.Seed = 0,
     memory_mb: o.MemoryMb = None,
     out_dir: o.HeadsOut = Path("heads"),
@@ -66,7 +67,7 @@ def train_head(
 
     stem = head_out(out_dir, store, kind)  # checked before training: no work lost at save time
     replacing = head_paths(stem)[0].exists()
-    result = run_train_head(store, kind, settings, stem, memory_mb)
+    result = run_train_head(store, kind, settings, stem, memory_mb, calibrate=calibrate)
     print_training(result)
     if replacing:
         out.print(f"note: replaced the head that was at {result.path}", markup=False, highlight=False)
@@ -105,6 +106,10 @@ def print_training(r) -> None:
     why = r.meta.get("selection", {}).get("why")
     if why:
         out.print(f"selected by {why}", markup=False)
+    if "calibration" in r.meta:
+        from featx.probes.calibrated import describe
+
+        out.print(describe(r.meta["calibration"]), markup=False, highlight=False)
     elif r.search and len(r.search) > 1:
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         score = f" (val top-1 {r.val.top1:.3f})" if r.val else ""
@@ -158,8 +163,9 @@ def lr_find(
     config: o.Config = None,
     head: o.OldHeadKind = None,
 ) -> None:
-    """Learning-rate range test of a head on cached features: the loss curve (CSV + PNG) and a
-    suggested learning rate. For a fine-tune through the network: featx finetune ... --lr-find."""
+    """The learning-rate range test of a head on cached features: its loss curve and a suggested rate.
+
+    The curve is written as CSV + PNG. For a fine-tune through the network: featx finetune ... --lr-find."""
     from featx.probes.sweep import HeadConfig
     from featx.probes.train import find_head_lr
 

@@ -30,6 +30,7 @@ import typer
 from featx.cli.config_file import apply_config
 
 from featx.config import OneOf
+from featx.evaluation.calibration import CALIBRATIONS
 from featx.extraction.settings import EXTRACT
 from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # the registry of head kinds
 from featx.probes.settings import HEAD
@@ -271,6 +272,11 @@ Folds = Annotated[int, _option("--folds", metavar="K", help="Folds of --select c
 SelectMetric = Annotated[str, _choice(
     "--metric", rule=HEAD["metric"],
     help="What selects the head (balanced_accuracy or macro_f1 when rare classes matter).")]
+Calibrate = Annotated[str, _choice(
+    "--calibrate", rule=OneOf(CALIBRATIONS),
+    help="temperature: a linear, MLP or logreg head's logits are divided by one number fitted on its "
+         "out-of-fold or val predictions (never test), so that a probability of 0.9 is right about 9 times "
+         "in 10; kept in the head, used by predict and export. none: the probabilities as trained.")]
 UseViews = Annotated[bool, _option("--use-views/--clean-only",
                                    help="Train on the store's augmented views too, or on clean features only.")]
 OldViews = Annotated[Optional[bool], typer.Option("--views", hidden=True)]  # old spelling of --use-views

@@ -117,6 +117,8 @@ def classifier_module(head: Head) -> nn.Module:
               for i in range(sum(1 for k in head.tensors if k.startswith("layers.") and k.endswith(".weight")))]
     if not layers:
         raise FeatxError(f"{head.path}: the head has no layers to export")
+    w, b = layers[-1]  # the head's temperature folded into its last layer: softmax(z / T)
+    layers[-1] = (np.asarray(w, np.float32) / head.meta.temperature, np.asarray(b, np.float32) / head.meta.temperature)
     return Classifier(net, pre.mean, pre.std, head.feature_dim, norm.mode, norm.mean, norm.std,
                        layers).eval().to(torch.device("cpu"))
 

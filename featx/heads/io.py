@@ -219,14 +219,15 @@ class Head:
     # --- using it ----------------------------------------------------------------------------
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """[n, C] probabilities (margins for an SVM) from raw backbone features [n, D]."""
+        """[n, C] probabilities (margins for an SVM) from raw backbone features [n, D], at the
+        head's temperature (1.0 for heads saved before calibration, or trained --calibrate none)."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
             raise FeatxError(f"features of shape {features.shape} given to a head that takes "
                              f"[n, {self.feature_dim}] ({self.backbone} features)")
         x = self.normalizer()(features)
         layers = {k: v for k, v in self.tensors.items() if not k.startswith(("norm.", WARM_START))}
-        return scores(self.kind, layers, x, self.params)
+        return scores(self.kind, layers, x, self.params, self.meta.temperature)
 
     def predict_proba(self, inputs: np.ndarray | Sequence[str | os.PathLike] | str | os.PathLike,
                       **embed_options) -> np.ndarray:
@@ -288,6 +289,9 @@ class Head:
     def _check_shapes(self, sidecar: Path) -> None:
         """The weights fit the sidecar (its keys were checked as it was read: HeadMeta.from_dict)."""
         reference = head_kind(self.kind).needs_reference_set  # rows of train_x, not layers
+        t = self.meta.temperature
+        if not (np.isfinite(t) and t > 0):  # every probability is softmax(logits / t)
+            raise FeatxError(f"{sidecar}: temperature must be a positive number, got {t!r}")
         out = None if reference else _output_size(self.tensors)
         if out is not None and out != len(self.classes):
             raise FeatxError(f"{sidecar}: {len(self.classes)} classes, but the weights score {out}")

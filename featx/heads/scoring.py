@@ -66,15 +66,17 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax_output: bool = True) -> np.ndarray:
-    """Run layers.{i}.weight/bias with ReLU between them; softmax at the end if asked."""
+def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax_output: bool = True,
+                  temperature: float = 1.0) -> np.ndarray:
+    """Run layers.{i}.weight/bias with ReLU between them; softmax of the logits divided by
+    `temperature` at the end if asked (the head's calibration: featx.evaluation.calibration)."""
     h = x
     n_layers = sum(1 for key in tensors if key.endswith(".weight") and key.startswith("layers."))
     for i in range(n_layers):
         h = h @ tensors[f"layers.{i}.weight"] + tensors[f"layers.{i}.bias"]
         if i < n_layers - 1:
             h = np.maximum(h, 0)
-    return softmax(h) if softmax_output else h
+    return softmax(h / temperature if temperature != 1.0 else h) if softmax_output else h
 
 
 def knn_scores(tensors: dict[str, np.ndarray], x: np.ndarray, k: int, num_classes: int) -> np.ndarray:
@@ -101,11 +103,13 @@ def vote_shares(labels: np.ndarray, found: np.ndarray, num_classes: int) -> np.n
     return votes / max(k, 1)
 
 
-def scores(kind: str, tensors: dict[str, np.ndarray], x: np.ndarray, params: dict) -> np.ndarray:
-    """Class scores [n, C]: probabilities for linear/MLP/logreg/k-NN heads, margins for the SVM."""
+def scores(kind: str, tensors: dict[str, np.ndarray], x: np.ndarray, params: dict,
+           temperature: float = 1.0) -> np.ndarray:
+    """Class scores [n, C]: probabilities for linear/MLP/logreg/k-NN heads (the softmax ones at
+    `temperature`), margins for the SVM."""
     spec = head_kind(kind)
     if spec.needs_reference_set:
         labels = tensors["train_y"]
         num_classes = int(params.get("num_classes", labels.max() + 1))
         return knn_scores(tensors, x, int(params["k"]), num_classes)
-    return linear_scores(tensors, x, softmax_output=spec.probabilistic)
+    return linear_scores(tensors, x, softmax_output=spec.probabilistic, temperature=temperature)

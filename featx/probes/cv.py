@@ -15,7 +15,8 @@ from featx.probes.sweep import HeadConfig, budget_epochs
 from featx.evaluation.metrics import evaluate
 from featx.runtime.progress import progress_bar
 from featx.heads.scoring import linear_scores
-from featx.probes.selection import PoolData, cross_validate, fold_count, refit
+from featx.evaluation.calibration import softmax_at, temperature_of
+from featx.probes.selection import CrossValidation, PoolData, cross_validate, fold_count, refit
 
 
 def pool_of(data: FeatureData) -> tuple[PoolData, np.ndarray]:
@@ -30,8 +31,10 @@ def pool_of(data: FeatureData) -> tuple[PoolData, np.ndarray]:
     return pool, np.concatenate([data.train_rows, val_rows])
 
 
-def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bool):
-    """((tensors, params, search, curve, score), normalizer, out-of-fold Metrics, selection)."""
+def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bool,
+                        calibrate: str = "temperature"):
+    """((tensors, params, search, curve, score), normalizer, out-of-fold Metrics, selection,
+    Temperature or None): the out-of-fold metrics at that temperature, the score at 1."""
     pool, rows = pool_of(data)
     folds = fold_count(pool.train_labels, config.folds)
     steps = budget_epochs(config.epochs, pool.n_train) * (folds + 1)
@@ -51,25 +54,53 @@ def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bo
     curve = [{**c, "val_loss": None, "val_top1": None} for c in sweep.curve]
     params = {"lr": lr, "weight_decay": wd, "epochs_run": sweep.epochs_run}
     store = data.store
+    temperature = None
+    if calibrate == "temperature":  # the chosen head's own, fitted on its out-of-fold logits
+        temperature = temperature_of(cv.oof_logits, pool.train_labels,
+                                     f"out-of-fold predictions of {cv.folds}-fold cross-validation "
+                                     f"({pool.n_train} images)")
     # Per-image predictions are kept for test only (paired comparisons): not 20,000 rows of them.
-    oof = evaluate(pool.train_labels, cv.oof_probs, list(store.class_names),
-                   store.paths_of(rows), True, keep_samples=False)
+    oof = evaluate(pool.train_labels, softmax_at(cv.oof_logits, temperature.value if temperature else 1.0),
+                   list(store.class_names), store.paths_of(rows), True, keep_samples=False)
     selection = {"method": "cv", "folds": cv.folds, "metric": config.metric, "rows": int(pool.n_train),
                  "counts": np.bincount(pool.train_labels, minlength=pool.num_classes).tolist(),
-                 "score": float(cv.scores[cv.best]),
-                 "why": f"{cv.folds}-fold cross-validation on train+val ({pool.n_train} images): "
-                        f"lr {lr:g}, weight decay {wd:g} had the best out-of-fold {config.metric} "
-                        f"({cv.scores[cv.best]:.1%}) of {len(config.grid)} settings; refitted on all of them"}
+                 "score": float(cv.scores[cv.best]), "tied": int(cv.tied.sum()),
+                 "leader": {"lr": config.grid[cv.leader][0], "weight_decay": config.grid[cv.leader][1],
+                            config.metric: float(cv.scores[cv.leader])},
+                 "why": why_chosen(cv, config, pool.n_train)}
     scoring = {k: v for k, v in tensors.items() if not k.startswith(WARM_START)}
     fitted = (tensors, params, search, curve, lambda x: linear_scores(scoring, x))
-    return fitted, normalizer, oof, selection
+    return fitted, normalizer, oof, selection, temperature
+
+
+def why_chosen(cv: CrossValidation, config: HeadConfig, rows: int) -> str:
+    """What train-head prints after "selected by": the folds, the tie with the best score and
+    the cross-entropy that decided among the tied settings."""
+    lr, wd = config.grid[cv.best]
+    metric, n = config.metric, len(config.grid)
+    start = f"{cv.folds}-fold cross-validation on train+val ({rows} images): "
+    chosen = f"lr {lr:g}, weight decay {wd:g}"
+    if cv.calibrated_loss is None or int(cv.tied.sum()) == 1:
+        return (start + f"{chosen} had the best out-of-fold {metric} ({cv.scores[cv.best]:.1%}) of {n} settings, "
+                "no other within its noise; refitted on all of them")
+    lead_lr, lead_wd = config.grid[cv.leader]
+    best = (f"the best, lr {lead_lr:g}, weight decay {lead_wd:g}" if cv.leader != cv.best else "the best")
+    return (start + f"{int(cv.tied.sum())} of {n} settings had an out-of-fold {metric} tied with {best} "
+            f"({cv.scores[cv.leader]:.1%}; paired bootstrap, 95%); of those, {chosen} "
+            f"({cv.scores[cv.best]:.1%}) had the lowest out-of-fold cross-entropy at its own temperature "
+            f"({cv.calibrated_loss[cv.best]:.3f}"
+            + (f" vs {cv.calibrated_loss[cv.leader]:.3f} for the best {metric}" if cv.leader != cv.best else "")
+            + "): the least overconfident; refitted on all of them")
 
 
 def _candidate(config: HeadConfig, i: int, cv) -> dict:
     lr, wd = config.grid[i]
     if not np.isfinite(cv.scores[i]):
         return {"lr": lr, "weight_decay": wd, "val_top1": None, "val_loss": None, "diverged": True}
-    return {"lr": lr, "weight_decay": wd, "val_top1": float(cv.top1[i]), "val_loss": float(cv.loss[i]),
-            f"val_{config.metric}": float(cv.scores[i])}
+    out = {"lr": lr, "weight_decay": wd, "val_top1": float(cv.top1[i]), "val_loss": float(cv.loss[i]),
+           f"val_{config.metric}": float(cv.scores[i]), "tied": bool(cv.tied[i])}
+    if cv.tied[i]:  # the cross-entropy that chose among the tied, at the head's own temperature
+        out.update(val_loss_calibrated=float(cv.calibrated_loss[i]), temperature=float(cv.temperatures[i]))
+    return out
 
 

@@ -18,12 +18,15 @@ import torch
 from featx.errors import ConfigError
 from featx.probes.feature_data import epoch_draws
 from featx.probes.sweep import HeadConfig, SweepResult, head_losses, train_heads
+from featx.evaluation.calibration import fit_temperature, nll_at, softmax_at
 from featx.evaluation.metrics import selection_scores
+from featx.evaluation.uncertainty import CONFIDENCE, RESAMPLES, SEED, ScoredSamples, resampled
 from featx.heads.scoring import Normalizer
 
 # Beyond this many train+val rows one val split is precise (+-1 point), and k sweeps cost k times
 # as much: `select auto` cross-validates below it only.
 CV_MAX_ROWS = 20_000
+TIE_CELLS = 2_000_000  # resamples x images drawn at once by tied_with: memory stays flat
 
 
 def use_cv(config: HeadConfig, rows: int, streamed: bool) -> bool:
@@ -90,12 +93,21 @@ class PoolData:
 
 @dataclass
 class CrossValidation:
-    best: int  # index into config.grid
+    best: int  # index into config.grid: the chosen head
     scores: np.ndarray  # [H] out-of-fold `metric` of every head (NaN: diverged in a fold)
     top1: np.ndarray  # [H] out-of-fold top-1
     loss: np.ndarray  # [H] out-of-fold cross-entropy
-    oof_probs: np.ndarray  # [n, C] out-of-fold probabilities of the chosen head
+    oof_logits: np.ndarray  # [n, C] out-of-fold logits of the chosen head
     folds: int
+    leader: int = 0  # the head with the best score alone (ties broken by loss): the old choice
+    tied: np.ndarray | None = None  # [H] bool: score within noise of the leader's
+    calibrated_loss: np.ndarray | None = None  # [H] out-of-fold cross-entropy at each head's own T
+    temperatures: np.ndarray | None = None  # [H] each head's out-of-fold temperature
+
+    @property
+    def oof_probs(self) -> np.ndarray:
+        """[n, C] out-of-fold probabilities of the chosen head (uncalibrated)."""
+        return softmax_at(self.oof_logits)
 
 
 def fold_count(labels: np.ndarray, folds: int) -> int:
@@ -114,8 +126,10 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_validate(pool: PoolData, config: HeadConfig, advance=lambda n: None) -> CrossValidation:
-    """Train the sweep k times, each time on k-1 folds; score every head on the held-out fold."""
+def out_of_fold(pool: PoolData, config: HeadConfig,
+                advance=lambda n: None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Train the sweep k times, each time on k-1 folds, and score every head on the held-out
+    fold: (logits [H, n, C] of every pool row by the heads that did not see it, usable [H], k)."""
     k = fold_count(pool.train_labels, config.folds)
     fold = stratified_folds(pool.train_labels, k, config.seed)
     n, h = pool.n_train, len(config.grid)
@@ -129,17 +143,70 @@ def cross_validate(pool: PoolData, config: HeadConfig, advance=lambda n: None) -
         usable &= sweep.usable
         with torch.no_grad():
             logits[:, held] = sweep.heads(torch.from_numpy(normalizer(pool.clean[held]))).numpy()
-    y = pool.train_labels
+    usable &= np.isfinite(logits).all((1, 2))
+    return logits, usable, k
+
+
+def cross_validate(pool: PoolData, config: HeadConfig, advance=lambda n: None) -> CrossValidation:
+    """k-fold cross-validation of the sweep on the pool, and the head it chooses (choose)."""
+    logits, usable, k = out_of_fold(pool, config, advance)
+    return choose(logits, pool.train_labels, usable, config.metric, k)
+
+
+def choose(logits: np.ndarray, y: np.ndarray, usable: np.ndarray, metric: str = "top1",
+           folds: int = 0) -> CrossValidation:
+    """The head to keep from out-of-fold `logits` [H, n, C]: among the heads whose `metric` is
+    tied with the best one's (a paired bootstrap over the same images, as the report's ties),
+    the one with the lowest out-of-fold cross-entropy after its own temperature.
+
+    The best score alone rewards overconfidence: on a few hundred images a handful of them
+    separate the top heads, and the least regularised one wins, certain of its errors (issue 28).
+    Within the noise of the score, cross-entropy tells the heads apart by how much their
+    probabilities can be trusted; each at its own temperature, since train-head rescales the
+    chosen head's logits (featx.evaluation.calibration) and what it keeps is the rescaled one."""
+    h, n, c = logits.shape
     pred = logits.argmax(-1)
-    scores = np.where(usable, selection_scores(pred, y, pool.num_classes, config.metric), np.nan)
+    scores = np.where(usable, selection_scores(pred, y, c, metric), np.nan)
     with torch.no_grad():
         loss = head_losses(torch.from_numpy(logits), torch.from_numpy(y), None).numpy()
     loss = np.where(usable & np.isfinite(loss), loss, np.inf)
-    candidates = np.flatnonzero(np.isfinite(scores))
-    best = int(candidates[np.lexsort((loss[candidates], -scores[candidates]))[0]]) if len(candidates) else 0
     top1 = (pred == y).mean(1)
-    probs = torch.softmax(torch.from_numpy(logits[best]), -1).numpy()
-    return CrossValidation(best, scores, top1, loss, probs, k)
+    candidates = np.flatnonzero(np.isfinite(scores))
+    if not len(candidates):
+        return CrossValidation(0, scores, top1, loss, logits[0], folds, 0, np.zeros(h, bool))
+    leader = int(candidates[np.lexsort((loss[candidates], -scores[candidates]))[0]])
+    tied = tied_with(pred, y, leader, usable, metric, c)
+    temperatures = np.ones(h)
+    calibrated = np.full(h, np.inf)
+    for i in np.flatnonzero(tied):
+        temperatures[i] = fit_temperature(logits[i], y)
+        calibrated[i] = nll_at(logits[i], y, temperatures[i])
+    best = int(np.argmin(calibrated))
+    return CrossValidation(best, scores, top1, loss, logits[best], folds, leader, tied, calibrated, temperatures)
+
+
+def tied_with(pred: np.ndarray, y: np.ndarray, leader: int, usable: np.ndarray, metric: str,
+              num_classes: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """[H] bool: the usable heads whose `metric` on these images is tied with the leader's: the
+    95% interval of their paired difference (the same bootstrap resamples of the images for
+    both, as featx.evaluation.uncertainty.paired_difference) holds 0. The leader is tied."""
+    h, n = pred.shape
+    kept = [ScoredSamples(y, pred[i], num_classes=num_classes) for i in range(h)]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, TIE_CELLS // max(n, 1))
+    draws = [[] for _ in range(h)]
+    for start in range(0, resamples, chunk):  # the same resamples for every head: paired
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        for i in np.flatnonzero(usable):
+            draws[i].append(resampled(kept[i], idx, [metric])[metric])
+    tied = np.zeros(h, bool)
+    lead = np.concatenate(draws[leader])
+    tail = (1 - CONFIDENCE) / 2 * 100
+    for i in np.flatnonzero(usable):
+        lo, hi = np.percentile(np.concatenate(draws[i]) - lead, [tail, 100 - tail])
+        tied[i] = lo <= 0 <= hi
+    tied[leader] = True
+    return tied
 
 
 def refit(pool: PoolData, config: HeadConfig, index: int,

@@ -9,7 +9,7 @@ Heads never touch images: everything here reads the store only.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,9 @@ from featx.runtime.progress import progress_bar
 from featx.heads.scoring import Normalizer, linear_scores, scores
 from featx.probes.selection import use_cv
 from featx.store import FeatureStore
+from featx.probes.calibrated import calibrated_scores, calibration_record, fit_head_temperature
 from featx.probes.cv import fit_cross_validated
+from featx.evaluation.calibration import check_calibration
 
 
 def default_head_stem(store_path: str | Path, kind: str, out_dir: str | Path | None = None) -> Path:
@@ -48,7 +50,7 @@ def head_stem(store_path: str | Path, kind: str, out: str | Path | None) -> Path
 
 def train_head(store_path: str | Path, kind: str | None = None, config: HeadConfig | None = None,
                out: str | Path | None = None, memory_mb: float | None = None,
-               show_progress: bool = True) -> Head:
+               show_progress: bool = True, calibrate: str = "temperature") -> Head:
     """Train one head on a complete store, save it, and return it.
 
     Args:
@@ -56,7 +58,12 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
         config: the training settings; options it leaves unset take the defaults of `kind`.
         out: a path stem (NAME -> NAME.safetensors + NAME.json) or a folder; heads/ by default.
         memory_mb: stream features from the store when they would need more memory than this.
+        calibrate: "temperature": the logits of a linear, MLP or logreg head are divided by one
+            scalar fitted on its out-of-fold (cross-validated) or val predictions, never on test,
+            so that its probabilities match how often it is right; it is saved with the head and
+            every score it gives uses it. "none": the probabilities as trained.
     """
+    check_calibration(calibrate)
     if kind is not None:
         head_kind(kind, among=FEATURE_KINDS)
     config = config or HeadConfig()
@@ -70,10 +77,11 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
         data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb,
                            features=config.features, hold=config.torch_head)
         selection = {"method": "val", "metric": config.metric if config.torch_head else "top1"}
+        found = None  # the temperature cross-validation fitted on out-of-fold predictions
         val_scores = None  # the val rows' scores, where fitting made them already (k-NN)
         if use_cv(config, data.n_train + len(data.rows("val")), data.streamed):
             data.note = None  # the folds use every train image: none is held out as val
-            fitted, normalizer, val, selection = fit_cross_validated(data, config, show_progress)
+            fitted, normalizer, val, selection, found = fit_cross_validated(data, config, show_progress, calibrate)
         else:
             check_val_split(data, config)
             normalizer = data.fit_normalizer(config.normalize)
@@ -83,12 +91,20 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
                 fitted, val_scores = _fit_sklearn(data, normalizer, kind, config.seed, show_progress)
         data.release()  # fitted: scoring reads the store (at a million rows, most of the memory)
         probabilistic = head_kind(kind).probabilistic
-        if selection["method"] == "val":
-            val = _metrics(data, store, "val", normalizer, fitted[-1], probabilistic, val_scores)
         tensors, params, search, curve, score = fitted
+        temperature = fit_head_temperature(calibrate, kind, tensors, data, normalizer, found)
+        if temperature is not None:  # every metric from here on is of the calibrated head
+            uncalibrated, score = score, calibrated_scores(tensors, temperature.value)
+        if selection["method"] == "val":
+            val = _metrics(data, store, "val", normalizer, score, probabilistic, val_scores)
         test = _metrics(data, store, "test", normalizer, score, probabilistic)
+        before = None if temperature is None or test is None else _metrics(
+            data, store, "test", normalizer, uncalibrated, probabilistic)
         seconds = time.perf_counter() - start
         meta = _sidecar(store, kind, config, params, search, curve, val, test, seconds, data, selection)
+        meta = replace(meta, temperature=temperature.value if temperature else 1.0,
+                       extra={**meta.extra, "calibration": calibration_record(calibrate, kind, temperature,
+                                                                              before, test)})
     if normalizer.mode == "standard":
         tensors = {**tensors, "norm.mean": normalizer.mean, "norm.std": normalizer.std}
     path = save_head(stem, tensors, meta)

@@ -1,0 +1,91 @@
+"""train_head's temperature: one scalar fitted on held-out predictions of the chosen head.
+
+The cross-validated path fits it on the chosen settings' out-of-fold predictions (every
+train+val image, each scored by a head that did not train on it: featx.probes.selection.choose
+already fitted it there); the val path on the val split. The test split is never used: its
+metrics are reported at the fitted temperature, next to what they were before it.
+
+Only heads whose probabilities are the softmax of a linear or MLP read-out are rescaled (linear,
+mlp, logreg); a k-NN's vote shares and an SVM's margins keep temperature 1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from featx.evaluation.calibration import Temperature, softmax_at, temperature_of
+from featx.evaluation.metrics import Metrics
+from featx.heads.scoring import Normalizer, linear_scores
+
+CALIBRATED_KINDS = ("linear", "mlp", "logreg")
+
+
+def head_logits(tensors: dict[str, np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Normalised features -> the head's logits (its layers.* tensors; others are ignored)."""
+    return lambda x: linear_scores(tensors, x, softmax_output=False)
+
+
+def calibrated_scores(tensors: dict[str, np.ndarray], temperature: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Normalised features -> probabilities at `temperature`."""
+    logits = head_logits(tensors)
+    return lambda x: softmax_at(logits(x), temperature)
+
+
+def fit_head_temperature(calibrate: str, kind: str, tensors: dict[str, np.ndarray], data,
+                         normalizer: Normalizer, fitted: Temperature | None = None) -> Temperature | None:
+    """The head's temperature, or None where it keeps 1 (--calibrate none, a kind without
+    logits, or no held-out images). `fitted`: the one cross-validation found (out-of-fold);
+    else it is fitted on the val split of `data` (a FeatureData), block by block."""
+    if calibrate == "none" or kind not in CALIBRATED_KINDS:
+        return None
+    if fitted is not None:
+        return fitted
+    logits = head_logits(tensors)
+    parts = [(logits(normalizer(x)), y) for x, y, _ in data.split_blocks("val") if len(y)]
+    if not parts:
+        return None
+    z, y = (np.concatenate(p) for p in zip(*parts))
+    return temperature_of(z, y.astype(np.int64), f"the val split's predictions ({len(y)} images)")
+
+
+def calibration_record(calibrate: str, kind: str, temperature: Temperature | None,
+                       before: Metrics | None, after: Metrics | None) -> dict:
+    """The sidecar's `calibration`: how and on what the temperature was fitted, and the test
+    NLL and ECE (with their 95% intervals) at temperature 1 and at the fitted one."""
+    if temperature is None:
+        why = ("--calibrate none" if calibrate == "none" else
+               f"a {kind} head's scores are not softmax logits" if kind not in CALIBRATED_KINDS else
+               "no held-out predictions to fit it on (no val split)")
+        return {"method": "none", "temperature": 1.0, "why": why}
+
+    def side(m: Metrics | None) -> dict | None:
+        if m is None or m.nll is None:
+            return None
+        return {"nll": m.nll, "ece": m.ece, "intervals": {k: m.intervals[k] for k in ("nll", "ece")
+                                                           if k in m.intervals}}
+
+    return {"method": "temperature", **temperature.to_dict(),
+            "test": {"before": side(before), "after": side(after)}}
+
+
+def describe(record: dict) -> str:
+    """One line for train-head's output: the temperature, what it was fitted on, and the test NLL
+    and ECE before -> after."""
+    if record.get("method") != "temperature":
+        return f"calibration: none ({record.get('why', '')})"
+    line = (f"calibrated: temperature {record['temperature']:.3g}, fitted on {record['fitted_on']} "
+            f"(NLL {record['fit_nll_before']:.3f} -> {record['fit_nll_after']:.3f})")
+    test = record.get("test") or {}
+    before, after = test.get("before"), test.get("after")
+    if before and after:
+        line += (f"; test NLL {_with(before, 'nll')} -> {_with(after, 'nll')}, "
+                 f"ECE {_with(before, 'ece')} -> {_with(after, 'ece')}")
+    return line
+
+
+def _with(side: dict, metric: str) -> str:
+    bounds = side.get("intervals", {}).get(metric)
+    value = f"{side[metric]:.3f}"
+    return f"{value} [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else value
