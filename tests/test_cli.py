@@ -51,9 +51,10 @@ def _help(command: str) -> str:
 # --- help ---------------------------------------------------------------------------------------
 
 def _shown_default(param) -> str | None:
-    """The text `--help` must show for this parameter's default (typer's format), or None."""
+    """The text `--help` must show for this parameter's default, or None: a default described in
+    words reads like a value (`[default: 1 on CPU, up to 16 on CUDA]`, not typer's `(...)`)."""
     if isinstance(param.show_default, str):
-        return f"({param.show_default})"
+        return param.show_default
     default = param.default
     if default is None or param.show_default is False:
         return None

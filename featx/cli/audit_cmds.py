@@ -37,7 +37,7 @@ Search = Annotated[str, typer.Option("--search", metavar="|".join(SEARCHES), cal
 Images = Annotated[list[str], typer.Argument(metavar="IMAGES...", help="Query images or folders of images.",
                                              show_default=False)]
 TopK = Annotated[int, typer.Option("--top-k", metavar="K", min=1, help="Stored samples listed per query.")]
-GalleryOut = Annotated[Optional[Path], typer.Option("--out", metavar="FILE", show_default="(none: print only)",
+GalleryOut = Annotated[Optional[Path], typer.Option("--out", metavar="FILE", show_default="none: print only",
                                                     help="Also write an HTML gallery to FILE.")]
 ExportOut = Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for embeddings/, metadata/, "
                                          "index.faiss.")]
@@ -50,8 +50,10 @@ def audit(store: o.Store, out_dir: AuditOut = Path("audit"), checks: Checks = li
           threshold: Threshold = 0.85, hash_bits: HashBits = 4,
           threshold_without_pixels: ThresholdNoPixels = 0.97, pixels: Pixels = True, k: K = 10,
           outlier_k: OutlierK = 5, search: Search = "auto", seed: o.Seed = 0, config: o.Config = None) -> None:
-    """Duplicates, train/test leakage, label suspects and outliers in STORE: a CSV per finding,
-    audit.json and audit.html. `featx report` shows the audit when its folder sits beside the heads."""
+    """Duplicates, train/test leakage, label suspects and outliers in STORE, as CSVs and a page.
+
+    A CSV per finding, audit.json and audit.html; `featx report` shows the audit when its folder sits
+    beside the heads."""
     from featx.audit import AuditConfig, DuplicateSettings, audit as run_audit
     from featx.audit.page import summary_lines
 
@@ -83,8 +85,9 @@ def search(store: o.Store, images: Images, top_k: TopK = 5, out_path: GalleryOut
 
 def export(store: o.Store, out_dir: ExportOut = Path("export"), index: Index = "auto",
            shard_rows: ShardRows = 100_000) -> None:
-    """STORE's clean features as numpy shards + Parquet metadata + a FAISS index (embedding-reader,
-    autofaiss and clip-retrieval read this layout)."""
+    """STORE's clean features as numpy shards, Parquet metadata and a FAISS index.
+
+    embedding-reader, autofaiss and clip-retrieval read this layout."""
     from featx.store.export import export as run_export
 
     out_folder(out_dir)

@@ -10,6 +10,7 @@ its traceback.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +25,9 @@ from featx.errors import ConfigError, FeatxError
 
 out = Console(soft_wrap=True)  # long paths stay on one line (greppable, copyable)
 err = Console(stderr=True, soft_wrap=True)
+# Below this many columns a command's help is click's plain two-column layout: rich's four-column
+# table splits metavars mid-word there (`auto|torch|onnxrunti` / `me`) and cuts option names.
+PLAIN_HELP_BELOW = 100
 
 # What Ctrl-C leaves behind, per command: finished work survives, re-running resumes it.
 INTERRUPTED = {
@@ -96,6 +100,17 @@ class FeatxCommand(TyperCommand):
         for param in self.params:
             if param.param_type_name == "argument" or getattr(param, "is_flag", False):
                 _untyped(param)
+            if isinstance(getattr(param, "show_default", None), str):
+                _described_default(param)
+
+    def format_help(self, ctx: typer.Context, formatter) -> None:
+        if shutil.get_terminal_size().columns >= PLAIN_HELP_BELOW:
+            return super().format_help(ctx, formatter)
+        mode, self.rich_markup_mode = self.rich_markup_mode, None
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            self.rich_markup_mode = mode
 
     def get_help_option(self, ctx: typer.Context):
         return _untyped(super().get_help_option(ctx))
@@ -129,6 +144,13 @@ def check_values(ctx: typer.Context, params) -> None:
             problem = "contains a NUL character"
         if problem:
             raise typer.BadParameter(problem, ctx=ctx, param=param)
+
+
+def _described_default(param) -> None:
+    """`[default: 1 on CPU, up to 16 on CUDA]` for a default described in words, as a value's
+    `[default: 64]` is shown (typer and click would print `[default: (1 on CPU, ...)]`)."""
+    text = param.show_default
+    param._get_default_string = lambda *args, **kwargs: text
 
 
 def _untyped(param):

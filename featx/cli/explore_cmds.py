@@ -61,6 +61,7 @@ def map_(store: o.Store, out_path: MapOut = Path("map.html"), head: MapHead = No
          method: Method = "umap", pca_dims: PcaDims = 50, neighbours: Neighbours = 15,
          max_points: MaxPoints = 50_000, thumbnails: Thumbnails = True, seed: o.Seed = 0) -> None:
     """A 2-D map of STORE's clean features, one point per sample, as one self-contained HTML page.
+
     Coordinates are cached beside the store (STORE.map.npz): a second map is instant."""
     from featx.explore import MapConfig, map_store
     from featx.explore.coords import Projection
@@ -76,7 +77,9 @@ def map_(store: o.Store, out_path: MapOut = Path("map.html"), head: MapHead = No
 def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY, head: SelectHead = None,
            out_path: PicksOut = Path("picks.csv"), copy_to: CopyTo = None, threshold: Threshold = 0.85,
            pixels: Pixels = True, seed: o.Seed = 0) -> None:
-    """The unlabelled images of STORE to label next. Near-copies of a labelled image, and all but
+    """The unlabelled images of STORE to label next.
+
+    Near-copies of a labelled image, and all but
     one of each group of near-duplicates, are never picked. Label them in the manifest and run
     `featx extract` again: a relabel, no forward."""
     from featx.audit import DuplicateSettings
@@ -98,8 +101,9 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
 def label_curve(store: o.Store, strategies: Strategies = ["random", "margin", "coreset", "typiclust"],
                 seeds: Seeds = 3, out_dir: CurveOut = Path("label-curve"), pca_dims: CurvePca = 128,
                 pool_limit: PoolLimit = None) -> None:
-    """Simulated labelling on a fully labelled STORE: test accuracy vs the number of labels per
-    strategy (mean and 95% interval over seeds), the k-shot curve, and the labels each needs to
+    """Simulated labelling on a fully labelled STORE: test accuracy vs the number of labels.
+
+    Per strategy (mean and 95% interval over seeds), the k-shot curve, and the labels each needs to
     reach 95% of the accuracy with every label."""
     from featx.explore import CurveConfig, label_curve as run_curve
 

@@ -48,8 +48,9 @@ def finetune(
     subset: o.Subset = None,
     config: o.Config = None,
 ) -> None:
-    """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable); with
-    --from-block only the top, on the maps of DATA = a store made by `extract --cut`."""
+    """Fine-tune backbone + head on DATA, warm-started from a trained head (resumable).
+
+    With --from-block only the top is trained, on the maps of DATA = a store made by `extract --cut`."""
     from featx.runtime.distributed import context, finish
     from featx.finetuning import FinetuneConfig, finetune as run_finetune, suggest_lr
 

@@ -13,8 +13,9 @@ from featx.errors import FeatxError
 
 
 def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "html") -> None:
-    """Compare every trained head in RESULTS: table, plots, worst errors. A damaged head
-    sidecar or LR-finder curve is skipped with a note (and listed in the report)."""
+    """Compare every trained head in RESULTS: table, plots, worst errors.
+
+    A damaged head sidecar or LR-finder curve is skipped with a note (and listed in the report)."""
     from featx.report import read_results, write_report
 
     target = out_file(out_path or results / f"report.{fmt}", example=f"report.{fmt}")
