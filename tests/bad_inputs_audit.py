@@ -18,6 +18,19 @@ def incomplete_store(tmp: Path, world: World) -> None:
         f.attrs["complete"] = np.uint8(0)
 
 
+def features_set(value: float, rows=slice(None)):
+    """{tmp}/s.h5: the world's store with features/clean[rows] set to `value` (NaN, inf, 0)."""
+    def setup(tmp: Path, world: World) -> None:
+        import h5py
+
+        shutil.copy(world.store, tmp / "s.h5")
+        with h5py.File(tmp / "s.h5", "r+") as f:
+            x = f["features/clean"][()]
+            x[rows] = value
+            f["features/clean"][...] = x
+    return setup
+
+
 def garbage(name: str, blob: bytes):
     def setup(tmp: Path, world: World) -> None:
         (tmp / name).write_bytes(blob)
@@ -66,4 +79,17 @@ CASES = [
          code=2, setup=export_folder_with("index.faiss", folder=True)),
     Case("export-into-a-folder-of-other-files", EXPORT_D, r"--out .*D: not a featx export folder \(it holds notes\.txt\)",
          code=2, setup=export_folder_with("notes.txt", folder=False)),
+    # Degenerate or non-finite features: one line from every command that reads them (issue 32).
+    Case("audit-nan-row", AUDIT + ["{tmp}/s.h5"], r"s\.h5: the features are degenerate: 1 of \d+ rows hold NaN or inf",
+         setup=features_set(float("nan"), rows=3)),
+    Case("audit-inf-outliers-only", AUDIT + ["{tmp}/s.h5", "--checks", "duplicates", "--checks", "outliers"],
+         r"s\.h5: the features are degenerate: 1 of \d+ rows hold NaN or inf", setup=features_set(float("inf"), rows=0)),
+    Case("audit-all-zero", AUDIT + ["{tmp}/s.h5"], r"s\.h5: the features are degenerate: all \d+ rows are zero",
+         setup=features_set(0.0)),
+    Case("search-constant-features", ["search", "{tmp}/s.h5", "{data}", "--device", "cpu"],
+         r"s\.h5: the features are degenerate: every column is constant", setup=features_set(0.5)),
+    Case("train-head-nan-rows", ["train-head", "{tmp}/s.h5", "--kind", "logreg", "--out", "{out}"],
+         r"s\.h5: the features are degenerate: .* NaN or inf", setup=features_set(float("nan"))),
+    Case("train-head-knn-all-nan", ["train-head", "{tmp}/s.h5", "--kind", "knn", "--out", "{out}"],
+         r"s\.h5: the features are degenerate: .* NaN or inf", setup=features_set(float("nan"))),
 ]

@@ -158,3 +158,36 @@ def test_a_touch_only_update_keeps_the_store_version(tmp_path):
     attrs = read_attrs(Path(store))
     assert attrs["store_version"] == 1 and len(__import__("json").loads(attrs["history"])) == 1
     assert extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).status == "complete"
+
+
+@pytest.mark.parametrize("split", ["bogus", "validation", "Train", ""])
+def test_a_split_that_does_not_exist_is_named_not_empty(blob_store, split):
+    from featx.store import FeatureStore
+
+    with FeatureStore(blob_store) as st, pytest.raises(StoreError, match=f"no split '{split}'; use one of train, val"):
+        st.features(split)
+
+
+@pytest.mark.parametrize("n_per_class, k, outlier_k", [(1, 10, 5), (1, 3, 2), (10, 1000, 50)])
+def test_an_audit_of_few_samples_bounds_its_neighbours(tmp_path, n_per_class, k, outlier_k):
+    from featx.audit import AuditConfig, audit
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "s.h5", n_per_class=n_per_class, views=0)
+    notes = []
+    result = audit(store, tmp_path / "a", AuditConfig(k=k, outlier_k=outlier_k, pixels=False), log=notes.append)
+    n = 3 * n_per_class
+    assert result.summary["samples"] == n and result.summary["k"] == n - 1
+    assert result.summary["outliers"]["k"] == min(outlier_k, n - 1)
+    assert (tmp_path / "a" / "audit.json").is_file()
+    assert any(f"{n} samples: neighbours searched k={n - 1}" in line for line in notes)
+
+
+def test_a_one_class_audit_says_one_class(tmp_path):
+    from featx.audit import audit
+    from tests.conftest import make_feature_store
+
+    store = make_feature_store(tmp_path / "s.h5", n_per_class=12, classes=("only",), views=0)
+    notes = []
+    result = audit(store, tmp_path / "a", log=notes.append)
+    assert result.summary["labels"]["skipped"].startswith("one class only")

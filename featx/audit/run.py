@@ -102,6 +102,8 @@ def audit(store: str | Path, out: str | Path, config: AuditConfig = AuditConfig(
         rows = st.rows()
         if len(rows) < 2:
             raise StoreError(f"{store}: fewer than 2 usable samples, nothing to compare")
+        st.check_features()  # degenerate features: one line, not outliers at distance 1.0
+        config = _bounded(config, len(rows), log)
         if st.failed:
             log(f"note: {len(st.failed)} samples failed at extraction and are left out")
         labels, splits, paths = st.labels[rows], st.splits[rows], st.paths[rows]
@@ -164,6 +166,19 @@ def audit(store: str | Path, out: str | Path, config: AuditConfig = AuditConfig(
     return AuditResult(out, summary, files)
 
 
+def _bounded(config: AuditConfig, n: int, log) -> AuditConfig:
+    """--k and --outlier-k within the store: each sample has n - 1 others to be near."""
+    from dataclasses import replace
+
+    k = min(config.k, n - 1)
+    outlier_k = min(config.outlier_k, k)
+    if k < config.k or outlier_k < config.outlier_k:
+        log(f"note: {n} samples: neighbours searched k={k} (asked {config.k}), outlier score from "
+            f"the {outlier_k}-th nearest (asked {config.outlier_k})")
+        return replace(config, k=k, outlier_k=outlier_k)
+    return config
+
+
 def _hashes(st: FeatureStore, rows: np.ndarray, pixels: bool, log):
     """File and pixel hashes of the audited rows, or (None, why) when the images are not there.
     A store that keeps each file's sha256 gives exact duplicates even without the images."""
@@ -198,8 +213,11 @@ def _labels(st, source, labels, splits, paths, leaked_rows, config, out, log):
     x = source.take(np.arange(source.rows))
     found = label_suspects(x, labels, splits, len(st.classes), leaked_rows, config.seed)
     if found is None:
-        log("note: too few labelled training samples per class for a cross-validated probe; label checks skipped")
-        return {"skipped": "too few labelled training samples"}, _csv(out / "label_issues.csv", [], fields)
+        one = len(set(labels[(labels >= 0) & (splits == "train")].tolist())) < 2
+        why = ("one class only: a probe has nothing to tell apart" if one
+               else "too few labelled training samples per class for a cross-validated probe")
+        log(f"note: {why}; label checks skipped")
+        return {"skipped": why}, _csv(out / "label_issues.csv", [], fields)
     table = [{"rank": i + 1, "path": paths[r], "split": splits[r], "given": st.classes[g],
               "predicted": st.classes[p], "p_given": round(float(pg), 4), "p_predicted": round(float(pp), 4)}
              for i, (r, g, p, pg, pp) in enumerate(zip(found.rows, found.given, found.predicted,

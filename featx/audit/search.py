@@ -58,6 +58,7 @@ def search(store: str | Path, images: Sequence[str | os.PathLike], k: int = 5, d
 
     with FeatureStore(store) as st:
         st.require_complete()
+        st.check_features()  # degenerate features would answer every query with one similarity
         attrs = st.attrs
         embedder = HeadEmbedder(store_meta(attrs))
         pre = json.loads(json.dumps(embedder.backbone().preprocess.to_dict()))  # tuples as lists

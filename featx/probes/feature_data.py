@@ -54,6 +54,7 @@ class FeatureData:
         pooled block maps that `extract --pool` appends). `hold=False`: never hold the training
         rows in memory, whatever the budget (a caller that reads the rows it needs itself)."""
         store.require_complete()
+        store.check_features(cosine=False)  # NaN/inf or degenerate rows: one line, not a diverged sweep
         self.store = store
         self.dim = store.final_dim if features == "final" else store.feature_dim
         self.num_classes = len(store.classes)

@@ -116,7 +116,7 @@ class FeatureStore:
         self.aug_rows = self.f["features/aug_rows"][:]
         reasons = self.f["failed/reason"][:]
         self.failed = {int(i): reasons[i].decode("utf-8", "replace") for i in np.flatnonzero(reasons != b"")}
-        self._checked = False  # check_features passed
+        self._checked: FeatureScan | None = None  # check_features' one pass over the rows
 
     @cached_property
     def paths(self) -> np.ndarray:
@@ -206,24 +206,26 @@ class FeatureStore:
 
     def _usable(self, x: np.ndarray) -> np.ndarray:
         """`x`, or StoreError naming why no command can use these features (degenerate.py)."""
-        problem = feature_problem(x)
+        problem = feature_problem(x, cosine=False)
         if problem:
             raise StoreError(f"{self.path}: the features are degenerate: {problem}")
         return x
 
-    def check_features(self) -> None:
-        """StoreError when the store's usable clean features are degenerate (featx.store.degenerate):
-        one pass over the rows, once per open store; audit and search call it before their work."""
-        if self._checked:
+    def check_features(self, cosine: bool = True) -> None:
+        """StoreError when the store's usable clean features are degenerate (featx.store.degenerate;
+        `cosine`: zero rows too, for audit and search): one pass over the rows, once per open store;
+        audit, search and train-head call it before their work."""
+        if self._checked is not None:
+            problem = self._checked.problem(cosine)
+            if problem:
+                raise StoreError(f"{self.path}: the features are degenerate: {problem}")
             return
         scan, rows = FeatureScan(), self.rows()
         for a in range(0, len(rows), READ_SPAN):
             part = rows[a:a + READ_SPAN]
-            scan.add(self.read_span(int(part[0]), int(part[-1]) + 1)[part - part[0], :self.final_dim])
-        problem = scan.problem()
-        if problem:
-            raise StoreError(f"{self.path}: the features are degenerate: {problem}")
-        self._checked = True
+            scan.add(self.read_span(int(part[0]), int(part[-1]) + 1)[part - part[0]])
+        self._checked = scan
+        self.check_features(cosine)
 
     def read_clean(self, rows: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
         """Clean features [len(rows), D] of sample `rows` (any order, repeats allowed; None = all).
