@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from featx.errors import ConfigError, FeatxError
-from featx.evaluation.calibration import (T_MAX, T_MIN, check_calibration, fit_temperature, nll_at,
-                                          softmax_at, temperature_of)
+from featx.evaluation.calibration import T_MAX, T_MIN, fit_temperature, nll_at, softmax_at, temperature_of
+from featx.probes.calibrated import check_calibration
 from featx.heads.io import Head
 from featx.heads.predict import predict
 from featx.heads.scoring import linear_scores

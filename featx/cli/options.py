@@ -30,10 +30,9 @@ import typer
 from featx.cli.config_file import apply_config
 
 from featx.config import OneOf
-from featx.evaluation.calibration import CALIBRATIONS
 from featx.extraction.settings import EXTRACT
 from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # the registry of head kinds
-from featx.probes.settings import HEAD
+from featx.probes.settings import CALIBRATIONS, HEAD
 from featx.runtime.settings import MERGE_MODES
 from featx.training.settings import FINETUNE
 

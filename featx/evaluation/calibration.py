@@ -18,13 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featx.errors import ConfigError
-
 # T is kept in this range: beyond it a head is either certain of everything or of nothing, and
 # a held-out set that asks for either is too small or too clean to say (all of it right, say).
 T_MIN, T_MAX = 0.05, 100.0
 _BISECTIONS = 60  # on log T over [T_MIN, T_MAX]: far below any printed precision
-CALIBRATIONS = ("none", "temperature")
 
 
 @dataclass(frozen=True)
@@ -92,9 +89,3 @@ def temperature_of(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -> Te
     """fit_temperature, with the held-out cross-entropy before and after."""
     t = fit_temperature(logits, labels)
     return Temperature(t, fitted_on, nll_at(logits, labels), nll_at(logits, labels, t))
-
-
-def check_calibration(calibrate: str) -> None:
-    """`calibrate` is one of CALIBRATIONS."""
-    if calibrate not in CALIBRATIONS:
-        raise ConfigError(f"--calibrate must be {' | '.join(CALIBRATIONS)}, got {calibrate!r}")

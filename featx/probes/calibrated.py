@@ -15,11 +15,19 @@ from typing import Callable
 
 import numpy as np
 
+from featx.errors import ConfigError
 from featx.evaluation.calibration import Temperature, softmax_at, temperature_of
 from featx.evaluation.metrics import Metrics
 from featx.heads.scoring import Normalizer, linear_scores
+from featx.probes.settings import CALIBRATIONS
 
 CALIBRATED_KINDS = ("linear", "mlp", "logreg")
+
+
+def check_calibration(calibrate: str) -> None:
+    """`calibrate` is one of CALIBRATIONS (train-head --calibrate)."""
+    if calibrate not in CALIBRATIONS:
+        raise ConfigError(f"--calibrate must be {' | '.join(CALIBRATIONS)}, got {calibrate!r}")
 
 
 def head_logits(tensors: dict[str, np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:

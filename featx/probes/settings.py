@@ -13,6 +13,7 @@ METRICS = ("top1", "balanced_accuracy", "macro_f1")
 BALANCES = ("none", "weights", "sampler")  # a class-weighted loss, or balanced sampling
 NORMALIZATIONS = ("none", "standard", "l2")
 FEATURES = ("all", "final")  # with or without the pooled block maps of extract --pool
+CALIBRATIONS = ("none", "temperature")  # train-head --calibrate (featx.probes.calibrated)
 
 HEAD = {
     "optimizer": OneOf(OPTIMIZERS),

@@ -26,9 +26,8 @@ from featx.runtime.progress import progress_bar
 from featx.heads.scoring import Normalizer, linear_scores, scores
 from featx.probes.selection import use_cv
 from featx.store import FeatureStore
-from featx.probes.calibrated import calibrated_scores, calibration_record, fit_head_temperature
+from featx.probes.calibrated import calibrated_scores, calibration_record, check_calibration, fit_head_temperature
 from featx.probes.cv import fit_cross_validated
-from featx.evaluation.calibration import check_calibration
 
 
 def default_head_stem(store_path: str | Path, kind: str, out_dir: str | Path | None = None) -> Path:
