@@ -11,8 +11,8 @@
     engine_choice  which engine runs (ONNX Runtime checked against torch), --cut modules
     runner         one run: load, forward (GPU-decoded JPEGs merged in), hand to the writer
     writer_thread  commits batches to HDF5 while the next one computes
-    store_run      one process, one store;  sharded  torchrun ranks -> shards -> merged store
-    update         a changed dataset: only its new rows, as a delta store; the rest kept bit for bit
+    store_run      one process, one store, and its updates (only new rows, as a delta store)
+    sharded        torchrun ranks -> shards -> merged store
     job            ExtractJob: one extraction's values (and its --pool), resolved once, passed down
     run            extract and embed, the entry points
 
@@ -21,41 +21,12 @@ Names load on first use, so the torch-free `settings` can be imported alone.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-# public name -> module that defines it
-_EXPORTS = {
-    "JPEG_SUFFIXES": "featx.runtime.device", "resolve_device": "featx.runtime.device",
-    "use_device_decode": "featx.runtime.device", "STORE_DTYPES": "featx.extraction.settings",
-    "ExtractConfig": "featx.extraction.config", "ExtractResult": "featx.extraction.config",
-    "BatchDecoder": "featx.extraction.decode", "engine_for": "featx.extraction.engine_choice",
-    "Batch": "featx.extraction.plan", "plan_batches": "featx.extraction.plan",
-    "store_path_for": "featx.extraction.plan", "embed": "featx.extraction.run",
-    "extract": "featx.extraction.run", "SHARDING": "featx.extraction.sharded",
-    "extract_shard": "featx.extraction.sharded",
-}
+from featx.runtime.lazy import lazy_names
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:  # a submodule (featx.extraction.store_run), as an eager package gives
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
-
-
-if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazily
+# The public names, listed once (featx.runtime.lazy loads them on first use).
+if TYPE_CHECKING:
     from featx.extraction.config import ExtractConfig, ExtractResult
     from featx.extraction.decode import BatchDecoder
     from featx.extraction.engine_choice import engine_for
@@ -64,3 +35,5 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time names load lazil
     from featx.extraction.settings import STORE_DTYPES
     from featx.extraction.sharded import SHARDING, extract_shard
     from featx.runtime.device import JPEG_SUFFIXES, resolve_device, use_device_decode
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, __file__)
