@@ -191,3 +191,17 @@ def test_a_one_class_audit_says_one_class(tmp_path):
     notes = []
     result = audit(store, tmp_path / "a", log=notes.append)
     assert result.summary["labels"]["skipped"].startswith("one class only")
+
+
+def test_a_store_temp_file_left_by_a_killed_update_is_swept(tmp_path):
+    import subprocess
+    import sys
+
+    root = make_class_tree(tmp_path / "data", per_class=3)
+    store = Path(extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).store)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    leftover = store.with_name(f"{store.name}.tmp-{dead}")
+    shutil.copy(store, leftover)  # the final write of an update, killed before its rename
+    assert extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).status == "complete"
+    assert not leftover.exists()

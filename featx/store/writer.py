@@ -48,6 +48,7 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
     other data: an update, featx.store.update). Other settings are the StoreError of prepare_store;
     for an update they include how the rows were computed (engine, device, decode, amp). Without
     `allow_update`, other data is the same StoreError, explaining the change in files."""
+    _sweep(path)  # an update killed in its final write left STORE.h5.tmp-PID (store-sized)
     if not path.is_file():
         return None
     with open_h5(path) as f:
@@ -68,6 +69,14 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
         raise StoreError(f"{path} was made with other settings: {'; '.join(found)}{extra}. "
                          "Use --overwrite to replace it, or --out to write elsewhere")
     return "changed" if changed else "complete" if complete else "resumable"
+
+
+def _sweep(path: Path) -> None:
+    """Remove what a killed writer of `path` left (dead processes' temporary files only)."""
+    try:
+        remove_stale_temp_files(path)
+    except OSError:  # a read-only folder: nothing of ours can be there to sweep
+        pass
 
 
 def _same_bytes(f, dataset: Dataset) -> bool:
