@@ -62,3 +62,37 @@ def test_a_default_described_in_words_reads_like_a_value(columns):
     assert re.search(r"\[default: 1 on CPU, up to 16 on\s*(│\s*)*CUDA", text)
     finetune = run(["finetune", "--help"], columns).output
     assert re.search(r"\[default:\s*(│\s*)*runs/finetune\]", finetune)
+
+
+NUMBER_CUT = re.compile(r"\d[.,]$|^[.,]?\d*\]|…")  # a number or interval broken over lines, or cut
+
+
+def test_train_head_at_80_columns_keeps_every_line_and_number_whole(tmp_path, monkeypatch):
+    from tests.conftest import make_feature_store
+
+    monkeypatch.chdir(tmp_path)
+    make_feature_store(tmp_path / "blobs.h5", separation=0.8)
+    result = run(["train-head", "blobs.h5", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert not any(NUMBER_CUT.search(line.strip(" │┃")) for line in lines), result.stdout
+    assert any("train+val (out-of-fold)" in line for line in lines)
+    # Intervals whole, on the metric's own row; the confusion matrix is a table of counts.
+    top1 = next(line for line in lines if line.startswith("│ top-1"))
+    assert len(re.findall(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", top1)) == 2
+    assert "[[" not in result.stdout and "true \\ predicted" in result.stdout
+    assert lines[-1] == "next: featx predict IMAGES --head heads/blobs.linear.safetensors"
+
+
+def test_train_head_uses_one_thread_for_small_products_unless_told(monkeypatch):
+    from featx.runtime.device import THREADED_BATCH_X_DIM, head_threads, torch_threads
+    import torch
+
+    assert head_threads(256, 1504) == 1
+    assert head_threads(256, 1504, requested=3) == 3
+    assert head_threads(THREADED_BATCH_X_DIM, 1) == max(1, min(torch.get_num_threads(), __import__("os").cpu_count()))
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

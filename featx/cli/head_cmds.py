@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -11,6 +12,12 @@ from featx.cli import options as o
 from featx.cli.core import err, given, old_spelling, out
 from featx.cli.outputs import out_file, out_folder
 from featx.errors import ConfigError, FeatxError
+
+
+HeadThreads = Annotated[Optional[int], typer.Option(
+    "--threads", metavar="N", min=1, show_default="1; every core for batch x features over 4M",
+    help="torch threads for training (a head's small matrix products run fastest on one, above all "
+         "on a busy machine).")]
 
 
 def train_head(
@@ -41,6 +48,7 @@ def train_head(
     calibrate: o.Calibrate = "temperature",
     seed: o.Seed = 0,
     memory_mb: o.MemoryMb = None,
+    threads: HeadThreads = None,
     out_dir: o.HeadsOut = Path("heads"),
     config: o.Config = None,
     head: o.OldHeadKind = None,
@@ -66,11 +74,24 @@ def train_head(
     from featx.heads.io import head_paths
 
     stem = head_out(out_dir, store, kind)  # checked before training: no work lost at save time
+    from featx.runtime.device import head_threads, torch_threads
+
     replacing = head_paths(stem)[0].exists()
-    result = run_train_head(store, kind, settings, stem, memory_mb, calibrate=calibrate)
+    with torch_threads(head_threads(batch_size, store_dim(store), threads)):
+        result = run_train_head(store, kind, settings, stem, memory_mb, calibrate=calibrate)
     print_training(result)
     if replacing:
         out.print(f"note: replaced the head that was at {result.path}", markup=False, highlight=False)
+    out.print(f"next: featx predict IMAGES --head {result.path}",
+              markup=False, highlight=False)
+
+
+def store_dim(store: Path) -> int:
+    """The feature columns of `store` (a bad store is the same one-line error train_head gives)."""
+    from featx.store import FeatureStore
+
+    with FeatureStore(store) as opened:
+        return opened.feature_dim
 
 
 # Options that only some kinds of head use: given for another kind, they are said to be ignored.
@@ -105,22 +126,18 @@ def print_training(r) -> None:
         out.print(f"note: {note}", markup=False)
     why = r.meta.get("selection", {}).get("why")
     if why:
-        out.print(f"selected by {why}", markup=False)
+        out.print(f"selected by {why}", markup=False, soft_wrap=False)  # prose: wrapped at words
     if "calibration" in r.meta:
         from featx.probes.calibrated import describe
 
-        out.print(describe(r.meta["calibration"]), markup=False, highlight=False)
+        out.print(describe(r.meta["calibration"]), markup=False, highlight=False, soft_wrap=False)
     elif r.search and len(r.search) > 1:
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         score = f" (val top-1 {r.val.top1:.3f})" if r.val else ""
         out.print(f"searched {len(r.search)} candidates; best on val: {chosen}{score}", markup=False)
-    table = Table("split", "n", "top-1", "top-5", "bal. acc", "macro-F1", "NLL", "ECE")
     cv = r.meta.get("selection", {}).get("method") == "cv"  # val = out-of-fold over train+val
-    for name, m in (("train+val (out-of-fold)" if cv else "val", r.val), ("test", r.test)):
-        if m:
-            table.add_row(name, str(m.n), _with_ci(m, "top1"), _fmt(m.top5), _with_ci(m, "balanced_accuracy"),
-                          f"{m.macro_f1:.3f}", _fmt(m.nll), _fmt(m.ece))
-    out.print(table)
+    splits = [(name, m) for name, m in (("train+val (out-of-fold)" if cv else "val", r.val), ("test", r.test)) if m]
+    out.print(metrics_table(splits))
     final = r.test or r.val
     if final:
         per = Table("class", "precision", "recall", "F1", "support",
@@ -128,7 +145,7 @@ def print_training(r) -> None:
         for c in final.per_class:
             per.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
         out.print(per)
-        out.print("confusion (rows = true, columns = predicted): " + str(final.confusion))
+        out.print(confusion_table(final))
         if final.worst:
             out.print("worst errors (highest cross-entropy):")
             for w in final.worst[:5]:
@@ -136,7 +153,32 @@ def print_training(r) -> None:
                           f"{w['predicted']} (prob {w['p_predicted']:.2f})", markup=False, highlight=False)
     streamed = " (streamed from HDF5)" if r.meta.get("streamed") else ""
     out.print(f"{r.kind} head trained in {r.meta.get('seconds', 0.0):.1f} s{streamed}: "
-              f"{r.path} (+ .json with metrics)", markup=False, highlight=False)
+              f"{r.path} (+ .json)", markup=False, highlight=False)
+
+
+def metrics_table(splits: list[tuple[str, object]]) -> Table:
+    """One row per metric, one column per split: a value with its interval never wraps, and
+    two splits fit 80 columns ('train+val (out-of-fold)' whole)."""
+    table = Table("metric", *(name for name, _ in splits))
+    for column in table.columns[1:]:
+        column.no_wrap = True
+    rows = [("images", lambda m: str(m.n)), ("top-1", lambda m: _with_ci(m, "top1")),
+            ("top-5", lambda m: _with_ci(m, "top5") if m.top5 is not None else "-"),
+            ("bal. acc", lambda m: _with_ci(m, "balanced_accuracy")),
+            ("macro-F1", lambda m: _with_ci(m, "macro_f1")), ("NLL", lambda m: _fmt(m.nll)),
+            ("ECE", lambda m: _fmt(m.ece))]
+    for label, cell in rows:
+        table.add_row(label, *(cell(m) for _, m in splits))
+    return table
+
+
+def confusion_table(m) -> Table:
+    """The confusion matrix: a row per true class, a column per predicted one."""
+    names = [c.name for c in m.per_class]
+    table = Table("true \\ predicted", *names, title="confusion")
+    for name, row in zip(names, m.confusion):
+        table.add_row(name, *(str(v) for v in row))
+    return table
 
 
 def _fmt(value) -> str:

@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from featx.errors import ConfigError
@@ -73,3 +76,31 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+# A head's training step is a [batch, dim] matrix product (a few, for an MLP or a batched sweep):
+# below this many batch x dim a second intra-op thread costs more in wake-ups than it saves, and
+# on a machine whose other cores are busy torch's spinning threads wait on each other (one epoch
+# of the default linear sweep on the busy 2-core box: 71 s with 2 threads, 28 s with 1; issue 31).
+THREADED_BATCH_X_DIM = 1 << 22  # e.g. batch 2,048 x 2,048 features
+
+
+def head_threads(batch: int, dim: int, requested: int | None = None) -> int:
+    """torch threads for training a head on [batch, dim] steps: `requested` when given, else 1
+    unless the product is large, then every usable core torch would use."""
+    if requested:
+        return requested
+    if batch * dim < THREADED_BATCH_X_DIM:
+        return 1
+    return max(1, min(torch.get_num_threads(), usable_cores()))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """torch's intra-op thread count set to `threads` inside the block, put back after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
