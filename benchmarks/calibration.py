@@ -145,8 +145,9 @@ def markdown(results: dict, machine: str, rules=("old", "new", "logreg")) -> str
                 top1, nll, ece = (s[r][m] for m in METRICS)
                 cells += [f"{100 * top1[0]:.1f} ± {100 * top1[1]:.1f}", f"{nll[0]:.3f} ± {nll[1]:.3f}",
                           f"{ece[0]:.3f} ± {ece[1]:.3f}"]
-            rows = entry["runs"][0]["rows"]
-            lines.append(f"| {name} | {size} ({rows} images) | " + " | ".join(cells) + " |")
+            rows, seeds = entry["runs"][0]["rows"], len(entry["runs"])
+            shown = f"{rows} images" + (f", {seeds} seed{'s' * (seeds > 1)}" if seeds != results["seeds"] else "")
+            lines.append(f"| {name} | {size} ({shown}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

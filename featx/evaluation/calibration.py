@@ -21,7 +21,7 @@ import numpy as np
 # T is kept in this range: beyond it a head is either certain of everything or of nothing, and
 # a held-out set that asks for either is too small or too clean to say (all of it right, say).
 T_MIN, T_MAX = 0.05, 100.0
-_BISECTIONS = 60  # on log T over [T_MIN, T_MAX]: far below any printed precision
+_BISECTIONS = 40  # on log T over [T_MIN, T_MAX]: 1e-11 of it, far below any printed precision
 
 
 @dataclass(frozen=True)
