@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from featx.data import content_hash, hash_files, open_dataset, scan_images
+from featx.data import hash_files, open_dataset, scan_images
+from featx.runtime.hashing import file_sha256
 from featx.data import identity
 from tests.conftest import make_class_tree
 
@@ -36,7 +37,7 @@ def test_hashing_in_chunks_gives_each_files_own_hash(tmp_path, monkeypatch):
         files[-1].write_bytes(bytes([i]) * (i + 1))
     files.append(tmp_path / "missing.bin")
     shas = hash_files(files)
-    assert shas[:-1] == [content_hash(f) for f in files[:-1]] and shas[-1] == ""
+    assert shas[:-1] == [file_sha256(f) for f in files[:-1]] and shas[-1] == ""
     assert len(set(shas[:-1])) == 40
 
 
