@@ -90,7 +90,8 @@ def warm_start_scores(head: Head, x: np.ndarray) -> np.ndarray:
 
     prefix = head.warm_start_prefix
     warm = {k[len(prefix):]: v for k, v in head.tensors.items() if k.startswith(prefix)}
-    return linear_scores(warm, Normalizer("standard", warm["norm.mean"], warm["norm.std"])(x))
+    return linear_scores(warm, Normalizer("standard", warm["norm.mean"], warm["norm.std"])(x),
+                         temperature=head.meta.temperature)
 
 
 def test_a_cross_validated_head_warm_starts_from_its_train_only_refit(probe):

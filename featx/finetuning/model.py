@@ -45,6 +45,8 @@ class HeadModule(torch.nn.Module):
         for i in range(n):
             w = head.tensors[f"{prefix}layers.{i}.weight"].copy()  # (d_in, d_out)
             b = head.tensors[f"{prefix}layers.{i}.bias"]
+            if i == n - 1:  # the head's temperature folded in: the network starts from its probabilities
+                w, b = w / head.meta.temperature, b / head.meta.temperature
             if i == 0 and not self.l2:
                 w[constant] = 0.0
             layer = torch.nn.Linear(w.shape[0], w.shape[1])
