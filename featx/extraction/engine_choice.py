@@ -86,6 +86,9 @@ class Taps:
     pool_dim: int  # columns the pooled maps add (2C: average and maximum)
 
 
+SHAPE_PROBE_PX = 64  # the input a shape-only forward runs at (without --cut)
+
+
 def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None,
                   tta: str = "none") -> Taps:
     """The module an extraction runs for `cut`, `pool` ("auto": the backbone's default block)
@@ -108,7 +111,10 @@ def tapped_module(backbone: Backbone, cut: str | None, pool: str | None = None,
 
         module = Symmetrized(module, tta)
     module = module.eval()
-    size = backbone.preprocess.input_size
+    # One forward tells the shapes. Pooled columns and TTA keep their width at any input size, so
+    # without --cut a small image answers (a no-op re-run pays ~1/12 of a full-size forward);
+    # --cut's maps are as big as the input, so they are measured at the real size.
+    size = backbone.preprocess.input_size if cut else min(backbone.preprocess.input_size, SHAPE_PROBE_PX)
     with torch.no_grad():
         out = module(torch.zeros(1, 3, size, size))
     feats, maps = out if cut else (out, None)
