@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,56 @@ def with_options(config, options: dict):
     # FinetuneConfig's mode) are reset, so they follow the new value of that field.
     reset = {name: None for name in getattr(config, "defaulted", ()) if name not in options}
     return dataclasses.replace(config, **reset, **options)
+
+
+def as_config(cls, value, name: str = "config"):
+    """`value` as a `cls` config: None -> the defaults, a `cls` as is, a dict -> `cls(**dict)`
+    (a notebook's `config={"views": 2}`). Raises ConfigError naming argument `name`, for
+    another type or a key that is no field of `cls`."""
+    import dataclasses
+
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a{'n' if cls.__name__[0] in 'AEIOU' else ''} {cls.__name__} "
+                          f"or a dict of its fields, got {type(value).__name__}")
+    options = new_names(cls, {str(k).replace("-", "_"): v for k, v in value.items()})
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"{name}: unknown option(s) {', '.join(unknown)} for {cls.__name__} "
+                          f"(known: {', '.join(sorted(known))})")
+    return cls(**options)
+
+
+def as_tuple(value) -> tuple:
+    """One value or a sequence of them, as a tuple (a string is one value, not its letters)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return (value,)
+    return tuple(value)
+
+
+def check_types(config, ints: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> None:
+    """Config values of the right type, from the API and config files alike: `ints` hold
+    integers (not a bool, not 2.7), `numbers` finite numbers; a tuple is checked item by item,
+    None passes (an option left unset). Raises ConfigError naming the field."""
+    for names, ok, rules in ((ints, _is_int, ("an integer", "integers")),
+                             (numbers, _is_finite, ("a finite number", "finite numbers"))):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not all(ok(v) for v in as_tuple(value)):
+                raise ConfigError(f"{name} must be {rules[isinstance(value, tuple)]}, got {value!r}")
+
+
+def _is_int(value) -> bool:
+    # numpy's integers register as numbers.Integral, its bool_ does not: no numpy import needed
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def old_names(**renamed: str):

@@ -103,10 +103,16 @@ def _table_records(batches, features: dict, split: str | None, prefix: str | Non
             y = cols[label][i] if label else None
             if classes is not None and y is not None:
                 y = classes[y] if 0 <= y < len(classes) else None  # -1: unlabeled
-            k = (str(PurePosixPath(str(cols[key][i])).with_suffix("")) if key
-                 else f"{prefix or 'rows'}/{row + i:08d}")
+            k = _without_suffix(str(cols[key][i])) if key else f"{prefix or 'rows'}/{row + i:08d}"
             yield k, data, hint, None if y is None else str(y), split
         row += table.num_rows
+
+
+def _without_suffix(key: str) -> str:
+    """The key without its extension; '' or '.' as given (pathlib cannot drop a suffix of an
+    empty name), for the archive's key check to refuse in one line."""
+    path = PurePosixPath(key)
+    return str(path.with_suffix("")) if path.name and path.suffix else key
 
 
 def _image_column(names: list[str], features: dict, source: Path) -> str:

@@ -15,20 +15,24 @@ from featx.data.records import DatasetOptions
 from featx.data.folders import from_folder
 from featx.data.manifest import from_manifest
 from featx.data.packaged import packaged_datasets
+from featx.config import as_config
 from featx.errors import ConfigError, DataError
 
 
-def open_dataset(source: str | os.PathLike, options: DatasetOptions | None = None) -> Dataset:
+def open_dataset(source: str | os.PathLike, options: DatasetOptions | dict | None = None) -> Dataset:
     """Scan `source` (a folder, a manifest file, or a packaged dataset name) into a Dataset.
 
+    `options` is a DatasetOptions or a dict of its fields ({"val_frac": 0.2}).
+
     Raises:
-        ConfigError: `source` is empty (Path("") would be the current folder).
+        ConfigError: `source` is empty (Path("") would be the current folder), or `options` is
+            neither a DatasetOptions nor a dict of its fields.
         DataError: no such source, an unreadable manifest, or no images found.
     """
     if not str(source).strip():  # Path("") is the current folder: never what was meant
         raise ConfigError("DATA is empty: give a folder, a manifest file or a packaged dataset name")
     explicit = options is not None
-    options = options or DatasetOptions()
+    options = as_config(DatasetOptions, options, "options")
     path = Path(source).expanduser()
     packaged = packaged_datasets()
     name, names = None, {}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 
 from featx.backbones.symmetry import TTA_RECIPES
-from featx.config import check_settings
+from featx.config import check_settings, check_types
 from featx.errors import ConfigError
 from featx.extraction.settings import EXTRACT
 
@@ -43,6 +44,12 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.weights is None:  # one spelling from here on (store names, provenance)
             object.__setattr__(self, "weights", "none")
+        # Types first: views=2.5 or True would otherwise name a store "...mildx2.5" and fail in a worker
+        check_types(self, ints=("views", "batch_size", "workers", "seed", "input_size", "threads"))
+        for name in ("aug", "device", "weights", "tta", "pool", "cut"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ConfigError(f"{name} must be a text, got {value!r}")
         check_settings(self, EXTRACT)
         if self.tta not in TTA_RECIPES:
             raise ConfigError(f"tta must be one of {', '.join(TTA_RECIPES)}, got {self.tta!r}")

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from featx.runtime import distributed
-from featx.backbones import Backbone
-from featx.config import with_options
+from featx.backbones import Backbone, list_backbones
+from featx.config import as_config, with_options
+from featx.errors import ConfigError
 from featx.data import Dataset, as_dataset, class_warnings, require_decodable
 from featx.runtime.device import resolve_device
 from featx.extraction.config import ExtractConfig, ExtractResult
@@ -38,8 +39,9 @@ def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os
 
     Under torchrun (WORLD_SIZE > 1) each rank extracts its shard, and rank 0 merges them.
     """
+    check_backbone_name(backbone_name)
+    config = with_options(as_config(ExtractConfig, config), options)  # before any file is written
     dataset = as_dataset(data)
-    config = with_options(config or ExtractConfig(), options)
     out_dir = Path(out)
     ctx = distributed.context()
     device = resolve_device(config.device)
@@ -51,6 +53,13 @@ def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os
     if result.failed and ctx.rank == 0:
         check_failures(dataset, result)
     return result
+
+
+def check_backbone_name(name) -> None:
+    """A backbone is named by text (the registry would fail on None or 123 with an AttributeError)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"backbone must be a backbone name like {', '.join(list_backbones()[:4])} "
+                          f"(`featx backbones` lists them), got {name!r}")
 
 
 def check_failures(dataset: Dataset, result: ExtractResult) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -231,7 +232,8 @@ class Head:
 
     def predict_proba(self, inputs: np.ndarray | Sequence[str | os.PathLike] | str | os.PathLike,
                       **embed_options) -> np.ndarray:
-        """Class probabilities [n, C] for features [n, D], or for image files and folders.
+        """Class probabilities [n, C] for features [n, D], or for images: files and folders, PIL
+        images, or arrays [H, W, C] / [n, H, W, C] (uint8, or floats in [0, 1]).
 
         Images are featurised by the head's own backbone, rebuilt from the sidecar (same
         weights by sha256, same preprocessing); `embed_options` go to it (device, batch_size,
@@ -350,10 +352,10 @@ def _output_size(tensors: dict[str, np.ndarray]) -> int | None:
 
 
 def _is_features(inputs) -> bool:
-    if isinstance(inputs, (str, os.PathLike)):
-        return False
-    if isinstance(inputs, np.ndarray):
-        return True
-    if type(inputs).__module__.startswith("torch"):
-        return True
-    return bool(len(inputs)) and not isinstance(inputs[0], (str, os.PathLike))
+    """Features: an array or tensor of at most 2 dimensions, or rows of numbers (else images)."""
+    if isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("torch"):
+        return inputs.ndim <= 2
+    if isinstance(inputs, (list, tuple)) and inputs:
+        return isinstance(inputs[0], (list, tuple, numbers.Number)) or (
+            isinstance(inputs[0], np.ndarray) and inputs[0].ndim <= 1)
+    return False

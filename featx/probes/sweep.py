@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 
 from featx.training.balance import balanced_class_weights
 from featx.probes.batched import BatchedHeads, BatchedOptimizer
-from featx.config import check_settings, old_names
+from featx.config import as_tuple, check_settings, check_types, old_names  # noqa: F401 (check_types: finetuning's)
 from featx.errors import ConfigError, FeatxError
 from featx.probes.settings import HEAD, METRICS, OPTIMIZERS, SCHEDULES, SELECTIONS  # noqa: F401
 from featx.heads.kinds import FEATURE_KINDS, TORCH_KINDS, head_kind
@@ -108,34 +107,6 @@ class HeadConfig:
     @property
     def grid(self) -> list[tuple[float, float]]:
         return [(lr, wd) for lr in self.lrs for wd in self.weight_decays]
-
-
-def as_tuple(value) -> tuple:
-    """One value or a sequence of them, as a tuple (a string is one value, not its letters)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        return (value,)
-    return tuple(value)
-
-
-def check_types(config, ints: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> None:
-    """Config values of the right type, from the API and config files alike: `ints` hold
-    integers (not a bool, not 2.7), `numbers` finite numbers; a tuple is checked item by item,
-    None passes (an option left unset). Raises ConfigError naming the field."""
-    for names, ok, rules in ((ints, _is_int, ("an integer", "integers")),
-                             (numbers, _is_finite, ("a finite number", "finite numbers"))):
-        for name in names:
-            value = getattr(config, name)
-            if value is not None and not all(ok(v) for v in as_tuple(value)):
-                raise ConfigError(f"{name} must be {rules[isinstance(value, tuple)]}, got {value!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_finite(value) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-            and math.isfinite(value))
 
 
 @dataclass

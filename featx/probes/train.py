@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featx.config import as_config
 from featx.runtime.atomic import check_writable
 from featx.errors import ConfigError, FeatxError
 from featx.probes.feature_data import FeatureData
@@ -47,7 +48,7 @@ def head_stem(store_path: str | Path, kind: str, out: str | Path | None) -> Path
     return Path(out)
 
 
-def train_head(store_path: str | Path, kind: str | None = None, config: HeadConfig | None = None,
+def train_head(store_path: str | Path, kind: str | None = None, config: HeadConfig | dict | None = None,
                out: str | Path | None = None, memory_mb: float | None = None,
                show_progress: bool = True, calibrate: str = "temperature") -> Head:
     """Train one head on a complete store, save it, and return it.
@@ -65,7 +66,7 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
     check_calibration(calibrate)
     if kind is not None:
         head_kind(kind, among=FEATURE_KINDS)
-    config = config or HeadConfig()
+    config = as_config(HeadConfig, config)  # a dict of its fields, from a notebook
     config = config.for_kind(kind) if kind else config
     kind = config.head
     stem = head_stem(store_path, kind, out)

@@ -228,15 +228,11 @@ class FeatureStore:
         self.check_features(cosine)
 
     def read_clean(self, rows: np.ndarray | None = None, dtype=np.float32) -> np.ndarray:
-        """Clean features [len(rows), D] of sample `rows` (any order, repeats allowed; None = all).
-
-        Rows are gathered span by span: from the first row still wanted, one contiguous read up
-        to its last wanted row within READ_SPAN rows, so memory holds the result and one span,
-        never the whole dataset. A span that would read over SPARSE times more rows than it
-        wants reads just those rows (an HDF5 selection: slower per row, far less to read).
-        """
+        """Clean features [len(rows), D] of sample `rows` (any order, repeats allowed; None = all),
+        gathered span by span (_gathered): memory holds the result and one span, never the whole
+        dataset. A row outside the store is a StoreError naming it."""
         data = self.f["features/clean"]
-        rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
+        rows = np.arange(len(data)) if rows is None else self._rows(rows, len(data))
         out = np.empty((len(rows), data.shape[1]), dtype)
         for positions, values in _gathered(data, rows):
             out[positions] = values
@@ -245,13 +241,22 @@ class FeatureStore:
     def paths_of(self, rows: np.ndarray) -> list[str]:
         """The paths of sample `rows`, read span by span (not the whole table: a million paths
         are ~100 MB) unless `paths` has been read already."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._rows(rows, len(self.f["samples/path"]))
         if "paths" in self.__dict__:
             return [self.paths[r] for r in rows]
         out = np.empty(len(rows), dtype=object)
         for positions, values in _gathered(self.f["samples/path"].asstr(), rows):
             out[positions] = values
         return out.tolist()
+
+    def _rows(self, rows, n: int) -> np.ndarray:
+        """`rows` as int64; StoreError naming those outside [0, n), not numpy's IndexError of a span."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        bad = rows[(rows < 0) | (rows >= n)]
+        if len(bad):
+            raise StoreError(f"{self.path}: row{'s' * (len(bad) > 1)} {', '.join(map(str, bad[:5]))} out of "
+                             f"range: the store has {n} rows (0 to {n - 1})")
+        return rows
 
     def read_span(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
         """Clean features of sample rows [start, stop): one contiguous read (streaming blocks)."""
