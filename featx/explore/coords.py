@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,8 +111,10 @@ def project(x: np.ndarray, projection: Projection, log) -> tuple[np.ndarray, str
     if method == "pca" or len(x) <= projection.neighbours + 1:  # UMAP needs more rows than neighbours
         xy = reduced[:, :2] if reduced.shape[1] >= 2 else np.pad(reduced, ((0, 0), (0, 2 - reduced.shape[1])))
         return np.ascontiguousarray(xy, np.float32), f"PCA (first 2 of {dims} components of unit features)"
-    fitted = umap.UMAP(n_components=2, n_neighbors=projection.neighbours, min_dist=projection.min_dist,
-                       random_state=projection.seed).fit_transform(reduced)
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": seeded maps are wanted
+        warnings.simplefilter("ignore", UserWarning)
+        fitted = umap.UMAP(n_components=2, n_neighbors=projection.neighbours, min_dist=projection.min_dist,
+                           random_state=projection.seed).fit_transform(reduced)
     return (np.ascontiguousarray(fitted, np.float32),
             f"UMAP (n_neighbors={projection.neighbours}, min_dist={projection.min_dist}) "
             f"after PCA to {dims} dimensions of unit features")

@@ -108,12 +108,15 @@ def stratified(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     if len(labels) <= limit:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    keep = []
-    for y in np.unique(labels):
-        members = np.flatnonzero(labels == y)
-        take = max(1, int(round(limit * len(members) / len(labels))))
-        keep.append(rng.choice(members, size=min(take, len(members)), replace=False))
-    keep = np.sort(np.concatenate(keep))
+    groups, sizes = np.unique(labels, return_counts=True)
+    exact = limit * sizes / len(labels)
+    take = np.maximum(np.floor(exact).astype(np.int64), 1)
+    for g in np.argsort(-(exact - np.floor(exact)), kind="stable"):  # largest remainders first
+        if take.sum() >= limit:
+            break
+        take[g] += take[g] < sizes[g]
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == y), size=min(t, s), replace=False)
+                                   for y, t, s in zip(groups, take, sizes)]))
     return np.sort(rng.choice(keep, size=limit, replace=False)) if len(keep) > limit else keep
 
 
