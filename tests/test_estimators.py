@@ -8,6 +8,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featx.probes.estimators import LinearProbe, MLPProbe
 
@@ -72,3 +73,11 @@ def test_a_sweep_with_nothing_to_hold_out_is_refused():
     with pytest.raises(ValueError, match="too few to hold out"):
         LinearProbe(epochs=2).fit(x, y)
     assert LinearProbe(lrs=0.1, weight_decays=0.0, epochs=2).fit(x, y).search_ == []
+
+
+# scikit-learn's own conformance suite (fitting one sample, pickling, sample order, n_features_in_,
+# classifiers learning separable blobs, ...); an MLP needs more than 2 passes over its 150 rows
+# (one batch each) to pass check_classifiers_train's 83% bar.
+@parametrize_with_checks([LinearProbe(epochs=2), MLPProbe(epochs=10)])
+def test_scikit_learn_check_estimator(estimator, check):
+    check(estimator)

@@ -71,7 +71,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         config = self._config()
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes, got {len(self.classes_)}")
+            # "1 class": the words scikit-learn's check_fit2d_1sample looks for
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes, got {len(self.classes_)} class")
         held = (stratified_holdout(y_index, self.val_fraction, self.random_state)
                 if len(config.grid) > 1 else np.zeros(len(y), dtype=bool))
         if len(config.grid) > 1 and not held.any():
