@@ -61,23 +61,29 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
     if size == 0:
         raise ImageError(path, "empty file (0 bytes)")
+    return decode_image(path, path)
+
+
+def decode_image(source: str | os.PathLike | io.BytesIO, name: str) -> Image.Image:
+    """Decode a file (a path, or bytes in a BytesIO: an upload) into an upright 8-bit RGB image,
+    under the rules above; an ImageError naming `name` and the reason otherwise."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _open(path) as img:
-                _check_size(img, path)
+            with _open(source) as img:
+                _check_size(img, name)
                 img.seek(0)  # animated GIF/TIFF: the first frame
                 img.load()  # decode now: truncation shows here, not later in a worker
                 return to_rgb(ImageOps.exif_transpose(img))
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageError(path, f"decompression bomb refused ({exc})") from None
+        raise ImageError(name, f"decompression bomb refused ({exc})") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(path, "not an image file Pillow can identify") from None
+        raise ImageError(name, "not an image file Pillow can identify") from None
     # Malformed files raise more than OSError (ValueError, struct.error, SyntaxError, ...).
     except Exception as exc:  # noqa: BLE001
-        raise ImageError(path, _describe(exc)) from None
+        raise ImageError(name, _describe(exc)) from None
 
 
 def _open(source) -> Image.Image:

@@ -11,13 +11,12 @@ crop offset is Python's round((size - crop) / 2).
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from featx.data.images import PIL_FORMATS, size_problem, to_rgb
+from featx.data.images import decode_image
 from featx.errors import ImageError
 
 
@@ -41,26 +40,7 @@ def decode(data: bytes, name: str = "image") -> Image.Image:
     extreme aspect ratios, truncation): an ImageError naming `name` and the reason otherwise."""
     if not data:
         raise ImageError(name, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
-                problem = size_problem(*img.size)
-                if problem:
-                    raise ImageError(name, problem)
-                img.seek(0)  # animated GIF/TIFF: the first frame
-                img.load()  # truncation shows here
-                return to_rgb(ImageOps.exif_transpose(img))
-    except ImageError:
-        raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageError(name, f"decompression bomb refused ({exc})") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError(name, "not an image file Pillow can identify") from None
-    except Exception as exc:  # noqa: BLE001 - malformed files raise ValueError, struct.error, ...
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = f"truncated image ({text})" if "truncated" in text.lower() else f"{type(exc).__name__}: {text}"
-        raise ImageError(name, reason) from None
+    return decode_image(io.BytesIO(data), name)
 
 
 def to_input(img: Image.Image, spec: InputSpec) -> np.ndarray:
