@@ -23,7 +23,9 @@ def test_train_head_accepts_the_feature_kinds_in_help_order():
 def test_what_each_kind_is():
     assert [k for k in KINDS if not head_kind(k).probabilistic] == ["svm"]  # margins
     assert [k for k in KINDS if head_kind(k).needs_reference_set] == ["knn"]
-    assert [k for k in KINDS if not head_kind(k).exportable] == ["knn"]  # LinearSVC: one linear layer
+    # export-model promises probabilities: a k-NN head is a search, an SVM scores margins
+    assert [k for k in KINDS if not head_kind(k).exportable] == ["svm", "knn"]
+    assert all(head_kind(k).not_exportable_because for k in ("svm", "knn"))
     assert not head_kind("finetune").trainable_on_features
 
 

@@ -25,19 +25,13 @@ from torch import nn
 
 from featx.errors import ConfigError, FeatxError
 from featx.heads.io import Head
+from featx.heads.kinds import head_kind
 from featx.runtime.atomic import atomic_write
 from featx.version import __version__
 
 OPSET = 17  # featx.extraction.engines.OPSET: the opset the backbone export is known to verify at
 INPUT, OUTPUTS = "images", ("probabilities", "features")
 TOLERANCE = 1e-4  # max |ONNX - featx| probability on the probe batch (float32 reorderings: ~1e-6)
-# Why a kind has no graph, said in the one-line refusal.
-NOT_EXPORTABLE = {
-    "knn": "a k-NN head votes among its stored training rows (a search, not a network); train a "
-           "linear, mlp or logreg head on the same store to export",
-    "svm": "an SVM head scores margins, not probabilities, and the exported model's output is "
-           "class probabilities; train a logreg head (the same linear model, calibrated) to export",
-}
 # torchvision's interpolation names (Preprocess.interpolation) -> Pillow's (Image.Resampling).
 PILLOW_NAMES = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "box": "BOX",
                 "hamming": "HAMMING", "lanczos": "LANCZOS"}
@@ -78,9 +72,10 @@ def export_model(head: Head | str | os.PathLike, out: str | os.PathLike) -> Expo
 
 def check_exportable(head: Head) -> None:
     """Refuse, in one line saying why, a head whose scores are not a network's softmax."""
-    reason = NOT_EXPORTABLE.get(head.kind)
-    if reason:
-        raise FeatxError(f"{head.path or 'head'}: a {head.kind} head cannot be exported to ONNX: {reason}")
+    kind = head_kind(head.kind)
+    if not kind.exportable:
+        raise FeatxError(f"{head.path or 'head'}: a {head.kind} head cannot be exported to ONNX: "
+                         f"{kind.not_exportable_because}")
     if head.meta.get("normalize", "none") not in ("none", "standard", "l2"):
         raise FeatxError(f"{head.path}: unknown feature normalisation {head.meta.get('normalize')!r}")
 

@@ -26,8 +26,9 @@ class HeadKind:
     # It scores by searching its stored training rows (train_x, train_y), not by linear layers:
     # no layers to fine-tune from, its class count is in its params, not its weights.
     needs_reference_set: bool
-    exportable: bool  # a fixed stack of linear layers, so it can be written as an ONNX graph
+    exportable: bool  # one ONNX graph whose output is class probabilities (featx export-model)
     trainable_on_features: bool  # train-head fits it on a store's cached features
+    not_exportable_because: str = ""  # the reason export-model gives when it refuses the kind
 
 
 KINDS: dict[str, HeadKind] = {k.name: k for k in (
@@ -38,10 +39,15 @@ KINDS: dict[str, HeadKind] = {k.name: k for k in (
     HeadKind("logreg", "sklearn", probabilistic=True, needs_reference_set=False, exportable=True,
              trainable_on_features=True),
     # A linear SVM (LinearSVC): one linear layer, but its scores are margins, not probabilities.
-    HeadKind("svm", "sklearn", probabilistic=False, needs_reference_set=False, exportable=True,
-             trainable_on_features=True),
+    HeadKind("svm", "sklearn", probabilistic=False, needs_reference_set=False, exportable=False,
+             trainable_on_features=True,
+             not_exportable_because="an SVM head scores margins, not probabilities, and the exported "
+             "model's output is class probabilities; train a logreg head (the same linear model, "
+             "calibrated) to export"),
     HeadKind("knn", "sklearn", probabilistic=True, needs_reference_set=True, exportable=False,
-             trainable_on_features=True),
+             trainable_on_features=True,
+             not_exportable_because="a k-NN head votes among its stored training rows (a search, "
+             "not a network); train a linear, mlp or logreg head on the same store to export"),
     # Layers on a tuned backbone: written by `featx finetune`, never fitted on cached features.
     HeadKind("finetune", "finetune", probabilistic=True, needs_reference_set=False, exportable=True,
              trainable_on_features=False),
