@@ -156,10 +156,16 @@ def test_a_store_without_labels_gets_duplicates_and_outliers(tmp_path):
     with open_h5(store, "r+") as f:
         f["samples/label"][:] = -1
         f["samples/split"][:] = np.array(["unlabeled"] * len(f["samples/split"]), dtype=object)
+        # One sample pointing away from the three blobs: the outlier the audit must name.
+        f["features/clean"][7] = -5.0 * f["features/clean"][:].mean(0)
+        outlier = f["samples/path"][7].decode()
     notes = []
     result = audit(store, tmp_path / "a", AuditConfig(), log=notes.append)
     assert result.summary["labels"] == {"skipped": "no labels"}
-    assert result.summary["outliers"]["flagged"] >= 0 and "duplicates" in result.summary
+    assert result.summary["outliers"]["flagged"] >= 1 and "duplicates" in result.summary
+    with open(result.files["outliers"], newline="") as f:
+        top = next(csv.DictReader(f))
+    assert top["path"] == outlier and top["flagged"] == "True"
     assert any("no labels: label checks skipped" in n for n in notes), notes
 
 

@@ -30,7 +30,7 @@ def compared(tmp_path_factory):
     root = make_class_tree(tmp / "data", classes=("ants", "bees", "wasps"), per_class=8)
     ds = open_dataset(root, DatasetOptions(val_frac=0.25, test_frac=0.25))
     config = ExtractConfig(weights="none", input_size=32, workers=0)
-    result = compare(ds, ["resnet18", "squeezenet1_1"], tmp / "out", config,
+    result = compare(ds, ["tiny_cnn", "tiny_features"], tmp / "out", config,
                      heads=("linear", "logreg"), show_progress=False)
     (tmp / "out" / "heads" / "x.lr-find.csv").write_text("lr,loss\n1e-5,1.1\n1e-3,0.9\n1e-1,2.0\n")
     return tmp / "out", result
@@ -50,7 +50,7 @@ def test_table_shows_each_metric_with_its_interval_and_marks_the_best_and_ties(c
     results = load_results(out)
     headers, cells, marks = table(results)
     assert len(cells) == 4 and headers[:3] == ["backbone", "dim", "params"]
-    assert {row[0] for row in cells} == {"resnet18", "squeezenet1_1"}
+    assert {row[0] for row in cells} == {"tiny_cnn", "tiny_features"}
     for title in ("top-1", "bal. acc", "macro-F1", "NLL", "ECE"):
         j = headers.index(title)
         assert all(INTERVAL.match(row[j]) for row in cells), [row[j] for row in cells]
@@ -287,8 +287,8 @@ def test_markdown_images_folder_that_is_a_file_is_one_error(compared, tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_damage_to_a_sidecar_is_a_report_or_one_error(compared, tmp_path_factory, data):
-    """Replace any value anywhere in a real sidecar with junk: the report is written (the file
-    skipped or used) or a FeatxError says why; never another exception."""
+    """Replace any value anywhere in a real sidecar with junk: the head is used and the report
+    written, or one FeatxError line says why it was skipped; never another exception."""
     folder = tmp_path_factory.mktemp("fuzz")
     meta = _good_sidecar(compared)
     paths = list(_paths(meta))
@@ -301,9 +301,17 @@ def test_any_damage_to_a_sidecar_is_a_report_or_one_error(compared, tmp_path_fac
             pass  # an earlier change removed the parent (or made a list of it: no key 'val')
     (folder / "h.json").write_text(json.dumps(meta))
     try:
-        write_report(folder, folder / "r.html")
-    except FeatxError:
-        pass
+        found = read_results(folder)
+    except FeatxError as error:  # h.json skipped with its reason, or not taken for a head at all
+        assert re.fullmatch(rf"{re.escape(str(folder))}: no (usable head results; skipped 1: .*h\.json: .+"
+                            r"|head results \(\*\.json from `featx train-head`\) found)", str(error)), error
+        with pytest.raises(FeatxError, match=re.escape(str(error))):
+            write_report(folder, folder / "r.html")
+        assert not (folder / "r.html").exists()
+        return
+    assert len(found.heads) == 1  # the damage left a usable result: a written report compares it
+    text = write_report(folder, folder / "r.html").read_text()
+    assert "<table id='comparison'>" in text and text.endswith("</body></html>")
 
 
 def _paths(node, prefix=""):

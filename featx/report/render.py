@@ -139,7 +139,7 @@ def _gallery(results: list[dict]) -> list[tuple[str, list[dict]]]:
         for w in worst:
             if not w.get("path"):
                 continue
-            full = Path(m.get("dataset_root", "")) / w["path"]
+            full = Path(m.get("dataset_root") or "") / w["path"]  # None is as missing (SIDECAR)
             items.append({**w, "thumbnail": plots.thumbnail_jpeg(full)})
         if items:
             out.append((plots.label(m), items))
