@@ -79,7 +79,7 @@ def map_store(store: str | Path, out: str | Path, config: MapConfig = MapConfig(
                                            config.projection, log)
         paths = st.paths_of(rows)
         labels, splits = st.labels[rows], st.splits[rows]
-        names = [st.classes[y] if y >= 0 else "" for y in labels]
+        names = [st.class_names[y] if y >= 0 else "" for y in labels]  # as heads name them
         points = [{"path": p, "x": round(float(x), 4), "y": round(float(y), 4), "label": n, "split": str(s)}
                   for p, (x, y), n, s in zip(paths, xy, names, splits)]
         colour_by, notes = ["label", "split"], []
