@@ -46,7 +46,9 @@ def extract(
     from featx.extraction import extract as run_extract
 
     data = require_data(data)
-    out_folder(out_dir)
+    # A complete store on a read-only mount is reported complete: the run checks --out for writes
+    # when it has something to write (before any file), not here
+    out_folder(out_dir, probe=False)
     ds = open_data(data, ctx.params)
     settings = ExtractConfig(views=views, aug=aug, batch_size=batch_size, workers=workers, device=device,
                              dtype=dtype, seed=seed, weights=weights, input_size=input_size, decode=decode,

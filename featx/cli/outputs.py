@@ -18,13 +18,15 @@ from featx.cli.core import err
 from featx.errors import ConfigError, FeatxError
 
 
-def out_folder(path: Path, option: str = "--out") -> Path:
-    """`--out DIR`: a folder, or a path where one can be made."""
+def out_folder(path: Path, option: str = "--out", probe: bool = True) -> Path:
+    """`--out DIR`: a folder, or a path where one can be made; `probe`: and one that takes files
+    now (False where the run may find nothing to write and checks when it must)."""
     path = Path(path)
     with _unusable(option, path):
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{option} {path}: exists and is not a folder")
-        writable(path, option, path)
+        if probe:
+            writable(path, option, path)
     return path
 
 

@@ -144,6 +144,7 @@ def _spec(job: ExtractJob, engine: str, extra: dict) -> StoreSpec:
 def update_store(job: ExtractJob) -> ExtractResult:
     """Bring the store at `job.path` (same settings, other data) up to `job.dataset`."""
     start, path = time.perf_counter(), job.path
+    check_writable(path.parent)  # the --out line of a new store, not the lock file's
     with StoreLock(path):
         dataset, plan = plan_update(path, job.dataset)
         images, delta = 0, None
