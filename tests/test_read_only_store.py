@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from typer.testing import CliRunner
 
 from featx.cli import app
@@ -47,3 +49,17 @@ def test_an_update_on_a_read_only_mount_says_it_cannot_write(tmp_path, read_only
     again = runner.invoke(app, EXTRACT)
     assert again.exit_code != 0 and "--out stores: cannot write" in again.stderr and "Traceback" not in again.stderr, \
         again.stderr
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_any_store(tmp_path, monkeypatch):
+    """--input-size 4096 x --batch-size 64 was OOM-killed at 22.8 GB leaving an incomplete store;
+    here the same arithmetic at the tiny backbone's 32 px against 1 MB available."""
+    from featx.errors import FeatxError
+    from featx.extraction import extract
+
+    data = make_class_tree(tmp_path / "data", per_class=2)
+    monkeypatch.setattr("featx.runtime.memory.available_memory_bytes", lambda: 1_000_000)
+    with pytest.raises(FeatxError, match=r"--batch-size 64 at --input-size 32 needs at least 1\.6 MB of memory, "
+                                         r"1\.0 MB is available; lower --batch-size \(at most 40\)"):
+        extract(data, "tiny_cnn", tmp_path / "stores", weights="none", workers=0, show_progress=False)
+    assert not list(tmp_path.rglob("*.h5"))

@@ -25,6 +25,7 @@ from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.engine_choice import engine_for, resumed_engine
 from featx.extraction.job import ExtractJob
 from featx.extraction.runner import Runner
+from featx.runtime import memory
 from featx.store import (StoreLock, StoreSpec, assemble_update, check_room, check_writable,
                          count_failed, plan_update, planned_bytes, prepare_store, read_attrs,
                          store_state)
@@ -53,6 +54,7 @@ def extract_store(job: ExtractJob, extra_provenance: dict | None = None, check_o
     if state == "changed":
         return update_store(job)
     _check_target(path, dataset, spec, config.overwrite)  # before any export, lock or file
+    check_batch_memory(job)
     engine = engine_for(job.backbone, config, job.device, spec.provenance["engine"], taps=job.taps)
     spec = _spec(job, engine.name, extra)
     with StoreLock(path):
@@ -68,6 +70,17 @@ def extract_store(job: ExtractJob, extra_provenance: dict | None = None, check_o
         n_failed = count_failed(path)
     return ExtractResult(str(path), job.backbone.name, status, len(dataset.samples), images, n_failed,
                          seconds, images / seconds if seconds else 0.0, str(job.device), version=1)
+
+
+def check_batch_memory(job: ExtractJob) -> None:
+    """A batch of input images must fit in memory: collating it holds two float32 copies (the
+    images and the stacked batch), and the network's activations only add to that. Refused up
+    front rather than OOM-killed mid-store (--input-size 4096 x 64 images: 26 GB)."""
+    size, batch = job.backbone.preprocess.input_size, job.config.batch_size
+    per_image = 2 * 3 * size * size * 4
+    fits = (memory.available_memory_bytes() or 0) // per_image
+    memory.require_memory(batch * per_image, f"--batch-size {batch} at --input-size {size}",
+                   f"lower --batch-size (at most {fits})" if fits else "lower --input-size")
 
 
 def store_engine(path: Path, config: ExtractConfig) -> str:

@@ -117,3 +117,17 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text().splitlines()
     except (OSError, ValueError):  # absent, unreadable, or not text (cgroup names are bytes)
         return []
+
+
+def require_memory(needed: int, what: str, advice: str) -> None:
+    """Refuse up front what cannot fit (the disk check's counterpart): FeatxError when `needed`
+    bytes exceed what the kernel could give now; nothing where the platform does not say."""
+    from featx.errors import FeatxError
+
+    free = available_memory_bytes()
+    if free is not None and needed > free:
+        raise FeatxError(f"{what} needs at least {_size(needed)} of memory, {_size(free)} is available; {advice}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
