@@ -56,6 +56,18 @@ def onnx_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """This process runs torch on one thread, as subprocesses given OMP_NUM_THREADS=1 do, so that
+    their stores compare with this process's bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
     """One ImageFolder: 2 classes x 6 images."""
     return make_class_tree(tmp_path / "cells")

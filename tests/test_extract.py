@@ -126,16 +126,6 @@ def _run_killed(command: list[str], env: dict, batch: int, stage: str) -> None:
     assert proc.returncode == -signal.SIGKILL, f"the run was not killed: {proc.stderr[-2000:]}"
 
 
-@pytest.fixture
-def one_thread():
-    """In-process runs with the one thread the subprocesses get (OMP_NUM_THREADS=1), so that
-    their numbers compare bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
 def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine, one_thread):

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -20,7 +19,7 @@ from featx.errors import StoreError
 from featx.extraction import extract
 from featx.store import FeatureStore, StoreLock
 from tests.conftest import assert_same_store, make_class_tree, store_tables, write_image
-from tests.tiny_backbone import subprocess_env
+from tests.kill_point import kill_env
 
 TINY = dict(weights="none", batch_size=8, views=2, aug="mild", workers=0, engine="torch")
 
@@ -216,43 +215,39 @@ def test_no_update_refuses_and_other_settings_still_refuse(tmp_path):
 
 
 def _command(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18", "--engine",
-            "torch", "--weights", "none", "--input-size", "128", "--batch-size", "2", "--views", "1",
+    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "tiny_cnn", "--engine",
+            "torch", "--weights", "none", "--input-size", "48", "--batch-size", "2", "--views", "1",
             "--workers", "0", "--out", str(out)]
 
 
+KILLED = dict(engine="torch", weights="none", input_size=48, batch_size=2, views=1, workers=0)  # _command's
+
+
 @pytest.mark.slow
-def test_an_update_killed_midway_resumes_to_the_same_store(tmp_path):
+def test_an_update_killed_midway_resumes_to_the_same_store(tmp_path, one_thread):
     root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=12, seed=3)
-    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
     for out in ("killed", "calm"):
-        done = subprocess.run(_command(root, tmp_path / out), env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+        done = extract(open_dataset(root), "tiny_cnn", tmp_path / out, show_progress=False, **KILLED)
+        assert done.status == "created"
     _change_two_classes(root)
-    proc = subprocess.Popen(_command(root, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        deltas = list((tmp_path / "killed").glob("*.delta.h5"))
-        if deltas:
-            with h5py.File(deltas[0], "r", locking=False) as f:
-                if f["done/clean"][:].sum() >= 2:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-        time.sleep(0.01)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the update ended before it could be killed"
+    # SIGKILLed between the two flushes of the delta store's second batch (tests/kill_point.py)
+    killed = subprocess.run(_command(root, tmp_path / "killed"), capture_output=True, text=True,
+                            env=kill_env(2, "rows", {**os.environ, "OMP_NUM_THREADS": "1"}), timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (delta,) = (tmp_path / "killed").glob("*.delta.h5")
+    with h5py.File(delta, "r") as f:
+        assert 0 < f["done/clean"][:].sum() < len(f["done/clean"])
     (store,) = (tmp_path / "killed").glob("*[!a].h5")
     with FeatureStore(store) as st:  # the old store, intact until the rename
         assert st.complete and st.attrs.get("store_version") == 1
-    resumed = subprocess.run(_command(root, tmp_path / "killed"), env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0 and "updated" in resumed.stdout, resumed.stderr
-    calm = subprocess.run(_command(root, tmp_path / "calm"), env=env, capture_output=True, text=True)
-    assert calm.returncode == 0 and "updated" in calm.stdout, calm.stderr
-    _assert_same_store(store, next((tmp_path / "calm").glob("*.h5")))
-    fresh = subprocess.run(_command(root, tmp_path / "fresh"), env=env, capture_output=True, text=True)
-    assert fresh.returncode == 0 and "created" in fresh.stdout, fresh.stderr
-    _assert_same_store(store, next((tmp_path / "fresh").glob("*.h5")))
+    resumed = extract(open_dataset(root), "tiny_cnn", tmp_path / "killed", show_progress=False, **KILLED)
+    assert resumed.status == "updated" and Path(resumed.store) == store
+    calm = extract(open_dataset(root), "tiny_cnn", tmp_path / "calm", show_progress=False, **KILLED)
+    assert calm.status == "updated"
+    _assert_same_store(store, Path(calm.store))
+    fresh = extract(open_dataset(root), "tiny_cnn", tmp_path / "fresh", show_progress=False, **KILLED)
+    assert fresh.status == "created"
+    _assert_same_store(store, Path(fresh.store))
     assert not list((tmp_path / "killed").glob("*.delta.h5*"))
 
 
@@ -267,8 +262,9 @@ def _change_two_classes(root: Path) -> None:
 @pytest.mark.slow
 def test_a_torchrun_update_shares_only_the_new_rows(tmp_path):
     from tests.test_distributed import _extract, _run
+    from tests.tiny_backbone import subprocess_env
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = subprocess_env({**os.environ, "OMP_NUM_THREADS": "1"})
     root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10, seed=4)
     _run(_extract(root, tmp_path / "multi", 2, env), env)
     _change_two_classes(root)
