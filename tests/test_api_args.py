@@ -127,3 +127,29 @@ def test_parquet_id_that_is_no_file_name_is_one_line(tmp_path, key):
     pq.write_table(table, tmp_path / "t.parquet")
     with pytest.raises(DataError, match=r"t\.parquet: sample key '.*' cannot name a file"):
         featx.open_dataset(tmp_path / "t.parquet")
+
+
+def _png(color) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_parquet_row_without_an_image_is_named_and_keeps_its_class(tmp_path):
+    """A null image cell is a failed sample with its reason, not a row dropped in silence (its
+    class vanished from the list with it); first in the table, it must not make the unpacked
+    manifest's header a data row."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    images = [None, {"bytes": _png((1, 2, 3)), "path": None}, {"bytes": _png((9, 9, 9)), "path": None},
+              {"bytes": None, "path": None}]
+    pq.write_table(pa.table({"image": images, "label": ["c", "a", "b", "a"]}), tmp_path / "t.parquet")
+    ds = featx.open_dataset(tmp_path / "t.parquet", options={"val_frac": 0.0, "test_frac": 0.0})
+    assert ds.classes == ["a", "b", "c"]  # c's only row has no image: still a class of the data
+    assert len(ds.samples) == 4 and "path" not in {Path(s.path).name for s in ds.samples}
+    from featx.data import require_decodable  # noqa: F401 (the failed rows are decode failures)
+    empty = [s for s in ds.samples if (Path(ds.root) / s.path).stat().st_size == 0]
+    assert len(empty) == 2

@@ -38,7 +38,7 @@ from featx.data.packaged import dataset_cache
 from featx.errors import DataError
 from featx.data.images import IMAGE_EXTENSIONS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a row without an image is kept (an empty file), not dropped
 NAME_MAX = 250  # bytes of one path part of a key: 255 on common file systems, less the extension
 _MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
           (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))

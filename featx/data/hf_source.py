@@ -98,8 +98,9 @@ def _table_records(batches, features: dict, split: str | None, prefix: str | Non
         cols = {c: table.column(c).to_pylist() for c in (image, label, key) if c}
         for i, cell in enumerate(cols[image]):
             data, hint = _image_bytes(cell, source, row + i)
-            if data is None:
-                continue
+            # A row without an image stays a sample (an empty file, failed at decode with its
+            # reason), never a row dropped in silence that can take its class with it
+            data = b"" if data is None else data
             y = cols[label][i] if label else None
             if classes is not None and y is not None:
                 y = classes[y] if 0 <= y < len(classes) else None  # -1: unlabeled

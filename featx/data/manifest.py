@@ -103,8 +103,12 @@ def read_table(path: Path) -> tuple[list[list[str]], list[str] | None]:
     else:  # ELPV's labels.csv: columns separated by runs of spaces, no header
         rows = [ln.split() for ln in lines]
     rows = [[cell.strip() for cell in r] for r in rows]
-    # A header row names no image file, where the row after it does (in any column).
-    if not any(map(is_image_file, rows[0])) and any(map(is_image_file, rows[1] if len(rows) > 1 else [])):
+    # A header row names no image file, where the row after it does (in any column), or names
+    # only known columns (path,label: the row after it may be a file that is no image)
+    names = {c.lower() for c in rows[0]}
+    if not any(map(is_image_file, rows[0])) and (
+            any(map(is_image_file, rows[1] if len(rows) > 1 else []))
+            or (names & set(PATH_COLUMNS) and names <= {*PATH_COLUMNS, *LABEL_COLUMNS, *SPLIT_COLUMNS})):
         return rows[1:], [c.lower() for c in rows[0]]
     return rows, None
 
