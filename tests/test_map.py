@@ -143,3 +143,18 @@ def test_map_and_select_and_label_curve_from_the_command_line(tmp_path):
     assert len(list((tmp_path / "copies").rglob("*.png"))) == 3
     bad = runner.invoke(app, ["select", str(store), "--budget", "3", "--strategy", "clever"])
     assert bad.exit_code != 0 and "clever" in bad.output and "Traceback" not in bad.output
+
+
+def test_umaps_neighbours_come_exact_with_each_row_first_even_beside_its_duplicate():
+    from featx.explore.coords import exact_knn
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    x[7] = x[3]  # a duplicate: either may come first in a search
+    ids, dists, _ = exact_knn(x, 4)
+    assert (ids[:, 0] == np.arange(40)).all() and (dists[:, 0] == 0).all()
+    assert 7 in ids[3] and 3 in ids[7] and dists[3][list(ids[3]).index(7)] == 0
+    full = np.linalg.norm(x[:, None] - x[None], axis=2)
+    for i in (0, 11, 39):  # the same neighbours as brute force, nearest first
+        assert set(ids[i]) == set(np.argsort(full[i], kind="stable")[:4])
+        assert np.allclose(dists[i], np.sort(full[i])[:4], atol=1e-5)
