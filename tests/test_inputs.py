@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import h5py
@@ -19,6 +18,7 @@ from featx.data import DatasetOptions, open_dataset
 from featx.errors import DataError
 from featx.extraction import extract
 from tests.conftest import assert_same_store, make_class_tree
+from tests.kill_point import kill_env
 
 wds = pytest.importorskip("webdataset")
 datasets = pytest.importorskip("datasets")
@@ -138,36 +138,29 @@ def test_archives_that_cannot_be_used_say_why(tree, tmp_path):
 
 
 def _command(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "resnet18", "--engine",
-            "torch", "--weights", "none", "--input-size", "128", "--batch-size", "2", "--views", "1",
+    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "tiny_cnn", "--engine",
+            "torch", "--weights", "none", "--input-size", "48", "--batch-size", "2", "--views", "1",
             "--workers", "0", "--out", str(out)]
+
+
+KILLED = dict(engine="torch", weights="none", input_size=48, batch_size=2, views=1, workers=0)  # _command's
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["webdataset", "datasets"])
-def test_a_killed_extraction_of_an_archive_resumes_to_the_same_store(tree, tmp_path, kind):
+def test_a_killed_extraction_of_an_archive_resumes_to_the_same_store(tree, tmp_path, kind, one_thread):
     data = (write_shards(tree, tmp_path / "a" / "insects") if kind == "webdataset"
             else write_hf(tree, tmp_path / "a" / "insects"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_command(data, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline, killed = time.time() + 180, False
-    while time.time() < deadline and proc.poll() is None:
-        stores = [p for p in out.glob("*.h5")]
-        if stores:
-            try:
-                with h5py.File(stores[0], "r", locking=False) as f:
-                    killed = f["done/clean"][:].sum() >= 2
-            except (OSError, KeyError):
-                killed = False
-            if killed:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-        time.sleep(0.01)
-    proc.wait(timeout=60)
-    assert killed and proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    resumed = subprocess.run(_command(data, out), env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stdout + resumed.stderr
-    calm = subprocess.run(_command(tree, tmp_path / "calm"), env=env, capture_output=True, text=True)
-    assert calm.returncode == 0, calm.stderr
+    # SIGKILLed between the two flushes of its third batch (tests/kill_point.py)
+    killed = subprocess.run(_command(data, out), capture_output=True, text=True, timeout=300,
+                            env=kill_env(3, "rows", {**os.environ, "OMP_NUM_THREADS": "1"}))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (store,) = out.glob("*.h5")
+    with h5py.File(store, "r") as f:
+        assert 0 < f["done/clean"][:].sum() < len(f["done/clean"])
+    resumed = extract(open_dataset(data), "tiny_cnn", out, show_progress=False, **KILLED)
+    assert resumed.status == "resumed" and Path(resumed.store) == store
+    calm = extract(open_dataset(tree), "tiny_cnn", tmp_path / "calm", show_progress=False, **KILLED)
+    assert calm.status == "created"
     _assert_same_store(next(out.glob("*.h5")), next((tmp_path / "calm").glob("*.h5")))
