@@ -127,8 +127,10 @@ def test_a_store_is_scored_block_by_block_as_a_whole_would_be(trained, monkeypat
     with FeatureStore(store) as st:
         x, _ = st.features()
     assert len(blocks.paths) == len(x) > 3
-    np.testing.assert_allclose(blocks.scores, whole.scores, rtol=1e-6)
+    # float32 products differ in their last bits with the block size; a head's temperature
+    # scales the logits, and those bits with them.
+    np.testing.assert_allclose(blocks.scores, whole.scores, rtol=1e-5)
     from featx.heads.io import Head, load_head
 
     loaded = head if isinstance(head, Head) else load_head(head)
-    np.testing.assert_allclose(blocks.scores, loaded.scores(x[:, :loaded.feature_dim]), rtol=1e-6)
+    np.testing.assert_allclose(blocks.scores, loaded.scores(x[:, :loaded.feature_dim]), rtol=1e-5)

@@ -73,10 +73,14 @@ def linear_scores(tensors: dict[str, np.ndarray], x: np.ndarray, softmax_output:
     h = x
     n_layers = sum(1 for key in tensors if key.endswith(".weight") and key.startswith("layers."))
     for i in range(n_layers):
-        h = h @ tensors[f"layers.{i}.weight"] + tensors[f"layers.{i}.bias"]
+        w, b = tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"]
+        if i == n_layers - 1 and softmax_output and temperature != 1.0:
+            # Folded into the last layer, as the ONNX export does: both compute the same products.
+            w, b = w / np.float32(temperature), b / np.float32(temperature)
+        h = h @ w + b
         if i < n_layers - 1:
             h = np.maximum(h, 0)
-    return softmax(h / temperature if temperature != 1.0 else h) if softmax_output else h
+    return softmax(h) if softmax_output else h
 
 
 def knn_scores(tensors: dict[str, np.ndarray], x: np.ndarray, k: int, num_classes: int) -> np.ndarray:
