@@ -131,4 +131,9 @@ CASES = [
     Case("cli-backbones-no-match", ["backbones", "nonexistent*"], r"no backbone matches 'nonexistent\*'"),
     Case("cli-backbones-cuts-unknown", ["backbones", "--cuts", "unknown_net"], r"unknown backbone 'unknown_net'"),
     Case("cli-info-missing", ["info", "{tmp}/missing.h5"], r"missing\.h5: no such store"),
+    # 2 x 100,000 float32 images of 4096 px are 40 PB: refused before any store, on any machine
+    Case("cli-extract-batch-beyond-memory", EXTRACT + ["--input-size", "4096", "--batch-size", "100000",
+                                                       "--out", "{out}"],
+         r"--batch-size 100000 at --input-size 4096 needs at least [\d.]+ GB of memory, .* is available; "
+         r"lower --batch-size \(at most \d+\)"),
 ]
