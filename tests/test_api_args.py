@@ -91,6 +91,13 @@ def test_predict_proba_takes_pil_images_and_arrays_of_images(world, tmp_path):
     assert np.allclose(head.predict_proba(stack, workers=0), from_files, atol=1e-5)
     assert np.allclose(head.predict_proba(list(stack), workers=0), from_files, atol=1e-5)
     assert head.predict(images, workers=0) == head.predict([str(f) for f in files], workers=0)
+    one = featx.predict(head, images[1], workers=0)
+    assert one.paths == ["image 0"] and np.allclose(one.scores, from_files[1:2], atol=1e-5)
+
+
+def test_open_dataset_names_a_source_that_is_no_path():
+    with pytest.raises(ConfigError, match=r"DATA must be a folder, a manifest file or a packaged dataset name, got NoneType"):
+        featx.open_dataset(None)
 
 
 @pytest.mark.parametrize("bad, names", [

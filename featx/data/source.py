@@ -29,6 +29,9 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | dict | Non
             neither a DatasetOptions nor a dict of its fields.
         DataError: no such source, an unreadable manifest, or no images found.
     """
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"DATA must be a folder, a manifest file or a packaged dataset name, got "
+                          f"{type(source).__name__}")
     if not str(source).strip():  # Path("") is the current folder: never what was meant
         raise ConfigError("DATA is empty: give a folder, a manifest file or a packaged dataset name")
     explicit = options is not None

@@ -104,6 +104,14 @@ def in_memory_images(inputs) -> list | None:
     return [_picture(item) for item in items]
 
 
+def image_items(inputs) -> list:
+    """`inputs` as a list of files and folders, or of PIL images (see in_memory_images)."""
+    pictures = in_memory_images(inputs)
+    if pictures is not None:
+        return pictures
+    return [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+
+
 def _is_picture(item) -> bool:
     return isinstance(item, np.ndarray) and item.ndim in (2, 3) or type(item).__module__.startswith("PIL.")
 

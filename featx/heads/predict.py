@@ -131,7 +131,9 @@ def predict(head: Head | str | os.PathLike, inputs: Sequence[str | os.PathLike] 
     """Score image files/folders, or every usable row of one complete feature store (.h5)."""
     head = head if isinstance(head, Head) else Head.load(head)
     names = _display_names(head, class_map)
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    from featx.heads.backbone import image_items
+
+    items = image_items(inputs)  # files, folders or a store; or PIL images and image arrays
     stores = [str(i) for i in items if str(i).endswith(STORE_SUFFIXES)]
     if stores and len(items) > 1:
         raise ConfigError(f"{stores[0]}: a feature store is predicted on its own; give it alone, or "
