@@ -406,7 +406,7 @@ CONFIG_VALUE_ERRORS = [  # (command and its argument, file, content, expected in
     (["extract", NO_DATA], "c.yaml", "", "c.yaml: empty config"),
     (["extract", NO_DATA], "c.toml", "# all commented out\n", "c.toml: empty config"),
     (["extract", NO_DATA], "c.yaml", "top_k: 3\n", "c.yaml: top_k is not an option of featx extract "
-                                                     "(it is one of featx predict, featx search)"),
+                                                     "(it is one of featx predict, featx search, featx serve)"),
     (["extract", NO_DATA], "c.yaml", "viewz: 2\n", "c.yaml: viewz is not an option of featx extract (did you mean views?)"),
     (["extract"], "c.yaml", "data: [a, b]\n", "c.yaml: data: expected one value, got a list"),
     (["extract", NO_DATA], "c.yaml", "views:\n", "c.yaml: views: no value (null)"),

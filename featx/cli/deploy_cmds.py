@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from featx.cli.core import out
+from featx.cli.options import Config
 from featx.errors import ConfigError
 
 HeadArg = Annotated[Path, typer.Argument(metavar="HEAD", show_default=False,
@@ -48,6 +49,7 @@ def serve(
     top_k: TopK = 3,
     max_upload_mb: MaxUpload = 20.0,
     threads: Threads = None,
+    config: Config = None,
 ) -> None:
     """Serve an exported model over HTTP: POST /predict, GET /health, GET /metadata (docs/deploy.md)."""
     from featx.deploy.serve import require_server_stack

@@ -59,7 +59,8 @@ PoolLimit = Annotated[Optional[int], typer.Option("--pool-limit", metavar="N", m
 
 def map_(store: o.Store, out_path: MapOut = Path("map.html"), head: MapHead = None, audit: MapAudit = None,
          method: Method = "umap", pca_dims: PcaDims = 50, neighbours: Neighbours = 15,
-         max_points: MaxPoints = 50_000, thumbnails: Thumbnails = True, seed: o.Seed = 0) -> None:
+         max_points: MaxPoints = 50_000, thumbnails: Thumbnails = True, seed: o.Seed = 0,
+         config: o.Config = None) -> None:
     """A 2-D map of STORE's clean features, one point per sample, as one self-contained HTML page.
 
     Coordinates are cached beside the store (STORE.map.npz): a second map is instant."""
@@ -67,8 +68,8 @@ def map_(store: o.Store, out_path: MapOut = Path("map.html"), head: MapHead = No
     from featx.explore.coords import Projection
 
     out_file(out_path, example="map.html")
-    config = MapConfig(head, audit, Projection(method, pca_dims, neighbours, seed=seed), max_points, thumbnails)
-    result = map_store(store, out_path, config, log=_note)
+    settings = MapConfig(head, audit, Projection(method, pca_dims, neighbours, seed=seed), max_points, thumbnails)
+    result = map_store(store, out_path, settings, log=_note)
     how = "cached coordinates" if result.cached else result.method
     out.print(f"{result.shown:,} of {len(result.paths):,} samples mapped ({how}) in {result.seconds:.1f} s: "
               f"{result.page} (coordinates: {result.table})", markup=False, highlight=False)
@@ -76,7 +77,7 @@ def map_(store: o.Store, out_path: MapOut = Path("map.html"), head: MapHead = No
 
 def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY, head: SelectHead = None,
            out_path: PicksOut = Path("picks.csv"), copy_to: CopyTo = None, threshold: Threshold = 0.85,
-           pixels: Pixels = True, seed: o.Seed = 0) -> None:
+           pixels: Pixels = True, seed: o.Seed = 0, config: o.Config = None) -> None:
     """The unlabelled images of STORE to label next.
 
     Near-copies of a labelled image, and all but
@@ -88,8 +89,8 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
     out_file(out_path, example="picks.csv")
     if copy_to is not None:
         out_folder(copy_to, "--copy-to")
-    config = SelectConfig(budget, strategy, head, DuplicateSettings(threshold=threshold), pixels, seed)
-    picks = run_select(store, budget, config=config, log=_note)
+    settings = SelectConfig(budget, strategy, head, DuplicateSettings(threshold=threshold), pixels, seed)
+    picks = run_select(store, budget, config=settings, log=_note)
     picks.to_csv(out_path)
     if copy_to is not None:
         picks.copy_to(copy_to)
@@ -100,7 +101,7 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
 
 def label_curve(store: o.Store, strategies: Strategies = ["random", "margin", "coreset", "typiclust"],
                 seeds: Seeds = 3, out_dir: CurveOut = Path("label-curve"), pca_dims: CurvePca = 128,
-                pool_limit: PoolLimit = None) -> None:
+                pool_limit: PoolLimit = None, config: o.Config = None) -> None:
     """Simulated labelling on a fully labelled STORE: test accuracy vs the number of labels.
 
     Per strategy (mean and 95% interval over seeds), the k-shot curve, and the labels each needs to
@@ -108,8 +109,8 @@ def label_curve(store: o.Store, strategies: Strategies = ["random", "margin", "c
     from featx.explore import CurveConfig, label_curve as run_curve
 
     out_folder(out_dir)
-    config = CurveConfig(tuple(dict.fromkeys(strategies)), seeds, pca_dims=pca_dims or None, pool_limit=pool_limit)
-    result = run_curve(store, config, log=_note)
+    settings = CurveConfig(tuple(dict.fromkeys(strategies)), seeds, pca_dims=pca_dims or None, pool_limit=pool_limit)
+    result = run_curve(store, settings, log=_note)
     files = result.write(out_dir)
     out.print(f"all {result.train_rows:,} labels: {result.eval_split} top-1 {result.full['top1']:.3f}, "
               f"balanced {result.full['balanced']:.3f}", markup=False, highlight=False)
