@@ -72,7 +72,7 @@ CASES = [
     Case("cli-config-empty", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
          r"c\.yaml: empty config", code=CONFIG_ERROR, setup=config("# nothing yet\n")),
     Case("cli-config-another-commands-options", EXTRACT + ["--out", "{out}", "--config", "{tmp}/c.yaml"],
-         r"c\.yaml: top_k is not an option of featx extract \(it is one of featx predict, featx search\)", code=CONFIG_ERROR,
+         r"c\.yaml: top_k is not an option of featx extract \(it is one of featx predict, featx search, featx serve\)", code=CONFIG_ERROR,
          setup=config("top_k: 3\n")),
     Case("cli-config-data-list", ["extract", "--out", "{out}", "--config", "{tmp}/c.yaml"],
          r"c\.yaml: data: expected one value, got a list", code=CONFIG_ERROR, setup=config("data: [a, b]\n")),
