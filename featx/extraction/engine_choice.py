@@ -34,6 +34,10 @@ def engine_for(backbone: Backbone, config: ExtractConfig, device: torch.device, 
     file) before any store is touched."""
     # taps: the extraction's module and --pool block, resolved once (ExtractJob); without them
     # `module` runs and --pool is resolved from `config` here.
+    if taps is None and module is None:
+        # The module must be the one the variant names: an exported file is cached under the
+        # variant, and a bare backbone saved under a pooled variant's key would poison it.
+        taps = tapped_module(backbone, config.cut, config.pool, config.tta)
     if taps is not None:
         module = taps.module
     variant = engine_variant(backbone, config, taps)
