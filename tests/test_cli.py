@@ -553,7 +553,8 @@ WORK = {  # the library call each command's work starts with: must not run when 
     "predict": "featx.heads.predict.predict", "report": "featx.report.write_report",
     "merge": "featx.store.merge_shards", "compare": "featx.compare.run.compare",
     "train-head": "featx.probes.train.train_head", "lr-find": "featx.probes.train.find_head_lr",
-    "extract": "featx.extraction.extract", "finetune": "featx.finetuning.finetune",
+    # extract checks --out itself once it knows there is something to write, before any forward
+    "extract": "featx.extraction.store_run.Runner", "finetune": "featx.finetuning.finetune",
 }
 
 

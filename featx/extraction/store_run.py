@@ -127,12 +127,13 @@ def _complete(job: ExtractJob) -> ExtractResult:
 
 
 def _check_target(path: Path, dataset: Dataset, spec: StoreSpec, overwrite: bool) -> None:
-    """Room on the disk for a new store, and a folder we may write to: one line each, before
-    anything is created (a resumed store is allocated already)."""
+    """A folder we may write to, then room on its disk for a new store: one line each, before
+    anything is created (a resumed store is allocated already). Writability first: a folder
+    nobody may write in reports no free space either, and that would name the wrong problem."""
+    check_writable(path.parent)
     exists = path.is_file()
     if overwrite or not exists:
         check_room(path, planned_bytes(dataset, spec), freed=path.stat().st_size if exists else 0)
-    check_writable(path.parent)
 
 
 def _spec(job: ExtractJob, engine: str, extra: dict) -> StoreSpec:
