@@ -375,7 +375,7 @@ def test_mismatched_head_and_knn_head_are_refused(probe, tmp_path):
         finetune(ds, knn.path, tmp_path / "r", FinetuneConfig(**FAST), show_progress=False)
 
 
-def _command(root: Path, head: Path, out: Path, epochs: int = 6) -> list[str]:
+def _command(root: Path, head: Path, out: Path, epochs: int = 3) -> list[str]:
     """`featx finetune` into the folder `out` (its files are named after the head: `_file`)."""
     return [sys.executable, "-m", "featx", "finetune", str(root), "--head", str(head), "--out",
             str(out), "--epochs", str(epochs), "--batch-size", "4", "--workers", "0",
@@ -401,7 +401,7 @@ def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
                 epoch = json.loads(checkpoint.read_text())["state"]["epoch"]
             except ValueError:
                 epoch = 0
-            if epoch >= 2:
+            if epoch >= 1:  # one epoch saved, two to go
                 proc.send_signal(signal.SIGKILL)
                 killed = True
                 break
@@ -422,7 +422,7 @@ def test_killed_finetune_resumes_to_the_same_weights(probe, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert json.loads(_file(tmp_path / "killed", "head.json").read_text())["config"]["lr"] == \
         json.loads(_file(tmp_path / "clean", "head.json").read_text())["config"]["lr"]
-    changed = subprocess.run(_command(root, head_path, tmp_path / "killed", epochs=7), env=env,
+    changed = subprocess.run(_command(root, head_path, tmp_path / "killed", epochs=4), env=env,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 1 and "checkpoint with other settings (epochs)" in changed.stderr
 
