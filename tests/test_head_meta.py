@@ -137,3 +137,44 @@ def test_save_head_refuses_a_dict_it_could_not_read_back(tmp_path):
     with pytest.raises(FeatxError, match="no 'backbone'"):
         save_head(tmp_path / "h", tensors, {"kind": "linear", "classes": ["x", "y"], "feature_dim": 3})
     assert not list(tmp_path.iterdir())
+
+
+def _two_class_head(tmp_path):
+    from featx.heads.io import save_head
+
+    meta = {"kind": "linear", "classes": ["a", "b"], "class_names": ["ants", "bees"], "feature_dim": 2,
+            "backbone": "x", "normalize": "none"}
+    tensors = {"layers.0.weight": np.eye(2, dtype=np.float32), "layers.0.bias": np.zeros(2, np.float32)}
+    return save_head(tmp_path / "h", tensors, meta)
+
+
+@pytest.mark.parametrize("key", ["classes", "class_names"])
+def test_a_sidecar_whose_classes_were_reordered_is_refused(tmp_path, key):
+    import json
+
+    from featx.heads.io import load_head
+
+    weights = _two_class_head(tmp_path)
+    assert load_head(weights).predict(np.array([[1.0, 0.0], [0.0, 1.0]])) == ["ants", "bees"]
+    sidecar = weights.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta[key] = meta[key][::-1]  # every prediction would carry the other class's name
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(FeatxError, match=rf"h.json: its {key} .* are not the ones its weights were trained with"):
+        load_head(weights)
+
+
+def test_a_head_saved_without_class_metadata_still_loads(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from featx.heads.io import load_head
+    from featx.runtime.hashing import file_sha256
+
+    weights = _two_class_head(tmp_path)
+    save_file(load_file(weights), str(weights))  # as featx wrote heads before: no metadata
+    sidecar = weights.with_suffix(".json")
+    import json
+    meta = json.loads(sidecar.read_text())
+    meta["weights_file_sha256"] = file_sha256(weights)
+    sidecar.write_text(json.dumps(meta))
+    assert load_head(weights).classes == ["a", "b"]

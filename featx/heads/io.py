@@ -69,17 +69,19 @@ def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: Hea
     # concurrent save to the same stem cannot slip its weights under this sidecar): with
     # safetensors >= 0.8 a 1.5 GB k-NN head is never copied in memory.
     digest: list[str] = []
-    atomic_write(weights, lambda tmp: digest.append(_save_tensors(tensors, tmp)))
+    names = {"featx.classes": json.dumps(list(meta.classes)),
+             "featx.class_names": json.dumps(list(meta.class_names or meta.classes))}
+    atomic_write(weights, lambda tmp: digest.append(_save_tensors(tensors, tmp, names)))
     meta = replace(meta, weights_file_sha256=digest[0])
     atomic_write_text(sidecar, json.dumps(meta.to_dict(), indent=2, default=_jsonable) + "\n")
     return weights
 
 
-def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> str:
-    """Write `tensors` to `path` and return the file's sha256."""
+def _save_tensors(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> str:
+    """Write `tensors` (and the class lists, as the file's metadata) to `path`; returns its sha256."""
     path.touch()  # a new file gets the umask's mode; safetensors writes 0600, so it is put back
     mode = path.stat().st_mode & 0o777
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), metadata=metadata)
     os.chmod(path, mode)
     return file_sha256(path)
 
@@ -137,7 +139,8 @@ class Head:
         if _identity(weights) != before:  # replaced between the hash and the read
             raise FeatxError(f"{weights}: the file changed while it was being loaded; load it again")
         head = cls(meta, tensors, weights)
-        head._check_shapes(sidecar)
+        head._check_shapes(sidecar)  # a class count that does not fit says so first
+        _check_class_order(meta, weights, sidecar)
         return head
 
     def save(self, stem: str | os.PathLike) -> Path:
@@ -343,6 +346,22 @@ def _read_sidecar(sidecar: Path) -> HeadMeta:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise FeatxError(f"{sidecar}: not a featx head (format {found!r})")
     return HeadMeta.from_dict(meta, source=sidecar)
+
+
+def _check_class_order(meta: HeadMeta, weights: Path, sidecar: Path) -> None:
+    """The weights file keeps the class lists it was trained with (its metadata): a sidecar whose
+    classes were reordered or renamed would name every prediction wrongly, so it is refused.
+    Heads saved before featx wrote that metadata have none, and load as before."""
+    from safetensors import safe_open
+
+    with safe_open(weights, framework="np") as f:
+        saved = f.metadata() or {}
+    found = {"featx.classes": list(meta.classes), "featx.class_names": list(meta.class_names or meta.classes)}
+    for key, listed in found.items():
+        if key in saved and json.loads(saved[key]) != listed:
+            raise FeatxError(f"{sidecar}: its {key.split('.')[1]} {listed} are not the ones its weights "
+                             f"were trained with ({json.loads(saved[key])}); restore the sidecar or "
+                             "train the head again")
 
 
 def _output_size(tensors: dict[str, np.ndarray]) -> int | None:
