@@ -46,6 +46,7 @@ __all__ = ["FORMAT", "WARM_START", "Head", "HeadMeta", "file_sha256", "head_path
 ONNX_EXPORTER = "featx.deploy"  # Head.to_onnx: the module whose export_model writes the file
 # Tensor-name prefix of a cross-validated head's train-only refit (fine-tuning starts from it).
 WARM_START = "warm_start."
+CLASSES_KEY = "featx.classes"  # the weights file's own record of its class lists
 
 
 def head_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
@@ -69,8 +70,10 @@ def save_head(stem: str | os.PathLike, tensors: dict[str, np.ndarray], meta: Hea
     # concurrent save to the same stem cannot slip its weights under this sidecar): with
     # safetensors >= 0.8 a 1.5 GB k-NN head is never copied in memory.
     digest: list[str] = []
-    names = {"featx.classes": json.dumps(list(meta.classes)),
-             "featx.class_names": json.dumps(list(meta.class_names or meta.classes))}
+    # One metadata key: safetensors keeps its metadata in a hash map, so the order of several keys
+    # (and the file's bytes) would change from one save to the next.
+    names = {CLASSES_KEY: json.dumps({"classes": list(meta.classes),
+                                      "class_names": list(meta.class_names or meta.classes)})}
     atomic_write(weights, lambda tmp: digest.append(_save_tensors(tensors, tmp, names)))
     meta = replace(meta, weights_file_sha256=digest[0])
     atomic_write_text(sidecar, json.dumps(meta.to_dict(), indent=2, default=_jsonable) + "\n")
@@ -355,13 +358,12 @@ def _check_class_order(meta: HeadMeta, weights: Path, sidecar: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(weights, framework="np") as f:
-        saved = f.metadata() or {}
-    found = {"featx.classes": list(meta.classes), "featx.class_names": list(meta.class_names or meta.classes)}
+        saved = json.loads((f.metadata() or {}).get(CLASSES_KEY, "{}"))
+    found = {"classes": list(meta.classes), "class_names": list(meta.class_names or meta.classes)}
     for key, listed in found.items():
-        if key in saved and json.loads(saved[key]) != listed:
-            raise FeatxError(f"{sidecar}: its {key.split('.')[1]} {listed} are not the ones its weights "
-                             f"were trained with ({json.loads(saved[key])}); restore the sidecar or "
-                             "train the head again")
+        if key in saved and saved[key] != listed:
+            raise FeatxError(f"{sidecar}: its {key} {listed} are not the ones its weights were trained "
+                             f"with ({saved[key]}); restore the sidecar or train the head again")
 
 
 def _output_size(tensors: dict[str, np.ndarray]) -> int | None:
