@@ -236,13 +236,14 @@ def predict(
     batch_size: o.BatchSize = 64,
     workers: o.Workers = None,
     engine: o.Engine = "auto",
+    threads: o.Threads = None,
     config: o.Config = None,
 ) -> None:
     """Classify new images (or a store's features) with a trained head, into a CSV."""
     from featx.heads.predict import predict as run_predict
 
     out_file(out_csv, example="predictions.csv")
-    found = run_predict(head, inputs, class_map, device, batch_size, workers, engine)
+    found = run_predict(head, inputs, class_map, device, batch_size, workers, engine, threads)
     for path, reason in found.failed:
         err.print(f"skipped {path}: {reason}", markup=False, highlight=False)
     if not found.paths:

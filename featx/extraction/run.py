@@ -75,16 +75,16 @@ def check_failures(dataset: Dataset, result: ExtractResult) -> None:
 
 def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,
           workers: int | None = None, engine: str = "auto", pool: str | None = None,
-          tta: str = "none") -> tuple[np.ndarray, dict[int, str]]:
+          tta: str = "none", threads: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
     """Clean-view features [N, D] of every sample, in memory (prediction on new images), with
     the pooled maps entering block `pool` appended and averaged over the `tta` symmetries, as
-    `extract --pool --tta` stores them.
+    `extract --pool --tta` stores them; `threads`: ONNX Runtime threads, as `extract --threads`.
 
     Failed images keep a zero row and are listed in the returned {row: reason}.
     """
     dev = resolve_device(device)
     config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu",
-                           engine=engine, pool=pool, tta=tta)
+                           engine=engine, pool=pool, tta=tta, threads=threads)
     job = ExtractJob(dataset, backbone, None, None, config, dev, False, tapped_module(backbone, None, pool, tta),
                      gpu_decode=False)
     runner = Runner(job, engine_for(backbone, config, dev, engine, taps=job.taps), batch_size)

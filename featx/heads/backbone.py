@@ -45,33 +45,37 @@ class HeadEmbedder:
                                        self.meta.get("backbone_seed", 0), pre["input_size"])
             sha = backbone.weights.get("sha256", backbone.weights["source"])
             check_same_features(self.meta, backbone.name, sha, "this machine's weights")
+            # The resize the store was made with (torchvision's for stores before issue 29).
+            backbone.preprocess = backbone.preprocess.following(pre)
             self._backbone = backbone
         return self._backbone
 
     def __call__(self, images, device: str = "auto", batch_size: int = 64, workers: int | None = None,
-                 engine: str = "auto") -> Embedded:
-        """`images`: files and folders, or in memory: PIL images, arrays [H, W, C] or [n, H, W, C]."""
+                 engine: str = "auto", threads: int | None = None) -> Embedded:
+        """`images`: files and folders, or in memory: PIL images, arrays [H, W, C] or [n, H, W, C].
+        `threads`: ONNX Runtime threads, as extract's (None: torch's thread count)."""
         pictures = in_memory_images(images)
         if pictures is None:
-            return self._files(images, device, batch_size, workers, engine)
+            return self._files(images, device, batch_size, workers, engine, threads)
         # Through lossless PNG files, so they take the very decode and preprocessing of a file
         with tempfile.TemporaryDirectory(prefix="featx-images-") as tmp:
             files = [os.path.join(tmp, f"{i:08d}.png") for i in range(len(pictures))]
             for picture, file in zip(pictures, files):
                 picture.save(file, "PNG")
-            out = self._files(files, device, batch_size, workers, engine)
+            out = self._files(files, device, batch_size, workers, engine, threads)
         name = {f: f"image {i}" for i, f in enumerate(files)}
         return Embedded([name[p] for p in out.paths], out.features, [(name.get(p, p), r) for p, r in out.failed])
 
     def _files(self, images: Sequence[str | os.PathLike] | str | os.PathLike, device: str, batch_size: int,
-               workers: int | None, engine: str) -> Embedded:
+               workers: int | None, engine: str, threads: int | None = None) -> Embedded:
         from featx.data import list_images
         from featx.extraction import embed
 
         items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         dataset, skipped = list_images(items)
         features, failed_rows = embed(dataset, self.backbone(), device, batch_size, workers, engine,
-                                     pool=self.meta.get("pool") or None, tta=self.meta.get("tta") or "none")
+                                     pool=self.meta.get("pool") or None, tta=self.meta.get("tta") or "none",
+                                     threads=threads)
         by_path = {str(dataset.abspath(s)): i for i, s in enumerate(dataset.samples)}
         ok = [p for p in _in_input_order(items, by_path) if by_path[p] not in failed_rows]
         failed = skipped + [(str(dataset.abspath(dataset.samples[i])), r) for i, r in sorted(failed_rows.items())]

@@ -127,8 +127,9 @@ class Predictions:
 
 def predict(head: Head | str | os.PathLike, inputs: Sequence[str | os.PathLike] | str | os.PathLike,
             class_map: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
-            workers: int | None = None, engine: str = "auto") -> Predictions:
-    """Score image files/folders, or every usable row of one complete feature store (.h5)."""
+            workers: int | None = None, engine: str = "auto", threads: int | None = None) -> Predictions:
+    """Score image files/folders, or every usable row of one complete feature store (.h5);
+    `threads`: ONNX Runtime threads for the images' forward (None: torch's thread count)."""
     head = head if isinstance(head, Head) else Head.load(head)
     names = _display_names(head, class_map)
     from featx.heads.backbone import image_items
@@ -141,7 +142,8 @@ def predict(head: Head | str | os.PathLike, inputs: Sequence[str | os.PathLike] 
     if stores:
         paths, scores, failed, splits, truth = _from_store(head, Path(items[0]), names)
     else:
-        embedded = head.embed(items, device=device, batch_size=batch_size, workers=workers, engine=engine)
+        embedded = head.embed(items, device=device, batch_size=batch_size, workers=workers, engine=engine,
+                              threads=threads)
         paths, features, failed = embedded.paths, embedded.features, embedded.failed
         splits = truth = None
         scores = head.scores(features) if len(features) else np.zeros((0, len(names)))
