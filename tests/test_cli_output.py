@@ -65,3 +65,29 @@ def test_predict_takes_threads_as_extract_does(small, tmp_path, monkeypatch):
     run("predict", root / "ants", "--head", head, "--threads", 1, "--engine", "torch", "--workers", 0,
         "--out", tmp_path / "p.csv")
     assert seen == [1]
+
+
+def test_scan_shows_decimal_keys_compactly_and_names_only_where_there_are_some(tmp_path):
+    from tests.conftest import write_image
+
+    labels = ["0.0", "0.3333333333333333", "0.6666666666666666", "1.0"]
+    rows = []
+    for i in range(8):
+        write_image(tmp_path / "imgs" / f"{i}.png", i)
+        rows.append(f"imgs/{i}.png,{labels[i % 4]}")
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "names.json").write_text('{"0.0": "good", "1.0": "broken"}')
+    text = run("scan", tmp_path / "m.csv", "--class-map", tmp_path / "names.json").stdout
+    fits(text)
+    assert "0.3333" not in text and re.search(r"│ 0\.333 +│ +│", text) and re.search(r"│ 1\.0 +│ broken", text)
+    plain = run("scan", tmp_path / "m.csv").stdout
+    assert "name" not in plain and re.search(r"┃ class ┃ train ┃", plain) and "│ 0.667 " in plain
+
+
+def test_compact_keys_keep_every_class_apart():
+    from featx.cli.data_cmds import compact_keys
+
+    assert compact_keys(["0.0", "0.3333333333333333", "12", "ants"]) == ["0.0", "0.333", "12", "ants"]
+    assert compact_keys(["0.33331", "0.33334"]) == ["0.33331", "0.33334"]
+    assert compact_keys(["0.123456", "0.123457", "2.5"]) == ["0.123456", "0.123457", "2.5"]
+    assert compact_keys(["0.1234561", "0.1234572"]) == ["0.123456", "0.123457"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import typer
 from rich.markup import escape
@@ -25,22 +26,15 @@ def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol 
     todo = min(decode_sample or len(ds.samples), len(ds.samples))
     with progress_bar(todo, f"scan {ds.name}") as advance:
         report = scan_images(ds, advance, sample=decode_sample)
-    out.print(f"[bold]{ds.name}[/]  {ds.root}  layout: {ds.layout}, {len(ds.samples)} images, "
-              f"{len(ds.classes)} classes", highlight=False)
-    counts = ds.counts()
-    splits = [s for s in ("train", "val", "test", "unlabeled") if s in counts]
-    table = Table("class", "name", *splits, "total")
-    rows = list(zip(ds.classes, ds.display_names)) + ([("(unlabeled)", "")] if "unlabeled" in counts else [])
-    for c, name in rows:
-        row = [counts[s].get(c, 0) for s in splits]
-        table.add_row(c, name if name != c else "", *map(str, row), str(sum(row)))
-    table.add_row("[bold]all", "", *[str(sum(counts[s].values())) for s in splits], str(len(ds.samples)))
-    out.print(table)
+    out.print(f"[bold]{escape(ds.name)}[/]: {len(ds.samples)} images, {len(ds.classes)} classes, "
+              f"layout: {ds.layout}", highlight=False)
+    out.print(f"  {ds.root}", markup=False, highlight=False)  # a path alone: long ones stay whole
+    out.print(class_table(ds))
     if report.decoded < len(ds.samples):
         out.print(f"decoded {report.decoded} of {len(ds.samples)} images, spread evenly "
-                  "(--decode-sample 0 decodes every one)", markup=False, highlight=False)
-    out.print("sizes: " + _top(report.sizes, lambda wh: f"{wh[0]}x{wh[1]}"))
-    out.print("modes: " + _top(report.modes, str))
+                  "(--decode-sample 0 decodes every one)", markup=False, highlight=False, soft_wrap=False)
+    out.print("sizes: " + _top(report.sizes, lambda wh: f"{wh[0]}x{wh[1]}"), soft_wrap=False)
+    out.print("modes: " + _top(report.modes, str), soft_wrap=False)
     for note in ds.notes:
         out.print(f"note: {note}", markup=False)
     if ds.ignored_files:
@@ -56,6 +50,37 @@ def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol 
     else:
         out.print("all images decode")
     require_decodable(ds, dict(report.unreadable))  # nothing decodes: an error, after the report
+
+
+def class_table(ds) -> Table:
+    """Per class, its count in each split; a `name` column only where a class has a display
+    name of its own (a class map, ELPV's), and numeric keys at the digits that tell them apart."""
+    counts = ds.counts()
+    splits = [s for s in ("train", "val", "test", "unlabeled") if s in counts]
+    keys = compact_keys(ds.classes)
+    named = any(name != c for c, name in zip(ds.classes, ds.display_names))
+    table = Table("class", *(["name"] if named else []), *splits, "total")
+    rows = list(zip(ds.classes, keys, ds.display_names))
+    rows += [("(unlabeled)", "(unlabeled)", "")] if "unlabeled" in counts else []
+    for c, key, name in rows:
+        row = [counts[s].get(c, 0) for s in splits]
+        table.add_row(escape(key), *([escape(name if name != c else "")] if named else []), *map(str, row),
+                      str(sum(row)))
+    table.add_row("[bold]all", *([""] if named else []), *[str(sum(counts[s].values())) for s in splits],
+                  str(len(ds.samples)))
+    return table
+
+
+def compact_keys(keys: list[str]) -> list[str]:
+    """Decimal class keys at 3 decimals, or as many more as keep every key distinct:
+    0.3333333333333333 -> 0.333 (a binned score's labels); other keys as they are."""
+    decimal = re.compile(r"-?\d+\.(\d+)")
+    for places in range(3, 18):
+        short = [f"{float(k):.{places}f}" if (m := decimal.fullmatch(k)) and len(m.group(1)) > places else k
+                 for k in keys]
+        if len(set(short)) == len(set(keys)):
+            return short
+    return list(keys)
 
 
 def _top(counter, fmt, n: int = 6) -> str:
