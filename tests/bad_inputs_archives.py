@@ -121,6 +121,13 @@ CASES = [
          setup=tar_members((("k0.png", None), ("k1.png", None), ("k1.cls", b"b"), ("k0.cls", b"a")))),
     Case("wds-key-too-long", SCAN + ["{tmp}/s"], r"sample key 'kkkk.*'\.\.\. is too long for a file name",
          setup=tar_members((("k" * 300 + ".png", None),))),
+    # Shards beside many images or beside Parquet files: which one is the dataset? (issue 32)
+    Case("wds-beside-many-images", SCAN + ["{tmp}/s"],
+         r"s: 1 \.tar shard\(s\) and more than 10 image files side by side: .* into a folder of their own",
+         setup=lambda tmp, world: (tar_members(THREE)(tmp, world),
+                                   [(tmp / "s" / f"i{i}.png").write_bytes(b"") for i in range(11)])),
+    Case("wds-beside-parquet", SCAN + ["{tmp}/s"], r"s: both \.tar shards and \.parquet files",
+         setup=lambda tmp, world: (tar_members(THREE)(tmp, world), (tmp / "s" / "p.parquet").write_bytes(b""))),
     Case("wds-upper-case-shard-cut", SCAN + ["{tmp}/s"], r"S-000\.TAR: the shard ends early",
          setup=lambda tmp, world: (tar_members(THREE, keep="boundary")(tmp, world),
                                    (tmp / "s" / "shard-0.tar").rename(tmp / "s" / "S-000.TAR"))),

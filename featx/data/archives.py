@@ -13,6 +13,12 @@ So a sample's path, bytes and content hash are the same on every run and every r
 torchrun sharding, updates and the store's identity work as for a folder of the same files, and
 a folder tree whose files are KEY.EXT with the same labels gives the same store.
 
+A folder is an archive dataset when its top level (else its data/) holds .tar shards or .parquet
+files and no subfolder but featx's own output folders (`cd shards; featx extract .` writes
+stores/ there). Stray files beside them (a cover.png, a README) are not read, and a note names
+them; more than STRAY_IMAGES_MAX images beside them, or shards beside Parquet files, are refused
+in one line, as which one is the dataset is not for featx to guess.
+
 Each file's mtime is set to the newest source file's, so unpacking again (a cleared cache, another
 machine) gives the same dataset fingerprint. The unpacked folder is reused while source.json
 matches the archive's files (names, sizes, mtimes); a changed archive is unpacked again. One
@@ -23,6 +29,7 @@ The cost: the images are written once more to disk (one small file each).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import fcntl
 import hashlib
@@ -31,21 +38,44 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from featx.data.records import DatasetOptions, Record
 from featx.data.packaged import dataset_cache
 from featx.errors import DataError
 from featx.data.images import IMAGE_EXTENSIONS
+from featx.runtime.atomic import is_output_folder
 
 FORMAT_VERSION = 2  # 2: a row without an image is kept (an empty file), not dropped
 NAME_MAX = 250  # bytes of one path part of a key: 255 on common file systems, less the extension
 _MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
           (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
+STRAYS_NAMED = 5  # stray files a note names (beyond: their count)
+STRAY_IMAGES_MAX = 10  # images beside archives read as a cover or previews; more: ambiguous
+
+
+@dataclass
+class _Listing:
+    """The top level of a folder, as archive detection sees it."""
+    suffixes: set[str] = field(default_factory=set)  # '.tar' / '.parquet' found
+    archives: int = 0
+    images: int = 0  # loose image files (counted up to STRAY_IMAGES_MAX + 1)
+    strays: int = 0  # files that are no archive: images, README, JSON, indexes
+    named: list[str] = field(default_factory=list)  # the first STRAYS_NAMED of them, sorted
+    tree: bool = False  # a subfolder (other than top-level data/ and featx's outputs)
 
 
 def archive_kind(path: Path) -> str | None:
-    """'webdataset', 'hf' (save_to_disk), 'parquet', or None for a folder/manifest of images."""
+    """'webdataset', 'hf' (save_to_disk), 'parquet', or None for a folder/manifest of images.
+
+    A folder whose top level (else data/) holds .tar shards or .parquet files and no subfolder is
+    that archive, whatever few stray files lie beside them (archive_note names them).
+
+    Raises:
+        DataError: shards beside Parquet files, or beside more images than a cover and previews
+            (STRAY_IMAGES_MAX): which one is the dataset is not for featx to guess.
+    """
     if path.is_file():
         name = path.name.lower()
         return "webdataset" if name.endswith(".tar") else "parquet" if name.endswith(".parquet") else None
@@ -54,33 +84,79 @@ def archive_kind(path: Path) -> str | None:
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         return "hf"
     for folder in (path, path / "data"):
-        suffix = _archive_suffix(folder, top=folder == path)
-        if suffix != "":
-            return {".tar": "webdataset", ".parquet": "parquet"}.get(suffix)
+        listing = _list(folder, top=folder == path)
+        if listing.tree:
+            return None
+        if listing.suffixes:
+            return _kind_of(folder, listing)
+        if listing.images:  # a folder of images, no archive
+            return None
     return None
 
 
-def _archive_suffix(folder: Path, top: bool) -> str | None:
-    """'.tar' or '.parquet' when `folder` holds such files and no image or other subfolder; None
-    as soon as an image file or a subfolder shows (a tree of images: stop reading at once); ''
-    for neither (look in data/)."""
-    found = ""
+def _kind_of(folder: Path, listing: _Listing) -> str:
+    if len(listing.suffixes) > 1:
+        raise DataError(f"{folder}: both .tar shards and .parquet files: one folder holds one archive "
+                        "dataset; move one kind into a folder of its own")
+    suffix = next(iter(listing.suffixes))
+    if listing.images > STRAY_IMAGES_MAX:
+        raise DataError(f"{folder}: {listing.archives} {suffix} {_ARCHIVE_WORD[suffix]}(s) and "
+                        f"more than {STRAY_IMAGES_MAX} image files side by side: is it an archive dataset "
+                        "or a folder of images? move the shards or the images into a folder of their own")
+    return {".tar": "webdataset", ".parquet": "parquet"}[suffix]
+
+
+_ARCHIVE_WORD = {".tar": "shard", ".parquet": "file"}
+
+
+def archive_note(path: Path, kind: str) -> str | None:
+    """The note naming the stray files beside an archive folder's shards or Parquet files (a
+    cover image, a README), which are not read; None when there are none."""
+    if kind not in ("webdataset", "parquet") or not path.is_dir():
+        return None
+    count, named = 0, []
+    for folder in (path, path / "data"):
+        listing = _list(folder, top=folder == path)
+        count += listing.strays
+        named += [n if folder == path else f"data/{n}" for n in listing.named]
+        if listing.suffixes:
+            break
+    if not count:
+        return None
+    shown = ", ".join(named[:STRAYS_NAMED]) + (", ..." if count > STRAYS_NAMED else "")
+    what = ".tar shards" if kind == "webdataset" else ".parquet files"
+    return f"{count} file(s) beside the {what} ignored: {shown}"
+
+
+def _list(folder: Path, top: bool) -> _Listing:
+    """What the top level of `folder` holds (hidden files and featx's output folders left out);
+    it stops at the first subfolder (a tree of images: read no further)."""
+    listing = _Listing()
     try:
         with os.scandir(folder) as entries:
-            for entry in entries:
-                name = entry.name.lower()
-                if name.startswith("."):
+            for entry in entries:  # lean: a flat folder of a million images is read here too
+                name = entry.name
+                if name[0] == ".":
                     continue
-                if name.endswith((".tar", ".parquet")) and entry.is_file():
-                    found = found or name[name.rindex("."):]
-                elif entry.is_dir():
-                    if not (top and name == "data"):
-                        return None
-                elif Path(name).suffix in IMAGE_EXTENSIONS:
-                    return None
+                low = name.lower()
+                if entry.is_dir():
+                    if not (top and low == "data") and not is_output_folder(entry.path):
+                        listing.tree = True
+                        return listing
+                elif low.endswith((".tar", ".parquet")):
+                    listing.suffixes.add(low[low.rindex("."):])
+                    listing.archives += 1
+                else:
+                    listing.strays += 1
+                    if listing.images > STRAY_IMAGES_MAX:
+                        continue  # already too many to be a cover: count no further
+                    listing.images += low[low.rfind("."):] in IMAGE_EXTENSIONS if "." in low else 0
+                    if len(listing.named) < STRAYS_NAMED or name < listing.named[-1]:
+                        bisect.insort(listing.named, name)  # the first names, whatever the order
+                        del listing.named[STRAYS_NAMED:]
     except OSError:
-        return None
-    return found
+        listing.tree = True  # unreadable: not for archive detection to explain
+    return listing
 
 
 def source_files(path: Path, pattern: str) -> list[Path]:

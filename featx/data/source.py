@@ -9,7 +9,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from featx.data.archives import archive_kind, unpack_archive
+from featx.data.archives import archive_kind, archive_note, unpack_archive
 from featx.data.dataset import Dataset
 from featx.data.records import DatasetOptions
 from featx.data.folders import from_folder
@@ -54,11 +54,14 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | dict | Non
                         "manifest or a packaged name); to fine-tune on a store's cached maps, add "
                         "--from-block CUT (from_block=) with a store made by `extract --cut`")
     kind = archive_kind(path)
+    note = archive_note(path, kind) if kind else None  # a cover or README beside the shards
     if kind:  # WebDataset shards, a saved `datasets` dataset, Parquet: unpacked once (archives.py)
         name = name or path.resolve().name.split(".")[0] or None
         path = unpack_archive(path, kind, options)
         options = replace(options, label_col=None, split_col=None)  # the unpacked manifest's own
     dataset = from_manifest(path, options) if path.is_file() else from_folder(path, options)
+    if note:
+        dataset.notes.append(note)
     if not name and not dataset.name:  # `featx extract .`: Path(".").name is ""
         dataset.name = Path(dataset.root).resolve().name or "data"
     if name:
