@@ -91,3 +91,18 @@ def test_compact_keys_keep_every_class_apart():
     assert compact_keys(["0.33331", "0.33334"]) == ["0.33331", "0.33334"]
     assert compact_keys(["0.123456", "0.123457", "2.5"]) == ["0.123456", "0.123457", "2.5"]
     assert compact_keys(["0.1234561", "0.1234572"]) == ["0.123456", "0.123457"]
+
+
+def test_a_rate_not_known_is_left_out_and_a_one_step_task_still_has_one():
+    from rich.progress import Progress
+
+    from featx.runtime.progress import progress_line, task_rate
+
+    line = progress_line("embed tiny_cnn", 0, 1, None, 0.0, "img", 80)
+    assert line.endswith("0/1  0:00 eta -:--") and "- img/s" not in line and "/s" not in line
+    with Progress() as progress:  # one advance: rich keeps no speed of it
+        task_id = progress.add_task("embed", total=1)
+        progress.advance(task_id, 1)
+        progress.stop_task(task_id)
+        task = progress.tasks[0]
+        assert task_rate(task) and task_rate(task) == pytest.approx(1 / task.elapsed)

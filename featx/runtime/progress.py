@@ -33,9 +33,9 @@ def clock(seconds: float | None) -> str:
 
 
 def rate_text(rate: float | None, unit: str) -> str:
-    """'14.7 img/s', '1,235 img/s' (no decimals where they say nothing)."""
+    """'14.7 img/s', '1,235 img/s' (no decimals where they say nothing); '' while no rate is known."""
     if not rate:
-        return f"- {unit}/s"
+        return ""
     return f"{rate:,.0f} {unit}/s" if rate >= 100 else f"{rate:.1f} {unit}/s"
 
 
@@ -46,7 +46,8 @@ def progress_line(description: str, done: float, total: float | None, rate: floa
     count = f"{done:,.0f}/{total:,.0f}" if total else f"{done:,.0f}"
     speed = rate_text(rate, unit)
     remaining = (total - done) / rate if rate and total else None
-    numbers = f"{count}  {speed}  {clock(elapsed)} eta {clock(remaining if done < (total or 0) else 0)}"
+    times = f"{clock(elapsed)} eta {clock(remaining if done < (total or 0) else 0)}"
+    numbers = "  ".join(part for part in (count, speed, times) if part)
     room = width - len(numbers) - 2
     bar_text = ""
     spare = room - len(description) - 2  # what the description leaves for a bar
@@ -68,9 +69,17 @@ class LineColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         width = max(console.width - 1, 20)  # the last column stays free: no wrap
-        return Text(progress_line(task.description, task.completed, task.total,
-                                  task.finished_speed or task.speed, task.elapsed or 0.0,
-                                  self.unit, width))
+        return Text(progress_line(task.description, task.completed, task.total, task_rate(task),
+                                  task.elapsed or 0.0, self.unit, width))
+
+
+def task_rate(task: Task) -> float | None:
+    """rich's rate, or the mean rate where rich has none: a task done in one step (predicting one
+    image) has no speed in rich's sense, but its images and seconds still say one."""
+    rate = task.finished_speed or task.speed
+    if not rate and task.completed and task.elapsed:
+        rate = task.completed / task.elapsed
+    return rate
 
 
 def display_mode(target: Console | None = None) -> str:
