@@ -84,3 +84,36 @@ def test_shards_and_parquet_files_side_by_side_are_refused(shards):
     (shards / "t.parquet").write_bytes(b"PAR1")
     with pytest.raises(DataError, match=r"insects: both \.tar shards and \.parquet files"):
         open_dataset(shards)
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, write) -> None:
+    """`cp -p` of a regenerated file: new bytes, the old size and mtime."""
+    st = path.stat()
+    write(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def _labels(ds) -> list[str]:
+    return [ds.classes[s.label] for s in ds.samples]
+
+
+def test_a_shard_rewritten_with_its_size_and_mtime_kept_is_unpacked_again(shards, png):
+    assert _labels(open_dataset(shards)) == list("abab") * 2
+    _rewrite_keeping_size_and_mtime(shards / "s-000.tar", lambda p: _shard(p, png, "bbab", "k0"))
+    assert _labels(open_dataset(shards)) == list("bbab") + list("abab")
+
+
+def test_a_parquet_file_rewritten_with_its_size_and_mtime_kept_is_unpacked_again(tmp_path, png, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "pets.parquet"
+
+    def write(labels: list[str]):
+        return lambda p: pq.write_table(pa.table({"image": [png] * 4, "label": labels}), p)
+
+    write(["cat", "dog", "cat", "dog"])(path)
+    assert _labels(open_dataset(path)) == ["cat", "dog", "cat", "dog"]
+    _rewrite_keeping_size_and_mtime(path, write(["dog", "dog", "cat", "dog"]))
+    assert _labels(open_dataset(path)) == ["dog", "dog", "cat", "dog"]

@@ -21,7 +21,8 @@ in one line, as which one is the dataset is not for featx to guess.
 
 Each file's mtime is set to the newest source file's, so unpacking again (a cleared cache, another
 machine) gives the same dataset fingerprint. The unpacked folder is reused while source.json
-matches the archive's files (names, sizes, mtimes); a changed archive is unpacked again. One
+matches the archive's files (names, sizes, mtimes and content hashes: a rewrite that kept its
+size and mtime is seen); a changed archive is unpacked again. One
 process unpacks at a time (a file lock; torchrun ranks wait for the first), into NAME.tmp that is
 renamed into place, so a killed unpack leaves nothing a later run would trust.
 The cost: the images are written once more to disk (one small file each).
@@ -44,10 +45,11 @@ from pathlib import Path, PurePosixPath
 from featx.data.records import DatasetOptions, Record
 from featx.data.packaged import dataset_cache
 from featx.errors import DataError
+from featx.data.identity import hash_files
 from featx.data.images import IMAGE_EXTENSIONS
 from featx.runtime.atomic import is_output_folder
 
-FORMAT_VERSION = 2  # 2: a row without an image is kept (an empty file), not dropped
+FORMAT_VERSION = 3  # 2: a row without an image is kept (an empty file), not dropped; 3: files hashed
 NAME_MAX = 250  # bytes of one path part of a key: 255 on common file systems, less the extension
 _MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
           (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
@@ -185,8 +187,7 @@ def unpack_archive(path: Path, kind: str, options: DatasetOptions) -> Path:
     """
     files = _inputs(path, kind)
     stamp = {"format": FORMAT_VERSION, "kind": kind, "source": str(path.resolve()),
-             "label_col": options.label_col,
-             "files": {str(f.resolve()): [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
+             "label_col": options.label_col, "files": _file_stamps(files)}
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     target = dataset_cache(f"{kind}-{path.name.split('.')[0] or 'data'}-{digest}")
     manifest = target / "manifest.csv"
@@ -206,6 +207,21 @@ def unpack_archive(path: Path, kind: str, options: DatasetOptions) -> Path:
         raise DataError(f"{target}: cannot unpack {path} ({exc.strerror or exc}); set FEATX_CACHE "
                         "to a writable folder with room for the images") from None
     return manifest
+
+
+def _file_stamps(files: list[Path]) -> dict[str, list]:
+    """{path: [size, mtime_ns, sha256]} of the archive's files. The content hash, as a same-size
+    rewrite with its mtime restored (`cp -p`, `touch -r`, rsync -t) must not keep the old unpack;
+    hashed once per process while a file's ctime holds (featx.data.identity's memo)."""
+    stats = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError as exc:  # removed since it was listed
+            raise DataError(f"{f}: cannot read ({exc.strerror or exc})") from None
+        stats.append((st.st_size, st.st_mtime_ns))
+    shas = hash_files(files, stats)
+    return {str(f.resolve()): [size, mtime, sha] for f, (size, mtime), sha in zip(files, stats, shas)}
 
 
 def _inputs(path: Path, kind: str) -> list[Path]:
