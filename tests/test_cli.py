@@ -133,6 +133,7 @@ def test_help_is_quick_no_torch():
 # A bad choice, on the command line and in the config: (command line, config class, field).
 CHOICES = [
     (["extract", "elpv", "--dtype"], "ExtractConfig", "dtype"),
+    (["extract", "elpv", "--tta"], "ExtractConfig", "tta"),
     (["extract", "elpv", "--amp"], "ExtractConfig", "amp"),
     (["extract", "elpv", "--engine"], "ExtractConfig", "engine"),
     (["extract", "elpv", "--decode"], "ExtractConfig", "decode"),

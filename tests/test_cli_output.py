@@ -106,3 +106,19 @@ def test_a_rate_not_known_is_left_out_and_a_one_step_task_still_has_one():
         progress.stop_task(task_id)
         task = progress.tasks[0]
         assert task_rate(task) and task_rate(task) == pytest.approx(1 / task.elapsed)
+
+
+def test_tta_family_and_range_test_kinds_are_the_librarys_own():
+    from featx.backbones.registry import FAMILIES, list_backbones
+    from featx.backbones.symmetry import TTA_RECIPES
+    from featx.cli import options
+    from featx.extraction.settings import EXTRACT
+    from featx.heads.kinds import names
+
+    assert EXTRACT["tta"].choices == tuple(TTA_RECIPES)  # the recipes symmetry.py computes
+    assert "--tta none|flip|hv-flip|dihedral" in run("extract", "--help").output
+    assert all(list_backbones(family=family) for family in FAMILIES)  # each lists something
+    assert "--family " + "|".join(FAMILIES) in run("backbones", "--help").output
+    assert options.SWEPT_KINDS.choices == names(backend="torch")
+    source = Path(options.__file__).read_text()
+    assert '"hv-flip"' not in source and '"packaged"' not in source and '"mlp"' not in source

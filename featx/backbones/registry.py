@@ -44,6 +44,7 @@ TIMM_PREFIX = "timm/"
 FAMILY_MODULES = {"torchvision": "featx.backbones.torchvision_zoo",
                   "packaged": "featx.backbones.efficientnet_lite",
                   "timm": "featx.backbones.timm_zoo"}
+FAMILIES = (*FAMILY_MODULES, "custom")  # custom: what register_backbone files (BackboneSpec's default)
 # Modules that register custom backbones in every process, the CLI's and subprocesses' too:
 # FEATX_BACKBONE_MODULES="my_pkg.backbones,tests.tiny_backbone".
 MODULES_ENV = "FEATX_BACKBONE_MODULES"

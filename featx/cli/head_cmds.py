@@ -212,8 +212,8 @@ def lr_find(
     from featx.probes.train import find_head_lr
 
     kind = old_spelling(ctx, "--head", "--kind", head, kind)
-    if kind not in ("linear", "mlp"):
-        raise ConfigError(f"--kind {kind}: the range test trains a linear or mlp head")
+    if kind not in o.SWEPT_KINDS.choices:  # the old spelling --head KIND took any kind
+        raise ConfigError(f"--kind {kind}: the range test trains a {' or '.join(o.SWEPT_KINDS.choices)} head")
     if not end > start:
         raise ConfigError(f"--end {end:g}: must be above --start {start:g}")
     out_folder(out_dir)  # kind and writability checked before the test, not after it

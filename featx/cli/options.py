@@ -29,9 +29,11 @@ import typer
 
 from featx.cli.config_file import apply_config
 
+from featx.backbones.registry import FAMILIES
 from featx.config import OneOf
 from featx.extraction.settings import EXTRACT
 from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # the registry of head kinds
+from featx.heads.kinds import names as head_kind_names
 from featx.probes.settings import CALIBRATIONS, HEAD
 from featx.runtime.settings import MERGE_MODES
 from featx.training.settings import FINETUNE
@@ -211,8 +213,8 @@ Pool = Annotated[str, _option(
     "--pool", metavar="auto|none|BLOCK", help="Append the average+max pooled maps entering BLOCK to the "
     "features (multi-layer features; heads choose with --features). auto: the backbone's default "
     "block where its cut points are known (block11 for efficientnet_lite0).")]
-Tta = Annotated[str, _option(
-    "--tta", metavar="none|flip|hv-flip|dihedral", callback=one_of("none", "flip", "hv-flip", "dihedral"),
+Tta = Annotated[str, _choice(
+    "--tta", rule=EXTRACT["tta"],
     help="Test-time augmentation: store each feature averaged over the image and its symmetries (flip: "
     "mirror; hv-flip: also upside down; dihedral: also 90-degree turns, for orientation-free data only); "
     "predict computes the same. Costs 1 + 1/3/7 forwards per image.")]
@@ -228,8 +230,8 @@ Kind = Annotated[str, _option("--kind", metavar="|".join(HEAD_KINDS), help="Kind
 Kinds = Annotated[list[str], _option("--kind", metavar="|".join(HEAD_KINDS),
                                      help="Kind of head to train per backbone; repeat for several.",
                                      callback=one_of(*HEAD_KINDS))]
-ProbeKind = Annotated[str, _option("--kind", metavar="linear|mlp", help="Kind of head.",
-                                   callback=one_of("linear", "mlp"))]
+SWEPT_KINDS = OneOf(head_kind_names(backend="torch"))  # the kinds the torch sweep trains: lr-find's
+ProbeKind = Annotated[str, _choice("--kind", rule=SWEPT_KINDS, help="Kind of head.")]
 # The old spelling of --kind (`--head linear`), kept working but out of the help: --head now
 # always names a trained head file.
 OldHeadKind = Annotated[Optional[str], typer.Option("--head", hidden=True, callback=one_of(*HEAD_KINDS))]
@@ -361,9 +363,8 @@ MergeMode = Annotated[str, _choice("--mode", rule=OneOf(MERGE_MODES),
 
 # --- listing --------------------------------------------------------------------------------
 
-Family = Annotated[Optional[str], _option("--family", metavar="torchvision|packaged|timm",
-                                          help="Only this family.", show_default="all but timm's",
-                                          callback=one_of("torchvision", "packaged", "timm"))]
+Family = Annotated[Optional[str], _choice("--family", rule=OneOf(FAMILIES), help="Only this family.",
+                                          show_default="all but timm's")]
 Cuts = Annotated[Optional[str], _option("--cuts", metavar="NAME",
                                         help="List this backbone's cut points (for extract --cut).",
                                         show_default=False)]

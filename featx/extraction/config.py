@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from featx.backbones.symmetry import TTA_RECIPES
 from featx.config import check_settings, check_types
 from featx.errors import ConfigError
 from featx.extraction.settings import EXTRACT
@@ -50,9 +49,7 @@ class ExtractConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise ConfigError(f"{name} must be a text, got {value!r}")
-        check_settings(self, EXTRACT)
-        if self.tta not in TTA_RECIPES:
-            raise ConfigError(f"tta must be one of {', '.join(TTA_RECIPES)}, got {self.tta!r}")
+        check_settings(self, EXTRACT)  # tta's names among them: featx.backbones.symmetry's recipes
 
 
 @dataclass

@@ -9,6 +9,7 @@ from featx.runtime.settings import AMP_MODES, DECODES
 
 STORE_DTYPES = ("float16", "float32")
 ENGINES = ("auto", "torch", "onnxruntime")  # inference engines (featx.extraction.engines)
+TTA_NAMES = ("none", "flip", "hv-flip", "dihedral")  # the recipes of featx.backbones.symmetry (torch)
 # Beyond these a value is a typo, not a plan: each view is one more forward pass per training
 # image (1000 views of ImageNet is weeks of GPU time), and a 4096 px crop is 50 MB per image.
 MAX_VIEWS = 1000
@@ -24,4 +25,5 @@ EXTRACT = {
     "input_size": Between(16, MAX_INPUT_SIZE, optional=True),
     "engine": OneOf(ENGINES),
     "threads": Between(1, optional=True),
+    "tta": OneOf(TTA_NAMES),
 }
