@@ -98,12 +98,32 @@ class BatchDecoder(torch.utils.data.Dataset):
                                         "scanned); re-run featx extract to extract the new version")
 
 
+RESUME = "finished batches are saved: re-run the same command to resume"
+FEWER_WORKERS = ("likely out of memory (the kernel kills the largest process); re-run with --workers 0 "
+                 "(workers=0) or fewer workers, or a smaller --batch-size")
+
+
 def guarded(batches):
-    """Turn DataLoader worker deaths and hangs into one clear line; progress stays saved."""
+    """Turn DataLoader worker deaths and hangs into one clear line; progress stays saved.
+
+    A worker that dies is seen in two ways: its exit status (torch's RuntimeError "DataLoader
+    worker ... exited unexpectedly"), or, when it dies while the main process receives its batch,
+    the queue or shared-memory handle breaking under it (ConnectionResetError, BrokenPipeError,
+    EOFError). Either is the OOM killer's usual work; a hang is the loader's timeout."""
     try:
         yield from batches
+    except (ConnectionError, EOFError) as exc:  # ConnectionError: ConnectionReset, BrokenPipe
+        raise FeatxError(f"a data loading worker died ({_first_line(exc)}): {FEWER_WORKERS}; "
+                         f"{RESUME}") from None
     except RuntimeError as exc:
-        if "DataLoader" in str(exc) or "worker" in str(exc):
-            raise FeatxError(f"a data loading worker failed ({str(exc).strip().splitlines()[0]}); "
-                             "finished batches are saved: re-run the same command to resume") from None
+        text = str(exc)
+        if "DataLoader" in text or "worker" in text:
+            died = "exited unexpectedly" in text or "killed by signal" in text
+            raise FeatxError(f"a data loading worker failed ({_first_line(exc)}); "
+                             f"{FEWER_WORKERS + '; ' if died else ''}{RESUME}") from None
         raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
