@@ -6,6 +6,11 @@
 flock, not a lock file's mere existence: the kernel drops it when the holder dies, so a SIGKILLed
 extraction never leaves a stale lock behind. Readers take no lock (the store's writes never move
 HDF5 metadata), so `featx info` works during an extraction.
+
+The holder removes the file as it lets go, so a finished store leaves no `.lock` beside it. Safe
+because a lock counts only on the file still at the path: a writer that opened the file just
+before it was removed, and locked it just after, finds another file (or none) there and takes
+the lock again on the path's own (a killed holder's file stays, unlocked, and is reused).
 """
 
 from __future__ import annotations
@@ -29,6 +34,18 @@ class StoreLock:
 
     def acquire(self) -> "StoreLock":
         """Take the lock, or raise StoreError naming the process that holds it."""
+        while True:
+            fd = self._lock_once()
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # its holder removed it as it let go: lock the path's new file
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self.fd = fd
+        return self
+
+    def _lock_once(self) -> int:
+        """The lock file opened (created if need be) and flocked: its descriptor."""
         try:
             make_output_folder(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -46,14 +63,17 @@ class StoreLock:
             raise StoreError(f"{self.path}: this file system does not support file locks "
                              f"({exc.strerror}); featx will not write a store without one "
                              "(NFS without lockd?): use a local disk") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        self.fd = fd
-        return self
+        return fd
 
     def release(self) -> None:
+        """Remove the lock file, if it is still ours, then let go of the lock."""
         if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock; the file stays (harmless, reused)
+            if _same_file(self.fd, self.path):  # removed while locked: no one else holds it
+                try:
+                    self.path.unlink()
+                except OSError:  # a folder gone read-only: the file stays, unlocked and reusable
+                    pass
+            os.close(self.fd)  # closing drops the flock
             self.fd = None
 
     def __enter__(self) -> "StoreLock":
@@ -61,3 +81,13 @@ class StoreLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Is the open file `fd` the one at `path` now (not removed or replaced since it was opened)?"""
+    try:
+        at_path = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
