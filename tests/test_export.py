@@ -50,3 +50,32 @@ def test_export_refuses_an_incomplete_store(tmp_path):
     with pytest.raises(StoreError, match="incomplete"):
         export(store, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_says_how_to_query_the_index_and_where_the_data_was(blob_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(app, ["export", str(blob_store), "--out", str(out)],
+                                env={"COLUMNS": "80", "TERM": "dumb"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"exported 120 rows in 1 shard, FAISS index flat: {out}"
+    note = " ".join(" ".join(lines[1:]).split())
+    assert "L2-normalised rows" in note and "divide a query by its L2 norm" in note
+    assert all(len(line) <= 80 for line in lines[1:])
+    info = json.loads((out / "export.json").read_text())
+    with FeatureStore(blob_store) as st:
+        assert info["dataset_root"] == st.attrs["dataset_root"]
+    assert info["index_metric"] == "inner product of L2-normalised rows (cosine)"
+    assert "L2 norm" in info["query"] and "raw" in info["query"]
+    # What the note says holds: a raw row scores its squared norm, a normalised one 1.0.
+    x = np.load(out / "embeddings" / "0000.npy").astype(np.float32)
+    idx = faiss.read_index(str(out / "index.faiss"))
+    raw, _ = idx.search(x[:1], 1)
+    unit_query, _ = idx.search(x[:1] / np.linalg.norm(x[:1]), 1)
+    assert unit_query[0, 0] == pytest.approx(1.0, abs=1e-5) and raw[0, 0] != pytest.approx(1.0, abs=1e-2)
+    two = CliRunner().invoke(app, ["export", str(blob_store), "--out", str(out), "--shard-rows", "60"])
+    assert two.stdout.startswith("exported 120 rows in 2 shards")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import err, out
+from featx.cli.core import err, out, plural
 from featx.cli.outputs import out_file, out_folder
 
 CHECKS = ("duplicates", "labels", "outliers")  # featx.audit.CHECKS
@@ -92,6 +92,10 @@ def export(store: o.Store, out_dir: ExportOut = Path("export"), index: Index = "
 
     out_folder(out_dir)
     result = run_export(store, out_dir, shard_rows, index)
-    out.print(f"exported {result.rows} rows in {result.shards} shards"
-              + (f", FAISS index {result.index}" if result.index else "") + f" to {result.folder}",
+    index = f", FAISS index {result.index}" if result.index else ""
+    out.print(f"exported {result.rows} rows in {plural(result.shards, 'shard')}{index}: {result.folder}",
               markup=False, highlight=False)
+    if result.index:  # a raw row as query scores its squared norm: say what the index expects
+        out.print(f"note: the index scores the {result.metric}: divide a query by its L2 norm first; "
+                  "embeddings/*.npy hold the raw rows (export.json says so too)",
+                  markup=False, highlight=False, soft_wrap=False)

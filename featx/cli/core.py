@@ -164,6 +164,11 @@ def _no_type(ctx: Any = None) -> None:
     return None
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 shard', '3 shards', '1,200 predictions'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def given(ctx: typer.Context, name: str) -> bool:
     """Did the user set option `name` (command line, environment, or --config), rather than
     leave its default?"""

@@ -8,7 +8,8 @@ The layout is the one embedding-reader and autofaiss read (clip-retrieval writes
     DIR/metadata/0000.parquet   row (in the store), path, label (class name), label_index, split
     DIR/index.faiss             cosine search: inner product over the L2-normalised rows; the
                                 id of a vector is its position across the shards in order
-    DIR/export.json             store, backbone, dims, shards, index kind
+    DIR/export.json             store, dataset root, backbone, dims, shards, index kind and
+                                metric, and what a query needs (QUERY)
 
 Only written, non-failed rows are exported. An export replaces the previous one as a whole: it is
 written into DIR.tmp-PID beside DIR, then swapped in (DIR.old-PID removed), so a re-export with
@@ -19,6 +20,9 @@ what a killed export leaves beside DIR is swept by the next one. Read back witho
     x = np.concatenate([np.load(p) for p in sorted(glob("DIR/embeddings/*.npy"))])
     meta = pyarrow.parquet.read_table("DIR/metadata").to_pandas()
     index = faiss.read_index("DIR/index.faiss"); sims, ids = index.search(unit(q), 5)
+
+The shards hold the store's rows as they are; the index holds them L2-normalised, so a query is
+divided by its norm first (unit(q) above): a raw row as query scores its squared norm, not 1.
 
 The index is exact (IndexFlatIP) up to featx.search.neighbours.EXACT_MAX_ROWS rows; above, an
 IVF index of 8-bit scalar-quantised vectors (4 sqrt(N) lists, approximate; set its nprobe).
@@ -45,6 +49,9 @@ INDEXES = ("auto", "flat", "ivf", "none")
 SHARD_ROWS = 100_000  # rows per .npy shard (256 MB of float16 at D = 1280)
 # What an export folder holds; anything else in DIR is the user's, and refused.
 LAYOUT = ("embeddings", "metadata", "index.faiss", "export.json", OUTPUT_MARKER)
+INDEX_METRIC = "inner product of L2-normalised rows (cosine)"
+QUERY = ("divide a query by its L2 norm before index.search: the index holds L2-normalised rows, "
+         "embeddings/*.npy the store's raw rows")
 
 
 @dataclass
@@ -53,6 +60,7 @@ class ExportResult:
     rows: int
     shards: int
     index: str  # the FAISS index written ("" for none)
+    metric: str = INDEX_METRIC  # what the index scores (export.json's index_metric)
 
 
 def export(store: str | Path, out: str | Path, shard_rows: int = SHARD_ROWS, index: str = "auto") -> ExportResult:
@@ -141,12 +149,13 @@ def _write(st: FeatureStore, store: str | Path, out: Path, shard_rows: int, inde
 
         atomic_write(out / "index.faiss", lambda tmp: faiss.write_index(faiss_index, str(tmp)))
         kind = index if index == "flat" else f"ivf (IVF{faiss_index.nlist},SQ8, approximate)"
-    info = {"store": str(Path(store).resolve()), "backbone": st.attrs["backbone"], "rows": int(len(rows)),
+    info = {"store": str(Path(store).resolve()), "dataset_root": st.attrs.get("dataset_root"),
+            "backbone": st.attrs["backbone"], "rows": int(len(rows)),
             "dim": st.feature_dim, "final_dim": st.final_dim, "pool": st.pool,
             "tta": st.attrs.get("tta") or None, "store_version": int(st.attrs.get("store_version", 1)),
             "dtype": str(dtype), "shards": shards,
-            "index": kind or None, "metric": "inner product of L2-normalised rows (cosine)",
-            "classes": st.classes}
+            "index": kind or None, "index_metric": INDEX_METRIC if kind else None,
+            "query": QUERY if kind else None, "classes": st.classes}
     atomic_write_text(out / "export.json", json.dumps(info, indent=2) + "\n")
     return ExportResult(out, int(len(rows)), shards, kind)
 
