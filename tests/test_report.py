@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -336,7 +337,8 @@ def test_report_renders_in_headless_chromium(compared, tmp_path):
     url = result.report.resolve().as_uri()
     dom = subprocess.run(browser + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count("<tr>") == 5  # header + 4 results, as the browser parsed them
+    comparison = dom.stdout.split('id="comparison"')[1].split("</table>")[0]
+    assert comparison.count("<tr>") == 5  # header + 4 results, as the browser parsed them
     assert dom.stdout.count('src="data:image/png;base64,') == 8  # the report compare wrote
     shot = tmp_path / "shot.png"
     subprocess.run(browser + [f"--screenshot={shot}", "--window-size=1200,3000", url],
@@ -354,3 +356,142 @@ def test_a_count_beyond_int64_in_the_confusion_matrix_still_gives_a_report(compa
     meta["metrics"]["test"]["confusion"][0][0] = -18_446_656_112_779_329_536
     (tmp_path / "h.json").write_text(json.dumps(meta))
     assert write_report(tmp_path, tmp_path / "r.html").exists()
+
+
+# --- what a person sees (issue 31): curves, per-class plot, intro, table width, captions; calibration ---
+
+def _one_result(compared, tmp_path, kind: str = "linear") -> dict:
+    out, _ = compared
+    meta = next(m for m in load_results(out) if m["kind"] == kind)
+    (tmp_path / "h.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "_path"}))
+    return meta
+
+
+def _drawn(ax) -> list[tuple[str, int]]:
+    """(label, points with a value) of every line an axis draws."""
+    import numpy as np
+
+    return [(line.get_label(), int(np.isfinite(np.asarray(line.get_ydata(), float)).sum())) for line in ax.lines]
+
+
+def test_curves_of_a_cross_validated_head_show_its_refit_and_no_empty_panel(compared):
+    from featx.report.plots import curves_figure
+
+    out, _ = compared
+    results = load_results(out)
+    assert all(m["selection"]["method"] == "cv" for m in results if m["kind"] == "linear")  # the default
+    fig = curves_figure(results)
+    (loss_ax,) = fig.axes[:1]
+    assert len([a for a in fig.axes if a.get_ylabel()]) == 1  # no val top-1 panel: CV keeps no val curve
+    drawn = _drawn(loss_ax)
+    assert drawn and all(points > 0 for _, points in drawn), drawn
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [name for name, _ in drawn]
+    assert all("refitted on train+val" in name for name, _ in drawn)
+    with_val = copy.deepcopy(results[0])  # a head chosen on val keeps its val curve: both panels
+    for i, c in enumerate(with_val["curve"]):
+        c.update(val_loss=1.0 - i / 100, val_top1=0.5 + i / 100)
+    with_val["selection"] = {"method": "val"}
+    fig = curves_figure([with_val])
+    assert [a.get_ylabel() for a in fig.axes] == ["loss", "val top-1"]
+    assert all(all(points > 0 for _, points in _drawn(a)) and _drawn(a) for a in fig.axes)
+    assert [n for n, _ in _drawn(fig.axes[0])][-1].endswith(" val")
+
+
+def test_per_class_plot_names_each_class_and_labels_its_ticks_plainly(compared, tmp_path):
+    from featx.report.plots import per_class_figure
+
+    meta = _one_result(compared, tmp_path)
+    meta["train_counts"] = [73, 74, 76]  # a narrow range, as ELPV's classes: was 7.3x10^1 ... 7.6x10^1
+    fig = per_class_figure([meta])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    names = meta.get("class_names") or meta["classes"]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(names)
+    xs = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    ys = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert xs and all(re.fullmatch(r"\d+", x) for x in xs), xs
+    assert ys and all(re.fullmatch(r"\d+(\.\d+)?%", y) for y in ys), ys
+    meta["train_counts"] = [5, 60, 900]  # spread over decades: a log axis, still plain numbers
+    fig = per_class_figure([meta])
+    fig.canvas.draw()
+    assert fig.axes[0].get_xscale() == "log"
+    assert all(re.fullmatch(r"\d+", t.get_text()) for t in fig.axes[0].get_xticklabels() if t.get_text())
+
+
+def test_one_head_is_introduced_as_one_result_without_marks(compared, tmp_path):
+    _one_result(compared, tmp_path)
+    text = write_report(tmp_path, tmp_path / "r.html").read_text()
+    assert "One result:" in text and "none are compared" not in text
+    assert "(best)" not in text and "(tie)" not in text
+
+
+def test_calibration_table_shows_nll_and_ece_before_and_after_with_intervals(compared, tmp_path):
+    meta = _one_result(compared, tmp_path)
+    record = meta["calibration"]
+    assert record["method"] == "temperature"
+    test = record["test"]
+    cells = [f"{side[m]:.3f} [{side['intervals'][m][0]:.3f}, {side['intervals'][m][1]:.3f}]"
+             for m in ("nll", "ece") for side in (test["before"], test["after"])]
+    for path in (write_report(tmp_path, tmp_path / "r.html"), write_report(tmp_path, tmp_path / "r.md", "md")):
+        text = path.read_text()
+        assert "Calibration (temperature scaling)" in text and f"{record['temperature']:.3g}" in text
+        assert all(cell in text for cell in cells), (cells, path)
+        assert record["fitted_on"] in text
+    none = {**meta, "calibration": {"method": "none", "temperature": 1.0, "why": "--calibrate none"}}
+    (tmp_path / "h.json").write_text(json.dumps({k: v for k, v in none.items() if k != "_path"}))
+    assert "--calibrate none" in write_report(tmp_path, tmp_path / "r.html").read_text()
+
+
+MEASURE = """<script>window.addEventListener('load', () => {
+  const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const table = document.getElementById('comparison');
+  const out = {page: document.documentElement.scrollWidth, table: table ? table.scrollWidth : null,
+    captions: [...document.querySelectorAll('.gallery figcaption')].map(box),
+    spilling: [...document.querySelectorAll('figcaption')].filter(c => c.scrollWidth > c.clientWidth + 1).length,
+    plots: [...document.querySelectorAll('img.plot')].map(i => i.alt)};
+  const pre = document.createElement('pre'); pre.id = 'featx-measure'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre); });</script></body>"""
+
+
+def measure_in_chromium(page, tmp_path, width: int = 1400) -> dict:
+    """Lay `page` out in headless Chromium `width` px wide and return what MEASURE reads."""
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE))
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2000", "--dump-dom"]
+    dom = subprocess.run(browser + [measured.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="featx-measure">(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    import html as html_module
+
+    return json.loads(html_module.unescape(found.group(1)))
+
+
+def _overlap(a, b) -> bool:
+    return min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5
+
+
+def _long_paths(compared, tmp_path) -> None:
+    """The compared results in `tmp_path`, their worst errors renamed to long paths (as real
+    datasets have: images/cell_0001_mono_...png) with the images copied there."""
+    out, _ = compared
+    for m in load_results(out):
+        meta = {k: v for k, v in m.items() if k != "_path"}
+        for w in meta["metrics"]["test"]["worst"]:
+            longer = f"a_long_folder_name/{Path(w['path']).stem}_of_a_long_file_name_without_spaces.png"
+            (tmp_path / "data" / longer).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(meta["dataset_root"]) / w["path"], tmp_path / "data" / longer)
+            w["path"] = longer
+        meta["dataset_root"] = str(tmp_path / "data")
+        (tmp_path / Path(m["_path"]).name).write_text(json.dumps(meta))
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
+def test_report_fits_1400_px_and_its_captions_do_not_run_into_each_other(compared, tmp_path):
+    _long_paths(compared, tmp_path)
+    seen = measure_in_chromium(write_report(tmp_path, tmp_path / "r.html"), tmp_path)
+    assert seen["page"] <= 1400 and seen["table"] <= 1400 - 2 * 16, seen  # the table fits, no scrolling
+    captions = seen["captions"]
+    assert len(captions) >= 4 and seen["spilling"] == 0, seen
+    assert not [(a, b) for i, a in enumerate(captions) for b in captions[i + 1:] if _overlap(a, b)]
+    assert "Training curves " in seen["plots"]

@@ -14,6 +14,8 @@ import numpy as np
 
 from featx.evaluation.figures import png_bytes, pyplot
 
+MAX_NAMED_POINTS = 30  # classes named beside their points; beyond, the names would pile up
+
 
 def label(meta: dict) -> str:
     return f"{meta['backbone']} / {meta['kind']}"
@@ -56,22 +58,45 @@ def accuracy_vs_throughput(results: list[dict]) -> bytes | None:
 
 
 def per_class_vs_train_count(results: list[dict]) -> bytes | None:
+    fig = per_class_figure(results)
+    return png_bytes(fig) if fig else None
+
+
+def per_class_figure(results: list[dict]):
+    """Per class, its test recall against its training images; each point named by its class.
+    Plain tick labels (73%, 120): a log axis over a narrow range labels itself 7.3x10^1."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+
     usable = [m for m in results if _test(m) and m.get("train_counts")]
     if not usable:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    counts_seen = []
     for m in usable:
         counts = m["train_counts"]
         recalls = [c["recall"] for c in _test(m)["per_class"]]
+        names = m.get("class_names") or m["classes"]
         ax.scatter(counts, recalls, label=label(m), alpha=0.7)
-    ax.set_xscale("log")
-    ax.set_xlabel("training images of the class (log scale)")
+        if len(names) <= MAX_NAMED_POINTS:
+            for name, x, y in zip(names, counts, recalls):
+                ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        counts_seen += [c for c in counts if _number(c) and c > 0]
+    if counts_seen and max(counts_seen) / min(counts_seen) > 10:  # log only where it spreads the points
+        ax.set_xscale("log")
+        ax.set_xlabel("training images of the class (log scale)")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 3.5 images
+        ax.set_xlabel("training images of the class")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
     ax.set_ylabel("per-class accuracy (recall)")
     ax.set_title("per-class accuracy vs training images")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return png_bytes(fig)
+    return fig
 
 
 def confusion(meta: dict) -> bytes | None:
@@ -98,25 +123,53 @@ def confusion(meta: dict) -> bytes | None:
 
 
 def training_curves(results: list[dict]) -> bytes | None:
-    usable = [m for m in results if m.get("curve")]
-    if not usable:
+    fig = curves_figure(results)
+    return png_bytes(fig) if fig else None
+
+
+def _series(curve: list[dict], key: str) -> list[float]:
+    return [c[key] if _number(c.get(key)) else float("nan") for c in curve]
+
+
+def curves_figure(results: list[dict]):
+    """The chosen head's training loss per epoch, and its val loss and val top-1 where it has
+    them. A head chosen by cross-validation was refitted on train+val: no val curve, so only the
+    lines (and the panel) with points are drawn, and the legend names only those."""
+    series = []  # (result, epochs, train loss, val loss, val top-1) with at least one point
+    for m in results:
+        curve = m.get("curve") or []
+        epochs = [c["epoch"] for c in curve]
+        lines = [_series(curve, k) for k in ("train_loss", "val_loss", "val_top1")]
+        if any(np.isfinite(v).any() for v in lines):
+            series.append((m, epochs, *lines))
+    if not series:
         return None
+    has_top1 = any(np.isfinite(top1).any() for *_, top1 in series)
     plt = pyplot()
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for m in usable:
-        epochs = [c["epoch"] for c in m["curve"]]
-        train = [float("nan") if c.get("train_loss") is None else c["train_loss"] for c in m["curve"]]
-        line, = loss_ax.plot(epochs, train, label=f"{label(m)} train")  # fine-tune epoch 0: none
-        loss_ax.plot(epochs, [c["val_loss"] for c in m["curve"]], linestyle="--", color=line.get_color(),
-                     label=f"{label(m)} val")
-        acc_ax.plot(epochs, [c["val_top1"] for c in m["curve"]], label=label(m))
+    fig, axes = plt.subplots(1, 2 if has_top1 else 1, figsize=(10 if has_top1 else 6, 4), squeeze=False)
+    loss_ax = axes[0][0]
+    for m, epochs, train, val, top1 in series:
+        refit = " (refitted on train+val)" if _cross_validated(m) else ""
+        colour = None
+        if np.isfinite(train).any():  # a fine-tune's epoch 0 has none: a gap in the line
+            colour = loss_ax.plot(epochs, train, label=f"{label(m)} train{refit}")[0].get_color()
+        if np.isfinite(val).any():
+            loss_ax.plot(epochs, val, linestyle="--", color=colour, label=f"{label(m)} val")
+        if has_top1 and np.isfinite(top1).any():
+            axes[0][1].plot(epochs, top1, color=colour, label=label(m))
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("val top-1")
     loss_ax.legend(fontsize=7)
-    acc_ax.legend(fontsize=7)
-    return png_bytes(fig)
+    if has_top1:
+        axes[0][1].set_xlabel("epoch")
+        axes[0][1].set_ylabel("val top-1")
+        axes[0][1].legend(fontsize=7)
+    return fig
+
+
+def _cross_validated(meta: dict) -> bool:
+    selection = meta.get("selection")
+    return isinstance(selection, dict) and selection.get("method") == "cv"
 
 
 def reliability(results: list[dict]) -> bytes | None:

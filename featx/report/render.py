@@ -20,6 +20,7 @@ from featx.report import plots
 from featx.runtime.atomic import atomic_write_text, make_output_folder
 from featx.errors import FeatxError
 from featx.evaluation.figures import lr_find_png
+from featx.report.calibration import calibration_section
 from featx.report.results import Results, read_results
 from featx.report.ties import HOW, number, split_metrics, standings
 
@@ -106,6 +107,10 @@ def table(results: list[dict]) -> tuple[list[str], list[list[str]], list[list[st
 
 def ties_note(marks: list[list[str]]) -> str:
     """One sentence on how the table is marked (which test, which level)."""
+    if len(marks) == 1:
+        return ("Metrics on the test split with 95% bootstrap intervals over the test images. One result: "
+                "with more heads or backbones here, the table marks the best value of each column and "
+                "every result tied with it.")
     if not any("tied" in row or "worse" in row for row in marks):
         return ("Metrics on the test split with 95% bootstrap intervals over the test images; no two "
                 "results here share their test images' predictions, so none are compared.")
@@ -167,6 +172,8 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
     if fmt == "md" and assets.exists() and not assets.is_dir():
         raise FeatxError(f"{assets}: exists and is not a folder (the Markdown report's images go there)")
     found = found or read_results(folder, required=not failed)
+    calibrated = calibration_section(found.heads)  # after the comparison, before `extra`
+    extra = ([calibrated] if calibrated else []) + list(extra)
     make_output_folder(out.parent)
     render = _render_html if fmt == "html" else _render_markdown
     render(found, folder, out, title, list(failed), list(extra))
@@ -175,13 +182,15 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
 
 # --- HTML: one self-contained file, images as data URIs -------------------------------------------
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td.text{text-align:left}td.best{background:#b9e8ad;font-weight:bold}
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1320px}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
+th{background:#f3f3f3;vertical-align:bottom}td.text{text-align:left}td.best{background:#b9e8ad;font-weight:bold}
 td.tied{background:#e3f6dd;font-weight:bold}td.unpaired{color:#777}p.legend{font-size:0.9em;color:#444}
-td{white-space:nowrap}span.ci{font-size:0.8em;color:#555;font-weight:normal}span.mark{font-size:0.8em}
+td{white-space:nowrap}td.text{white-space:normal;min-width:6em}span.ci{font-size:0.8em;color:#555;font-weight:normal}
+span.mark{font-size:0.8em}div.wide{max-width:100%;overflow-x:auto}
 figure{display:inline-block;margin:0.5em;vertical-align:top}figcaption{font-size:0.85em;max-width:240px}
-img.plot{max-width:100%}.gallery figure{width:130px}"""
+img.plot{max-width:100%}.gallery figure{width:130px}.gallery figcaption{max-width:130px;overflow-wrap:anywhere}
+table.plain td{white-space:normal}table.plain td:first-child{text-align:left}iframe.map{width:100%;height:760px;border:1px solid #ccc}"""
 
 
 def _data_uri(png: bytes, mime: str = "image/png") -> str:
@@ -190,9 +199,9 @@ def _data_uri(png: bytes, mime: str = "image/png") -> str:
 
 def _html_cell(cell: str, mark: str) -> str:
     """The value, its interval in small grey below it, and the mark."""
-    value, _, rest = cell.partition(" ")
-    return (html.escape(value) + (f"<br><span class='ci'>{html.escape(rest)}</span>" if rest else "")
-            + (f" <span class='mark'>{html.escape(SUFFIX[mark].strip())}</span>" if mark in SUFFIX else ""))
+    value, _, rest = cell.partition(" ")  # the mark beside the value: the interval line stays short
+    return (html.escape(value) + (f" <span class='mark'>{html.escape(SUFFIX[mark].strip())}</span>" if mark in SUFFIX else "")
+            + (f"<br><span class='ci'>{html.escape(rest)}</span>" if rest else ""))
 
 
 def _summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
@@ -209,19 +218,20 @@ def _render_html(found: Results, folder: Path, out: Path, title: str,
              f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
              f"<p>{e(_summary(results, failed))} from {e(str(folder))}. {e(ties_note(marks))}</p>"]
     if results:
-        parts.append("<table id='comparison'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
+        # A wide table (long backbone names, many columns) scrolls in its own box, not the page.
+        parts.append("<div class='wide'><table id='comparison'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
                      + "</tr></thead><tbody>")
         for row, row_marks in zip(cells, marks):
             parts.append("<tr>" + "".join(
                 f"<td class='{mark if mark in SUFFIX else ('text' if j in (0, 4, 5) else '')}'>"
                 f"{_html_cell(c, mark) if COLUMNS[j].metric else e(c)}</td>"
                 for j, (c, mark) in enumerate(zip(row, row_marks))) + "</tr>")
-        parts.append(f"</tbody></table><p class='legend'>{e(LEGEND)}</p>")
+        parts.append("</tbody></table></div>" + (f"<p class='legend'>{e(LEGEND)}</p>" if len(results) > 1 else ""))
     for name, note, headers_, rows in extra:
-        parts.append(f"<h2>{e(name)}</h2><p>{e(note)}</p><table><thead><tr>"
+        parts.append(f"<h2>{e(name)}</h2><p>{e(note)}</p><div class='wide'><table class='plain'><thead><tr>"
                      + "".join(f"<th>{e(h)}</th>" for h in headers_) + "</tr></thead><tbody>"
                      + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
-                     + "</tbody></table>")
+                     + "</tbody></table></div>")
     if failed:
         parts.append("<h2>Failed backbones</h2><ul id='failed'>" + "".join(
             f"<li><b>{e(name)}</b>: {e(reason)}</li>" for name, reason in failed) + "</ul>")
@@ -276,7 +286,7 @@ def _render_markdown(found: Results, folder: Path, out: Path, title: str,
         lines += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row, row_marks in zip(cells, marks):
         lines.append("| " + " | ".join(_md_cell(c, mark) for c, mark in zip(row, row_marks)) + " |")
-    if results:
+    if len(results) > 1:  # one result has no marks to explain
         lines += ["", LEGEND]
     for name, note, headers_, rows in extra:
         lines += ["", f"## {name}", "", note, "", "| " + " | ".join(headers_) + " |", "|" + "---|" * len(headers_)]

@@ -140,6 +140,7 @@ SPLIT = {"top1": Required(float), "top5": float, "balanced_accuracy": float, "ma
          "worst": [{"path": str, "true": Required(str), "predicted": Required(str),
                     "p_true": Required(float), "p_predicted": Required(float)}],
          "reliability": [{"confidence": Required(float), "accuracy": Required(float)}]}
+CALIBRATED = {"nll": float, "ece": float, "intervals": {"nll": [float], "ece": [float]}}
 SIDECAR = {"backbone": Required(str), "kind": Required(str), "classes": Required([str]),
            "class_names": [str], "feature_dim": float, "seconds": float, "dataset_root": str,
            "train_counts": [float],
@@ -147,7 +148,9 @@ SIDECAR = {"backbone": Required(str), "kind": Required(str), "classes": Required
            # A fine-tune's epoch 0 (its warm start, before any training) has no train_loss.
            "curve": [{"epoch": Required(float), "train_loss": float, "val_loss": float,
                       "val_top1": float}],
-           "metrics": {"val": SPLIT, "test": SPLIT}}
+           "metrics": {"val": SPLIT, "test": SPLIT},
+           "calibration": {"method": str, "temperature": float, "fitted_on": str, "why": str,
+                           "test": {"before": CALIBRATED, "after": CALIBRATED}}}
 
 
 def _problem(meta: dict) -> str | None:
