@@ -89,3 +89,23 @@ def temperature_of(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -> Te
     """fit_temperature, with the held-out cross-entropy before and after."""
     t = fit_temperature(logits, labels)
     return Temperature(t, fitted_on, nll_at(logits, labels), nll_at(logits, labels, t))
+
+
+def weighted_nll_ece(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
+                     bins: int = 15) -> tuple[float, float]:
+    """(NLL, ECE) of probabilities [n, C] with a weight per image: the test split as if its class
+    mix were another one (importance weights, e.g. sample prior / test prior of each image's
+    class). Equal weights give featx.evaluation.metrics' NLL and ECE (15 confidence bins)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    if not n:
+        return 0.0, 0.0
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    nll = float(-(w * np.log(np.clip(probs[np.arange(n), labels], 1e-12, 1.0))).sum())
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gap = np.bincount(which, w * (correct - confidence), minlength=bins)  # per bin: weight x (acc - conf)
+    return nll, float(np.abs(gap).sum())

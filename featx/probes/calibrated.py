@@ -58,6 +58,15 @@ def fit_head_temperature(calibrate: str, kind: str, tensors: dict[str, np.ndarra
     return temperature_of(z, y.astype(np.int64), f"the val split's predictions ({len(y)} images)")
 
 
+def array_temperature(calibrate: str, kind: str, tensors: dict[str, np.ndarray], x_val: np.ndarray,
+                      y_val: np.ndarray) -> float:
+    """fit_head_temperature on arrays in memory (normalised val features and their labels), as a
+    number: 1.0 where the head keeps its probabilities as trained."""
+    if calibrate == "none" or kind not in CALIBRATED_KINDS or not len(y_val):
+        return 1.0
+    return temperature_of(head_logits(tensors)(x_val), np.asarray(y_val, np.int64), "val").value
+
+
 def calibration_record(calibrate: str, kind: str, temperature: Temperature | None,
                        before: Metrics | None, after: Metrics | None) -> dict:
     """The sidecar's `calibration`: how and on what the temperature was fitted, and the test

@@ -50,7 +50,7 @@ def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bo
     if warm_normalizer.mode == "standard":
         tensors.update({f"{WARM_START}norm.mean": warm_normalizer.mean, f"{WARM_START}norm.std": warm_normalizer.std})
     lr, wd = config.grid[cv.best]
-    search = [_candidate(config, i, cv) for i in range(len(config.grid))]
+    search = [candidate(config, i, cv) for i in range(len(config.grid))]
     curve = [{**c, "val_loss": None, "val_top1": None} for c in sweep.curve]
     params = {"lr": lr, "weight_decay": wd, "epochs_run": sweep.epochs_run}
     store = data.store
@@ -74,33 +74,37 @@ def fit_cross_validated(data: FeatureData, config: HeadConfig, show_progress: bo
 
 
 def why_chosen(cv: CrossValidation, config: HeadConfig, rows: int) -> str:
-    """What train-head prints after "selected by": the folds, the tie with the best score and
-    the cross-entropy that decided among the tied settings."""
+    """What train-head prints after "selected by": the folds (or the val split, where cv.folds is
+    0), the tie with the best score and the cross-entropy that decided among the tied settings."""
     lr, wd = config.grid[cv.best]
     metric, n = config.metric, len(config.grid)
-    start = f"{cv.folds}-fold cross-validation on train+val ({rows} images): "
+    if cv.folds:
+        start, on, end = (f"{cv.folds}-fold cross-validation on train+val ({rows} images): ", "out-of-fold",
+                          "; refitted on all of them")
+    else:
+        start, on, end = f"the val split ({rows} images): ", "val", ""
     chosen = f"lr {lr:g}, weight decay {wd:g}"
     if cv.calibrated_loss is None or int(cv.tied.sum()) == 1:
-        return (start + f"{chosen} had the best out-of-fold {metric} ({cv.scores[cv.best]:.1%}) of {n} settings, "
-                "no other within its noise; refitted on all of them")
+        return (start + f"{chosen} had the best {on} {metric} ({cv.scores[cv.best]:.1%}) of {n} settings, "
+                f"no other within its noise{end}")
     lead_lr, lead_wd = config.grid[cv.leader]
     best = (f"the best, lr {lead_lr:g}, weight decay {lead_wd:g}" if cv.leader != cv.best else "the best")
-    return (start + f"{int(cv.tied.sum())} of {n} settings had an out-of-fold {metric} tied with {best} "
-            f"({cv.scores[cv.leader]:.1%}; paired bootstrap, 95%); of those, {chosen} "
-            f"({cv.scores[cv.best]:.1%}) had the lowest out-of-fold cross-entropy at its own temperature "
+    return (start + f"{int(cv.tied.sum())} of {n} settings had {'an' if on[0] in 'aeiou' else 'a'} {on} {metric} "
+            f"tied with {best} ({cv.scores[cv.leader]:.1%}; paired bootstrap, 95%); of those, {chosen} "
+            f"({cv.scores[cv.best]:.1%}) had the lowest {on} cross-entropy at its own temperature "
             f"({cv.calibrated_loss[cv.best]:.3f}"
             + (f" vs {cv.calibrated_loss[cv.leader]:.3f} for the best {metric}" if cv.leader != cv.best else "")
-            + "): the least overconfident; refitted on all of them")
+            + f"): the least overconfident{end}")
 
 
-def _candidate(config: HeadConfig, i: int, cv) -> dict:
+def candidate(config: HeadConfig, i: int, cv: CrossValidation) -> dict:
+    """The sidecar's search entry of setting i: its scores, whether it tied with the best and,
+    if so, the cross-entropy at its own temperature that chose among the tied."""
     lr, wd = config.grid[i]
     if not np.isfinite(cv.scores[i]):
         return {"lr": lr, "weight_decay": wd, "val_top1": None, "val_loss": None, "diverged": True}
     out = {"lr": lr, "weight_decay": wd, "val_top1": float(cv.top1[i]), "val_loss": float(cv.loss[i]),
            f"val_{config.metric}": float(cv.scores[i]), "tied": bool(cv.tied[i])}
-    if cv.tied[i]:  # the cross-entropy that chose among the tied, at the head's own temperature
+    if cv.tied[i]:
         out.update(val_loss_calibrated=float(cv.calibrated_loss[i]), temperature=float(cv.temperatures[i]))
     return out
-
-

@@ -7,7 +7,8 @@
 Features are read from the store once (extracted once, whatever N); each split re-assigns every
 labelled, usable sample to train/val/test with the store's own fractions (stratified by class,
 seeded by the split number: featx.data.splits.stratified_split) and trains each head kind with
-its default settings. Re-splits train on the clean features only: augmented views exist only
+its default settings, selected and calibrated as train-head does (a linear, MLP or logreg head's
+probabilities at its temperature, fitted on out-of-fold or val predictions, never test). Re-splits train on the clean features only: augmented views exist only
 for the store's own training rows, so using them would favour those rows.
 """
 
@@ -26,6 +27,7 @@ from featx.evaluation.metrics import evaluate
 from featx.runtime.progress import progress_bar
 from featx.heads.kinds import head_kind
 from featx.heads.scoring import Normalizer, linear_scores, scores
+from featx.probes.calibrated import array_temperature
 from featx.probes.selection import fit_arrays
 from featx.store import FeatureStore
 
@@ -112,13 +114,15 @@ def _one_head(kind: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, val: n
     config = HeadConfig(head=kind).for_kind(kind)
     normalizer = Normalizer.fit(config.normalize, x[train])
     c = len(names)
-    if config.torch_head:  # chosen as train-head chooses (k-fold on small data, else on val)
-        tensors, normalizer, _ = fit_arrays(x[train], y[train], x[val], y[val], c, config)
-        s = linear_scores(tensors, normalizer(x[test]))
+    if config.torch_head:  # chosen and calibrated as train-head does (k-fold on small data, else on val)
+        tensors, normalizer, t = fit_arrays(x[train], y[train], x[val], y[val], c, config)
+        s = linear_scores(tensors, normalizer(x[test]), temperature=t)
     else:
         from featx.probes.baselines import fit_baseline  # scikit-learn only for these heads
 
         fit = fit_baseline(kind, normalizer(x[train]), y[train], normalizer(x[val]), y[val], c, config.seed)
-        s = scores(kind, {k: np.asarray(v) for k, v in fit.tensors.items()}, normalizer(x[test]), fit.params)
+        tensors = {k: np.asarray(v) for k, v in fit.tensors.items()}
+        t = array_temperature("temperature", kind, tensors, normalizer(x[val]), y[val])  # logreg: on val
+        s = scores(kind, tensors, normalizer(x[test]), fit.params, t)
     m = evaluate(y[test], s, names, probabilities=head_kind(kind).probabilistic, keep_samples=False, resamples=0)
     return {metric: getattr(m, metric) for metric in METRICS}

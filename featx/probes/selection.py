@@ -10,7 +10,7 @@ head, and the chosen settings are refitted on train+val. The test split is never
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from featx.heads.scoring import Normalizer
 # as much: `select auto` cross-validates below it only.
 CV_MAX_ROWS = 20_000
 TIE_CELLS = 2_000_000  # resamples x images drawn at once by tied_with: memory stays flat
+# The val path holds the val logits of this many MB of tied heads at once (N_val x C each) while
+# it fits their temperatures; more tied heads take more passes over val, not more memory.
+VAL_LOGITS_MB = 256
 
 
 def use_cv(config: HeadConfig, rows: int, streamed: bool) -> bool:
@@ -98,11 +101,12 @@ class CrossValidation:
     top1: np.ndarray  # [H] out-of-fold top-1
     loss: np.ndarray  # [H] out-of-fold cross-entropy
     oof_logits: np.ndarray  # [n, C] out-of-fold logits of the chosen head
-    folds: int
+    folds: int  # 0: chosen on a val split (choose_on_val), the arrays are of its images
     leader: int = 0  # the head with the best score alone (ties broken by loss): the old choice
     tied: np.ndarray | None = None  # [H] bool: score within noise of the leader's
     calibrated_loss: np.ndarray | None = None  # [H] out-of-fold cross-entropy at each head's own T
     temperatures: np.ndarray | None = None  # [H] each head's out-of-fold temperature
+    labels: np.ndarray | None = None  # [n] the images' labels in oof_logits' order (choose_on_val)
 
     @property
     def oof_probs(self) -> np.ndarray:
@@ -185,6 +189,52 @@ def choose(logits: np.ndarray, y: np.ndarray, usable: np.ndarray, metric: str = 
     return CrossValidation(best, scores, top1, loss, logits[best], folds, leader, tied, calibrated, temperatures)
 
 
+def choose_on_val(sweep: SweepResult, blocks: Callable[[], Iterable], metric: str = "top1") -> CrossValidation:
+    """choose's rule on a val split, for a sweep selected there (large stores, streamed features,
+    --select val): among the usable heads whose val `metric` is tied with the leader's (the
+    sweep's best score, ties broken by loss) by the paired bootstrap, the one with the lowest val
+    cross-entropy at its own temperature. `blocks()` yields the val split's (x, y, _) blocks,
+    normalised as the heads take them, each time it is called. Memory: the predicted classes of
+    every head (H x N_val integers) and the logits of up to VAL_LOGITS_MB of tied heads at once."""
+    heads, usable, leader = sweep.heads, np.asarray(sweep.usable, bool), sweep.best
+    pred, y = _val_pass(heads, blocks, None)
+    c = heads.weights[-1].shape[-1]
+    h = len(pred)
+    scores = np.where(usable, selection_scores(pred, y, c, metric), np.nan)
+    loss = np.where(usable & np.isfinite(sweep.val_loss), sweep.val_loss, np.inf)
+    tied = tied_with(pred, y, leader, usable, metric, c)
+    temperatures, calibrated = np.ones(h), np.full(h, np.inf)
+    group = max(1, int(VAL_LOGITS_MB * 2**20 // max(1, len(y) * c * 4)))
+    candidates = np.flatnonzero(tied)
+    best_logits = None
+    for start in range(0, len(candidates), group):
+        some = candidates[start:start + group]
+        logits, _ = _val_pass(heads, blocks, some)
+        for j, i in enumerate(some):
+            temperatures[i] = fit_temperature(logits[j], y)
+            calibrated[i] = nll_at(logits[j], y, temperatures[i])
+        best = int(np.argmin(calibrated))
+        if best in some:  # the chosen head's logits (its temperature's fit): kept, the others let go
+            best_logits = logits[list(some).index(best)].copy()
+    return CrossValidation(best, scores, (pred == y).mean(1), loss, best_logits, 0, leader, tied,
+                           calibrated, temperatures, y)
+
+
+@torch.no_grad()
+def _val_pass(heads, blocks: Callable[[], Iterable], some: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the val blocks: (predicted class [H, n], labels) when `some` is None, else
+    (logits [len(some), n, C] of those heads, labels)."""
+    heads.eval()
+    parts, labels = [], []
+    for x, y, _ in blocks():
+        if not len(y):
+            continue
+        z = heads(torch.from_numpy(np.asarray(x, np.float32)))
+        parts.append(z.argmax(-1).numpy() if some is None else z[torch.from_numpy(some)].numpy())
+        labels.append(np.asarray(y, np.int64))
+    return np.concatenate(parts, 1), np.concatenate(labels)
+
+
 def tied_with(pred: np.ndarray, y: np.ndarray, leader: int, usable: np.ndarray, metric: str,
               num_classes: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
     """[H] bool: the usable heads whose `metric` on these images is tied with the leader's: the
@@ -232,15 +282,24 @@ def _normalized(pool: PoolData, normalizer: Normalizer) -> PoolData:
 
 
 def fit_arrays(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, num_classes: int,
-               config: HeadConfig) -> tuple[dict[str, np.ndarray], Normalizer, SweepResult]:
-    """The torch head train_head would fit on these arrays: cross-validated on train+val and
-    refitted on both when `use_cv`, else the sweep's best on val. (tensors, normalizer, sweep)."""
+               config: HeadConfig, calibrate: str = "temperature") -> tuple[dict[str, np.ndarray], Normalizer, float]:
+    """The torch head train_head would fit on these arrays, and its temperature: cross-validated
+    on train+val and refitted on both when `use_cv` (temperature fitted on its out-of-fold
+    predictions), else trained on train and chosen on val by choose_on_val's rule (temperature
+    fitted on val). (tensors, normalizer, temperature); the temperature is 1.0 with
+    `calibrate="none"` or where there is nothing held out to fit it on."""
     if use_cv(config, len(y) + len(y_val), streamed=False):
         pool = PoolData(np.concatenate([x, x_val]).astype(np.float32, copy=False),
                         np.concatenate([y, y_val]).astype(np.int64), num_classes)
-        sweep, normalizer = refit(pool, config, cross_validate(pool, config).best)
-        return {k: v.numpy() for k, v in sweep.heads.select(0).items()}, normalizer, sweep
+        cv = cross_validate(pool, config)
+        sweep, normalizer = refit(pool, config, cv.best)
+        t = float(cv.temperatures[cv.best]) if calibrate == "temperature" else 1.0
+        return {k: v.numpy() for k, v in sweep.heads.select(0).items()}, normalizer, t
     normalizer = Normalizer.fit(config.normalize, x)
     data = _normalized(PoolData(x, y, num_classes, val=(x_val, y_val)), normalizer)
     sweep = train_heads(data, Normalizer("none"), config)
-    return {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}, normalizer, sweep
+    if not len(y_val):
+        return {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}, normalizer, 1.0
+    cv = choose_on_val(sweep, lambda: data.split_blocks("val"), config.metric)
+    tensors = {k: v.numpy() for k, v in sweep.heads.select(cv.best).items()}
+    return tensors, normalizer, float(cv.temperatures[cv.best]) if calibrate == "temperature" else 1.0

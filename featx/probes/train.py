@@ -28,7 +28,9 @@ from featx.heads.scoring import Normalizer, linear_scores, scores
 from featx.probes.selection import use_cv
 from featx.store import FeatureStore
 from featx.probes.calibrated import calibrated_scores, calibration_record, check_calibration, fit_head_temperature
-from featx.probes.cv import fit_cross_validated
+from featx.probes.cv import candidate, fit_cross_validated, why_chosen
+from featx.probes.selection import choose_on_val
+from featx.evaluation.calibration import temperature_of
 
 
 def default_head_stem(store_path: str | Path, kind: str, out_dir: str | Path | None = None) -> Path:
@@ -77,7 +79,7 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
         data = FeatureData(store, use_views=config.views and config.torch_head, memory_mb=memory_mb,
                            features=config.features, hold=config.torch_head)
         selection = {"method": "val", "metric": config.metric if config.torch_head else "top1"}
-        found = None  # the temperature cross-validation fitted on out-of-fold predictions
+        found = None  # the temperature the selection fitted (on out-of-fold or val predictions)
         val_scores = None  # the val rows' scores, where fitting made them already (k-NN)
         if use_cv(config, data.n_train + len(data.rows("val")), data.streamed):
             data.note = None  # the folds use every train image: none is held out as val
@@ -86,7 +88,7 @@ def train_head(store_path: str | Path, kind: str | None = None, config: HeadConf
             check_val_split(data, config)
             normalizer = data.fit_normalizer(config.normalize)
             if config.torch_head:
-                fitted = _fit_torch(data, normalizer, config, show_progress)
+                fitted, selection, found = _fit_torch(data, normalizer, config, show_progress, calibrate)
             else:
                 fitted, val_scores = _fit_sklearn(data, normalizer, kind, config.seed, show_progress)
         data.release()  # fitted: scoring reads the store (at a million rows, most of the memory)
@@ -127,21 +129,40 @@ def check_val_split(data: FeatureData, config: HeadConfig) -> None:
                       f"too few to hold one out; {what} would select on nothing ({fixes})")
 
 
-def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, show_progress: bool):
+def _fit_torch(data: FeatureData, normalizer: Normalizer, config: HeadConfig, show_progress: bool,
+               calibrate: str = "temperature"):
+    """((tensors, params, search, curve, score), selection, Temperature or None): the sweep trained
+    on train, its settings chosen on val by choose_on_val's rule (tied with the best val score,
+    then the lowest val cross-entropy at each one's own temperature)."""
     with progress_bar(budget_epochs(config.epochs, data.n_train), f"train {len(config.grid)} {config.head} head(s)",
                       unit="epoch", enabled=show_progress) as advance:
         sweep = train_heads(data, normalizer, config, advance)
-    tensors = {k: v.numpy() for k, v in sweep.heads.select(sweep.best).items()}
-    lr, wd = sweep.grid[sweep.best]
-    search = [{"lr": a, "weight_decay": b, "val_top1": float(t), "val_loss": float(l)} if ok else
-              {"lr": a, "weight_decay": b, "val_top1": None, "val_loss": None, "diverged": True}
-              for (a, b), t, l, ok in zip(sweep.grid, sweep.val_top1, sweep.val_loss, sweep.usable)]
+    n_val = len(data.rows("val"))
+    selection = {"method": "val", "metric": config.metric}
+    temperature, chosen = None, sweep.best
+    if n_val and len(config.grid) > 1:
+        blocks = lambda: ((normalizer(x), y, None) for x, y, _ in data.split_blocks("val"))  # noqa: E731
+        cv = choose_on_val(sweep, blocks, config.metric)
+        chosen = cv.best
+        search = [candidate(config, i, cv) for i in range(len(config.grid))]
+        lead_lr, lead_wd = config.grid[cv.leader]
+        selection.update(rows=n_val, score=float(cv.scores[cv.best]), tied=int(cv.tied.sum()),
+                         leader={"lr": lead_lr, "weight_decay": lead_wd, config.metric: float(cv.scores[cv.leader])},
+                         why=why_chosen(cv, config, n_val))
+        if calibrate == "temperature":  # the chosen head's, fitted on the val logits that chose it
+            temperature = temperature_of(cv.oof_logits, cv.labels, f"the val split's predictions ({n_val} images)")
+    else:
+        search = [{"lr": a, "weight_decay": b, "val_top1": float(t), "val_loss": float(l)} if ok else
+                  {"lr": a, "weight_decay": b, "val_top1": None, "val_loss": None, "diverged": True}
+                  for (a, b), t, l, ok in zip(sweep.grid, sweep.val_top1, sweep.val_loss, sweep.usable)]
+    tensors = {k: v.numpy() for k, v in sweep.heads.select(chosen).items()}
+    lr, wd = sweep.grid[chosen]
     params = {"lr": lr, "weight_decay": wd, "epochs_run": sweep.epochs_run}
     curve = sweep.curve
-    if not len(data.rows("val")):  # one head trained without val (check_val_split): nothing measured
+    if not n_val:  # one head trained without val (check_val_split): nothing measured
         curve = [{**c, "val_loss": None, "val_top1": None} for c in curve]
         search = [{**c, "val_loss": None, "val_top1": None} for c in search]
-    return tensors, params, search, curve, lambda x: linear_scores(tensors, x)
+    return (tensors, params, search, curve, lambda x: linear_scores(tensors, x)), selection, temperature
 
 
 def _fit_sklearn(data: FeatureData, normalizer: Normalizer, kind: str, seed: int, show_progress: bool):
