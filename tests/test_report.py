@@ -7,8 +7,11 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import html as html_module
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -448,7 +451,9 @@ MEASURE = """<script>window.addEventListener('load', () => {
   const out = {page: document.documentElement.scrollWidth, table: table ? table.scrollWidth : null,
     captions: [...document.querySelectorAll('.gallery figcaption')].map(box),
     spilling: [...document.querySelectorAll('figcaption')].filter(c => c.scrollWidth > c.clientWidth + 1).length,
-    plots: [...document.querySelectorAll('img.plot')].map(i => i.alt)};
+    plots: [...document.querySelectorAll('img.plot')].map(i => i.alt),
+    maps: [...document.querySelectorAll('iframe.map')].map(f => f.contentDocument.getElementById('status').textContent),
+    fallback: (n => n ? n.getClientRects().length : null)(document.getElementById('no-map'))};
   const pre = document.createElement('pre'); pre.id = 'featx-measure'; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre); });</script></body>"""
 
@@ -462,8 +467,6 @@ def measure_in_chromium(page, tmp_path, width: int = 1400) -> dict:
     dom = subprocess.run(browser + [measured.resolve().as_uri()], capture_output=True, text=True, timeout=120)
     found = re.search(r'<pre id="featx-measure">(.*?)</pre>', dom.stdout, re.S)
     assert found, dom.stderr[-2000:]
-    import html as html_module
-
     return json.loads(html_module.unescape(found.group(1)))
 
 
@@ -495,3 +498,94 @@ def test_report_fits_1400_px_and_its_captions_do_not_run_into_each_other(compare
     assert len(captions) >= 4 and seen["spilling"] == 0, seen
     assert not [(a, b) for i, a in enumerate(captions) for b in captions[i + 1:] if _overlap(a, b)]
     assert "Training curves " in seen["plots"]
+
+
+# --- the map of the features in the report and beside the audit page (issue 30) --------------------
+
+class FakeUMAP:
+    """umap.UMAP's interface, fast: the first two PCA components. The report test checks where
+    the map goes and that cached coordinates are reused, not UMAP (tests/test_map.py does)."""
+    fits = 0
+
+    def __init__(self, **settings):
+        pass
+
+    def fit_transform(self, x):
+        FakeUMAP.fits += 1
+        return np.asarray(x, np.float32)[:, :2]
+
+
+@pytest.fixture
+def fast_umap(monkeypatch):
+    import importlib.machinery
+    import types
+
+    fake = types.ModuleType("umap")
+    fake.__spec__ = importlib.machinery.ModuleSpec("umap", None)
+    fake.UMAP = FakeUMAP
+    monkeypatch.setitem(sys.modules, "umap", fake)
+    FakeUMAP.fits = 0
+    return FakeUMAP
+
+
+def _head_on_own_store(compared, tmp_path) -> Path:
+    """One compared head and its store, copied into `tmp_path` (the map caches beside the store)."""
+    meta = _one_result(compared, tmp_path)
+    store = tmp_path / Path(meta["store"]).name
+    shutil.copy(meta["store"], store)
+    shutil.copy(Path(meta["_path"]).with_suffix(".safetensors"), tmp_path / "h.safetensors")
+    sidecar = json.loads((tmp_path / "h.json").read_text())
+    (tmp_path / "h.json").write_text(json.dumps({**sidecar, "store": str(store)}))
+    return store
+
+
+def test_report_ends_with_the_map_of_each_store_and_reuses_cached_coordinates(compared, tmp_path, fast_umap):
+    store = _head_on_own_store(compared, tmp_path)
+    text = write_report(tmp_path, tmp_path / "r.html", maps=True).read_text()
+    assert "<h2>Map of the features</h2>" in text and f"<h3>{store.name}</h3>" in text
+    frame = re.search(r'<iframe class=\'map\'[^>]*srcdoc="([^"]*)"', text)
+    page = html_module.unescape(frame.group(1))
+    points = json.loads(re.search(r"id='featx-map'>(.*?)</script>", page, re.S).group(1))["points"]
+    assert len(points) == 24 and all("predicted" in p for p in points)  # coloured by the head too
+    assert fast_umap.fits == 1 and (store.parent / (store.name + ".map.npz")).is_file()
+    again = write_report(tmp_path, tmp_path / "r2.html", maps=True).read_text()
+    assert fast_umap.fits == 1 and "coordinates from the cache" in again  # not recomputed
+    md = write_report(tmp_path, tmp_path / "r.md", "md", maps=True).read_text()
+    assert "## Map of the features" in md and (tmp_path / "r_files" / "map01.html").is_file()
+    assert "Map of the features" not in write_report(tmp_path, tmp_path / "r3.html").read_text()  # maps=False
+    if _chromium():
+        seen = measure_in_chromium(tmp_path / "r.html", tmp_path)
+        assert seen["page"] <= 1400 and seen["maps"] == ["drawn 24 points, coloured by label"], seen
+
+
+def test_without_umap_the_map_section_says_what_to_install_and_the_report_is_written(compared, tmp_path,
+                                                                                     monkeypatch):
+    import featx.report.maps
+
+    monkeypatch.setattr(featx.report.maps, "umap_installed", lambda: False)
+    _head_on_own_store(compared, tmp_path)
+    text = write_report(tmp_path, tmp_path / "r.html", maps=True).read_text()
+    assert "<p id='map-note'>The map of the features needs umap-learn: pip install &#x27;featx[explore]&#x27;</p>" in text
+    assert "<iframe" not in text and "<table id='comparison'>" in text
+    notes = []
+    assert featx.report.maps.audit_map(tmp_path, tmp_path / "any.h5", log=notes.append) is None
+    assert notes == ["note: no map beside the audit page. The map of the features needs umap-learn: "
+                     "pip install 'featx[explore]'"]
+
+
+def test_audit_page_shows_the_map_written_beside_it(compared, tmp_path, fast_umap):
+    from featx.audit.page import MAP_FILE, write_page
+    from featx.report.maps import audit_map
+
+    store = _head_on_own_store(compared, tmp_path)
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    summary = {"store": str(store), "samples": 24, "backbone": "tiny_cnn", "search": "exact"}
+    page = write_page(folder, summary, files=None)  # no finding CSVs: no thumbnails asked for
+    text = page.read_text()
+    assert f"data='{MAP_FILE}'" in text and f"featx map {store} --audit {folder}" in text  # the fallback line
+    assert audit_map(folder, store, log=lambda line: None) == folder / MAP_FILE
+    assert '"points"' in (folder / MAP_FILE).read_text() and fast_umap.fits == 1
+    if _chromium():
+        seen = measure_in_chromium(page, tmp_path)
+        assert seen["fallback"] == 0 and seen["page"] <= 1400, seen  # the map shown, not the line

@@ -20,11 +20,12 @@ from featx.store.files import SampleFiles
 THUMB = 112  # pixels, the longer side
 SEP = " | "  # as featx.audit.run writes leakage.csv
 SHOWN = 50  # rows per finding on the page (the CSVs hold them all)
+MAP_FILE = "map.html"  # the map of the store beside the page (featx.report.maps.audit_map writes it)
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 th{background:#f3f3f3;text-align:left}figure{display:inline-block;margin:4px;vertical-align:top}
 figcaption{font-size:0.8em;max-width:160px;word-break:break-all}.bad{color:#b00;font-weight:bold}
-img{border:1px solid #ddd}"""
+img{border:1px solid #ddd}object.map{width:100%;height:760px;border:1px solid #ccc}"""
 
 
 def thumbnail(path: Path, why: str = "") -> str:
@@ -98,7 +99,8 @@ def summary_lines(summary: dict) -> list[str]:
 def write_page(folder: Path, summary: dict, files: SampleFiles) -> Path:
     """audit.html in `folder`, from the summary and the finding CSVs beside it; thumbnails of the
     store's own files only (`files`)."""
-    body = ["<p>" + "<br>".join(html.escape(line) for line in summary_lines(summary)) + "</p>"]
+    body = ["<p>" + "<br>".join(html.escape(line) for line in summary_lines(summary)) + "</p>",
+            map_section(folder, summary["store"])]
     leaks = _read(folder / "leakage.csv")
     if leaks:
         body.append(gallery("Val/test samples with a duplicate in train", files, [
@@ -123,6 +125,17 @@ def write_page(folder: Path, summary: dict, files: SampleFiles) -> Path:
             (f"#{r['rank']} distance {r['distance']}{' flagged' if r['flagged'] == 'True' else ''}",
              [(r["path"], f"{r['split']} {r['label']}")]) for r in outliers]))
     return atomic_write_text(folder / "audit.html", page(f"featx audit: {Path(summary['store']).name}", body))
+
+
+def map_section(folder: Path, store: str) -> str:
+    """The store's map, from the map.html beside the page whenever it is there (written after the
+    page, or redrawn later): an <object> shows its fallback line while there is none."""
+    e = html.escape
+    how = (f"No map beside this page yet: featx map {store} --audit {folder} --out {Path(folder) / MAP_FILE} "
+           "draws it here (featx audit does, with umap-learn: pip install 'featx[explore]').")
+    return (f"<h2>Map of the features</h2><p><a href='{MAP_FILE}'>{MAP_FILE}</a>: every sample, coloured "
+            f"by class, split or audit finding.</p><object class='map' type='text/html' data='{MAP_FILE}'>"
+            f"<p id='no-map'>{e(how)}</p></object>")
 
 
 def _read(path: Path) -> list[dict]:

@@ -154,7 +154,8 @@ def _gallery(results: list[dict]) -> list[tuple[str, list[dict]]]:
 def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
                  title: str = "featx backbone comparison",
                  failed: Sequence[tuple[str, str]] = (), found: Results | None = None,
-                 extra: Sequence[tuple[str, str, list[str], list[list[str]]]] = ()) -> Path:
+                 extra: Sequence[tuple[str, str, list[str], list[list[str]]]] = (),
+                 maps: bool = False) -> Path:
     """Write the report of every head result under `folder` to `out` (html or md).
 
     Args:
@@ -164,6 +165,8 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
             was skipped); the report lists skipped files too.
         extra: more tables after the comparison, each (title, note, headers, rows) (compare
             --splits adds its repeated-splits table).
+        maps: end with the 2-D map of each store the heads were trained on (featx.explore,
+            umap-learn; coordinates cached per store). `featx report` does by default.
     """
     folder, out = Path(folder), Path(out)
     if fmt not in ("html", "md"):
@@ -176,7 +179,7 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
     extra = ([calibrated] if calibrated else []) + list(extra)
     make_output_folder(out.parent)
     render = _render_html if fmt == "html" else _render_markdown
-    render(found, folder, out, title, list(failed), list(extra))
+    render(found, folder, out, title, list(failed), list(extra), maps)
     return out
 
 
@@ -210,7 +213,8 @@ def _summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
 
 
 def _render_html(found: Results, folder: Path, out: Path, title: str,
-                 failed: list[tuple[str, str]], extra: list) -> None:
+                 failed: list[tuple[str, str]], extra: list,
+                 maps: bool = False) -> None:
     results = found.heads
     headers, cells, marks = table(results)
     e = html.escape
@@ -262,6 +266,10 @@ def _render_html(found: Results, folder: Path, out: Path, title: str,
                              f"({w['p_true']:.2f})<br>predicted {e(w['predicted'])} "
                              f"({w['p_predicted']:.2f})</figcaption></figure>")
             parts.append("</div>")
+    if maps:
+        from featx.report.maps import maps_html
+
+        parts.append(maps_html(results, folder))
     parts.append("</body></html>")
     atomic_write_text(out, "\n".join(parts))
 
@@ -276,7 +284,8 @@ def _md_cell(cell: str, mark: str) -> str:
 
 
 def _render_markdown(found: Results, folder: Path, out: Path, title: str,
-                     failed: list[tuple[str, str]], extra: list) -> None:
+                     failed: list[tuple[str, str]], extra: list,
+                     maps: bool = False) -> None:
     results = found.heads
     headers, cells, marks = table(results)
     assets = out.with_name(out.stem + "_files")
@@ -322,4 +331,8 @@ def _render_markdown(found: Results, folder: Path, out: Path, title: str,
                 lines.append(f"| {cell} | {w['path']} | {w['true']} ({w['p_true']:.2f}) | "
                              f"{w['predicted']} ({w['p_predicted']:.2f}) |")
             n += 1
+    if maps:
+        from featx.report.maps import maps_markdown
+
+        lines += maps_markdown(results, folder, assets)
     atomic_write_text(out, "\n".join(lines) + "\n")
