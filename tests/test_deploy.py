@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,10 @@ from featx.data.transforms import clean_view
 from featx.deploy import export_model
 from featx.deploy.images import InputSpec, input_batch, to_input
 from featx.deploy.model_file import ModelFile
+from featx.deploy.onnx_model import metadata
 from featx.errors import FeatxError
 from featx.extraction import ExtractConfig, extract
-from featx.heads.io import load_head
+from featx.heads.io import head_paths, load_head
 from featx.heads.predict import predict
 from featx.probes.sweep import HeadConfig
 from featx.probes.train import train_head
@@ -70,10 +72,10 @@ def exported(tmp_path_factory):
 
 
 def featx_inputs(files: list[Path], crop: int, head) -> np.ndarray:
-    """featx's own clean views (torch decode + torchvision resize) as the model's NHWC input."""
+    """featx's own clean views (decode + the head's resize) as the model's NHWC input."""
     from featx.data.preprocess import Preprocess
 
-    pre = Preprocess(**head.meta["preprocess"])
+    pre = Preprocess.from_dict(head.meta["preprocess"])
     views = [clean_view(image_to_tensor(load_image(f)), pre) for f in files]
     return torch.stack(views).permute(0, 2, 3, 1).contiguous().numpy()
 
@@ -90,18 +92,37 @@ def test_the_file_reproduces_featx_predict_on_the_same_pixels(exported):
     assert model.session.get_outputs()[1].shape[1] == head.feature_dim
 
 
-def test_pillow_input_is_featx_input_up_to_rounding_and_so_are_the_answers(exported):
+def test_featx_pixels_are_a_pillow_clients_pixels_and_so_are_the_answers(exported):
     root, head, path = exported
     files = sorted(root.rglob("*.png"))
     model = ModelFile.open(path)
-    ours = featx_inputs(files, model.spec.crop, head).astype(int)
-    pillow = input_batch([f.read_bytes() for f in files], model.spec).astype(int)
-    assert np.abs(ours - pillow).max() <= 1 and (ours != pillow).mean() < 0.05  # rounding only
+    assert head.meta["preprocess"]["resize_with"] == "pillow"
+    pillow = input_batch([f.read_bytes() for f in files], model.spec)
+    np.testing.assert_array_equal(featx_inputs(files, model.spec.crop, head), pillow)
     want = predict(head, files, workers=0).scores
-    got = model(pillow.astype(np.uint8))
-    # 32 px inputs of a random network magnify rounding; ELPV with lite0: docs/deploy.md's results.
-    assert np.abs(got - want).max() <= 5e-3
+    got = model(pillow)
+    np.testing.assert_allclose(got, want, atol=1e-5)
     assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_an_old_head_predicts_with_the_resize_it_was_trained_on(exported, tmp_path):
+    root, head, path = exported
+    old = load_head(legacy_head(Path(head.path), tmp_path / "old.linear"))
+    files = sorted(root.rglob("*.png"))
+    legacy = featx_inputs(files, 32, old)  # the old sidecar's Preprocess: torchvision's kernel
+    assert (legacy != featx_inputs(files, 32, head)).any()  # the two resizes differ on these images
+    np.testing.assert_allclose(predict(old, files, workers=0).scores, ModelFile.open(path)(legacy), atol=1e-5)
+    assert json.loads(metadata(old)["featx.preprocess"])["resize_with"] == "torchvision"
+
+
+def legacy_head(head_path: Path, out: Path) -> Path:
+    """A copy of the head whose sidecar names no resize (a head trained before issue 29)."""
+    (weights, sidecar), (new_weights, new_sidecar) = head_paths(head_path), head_paths(out)
+    shutil.copy(weights, new_weights)
+    meta = json.loads(sidecar.read_text())
+    del meta["preprocess"]["resize_with"]
+    new_sidecar.write_text(json.dumps(meta))
+    return new_weights
 
 
 def test_metadata_names_classes_preprocessing_and_provenance(exported):
@@ -109,7 +130,7 @@ def test_metadata_names_classes_preprocessing_and_provenance(exported):
     model = ModelFile.open(path)
     assert model.classes == list(head.class_names) == list(CLASSES)
     pre = head.meta["preprocess"]
-    assert model.spec == InputSpec(pre["resize_size"], pre["input_size"], "BILINEAR", "RGB")
+    assert model.spec == InputSpec(pre["resize_size"], pre["input_size"], "BILINEAR", "RGB", "pillow")
     assert model.provenance["featx.backbone"] == "tiny_features"
     assert model.provenance["featx.head_sha256"] == head.meta["weights_file_sha256"]
     assert model.provenance["featx.weights_sha256"] == head.meta["weights_sha256"]
@@ -143,14 +164,18 @@ def test_kinds_without_a_graph_are_refused_saying_why(tmp_path, kind, why):
     assert "\n" not in str(info.value) and not (tmp_path / "m.onnx").exists()
 
 
-def test_pillow_sizes_follow_torchvision_on_odd_shapes():
+def test_the_client_resize_is_featx_resize_on_odd_shapes():
+    """Pillow's pixels exactly; against torchvision's kernel (old stores) the same sizes, one grey
+    level of rounding at most."""
+    from featx.data.preprocess import Preprocess
+
     spec = InputSpec(resize=37, crop=32)
     for w, h in [(45, 38), (38, 45), (101, 37), (33, 70)]:
         img = Image.fromarray(np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8))
-        from featx.data.preprocess import Preprocess
-
-        ours = clean_view(image_to_tensor(img), Preprocess(32, 37)).permute(1, 2, 0).numpy().astype(int)
-        assert np.abs(ours - to_input(img, spec).astype(int)).max() <= 1, (w, h)
+        client = to_input(img, spec).astype(int)
+        for resize_with, most in (("pillow", 0), ("torchvision", 1)):
+            ours = clean_view(image_to_tensor(img), Preprocess(32, 37, resize_with=resize_with))
+            assert np.abs(ours.permute(1, 2, 0).numpy().astype(int) - client).max() <= most, (w, h, resize_with)
 
 
 BLOCKER = """

@@ -117,7 +117,7 @@ def test_concurrent_bad_then_good_requests_and_a_clean_sigterm(server):
     meta = httpx.get(f"{url}/metadata").json()
     assert meta["classes"] == list(CLASSES) and meta["provenance"]["backbone"] == "tiny_features"
     assert meta["preprocess"] == {"resize": model.spec.resize, "crop": model.spec.crop,
-                                  "interpolation": "BILINEAR", "mode": "RGB"}
+                                  "interpolation": "BILINEAR", "mode": "RGB", "resize_with": "pillow"}
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

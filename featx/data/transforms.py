@@ -23,14 +23,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 import yaml
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from featx.errors import ConfigError
 from featx.data.images import MAX_ASPECT
-from featx.data.preprocess import Preprocess
+from featx.data.preprocess import Preprocess, pillow_resize_short_side
 
 
 # Built-in recipes ship inside the package, so a wheel install has them too.
@@ -139,13 +141,30 @@ def resize_short_side(img: torch.Tensor, size: int, pre: Preprocess) -> torch.Te
     """Resize (..., H, W) so that its short side is `size`, making at most MAX_ASPECT * size**2
     pixels: an image longer than MAX_ASPECT:1 is first center-cropped to that ratio (a 4,000,000x1
     strip resized whole would take 64 GB). load_image refuses such images, so this bound only
-    changes tensors decoded elsewhere; every other image is resized exactly as torchvision does."""
+    changes tensors decoded elsewhere. The kernel is the preprocessing's `resize_with`: Pillow's,
+    or torchvision's antialiased one for a store made before issue 29."""
     h, w = img.shape[-2:]
     if w > MAX_ASPECT * h:
         img = F.crop(img, 0, (w - MAX_ASPECT * h) // 2, h, MAX_ASPECT * h)
     elif h > MAX_ASPECT * w:
         img = F.crop(img, (h - MAX_ASPECT * w) // 2, 0, MAX_ASPECT * w, w)
+    if pre.resize_with == "pillow":
+        return _pillow_resize(img, size, pre)
     return F.resize(img, [size], interpolation=_interp(pre), antialias=True)
+
+
+def _pillow_resize(img: torch.Tensor, size: int, pre: Preprocess) -> torch.Tensor:
+    """uint8 (..., 3, H, W) resized image by image by Pillow, on the CPU: the very pixels of a
+    Pillow-only client (featx.data.preprocess). A tensor on the GPU goes there and back."""
+    flat = img.reshape(-1, *img.shape[-3:]).cpu().numpy()
+    h, w = flat.shape[-2:]
+    out = []
+    for chw in flat:
+        hwc = np.ascontiguousarray(chw.transpose(1, 2, 0))  # Pillow's layout, without a second copy
+        resized = pillow_resize_short_side(Image.frombuffer("RGB", (w, h), hwc, "raw", "RGB", 0, 1),
+                                           size, pre.interpolation)
+        out.append(np.asarray(resized).transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(out)).reshape(*img.shape[:-2], *out[0].shape[-2:]).to(img.device)
 
 
 def clean_views(images: list[torch.Tensor], pre: Preprocess) -> list[torch.Tensor]:

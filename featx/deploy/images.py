@@ -1,11 +1,11 @@
 """An exported model's input from image bytes, in Pillow and numpy only (no torch): what the
 service runs and what docs/deploy.md's client does in a dozen lines.
 
-featx resizes with torchvision's antialiased resize on uint8 tensors (featx.data.transforms), a
-port of Pillow-SIMD's resampling: Pillow gives the same pixels up to rounding (on ELPV, 1 grey
-level on ~0.02% of pixels). So featx keeps its resize (stores keep their identity) and clients
-use Pillow with torchvision's size rules, written out here: the long side is floored, and the
-crop offset is Python's round((size - crop) / 2).
+featx resizes its clean views with Pillow (featx.data.preprocess, `resize_with="pillow"`), so this
+resize, with torchvision's size rules (the long side floored, the crop offset Python's
+round((size - crop) / 2)), gives featx's very pixels. A model exported from a head on a store made
+before issue 29 says `resize_with: "torchvision"`: featx resized that store with torchvision's
+antialiased kernel, which Pillow matches up to one grey level on a few pixels.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from featx.data.images import decode_image
+from featx.data.preprocess import resized_size
 from featx.errors import ImageError
 
 
@@ -28,11 +29,13 @@ class InputSpec:
     crop: int  # centre crop, px (the model's S)
     interpolation: str = "BILINEAR"  # Pillow's name (Image.Resampling)
     mode: str = "RGB"
+    resize_with: str = "pillow"  # the kernel featx used ("torchvision": Pillow equals it up to rounding)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
+        # Files exported before issue 29 name no kernel: featx resized with torchvision's then.
         return cls(int(d["resize"]), int(d["crop"]), str(d.get("interpolation", "BILINEAR")),
-                   str(d.get("mode", "RGB")))
+                   str(d.get("mode", "RGB")), str(d.get("resize_with", "torchvision")))
 
 
 def decode(data: bytes, name: str = "image") -> Image.Image:
@@ -45,10 +48,7 @@ def decode(data: bytes, name: str = "image") -> Image.Image:
 
 def to_input(img: Image.Image, spec: InputSpec) -> np.ndarray:
     """RGB image -> uint8 [S, S, 3]: short side resized to `spec.resize`, centre crop `spec.crop`."""
-    w, h = img.size
-    long = int(spec.resize * max(w, h) / min(w, h))  # torchvision floors the long side
-    size = (spec.resize, long) if w <= h else (long, spec.resize)
-    img = img.resize(size, Image.Resampling[spec.interpolation])
+    img = img.resize(resized_size(*img.size, spec.resize), Image.Resampling[spec.interpolation])
     left, top = round((img.width - spec.crop) / 2), round((img.height - spec.crop) / 2)
     return np.asarray(img.crop((left, top, left + spec.crop, top + spec.crop)), dtype=np.uint8)
 

@@ -67,7 +67,8 @@ class ModelFile:
         """What GET /metadata answers: classes, preprocessing and provenance."""
         return {"model": self.path.name, "classes": self.classes,
                 "preprocess": {"resize": self.spec.resize, "crop": self.spec.crop,
-                               "interpolation": self.spec.interpolation, "mode": self.spec.mode},
+                               "interpolation": self.spec.interpolation, "mode": self.spec.mode,
+                               "resize_with": self.spec.resize_with},
                 "provenance": {k.removeprefix("featx."): v for k, v in sorted(self.provenance.items())}}
 
 

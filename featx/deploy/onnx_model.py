@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from featx.data.preprocess import PILLOW_NAMES, recorded_resize
 from featx.errors import ConfigError, FeatxError
 from featx.heads.io import Head
 from featx.heads.kinds import head_kind
@@ -32,9 +33,6 @@ from featx.version import __version__
 OPSET = 17  # featx.extraction.engines.OPSET: the opset the backbone export is known to verify at
 INPUT, OUTPUTS = "images", ("probabilities", "features")
 TOLERANCE = 1e-4  # max |ONNX - featx| probability on the probe batch (float32 reorderings: ~1e-6)
-# torchvision's interpolation names (Preprocess.interpolation) -> Pillow's (Image.Resampling).
-PILLOW_NAMES = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "box": "BOX",
-                "hamming": "HAMMING", "lanczos": "LANCZOS"}
 
 
 @dataclass
@@ -86,8 +84,10 @@ def metadata(head: Head) -> dict[str, str]:
     interpolation = PILLOW_NAMES.get(str(pre.get("interpolation", "bilinear")))
     if interpolation is None:
         raise FeatxError(f"{head.path}: interpolation {pre.get('interpolation')!r} has no Pillow equal")
+    # resize_with "pillow": a Pillow client computes featx's very pixels; "torchvision" (a head
+    # on a store made before issue 29): the same up to one grey level on a few pixels.
     preprocess = {"resize": int(pre["resize_size"]), "crop": int(pre["input_size"]),
-                  "interpolation": interpolation, "mode": "RGB"}
+                  "interpolation": interpolation, "mode": "RGB", "resize_with": recorded_resize(pre)}
     return {"featx.classes": json.dumps(list(head.class_names)),
             "featx.preprocess": json.dumps(preprocess),
             "featx.version": __version__, "featx.backbone": head.backbone,

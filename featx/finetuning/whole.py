@@ -130,6 +130,7 @@ class WholeNetwork:
         backbone = create_backbone(head.meta["backbone"], weights_arg(head.meta["weights"]),
                                    head.meta.get("backbone_seed", 0),
                                    head.meta["preprocess"]["input_size"])
+        backbone.preprocess = backbone.preprocess.following(head.meta["preprocess"])  # the head's resize
         net = Network(head_columns(backbone.model, head), HeadModule(head)).to(device)
         if device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
