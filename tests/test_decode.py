@@ -74,3 +74,16 @@ def test_a_store_left_by_a_worker_dying_mid_receive_resumes_to_a_clean_runs(clas
     assert resumed.status == "resumed"
     clean = extract(ds, "tiny_cnn", tmp_path / "clean", CONFIG, show_progress=False)
     assert_same_store(Path(resumed.store), Path(clean.store))
+
+
+def test_an_in_memory_embed_does_not_promise_saved_batches(class_tree, monkeypatch):
+    """embed() keeps nothing on disk: its worker-death line gives the cause and the fix only."""
+    from featx.backbones import create_backbone
+    from featx.errors import FeatxError
+    from featx.extraction.run import embed
+
+    ds = open_dataset(class_tree, DatasetOptions(val_frac=0.0, test_frac=0.5))
+    monkeypatch.setattr(Runner, "loader", dies_receiving(EOFError(), after=1))
+    with pytest.raises(FeatxError, match="a data loading worker died") as info:
+        embed(ds, create_backbone("tiny_cnn", "none", input_size=32), batch_size=4, workers=0, engine="torch")
+    assert "--workers 0" in str(info.value) and "resume" not in str(info.value)

@@ -103,24 +103,26 @@ FEWER_WORKERS = ("likely out of memory (the kernel kills the largest process); r
                  "(workers=0) or fewer workers, or a smaller --batch-size")
 
 
-def guarded(batches):
-    """Turn DataLoader worker deaths and hangs into one clear line; progress stays saved.
+def guarded(batches, resumable: bool = True):
+    """Turn DataLoader worker deaths and hangs into one clear line; with `resumable` (a store's
+    extraction, not an in-memory embed) the line says the finished batches are saved.
 
     A worker that dies is seen in two ways: its exit status (torch's RuntimeError "DataLoader
     worker ... exited unexpectedly"), or, when it dies while the main process receives its batch,
     the queue or shared-memory handle breaking under it (ConnectionResetError, BrokenPipeError,
     EOFError). Either is the OOM killer's usual work; a hang is the loader's timeout."""
+    resume = f"; {RESUME}" if resumable else ""
     try:
         yield from batches
     except (ConnectionError, EOFError) as exc:  # ConnectionError: ConnectionReset, BrokenPipe
-        raise FeatxError(f"a data loading worker died ({_first_line(exc)}): {FEWER_WORKERS}; "
-                         f"{RESUME}") from None
+        raise FeatxError(f"a data loading worker died ({_first_line(exc)}): {FEWER_WORKERS}"
+                         f"{resume}") from None
     except RuntimeError as exc:
         text = str(exc)
         if "DataLoader" in text or "worker" in text:
             died = "exited unexpectedly" in text or "killed by signal" in text
-            raise FeatxError(f"a data loading worker failed ({_first_line(exc)}); "
-                             f"{FEWER_WORKERS + '; ' if died else ''}{RESUME}") from None
+            raise FeatxError(f"a data loading worker failed ({_first_line(exc)})"
+                             f"{'; ' + FEWER_WORKERS if died else ''}{resume}") from None
         raise
 
 

@@ -92,7 +92,7 @@ def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size
     out = np.zeros((len(dataset.samples), job.feature_dim), np.float32)
     failed: dict[int, str] = {}
     with progress_bar(len(dataset.samples), f"embed {backbone.name}") as advance:
-        for batch, item in zip(plan, guarded(iter(runner.loader(plan)))):
+        for batch, item in zip(plan, guarded(iter(runner.loader(plan)), resumable=False)):
             feats, owner = runner.forward(item)
             out[batch.start + owner[:, 0]] = feats.cpu().numpy()  # (B, D) into their sample rows
             failed.update(item["failed"])
