@@ -3,9 +3,10 @@ against `featx predict` on a store's test split.
 
     python benchmarks/serve.py HEAD --store STORE [--work DIR]
 
-1. agreement: the test split's image files through `featx predict` (torch decode + torchvision
-   resize + the ONNX Runtime backbone + numpy head) and through the docs/deploy.md path (Pillow
-   resize + the exported file): max |prob difference|, top-1 agreement.
+1. agreement: the test split's image files through `featx predict` (decode + the store's resize,
+   Pillow's or, for a store made before issue 29, torchvision's + the ONNX Runtime backbone +
+   numpy head) and through the docs/deploy.md path (Pillow resize + the exported file): max |prob
+   difference|, top-1 agreement.
 2. warm `Head.predict_proba` of one image (median of 10, after one warm-up call).
 3. the bare ORT forward at batch 32 (images/s), then `featx serve` under httpx at concurrency
    1, 8 and 32 (requests/s, images/s, p50/p99 latency; one image per request).
