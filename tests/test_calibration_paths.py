@@ -149,3 +149,4 @@ def test_weighted_calibration_reads_the_test_split_as_another_class_mix():
     w = rng.integers(1, 4, 200)  # an integer weight counts an image that many times
     rows = np.repeat(np.arange(200), w)
     assert weighted_nll_ece(probs, y, w) == pytest.approx(weighted_nll_ece(probs[rows], y[rows]))
+
