@@ -308,6 +308,8 @@ def test_train_head_lr_find_and_predict_commands(tmp_path, blob_store):
     assert meta["config"]["hidden"] == [8, 8] and meta["config"]["optimizer"] == "adamw"  # mlp's default
     output = _ok("lr-find", blob_store, "--steps", "30", "--out", tmp_path / "curves")
     assert "suggested learning rate" in output and (tmp_path / "curves" / "blobs.lr-find.png").stat().st_size
+    rate = re.search(r"suggested learning rate (\S+) ", output).group(1)  # then train with it
+    assert output.splitlines()[-1] == f"next: featx train-head --kind linear --lr {rate} {blob_store}"
     output = _ok("predict", blob_store, "--head", heads / "blobs.mlp.safetensors", "--out", tmp_path / "p.csv")
     assert "120 predictions written" in output and (tmp_path / "p.csv").is_file()
 

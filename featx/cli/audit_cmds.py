@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import err, out, plural
+from featx.cli.core import err, next_step, out, plural
 from featx.cli.outputs import out_file, out_folder
 
 CHECKS = ("duplicates", "labels", "outliers")  # featx.audit.CHECKS
@@ -61,9 +61,13 @@ def audit(store: o.Store, out_dir: AuditOut = Path("audit"), checks: Checks = li
     settings = AuditConfig(DuplicateSettings(threshold, hash_bits, threshold_without_pixels),
                            tuple(dict.fromkeys(checks)), k, outlier_k, search=search, pixels=pixels, seed=seed)
     result = run_audit(store, out_dir, settings, log=lambda line: err.print(line, markup=False, highlight=False))
+    from featx.report.maps import audit_map  # map.html beside audit.html: the page shows it
+
+    audit_map(out_dir, store, log=lambda line: err.print(line, markup=False, highlight=False))
     for line in summary_lines(result.summary):
         out.print(line, markup=False, highlight=False)
     out.print(f"audit written to {result.files['page']}", markup=False, highlight=False)
+    next_step(f"featx map --audit {out_dir}", store)  # the findings on the map of the data
 
 
 def search(store: o.Store, images: Images, top_k: TopK = 5, out_path: GalleryOut = None,

@@ -164,6 +164,21 @@ def _no_type(ctx: Any = None) -> None:
     return None
 
 
+def next_step(command: str, *paths) -> None:
+    """A command's last line, what to run next: `next: featx train-head STORE`. The paths come
+    last (shell-quoted), so the words before them fit 80 columns whatever their length."""
+    import shlex
+
+    tail = " ".join(shlex.quote(str(p)) for p in paths)
+    out.print(f"next: {command}" + (f" {tail}" if tail else ""), markup=False, highlight=False)
+
+
+def say(text: str) -> None:
+    """A line of prose, wrapped at words to the terminal (numbers stay whole; paths go on lines
+    of their own or last)."""
+    out.print(text, markup=False, highlight=False, soft_wrap=False)
+
+
 def plural(count: int, noun: str) -> str:
     """'1 shard', '3 shards', '1,200 predictions'."""
     return f"{count:,} {noun}{'' if count == 1 else 's'}"

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from featx.cli import options as o
-from featx.cli.core import err, open_data, out, require_data
+from featx.cli.core import DATA_OPTIONS, err, given, next_step, open_data, out, require_data
 from featx.errors import FeatxError
 
 
@@ -22,7 +22,8 @@ def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol 
     from featx.data import require_decodable, scan_images
     from featx.runtime.progress import progress_bar
 
-    ds = open_data(require_data(data), ctx.params)
+    data = require_data(data)
+    ds = open_data(data, ctx.params)
     todo = min(decode_sample or len(ds.samples), len(ds.samples))
     with progress_bar(todo, f"scan {ds.name}") as advance:
         report = scan_images(ds, advance, sample=decode_sample)
@@ -50,6 +51,15 @@ def scan(ctx: typer.Context, data: o.DataOrConfig = None, label_col: o.LabelCol 
     else:
         out.print("all images decode")
     require_decodable(ds, dict(report.unreadable))  # nothing decodes: an error, after the report
+    next_step(" ".join(["featx extract", *same_data_options(ctx)]), data)
+
+
+def same_data_options(ctx: typer.Context) -> list[str]:
+    """The data options the user gave, as `--label-col quality`: extract must see the same data."""
+    import shlex
+
+    return [f"--{name.replace('_', '-')} {shlex.quote(str(ctx.params[name]))}"
+            for name in (*DATA_OPTIONS, "subset") if given(ctx, name)]
 
 
 def class_table(ds) -> Table:

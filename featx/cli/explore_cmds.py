@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import err, out
+from featx.cli.core import err, next_step, out
 from featx.cli.outputs import out_file, out_folder
 
 STRATEGIES = ("random", "margin", "entropy", "coreset", "typiclust", "probcover")  # featx.explore.STRATEGIES
@@ -73,6 +73,7 @@ def map_(store: o.Store, out_path: MapOut = Path("map.html"), head: MapHead = No
     how = "cached coordinates" if result.cached else result.method
     out.print(f"{result.shown:,} of {len(result.paths):,} samples mapped ({how}) in {result.seconds:.1f} s: "
               f"{result.page} (coordinates: {result.table})", markup=False, highlight=False)
+    next_step("featx select --budget N", store)  # the unlabelled images worth labelling
 
 
 def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY, head: SelectHead = None,
@@ -97,6 +98,7 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
     out.print(f"{len(picks)} of {picks.pool:,} unlabelled images picked by {picks.strategy} "
               f"({len(picks.excluded)} near-copies left out): {out_path}"
               + (f"; copied into {copy_to}" if copy_to is not None else ""), markup=False, highlight=False)
+    next_step("label them in the dataset, then re-run featx extract (a relabel, no forward)")
 
 
 def label_curve(store: o.Store, strategies: Strategies = ["random", "margin", "coreset", "typiclust"],

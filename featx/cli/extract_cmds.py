@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import err, open_data, out, require_data
+from featx.cli.core import err, next_step, open_data, out, plural, require_data, say
 from featx.cli.outputs import out_file, out_folder
 
 
@@ -55,30 +55,41 @@ def extract(
                              amp=amp, engine=engine, threads=threads, cut=cut, pool=pool,
                              tta=tta, overwrite=overwrite, update=update)
     quiet = context().rank != 0  # under torchrun, rank 0 speaks for all
+    stores = []
     try:
         for name in backbone:
             r = run_extract(ds, name, out_dir, settings)
+            stores.append(r.store)
             if not quiet:
                 _print_extraction(r)
     finally:
         finish()
+    if not quiet:
+        _print_next(stores)
 
 
 def _print_extraction(r) -> None:
+    """What the run did, in words that wrap at 80 columns, then the store's path on its own line."""
     for warning in r.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False)
+    failed = f"{r.failed:,} failed" + (" (see `featx info`)" if r.failed else "")
     if r.status == "updated":
-        out.print(f"{r.backbone}: updated {r.store} to version {r.version}: {r.update}; {r.images} "
-                  f"images forwarded in {r.seconds:.1f} s, {r.samples} samples, {r.failed} failed",
-                  markup=False, highlight=False)
+        say(f"{r.backbone}: updated to version {r.version}: {r.update}; {plural(r.images, 'image')} "
+            f"forwarded in {r.seconds:.1f} s, {plural(r.samples, 'sample')}, {failed}:")
     elif r.status == "complete":
-        out.print(f"{r.backbone}: {r.store} is already complete ({r.samples} samples, "
-                  f"{r.failed} failed); nothing to do", markup=False, highlight=False)
+        say(f"{r.backbone}: already complete ({plural(r.samples, 'sample')}, {failed}); nothing to do:")
     else:
-        out.print(f"{r.backbone}: {r.status} {r.store}: {r.images} images in {r.seconds:.1f} s "
-                  f"({r.images_per_second:.1f} img/s on {r.device}), {r.samples} samples, "
-                  f"{r.failed} failed" + (" (see `featx info`)" if r.failed else ""),
-                  markup=False, highlight=False)
+        say(f"{r.backbone}: {r.status}, {plural(r.images, 'image')} in {r.seconds:.1f} s "
+            f"({r.images_per_second:.1f} img/s on {r.device}), {plural(r.samples, 'sample')}, {failed}:")
+    out.print(f"  {r.store}", markup=False, highlight=False)
+
+
+def _print_next(stores: list[str]) -> None:
+    """A head on the store (on each, when there are several: the first named)."""
+    if len(stores) == 1:
+        next_step("featx train-head", stores[0])
+    elif stores:
+        next_step(f"featx train-head on each of the {len(stores)} stores, e.g. featx train-head", stores[0])
 
 
 def merge(shards: o.Shards, out_path: o.MergeOut, mode: o.MergeMode = "copy") -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import data_options_given, open_data, out, require_data
+from featx.cli.core import data_options_given, next_step, open_data, out, require_data, say
 from featx.cli.outputs import out_folder
 from featx.errors import ConfigError
 
@@ -99,8 +99,9 @@ def finetune(
     out.print(f"fine-tuned {r.epochs_run} epoch(s) in {r.seconds:.1f} s, {best}: "
               + (f"{'test' if r.test else 'val'} top-1 {m.top1:.3f}, balanced {m.balanced_accuracy:.3f}"
                  if m else "no test split"))
-    out.print(f"head: {r.head} (featx predict --head); backbone weights: {r.weights} "
-              "(featx extract --weights)", markup=False, highlight=False)
+    say("head (featx predict --head) and backbone weights (featx extract --weights):")
+    out.print(f"  {r.head}\n  {r.weights}", markup=False, highlight=False)
+    next_step("featx predict IMAGES --head", r.head)
 
 
 def _print_suggestion(found) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from featx.cli import options as o
-from featx.cli.core import err, given, old_spelling, out
+from featx.cli.core import err, given, next_step, old_spelling, out, plural, say
 from featx.cli.outputs import out_file, out_folder
 from featx.errors import ConfigError, FeatxError
 
@@ -82,8 +82,7 @@ def train_head(
     print_training(result)
     if replacing:
         out.print(f"note: replaced the head that was at {result.path}", markup=False, highlight=False)
-    out.print(f"next: featx predict IMAGES --head {result.path}",
-              markup=False, highlight=False)
+    next_step("featx predict IMAGES --head", result.path)
 
 
 def store_dim(store: Path) -> int:
@@ -222,8 +221,9 @@ def lr_find(
                      optimizer=optimizer)
     result = find_head_lr(store, cfg, start, end, steps)
     csv_path, png = result.save(out_dir / f"{store.stem}.lr-find")
-    out.print(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss "
-              f"rate); curve: {csv_path}, {png}", markup=False, highlight=False)
+    say(f"suggested learning rate {result.suggestion:.3g} (a tenth of the lowest-loss rate); the curve:")
+    out.print(f"  {csv_path}\n  {png}", markup=False, highlight=False)
+    next_step(f"featx train-head --kind {kind} --lr {result.suggestion:.3g}", store)
 
 
 def predict(
@@ -250,5 +250,7 @@ def predict(
         raise FeatxError(f"nothing to predict: none of the {len(found.failed)} input image(s) could be "
                          f"used; {out_csv} was not written")
     csv_path = found.to_csv(out_csv, top_k)
-    out.print(f"{len(found.paths)} predictions written to {csv_path}"
-              + (f"; {len(found.failed)} file(s) skipped" if found.failed else ""), markup=False, highlight=False)
+    skipped = f" ({plural(len(found.failed), 'file')} skipped)" if found.failed else ""
+    out.print(f"{plural(len(found.paths), 'prediction')}{skipped} written to {csv_path}", markup=False,
+              highlight=False)
+    next_step("featx export-model", head)  # the head and its backbone as one ONNX file to ship
