@@ -18,6 +18,23 @@ sample and scored on the store's whole test split (never seen by any choice or t
                own temperature, then that temperature (featx.probes.selection.choose)
     logreg     `--kind logreg`: C chosen on a stratified 15% of the sample (train-head's val)
 
+Each rule's test probabilities are also scored on a class-balanced view of the test split, to
+measure how much of the remaining ECE is the prior shift between a sample of N images per class
+and an imbalanced test split (ELPV-2: 66% functional):
+
+    bal_*      importance-weighted: each test image weighted by sample prior / test prior of its
+               class (the test split as if it had the sample's class mix)
+    rs_*       the mean over RESAMPLES draws of the same number of test images of every class (the
+               rarest class's count); ctl_* the mean over as many random draws of that size from
+               the test split as it is, which shows what the smaller set alone does to ECE
+    prior_*    the probabilities moved from the sample prior to the store's own train+val class
+               frequencies (p * pi_store / pi_sample, renormalised: Saerens et al. 2002), on the
+               test split as it is
+
+--draw stratified draws the same number of images (N x classes) with the store's class mix
+instead of N of each: the sample's prior is then the test split's, as it is for train-head on a
+store whose splits are stratified.
+
 Results (per run and the mean +- sd over seeds) go to --out as JSON, and a Markdown table to
 --md.
 """
@@ -34,7 +51,7 @@ import numpy as np
 import torch
 
 from featx.data.splits import stratified_holdout
-from featx.evaluation.calibration import fit_temperature, softmax_at
+from featx.evaluation.calibration import fit_temperature, softmax_at, weighted_nll_ece
 from featx.evaluation.metrics import evaluate
 from featx.heads.scoring import Normalizer, linear_scores
 from featx.probes.baselines import fit_baseline
@@ -44,6 +61,9 @@ from featx.store import FeatureStore
 
 RULES = ("old", "old+T", "raw-nll+T", "nll+T", "new", "logreg")
 METRICS = ("top1", "nll", "ece")
+VIEWS = ("bal_nll", "bal_ece", "rs_nll", "rs_ece", "ctl_ece", "prior_top1", "prior_nll", "prior_ece", "gap",
+         "oof_top1")
+RESAMPLES = 50
 
 
 def load(path: str):
@@ -57,12 +77,17 @@ def load(path: str):
     return x, y, np.flatnonzero(split != "test"), np.flatnonzero(split == "test"), names
 
 
-def sample(y: np.ndarray, pool: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    """`size` rows of each class from `pool` (all of a class that has fewer), seeded."""
+def sample(y: np.ndarray, pool: np.ndarray, size: int | None, seed: int, draw: str = "balanced") -> np.ndarray:
+    """`size` rows of each class from `pool` (all of a class that has fewer), seeded; with
+    `draw="stratified"`, size x classes rows in the pool's class proportions (at least 2 a class)."""
     if size is None:
         return pool
     rng = np.random.default_rng([seed, size])
-    return np.sort(np.concatenate([rng.permutation(pool[y[pool] == c])[:size] for c in np.unique(y[pool])]))
+    classes = np.unique(y[pool])
+    share = np.bincount(y[pool])[classes] / len(pool)
+    take = [size] * len(classes) if draw == "balanced" else \
+        [max(2, int(round(size * len(classes) * f))) for f in share]
+    return np.sort(np.concatenate([rng.permutation(pool[y[pool] == c])[:k] for c, k in zip(classes, take)]))
 
 
 def picks(cv, logits: np.ndarray, y: np.ndarray) -> dict[str, tuple[int, float]]:
@@ -93,10 +118,43 @@ def scored(probs: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, floa
     return {"top1": m.top1, "nll": m.nll, "ece": m.ece}
 
 
-def one_run(x, y, pool, test, names, size, seed) -> dict:
+def prior(y: np.ndarray, c: int) -> np.ndarray:
+    return np.bincount(y, minlength=c) / len(y)
+
+
+def balanced_views(probs: np.ndarray, y: np.ndarray, sample_prior: np.ndarray, store_prior: np.ndarray,
+                   seed: int) -> dict[str, float]:
+    """The test probabilities scored on class-balanced views of the test split and after a prior
+    correction (the module's docstring: bal_*, rs_*, ctl_*, prior_*)."""
+    c = probs.shape[1]
+    test_prior = prior(y, c)
+    nll, ece = weighted_nll_ece(probs, y, (sample_prior / test_prior)[y])
+    # Signed: mean top-class probability minus top-1; below 0 the head is underconfident.
+    out = {"bal_nll": nll, "bal_ece": ece, "gap": float(probs.max(1).mean() - (probs.argmax(1) == y).mean())}
+    rng = np.random.default_rng([seed, 7])
+    k = int(np.bincount(y, minlength=c).min())
+    by_class = [np.flatnonzero(y == j) for j in range(c)]
+    rs, ctl = [], []
+    for _ in range(RESAMPLES):
+        rows = np.concatenate([rng.choice(r, k, replace=False) for r in by_class])
+        rs.append(weighted_nll_ece(probs[rows], y[rows]))
+        same = rng.choice(len(y), len(rows), replace=False)  # as many images, the test split's mix
+        ctl.append(weighted_nll_ece(probs[same], y[same])[1])
+    out.update(rs_nll=float(np.mean([r[0] for r in rs])), rs_ece=float(np.mean([r[1] for r in rs])),
+               ctl_ece=float(np.mean(ctl)))
+    moved = probs * (store_prior / sample_prior)
+    moved /= moved.sum(1, keepdims=True)
+    nll, ece = weighted_nll_ece(moved, y)
+    out.update(prior_top1=float((moved.argmax(1) == y).mean()), prior_nll=nll, prior_ece=ece)
+    return out
+
+
+def one_run(x, y, pool, test, names, size, seed, draw: str = "balanced") -> dict:
     start = time.perf_counter()
-    rows = sample(y, pool, size, seed)
+    rows = sample(y, pool, size, seed, draw)
     c = len(names)
+    sample_prior, store_prior = prior(y[rows], c), prior(y[pool], c)
+    views = lambda probs: balanced_views(probs, y[test], sample_prior, store_prior, seed)  # noqa: E731
     config = HeadConfig(seed=seed)
     data = PoolData(x[rows], y[rows], c)
     logits, usable, k = out_of_fold(data, config)
@@ -110,14 +168,15 @@ def one_run(x, y, pool, test, names, size, seed) -> dict:
             tensors = {n: v.numpy() for n, v in sweep.heads.select(0).items()}
             test_logits[i] = linear_scores(tensors, normalizer(x[test]), softmax_output=False)
         lr, wd = config.grid[i]
-        out["rules"][rule] = {**scored(softmax_at(test_logits[i], temperature), y[test], names),
+        probs = softmax_at(test_logits[i], temperature)
+        out["rules"][rule] = {**scored(probs, y[test], names), **views(probs), "oof_top1": float(cv.top1[i]),
                               "lr": lr, "weight_decay": wd, "temperature": temperature}
     held = stratified_holdout(y[rows], 0.15, seed=seed)
     fit_rows, val_rows = rows[~held], rows[held]
     normalizer = Normalizer.fit("standard", x[fit_rows])
     fit = fit_baseline("logreg", normalizer(x[fit_rows]), y[fit_rows], normalizer(x[val_rows]), y[val_rows], c, seed)
     probs = linear_scores({n: np.asarray(v) for n, v in fit.tensors.items()}, normalizer(x[test]))
-    out["rules"]["logreg"] = {**scored(probs, y[test], names), **fit.params}
+    out["rules"]["logreg"] = {**scored(probs, y[test], names), **views(probs), **fit.params}
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -127,7 +186,9 @@ def summary(runs: list[dict]) -> dict:
     out = {}
     for rule in RULES:
         out[rule] = {}
-        for metric in METRICS:
+        for metric in METRICS + VIEWS:
+            if any(metric not in r["rules"][rule] for r in runs):  # runs measured before the views
+                continue
             v = np.array([r["rules"][rule][metric] for r in runs], dtype=np.float64)
             out[rule][metric] = [float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0]
     return out
@@ -151,6 +212,31 @@ def markdown(results: dict, machine: str, rules=("old", "new", "logreg")) -> str
     return "\n".join(lines) + "\n"
 
 
+def views_markdown(results: dict, machine: str, rules=("old", "new", "logreg")) -> str:
+    """Per rule: ECE and NLL on the test split, importance-weighted to the sample's class mix
+    (bal), over balanced resamples (rs) next to stratified ones of the same size (ctl), and after
+    the prior correction (prior)."""
+    cols = [("ece", "ECE"), ("gap", "conf - acc"), ("bal_ece", "bal ECE"), ("rs_ece", "rs ECE"),
+            ("ctl_ece", "ctl ECE"), ("nll", "NLL"), ("bal_nll", "bal NLL"), ("top1", "top-1"),
+            ("oof_top1", "out-of-fold top-1"), ("prior_top1", "prior top-1"), ("prior_nll", "prior NLL"),
+            ("prior_ece", "prior ECE")]
+    lines = [f"Mean ± sd over {results['seeds']} seeds; draw {results.get('draw', 'balanced')}; {machine}.", ""]
+    for rule in rules:
+        lines += [f"**{rule}**", "", "| data | images/class | " + " | ".join(t for _, t in cols) + " |",
+                  "|" + "---|" * (2 + len(cols))]
+        for name, sizes in results["stores"].items():
+            for size, entry in sizes.items():
+                s = entry["summary"][rule]
+                if "bal_ece" not in s:
+                    continue
+                cells = [("-" if m not in s else f"{100 * s[m][0]:.1f} ± {100 * s[m][1]:.1f}" if "top1" in m else
+                          f"{s[m][0]:+.3f} ± {s[m][1]:.3f}" if m == "gap" else
+                          f"{s[m][0]:.3f} ± {s[m][1]:.3f}") for m, _ in cols]
+                lines.append(f"| {name} | {size} ({entry['runs'][0]['rows']} images) | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", action="append", required=True, metavar="NAME=PATH")
@@ -159,12 +245,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/calibration.json"))
     parser.add_argument("--md", type=Path, default=None, help="also write the Markdown table here")
     parser.add_argument("--rules", nargs="+", default=["old", "new", "logreg"], help="columns of the table")
+    parser.add_argument("--draw", choices=("balanced", "stratified"), default="balanced",
+                        help="N images of each class, or N x classes in the store's class mix")
+    parser.add_argument("--views-md", type=Path, default=None,
+                        help="also write the class-balanced test views' table here")
     parser.add_argument("--machine", default=f"{platform.node()}, {platform.processor() or platform.machine()}")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the heads are small: on a busy box more threads only wait)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"seeds": args.seeds, "machine": args.machine, "stores": {}}
+    results = {"seeds": args.seeds, "machine": args.machine, "draw": args.draw, "stores": {}}
     if args.out.exists():  # resumed: runs already measured are kept
         results = json.loads(args.out.read_text())
     for spec in args.store:
@@ -177,7 +267,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 if seed in done:
                     continue
-                run = one_run(x, y, pool, test, names, None if size == "full" else int(size), seed)
+                run = one_run(x, y, pool, test, names, None if size == "full" else int(size), seed, args.draw)
                 entry["runs"].append(run)
                 print(name, size, seed, f"{run['seconds']:.0f}s tied={run['tied']}",
                       {r: (round(v["top1"], 3), round(v["nll"], 3), round(v["ece"], 3)) for r, v in run["rules"].items()},
@@ -189,6 +279,8 @@ def main() -> None:
     print(table)
     if args.md:
         args.md.write_text(table)
+    if args.views_md:
+        args.views_md.write_text(views_markdown(results, args.machine, tuple(args.rules)))
 
 
 if __name__ == "__main__":

@@ -61,10 +61,12 @@ def test_the_val_path_applies_the_rule_of_cross_validation_in_bounded_memory(mon
     assert got.folds == 0 and (got.labels == y_val).all()
 
 
-def test_train_head_on_val_says_what_it_chose_and_why(tmp_path):
+@pytest.mark.parametrize("memory_mb", [None, 0.001], ids=["in-memory", "streamed"])
+def test_train_head_on_val_says_what_it_chose_and_why(tmp_path, memory_mb):
     store = make_feature_store(tmp_path / "s.h5", n_per_class=40, dim=32, separation=0.4, views=0,
                                splits=("train", "val", "val", "test"))
-    head = train_head_quiet(store, tmp_path / "h")
+    head = train_head_quiet(store, tmp_path / "h", memory_mb=memory_mb)
+    assert head.meta.streamed == (memory_mb is not None)
     meta = json.loads(head.path.with_suffix(".json").read_text())
     sel, search = meta["selection"], meta["search"]
     assert sel["method"] == "val" and sel["rows"] == head.val.n == 60
@@ -80,10 +82,10 @@ def test_train_head_on_val_says_what_it_chose_and_why(tmp_path):
     assert "val split" in head.meta["calibration"]["fitted_on"]
 
 
-def train_head_quiet(store, out, **options):
+def train_head_quiet(store, out, memory_mb=None):
     from featx.probes.train import train_head
 
-    return train_head(store, "linear", replace(GRID, **options), out=out, show_progress=False)
+    return train_head(store, "linear", GRID, out=out, show_progress=False, memory_mb=memory_mb)
 
 
 def test_fit_arrays_gives_the_temperature_train_head_would_keep():
@@ -149,4 +151,3 @@ def test_weighted_calibration_reads_the_test_split_as_another_class_mix():
     w = rng.integers(1, 4, 200)  # an integer weight counts an image that many times
     rows = np.repeat(np.arange(200), w)
     assert weighted_nll_ece(probs, y, w) == pytest.approx(weighted_nll_ece(probs[rows], y[rows]))
-

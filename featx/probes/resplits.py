@@ -8,8 +8,9 @@ Features are read from the store once (extracted once, whatever N); each split r
 labelled, usable sample to train/val/test with the store's own fractions (stratified by class,
 seeded by the split number: featx.data.splits.stratified_split) and trains each head kind with
 its default settings, selected and calibrated as train-head does (a linear, MLP or logreg head's
-probabilities at its temperature, fitted on out-of-fold or val predictions, never test). Re-splits train on the clean features only: augmented views exist only
-for the store's own training rows, so using them would favour those rows.
+probabilities at its temperature, fitted on out-of-fold or val predictions, never test).
+Re-splits train on the clean features only: augmented views exist only for the store's own
+training rows, so using them would favour those rows.
 """
 
 from __future__ import annotations
