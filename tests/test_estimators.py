@@ -81,3 +81,23 @@ def test_a_sweep_with_nothing_to_hold_out_is_refused():
 @parametrize_with_checks([LinearProbe(epochs=2), MLPProbe(epochs=10)])
 def test_scikit_learn_check_estimator(estimator, check):
     check(estimator)
+
+
+def test_the_probe_chooses_and_calibrates_as_train_head_does():
+    """Of the settings tied on the held-out rows, the lowest cross-entropy at its own temperature;
+    predict_proba at that temperature (calibrate="none": as trained, the same predictions)."""
+    rng = np.random.default_rng(4)
+    x, y = blobs(n=40, dim=32, seed=4)
+    x = x / 3 + rng.normal(size=x.shape).astype(np.float32)  # classes that overlap: an honest choice
+    options = dict(lrs=(0.01, 0.3, 3.0), weight_decays=(0.0, 1e-3), epochs=5, val_fraction=0.3)
+    probe = LinearProbe(**options).fit(x, y)
+    raw = LinearProbe(**options, calibrate="none").fit(x, y)
+    assert probe.temperature_ != 1.0 and raw.temperature_ == 1.0
+    assert probe.best_params_ == raw.best_params_ and any(s["tied"] for s in probe.search_)
+    logits = np.log(raw.predict_proba(x))
+    z = logits / probe.temperature_
+    want = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(probe.predict_proba(x), want / want.sum(1, keepdims=True), atol=1e-5)
+    assert (probe.predict(x) == raw.predict(x)).all()
+    with pytest.raises(Exception, match="--calibrate must be"):
+        LinearProbe(calibrate="platt").fit(x, y)
