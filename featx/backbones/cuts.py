@@ -133,6 +133,23 @@ def trunk_for(model: nn.Module) -> Trunk | None:
     return None
 
 
+def default_pooled(model: nn.Module, input_size: int) -> dict | None:
+    """{"block": B, "dim": 2C}: the block whose pooled maps `extract --pool auto` appends to the
+    features, and how many columns they add (average + max of its C input channels); None where
+    no cut point is known. Runs on the meta device: no weights, no arithmetic (describing only)."""
+    trunk = trunk_for(model)
+    if trunk is None:
+        return None
+    block, channels = trunk.default_pool, []
+    hook = trunk.block(block).register_forward_pre_hook(lambda _, args: channels.append(args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            model.to("meta").eval()(torch.zeros(1, 3, input_size, input_size, device="meta"))
+    finally:
+        hook.remove()
+    return {"block": block, "dim": 2 * int(channels[-1])}
+
+
 def cut_table(model: nn.Module, input_size: int) -> list[dict]:
     """Per cut point: map shape and the share of forward FLOPs below the cut (one image)."""
     from torch.utils.flop_counter import FlopCounterMode

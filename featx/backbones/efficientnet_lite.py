@@ -42,18 +42,20 @@ def _spec(name: str) -> BackboneSpec:
     row = spec_table()[FAMILY][name]
     return BackboneSpec(
         name=name, family=FAMILY, feature_dim=row["feature_dim"], num_params=row["num_params"],
-        preprocess=Preprocess.imagenet(VARIANTS[name][0]),
+        pooled=row.get("pooled"), preprocess=Preprocess.imagenet(VARIANTS[name][0]),
         default_weights=packaged_file(name), weights_hint=_install_hint(name))
 
 
 def describe_model(name: str) -> dict:
     """One row of specs.json, from the network built on the meta device."""
-    from featx.backbones.efficientnet_lite_net import architecture
+    from featx.backbones.cuts import default_pooled
+    from featx.backbones.efficientnet_lite_net import EfficientNetLiteFeatures, architecture
     from featx.backbones.modules import count_parameters, parameters_on_meta
 
     with parameters_on_meta():
         net = architecture(name)
-    return {"feature_dim": net._fc.in_features, "num_params": count_parameters(net)}
+    row = {"feature_dim": net._fc.in_features, "num_params": count_parameters(net)}
+    return {**row, "pooled": default_pooled(EfficientNetLiteFeatures(net), VARIANTS[name][0])}
 
 
 def _build(name: str, weights: str | Path, seed: int) -> tuple[nn.Module, dict]:

@@ -111,11 +111,13 @@ def register_family(entries: Iterable[BackboneEntry]) -> None:
 def _describe_factory(spec: BackboneSpec, factory: Callable) -> BackboneSpec:
     if spec.num_params is not None:
         return spec
+    from featx.backbones.cuts import default_pooled
     from featx.backbones.modules import count_parameters, parameters_on_meta
 
     with parameters_on_meta():
         model = factory(None)
-    return replace(spec, num_params=count_parameters(model))
+    return replace(spec, num_params=count_parameters(model),
+                   pooled=default_pooled(model, spec.preprocess.input_size))
 
 
 def _build_factory(spec: BackboneSpec, factory: Callable, weights: str | Path,

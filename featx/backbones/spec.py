@@ -29,6 +29,9 @@ class BackboneSpec:
     preprocess: Preprocess
     family: str = "custom"  # torchvision | packaged | timm | custom
     num_params: int | None = None  # None: counted (on the meta device) the first time it is asked
+    # What `extract --pool auto` appends: {"block": "block11", "dim": 224} (average + max of the
+    # maps entering that block), or None where no cut point is known; described with num_params.
+    pooled: dict | None = None
     default_weights: Path | None = None  # the file used when weights="default", if it is on disk
     weights_hint: str = "pass weights=PATH (a safetensors or torch state-dict file)"
 

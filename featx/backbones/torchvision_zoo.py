@@ -49,7 +49,8 @@ def _spec(name: str, row: dict) -> BackboneSpec:
                             interpolation=pre["interpolation"])
     cached = hub_cache_file(row["weights_url"])
     return BackboneSpec(name=name, family=FAMILY, feature_dim=row["feature_dim"],
-                        num_params=row["num_params"], preprocess=preprocess, default_weights=cached,
+                        num_params=row["num_params"], pooled=row.get("pooled"), preprocess=preprocess,
+                        default_weights=cached,
                         weights_hint=f"download {row['weights_url']} and put it in {cached.parent}")
 
 
@@ -96,10 +97,13 @@ def describe_model(name: str) -> dict:
     with parameters_on_meta():
         model = full_model(name)
     num_params = count_parameters(model)
-    _, classifier, dim = strip_classifier(model)
+    features, classifier, dim = strip_classifier(model)
     weights = get_model_weights(name).DEFAULT
     t = weights.transforms()
+    from featx.backbones.cuts import default_pooled
+
     return {"feature_dim": dim, "num_params": num_params, "classifier": classifier,
+            "pooled": default_pooled(features, int(t.crop_size[0])),
             "weights_url": weights.url,
             "preprocess": {"input_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]),
                            "mean": [float(x) for x in t.mean], "std": [float(x) for x in t.std],

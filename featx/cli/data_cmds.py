@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from featx.cli import options as o
-from featx.cli.core import DATA_OPTIONS, err, given, next_step, open_data, out, require_data
+from featx.cli.core import DATA_OPTIONS, err, given, next_step, open_data, out, plural, require_data, say
 from featx.errors import FeatxError
 
 
@@ -114,18 +114,27 @@ def backbones(pattern: o.Pattern = "*", family: o.Family = None, cuts: o.Cuts = 
         names = [n for n in names if not n.startswith("timm/")]
     if not names:
         raise FeatxError(f"no backbone matches '{pattern}'" + (f" in family {family}" if family else ""))
-    table = Table("name", "family", "dim", "params", "input", "weights offline")
-    for name in names:
-        spec = get_spec(name)
-        table.add_row(name, spec.family, str(spec.feature_dim), f"{spec.num_params / 1e6:.1f}M",
-                      str(spec.preprocess.input_size), "[green]yes[/]" if spec.weights_offline else "no")
+    specs = [get_spec(name) for name in names]
+    table = Table("name", "family", "dim", "+pooled", "params", "input", "offline")
+    for spec in specs:
+        table.add_row(spec.name, spec.family, str(spec.feature_dim), str(spec.pooled["dim"]) if spec.pooled else "-",
+                      f"{spec.num_params / 1e6:.1f}M", str(spec.preprocess.input_size),
+                      "[green]yes[/]" if spec.weights_offline else "no")
     out.print(table)
-    offline = sum(get_spec(n).weights_offline for n in names)
-    out.print(f"{len(names)} backbones, {offline} with weights on this machine "
-              "(others: --weights FILE, or the torch hub / Hugging Face cache)")
+    offline = sum(spec.weights_offline for spec in specs)
+    say(f"{plural(len(specs), 'backbone')}, {offline} with weights on this machine (others: "
+        "--weights FILE, or the torch hub / Hugging Face cache).")
+    from featx.cli.extract_cmds import DEFAULT_BACKBONE
+
+    pooled = next((spec for spec in sorted(specs, key=lambda spec: spec.name != DEFAULT_BACKBONE)
+                   if spec.pooled), None)
+    if pooled:  # a store's width is dim + pooled: said for extract's default where it is listed
+        say(f"dim: the final features; +pooled: the average+max pooled maps extract appends (--pool auto; "
+            f"--pool none drops them), e.g. {pooled.name}: {pooled.feature_dim} final + "
+            f"{pooled.pooled['dim']} pooled at {pooled.pooled['block']} = "
+            f"{pooled.feature_dim + pooled.pooled['dim']} with the default --pool.")
     if hidden:
-        out.print(f"and {hidden} timm models: `featx backbones --family timm` or a pattern "
-                  "like 'timm/convnext*'")
+        say(f"and {hidden} timm models: `featx backbones --family timm` or a pattern like 'timm/convnext*'")
 
 
 def _print_cuts(name: str) -> None:

@@ -11,11 +11,13 @@ from featx.cli import options as o
 from featx.cli.core import err, next_step, open_data, out, plural, require_data, say
 from featx.cli.outputs import out_file, out_folder
 
+DEFAULT_BACKBONE = "efficientnet_lite0"  # `featx backbones` shows its store's width
+
 
 def extract(
     ctx: typer.Context,
     data: o.DataOrConfig = None,
-    backbone: o.Backbones = ("efficientnet_lite0",),
+    backbone: o.Backbones = (DEFAULT_BACKBONE,),
     out_dir: o.StoresOut = Path("stores"),
     views: o.Views = 0,
     aug: o.Aug = "mild",
