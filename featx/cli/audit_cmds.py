@@ -99,7 +99,7 @@ def export(store: o.Store, out_dir: ExportOut = Path("export"), index: Index = "
     index = f", FAISS index {result.index}" if result.index else ""
     out.print(f"exported {result.rows} rows in {plural(result.shards, 'shard')}{index}: {result.folder}",
               markup=False, highlight=False)
-    if result.index:  # a raw row as query scores its squared norm: say what the index expects
+    if result.index:  # a raw row as query scores its norm, not 1: say what the index expects
         out.print(f"note: the index scores the {result.metric}: divide a query by its L2 norm first; "
                   "embeddings/*.npy hold the raw rows (export.json says so too)",
                   markup=False, highlight=False, soft_wrap=False)

@@ -22,7 +22,7 @@ what a killed export leaves beside DIR is swept by the next one. Read back witho
     index = faiss.read_index("DIR/index.faiss"); sims, ids = index.search(unit(q), 5)
 
 The shards hold the store's rows as they are; the index holds them L2-normalised, so a query is
-divided by its norm first (unit(q) above): a raw row as query scores its squared norm, not 1.
+divided by its norm first (unit(q) above): a raw row as query scores its own norm, not 1.
 
 The index is exact (IndexFlatIP) up to featx.search.neighbours.EXACT_MAX_ROWS rows; above, an
 IVF index of 8-bit scalar-quantised vectors (4 sqrt(N) lists, approximate; set its nprobe).
