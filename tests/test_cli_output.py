@@ -22,9 +22,12 @@ def run(*args, columns: int = 80):
 
 
 def fits(text: str, width: int = 80) -> None:
-    """Every line fits `width` (but one that is a path alone), and no number is cut."""
+    """Every line fits `width` but for a path at its end (a long one stays whole, to copy), and
+    no number is cut."""
     for line in text.splitlines():
-        assert len(line) <= width or " " not in line.strip(), line
+        words = line.rstrip().rsplit(" ", 1)
+        path_last = len(words) == 2 and "/" in words[1]
+        assert len(line) <= width or (path_last and len(words[0]) < width), line
         assert not NUMBER_CUT.search(line.strip(" │┃")), line
 
 
@@ -67,9 +70,10 @@ def test_predict_takes_threads_as_extract_does(small, tmp_path, monkeypatch):
     assert seen == [1]
 
 
-def test_scan_shows_decimal_keys_compactly_and_names_only_where_there_are_some(tmp_path):
+def test_scan_shows_decimal_keys_compactly_and_names_only_where_there_are_some(tmp_path, monkeypatch):
     from tests.conftest import write_image
 
+    monkeypatch.chdir(tmp_path)
     labels = ["0.0", "0.3333333333333333", "0.6666666666666666", "1.0"]
     rows = []
     for i in range(8):
@@ -77,10 +81,10 @@ def test_scan_shows_decimal_keys_compactly_and_names_only_where_there_are_some(t
         rows.append(f"imgs/{i}.png,{labels[i % 4]}")
     (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     (tmp_path / "names.json").write_text('{"0.0": "good", "1.0": "broken"}')
-    text = run("scan", tmp_path / "m.csv", "--class-map", tmp_path / "names.json").stdout
+    text = run("scan", "m.csv", "--class-map", "names.json").stdout
     fits(text)
     assert "0.3333" not in text and re.search(r"│ 0\.333 +│ +│", text) and re.search(r"│ 1\.0 +│ broken", text)
-    plain = run("scan", tmp_path / "m.csv").stdout
+    plain = run("scan", "m.csv").stdout
     assert "name" not in plain and re.search(r"┃ class ┃ train ┃", plain) and "│ 0.667 " in plain
 
 
@@ -122,3 +126,89 @@ def test_tta_family_and_range_test_kinds_are_the_librarys_own():
     assert options.SWEPT_KINDS.choices == names(backend="torch")
     source = Path(options.__file__).read_text()
     assert '"hv-flip"' not in source and '"packaged"' not in source and '"mlp"' not in source
+
+
+def test_extract_at_80_columns_then_names_the_next_command(tmp_path, monkeypatch):
+    make_class_tree(tmp_path / "cells", per_class=4)
+    monkeypatch.chdir(tmp_path)
+    args = ["extract", "cells", "-b", "tiny_cnn", "--weights", "none", "--engine", "torch", "--workers", "0"]
+    for status in ("created", "already complete"):
+        text = run(*args).stdout
+        fits(text)
+        lines = text.splitlines()
+        assert lines[0].startswith(f"tiny_cnn: {status}") and "8 samples, 0 failed" in text
+        assert lines[-2:] == ["  stores/cells_tiny_cnn-init0_32px_clean.h5",
+                              "next: featx train-head stores/cells_tiny_cnn-init0_32px_clean.h5"]
+    assert not list((tmp_path / "stores").glob("*.lock"))  # the writer's lock went with it
+
+
+def test_predict_at_80_columns_counts_in_words_and_names_the_next_command(small, tmp_path, monkeypatch):
+    root, _, head = small
+    monkeypatch.chdir(tmp_path)
+    text = run("predict", root / "ants" / "ants_00.png", "--head", head, "--engine", "torch",
+               "--workers", "0", "--out", "p.csv").stdout
+    fits(text)
+    assert text.splitlines() == ["1 prediction written to p.csv", f"next: featx export-model {head}"]
+
+
+def test_scan_names_extract_with_the_same_data_options(tmp_path, monkeypatch):
+    make_class_tree(tmp_path / "cells", per_class=4)
+    (tmp_path / "names.json").write_text('{"ants": "formicidae"}')
+    monkeypatch.chdir(tmp_path)
+    text = run("scan", "cells", "--class-map", "names.json", "--val-frac", "0.25").stdout
+    fits(text)
+    assert text.splitlines()[-1] == "next: featx extract --val-frac 0.25 --class-map names.json cells"
+
+
+def test_report_names_the_best_head_next(small, tmp_path, monkeypatch):
+    import featx.report
+
+    root, store, head = small
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(featx.report, "write_report", lambda results, target, fmt, **kw: target)  # no plots
+    assert run("report", head.parent, "--out", "r.html").stdout.splitlines()[-1] == \
+        f"next: featx predict IMAGES --head {head}"
+
+
+def test_audit_names_the_next_command(small, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import featx.audit
+    import featx.audit.page
+
+    root, store, head = small
+    monkeypatch.chdir(tmp_path)
+    done = SimpleNamespace(summary={}, files={"page": Path("audit/audit.html")})  # the audit's own tests run it
+    monkeypatch.setattr(featx.audit, "audit", lambda *args, **kwargs: done)
+    monkeypatch.setattr(featx.audit.page, "summary_lines", lambda summary: ["2 outliers"])
+    audited = run("audit", store, "--out", "audit", "--checks", "outliers", "--no-pixels").stdout
+    assert audited.splitlines()[-1] == f"next: featx map --audit audit {store}"
+
+
+def test_the_best_head_is_named_by_test_then_val_top1():
+    from featx.cli.report_cmds import best_head
+
+    assert best_head([(0.7, 0.9, Path("a")), (0.8, 0.1, Path("b"))]) == Path("b")
+    assert best_head([(None, 0.6, Path("a")), (None, 0.9, Path("b"))]) == Path("b")
+    assert best_head([(None, None, Path("a"))]) is None
+
+
+def test_backbones_shows_the_pooled_columns_the_default_store_has(tmp_path):
+    from featx.backbones import get_spec
+    from featx.data import DatasetOptions, open_dataset
+    from featx.extraction import ExtractConfig, extract
+    from featx.store import FeatureStore
+
+    text = run("backbones", "efficientnet_lite").stdout
+    fits(text)
+    assert re.search(r"│ efficientnet_lite0 │ packaged │ 1280 │ 224 +│", text)
+    assert "1280 final + 224 pooled at block11 = 1504 with the default --pool" in " ".join(text.split())
+    # The listed width is the store's: tiny_features has cut points, so --pool auto appends.
+    ds = open_dataset(make_class_tree(tmp_path / "cells", per_class=2), DatasetOptions())
+    config = ExtractConfig(weights="none", workers=0, engine="torch", dtype="float32")
+    store = extract(ds, "tiny_features", tmp_path / "stores", config, show_progress=False).store
+    spec = get_spec("tiny_features")
+    with FeatureStore(store) as st:
+        assert (st.final_dim, st.feature_dim - st.final_dim, st.pool) == \
+            (spec.feature_dim, spec.pooled["dim"], spec.pooled["block"])
+    assert get_spec("tiny_cnn").pooled is None  # no cut points: nothing appended

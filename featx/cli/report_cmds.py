@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import err, old_spelling, open_data, out, require_data
+from featx.cli.core import err, next_step, old_spelling, open_data, out, require_data
 from featx.cli.outputs import out_file, out_folder
 from featx.errors import FeatxError
 
 
-def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "html") -> None:
+def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "html", maps: Annotated[bool, typer.Option(
+        "--map/--no-map", help="End with the 2-D map of each store (umap-learn; cached per store).")] = True) -> None:
     """Compare every trained head in RESULTS: table, plots, worst errors.
 
     A damaged head sidecar or LR-finder curve is skipped with a note (and listed in the report)."""
@@ -22,8 +24,12 @@ def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "ht
     found = read_results(results)
     for path, reason in found.skipped:
         err.print(f"note: skipped {path}: {reason}", markup=False, highlight=False)
-    path = write_report(results, target, fmt, found=found)
+    path = write_report(results, target, fmt, found=found, maps=maps)
     out.print(f"report written to {path}", markup=False, highlight=False)
+    best = best_head([(_top1(m, "test"), _top1(m, "val"), Path(m["_path"]).with_suffix(".safetensors"))
+                      for m in found.heads])
+    if best:
+        next_step("featx predict IMAGES --head", best)
 
 
 def compare(
@@ -79,6 +85,24 @@ def compare(
                          f"the report names the reasons: {result.report}")
     out.print(f"report written to {result.report}; table in {result.table} (+ .csv)", markup=False,
               highlight=False)
+    best = best_head([(h.test.top1 if h.test else None, h.val.top1 if h.val else None, Path(h.path))
+                      for h in result.heads])
+    if best:
+        next_step("featx predict IMAGES --head", best)
+
+
+def best_head(heads: list[tuple[float | None, float | None, Path]]) -> Path | None:
+    """Of (test top-1, val top-1, weights) per head, the weights with the best test top-1 (val
+    where no head has a test split); None when no head has either."""
+    for split in (0, 1):
+        scored = [(head[split], str(head[2])) for head in heads if head[split] is not None]
+        if scored:
+            return Path(max(scored)[1])
+    return None
+
+
+def _top1(sidecar: dict, split: str) -> float | None:
+    return ((sidecar.get("metrics") or {}).get(split) or {}).get("top1")
 
 
 def summary_lines(result) -> list[str]:
