@@ -136,10 +136,12 @@ def test_map_and_select_and_label_curve_from_the_command_line(tmp_path):
     mapped = runner.invoke(app, ["map", str(store), "--method", "pca", "--out", str(tmp_path / "m.html")])
     assert mapped.exit_code == 0, mapped.output
     assert "60 of 60 samples mapped" in mapped.output and (tmp_path / "m.csv").is_file()
+    assert mapped.stdout.splitlines()[-1] == f"next: featx select --budget N {store}"
     picked = runner.invoke(app, ["select", str(store), "--budget", "3", "--strategy", "coreset",
                                  "--out", str(tmp_path / "p.csv"), "--copy-to", str(tmp_path / "copies")])
     assert picked.exit_code == 0, picked.output
     assert "3 of 6 unlabelled images picked by coreset" in picked.output
+    assert picked.stdout.splitlines()[-1].startswith("next: label them")
     assert len(list((tmp_path / "copies").rglob("*.png"))) == 3
     bad = runner.invoke(app, ["select", str(store), "--budget", "3", "--strategy", "clever"])
     assert bad.exit_code != 0 and "clever" in bad.output and "Traceback" not in bad.output
