@@ -349,6 +349,7 @@ def test_extract_cut_then_finetune_from_block(tmp_path):
     output = _ok("finetune", store, "--head", head, "--from-block", "layer4", "--epochs", "2",
                  "--map-aug", "flip", "--out", tmp_path / "top")
     assert "fine-tuned 2 epoch(s)" in output and (tmp_path / "top" / "h.backbone.safetensors").is_file()
+    assert output.splitlines()[-1] == f"next: featx predict IMAGES --head {tmp_path / 'top' / 'h.head.safetensors'}"
     meta = json.loads((tmp_path / "top" / "h.head.json").read_text())
     assert meta["kind"] == "finetune" and meta["config"]["map_aug"] == "flip"
     found = _ok("finetune", store, "--head", head, "--from-block", "layer4", "--lr-find", "--out", tmp_path / "auto")
