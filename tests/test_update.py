@@ -272,7 +272,7 @@ def test_a_torchrun_update_shares_only_the_new_rows(tmp_path):
     assert updated.stdout.count("updated") == 1 and "+6 new, 1 changed, 1 removed" in updated.stdout
     import re
 
-    forwarded = int(re.search(r"; (\d+) images forwarded", updated.stdout).group(1))
+    forwarded = int(re.search(r";\s+(\d+) images?\s+forwarded", updated.stdout).group(1))  # prose wraps at words
     assert 0 < forwarded <= 3 * 8  # 6 new, 1 changed, 1 moved: a clean view and 2 views at most
     _run(_extract(root, tmp_path / "single", 1, env), env)  # a fresh single-process extraction
     (store,) = (tmp_path / "multi").glob("*.h5")
