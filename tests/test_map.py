@@ -160,3 +160,34 @@ def test_umaps_neighbours_come_exact_with_each_row_first_even_beside_its_duplica
     for i in (0, 11, 39):  # the same neighbours as brute force, nearest first
         assert set(ids[i]) == set(np.argsort(full[i], kind="stable")[:4])
         assert np.allclose(dists[i], np.sort(full[i])[:4], atol=1e-5)
+
+
+def test_umaps_numba_functions_are_cached_on_disk_once_imported():
+    """umap-learn compiles its functions in every process unless told to cache them: the JIT was
+    most of a cold ELPV map (benchmarks/map_speed.py)."""
+    pytest.importorskip("umap")
+    from numba.core.caching import NullCache
+
+    from featx.explore.coords import import_umap
+
+    umap = import_umap()
+    layout = umap.layouts._nb_optimize_layout_euclidean_single_epoch
+    assert not isinstance(layout._cache, NullCache)
+    assert not isinstance(umap.umap_.smooth_knn_dist._cache, NullCache)
+
+
+def test_thumbnails_on_threads_are_the_serial_ones_in_order(tmp_path):
+    from featx.explore.map import _thumbnail, _thumbnails
+
+    files = [write_image(tmp_path / f"{i}.png", i) for i in range(6)] + [tmp_path / "missing.png"]
+    assert _thumbnails(files, 16) == [_thumbnail(f, 16) for f in files]
+    assert _thumbnails(files, 16)[-1] == "" and all(_thumbnails(files, 16)[:-1])
+
+
+def test_the_epochs_are_part_of_the_cache_key(tmp_path):
+    store, _ = _image_store(tmp_path)
+    config = MapConfig(projection=Projection(epochs=30), thumbnails=False)
+    assert not map_store(store, tmp_path / "a.html", config, **QUIET).cached
+    assert map_store(store, tmp_path / "b.html", config, **QUIET).cached
+    other = MapConfig(projection=Projection(epochs=40), thumbnails=False)
+    assert not map_store(store, tmp_path / "c.html", other, **QUIET).cached

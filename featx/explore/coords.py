@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +37,9 @@ class Projection:
     neighbours: int = 15  # UMAP n_neighbors: its default, local structure at ELPV's scale
     min_dist: float = 0.1
     seed: int = 0
+    # UMAP's own default above 10,000 rows; below it UMAP would run 500, 2.5x the layout time for
+    # a map whose neighbourhoods keep as well (docs/audit.md, "The map": measured on ELPV).
+    epochs: int = 200
 
 
 def cache_path(store: Path) -> Path:
@@ -92,33 +97,79 @@ def coordinates(store, rows: np.ndarray, features, projection: Projection, log) 
     return xy, method, False
 
 
-def project(x: np.ndarray, projection: Projection, log) -> tuple[np.ndarray, str]:
-    """Unit rows -> PCA -> UMAP (or PCA alone): [n, 2] float32, and a sentence saying how."""
+def project(x: np.ndarray, projection: Projection, log,
+            timings: dict | None = None) -> tuple[np.ndarray, str]:
+    """Unit rows -> PCA -> UMAP (or PCA alone): [n, 2] float32, and a sentence saying how.
+    `timings`, if given, gets the seconds of each step (pca, import_umap, knn, umap)."""
     from sklearn.decomposition import PCA
 
+    clock = _Clock(timings)
     x = np.asarray(x, np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     dims = max(2, min(projection.pca_dims, x.shape[1], len(x)))
-    reduced = PCA(dims, random_state=projection.seed).fit_transform(x) if len(x) > 2 else np.zeros((len(x), 2))
+    # Randomized SVD: 50 of 1,280 components in a third of the time of sklearn's automatic choice.
+    reduced = (PCA(dims, svd_solver="randomized", random_state=projection.seed).fit_transform(x)
+               if len(x) > 2 else np.zeros((len(x), 2)))
+    clock.lap("pca")
     method = projection.method
     if method == "umap":
         try:
-            import umap
+            umap = import_umap()
         except ImportError:
             log("note: umap-learn is not installed (pip install 'featx[explore]'): the map shows "
                 "PCA's first two components instead")
             method = "pca"
+        clock.lap("import_umap")
     if method == "pca" or len(x) <= projection.neighbours + 1:  # UMAP needs more rows than neighbours
         xy = reduced[:, :2] if reduced.shape[1] >= 2 else np.pad(reduced, ((0, 0), (0, 2 - reduced.shape[1])))
         return np.ascontiguousarray(xy, np.float32), f"PCA (first 2 of {dims} components of unit features)"
+    knn = exact_knn(reduced, projection.neighbours)
+    clock.lap("knn")
     with warnings.catch_warnings():  # "n_jobs overridden by random_state": seeded maps are wanted
         warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", "Cannot cache compiled function")  # stays in memory, as before
         fitted = umap.UMAP(n_components=2, n_neighbors=projection.neighbours, min_dist=projection.min_dist,
-                           random_state=projection.seed,
-                           precomputed_knn=exact_knn(reduced, projection.neighbours)).fit_transform(reduced)
+                           random_state=projection.seed, n_epochs=projection.epochs,
+                           precomputed_knn=knn).fit_transform(reduced)
+    clock.lap("umap")
     return (np.ascontiguousarray(fitted, np.float32),
-            f"UMAP (n_neighbors={projection.neighbours}, min_dist={projection.min_dist}) "
-            f"after PCA to {dims} dimensions of unit features")
+            f"UMAP (n_neighbors={projection.neighbours}, min_dist={projection.min_dist}, "
+            f"{projection.epochs} epochs) after PCA to {dims} dimensions of unit features")
+
+
+class _Clock:
+    """Seconds since the last lap, into `timings` under each lap's name (nothing without it)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings, self.last = timings, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = now - self.last
+        self.last = now
+
+
+def import_umap():
+    """umap-learn, with its numba functions cached on disk.
+
+    umap-learn compiles them again in every process (pynndescent, beneath it, caches its own):
+    15 s of a 25 s ELPV map on the 2-core box. Caching them makes that once per machine. numba
+    keeps the cache beside umap's sources, or, where those cannot be written, in the user's
+    cache folder (or NUMBA_CACHE_DIR); an entry is used only for the same source file, numba
+    and CPU. Raises ImportError without umap-learn."""
+    import umap
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    for name, module in list(sys.modules.items()):
+        if name != "umap" and not name.startswith("umap."):
+            continue
+        for value in list(vars(module).values()):
+            if (isinstance(value, Dispatcher) and isinstance(value._cache, NullCache)
+                    and getattr(value.py_func, "__module__", "").startswith("umap")):
+                value.enable_caching()
+    return umap
 
 
 EXACT_KNN_ROWS = 20_000  # up to here an exact FAISS search is seconds; beyond, UMAP's NN-descent
