@@ -375,6 +375,8 @@ def test_compare_reports_a_failed_backbone_and_goes_on(tmp_path):
                   "--head", "linear")  # --head KIND: the old spelling of --kind
     assert result.exit_code == 0, result.output
     assert "no_such_net: failed: unknown backbone" in result.stderr
+    (head,) = (tmp_path / "cmp" / "heads").rglob("*.safetensors")  # the one head: the best, to predict with
+    assert result.stdout.splitlines()[-1] == f"next: featx predict IMAGES --head {head}"
     report = (tmp_path / "cmp" / "report.html").read_text()
     assert "<h2>Failed backbones</h2>" in report and "no_such_net" in report and "resnet18" in report
 
