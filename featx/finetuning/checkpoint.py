@@ -28,7 +28,9 @@ from featx.errors import FeatxError
 from featx.finetuning.config import FinetuneConfig
 from featx.finetuning.model import Network
 from featx.heads.io import Head, save_head
+from featx.evaluation.calibration import Temperature, temperature_of
 from featx.evaluation.metrics import Metrics
+from featx.probes.calibrated import calibration_record
 from featx.runtime.progress import console
 
 # Recipes whose ops changed under the same name (issue 21: they no longer turn images by 90
@@ -165,12 +167,35 @@ def save_backbone(path: Path, backbone: torch.nn.Module) -> Path:
     return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
+def val_temperature(logits: np.ndarray, labels: np.ndarray) -> Temperature | None:
+    """The tuned network's temperature, fitted on its val split's logits (never test); None
+    without val images. The warm start's does not carry over: the logits are new."""
+    if not len(labels):
+        return None
+    return temperature_of(logits, np.asarray(labels, np.int64),
+                          f"the val split's predictions after fine-tuning ({len(labels)} images)")
+
+
+def finetune_calibration(temperature: Temperature | None, before: Metrics | None, after: Metrics | None,
+                         warm_start: float | None = None) -> dict:
+    """The sidecar's `calibration` record of a fine-tuned head, as train-head writes it.
+    `warm_start`: the warm start's temperature, where no epoch beat it and it is kept as given."""
+    if warm_start is not None:
+        return {"method": "warm start", "temperature": 1.0,
+                "why": f"no epoch beat the warm start: its temperature ({warm_start:.3g}) is in its last layer"}
+    if temperature is None:
+        return {"method": "none", "temperature": 1.0, "why": "no val split to fit it on"}
+    return calibration_record("temperature", "finetune", temperature, before, after)
+
+
 def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
                         config: FinetuneConfig, state: dict, val: Metrics | None, test: Metrics | None,
                         seconds: float, dataset_root: Path, train_labels: np.ndarray,
-                        aug: dict | None = None) -> Path:
+                        aug: dict | None = None, temperature: Temperature | None = None,
+                        calibration: dict | None = None) -> Path:
     """OUT.head: the tuned head, its sidecar naming the tuned backbone `weights_file` (by hash),
-    the warm-start head, the settings (`aug`: the training recipe's ops), the curve and the metrics."""
+    the warm-start head, the settings (`aug`: the training recipe's ops), the curve and the metrics
+    (at `temperature`, fitted on val: val_temperature; `calibration` says how, and test before/after)."""
     sha = sha256_file(weights_file)
     # The warm-start head's sidecar (classes, backbone, preprocessing, ...) with what the tuning changed.
     meta = replace(
@@ -185,6 +210,7 @@ def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
         # The network was trained and measured on single views: predict must not average views.
         tta=None, selection={"method": "finetune", "metric": "val loss"},
         normalize="l2" if net.head.l2 else "standard",
-        temperature=1.0,  # new logits: a calibration of the warm start's does not carry over
+        temperature=temperature.value if temperature else 1.0,
+        extra={**head.meta.extra, "calibration": calibration or finetune_calibration(temperature, None, test)},
     )
     return save_head(out.with_name(out.name + ".head"), net.head.tensors(), meta)

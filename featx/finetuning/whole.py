@@ -36,7 +36,8 @@ from featx.backbones.weights import weights_arg
 from featx.data import Dataset
 from featx.runtime.device import resolve_device
 from featx.errors import ConfigError, FeatxError
-from featx.finetuning.checkpoint import run_identity, save_backbone, save_finetuned_head
+from featx.finetuning.checkpoint import (finetune_calibration, run_identity, save_backbone, save_finetuned_head,
+                                         val_temperature)
 from featx.finetuning.config import FinetuneConfig, FinetuneResult
 from featx.finetuning.data import (ImageSamples, cpu_share, epoch_batches, image_loader, loader_workers,
                                    views_on_device)
@@ -45,6 +46,7 @@ from featx.finetuning.loop import (Schedule, autocast, fit, loss_and_top1, loss_
 from featx.finetuning.model import HeadModule, Network, head_columns
 from featx.heads.io import Head
 from featx.training.lr_range import LRFindResult
+from featx.evaluation.calibration import softmax_at
 from featx.evaluation.metrics import Metrics, evaluate
 from featx.data.transforms import load_recipe, normalize
 
@@ -61,14 +63,22 @@ def finetune_network(dataset: Dataset, head_path: str | Path, out: str | Path,
     with cpu_share(job.device, loader_workers(config)):
         run = fit(job, opt, schedule, config, out, f"finetune {job.backbone_name}", start_time,
                   show_progress, writer)
-        val, test = job.metrics("val"), job.metrics("test")
+        val_scored, test_scored = job.predict_logits("val"), job.predict_logits("test")
+    # No epoch beat the warm start: the network is the warm start, its temperature already in
+    # its last layer (fitted on held-out predictions when it was trained); it is returned as given.
+    kept = run.state["best_epoch"] == 0
+    temperature = None if kept else val_temperature(*val_scored)
+    t = temperature.value if temperature else 1.0
+    val, test = job.metrics("val", t, val_scored), job.metrics("test", t, test_scored)
+    before = job.metrics("test", 1.0, test_scored) if temperature else None  # the test split as tuned
+    calibration = finetune_calibration(temperature, before, test, job.head.meta.temperature if kept else None)
     seconds, state = run.seconds(), run.state
     weights_file = out.with_name(out.name + ".backbone.safetensors")
     head_file = out.with_name(out.name + ".head.safetensors")
     if writer:
         save_backbone(weights_file, job.model)
         save_finetuned_head(out, job.net, job.head, weights_file, config, state, val, test, seconds,
-                            dataset.root, job.train_labels, job.identity["aug"])
+                            dataset.root, job.train_labels, job.identity["aug"], temperature, calibration)
     distributed.barrier()
     return FinetuneResult(head_file, weights_file, val, test, seconds, state["epoch"],
                           state["best_epoch"], run.resumed_from, state["curve"])
@@ -189,12 +199,17 @@ class WholeNetwork:
                                    label_smoothing=self.config.label_smoothing, reduction="none")
         return per_item.sum() * self.ctx.world_size / global_size
 
-    @torch.no_grad()
     def predict(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities (N, classes), labels (N,)) of a split's clean views."""
+        logits, labels = self.predict_logits(split)
+        return (softmax_at(logits) if len(labels) else logits), labels
+
+    @torch.no_grad()
+    def predict_logits(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (N, classes), labels (N,)) of a split's clean views."""
         self.net.eval()
         loader = self.loaders[split]
-        probs, labels = [], []
+        parts, labels = [], []
         for batch in loader:
             batch = views_on_device(batch, loader.dataset, self.device)
             if batch is None:
@@ -202,21 +217,24 @@ class WholeNetwork:
             x, y = batch
             with autocast(self.device, self.config):
                 logits = self.net(normalize(x, loader.dataset.pre))
-            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+            parts.append(logits.float().cpu().numpy())
             labels.append(y.cpu().numpy())
-        if not probs:
+        if not parts:
             return np.zeros((0, 0)), np.zeros(0, np.int64)
-        return np.concatenate(probs), np.concatenate(labels)
+        return np.concatenate(parts), np.concatenate(labels)
 
     def validate(self) -> tuple[float, float]:
         return loss_and_top1(*self.predict("val"))
 
-    def metrics(self, split: str) -> Metrics | None:
-        probs, y = self.predict(split)
+    def metrics(self, split: str, temperature: float = 1.0,
+                scored: tuple[np.ndarray, np.ndarray] | None = None) -> Metrics | None:
+        """A split's metrics at `temperature`, from its (logits, labels) where already predicted."""
+        logits, y = scored if scored is not None else self.predict_logits(split)
         if not len(y):
             return None
         paths = [s.path for s in self.loaders[split].dataset.samples]
-        return evaluate(y, probs, self.head.class_names, paths if len(paths) == len(y) else None)
+        return evaluate(y, softmax_at(logits, temperature), self.head.class_names,
+                        paths if len(paths) == len(y) else None)
 
 
 def check_head_fits(head: Head, dataset: Dataset) -> None:
