@@ -181,8 +181,15 @@ def test_audit_names_the_next_command(small, tmp_path, monkeypatch):
     done = SimpleNamespace(summary={}, files={"page": Path("audit/audit.html")})  # the audit's own tests run it
     monkeypatch.setattr(featx.audit, "audit", lambda *args, **kwargs: done)
     monkeypatch.setattr(featx.audit.page, "summary_lines", lambda summary: ["2 outliers"])
+    import featx.report.maps
+
+    drawn = []
+    monkeypatch.setattr(featx.report.maps, "audit_map", lambda folder, st, log: drawn.append(folder))
     audited = run("audit", store, "--out", "audit", "--checks", "outliers", "--no-pixels").stdout
-    assert audited.splitlines()[-1] == f"next: featx map --audit audit {store}"
+    assert drawn == [Path("audit")]  # the page shows the map: next, which images to label
+    assert audited.splitlines()[-1] == f"next: featx select --budget 50 {store}"
+    unmapped = run("audit", store, "--out", "audit", "--checks", "outliers", "--no-pixels", "--no-map").stdout
+    assert len(drawn) == 1 and unmapped.splitlines()[-1] == f"next: featx map --audit audit {store}"
 
 
 def test_the_best_head_is_named_by_test_then_val_top1():

@@ -54,6 +54,27 @@ def _same_store(a: Path, b: Path) -> None:
         assert fa.attrs["dataset_fingerprint"] == fb.attrs["dataset_fingerprint"]
 
 
+def _single(data: Path, out: Path, size: int = 32) -> Path:
+    """The one-process store, made in this process (torch on one thread, as in the subprocesses,
+    so bit for bit the same): what torchrun's shards must merge into. A subprocess less per test."""
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    result = CliRunner().invoke(app, _extract(data, out, 1, {}, size)[3:])  # after `python -m featx`
+    assert result.exit_code == 0, result.output
+    (store,) = out.glob("*.h5")
+    return store
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path]:
+    """Three classes of 8 images and their one-process store, shared by the multi-process tests."""
+    tmp = tmp_path_factory.mktemp("reference")
+    data = make_class_tree(tmp / "data", classes=("a", "b", "c"), per_class=8, seed=4)
+    return data, _single(data, tmp / "single")
+
+
 @pytest.fixture
 def env():
     # torchrun gives each rank one thread; the single process gets the same, so the numbers match.
@@ -61,19 +82,21 @@ def env():
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path, env):
-    data = make_class_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8, seed=4)
+def test_two_processes_equal_one(tmp_path, env, reference):
+    data, single = reference
     multi = _run(_extract(data, tmp_path / "multi", 2, env), env)
-    _run(_extract(data, tmp_path / "single", 1, env), env)
     (merged,) = (tmp_path / "multi").glob("*.h5")
-    (single,) = (tmp_path / "single").glob("*.h5")
     _same_store(merged, single)
     assert multi.stdout.count("created") == 1  # rank 0 speaks for both
     assert not list((tmp_path / "multi").glob("*shard*"))
     heads = [train_head(p, "linear", out=tmp_path / f"h{i}", show_progress=False)
              for i, p in enumerate((merged, single))]
     assert heads[0].path.read_bytes() == heads[1].path.read_bytes()  # the saved weights
-    info = _run([sys.executable, "-m", "featx.cli", "info", str(merged)], env).stdout
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    info = CliRunner().invoke(app, ["info", str(merged)]).output
     assert "merged     copy of 2 shards" in info
 
 
@@ -95,8 +118,7 @@ def test_killed_torchrun_resumes_each_shard(tmp_path, env):
             assert not st.complete and st.attrs["shard_world_size"] == 2
             assert s.done_clean < s.clean_shape[0] or s.done_aug < s.aug_total
     _run(command, env)
-    _run(_extract(data, tmp_path / "single", 1, env, size=48), env)
-    _same_store(next(out.glob("*.h5")), next((tmp_path / "single").glob("*.h5")))
+    _same_store(next(out.glob("*.h5")), _single(data, tmp_path / "single", size=48))
 
 
 def _free_port() -> int:
@@ -109,15 +131,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["c10d", "node-rank", "env"])
-def test_two_nodes_equal_one(tmp_path, env, form):
+def test_two_nodes_equal_one(tmp_path, env, reference, form):
     """Two torchrun launchers on one machine as two 'nodes' (--nnodes 2, one process each): the
     c10d rendezvous on localhost (Slurm's form in the README), and the static --node-rank form;
     and two plain processes given RANK/WORLD_SIZE/MASTER_ADDR themselves, as srun or submitit's
     TorchDistributedEnvironment set them (no torchrun at all)."""
-    data = make_class_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=8, seed=9)
-    single = _extract(data, tmp_path / "single", 1, env)
-    args = single[1:]  # -m featx extract ...
-    args[args.index("--out") + 1] = str(tmp_path / "multi")
+    data, single = reference
+    args = _extract(data, tmp_path / "multi", 1, env)[1:]  # -m featx extract ...
     port = _free_port()
     if form == "c10d":
         launch = [["--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}",
@@ -138,7 +158,6 @@ def test_two_nodes_equal_one(tmp_path, env, form):
     outs = [node.communicate(timeout=300) for node in nodes]
     for node, (_, err) in zip(nodes, outs):
         assert node.returncode == 0, err[-3000:]
-    _run(single, env)
     (merged,) = (tmp_path / "multi").glob("*.h5")
-    _same_store(merged, next((tmp_path / "single").glob("*.h5")))
+    _same_store(merged, single)
     assert sum(out.count("created") for out, _ in outs) == 1  # rank 0 speaks for both nodes

@@ -49,7 +49,8 @@ ShardRows = Annotated[int, typer.Option("--shard-rows", metavar="N", min=1, help
 def audit(store: o.Store, out_dir: AuditOut = Path("audit"), checks: Checks = list(CHECKS),
           threshold: Threshold = 0.85, hash_bits: HashBits = 4,
           threshold_without_pixels: ThresholdNoPixels = 0.97, pixels: Pixels = True, k: K = 10,
-          outlier_k: OutlierK = 5, search: Search = "auto", seed: o.Seed = 0, config: o.Config = None) -> None:
+          outlier_k: OutlierK = 5, search: Search = "auto", seed: o.Seed = 0, maps: o.Map = True,
+          config: o.Config = None) -> None:
     """Duplicates, train/test leakage, label suspects and outliers in STORE, as CSVs and a page.
 
     A CSV per finding, audit.json and audit.html; `featx report` shows the audit when its folder sits
@@ -61,13 +62,17 @@ def audit(store: o.Store, out_dir: AuditOut = Path("audit"), checks: Checks = li
     settings = AuditConfig(DuplicateSettings(threshold, hash_bits, threshold_without_pixels),
                            tuple(dict.fromkeys(checks)), k, outlier_k, search=search, pixels=pixels, seed=seed)
     result = run_audit(store, out_dir, settings, log=lambda line: err.print(line, markup=False, highlight=False))
-    from featx.report.maps import audit_map  # map.html beside audit.html: the page shows it
+    if maps:
+        from featx.report.maps import audit_map  # map.html beside audit.html: the page shows it
 
-    audit_map(out_dir, store, log=lambda line: err.print(line, markup=False, highlight=False))
+        audit_map(out_dir, store, log=lambda line: err.print(line, markup=False, highlight=False))
     for line in summary_lines(result.summary):
         out.print(line, markup=False, highlight=False)
     out.print(f"audit written to {result.files['page']}", markup=False, highlight=False)
-    next_step(f"featx map --audit {out_dir}", store)  # the findings on the map of the data
+    if maps:
+        next_step("featx select --budget 50", store)  # which images to label next
+    else:
+        next_step(f"featx map --audit {out_dir}", store)  # the findings on the map of the data
 
 
 def search(store: o.Store, images: Images, top_k: TopK = 5, out_path: GalleryOut = None,

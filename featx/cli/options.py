@@ -358,6 +358,8 @@ MergeOut = Annotated[Path, _option("--out", metavar="FILE", help="The merged sto
 Format = Annotated[str, _option("--format", metavar="html|md",
                                 help="html: one self-contained file; md: Markdown + PNGs beside it.",
                                 callback=one_of("html", "md"))]
+Map = Annotated[bool, _option("--map/--no-map", help="Also draw the 2-D map of the store's features "
+                              "(umap-learn; coordinates cached per store version).")]
 MergeMode = Annotated[str, _choice("--mode", rule=OneOf(MERGE_MODES),
                                    help="copy: self-contained; virtual: an HDF5 virtual dataset over the shards.")]
 

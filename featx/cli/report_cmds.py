@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -13,8 +12,7 @@ from featx.cli.outputs import out_file, out_folder
 from featx.errors import FeatxError
 
 
-def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "html", maps: Annotated[bool, typer.Option(
-        "--map/--no-map", help="End with the 2-D map of each store (umap-learn; cached per store).")] = True) -> None:
+def report(results: o.Results, out_path: o.ReportOut = None, fmt: o.Format = "html", maps: o.Map = True) -> None:
     """Compare every trained head in RESULTS: table, plots, worst errors.
 
     A damaged head sidecar or LR-finder curve is skipped with a note (and listed in the report)."""
