@@ -9,23 +9,18 @@ and only `create_backbone` builds a model. A custom backbone is a decorated fact
         return net if weights is None else load_weights(net, weights)
 """
 
-from featx.backbones.registry import (
-    BackboneEntry,
-    create_backbone,
-    get_spec,
-    list_backbones,
-    register_backbone,
-)
-from featx.backbones.spec import Backbone, BackboneSpec, Preprocess
+from __future__ import annotations
 
-__all__ = ["Backbone", "BackboneEntry", "BackboneSpec", "Preprocess", "create_backbone",
-           "get_spec", "list_backbones", "load_weights", "register_backbone"]
+from typing import TYPE_CHECKING
 
+from featx.runtime.lazy import lazy_names
 
-def __getattr__(name: str):
-    # load_weights needs torch: imported on first use, so listing backbones stays torch-free.
-    if name == "load_weights":
-        from featx.backbones.weights import load_weights
+# The public names, listed once, loaded on first use: the torch-free tables (families) can be
+# imported without the registry, its specs and the data package beneath them.
+if TYPE_CHECKING:
+    from featx.backbones.registry import (BackboneEntry, create_backbone, get_spec, list_backbones,
+                                          register_backbone)
+    from featx.backbones.spec import Backbone, BackboneSpec, Preprocess
+    from featx.backbones.weights import load_weights
 
-        return load_weights
-    raise AttributeError(f"module 'featx.backbones' has no attribute '{name}'")
+__getattr__, __dir__, __all__ = lazy_names(__name__, __file__)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from featx.backbones.families import FAMILIES, FAMILY_MODULES
 from featx.backbones.spec import Backbone, BackboneSpec, Preprocess
 from featx.errors import BackboneError
 
@@ -38,13 +39,6 @@ __all__ = ["Backbone", "BackboneEntry", "BackboneSpec", "Preprocess", "create_ba
            "get_spec", "list_backbones", "register_backbone", "register_family", "weights_missing_error"]
 
 TIMM_PREFIX = "timm/"
-# Built-in families register their entries when their module is imported, on the first look-up.
-# timm's thousand-odd models only when asked for (a 'timm/' name or family="timm"): importing
-# timm alone takes seconds.
-FAMILY_MODULES = {"torchvision": "featx.backbones.torchvision_zoo",
-                  "packaged": "featx.backbones.efficientnet_lite",
-                  "timm": "featx.backbones.timm_zoo"}
-FAMILIES = (*FAMILY_MODULES, "custom")  # custom: what register_backbone files (BackboneSpec's default)
 # Modules that register custom backbones in every process, the CLI's and subprocesses' too:
 # FEATX_BACKBONE_MODULES="my_pkg.backbones,tests.tiny_backbone".
 MODULES_ENV = "FEATX_BACKBONE_MODULES"

@@ -29,7 +29,7 @@ import typer
 
 from featx.cli.config_file import apply_config
 
-from featx.backbones.registry import FAMILIES
+from featx.backbones.families import FAMILIES
 from featx.config import OneOf
 from featx.extraction.settings import EXTRACT
 from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # the registry of head kinds
