@@ -45,8 +45,11 @@ demo: $(STAMP)
 		-b efficientnet_lite2 --kind linear --kind logreg --out $(DEMO_OUT)/compare
 	@echo "open $(DEMO_OUT)/compare/report.html to compare the backbones"
 
+# One pytest worker per core (tests and their subprocesses run torch on one thread, tests/conftest.py):
+# much of the suite waits on interpreter starts, which one worker leaves the other core idle for.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # The built wheel, installed alone into a clean venv, runs the main commands (CI runs it after test).
 wheel-smoke: $(STAMP)

@@ -618,7 +618,7 @@ def test_report_skips_a_corrupt_head_with_a_note(tmp_path, blob_store):
     bad.pop("kind")
     (tmp_path / "heads" / "bad.json").write_text(json.dumps(bad))
     (tmp_path / "heads" / "x.lr-find.csv").write_text("lr,loss\nfast,1\n")
-    result = _run("report", tmp_path / "heads", "--out", tmp_path / "r.html")
+    result = _run("report", tmp_path / "heads", "--out", tmp_path / "r.html", "--no-map")  # maps: test_report
     assert result.exit_code == 0, result.output
     assert f"note: skipped {tmp_path / 'heads' / 'bad.json'}: no 'kind'" in result.stderr
     assert f"note: skipped {tmp_path / 'heads' / 'x.lr-find.csv'}: row 1: lr 'fast' is not a number" in result.stderr
