@@ -31,6 +31,22 @@ and an imbalanced test split (ELPV-2: 66% functional):
                frequencies (p * pi_store / pi_sample, renormalised: Saerens et al. 2002), on the
                test split as it is
 
+--candidates adds the fixes measured for the underconfidence at 10-50 images per class (the
+temperature fitted on out-of-fold predictions of fold heads, applied to a refit on all the data):
+
+    ens-prob   the chosen setting's k fold heads kept as the head: the mean of their probabilities
+               at the out-of-fold temperature (fitted on exactly the heads that are applied)
+    ens-logit  the same k heads, their mean logits at that temperature
+    fold-T     the refit at the median of the k temperatures each fitted on one fold's held-out
+               predictions
+    map-T      a Gaussian prior on log T (sd PRIOR_SD, fixed before measuring): T is the MAP
+               estimate from the out-of-fold predictions, and the tied settings are ranked at theirs
+    near-1     among the tied settings whose out-of-fold T is within a factor NEAR_ONE of 1, the
+               lowest cross-entropy at T = 1 (that setting, at its own T); `new` where none is
+    conf-T     `new`'s head at the T whose out-of-fold mean top probability equals the out-of-fold
+               top-1 (a moment estimate: each confident error counts once, where it weighs without
+               bound in the cross-entropy that the other temperatures minimise)
+
 --draw stratified draws the same number of images (N x classes) with the store's class mix
 instead of N of each: the sample's prior is then the test split's, as it is for train-head on a
 store whose splits are stratified.
@@ -55,11 +71,15 @@ from featx.evaluation.calibration import fit_temperature, softmax_at, weighted_n
 from featx.evaluation.metrics import evaluate
 from featx.heads.scoring import Normalizer, linear_scores
 from featx.probes.baselines import fit_baseline
-from featx.probes.selection import PoolData, choose, out_of_fold, refit
-from featx.probes.sweep import HeadConfig
+from featx.evaluation.calibration import T_MAX, T_MIN, nll_at
+from featx.probes.selection import PoolData, _normalized, choose, fold_count, refit, stratified_folds
+from featx.probes.sweep import HeadConfig, train_heads
 from featx.store import FeatureStore
 
 RULES = ("old", "old+T", "raw-nll+T", "nll+T", "new", "logreg")
+CANDIDATES = ("ens-prob", "ens-logit", "fold-T", "map-T", "near-1", "conf-T")
+PRIOR_SD = 1.0  # log T ~ N(0, 1): T beyond [1/7, 7] is a 5% prior event (Guo et al. fit 1-3)
+NEAR_ONE = 2.0  # near-1: 1/2 <= T <= 2
 METRICS = ("top1", "nll", "ece")
 VIEWS = ("bal_nll", "bal_ece", "rs_nll", "rs_ece", "ctl_ece", "prior_top1", "prior_nll", "prior_ece", "gap",
          "oof_top1")
@@ -108,6 +128,63 @@ def picks(cv, logits: np.ndarray, y: np.ndarray) -> dict[str, tuple[int, float]]
             "nll+T": (overall, t(overall)), "new": (cv.best, float(cv.temperatures[cv.best]))}
 
 
+def out_of_fold_and_test(pool: PoolData, config: HeadConfig, x_test: np.ndarray):
+    """featx.probes.selection.out_of_fold, line for line, and also each fold's sweep scored on the
+    test rows: (logits [H, n, C], usable [H], k, fold [n], test logits [k, H, m, C])."""
+    k = fold_count(pool.train_labels, config.folds)
+    fold = stratified_folds(pool.train_labels, k, config.seed)
+    n, h = pool.n_train, len(config.grid)
+    logits = np.zeros((h, n, pool.num_classes), np.float32)
+    test = np.zeros((k, h, len(x_test), pool.num_classes), np.float32)
+    usable = np.ones(h, bool)
+    for f in range(k):
+        train, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        normalizer = Normalizer.fit(config.normalize, pool.clean[train])
+        sweep = train_heads(_normalized(pool.subset(train), normalizer), Normalizer("none"), config)
+        usable &= sweep.usable
+        with torch.no_grad():
+            logits[:, held] = sweep.heads(torch.from_numpy(normalizer(pool.clean[held]))).numpy()
+            test[f] = sweep.heads(torch.from_numpy(normalizer(x_test).astype(np.float32))).numpy()
+    usable &= np.isfinite(logits).all((1, 2))
+    return logits, usable, k, fold, test
+
+
+def map_temperature(logits: np.ndarray, y: np.ndarray, sd: float = PRIOR_SD) -> float:
+    """argmin over T of n x NLL(T) + (log T)^2 / (2 sd^2): the posterior mode under log T ~ N(0, sd^2)
+    (a fine grid on log T: the penalised objective need not be convex in 1/T)."""
+    grid = np.exp(np.linspace(np.log(T_MIN), np.log(T_MAX), 801))
+    objective = [len(y) * nll_at(logits, y, t) + np.log(t) ** 2 / (2 * sd ** 2) for t in grid]
+    return float(grid[int(np.argmin(objective))])
+
+
+def confidence_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The T in [T_MIN, T_MAX] at which the mean top-class probability of softmax(logits / T)
+    equals the top-1 of `logits` (it falls as T rises: bisection on log T)."""
+    top1 = float((logits.argmax(1) == y).mean())
+    lo, hi = np.log(T_MIN), np.log(T_MAX)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if softmax_at(logits, np.exp(mid)).max(1).mean() > top1:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp((lo + hi) / 2))
+
+
+def candidate_picks(cv, logits: np.ndarray, y: np.ndarray, fold: np.ndarray) -> dict[str, tuple[int, float]]:
+    """Candidate -> (head index, temperature) for the refit-based candidates (fold-T, map-T, near-1,
+    conf-T)."""
+    best, tied = cv.best, np.flatnonzero(cv.tied)
+    per_fold = [fit_temperature(logits[best][fold == f], y[fold == f]) for f in np.unique(fold)]
+    maps = {int(i): map_temperature(logits[i], y) for i in tied}
+    map_best = min(maps, key=lambda i: nll_at(logits[i], y, maps[i]))
+    near = [int(i) for i in tied if 1 / NEAR_ONE <= cv.temperatures[i] <= NEAR_ONE]
+    near_best = min(near, key=lambda i: nll_at(logits[i], y)) if near else best
+    return {"fold-T": (best, float(np.median(per_fold))), "map-T": (map_best, maps[map_best]),
+            "near-1": (near_best, float(cv.temperatures[near_best])),
+            "conf-T": (best, confidence_temperature(logits[best], y))}
+
+
 def softmax_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
     p = softmax_at(logits, temperature)[np.arange(len(y)), y]
     return float(-np.log(np.clip(p, 1e-12, 1)).mean())
@@ -149,7 +226,7 @@ def balanced_views(probs: np.ndarray, y: np.ndarray, sample_prior: np.ndarray, s
     return out
 
 
-def one_run(x, y, pool, test, names, size, seed, draw: str = "balanced") -> dict:
+def one_run(x, y, pool, test, names, size, seed, draw: str = "balanced", candidates: bool = False) -> dict:
     start = time.perf_counter()
     rows = sample(y, pool, size, seed, draw)
     c = len(names)
@@ -157,9 +234,11 @@ def one_run(x, y, pool, test, names, size, seed, draw: str = "balanced") -> dict
     views = lambda probs: balanced_views(probs, y[test], sample_prior, store_prior, seed)  # noqa: E731
     config = HeadConfig(seed=seed)
     data = PoolData(x[rows], y[rows], c)
-    logits, usable, k = out_of_fold(data, config)
+    logits, usable, k, fold, fold_test = out_of_fold_and_test(data, config, x[test])
     cv = choose(logits, data.train_labels, usable, config.metric, k)
     chosen = picks(cv, logits, data.train_labels)
+    if candidates:
+        chosen.update(candidate_picks(cv, logits, data.train_labels, fold))
     test_logits = {}
     out = {"size": size, "seed": seed, "rows": int(len(rows)), "folds": k, "tied": int(cv.tied.sum()), "rules": {}}
     for rule, (i, temperature) in chosen.items():
@@ -171,6 +250,13 @@ def one_run(x, y, pool, test, names, size, seed, draw: str = "balanced") -> dict
         probs = softmax_at(test_logits[i], temperature)
         out["rules"][rule] = {**scored(probs, y[test], names), **views(probs), "oof_top1": float(cv.top1[i]),
                               "lr": lr, "weight_decay": wd, "temperature": temperature}
+    if candidates:  # the k fold heads of the chosen setting, at its out-of-fold temperature
+        t, members = float(cv.temperatures[cv.best]), fold_test[:, cv.best]
+        lr, wd = config.grid[cv.best]
+        for rule, probs in (("ens-prob", np.mean([softmax_at(z, t) for z in members], 0)),
+                            ("ens-logit", softmax_at(members.mean(0), t))):
+            out["rules"][rule] = {**scored(probs, y[test], names), **views(probs), "oof_top1": float(cv.top1[cv.best]),
+                                  "lr": lr, "weight_decay": wd, "temperature": t}
     held = stratified_holdout(y[rows], 0.15, seed=seed)
     fit_rows, val_rows = rows[~held], rows[held]
     normalizer = Normalizer.fit("standard", x[fit_rows])
@@ -184,7 +270,9 @@ def one_run(x, y, pool, test, names, size, seed, draw: str = "balanced") -> dict
 def summary(runs: list[dict]) -> dict:
     """rule -> metric -> [mean, sd] over the seeds of one size."""
     out = {}
-    for rule in RULES:
+    for rule in RULES + CANDIDATES:
+        if any(rule not in r["rules"] for r in runs):  # candidates measured on some runs only
+            continue
         out[rule] = {}
         for metric in METRICS + VIEWS:
             if any(metric not in r["rules"][rule] for r in runs):  # runs measured before the views
@@ -237,6 +325,24 @@ def views_markdown(results: dict, machine: str, rules=("old", "new", "logreg")) 
     return "\n".join(lines)
 
 
+def by_metric_markdown(results: dict, rules: tuple[str, ...]) -> str:
+    """One table per metric (ECE, NLL, top-1, conf - acc), a column per rule: the means over the
+    seeds, narrow enough to read many rules side by side."""
+    lines = []
+    for metric, title in (("ece", "ECE"), ("nll", "NLL"), ("top1", "top-1 (%)"), ("gap", "conf - acc")):
+        lines += [f"**{title}**, mean over {results['seeds']} seeds", "",
+                  "| data | images/class | " + " | ".join(rules) + " |", "|" + "---|" * (2 + len(rules))]
+        for name, sizes in results["stores"].items():
+            for size, entry in sizes.items():
+                s = entry["summary"]
+                cells = ["-" if r not in s or metric not in s[r] else
+                         f"{100 * s[r][metric][0]:.1f}" if metric == "top1" else
+                         f"{s[r][metric][0]:+.3f}" if metric == "gap" else f"{s[r][metric][0]:.3f}" for r in rules]
+                lines.append(f"| {name} | {size} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", action="append", required=True, metavar="NAME=PATH")
@@ -247,8 +353,12 @@ def main() -> None:
     parser.add_argument("--rules", nargs="+", default=["old", "new", "logreg"], help="columns of the table")
     parser.add_argument("--draw", choices=("balanced", "stratified"), default="balanced",
                         help="N images of each class, or N x classes in the store's class mix")
+    parser.add_argument("--candidates", action="store_true",
+                        help=f"also measure the fixes for small-data underconfidence: {', '.join(CANDIDATES)}")
     parser.add_argument("--views-md", type=Path, default=None,
                         help="also write the class-balanced test views' table here")
+    parser.add_argument("--by-metric-md", type=Path, default=None,
+                        help="also write one table per metric (a column per rule of --rules) here")
     parser.add_argument("--machine", default=f"{platform.node()}, {platform.processor() or platform.machine()}")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the heads are small: on a busy box more threads only wait)")
@@ -267,7 +377,8 @@ def main() -> None:
             for seed in range(args.seeds):
                 if seed in done:
                     continue
-                run = one_run(x, y, pool, test, names, None if size == "full" else int(size), seed, args.draw)
+                run = one_run(x, y, pool, test, names, None if size == "full" else int(size), seed, args.draw,
+                              args.candidates)
                 entry["runs"].append(run)
                 print(name, size, seed, f"{run['seconds']:.0f}s tied={run['tied']}",
                       {r: (round(v["top1"], 3), round(v["nll"], 3), round(v["ece"], 3)) for r, v in run["rules"].items()},
@@ -281,6 +392,8 @@ def main() -> None:
         args.md.write_text(table)
     if args.views_md:
         args.views_md.write_text(views_markdown(results, args.machine, tuple(args.rules)))
+    if args.by_metric_md:
+        args.by_metric_md.write_text(by_metric_markdown(results, tuple(args.rules)))
 
 
 if __name__ == "__main__":

@@ -167,6 +167,10 @@ def save_backbone(path: Path, backbone: torch.nn.Module) -> Path:
     return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
+# What a fine-tune that fits no temperature records (the top mode, --from-block, keeps its logits).
+NOT_FITTED = {"method": "none", "temperature": 1.0, "why": "not fitted by this fine-tune mode (--from-block)"}
+
+
 def val_temperature(logits: np.ndarray, labels: np.ndarray) -> Temperature | None:
     """The tuned network's temperature, fitted on its val split's logits (never test); None
     without val images. The warm start's does not carry over: the logits are new."""
@@ -211,6 +215,7 @@ def save_finetuned_head(out: Path, net: Network, head: Head, weights_file: Path,
         tta=None, selection={"method": "finetune", "metric": "val loss"},
         normalize="l2" if net.head.l2 else "standard",
         temperature=temperature.value if temperature else 1.0,
-        extra={**head.meta.extra, "calibration": calibration or finetune_calibration(temperature, None, test)},
+        extra={**head.meta.extra, "calibration": calibration or (
+            finetune_calibration(temperature, None, test) if temperature else NOT_FITTED)},
     )
     return save_head(out.with_name(out.name + ".head"), net.head.tensors(), meta)
