@@ -259,14 +259,36 @@ def _change_two_classes(root: Path) -> None:
     (root / "a" / "a_05.png").rename(root / "b" / "moved.png")
 
 
+def _merged_store(root: Path, out: Path) -> Path:
+    """What `torchrun --nproc-per-node 2 -m featx extract` (test_distributed._extract's settings)
+    leaves in `out`: both shards, merged by merge_shards and removed, as its rank 0 does
+    (featx.extraction.sharded). Made in this process (torch and ONNX Runtime on one thread, as in
+    torchrun's ranks): the update under torchrun is the behaviour under test, not the first run."""
+    from featx.extraction import ExtractConfig, extract_shard
+    from featx.store import merge_shards
+
+    dataset = open_dataset(root, {"val_frac": 0.25, "test_frac": 0.25})
+    config = ExtractConfig(views=2, batch_size=4, workers=0, weights="none", input_size=32)
+    shards = [Path(extract_shard(dataset, "tiny_cnn", out, rank, 2, config, show_progress=False).store)
+              for rank in range(2)]
+    store = shards[0].with_name(shards[0].name.replace(".shard000-of-002", ""))
+    merge_shards(shards, store)
+    for shard in shards:
+        shard.unlink()
+        Path(f"{shard}.lock").unlink(missing_ok=True)
+    return store
+
+
 @pytest.mark.slow
 def test_a_torchrun_update_shares_only_the_new_rows(tmp_path):
-    from tests.test_distributed import _extract, _run
+    from tests.test_distributed import _extract, _run, _single
     from tests.tiny_backbone import subprocess_env
 
     env = subprocess_env({**os.environ, "OMP_NUM_THREADS": "1"})
     root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10, seed=4)
-    _run(_extract(root, tmp_path / "multi", 2, env), env)
+    store = _merged_store(root, tmp_path / "multi")
+    with FeatureStore(store) as st:
+        assert st.complete and st.attrs.get("world_size") == 2
     _change_two_classes(root)
     updated = _run(_extract(root, tmp_path / "multi", 2, env), env)
     assert updated.stdout.count("updated") == 1 and "+6 new, 1 changed, 1 removed" in updated.stdout
@@ -274,9 +296,8 @@ def test_a_torchrun_update_shares_only_the_new_rows(tmp_path):
 
     forwarded = int(re.search(r";\s+(\d+) images?\s+forwarded", updated.stdout).group(1))  # prose wraps at words
     assert 0 < forwarded <= 3 * 8  # 6 new, 1 changed, 1 moved: a clean view and 2 views at most
-    _run(_extract(root, tmp_path / "single", 1, env), env)  # a fresh single-process extraction
-    (store,) = (tmp_path / "multi").glob("*.h5")
-    _assert_same_store(store, next((tmp_path / "single").glob("*.h5")))
+    assert list((tmp_path / "multi").glob("*.h5")) == [store]
+    _assert_same_store(store, _single(root, tmp_path / "single"))  # a fresh one-process extraction
     assert not list((tmp_path / "multi").glob("*delta*")) and not list((tmp_path / "multi").glob("*shard*"))
 
 
