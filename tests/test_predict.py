@@ -134,3 +134,25 @@ def test_a_store_is_scored_block_by_block_as_a_whole_would_be(trained, monkeypat
 
     loaded = head if isinstance(head, Head) else load_head(head)
     np.testing.assert_allclose(blocks.scores, loaded.scores(x[:, :loaded.feature_dim]), rtol=1e-5)
+
+
+def test_a_warm_head_probes_its_backbone_once_and_starts_no_worker_for_one_batch(trained, monkeypatch):
+    """Issue 29: a warm predict_proba of one image paid a shape-probe forward and a DataLoader
+    worker's start on every call (0.25 s of ELPV lite0's; 0.07 s without, 2-core box)."""
+    import torch
+
+    import featx.extraction.engine_choice as engine_choice
+    from featx.heads.io import Head
+
+    root, _, head_result = trained
+    probes, workers = [], []
+    real_probe, real_loader = engine_choice.tapped_module, torch.utils.data.DataLoader
+    monkeypatch.setattr(engine_choice, "tapped_module", lambda *a, **k: probes.append(a) or real_probe(*a, **k))
+    monkeypatch.setattr(torch.utils.data, "DataLoader",
+                        lambda *a, **k: workers.append(k.get("num_workers")) or real_loader(*a, **k))
+    head = Head.load(head_result.path)
+    image = root / "ants" / "ants_00.png"
+    first = head.predict_proba([image])
+    again = head.predict_proba([image])
+    np.testing.assert_array_equal(first, again)
+    assert len(probes) == 1 and workers == [0, 0]

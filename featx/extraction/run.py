@@ -16,7 +16,7 @@ from featx.data import Dataset, as_dataset, class_warnings, require_decodable
 from featx.runtime.device import resolve_device
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.decode import guarded
-from featx.extraction.engine_choice import engine_for, tapped_module
+from featx.extraction.engine_choice import Taps, engine_for, tapped_module
 from featx.extraction.job import ExtractJob, build_job
 from featx.extraction.plan import plan_batches
 from featx.extraction.runner import Runner
@@ -75,18 +75,21 @@ def check_failures(dataset: Dataset, result: ExtractResult) -> None:
 
 def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,
           workers: int | None = None, engine: str = "auto", pool: str | None = None,
-          tta: str = "none", threads: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
+          tta: str = "none", threads: int | None = None, taps: Taps | None = None
+          ) -> tuple[np.ndarray, dict[int, str]]:
     """Clean-view features [N, D] of every sample, in memory (prediction on new images), with
     the pooled maps entering block `pool` appended and averaged over the `tta` symmetries, as
     `extract --pool --tta` stores them; `threads`: ONNX Runtime threads, as `extract --threads`.
+    `taps`: `tapped_module(backbone, None, pool, tta)` kept from an earlier call (it runs a
+    shape-probe forward: a caller embedding again and again passes it back).
 
     Failed images keep a zero row and are listed in the returned {row: reason}.
     """
     dev = resolve_device(device)
     config = ExtractConfig(batch_size=batch_size, workers=workers, device=device, decode="cpu",
                            engine=engine, pool=pool, tta=tta, threads=threads)
-    job = ExtractJob(dataset, backbone, None, None, config, dev, False, tapped_module(backbone, None, pool, tta),
-                     gpu_decode=False)
+    job = ExtractJob(dataset, backbone, None, None, config, dev, False,
+                     taps if taps is not None else tapped_module(backbone, None, pool, tta), gpu_decode=False)
     runner = Runner(job, engine_for(backbone, config, dev, engine, taps=job.taps), batch_size)
     plan = plan_batches(runner.is_train, 0, batch_size)
     out = np.zeros((len(dataset.samples), job.feature_dim), np.float32)

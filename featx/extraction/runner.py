@@ -75,7 +75,9 @@ class Runner:
     def loader(self, todo: list[Batch]) -> torch.utils.data.DataLoader:
         """A DataLoader whose item i is batch todo[i], decoded (see BatchDecoder)."""
         workers = self.config.workers
-        if workers is None:
+        if workers is None and len(todo) <= 1:
+            workers = 0  # one batch has nothing to overlap its decoding with: no process to start
+        elif workers is None:
             cpus = os.cpu_count() or 1
             workers = min(MAX_CUDA_WORKERS, cpus) if self.device.type == "cuda" else (1 if cpus > 1 else 0)
         decoder = BatchDecoder(self.dataset, todo, self.is_train, self.backbone.preprocess,

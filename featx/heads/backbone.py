@@ -34,6 +34,7 @@ class HeadEmbedder:
     def __init__(self, meta: Mapping):
         self.meta = meta  # a head's HeadMeta, or a store's attributes in the same keys (the audit)
         self._backbone = None
+        self._taps = None  # the pooled/TTA module, resolved on the first call and kept
 
     def backbone(self):
         if self._backbone is None:
@@ -71,11 +72,15 @@ class HeadEmbedder:
         from featx.data import list_images
         from featx.extraction import embed
 
+        from featx.extraction.engine_choice import tapped_module
+
         items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         dataset, skipped = list_images(items)
+        pool, tta = self.meta.get("pool") or None, self.meta.get("tta") or "none"
+        if self._taps is None:  # one shape-probe forward per embedder, not one per call
+            self._taps = tapped_module(self.backbone(), None, pool, tta)
         features, failed_rows = embed(dataset, self.backbone(), device, batch_size, workers, engine,
-                                     pool=self.meta.get("pool") or None, tta=self.meta.get("tta") or "none",
-                                     threads=threads)
+                                     pool=pool, tta=tta, threads=threads, taps=self._taps)
         by_path = {str(dataset.abspath(s)): i for i, s in enumerate(dataset.samples)}
         ok = [p for p in _in_input_order(items, by_path) if by_path[p] not in failed_rows]
         failed = skipped + [(str(dataset.abspath(dataset.samples[i])), r) for i, r in sorted(failed_rows.items())]
