@@ -191,3 +191,26 @@ def test_the_epochs_are_part_of_the_cache_key(tmp_path):
     assert map_store(store, tmp_path / "b.html", config, **QUIET).cached
     other = MapConfig(projection=Projection(epochs=40), thumbnails=False)
     assert not map_store(store, tmp_path / "c.html", other, **QUIET).cached
+
+
+def test_a_pca_stand_in_for_a_missing_umap_is_not_served_once_umap_is_installed(tmp_path, monkeypatch):
+    """Without umap-learn the map is PCA's (and says so); that stand-in was cached under the UMAP
+    settings, so installing umap-learn kept showing it."""
+    import importlib.util
+
+    import featx.explore.coords as coords
+
+    store, _ = _image_store(tmp_path)
+    config = MapConfig(projection=Projection(epochs=30), thumbnails=False)
+    real_find_spec = importlib.util.find_spec
+
+    def missing(*args, **kwargs):
+        raise ImportError("no umap")
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "umap" else real_find_spec(name, *a))
+    monkeypatch.setattr(coords, "import_umap", missing)
+    without = map_store(store, tmp_path / "a.html", config, **QUIET)
+    assert "PCA" in without.method
+    assert map_store(store, tmp_path / "b.html", config, **QUIET).cached  # still no umap: the cache serves
+    monkeypatch.undo()
+    assert not map_store(store, tmp_path / "c.html", config, **QUIET).cached  # umap-learn now: made again

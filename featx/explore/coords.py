@@ -16,6 +16,7 @@ its weights and preprocessing, and the settings. Thumbnails are cached in it the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 import time
@@ -89,6 +90,8 @@ def coordinates(store, rows: np.ndarray, features, projection: Projection, log) 
     """
     path = cache_path(Path(store.path))
     key = content_key(store, rows, projection)
+    if projection.method == "umap" and importlib.util.find_spec("umap") is None:
+        key += ":without-umap"  # PCA's stand-in: made again, as UMAP, once umap-learn is installed
     cached = read_cache(path)
     if cached.get("key") is not None and str(cached["key"]) == key:
         return cached["xy"], str(cached["method"]), True
