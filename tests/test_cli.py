@@ -204,18 +204,33 @@ def test_config_errors_exit_2_naming_file_and_option(tmp_path, blob_store):
     assert "a mapping of option names" in _usage_error("train-head", blob_store, "--config", config)
 
 
-def test_featx_errors_exit_1_in_one_line_from_the_console_script(tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "featx.cli", "extract", str(tmp_path / "nope")],
-                         capture_output=True, text=True)
-    assert bad.returncode == 1 and bad.stdout == ""
-    assert bad.stderr.strip().startswith("error:") and "no such file or folder" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
-    typo = subprocess.run([sys.executable, "-m", "featx", "extract", "elpv", "-b", "resnt50"],
-                          capture_output=True, text=True)
-    assert typo.returncode == 1 and "did you mean resnet50" in typo.stderr
+def _module_main(module: str, args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """`python -m MODULE ARGS` run in this process (runpy runs MODULE's __main__, as -m does, with
+    the real sys.argv, stdout and stderr; no CliRunner): its exit status, stdout and stderr."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["featx", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module(module, run_name="__main__")
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+def test_featx_errors_exit_1_in_one_line_from_the_console_script(tmp_path, capsys, monkeypatch):
+    # One real process, what a shell sees (a usage error: it exits before torch is imported, in 1 s
+    # where an error from a command costs 9 s of imports); the others run the entry points here
     usage = subprocess.run([sys.executable, "-m", "featx.cli", "train-head", "x.h5", "--kind", "tree"],
                            capture_output=True, text=True)
-    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+    assert usage.returncode == 2 and usage.stdout == "" and usage.stderr.startswith("error:")
+    assert len(usage.stderr.strip().splitlines()) == 1 and "Traceback" not in usage.stderr
+    code, out, err = _module_main("featx.cli", ["extract", str(tmp_path / "nope")], capsys, monkeypatch)
+    assert code == 1 and out == ""
+    assert err.startswith("error:") and "no such file or folder" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, out, err = _module_main("featx", ["extract", "elpv", "-b", "resnt50"], capsys, monkeypatch)
+    assert code == 1 and out == "" and "did you mean resnet50" in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, tmp_path):
@@ -339,31 +354,33 @@ def test_old_spellings_still_work(tmp_path, blob_store):
 
 
 def test_extract_cut_then_finetune_from_block(tmp_path):
+    # tiny_features (tests/tiny_backbone.py): the options' plumbing, not a network's; the resnet18
+    # trunk's cuts and top fine-tuning are tested in test_cuts.py and test_finetune_top.py
     root = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=8, seed=4)
-    _ok("extract", root, "-b", "resnet18", "--weights", "none", "--input-size", "64",
-        "--views", "1", "--cut", "layer4", "--workers", "0", "--out", tmp_path / "stores")
-    store = next((tmp_path / "stores").glob("*_cut-layer4.h5"))
-    assert "cut maps   entering layer4: clean (16, 256, 4, 4)" in _ok("info", store)
+    _ok("extract", root, "-b", "tiny_features", "--weights", "none", "--input-size", "32",
+        "--views", "1", "--cut", "features.4", "--workers", "0", "--out", tmp_path / "stores")
+    store = next((tmp_path / "stores").glob("*_cut-features.4.h5"))
+    assert "cut maps   entering features.4: clean (16, 12, 8, 8)" in _ok("info", store)
     _ok("train-head", store, "--epochs", "3", "--out", tmp_path / "h.safetensors")
     head = tmp_path / "h.safetensors"
-    output = _ok("finetune", store, "--head", head, "--from-block", "layer4", "--epochs", "2",
+    output = _ok("finetune", store, "--head", head, "--from-block", "features.4", "--epochs", "2",
                  "--map-aug", "flip", "--out", tmp_path / "top")
     assert "fine-tuned 2 epoch(s)" in output and (tmp_path / "top" / "h.backbone.safetensors").is_file()
     assert output.splitlines()[-1] == f"next: featx predict IMAGES --head {tmp_path / 'top' / 'h.head.safetensors'}"
     meta = json.loads((tmp_path / "top" / "h.head.json").read_text())
     assert meta["kind"] == "finetune" and meta["config"]["map_aug"] == "flip"
-    found = _ok("finetune", store, "--head", head, "--from-block", "layer4", "--lr-find", "--out", tmp_path / "auto")
+    found = _ok("finetune", store, "--head", head, "--from-block", "features.4", "--lr-find", "--out", tmp_path / "auto")
     assert "suggested learning rate" in found and not (tmp_path / "auto" / "h.head.json").exists()
     record = json.loads((tmp_path / "auto" / "h.lr-find.json").read_text())
     assert (tmp_path / "auto" / "h.lr-find.png").is_file()
-    output = _ok("finetune", store, "--head", head, "--from-block", "layer4", "--lr", "auto", "--epochs", "2",
+    output = _ok("finetune", store, "--head", head, "--from-block", "features.4", "--lr", "auto", "--epochs", "2",
                  "--out", tmp_path / "auto")
     assert "(found before)" in output and "fine-tuned 2 epoch(s)" in output
     meta = json.loads((tmp_path / "auto" / "h.head.json").read_text())
     assert meta["config"]["lr"] == record["result"]["suggestion"]
-    result = _run("finetune", store, "--head", head, "--from-block", "layer3", "--out", tmp_path / "x")
-    assert result.exit_code != 0 and "no maps cached at 'layer3'" in result.stderr
-    line = _usage_error("finetune", store, "--head", head, "--from-block", "layer4", "--binarize", "0.5",
+    result = _run("finetune", store, "--head", head, "--from-block", "features.2", "--out", tmp_path / "x")
+    assert result.exit_code != 0 and "no maps cached at 'features.2'" in result.stderr
+    line = _usage_error("finetune", store, "--head", head, "--from-block", "features.4", "--binarize", "0.5",
                         "--out", tmp_path / "y")
     assert "--binarize: with --from-block the store fixes the data" in line
 
@@ -639,9 +656,11 @@ def test_train_head_ctrl_c_says_nothing_was_saved(monkeypatch, blob_store, tmp_p
 
 # --- Ctrl-C in a real process: the message, and exit status 130
 
-SLOW_PROGRESS = '''
-"""Imported before the CLI: every progress step marks the run as started, then takes 0.5 s."""
-import os, time
+INTERRUPT_AT_FIRST_STEP = '''
+"""Imported before the CLI: the first progress step (the run's work has started) sends this
+process SIGINT, as Ctrl-C in its terminal does: no polling from the test, the same point on every
+run (tests/kill_point.py does the same with SIGKILL)."""
+import os, signal
 from contextlib import contextmanager
 import featx.runtime.progress
 
@@ -649,16 +668,15 @@ real = featx.runtime.progress.progress_bar
 
 
 @contextmanager
-def slow_bar(*args, **kwargs):
+def interrupting_bar(*args, **kwargs):
     with real(*args, **kwargs) as advance:
-        def slow(n=1):
-            open(os.environ["FEATX_TEST_STARTED"], "a").close()
+        def interrupt(n=1):
             advance(n)
-            time.sleep(0.5)
-        yield slow
+            os.kill(os.getpid(), signal.SIGINT)
+        yield interrupt
 
 
-featx.runtime.progress.progress_bar = slow_bar
+featx.runtime.progress.progress_bar = interrupting_bar
 '''
 
 SIGINT_RUNS = {  # command -> (its arguments, the message)
@@ -693,31 +711,22 @@ def tiny_world(tmp_path_factory):
 @pytest.mark.parametrize("command", sorted(SIGINT_RUNS))
 def test_sigint_prints_the_resume_message_and_exits_130(tiny_world, tmp_path, command):
     import signal
-    import time
 
     from tests.tiny_backbone import subprocess_env
 
-    (tmp_path / "slow_progress.py").write_text(SLOW_PROGRESS)
-    started = tmp_path / "started"
+    (tmp_path / "interrupt_at_first_step.py").write_text(INTERRUPT_AT_FIRST_STEP)
     env = subprocess_env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    env["FEATX_TEST_STARTED"] = str(started)
     args, message = SIGINT_RUNS[command]
     args = [a.format(tmp=tmp_path, **tiny_world) for a in args]
-    code = "import sys, slow_progress; from featx.cli import main; sys.argv[0] = 'featx'; main()"
+    code = "import sys, interrupt_at_first_step; from featx.cli import main; sys.argv[0] = 'featx'; main()"
     # A suite started in the background (`make test &`) inherits SIGINT ignored, and Python then
     # never raises KeyboardInterrupt: give the child the default, as a terminal would.
-    process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, f"featx {command} ended before its work started: {process.communicate()}"
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert f"interrupted; {message}" in stderr and "Traceback" not in stderr + stdout, stderr
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130, f"featx {command}: {done.returncode}\n{done.stderr[-3000:]}"
+    assert f"interrupted; {message}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
 
 
 def test_options_a_head_kind_does_not_use_are_said_to_be_ignored(blob_store, tmp_path):
