@@ -27,9 +27,20 @@ def featx_names(code: str) -> list[str]:
     return names
 
 
+# Fewer images than the page shows, the same code otherwise: the example's calls run end to end
+# (download, extraction with views, head, predictions, a probe's CV) on a quarter of its 240 ELPV
+# cells: 20 s -> 11 s, imports warm, on the loaded 2-core box (efficientnet_lite0 extracting 3 passes
+# per image on one thread dominates).
+FEWER = {("api.md", 0): (".subset(240)", ".subset(60)")}
+
+
 @pytest.mark.parametrize("index", range(len(examples("api.md"))))
 def test_api_page_examples_run(index, tmp_path, monkeypatch, capsys):
     code = examples("api.md")[index]
+    if ("api.md", index) in FEWER:
+        shown, run = FEWER["api.md", index]
+        assert shown in code, f"docs/api.md example {index + 1} no longer has {shown}: update FEWER"
+        code = code.replace(shown, run)
     assert len(featx_names(code)) <= 3, "an example should need at most 3 featx names"
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"docs/api.md example {index + 1}", "exec"), {"__name__": "__docs__"})
