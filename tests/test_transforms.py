@@ -193,3 +193,15 @@ def test_recipe_structure_is_validated(tmp_path, text, problem):
 def test_built_in_recipes_pass_validation():
     for name in list_recipes():
         assert load_recipe(name).ops
+
+
+def test_the_extraction_path_imports_torchvision_only_when_an_image_is_transformed():
+    """Importing torchvision takes ~3 s on 2 cores (it pulls in torch._dynamo): half of a no-op
+    `featx extract` re-run (15 s -> 7.6 s on the 2-core box), which transforms no image."""
+    import subprocess
+    import sys
+
+    code = ("import sys, featx.extraction.run, featx.backbones.cuts, featx.data.transforms; "
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'")  # the views' own tests use it
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]

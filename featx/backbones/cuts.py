@@ -13,11 +13,11 @@ modules: training the top updates the backbone itself.
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from featx.backbones.efficientnet_lite_net import EfficientNetLiteFeatures
@@ -93,7 +93,7 @@ def _set(root: nn.Module, dotted: str, new: nn.Module) -> None:
     _set(root, parent_name, clone)
 
 
-def _resnet(model: torchvision.models.ResNet) -> Trunk:
+def _resnet(model: "torchvision.models.ResNet") -> Trunk:
     # forward = conv1, bn1, relu, maxpool, layer1..4, avgpool, flatten, fc: a plain chain.
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
     return Trunk(["layer2", "layer3", "layer4"],
@@ -122,10 +122,17 @@ def _top_without(model: nn.Module, below: list[str]) -> nn.Module:
     return shallow
 
 
+def _is_resnet(model: nn.Module) -> bool:
+    # A model cannot be torchvision's (or a subclass) unless torchvision is loaded: importing it
+    # for the check would cost ~3 s (it pulls in torch._dynamo).
+    torchvision = sys.modules.get("torchvision")
+    return torchvision is not None and isinstance(model, torchvision.models.ResNet)
+
+
 def trunk_for(model: nn.Module) -> Trunk | None:
     if isinstance(model, EfficientNetLiteFeatures):
         return _lite(model)
-    if isinstance(model, torchvision.models.ResNet):
+    if _is_resnet(model):
         return _resnet(model)
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and len(features) > 2:

@@ -25,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as F
 import yaml
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
 from featx.errors import ConfigError
 from featx.data.images import MAX_ASPECT
@@ -38,6 +36,19 @@ from featx.data.preprocess import Preprocess, pillow_resize_short_side
 # Built-in recipes ship inside the package, so a wheel install has them too.
 RECIPES = resources.files("featx") / "recipes"
 
+
+class _Functional:
+    """torchvision's functional transforms, imported on first use: importing torchvision takes ~3 s
+    on 2 cores (it pulls in torch._dynamo), which a run that transforms no image never needs (a
+    no-op re-run, a listing, an ONNX-served prediction)."""
+
+    def __getattr__(self, name: str):
+        import torchvision.transforms.v2.functional as functional
+
+        return getattr(functional, name)
+
+
+F = _Functional()
 
 @dataclass(frozen=True)
 class AugRecipe:
@@ -221,7 +232,9 @@ def transform_provenance(pre: Preprocess, recipe: AugRecipe | None, views: int) 
 
 # --- ops: (img, op params, preprocess, generator) -> img ----------------------------------------
 
-def _interp(pre: Preprocess) -> InterpolationMode:
+def _interp(pre: Preprocess) -> "InterpolationMode":  # noqa: F821 (torchvision's, imported here)
+    from torchvision.transforms import InterpolationMode
+
     return InterpolationMode(pre.interpolation)
 
 
@@ -290,6 +303,8 @@ def _rot90(img, op, pre, gen):
 
 def _rotate(img, op, pre, gen):
     degrees = float(op.get("degrees", 30))
+    from torchvision.transforms import InterpolationMode
+
     return F.rotate(img, _uniform(gen, -degrees, degrees), interpolation=InterpolationMode.BILINEAR)
 
 
