@@ -28,7 +28,7 @@ def featx_names(code: str) -> list[str]:
 
 
 # Fewer images than the page shows, the same code otherwise: the example's calls run end to end
-# (download, extraction with views, head, predictions, a probe's CV) on a quarter of its 240 ELPV
+# (the packaged data set, extraction with views, head, predictions, a probe's CV) on a quarter of its 240 ELPV
 # cells: 20 s -> 11 s, imports warm, on the loaded 2-core box (efficientnet_lite0 extracting 3 passes
 # per image on one thread dominates).
 FEWER = {("api.md", 0): (".subset(240)", ".subset(60)")}

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from featx.data import DatasetOptions, open_dataset
 from featx.errors import DataError
 from featx.extraction import extract
 from tests.conftest import assert_same_store, make_class_tree
-from tests.kill_point import kill_env
+from tests.kill_point import _install as install_kill_point
 
 wds = pytest.importorskip("webdataset")
 datasets = pytest.importorskip("datasets")
@@ -137,13 +135,21 @@ def test_archives_that_cannot_be_used_say_why(tree, tmp_path):
         open_dataset(write_hf(tree, tmp_path / "hf"), DatasetOptions(label_col="kind"))
 
 
-def _command(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "tiny_cnn", "--engine",
-            "torch", "--weights", "none", "--input-size", "48", "--batch-size", "2", "--views", "1",
-            "--workers", "0", "--out", str(out)]
+KILLED = dict(engine="torch", weights="none", input_size=48, batch_size=2, views=1, workers=0)
 
 
-KILLED = dict(engine="torch", weights="none", input_size=48, batch_size=2, views=1, workers=0)  # _command's
+def _extract_killed_at(data: Path, out: Path, batch: int, stage: str) -> int:
+    """extract(data) in a forked child that SIGKILLs itself at `stage` of write_batch #`batch`
+    (tests/kill_point.py): a real kill of a real process, without a new interpreter importing
+    torch (5-6 s a run on the 2-core box). The child's wait status."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            install_kill_point(batch, stage)
+            extract(open_dataset(data), "tiny_cnn", out, show_progress=False, **KILLED)
+        finally:
+            os._exit(1)  # not killed (or it raised, traceback above): the parent's assert fails
+    return os.waitpid(pid, 0)[1]
 
 
 @pytest.mark.slow
@@ -152,10 +158,8 @@ def test_a_killed_extraction_of_an_archive_resumes_to_the_same_store(tree, tmp_p
     data = (write_shards(tree, tmp_path / "a" / "insects") if kind == "webdataset"
             else write_hf(tree, tmp_path / "a" / "insects"))
     out = tmp_path / "killed"
-    # SIGKILLed between the two flushes of its third batch (tests/kill_point.py)
-    killed = subprocess.run(_command(data, out), capture_output=True, text=True, timeout=300,
-                            env=kill_env(3, "rows", {**os.environ, "OMP_NUM_THREADS": "1"}))
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    status = _extract_killed_at(data, out, 3, "rows")  # between the two flushes of its third batch
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     (store,) = out.glob("*.h5")
     with h5py.File(store, "r") as f:
         assert 0 < f["done/clean"][:].sum() < len(f["done/clean"])
