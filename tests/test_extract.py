@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from featx.data.images import image_to_tensor, load_image
 from featx.store import FeatureStore
 from featx.data.transforms import load_recipe, make_views, normalize
 from tests.conftest import make_class_tree
-from tests.kill_point import kill_env
 from tests.test_store import read_only  # noqa: F401 (fixture)
 
 SMALL = dict(weights="none", input_size=32, batch_size=5, views=2, aug="mild", workers=0)
@@ -112,27 +110,51 @@ def test_bad_images_are_skipped_and_recorded(tmp_path, class_tree):
 
 
 def _command(data: Path, out: Path, engine: str = "auto") -> list[str]:
-    return [sys.executable, "-m", "featx.cli", "extract", str(data), "-b", "tiny_cnn",
-            "--engine", engine,
+    """`featx extract`'s arguments (after `featx`)."""
+    return ["extract", str(data), "-b", "tiny_cnn", "--engine", engine,
             "--weights", "none", "--input-size", "48", "--batch-size", "2", "--views", "1",
             "--aug", "flowers", "--workers", "0", "--out", str(out), "--val-frac", "0",
             "--test-frac", "0.5"]
 
 
-def _run_killed(command: list[str], env: dict, batch: int, stage: str) -> None:
-    """Run `command` to its SIGKILL at `stage` of its `batch`-th batch (tests/kill_point.py)."""
-    proc = subprocess.run(command, env=kill_env(batch, stage, env), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed: {proc.stderr[-2000:]}"
+def _run_killed(args: list[str], batch: int, stage: str, log: Path) -> None:
+    """`featx ARGS` in a process of its own, run to its SIGKILL at `stage` of its `batch`-th
+    batch (tests/kill_point.py): no cleanup, no atexit, no last flush, as after the OOM killer.
+
+    The process is forked from this one rather than started: the killed run is the same command
+    line (featx.cli.main), and a new interpreter would add 5-9 s of imports to each kill. torch
+    runs on one thread here (conftest.py), so the fork holds no thread pool that a child could
+    find locked."""
+    import tests.kill_point
+    from featx.cli import main
+
+    pid = os.fork()
+    if pid == 0:  # the child: it must never return into pytest
+        try:
+            with open(log, "w") as out:
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+            tests.kill_point._install(batch, stage)
+            sys.argv = ["featx", *args]
+            main()
+        except BaseException:  # noqa: BLE001 (any end but the SIGKILL is reported by the parent)
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert killed, f"the run was not killed (status {status}): {log.read_text()[-2000:]}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
 def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine, one_thread):
     data = make_class_tree(tmp_path / "data", per_class=8, seed=3)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = _command(data, tmp_path / "killed", engine)
-    _run_killed(command, env, batch=3, stage="rows")  # batch 3's rows on disk, not marked done
+    args = _command(data, tmp_path / "killed", engine)
+    _run_killed(args, batch=3, stage="rows", log=tmp_path / "first.log")  # batch 3's rows on disk, not marked done
     (store,) = (tmp_path / "killed").glob("*.h5")
     with FeatureStore(store) as st:
         assert not st.complete
@@ -141,9 +163,9 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path, engine, one_th
     with h5py.File(store, "r") as f:  # killed between the two flushes of a batch's commit
         written = np.abs(f["features/clean"][:].astype(np.float32)).sum(1) > 0
         assert (written & (f["done/clean"][:] == 0)).any()
-    _run_killed(command, env, batch=2, stage="before")  # a resumed run, killed again
+    _run_killed(args, batch=2, stage="before", log=tmp_path / "second.log")  # a resumed run, killed again
     assert first < read_done_count(store) < 16
-    # The same settings as _command, in this process: the subprocesses' cost is their imports.
+    # The same settings as _command, through the Python API: the CLI maps them to these
     ds = open_dataset(data, DatasetOptions(val_frac=0.0, test_frac=0.5))
     cfg = ExtractConfig(engine=engine, weights="none", input_size=48, batch_size=2, views=1,
                         aug="flowers", workers=0)
