@@ -16,6 +16,8 @@ from featx.errors import ConfigError, StoreError
 from featx.extraction import ExtractConfig, extract, extract_shard
 from featx.store import FeatureStore, merge_shards, shard_path
 
+# The tiny test backbone (tests/tiny_backbone.py): merging is about rows, not the network.
+NET = "tiny_cnn"
 CFG = dict(weights="none", input_size=32, batch_size=4, views=2, workers=0)
 ARRAYS = ("features/clean", "features/aug", "features/aug_rows", "done/clean", "done/aug",
           "failed/reason", "samples/path", "samples/label", "samples/split")
@@ -42,14 +44,14 @@ def _sharded(dataset, out, monkeypatch, seed=0, ranks=(1, 0)):
     result = None
     for rank in ranks:
         _as_rank(monkeypatch, rank)
-        result = extract(dataset, "resnet18", out, ExtractConfig(seed=seed, **CFG), show_progress=False)
+        result = extract(dataset, NET, out, ExtractConfig(seed=seed, **CFG), show_progress=False)
     monkeypatch.undo()
     return Path(result.store)
 
 
 def test_sharded_run_merges_into_the_single_process_store(tmp_path, dataset, monkeypatch):
     merged = _sharded(dataset, tmp_path / "multi", monkeypatch)
-    single = extract(dataset, "resnet18", tmp_path / "single", ExtractConfig(**CFG), show_progress=False)
+    single = extract(dataset, NET, tmp_path / "single", ExtractConfig(**CFG), show_progress=False)
     a, b = _arrays(merged), _arrays(single.store)
     for key in ARRAYS:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -57,13 +59,13 @@ def test_sharded_run_merges_into_the_single_process_store(tmp_path, dataset, mon
     with FeatureStore(merged) as st:
         assert st.complete and st.attrs["world_size"] == 2 and st.attrs["merge_mode"] == "copy"
     # The merged store is the store of this data: a plain re-run has nothing to do.
-    again = extract(dataset, "resnet18", tmp_path / "multi", ExtractConfig(**CFG), show_progress=False)
+    again = extract(dataset, NET, tmp_path / "multi", ExtractConfig(**CFG), show_progress=False)
     assert again.status == "complete"
 
 
 def _shards(dataset, out, seed=0):
     """Both shard stores of a 2-process run, written without torchrun and not merged."""
-    return [Path(extract_shard(dataset, "resnet18", out, rank, 2, ExtractConfig(seed=seed, **CFG),
+    return [Path(extract_shard(dataset, NET, out, rank, 2, ExtractConfig(seed=seed, **CFG),
                                show_progress=False).store) for rank in (0, 1)]
 
 
@@ -90,7 +92,7 @@ def test_merge_refuses_shards_that_do_not_belong_together(tmp_path, dataset):
         f.attrs.modify("complete", np.uint8(0))
     with pytest.raises(StoreError, match="shard is incomplete; re-run the same torchrun command"):
         merge_shards(ours, tmp_path / "m.h5")
-    single = extract(dataset, "resnet18", tmp_path / "c", ExtractConfig(**CFG), show_progress=False)
+    single = extract(dataset, NET, tmp_path / "c", ExtractConfig(**CFG), show_progress=False)
     with pytest.raises(StoreError, match="not a shard store"):
         merge_shards([Path(single.store)], tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists() and not list(tmp_path.glob("m.h5.tmp-*"))
@@ -137,20 +139,20 @@ def test_a_sharded_cut_store_merges_its_maps_and_updates_like_one_process(tmp_pa
     from tests.conftest import write_image
 
     monkeypatch.setattr(featx.store.merge, "COPY_BYTES", 64)  # maps [K, n, C, H, W]: a row at a time
-    config = dict(CFG, cut="layer4")
+    config = dict(CFG, cut="features.4")  # tiny_features: a cut point of its own
     options = DatasetOptions(val_frac=0.0, test_frac=0.5)
-    maps = ("cut/layer4/clean", "cut/layer4/aug")
+    maps = ("cut/features.4/clean", "cut/features.4/aug")
 
     def sharded(out):
         with pytest.MonkeyPatch.context() as ranks:  # undone after: the single runs are one process
             for rank in (1, 0):
                 _as_rank(ranks, rank)
-                result = extract(open_dataset(class_tree, options), "resnet18", out, ExtractConfig(**config),
+                result = extract(open_dataset(class_tree, options), "tiny_features", out, ExtractConfig(**config),
                                  show_progress=False)
         return Path(result.store)
 
     def single(out):
-        return extract(open_dataset(class_tree, options), "resnet18", out, ExtractConfig(**config),
+        return extract(open_dataset(class_tree, options), "tiny_features", out, ExtractConfig(**config),
                        show_progress=False).store
 
     for update in (False, True):
@@ -168,7 +170,7 @@ def test_a_merge_copied_a_few_rows_at_a_time_is_the_same_store(tmp_path, dataset
 
     monkeypatch.setattr(featx.store.merge, "COPY_BYTES", 64)  # a row or two per read and write
     merged = merge_shards(_shards(dataset, tmp_path / "shards"), tmp_path / "merged.h5")
-    single = extract(dataset, "resnet18", tmp_path / "single", ExtractConfig(**CFG), show_progress=False)
+    single = extract(dataset, NET, tmp_path / "single", ExtractConfig(**CFG), show_progress=False)
     a, b = _arrays(merged), _arrays(single.store)
     for key in ARRAYS:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
