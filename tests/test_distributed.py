@@ -13,6 +13,7 @@ import pytest
 
 from featx.runtime.distributed import shard_bounds
 from featx.store import FeatureStore
+from featx.probes.sweep import HeadConfig
 from featx.probes.train import train_head
 from tests.conftest import make_class_tree
 from tests.kill_point import kill_env
@@ -89,7 +90,8 @@ def test_two_processes_equal_one(tmp_path, env, reference):
     _same_store(merged, single)
     assert multi.stdout.count("created") == 1  # rank 0 speaks for both
     assert not list((tmp_path / "multi").glob("*shard*"))
-    heads = [train_head(p, "linear", out=tmp_path / f"h{i}", show_progress=False)
+    config = HeadConfig(lrs=(0.01, 0.1), weight_decays=(0.0,), epochs=10)  # a small sweep: the same bytes or not
+    heads = [train_head(p, "linear", config, out=tmp_path / f"h{i}", show_progress=False)
              for i, p in enumerate((merged, single))]
     assert heads[0].path.read_bytes() == heads[1].path.read_bytes()  # the saved weights
     from typer.testing import CliRunner
@@ -102,9 +104,9 @@ def test_two_processes_equal_one(tmp_path, env, reference):
 
 @pytest.mark.slow
 def test_killed_torchrun_resumes_each_shard(tmp_path, env):
-    data = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=16, seed=6)
+    data = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=12, seed=6)
     out = tmp_path / "multi"
-    command = _extract(data, out, 2, env, size=48)
+    command = _extract(data, out, 2, env, size=32)
     # Each rank SIGKILLs itself as its second batch reaches the store (tests/kill_point.py), as
     # when the machine dies: both shards are left part-written whatever the scheduler does.
     killed = subprocess.run(command, env=kill_env(2, "before", env), capture_output=True, text=True,
@@ -118,7 +120,7 @@ def test_killed_torchrun_resumes_each_shard(tmp_path, env):
             assert not st.complete and st.attrs["shard_world_size"] == 2
             assert s.done_clean < s.clean_shape[0] or s.done_aug < s.aug_total
     _run(command, env)
-    _same_store(next(out.glob("*.h5")), _single(data, tmp_path / "single", size=48))
+    _same_store(next(out.glob("*.h5")), _single(data, tmp_path / "single", size=32))
 
 
 def _free_port() -> int:
