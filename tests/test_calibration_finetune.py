@@ -65,19 +65,11 @@ def test_a_finetuned_head_keeps_the_temperature_fitted_on_its_val_logits(tuned, 
 def test_a_finetune_that_keeps_the_warm_start_keeps_its_calibration(tuned, one_thread, tmp_path, monkeypatch):
     """No epoch beat the warm start: the head given back is the warm start, scoring as it did
     (its temperature is in the last layer), not re-fitted on val."""
-    import torch
+    from tests.test_finetune import no_epoch_beats_the_warm_start
 
     ds, config, _ = tuned
     head_path = ds.root.parent / "heads" / "lin.safetensors"
-    train_epoch = WholeNetwork.train_epoch
-
-    def worse(self, epoch, opt, schedule):
-        loss = train_epoch(self, epoch, opt, schedule)
-        with torch.no_grad():
-            self.net.head.layers[-1].bias[0] += 20.0  # every image "class 0": a far higher val loss
-        return loss
-
-    monkeypatch.setattr(WholeNetwork, "train_epoch", worse)
+    no_epoch_beats_the_warm_start(monkeypatch)
     result = finetune(ds, head_path, tmp_path / "run", config, show_progress=False)
     record = json.loads(result.head.with_suffix(".json").read_text())["calibration"]
     assert result.kept_warm_start and Head.load(result.head).meta.temperature == 1.0

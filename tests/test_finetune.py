@@ -215,21 +215,26 @@ def test_a_finished_run_is_not_resumed_with_another_head_or_data(probe, tmp_path
     assert finetune(ds, head_path, out, config, show_progress=False).resumed_from == 1
 
 
+def no_epoch_beats_the_warm_start(monkeypatch) -> None:
+    """Every epoch ends worse on val than the warm start: its head calls every image class 0."""
+    train_epoch = WholeNetwork.train_epoch
+
+    def worse(self, epoch, opt, schedule):
+        loss = train_epoch(self, epoch, opt, schedule)
+        with torch.no_grad():
+            self.net.head.layers[-1].bias[0] += 20.0  # a far higher val loss
+        return loss
+
+    monkeypatch.setattr(WholeNetwork, "train_epoch", worse)
+
+
 def test_a_finetune_no_epoch_of_which_beats_the_warm_start_returns_the_warm_start(probe, tmp_path,
                                                                                 monkeypatch):
     """Issue 21.4: the warm start is epoch 0, validated before any training; when every epoch is
     worse on val, the run ends with the warm start's weights and metrics (it used to keep the
     last epoch: 80.8% -> 76.8% test on a small clothing set)."""
     _, _, ds, store, head_path = probe
-    train_epoch = WholeNetwork.train_epoch
-
-    def worse(self, epoch, opt, schedule):
-        loss = train_epoch(self, epoch, opt, schedule)
-        with torch.no_grad():
-            self.net.head.layers[-1].bias[0] += 20.0  # every image "class 0": a far higher val loss
-        return loss
-
-    monkeypatch.setattr(WholeNetwork, "train_epoch", worse)
+    no_epoch_beats_the_warm_start(monkeypatch)
     result = finetune(ds, head_path, tmp_path / "run", FinetuneConfig(**{**FAST, "epochs": 2}),
                       show_progress=False)
     start = result.curve[0]
