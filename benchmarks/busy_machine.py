@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=1, help="busy-loop processes in the loaded run")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "busy_machine.md")
     args = parser.parse_args()
-    from tests.conftest import make_class_tree
+    args.load_before = os.getloadavg()[0]  # what else the machine was doing: 'quiet' is relative
+    from tests.image_trees import make_class_tree  # not conftest: it pins torch to one thread
 
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,9 +113,9 @@ def write(args, runs: dict[str, dict[str, float]]) -> None:
     text = "\n".join([
         "# featx on a busy machine (benchmarks/busy_machine.py)", "",
         f"Machine: {platform.node()}, {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-        "the 2-core dev box, shared: other engineers' jobs were running during both columns, so "
-        "'quiet' means featx plus their load and the other column adds one busy-loop process per "
-        f"--load core ({args.load}).", "",
+        f"the 2-core dev box, shared with other engineers' jobs (1-minute load average {args.load_before:.1f} "
+        "when the run began): 'quiet' is featx beside whatever else ran, and the other column adds one "
+        f"busy-loop process per --load core ({args.load}).", "",
         f"Extraction: {args.images} synthetic images, resnet18 (random init), 112 px. train-head: the "
         f"default cross-validated linear sweep, {args.epochs} epoch(s), on {args.store}.", "",
         "| seconds | " + " | ".join(names) + " |", "|---|" + "---|" * len(names), *rows, ""])

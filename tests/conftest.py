@@ -16,8 +16,8 @@ os.environ["MKL_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.image_trees import make_class_tree, write_image  # noqa: F401 (tests import them from here)
 from tests.tiny_backbone import tiny_cnn  # noqa: F401 (registers the tiny_cnn backbone)
 
 # Property tests draw the same examples on every run (CI included): a failure is reproducible,
@@ -27,25 +27,6 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
-
-
-def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 32), mode: str = "RGB",
-                fmt: str | None = None) -> Path:
-    """A small random image; distinct seeds give distinct pixels."""
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    img = Image.fromarray(arr).convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format=fmt)
-    return path
-
-
-def make_class_tree(root: Path, classes=("ants", "bees"), per_class: int = 6, seed: int = 0,
-                    ext: str = ".png") -> Path:
-    for c, name in enumerate(classes):
-        for i in range(per_class):
-            write_image(root / name / f"{name}_{i:02d}{ext}", seed + 100 * c + i)
-    return root
 
 
 @pytest.fixture(autouse=True, scope="session")
