@@ -132,6 +132,41 @@ def test_unlabeled_folder(tmp_path):
     assert {(s.label, s.split) for s in ds.samples} == {(-1, "unlabeled")}
 
 
+@pytest.mark.parametrize("pool", ["unlabeled", "Unlabelled", "UNLABELED"])
+def test_an_unlabeled_folder_beside_class_folders_holds_unlabelled_images_not_a_class(class_tree, pool):
+    for i in range(3):
+        write_image(class_tree / pool / ("deep" if i else "") / f"u{i}.png", 300 + i)
+    ds = open_dataset(class_tree)
+    assert ds.layout == "class-folders" and ds.classes == ["ants", "bees"] and len(ds.samples) == 15
+    unlabelled = sorted(s.path for s in ds.samples if s.label == -1)
+    assert unlabelled == [f"{pool}/deep/u1.png", f"{pool}/deep/u2.png", f"{pool}/u0.png"]
+    assert all(s.split == "unlabeled" for s in ds.samples if s.label == -1)
+    assert all(s.split != "unlabeled" for s in ds.samples if s.label >= 0)
+    assert f"folder '{pool}': 3 unlabelled image(s), not a class" in " ".join(ds.notes)
+
+
+def test_an_unlabeled_folder_alone_is_a_dataset_with_no_classes_yet(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "new" / "unlabeled" / f"u{i}.png", 310 + i)
+    write_image(tmp_path / "new" / "loose.png", 320)
+    ds = open_dataset(tmp_path / "new")
+    assert ds.layout == "class-folders" and ds.classes == [] and len(ds.samples) == 3
+    assert {(s.label, s.split) for s in ds.samples} == {(-1, "unlabeled")}
+    assert any("1 image(s) at the top level" in n and "unlabeled/" in n for n in ds.notes)
+
+
+def test_split_folders_read_unlabeled_beside_the_splits_and_in_place_of_a_class(split_tree):
+    write_image(split_tree / "unlabeled" / "u0.png", 330)
+    write_image(split_tree / "train" / "Unlabelled" / "t0.png", 331)
+    ds = open_dataset(split_tree)
+    assert ds.layout == "split-folders" and ds.classes == ["ants", "bees"]
+    assert sorted((s.path, s.label, s.split) for s in ds.samples if s.label < 0) == [
+        ("train/Unlabelled/t0.png", -1, "unlabeled"), ("unlabeled/u0.png", -1, "unlabeled")]
+    notes = " ".join(ds.notes)
+    assert "folder 'unlabeled': 1 unlabelled image(s)" in notes and "'train/Unlabelled'" in notes
+    assert "is not a split" not in notes
+
+
 def test_class_map_gives_display_names(class_tree, tmp_path):
     (tmp_path / "cat_to_name.json").write_text(json.dumps({"ants": "formicidae"}))
     ds = open_dataset(class_tree, DatasetOptions(class_map=str(tmp_path / "cat_to_name.json")))

@@ -129,3 +129,129 @@ def test_the_cli_lists_the_librarys_strategies_default_and_map_methods():
 
     assert (explore_cmds.STRATEGIES, explore_cmds.DEFAULT_STRATEGY, explore_cmds.METHODS) == \
         (STRATEGIES, DEFAULT_STRATEGY, METHODS)
+
+
+# --- the loop on a class-folder dataset: label by moving files out of unlabeled/ --------------
+
+def _folder_pool(root: Path, labelled: int = 8, total: int = 24) -> dict[str, str]:
+    """Class folders a/ and b/ with `labelled` images, the other images in unlabeled/; returns
+    every image's true class by file name."""
+    truth = {}
+    for i in range(total):
+        name, y = f"u_{i:02d}.png", "ab"[i % 2]
+        write_image(root / (y if i < labelled else "unlabeled") / name, 900 + i, size=(32 + i % 5, 32))
+        truth[name] = y
+    return truth
+
+
+def _label_by_moving(root: Path, picks: list[str], truth: dict[str, str]) -> None:
+    for rel in picks:  # what the user does: mv unlabeled/u_09.png b/
+        assert rel.startswith("unlabeled/")
+        (root / rel).rename(root / truth[Path(rel).name] / Path(rel).name)
+
+
+def test_the_loop_on_class_folders_moves_picks_out_of_unlabeled_with_no_forward(tmp_path, monkeypatch):
+    import featx.extraction.runner
+
+    root = tmp_path / "cells"
+    truth = _folder_pool(root)
+    tiny = dict(weights="none", batch_size=8, views=0, workers=0, engine="torch", show_progress=False)
+    first = featx.extract(featx.open_dataset(root), "tiny_cnn", tmp_path / "stores", **tiny)
+    store = first.store
+    with featx.FeatureStore(store) as st:
+        assert st.classes == ["a", "b"] and (st.labels < 0).sum() == 16
+    monkeypatch.setattr(featx.extraction.runner.Runner, "run", lambda *a, **k: pytest.fail("a backbone forward"))
+    for round_ in range(2):
+        picks = featx.select(store, budget=4, strategy="coreset", **QUIET)
+        assert len(picks) == 4 and all(p.startswith("unlabeled/") for p in picks.paths)
+        assert picks.how_to_label().startswith(f"move each pick from unlabeled/ into its class folder "
+                                               f"(mv {picks.paths[0]} CLASS/)")
+        _label_by_moving(root, picks.paths, truth)
+        run = featx.extract(featx.open_dataset(root), "tiny_cnn", tmp_path / "stores", **tiny)
+        assert run.status == "updated" and run.images == 0 and run.store == store
+        assert "4 relabelled, 4 moved" in run.update and run.version == round_ + 2
+        with featx.FeatureStore(store) as st:
+            got = {p: st.classes[y] for p, y in zip(st.paths, st.labels) if y >= 0}
+            assert sorted(st.paths) == sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))
+        assert len(got) == 8 + 4 * (round_ + 1) and all(truth[Path(p).name] == y for p, y in got.items())
+        assert all(Path(p).parent.name == y for p, y in got.items())
+        head = featx.train_head(store, "linear", featx.HeadConfig(epochs=2), out=tmp_path / "heads",
+                                show_progress=False)
+        assert head.meta["store_version"] == round_ + 2
+
+
+def test_with_views_only_the_picks_moved_into_train_are_forwarded_and_match_a_fresh_store(tmp_path, monkeypatch):
+    """Views are seeded by the path: a pick moved into train needs its own (computed, alone); one
+    moved into val or test keeps its row. The update equals a fresh extraction of the new tree."""
+    import featx.extraction.runner
+    from tests.conftest import assert_same_store
+
+    root = tmp_path / "cells"
+    truth = _folder_pool(root, labelled=6, total=20)
+    tiny = dict(weights="none", batch_size=8, views=1, aug="mild", workers=0, engine="torch", show_progress=False)
+    store = featx.extract(featx.open_dataset(root), "tiny_cnn", tmp_path / "stores", **tiny).store
+    picks = featx.select(store, budget=8, strategy="random", **QUIET)
+    assert "forwarded for their 1 views" in picks.how_to_label()
+    _label_by_moving(root, picks.paths, truth)
+    dataset = featx.open_dataset(root)
+    split_of = {Path(s.path).name: s.split for s in dataset.samples}
+    into_train = {Path(p).name for p in picks.paths if split_of[Path(p).name] == "train"}
+    assert 0 < len(into_train) < len(picks)  # both cases met (splits follow the content)
+    forwarded = []
+    real_run = featx.extraction.runner.Runner.run
+
+    def spy(self):
+        forwarded.extend(Path(s.path).name for s in self.dataset.samples)
+        return real_run(self)
+
+    monkeypatch.setattr(featx.extraction.runner.Runner, "run", spy)
+    run = featx.extract(dataset, "tiny_cnn", tmp_path / "stores", **tiny)
+    assert run.status == "updated" and sorted(forwarded) == sorted(into_train)
+    assert run.images == 2 * len(into_train)  # the clean view and the one augmented view of each
+    fresh = featx.extract(dataset, "tiny_cnn", tmp_path / "fresh", **tiny)
+    assert_same_store(Path(run.store), Path(fresh.store))
+
+
+def test_an_unlabeled_folder_alone_is_an_unlabelled_dataset_that_labelling_updates(tmp_path, monkeypatch):
+    """No class folder yet: coreset picks from nothing labelled; the first classes made by
+    moving picks are an update of the same store (the layout stays class folders)."""
+    import featx.extraction.runner
+
+    root = tmp_path / "new"
+    truth = _folder_pool(root, labelled=0, total=12)
+    dataset = featx.open_dataset(root)
+    assert dataset.layout == "class-folders" and dataset.classes == []
+    assert {s.split for s in dataset.samples} == {"unlabeled"}
+    tiny = dict(weights="none", batch_size=8, views=0, workers=0, engine="torch", show_progress=False)
+    store = featx.extract(dataset, "tiny_cnn", tmp_path / "stores", **tiny).store
+    picks = featx.select(store, budget=4, strategy="coreset", **QUIET)
+    for name in {truth[Path(p).name] for p in picks.paths}:
+        (root / name).mkdir()
+    _label_by_moving(root, picks.paths, truth)
+    monkeypatch.setattr(featx.extraction.runner.Runner, "run", lambda *a, **k: pytest.fail("a backbone forward"))
+    run = featx.extract(featx.open_dataset(root), "tiny_cnn", tmp_path / "stores", **tiny)
+    assert run.status == "updated" and run.images == 0 and run.version == 2
+    with featx.FeatureStore(store) as st:
+        assert st.classes == sorted({truth[Path(p).name] for p in picks.paths}) and (st.labels >= 0).sum() == 4
+
+
+def test_select_from_the_command_line_says_how_to_label_a_folder_dataset(tmp_path):
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    root = tmp_path / "cells"
+    _folder_pool(root)
+    tiny = dict(weights="none", batch_size=8, views=0, workers=0, engine="torch", show_progress=False)
+    store = featx.extract(featx.open_dataset(root), "tiny_cnn", tmp_path / "stores", **tiny).store
+    result = CliRunner().invoke(app, ["select", store, "--budget", "3", "--strategy", "coreset", "--out",
+                                      str(tmp_path / "p.csv"), "--copy-to", str(tmp_path / "copies")],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "3 of 16 unlabelled images picked by coreset" in result.output
+    first = next(csv.DictReader(open(tmp_path / "p.csv")))["path"]
+    assert result.stdout.splitlines()[-1] == (
+        f"next: move each pick from unlabeled/ into its class folder (mv {first} CLASS/), then re-run "
+        "featx extract on the dataset folder (a relabel, no forward)")
+    assert sorted(p.relative_to(tmp_path / "copies").parent.as_posix()
+                  for p in (tmp_path / "copies").rglob("*.png")) == ["unlabeled"] * 3

@@ -134,6 +134,36 @@ def test_labels_and_splits_change_without_a_forward(tmp_path, monkeypatch):
         np.testing.assert_array_equal(st.read_clean(), old.read_clean())
 
 
+def test_a_store_with_a_class_named_unlabeled_updates_to_unlabelled_rows_with_no_forward(tmp_path, monkeypatch):
+    """A store made before featx read `unlabeled/` as unlabelled images had a class 'unlabeled':
+    its update relabels those rows (the class gone, said in one line), forwards nothing, and
+    equals a fresh extraction of the dataset as featx reads it now."""
+    import featx.data.folders
+    import featx.extraction.runner
+
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "unlabeled", "zebras"), per_class=8)
+    with monkeypatch.context() as old_featx:
+        old_featx.setattr(featx.data.folders, "UNLABELED_FOLDERS", ())
+        first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    with FeatureStore(first.store) as st:
+        assert st.classes == ["a", "unlabeled", "zebras"] and (st.labels >= 0).all()
+    dataset = open_dataset(root)
+    with monkeypatch.context() as no_forward:
+        no_forward.setattr(featx.extraction.runner.Runner, "run", lambda *a, **k: pytest.fail("forward"))
+        r = extract(dataset, "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert r.status == "updated" and r.images == 0 and r.version == 2
+    assert r.update.startswith("+0 new, 0 changed, 0 removed, 24 kept (8 relabelled")
+    assert r.update.endswith("; class 'unlabeled' is gone: its 8 image(s) are unlabelled now (a folder "
+                             "named unlabeled holds unlabelled images, not a class; rename the folder to "
+                             "keep the class)")
+    with FeatureStore(r.store) as st:
+        names = {p: st.classes[y] if y >= 0 else "" for p, y in zip(st.paths, st.labels)}
+        assert st.classes == ["a", "zebras"] and names["zebras/zebras_00.png"] == "zebras"
+        assert {s for p, s in zip(st.paths, st.splits) if p.startswith("unlabeled/")} == {"unlabeled"}
+    fresh = extract(dataset, "tiny_cnn", tmp_path / "fresh", show_progress=False, **TINY)
+    _assert_same_store(Path(r.store), Path(fresh.store))  # views of the old class's train rows gone
+
+
 def test_a_grown_auto_split_dataset_keeps_every_old_split_in_the_store(tmp_path):
     root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=20)
     first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)

@@ -43,7 +43,8 @@ SelectHead = Annotated[Optional[Path], typer.Option(
     help="margin/entropy: this head's probabilities on the unlabelled images.")]
 PicksOut = Annotated[Path, typer.Option("--out", metavar="FILE", help="The picks: path, score, strategy, reason.")]
 CopyTo = Annotated[Optional[Path], typer.Option("--copy-to", metavar="DIR", show_default="none",
-                                                help="Also copy the picked images into DIR.")]
+                                                help="Also copy the picked images into DIR (paths as in the dataset), "
+                                                "to view or label elsewhere.")]
 Threshold = Annotated[float, typer.Option("--threshold", metavar="COS", callback=o.at_least(-1.0),
                                           help="Near-copies: cosine at least this, with pixel hashes within 4 bits.")]
 Pixels = Annotated[bool, typer.Option("--pixels/--no-pixels", help="Confirm near-copies by the images' pixels.")]
@@ -82,8 +83,9 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
     """The unlabelled images of STORE to label next.
 
     Near-copies of a labelled image, and all but
-    one of each group of near-duplicates, are never picked. Label them in the manifest and run
-    `featx extract` again: a relabel, no forward."""
+    one of each group of near-duplicates, are never picked. Label them in the manifest, or in a
+    folder dataset move them from unlabeled/ into class folders, and run `featx extract` again:
+    a relabel, no forward."""
     from featx.audit import DuplicateSettings
     from featx.explore import SelectConfig, select as run_select
 
@@ -98,7 +100,7 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
     out.print(f"{len(picks)} of {picks.pool:,} unlabelled images picked by {picks.strategy} "
               f"({len(picks.excluded)} near-copies left out): {out_path}"
               + (f"; copied into {copy_to}" if copy_to is not None else ""), markup=False, highlight=False)
-    next_step("label them in the dataset, then re-run featx extract (a relabel, no forward)")
+    next_step(picks.how_to_label())  # for a folder dataset: mv out of unlabeled/ into class folders
 
 
 def label_curve(store: o.Store, strategies: Strategies = ["random", "margin", "coreset", "typiclust"],

@@ -4,16 +4,20 @@
     picks.to_csv("picks.csv")          # path, score, strategy, reason, predicted, label (to fill)
     picks.copy_to("to_label/")         # the picked files, for a labelling tool
 
-The pool is every usable row without a label (a manifest's rows with an empty label). Before a
+The pool is every usable row without a label (a manifest's rows with an empty label, a folder
+dataset's images in `unlabeled/`). Before a
 strategy sees it, the pool loses its near-copies, found by the audit's detector
 (featx.audit.duplicates: cosine of clean features confirmed by pixel hashes, or cosine alone
 at the stricter threshold when the images are not there): a row that is a near-copy of a
 labelled image is dropped (its label is known already), and of each group of near-duplicate
 unlabelled rows one is kept. No two picks are then near-duplicates of each other.
 
-Labelling closes the loop without a forward: fill the `label` column into the manifest and run
-`featx extract` again; the store update relabels rows in place (featx.store.update), then
-`featx train-head`. With augmented views, a newly labelled training image gets its views computed.
+Labelling closes the loop without a forward: fill the `label` column into the manifest (or, in
+a folder dataset, move each pick from `unlabeled/` into its class folder) and run `featx extract`
+again; the store update finds each image by its content and relabels its row in place
+(featx.store.update), then `featx train-head`. With augmented views, a newly labelled training
+image gets its views computed: views are seeded by the path, so a moved file's are new (it is
+forwarded, alone); `Selection.how_to_label()` says which applies.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import csv
 import io
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from featx.audit.duplicates import DuplicateSettings, duplicate_pairs
 from featx.audit.pixels import PixelHashes, hash_pixels
 from featx.audit.run import StoreRows
+from featx.data.folders import is_unlabeled_folder
 from featx.errors import ConfigError, DataError, StoreError
 from featx.explore.fast_head import FastHead
 from featx.explore.strategies import NEEDS_PROBABILITIES, check_strategy, choose
@@ -71,9 +76,25 @@ class Selection:
     predicted: list[str]
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     pool: int = 0  # unlabelled rows before exclusion
+    layout: str = "manifest"  # the store's dataset layout: how a user labels the picks
+    views: int = 0  # the store's augmented views per training image
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def how_to_label(self) -> str:
+        """What the user does next, for this dataset's layout: 'move each pick from unlabeled/
+        into its class folder (mv unlabeled/x.png CLASS/), then re-run featx extract (...)'."""
+        cost = ("a relabel, no forward" if not self.views else
+                f"a relabel; the picks that land in the train split are forwarded for their {self.views} views")
+        if self.layout not in ("class-folders", "split-folders") or not self.paths:
+            return f"label them in the manifest (the label column), then re-run featx extract ({cost})"
+        first = PurePosixPath(self.paths[0])
+        pool = _pool_folder(first)
+        into = "CLASS/" if self.layout == "class-folders" else "train/CLASS/"
+        where = "its class folder" if self.layout == "class-folders" else "a class folder of train/, val/ or test/"
+        return (f"move each pick from {pool}/ into {where} (mv {first} {into}), then re-run "
+                f"featx extract on the dataset folder ({cost})")
 
     def to_csv(self, path: str | Path) -> Path:
         buffer = io.StringIO()
@@ -108,7 +129,8 @@ def select(store: str | Path, budget: int, strategy: str = DEFAULT_STRATEGY, hea
         unlabelled = np.flatnonzero(labels < 0)
         if not len(unlabelled):
             raise StoreError(f"{store}: no unlabelled samples to choose from (give images without a "
-                             "label: manifest rows with an empty label column)")
+                             "label: manifest rows with an empty label column, or images in an "
+                             "unlabeled/ folder beside the class folders)")
         source = StoreRows(st, rows)
         x = source.take(np.arange(len(rows)))  # [n, D] clean final features
         paths = np.array(st.paths_of(rows), dtype=object)
@@ -127,7 +149,15 @@ def select(store: str | Path, budget: int, strategy: str = DEFAULT_STRATEGY, hea
         reasons = [_reason(config.strategy, s, probabilities[i] if probabilities is not None else None, names)
                    for i, s in zip(picked, scores)]
         return Selection(Path(store), root, config.strategy, [paths[pool[i]] for i in picked], scores, reasons,
-                         predicted, excluded, int(len(unlabelled)))
+                         predicted, excluded, int(len(unlabelled)),
+                         str(st.attrs.get("dataset_layout", "manifest")), int(st.attrs.get("num_aug_views", 0)))
+
+
+def _pool_folder(path: PurePosixPath) -> str:
+    """The `unlabeled` folder a pick lies in ('unlabeled', 'train/unlabeled'), from its path."""
+    parts = path.parts[:-1]
+    at = next((i for i, p in enumerate(parts) if is_unlabeled_folder(p)), None)
+    return "/".join(parts[:at + 1]) if at is not None else "/".join(parts) or "."
 
 
 def _without_near_copies(st, source, rows, labels, paths, root, config, log):

@@ -32,6 +32,7 @@ import numpy as np
 from featx.version import __version__
 from featx.runtime.atomic import atomic_write
 from featx.data import Dataset, hash_files
+from featx.data.folders import is_unlabeled_folder
 from featx.errors import StoreError
 from featx.store.reader import open_store_file
 from featx.store.schema import (EXECUTION_KEYS, IDENTITY_KEYS, WRITE_ERRORS, StoreSpec, plain, short,
@@ -50,6 +51,7 @@ class UpdatePlan:
     source: np.ndarray  # [N] old row whose numbers the new row keeps, or -1: computed
     compute: np.ndarray  # new rows to extract, increasing (the delta store's rows, in order)
     counts: dict = field(default_factory=dict)  # new, changed, removed, kept, relabelled, ...
+    notes: list[str] = field(default_factory=list)  # e.g. a class gone, its images unlabelled now
 
     def summary(self) -> str:
         """'+240 new, 12 changed, 3 removed, 2,369 kept' (and what else happened)."""
@@ -59,7 +61,7 @@ class UpdatePlan:
         views = len(self.compute) - c["new"] - c["changed"] - c.get("retried", 0)
         if views > 0:  # view k is seeded by the sample's path: a moved training image gets new ones
             extra.append(f"{views:,} re-extracted for their views (moved, or new to train)")
-        return text + (f" ({', '.join(extra)})" if extra else "")
+        return text + (f" ({', '.join(extra)})" if extra else "") + "".join(f"; {n}" for n in self.notes)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class _Old:
     """The old store's sample tables."""
 
     paths: list[str]
+    classes: list[str]
     labels: list[str]  # class names (-1: "")
     splits: list[str]
     stats: list[tuple[int, int]]
@@ -101,6 +104,7 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
     source = np.full(len(dataset.samples), -1, dtype=np.int64)
     counts = dict.fromkeys(("new", "changed", "kept", "relabelled", "moved", "resplit", "retried",
                             "train_new"), 0)
+    unlabelled_now: dict[str, int] = {}  # old class -> its images that are unlabelled now
     for i, s in enumerate(dataset.samples):
         same = by_sha.get(s.sha256, []) if s.sha256 else []
         j = next((j for j in same if old.paths[j] == s.path), same[0] if same else -1)
@@ -110,6 +114,8 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
             counts["train_new"] += s.split == "train"
             continue
         counts["relabelled"] += old.labels[j] != name
+        if old.labels[j] and not name:
+            unlabelled_now[old.labels[j]] = unlabelled_now.get(old.labels[j], 0) + 1
         counts["moved"] += old.paths[j] != s.path
         counts["resplit"] += old.splits[j] != s.split
         counts["train_new"] += s.split == "train" and old.splits[j] != "train"
@@ -122,7 +128,22 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
     shas, paths = {s.sha256 for s in dataset.samples}, {s.path for s in dataset.samples}
     counts["removed"] = sum(1 for p, sha in zip(old.paths, old.shas) if p not in paths and sha not in shas)
     counts["kept"] = int((source >= 0).sum())
-    return dataset, UpdatePlan(source, np.flatnonzero(source < 0), counts)
+    notes = _classes_gone(old.classes, dataset, unlabelled_now)
+    return dataset, UpdatePlan(source, np.flatnonzero(source < 0), counts, notes)
+
+
+def _classes_gone(old_classes: list[str], dataset: Dataset, unlabelled_now: dict[str, int]) -> list[str]:
+    """A line per class of the store that the dataset has no more while its images are still
+    there, unlabelled: a store made before featx read a folder named `unlabeled` as unlabelled
+    images had such a class, and its update relabels those rows (no forward) rather than keep it."""
+    notes = []
+    for c in old_classes:
+        if c in dataset.classes or not unlabelled_now.get(c):
+            continue
+        why = (f" (a folder named {c} holds unlabelled images, not a class; rename the folder to keep "
+               "the class)" if is_unlabeled_folder(c) and dataset.layout != "manifest" else "")
+        notes.append(f"class '{c}' is gone: its {unlabelled_now[c]:,} image(s) are unlabelled now{why}")
+    return notes
 
 
 def _read_old(path: Path) -> _Old:
@@ -137,7 +158,7 @@ def _read_old(path: Path) -> _Old:
         done_aug = f["done/aug"][:].astype(bool)
         views_done = np.ones(len(splits), dtype=bool)
         views_done[f["features/aug_rows"][:]] = done_aug.all(axis=0)
-        return _Old(list(f["samples/path"].asstr()[:]), labels, splits,
+        return _Old(list(f["samples/path"].asstr()[:]), classes, labels, splits,
                     list(zip(f["samples/size"][:].tolist(), f["samples/mtime_ns"][:].tolist())),
                     shas, usable, views_done, int(f.attrs["num_aug_views"]))
 
