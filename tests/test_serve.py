@@ -145,6 +145,41 @@ def test_a_batch_is_cut_at_max_batch_and_a_large_request_runs_alone():
     assert [o[:, 0].tolist() for o in out] == [[i] for i in range(5)] + [[9] * 6]
 
 
+def test_a_lone_request_runs_at_once_and_one_on_its_way_is_waited_for():
+    sizes: list[int] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return x.reshape(len(x), -1)[:, :1].astype(np.float32)
+
+    async def main():
+        # max_wait_ms of a minute: a batch cut before it is up was cut by the nobody-else rule.
+        batcher = DynamicBatcher(run, BatchConfig(max_batch=8, max_wait_ms=60_000))
+        batcher.start()
+        await asyncio.wait_for(batcher.submit(np.zeros((1, 2, 2, 3), np.uint8)), 30)
+
+        async def late():  # read and decoded while the first request waits in the batch
+            with batcher.arriving():
+                await asyncio.sleep(0.05)
+                image = np.ones((1, 2, 2, 3), np.uint8)
+            return await batcher.submit(image)
+
+        async def early():
+            with batcher.arriving():
+                image = np.full((1, 2, 2, 3), 2, np.uint8)
+            return await batcher.submit(image)
+
+        pending = asyncio.ensure_future(late())
+        await asyncio.sleep(0)  # late() is on its way before early() submits
+        out = await asyncio.wait_for(asyncio.gather(early(), pending), 30)
+        await batcher.stop()
+        return out
+
+    out = asyncio.run(main())
+    assert sizes == [1, 2]  # the lone request alone, at once; the second batch waited for late()
+    assert [o[:, 0].tolist() for o in out] == [[2], [1]]
+
+
 def test_serve_without_the_extra_says_what_to_install(tmp_path):
     blocker = ("import sys\nclass B:\n def find_spec(self, n, p=None, t=None):\n"
                "  if n.split('.')[0] in ('fastapi', 'uvicorn'): raise ImportError(n)\n"

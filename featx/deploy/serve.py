@@ -104,12 +104,13 @@ def create_app(model: ModelFile, config: ServeConfig = ServeConfig()):
         k = config.top_k if top_k is None else top_k
         if k < 1:
             raise RequestProblem(422, f"top_k: must be at least 1, got {k}")
-        names, blobs = await read_images(request, config)
-        try:
-            batch = await asyncio.to_thread(input_batch, blobs, model.spec, names)
-        except ImageError as exc:
-            status = 413 if "decompression bomb" in exc.reason else 400
-            raise RequestProblem(status, str(exc)) from None
+        with batcher.arriving():
+            names, blobs = await read_images(request, config)
+            try:
+                batch = await asyncio.to_thread(input_batch, blobs, model.spec, names)
+            except ImageError as exc:
+                status = 413 if "decompression bomb" in exc.reason else 400
+                raise RequestProblem(status, str(exc)) from None
         probs = await batcher.submit(batch)
         return {"predictions": [{"image": name, "top": top_classes(row, model.classes, k)}
                                 for name, row in zip(names, probs)]}
