@@ -139,10 +139,24 @@ def test_finetune_outputs_work_with_extract_predict_and_report(probe, tmp_path, 
     backbone = create_backbone(BACKBONE, str(result.weights), input_size=32)
     for key, value in backbone.model.state_dict().items():
         torch.testing.assert_close(value, tuned[key])
-    assert len(predict(result.head, [root / "a"]).paths) == 10
+    found = predict(result.head, [root / "a"])
+    assert len(found.paths) == 10
+    assert_exports_like_predict(result.head, sorted((root / "a").iterdir()), found.scores, tmp_path)
     from featx.report import load_results
 
     assert any(m["kind"] == "finetune" for m in load_results(tmp_path))
+
+
+def assert_exports_like_predict(head_path: Path, files: list[Path], scores: np.ndarray, tmp: Path) -> None:
+    """The tuned network exports as one ONNX file that gives `featx predict`'s probabilities on
+    Pillow's pixels (featx.deploy.images, the client's path)."""
+    from featx.deploy import export_model
+    from featx.deploy.images import input_batch
+    from featx.deploy.model_file import ModelFile
+
+    model = ModelFile.open(export_model(head_path, tmp / "tuned.onnx").path)
+    got = model(input_batch([f.read_bytes() for f in files], model.spec))
+    np.testing.assert_allclose(got, scores, atol=1e-5)
 
 
 def test_discriminative_rates_and_schedule():

@@ -24,6 +24,7 @@ from featx.heads.predict import predict
 from featx.store import FeatureStore
 from featx.probes.train import train_head
 from tests.conftest import make_class_tree
+from tests.test_finetune import assert_exports_like_predict
 
 NET, CUT = "tiny_features", "features.4"  # the top: its last conv (12 -> 16 channels) and the head
 TOP = dict(from_block=CUT, epochs=3, batch_size=8, lr=0.02, patience=None)
@@ -73,6 +74,8 @@ def test_only_the_top_is_tuned_and_the_saved_network_predicts_from_images(cut_st
         x, y = st.features("test")
     on_images = (Head.load(result.head).scores(x).argmax(1) == y).mean()
     assert on_images == pytest.approx(result.test.top1)
+    files = sorted(root.rglob("*.png"))
+    assert_exports_like_predict(result.head, files, predict(result.head, files, workers=0).scores, tmp_path)
 
 
 def test_lr_finder_on_the_maps_suggests_a_rate_that_trains(cut_store, tmp_path):
