@@ -164,6 +164,36 @@ def test_a_store_with_a_class_named_unlabeled_updates_to_unlabelled_rows_with_no
     _assert_same_store(Path(r.store), Path(fresh.store))  # views of the old class's train rows gone
 
 
+def test_a_loose_folder_sorted_into_unlabeled_and_class_folders_is_an_update(tmp_path, monkeypatch):
+    """To start labelling a folder of loose images: move them all into unlabeled/ and the picks
+    into class folders; the store follows with no forward. A subfolder made beside loose images
+    that stay (they would be ignored, their rows deleted) is refused in one line."""
+    import featx.extraction.runner
+
+    root = tmp_path / "pool"
+    clean = dict(TINY, views=0)  # with views, a pick that lands in train is forwarded for them
+    for i in range(10):
+        write_image(root / f"{i:02d}.png", 400 + i)
+    first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **clean)
+    write_image(root / "backup" / "x.png", 499)
+    with pytest.raises(StoreError, match="read as class-folders now, the store holds unlabeled-folder "
+                                         r"\(to label a folder of loose images, move every one into unlabeled/"):
+        extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **clean)
+    shutil.rmtree(root / "backup")
+    for i in range(10):
+        folder = root / ("cat" if i < 3 else "unlabeled")
+        folder.mkdir(exist_ok=True)
+        (root / f"{i:02d}.png").rename(folder / f"{i:02d}.png")
+    dataset = open_dataset(root)
+    monkeypatch.setattr(featx.extraction.runner.Runner, "run", lambda *a, **k: pytest.fail("forward"))
+    r = extract(dataset, "tiny_cnn", tmp_path / "s", show_progress=False, **clean)
+    assert r.status == "updated" and r.images == 0 and r.store == first.store
+    assert r.update.startswith("+0 new, 0 changed, 0 removed, 10 kept (3 relabelled, 10 moved")
+    with FeatureStore(r.store) as st:
+        assert st.attrs["dataset_layout"] == "class-folders" and st.classes == ["cat"]
+        assert sorted(p for p, y in zip(st.paths, st.labels) if y >= 0) == ["cat/00.png", "cat/01.png", "cat/02.png"]
+
+
 def test_a_grown_auto_split_dataset_keeps_every_old_split_in_the_store(tmp_path):
     root = make_class_tree(tmp_path / "cells", classes=("a", "b"), per_class=20)
     first = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)

@@ -84,10 +84,26 @@ def check_same_layout(path: Path, attrs: dict, dataset: Dataset) -> None:
     unlabelled folder read as another is a different dataset (a new folder read as a class, the
     real images' rows deleted), never applied to a store silently."""
     old = str(plain(attrs.get("dataset_layout", "")) or "")
-    if old and old != dataset.layout:
+    if old and old != dataset.layout and not _loose_folder_sorted(path, old, dataset):
+        hint = (" (to label a folder of loose images, move every one into unlabeled/ or a class folder)"
+                if (old, dataset.layout) == ("unlabeled-folder", "class-folders") else "")
         raise StoreError(f"{path}: the dataset at {dataset.root} is read as {dataset.layout} now, the "
-                         f"store holds {old}; featx does not turn one layout into another silently: "
+                         f"store holds {old}{hint}; featx does not turn one layout into another silently: "
                          "restore the layout, or use --overwrite to re-extract (or --out for a new store)")
+
+
+def _loose_folder_sorted(path: Path, old: str, dataset: Dataset) -> bool:
+    """A folder of loose unlabelled images whose images were all moved into unlabeled/ or class
+    folders (the way to start labelling it): every image the store holds is still in the dataset,
+    by content, so it is an update. A subfolder made beside loose images that stay would turn
+    them into ignored top-level files and delete their rows: still refused."""
+    if (old, dataset.layout) != ("unlabeled-folder", "class-folders"):
+        return False
+    with open_store_file(path) as f:
+        if "sha256" not in f["samples"]:  # a store before issue 19: no content to match by
+            return False
+        stored = {b.decode() for b in f["samples/sha256"][:]}
+    return "" not in stored and stored <= {s.sha256 for s in dataset.samples}
 
 
 def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
