@@ -8,7 +8,7 @@ against `featx predict` on a store's test split.
    numpy head) and through the docs/deploy.md path (Pillow resize + the exported file): max |prob
    difference|, top-1 agreement.
 2. warm `Head.predict_proba` of one image (median of 10, after one warm-up call).
-3. the bare ORT forward at batch 32 (images/s), then `featx serve` under httpx at concurrency
+3. the bare ORT forward at batch 32 (images/s), then `featx serve` under aiohttp at concurrency
    1, 8 and 32 (requests/s, images/s, p50/p99 latency; one image per request).
 """
 
@@ -73,18 +73,24 @@ def bare_forward(model: ModelFile, images: list[bytes], batch: int = 32, rounds:
 
 
 async def load(url: str, image: bytes, concurrency: int, requests: int) -> dict:
-    import httpx
+    """`requests` POSTs of `image`, `concurrency` at a time, from aiohttp: httpx's AsyncClient
+    costs more CPU than the service at 32 connections (encode/httpx#3215; GET /health on the
+    2-core box: 136 req/s from httpx, 1,837 from aiohttp), and the client shares the server's cores."""
+    import aiohttp
 
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+    headers = {"content-type": "image/png"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as client:
         async def worker(n: int) -> None:
             for _ in range(n):
                 t = time.perf_counter()
-                r = await client.post(url, content=image, headers={"content-type": "image/png"})
-                r.raise_for_status()
+                async with client.post(url, data=image, headers=headers) as r:
+                    r.raise_for_status()
+                    await r.read()
                 latencies.append(time.perf_counter() - t)
 
-        await worker(2)  # warm-up
+        await asyncio.gather(*(worker(2) for _ in range(concurrency)))  # warm-up: open every connection
         latencies.clear()
         t = time.perf_counter()
         await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
