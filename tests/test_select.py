@@ -165,7 +165,7 @@ def test_the_loop_on_class_folders_moves_picks_out_of_unlabeled_with_no_forward(
         picks = featx.select(store, budget=4, strategy="coreset", **QUIET)
         assert len(picks) == 4 and all(p.startswith("unlabeled/") for p in picks.paths)
         assert picks.how_to_label().startswith(f"move each pick from unlabeled/ into its class folder "
-                                               f"(mv {picks.paths[0]} CLASS/)")
+                                               f"(mv {picks.paths[0]} CLASS/, in the dataset folder)")
         _label_by_moving(root, picks.paths, truth)
         run = featx.extract(featx.open_dataset(root), "tiny_cnn", tmp_path / "stores", **tiny)
         assert run.status == "updated" and run.images == 0 and run.store == store
@@ -251,7 +251,21 @@ def test_select_from_the_command_line_says_how_to_label_a_folder_dataset(tmp_pat
     assert "3 of 16 unlabelled images picked by coreset" in result.output
     first = next(csv.DictReader(open(tmp_path / "p.csv")))["path"]
     assert result.stdout.splitlines()[-1] == (
-        f"next: move each pick from unlabeled/ into its class folder (mv {first} CLASS/), then re-run "
-        "featx extract on the dataset folder (a relabel, no forward)")
+        f"next: move each pick from unlabeled/ into its class folder (mv {first} CLASS/, in the dataset "
+        f"folder), then re-run the featx extract that made the store (a relabel, no forward) on {root}")
     assert sorted(p.relative_to(tmp_path / "copies").parent.as_posix()
                   for p in (tmp_path / "copies").rglob("*.png")) == ["unlabeled"] * 3
+
+
+def test_the_hint_names_the_pool_folder_the_split_folders_and_the_cost_of_views():
+    from featx.explore.select import Selection
+
+    picks = Selection(Path("s.h5"), Path("/data/my cells"), "random", ["train/Unlabelled/a.png"], np.zeros(1),
+                      [""], [""], layout="split-folders", views=2)
+    assert picks.how_to_label() == (
+        "move each pick from train/Unlabelled/ into a class folder of train/, val/ or test/ (mv "
+        "train/Unlabelled/a.png train/CLASS/, in the dataset folder), then re-run the featx extract that "
+        "made the store (a relabel; picks that land in the train split are forwarded for their 2 views) "
+        "on '/data/my cells'")
+    picks.layout = "manifest"
+    assert picks.how_to_label().startswith("label them in the manifest (the label column)")

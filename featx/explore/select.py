@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -83,18 +84,19 @@ class Selection:
         return len(self.paths)
 
     def how_to_label(self) -> str:
-        """What the user does next, for this dataset's layout: 'move each pick from unlabeled/
-        into its class folder (mv unlabeled/x.png CLASS/), then re-run featx extract (...)'."""
+        """What the user does next, for the dataset's layout: 'move each pick from unlabeled/
+        into its class folder (mv unlabeled/x.png CLASS/, in the dataset folder), then re-run the
+        featx extract that made the store (a relabel, no forward) on DATA'."""
         cost = ("a relabel, no forward" if not self.views else
-                f"a relabel; the picks that land in the train split are forwarded for their {self.views} views")
+                f"a relabel; picks that land in the train split are forwarded for their {self.views} views")
+        again = f"re-run the featx extract that made the store ({cost})"
         if self.layout not in ("class-folders", "split-folders") or not self.paths:
-            return f"label them in the manifest (the label column), then re-run featx extract ({cost})"
+            return f"label them in the manifest (the label column), then {again}"
         first = PurePosixPath(self.paths[0])
-        pool = _pool_folder(first)
         into = "CLASS/" if self.layout == "class-folders" else "train/CLASS/"
         where = "its class folder" if self.layout == "class-folders" else "a class folder of train/, val/ or test/"
-        return (f"move each pick from {pool}/ into {where} (mv {first} {into}), then re-run "
-                f"featx extract on the dataset folder ({cost})")
+        return (f"move each pick from {_pool_folder(first)}/ into {where} (mv {first} {into}, in the "
+                f"dataset folder), then {again} on {shlex.quote(str(self.dataset_root))}")
 
     def to_csv(self, path: str | Path) -> Path:
         buffer = io.StringIO()
