@@ -3,6 +3,8 @@ process, merged at the end)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -43,9 +45,8 @@ def extract(
     config: o.Config = None,
 ) -> None:
     """Run each backbone once over DATA (clean + K augmented views) into a feature store."""
-    from featx.runtime.distributed import context, finish
-    from featx.extraction import ExtractConfig
-    from featx.extraction import extract as run_extract
+    from featx.extraction.config import ExtractConfig
+    from featx.extraction.noop import complete_result
 
     data = require_data(data)
     # A complete store on a read-only mount is reported complete: the run checks --out for writes
@@ -56,18 +57,43 @@ def extract(
                              dtype=dtype, seed=seed, weights=weights, input_size=input_size, decode=decode,
                              amp=amp, engine=engine, threads=threads, cut=cut, pool=pool,
                              tta=tta, overwrite=overwrite, update=update)
-    quiet = context().rank != 0  # under torchrun, rank 0 speaks for all
+    quiet = _rank() != 0  # under torchrun, rank 0 speaks for all
     stores = []
     try:
         for name in backbone:
-            r = run_extract(ds, name, out_dir, settings)
+            # A re-run over a complete store is decided before torch is imported (seconds sooner).
+            r = complete_result(ds, name, out_dir, settings, device=device) or _run(ds, name, out_dir, settings)
             stores.append(r.store)
             if not quiet:
                 _print_extraction(r)
     finally:
-        finish()
+        _finish()
     if not quiet:
         _print_next(stores)
+
+
+def _run(ds, name: str, out_dir: Path, settings):
+    """The full run (torch from here on): create, resume, update, or find the store complete."""
+    from featx.extraction.run import extract as run_extract
+
+    return run_extract(ds, name, out_dir, settings)
+
+
+def _rank() -> int:
+    """This process's torchrun rank (0 alone); featx.runtime.distributed imports torch."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return 0
+    from featx.runtime.distributed import context
+
+    return context().rank
+
+
+def _finish() -> None:
+    """Leave the process group, if a run joined one (never imports torch to find out)."""
+    if "featx.runtime.distributed" in sys.modules:
+        from featx.runtime.distributed import finish
+
+        finish()
 
 
 def _print_extraction(r) -> None:

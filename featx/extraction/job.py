@@ -18,10 +18,8 @@ from featx.data import Dataset
 from featx.data.transforms import AugRecipe
 from featx.extraction.config import ExtractConfig
 from featx.extraction.engine_choice import Taps, tapped_module
-from featx.extraction.plan import resolve_target
-from featx.errors import FeatxError
+from featx.extraction.plan import resolve_target, store_clean
 from featx.runtime.device import use_device_decode
-from featx.store import read_attrs
 
 
 @dataclass(frozen=True)
@@ -53,19 +51,8 @@ def build_job(dataset: Dataset, backbone_name: str, out_dir: Path, config: Extra
     """The job of extracting `dataset` with `backbone_name` into a store in `out_dir` (or at
     `store_path`), everything it needs resolved here, once."""
     backbone, recipe, path = resolve_target(dataset, backbone_name, out_dir, config, store_path)
-    backbone.preprocess = backbone.preprocess.following(_store_clean(path, config))
+    backbone.preprocess = backbone.preprocess.following(store_clean(path, config))
     return ExtractJob(dataset, backbone, recipe, path, config, device, show_progress,
                       tapped_module(backbone, config.cut, config.pool, config.tta),
                       use_device_decode(device, config.decode))
 
-
-def _store_clean(path: Path | None, config: ExtractConfig) -> dict | None:
-    """The clean transform of the existing store at `path`: a resume or an update continues it
-    with its own resize (Pillow, or torchvision's for a store made before issue 29), never a mix.
-    None for a new store, an --overwrite, or a store that cannot be read (store_state says why)."""
-    if path is None or config.overwrite or not path.is_file():
-        return None
-    try:
-        return read_attrs(path)["transform"]["clean"]
-    except (FeatxError, KeyError, TypeError):
-        return None

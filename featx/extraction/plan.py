@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featx.backbones import Backbone, create_backbone
 from featx.data import Dataset
+from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig
-from featx.data.transforms import AugRecipe, load_recipe
+from featx.store import read_attrs
+
+if TYPE_CHECKING:  # torch: the fast path of a no-op re-run (featx.extraction.noop) names stores too
+    from featx.backbones import Backbone
+    from featx.data.transforms import AugRecipe
 
 
 @dataclass(frozen=True)
@@ -50,24 +55,59 @@ def plan_batches(is_train: np.ndarray, views: int, batch_size: int) -> list[Batc
 def store_path_for(out_dir: Path, dataset: Dataset, backbone: Backbone, config: ExtractConfig,
                    recipe: AugRecipe | None) -> Path:
     """One store per dataset x backbone (x weights, when not the default ones) x input config."""
-    views = f"{recipe.name}x{config.views}" if recipe and config.views else "clean"
-    weights = ""
+    return store_path_named(out_dir, dataset, backbone.name, backbone.weights,
+                            backbone.preprocess.input_size, config, recipe.name if recipe else None)
+
+
+def store_path_named(out_dir: Path, dataset: Dataset, backbone_name: str, weights: dict, input_size: int,
+                     config: ExtractConfig, recipe_name: str | None) -> Path:
+    """store_path_for from the backbone's name, weights provenance and crop size (no model built)."""
+    views = f"{recipe_name}x{config.views}" if recipe_name and config.views else "clean"
+    tag = ""
     if str(config.weights) == "none":
-        weights = f"-init{config.seed}"
+        tag = f"-init{config.seed}"
     elif str(config.weights) != "default":  # a fine-tuned or local file: never the default's store
-        weights = f"-w{backbone.weights.get('sha256', backbone.weights['source'])[:8]}"
+        tag = f"-w{weights.get('sha256', weights['source'])[:8]}"
     cut = f"_cut-{config.cut}" if config.cut else ""
     pool = f"_pool-{config.pool or 'none'}" if config.pool != "auto" else ""  # the default: no tag
     tta = f"_tta-{config.tta}" if config.tta != "none" else ""
-    name = (f"{dataset.name}_{backbone.name.replace('/', '-')}{weights}_"
-            f"{backbone.preprocess.input_size}px_{views}{cut}{pool}{tta}")
+    name = f"{dataset.name}_{backbone_name.replace('/', '-')}{tag}_{input_size}px_{views}{cut}{pool}{tta}"
     return Path(out_dir) / f"{name}.h5"
 
 
 def resolve_target(dataset: Dataset, backbone_name: str, out_dir: Path, config: ExtractConfig,
                    store_path: Path | None) -> tuple[Backbone, AugRecipe | None, Path]:
     """The backbone, the view recipe (None without views) and the store path of a run."""
+    from featx.backbones import create_backbone
+    from featx.data.transforms import load_recipe
+
     backbone = create_backbone(backbone_name, config.weights, config.seed, config.input_size)
     recipe = load_recipe(config.aug) if config.views else None
     path = Path(store_path) if store_path else store_path_for(out_dir, dataset, backbone, config, recipe)
     return backbone, recipe, path
+
+
+def store_clean(path: Path | None, config: ExtractConfig) -> dict | None:
+    """The clean transform of the existing store at `path`: a resume or an update continues it
+    with its own resize (Pillow, or torchvision's for a store made before issue 29), never a mix.
+    None for a new store, an --overwrite, or a store that cannot be read (store_state says why)."""
+    if path is None or config.overwrite or not path.is_file():
+        return None
+    try:
+        return read_attrs(path)["transform"]["clean"]
+    except (FeatxError, KeyError, TypeError):
+        return None
+
+
+def delta_path(path: Path) -> Path:
+    """Where an update of the store at `path` extracts its new rows (a store of its own)."""
+    return path.with_name(f"{path.stem}.delta.h5")
+
+
+def remove_delta(path: Path) -> None:
+    """Remove the delta store of `path` and its lock file, if any (never an error)."""
+    for leftover in (delta_path(path), Path(f"{delta_path(path)}.lock")):
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: the store itself is complete and usable

@@ -12,18 +12,18 @@ from featx.runtime import distributed
 from featx.backbones import Backbone, list_backbones
 from featx.config import as_config, with_options
 from featx.errors import ConfigError
-from featx.data import Dataset, as_dataset, class_warnings, require_decodable
+from featx.data import Dataset, as_dataset
 from featx.runtime.device import resolve_device
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.decode import guarded
 from featx.extraction.engine_choice import Taps, engine_for, tapped_module
 from featx.extraction.job import ExtractJob, build_job
+from featx.extraction.noop import check_failures, complete_result
 from featx.extraction.plan import plan_batches
 from featx.extraction.runner import Runner
 from featx.extraction.sharded import extract_sharded
 from featx.extraction.store_run import extract_store
 from featx.runtime.progress import progress_bar
-from featx.store import FeatureStore
 
 
 def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os.PathLike = "stores",
@@ -48,6 +48,10 @@ def extract(data: Dataset | str | os.PathLike, backbone_name: str, out: str | os
     if ctx.active and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ctx.local_rank)  # one GPU per rank
         torch.cuda.set_device(device)
+    if not ctx.active:  # a complete store: found without building the backbone (noop)
+        done = complete_result(dataset, backbone_name, out_dir, config, store_path, str(device))
+        if done is not None:
+            return done
     job = build_job(dataset, backbone_name, out_dir, config, device, store_path, show_progress)
     result = extract_sharded(job, ctx) if ctx.active else extract_store(job)
     if result.failed and ctx.rank == 0:
@@ -60,17 +64,6 @@ def check_backbone_name(name) -> None:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"backbone must be a backbone name like {', '.join(list_backbones()[:4])} "
                           f"(`featx backbones` lists them), got {name!r}")
-
-
-def check_failures(dataset: Dataset, result: ExtractResult) -> None:
-    """A store in which no image decoded holds nothing: it is removed and the run fails. Classes
-    left with no usable training image are named in `result.warnings` (a head cannot learn them)."""
-    with FeatureStore(result.store) as store:
-        failed = {str(store.paths[row]): reason for row, reason in store.failed.items()}
-    if len(failed) >= len(dataset.samples):
-        Path(result.store).unlink(missing_ok=True)
-        require_decodable(dataset, failed)
-    result.warnings = class_warnings(dataset, failed)
 
 
 def embed(dataset: Dataset, backbone: Backbone, device: str = "auto", batch_size: int = 64,

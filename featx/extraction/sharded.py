@@ -21,8 +21,8 @@ from featx.runtime.device import resolve_device
 from featx.errors import FeatxError, StoreError
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.job import ExtractJob, build_job
-from featx.extraction.plan import plan_batches
-from featx.extraction.store_run import delta_job, delta_path, drop_stale_delta, extract_store, remove_delta
+from featx.extraction.plan import delta_path, plan_batches, remove_delta
+from featx.extraction.store_run import delta_job, drop_stale_delta, extract_store
 from featx.store import (StoreLock, assemble_update, count_failed, merge_shards, plan_update,
                          read_attrs, shard_path)
 

@@ -24,6 +24,7 @@ from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.engine_choice import engine_for, resumed_engine
 from featx.extraction.job import ExtractJob
+from featx.extraction.plan import delta_path, remove_delta
 from featx.extraction.runner import Runner
 from featx.runtime import memory
 from featx.store import (StoreLock, StoreSpec, assemble_update, check_room, check_writable,
@@ -105,20 +106,6 @@ def drop_stale_delta(delta: Path, sub: Dataset) -> None:
         same = False  # damaged: start it again
     if not same:
         delta.unlink()
-
-
-def delta_path(path: Path) -> Path:
-    """Where an update of the store at `path` extracts its new rows (a store of its own)."""
-    return path.with_name(f"{path.stem}.delta.h5")
-
-
-def remove_delta(path: Path) -> None:
-    """Remove the delta store of `path` and its lock file, if any (never an error)."""
-    for leftover in (delta_path(path), Path(f"{delta_path(path)}.lock")):
-        try:
-            leftover.unlink(missing_ok=True)
-        except OSError:
-            pass  # a read-only folder: the store itself is complete and usable
 
 
 def _complete(job: ExtractJob) -> ExtractResult:
