@@ -35,6 +35,7 @@ from featx.extraction.settings import EXTRACT
 from featx.heads.kinds import FEATURE_KINDS as HEAD_KINDS  # the registry of head kinds
 from featx.heads.kinds import names as head_kind_names
 from featx.probes.settings import CALIBRATIONS, HEAD
+from featx.report.settings import FORMATS as REPORT_FORMATS
 from featx.runtime.settings import MERGE_MODES
 from featx.training.settings import FINETUNE
 
@@ -52,7 +53,7 @@ def checked(rule) -> Callable:
 
 
 def one_of(*choices: str) -> Callable:
-    """A callback that accepts only `choices`, for the options no config holds (report --format)."""
+    """A callback that accepts only `choices`, for the options no config holds (audit --checks)."""
     return checked(OneOf(choices))
 
 
@@ -355,9 +356,8 @@ ReportOut = Annotated[Optional[Path], _option("--out", metavar="FILE", help="Rep
                                               show_default="RESULTS/report.FORMAT")]
 MergeOut = Annotated[Path, _option("--out", metavar="FILE", help="The merged store to write.",
                                    show_default=False)]
-Format = Annotated[str, _option("--format", metavar="html|md",
-                                help="html: one self-contained file; md: Markdown + PNGs beside it.",
-                                callback=one_of("html", "md"))]
+Format = Annotated[str, _choice("--format", rule=OneOf(tuple(REPORT_FORMATS)), help="; ".join(
+    f"{name}: {what}" for name, what in REPORT_FORMATS.items()) + ".")]  # html: one self-contained file; ...
 Map = Annotated[bool, _option("--map/--no-map", help="Also draw the 2-D map of the store's features "
                               "(umap-learn; coordinates cached per store version).")]
 MergeMode = Annotated[str, _choice("--mode", rule=OneOf(MERGE_MODES),

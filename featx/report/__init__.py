@@ -9,9 +9,17 @@ reason), ties.py marks which results are tied with the best (paired tests on the
 images), render.py draws the report with plots.py.
 """
 
-from featx.report.render import COLUMNS, WORST_IN_GALLERY, Column, table, write_report
-from featx.report.results import Results, load_results, read_results
-from featx.report.ties import Standing, standings
+from __future__ import annotations
 
-__all__ = ["COLUMNS", "WORST_IN_GALLERY", "Column", "Results", "Standing", "load_results", "read_results",
-           "standings", "table", "write_report"]
+from typing import TYPE_CHECKING
+
+from featx.runtime.lazy import lazy_names
+
+# The public names, loaded on first use: `featx --help` reads featx.report.settings alone,
+# without the report's plotting (featx.runtime.lazy).
+if TYPE_CHECKING:
+    from featx.report.render import COLUMNS, WORST_IN_GALLERY, Column, table, write_report
+    from featx.report.results import Results, load_results, read_results
+    from featx.report.ties import Standing, standings
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, __file__)

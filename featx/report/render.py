@@ -22,6 +22,7 @@ from featx.errors import FeatxError
 from featx.evaluation.figures import lr_find_png
 from featx.report.calibration import calibration_section
 from featx.report.results import Results, read_results
+from featx.report.settings import FORMATS
 from featx.report.ties import HOW, number, split_metrics, standings
 
 WORST_IN_GALLERY = 8
@@ -169,8 +170,8 @@ def write_report(folder: str | Path, out: str | Path, fmt: str = "html",
             umap-learn; coordinates cached per store). `featx report` does by default.
     """
     folder, out = Path(folder), Path(out)
-    if fmt not in ("html", "md"):
-        raise FeatxError(f"report format must be html or md, got {fmt!r}")
+    if fmt not in FORMATS:
+        raise FeatxError(f"report format must be {' or '.join(FORMATS)}, got {fmt!r}")
     assets = out.with_name(out.stem + "_files")
     if fmt == "md" and assets.exists() and not assets.is_dir():
         raise FeatxError(f"{assets}: exists and is not a folder (the Markdown report's images go there)")
