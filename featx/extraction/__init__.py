@@ -12,6 +12,7 @@
     runner         one run: load, forward (GPU-decoded JPEGs merged in), hand to the writer
     writer_thread  commits batches to HDF5 while the next one computes
     store_run      one process, one store, and its updates (only new rows, as a delta store)
+    noop           a re-run over a complete store, decided before torch (no backbone built)
     sharded        torchrun ranks -> shards -> merged store
     job            ExtractJob: one extraction's values (and its --pool), resolved once, passed down
     run            extract and embed, the entry points
