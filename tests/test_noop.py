@@ -103,3 +103,11 @@ def test_another_backbone_setting_makes_a_new_store(tmp_path, tree):
     first = _extract(tree, tmp_path)
     other = _extract(tree, tmp_path, pool="none")
     assert other.status == "created" and other.store != first.store
+
+
+def test_a_no_op_rerun_still_counts_the_failed_images(tmp_path, tree, monkeypatch):
+    (tree / "ants" / "broken.png").write_bytes(b"not a png")
+    first = _extract(tree, tmp_path)
+    _no_build(monkeypatch)
+    again = _extract(tree, tmp_path)
+    assert (first.failed, again.status, again.failed, again.warnings) == (1, "complete", 1, first.warnings)
