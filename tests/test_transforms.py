@@ -91,6 +91,30 @@ def test_clean_view_is_resize_then_center_crop():
     assert view[:, :, :12].max() == 0 and view[:, :, 20:].min() == 255
 
 
+@pytest.mark.parametrize("h, w, size", [(36, 36, 32), (37, 50, 32), (33, 45, 32), (40, 31, 32), (20, 20, 32)])
+def test_center_crop_is_torchvisions_pixel_for_pixel(h, w, size):
+    import torchvision.transforms.v2.functional as tvf
+
+    from featx.data.transforms import center_crop
+
+    img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h * w))
+    assert torch.equal(center_crop(img, size), tvf.center_crop(img, [size, size]))  # odd offsets, padding
+
+
+def test_a_clean_pillow_view_needs_no_torchvision():
+    """Importing torchvision costs 3 s on 2 cores: featx predict of a few images must not pay it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom featx.backbones import Preprocess\n"
+            "from featx.data.transforms import make_views\n"
+            "img = torch.randint(0, 256, (3, 41, 57), dtype=torch.uint8)\n"
+            "(v,) = make_views(img, Preprocess(input_size=32, resize_size=36), None, 0, 'x', [0])\n"
+            "assert v.shape == (3, 32, 32)\nprint('torchvision' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_normalize_uses_mean_and_std():
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     out = normalize(x, PRE)
