@@ -63,7 +63,7 @@ def warm_predict_proba(head, image: str) -> dict:
     return {"predict_proba_one_image_ms_median": 1000 * statistics.median(times)}
 
 
-def bare_forward(model: ModelFile, images: list[bytes], batch: int = 32, rounds: int = 5) -> dict:
+def bare_forward(model: ModelFile, images: list[bytes], batch: int = 32, rounds: int = 10) -> dict:
     x = input_batch((images * batch)[:batch], model.spec)
     model(x)
     t = time.perf_counter()

@@ -178,6 +178,22 @@ def test_the_client_resize_is_featx_resize_on_odd_shapes():
             assert np.abs(ours.permute(1, 2, 0).numpy().astype(int) - client).max() <= most, (w, h, resize_with)
 
 
+def test_a_grayscale_upload_is_resized_gray_and_gives_the_rgb_pixels(tmp_path):
+    """The service resizes an "L" image before converting it (a third of the work): the input
+    must be the pixels of converting first, as featx and the docs client do."""
+    from featx.data.preprocess import Preprocess
+
+    spec = InputSpec(resize=37, crop=32)
+    for w, h in [(45, 38), (38, 45), (101, 37)]:
+        gray = Image.fromarray(np.random.default_rng(w).integers(0, 256, (h, w), dtype=np.uint8), "L")
+        gray.save(tmp_path / "g.png")
+        got = input_batch([(tmp_path / "g.png").read_bytes()], spec)[0]
+        assert got.shape == (32, 32, 3)
+        np.testing.assert_array_equal(got, to_input(gray.convert("RGB"), spec))
+        ours = clean_view(image_to_tensor(gray.convert("RGB")), Preprocess(32, 37, resize_with="pillow"))
+        np.testing.assert_array_equal(got, ours.permute(1, 2, 0).numpy())
+
+
 BLOCKER = """
 import runpy, sys
 class Blocked:

@@ -64,9 +64,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     return decode_image(path, path)
 
 
-def decode_image(source: str | os.PathLike | io.BytesIO, name: str) -> Image.Image:
+def decode_image(source: str | os.PathLike | io.BytesIO, name: str, keep_gray: bool = False) -> Image.Image:
     """Decode a file (a path, or bytes in a BytesIO: an upload) into an upright 8-bit RGB image,
-    under the rules above; an ImageError naming `name` and the reason otherwise."""
+    under the rules above; an ImageError naming `name` and the reason otherwise. `keep_gray`: an
+    8-bit grayscale ("L") image stays "L", for a caller that resizes before it converts (Pillow
+    resizes each band alike, so the RGB pixels are the same, for a third of the resize)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -74,7 +76,8 @@ def decode_image(source: str | os.PathLike | io.BytesIO, name: str) -> Image.Ima
                 _check_size(img, name)
                 img.seek(0)  # animated GIF/TIFF: the first frame
                 img.load()  # decode now: truncation shows here, not later in a worker
-                return to_rgb(ImageOps.exif_transpose(img))
+                upright = ImageOps.exif_transpose(img)
+                return upright if keep_gray and upright.mode == "L" else to_rgb(upright)
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
