@@ -68,3 +68,46 @@ def test_disabled_progress_writes_nothing(capsys):
     with progress_bar(5, "quiet", enabled=False) as advance:
         advance(5)
     assert capsys.readouterr().err == ""
+
+
+def test_a_terminal_extract_says_what_it_loads_before_torch(tmp_path):
+    """The seconds of importing torch and building a backbone are announced where someone
+    watches (a terminal: here a pty), before the first progress frame. (A pipe gets no such line:
+    test_cli's one-line errors would have two.)"""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.image_trees import make_class_tree
+
+    root = make_class_tree(tmp_path / "data", classes=("a", "b"), per_class=3, seed=0)
+    probe = ("import sys, builtins\n"
+             "real = builtins.__import__\n"
+             "def spy(name, *a, **k):\n"
+             "    if name == 'torch' and 'torch' not in sys.modules:\n"
+             "        sys.stderr.write('<torch import>')\n"
+             "    return real(name, *a, **k)\n"
+             "builtins.__import__ = spy\n"
+             "from featx.cli import main\nsys.argv = ['featx'] + sys.argv[1:]\nmain()\n")
+    # A built-in backbone: tests' tiny_cnn is registered by a module that imports torch first.
+    command = [sys.executable, "-c", probe, "extract", str(root), "--backbone", "efficientnet_lite0",
+               "--weights", "none", "--input-size", "32", "--engine", "torch", "--workers", "0", "--out"]
+    env = dict(os.environ, COLUMNS="80")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command + [str(tmp_path / "stores")], stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    text = screen.decode(errors="replace")
+    assert proc.wait(60) == 0, text
+    said, torch_at, frame = (text.find("efficientnet_lite0: loading torch and the backbone"),
+                             text.find("<torch import>"), text.find("extract efficientnet_lite0"))
+    assert 0 <= said < torch_at < frame, text

@@ -62,7 +62,7 @@ def extract(
     try:
         for name in backbone:
             # A re-run over a complete store is decided before torch is imported (seconds sooner).
-            r = complete_result(ds, name, out_dir, settings, device=device) or _run(ds, name, out_dir, settings)
+            r = complete_result(ds, name, out_dir, settings, device=device) or _run(ds, name, out_dir, settings, quiet)
             stores.append(r.store)
             if not quiet:
                 _print_extraction(r)
@@ -72,8 +72,12 @@ def extract(
         _print_next(stores)
 
 
-def _run(ds, name: str, out_dir: Path, settings):
+def _run(ds, name: str, out_dir: Path, settings, quiet: bool = False):
     """The full run (torch from here on): create, resume, update, or find the store complete."""
+    from featx.runtime.progress import note_start
+
+    # Importing torch and building the backbone take seconds before the first progress frame.
+    note_start(f"{name}: loading torch and the backbone", enabled=not quiet)
     from featx.extraction.run import extract as run_extract
 
     return run_extract(ds, name, out_dir, settings)

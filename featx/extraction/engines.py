@@ -198,6 +198,11 @@ def cached_onnx(backbone: Backbone, module: torch.nn.Module | None = None, cut: 
         except (OSError, ValueError):
             pass
     digest = {}
+    from featx.runtime.progress import console
+
+    # Tens of seconds on 2 cores, once per machine and variant: say so rather than sit silent.
+    console.print(f"{backbone.name}: exporting the ONNX graph (once; cached in {folder})",
+                  markup=False, highlight=False, style="dim", soft_wrap=True)
 
     def export(tmp: Path) -> None:
         _export(backbone, tmp, module, cut)

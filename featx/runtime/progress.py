@@ -90,6 +90,14 @@ def display_mode(target: Console | None = None) -> str:
     return "terminal" if target.is_terminal else "plain"
 
 
+def note_start(text: str, enabled: bool = True) -> None:
+    """A line saying what the next silent seconds are for (importing torch, building a model),
+    where someone is watching (a terminal, a notebook); nothing in a pipe or a log, whose reader
+    wants the result lines alone."""
+    if enabled and display_mode() in ("terminal", "notebook"):
+        console.print(text, markup=False, highlight=False, style="dim", soft_wrap=True)
+
+
 @contextmanager
 def progress_bar(total: int, description: str, unit: str = "img",
                  enabled: bool = True) -> Iterator[Callable[[int], None]]:
