@@ -214,3 +214,39 @@ def test_a_pca_stand_in_for_a_missing_umap_is_not_served_once_umap_is_installed(
     assert map_store(store, tmp_path / "b.html", config, **QUIET).cached  # still no umap: the cache serves
     monkeypatch.undo()
     assert not map_store(store, tmp_path / "c.html", config, **QUIET).cached  # umap-learn now: made again
+
+
+def test_a_big_store_fits_umap_on_a_sample_and_places_every_other_row_among_its_neighbours(tmp_path, monkeypatch):
+    """Above SAMPLE_ABOVE rows (100,000: 200 s of UMAP on 2 cores) UMAP fits FIT_ROWS of them and
+    every other row lands at the weighted mean of its nearest fitted rows' points."""
+    pytest.importorskip("umap")
+    from featx.audit.run import StoreRows
+    from featx.explore import coords
+    from featx.store import FeatureStore
+
+    monkeypatch.setattr(coords, "SAMPLE_ABOVE", 300)
+    monkeypatch.setattr(coords, "FIT_ROWS", 150)
+    x, which = clusters([200, 200, 200], dim=12, seed=3)
+    store = make_store(tmp_path / "big.h5", x, which, ["train"] * len(x))
+    projection = Projection(epochs=30)
+    result = map_store(store, tmp_path / "map.html", MapConfig(projection=projection, thumbnails=False), **QUIET)
+    xy = result.coords
+    assert xy.shape == (600, 2) and np.isfinite(xy).all()
+    assert "fitted on a seeded sample of 150 of the 600 rows" in result.method
+    with FeatureStore(store) as st:
+        stored = StoreRows(st, st.rows()).take(np.arange(600))
+    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    fit = coords.fit_rows(600, projection)
+    reduced, _ = coords.reduce(unit, projection, fit)
+    # the fitted rows keep UMAP's embedding of the sample alone, untouched by the placed ones
+    assert np.array_equal(xy[fit], coords.embed(reduced[fit], projection, exact_up_to=150))
+    # each placed row lies within the box of its 5 nearest fitted rows' points, in its own cluster
+    rest = np.setdiff1d(np.arange(600), fit)
+    d = ((reduced[rest, None] - reduced[None, fit]) ** 2).sum(-1)
+    near = fit[np.argsort(d, axis=1)[:, :5]]
+    assert (xy[rest] >= xy[near].min(1) - 1e-4).all() and (xy[rest] <= xy[near].max(1) + 1e-4).all()
+    nearest_on_map = fit[((xy[rest, None] - xy[None, fit]) ** 2).sum(-1).argmin(1)]
+    assert np.mean(which[nearest_on_map] == which[rest]) > 0.95
+    # deterministic: computed again (no cache), the same coordinates
+    again, method = coords.project(stored, projection, QUIET["log"])
+    assert np.array_equal(again, xy) and method == result.method
