@@ -1,6 +1,7 @@
 """`featx map` timed where the time goes: first-ever run, cold coordinates, cached; and a big store.
 
-    python benchmarks/map_speed.py STORE [--work DIR] [--rows 100000] [--quality]
+    python benchmarks/map_speed.py STORE [--work DIR] [--rows 100000 [--big-kind interp|noise]
+                                         [--big-quality]] [--quality]
 
 Each run is a fresh process (imports and numba's JIT are part of what a user waits for), on a
 copy of STORE in --work (its map cache, STORE.map.npz, is removed or kept per run):
@@ -10,10 +11,18 @@ copy of STORE in --work (its map cache, STORE.map.npz, is removed or kept per ru
 2. cold coordinates: numba's cache warm, no map cache (a new store, or new images);
 3. cached: the second map of the same store.
 
---rows N also maps a store of N rows made from STORE's features stacked with a little noise
-(1% of each column's spread; no images, so no thumbnails), cold coordinates then cached.
---quality compares UMAP at 200 and 500 epochs: the share of each row's 15 nearest neighbours in
-the PCA space that are among its 15 nearest on the map.
+--rows N also maps a store of N rows made from STORE's features (no images, so no thumbnails),
+cold coordinates then cached. --big-kind interp (the default): STORE's rows first, then points on
+the segment from a row to one of its 10 nearest rows (SMOTE-like: a denser sample of the same
+distribution). noise: STORE's rows stacked with 1% of each column's spread as noise, how the
+first 100k timing was made; its 38 near-identical copies of each image fill every row's 15
+neighbours, so a map of it says nothing about neighbourhoods between images.
+--big-quality scores the big store's map against UMAP fitted on every row (slow: 200 s for
+100,000 rows, quiet 2-core box) and against other placements of the same sample fit.
+--quality compares UMAP at 200 and 500 epochs on STORE. Both score a map by the share of each
+row's 15 nearest neighbours in the PCA space that are among its 15 nearest on the map (5,000
+rows asked, against all), sklearn's trustworthiness (3,000 rows, 15 neighbours) and the share of
+each row's 15 nearest on the map with its label (that share in the PCA space is the ceiling).
 Prints one JSON line per run: seconds per step (import featx, pca, import_umap, knn, umap, the
 rest = page and thumbnails) and in total.
 """
@@ -43,8 +52,8 @@ def child(store: Path, out: Path, epochs: int | None) -> dict:
     steps = {"import_featx": time.perf_counter() - start}
     original = coords.project
 
-    def timed(x, projection, log):
-        return original(x, projection, log, timings=steps)
+    def timed(x, projection, log, **kwargs):
+        return original(x, projection, log, timings=steps, **kwargs)
 
     coords.project = timed
     projection = coords.Projection() if epochs is None else coords.Projection(epochs=epochs)
@@ -65,8 +74,8 @@ def run(store: Path, out: Path, env: dict, drop_cache: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def big_store(source: Path, path: Path, rows: int, seed: int = 0) -> Path:
-    """A complete store of `rows` rows: `source`'s clean features repeated, plus 1% noise."""
+def big_store(source: Path, path: Path, rows: int, kind: str = "interp", seed: int = 0) -> Path:
+    """A complete store of `rows` rows made from `source`'s clean features (see --big-kind)."""
     from featx.data import Dataset, Sample
     from featx.store import FeatureStore, StoreSpec, StoreWriter, prepare_store
 
@@ -78,7 +87,19 @@ def big_store(source: Path, path: Path, rows: int, seed: int = 0) -> Path:
         classes, names = list(st.classes), list(st.class_names)
     rng = np.random.default_rng(seed)
     take = np.arange(rows) % len(feats)
-    x = feats[take] + rng.normal(size=(rows, feats.shape[1])).astype(np.float32) * 0.01 * feats.std(0)
+    if kind == "noise":
+        x = feats[take] + rng.normal(size=(rows, feats.shape[1])).astype(np.float32) * 0.01 * feats.std(0)
+    else:
+        import faiss
+
+        unit = np.ascontiguousarray(feats / np.linalg.norm(feats, axis=1, keepdims=True))
+        index = faiss.IndexFlatL2(unit.shape[1])
+        index.add(unit)
+        near = index.search(unit, 11)[1][:, 1:]
+        to = near[take, rng.integers(0, 10, rows)]
+        t = rng.uniform(0, 1, rows).astype(np.float32)[:, None]
+        t[: len(feats)] = 0  # the source's rows themselves first
+        x = unit[take] + t * (unit[to] - unit[take])
     samples = [Sample(f"copy{i // len(feats):03d}/{paths[j]}", int(labels[j]), str(splits[j]), 100, i)
                for i, j in enumerate(take)]
     dataset = Dataset(path.parent, "stacked", "manifest", samples, classes, names)
@@ -96,35 +117,79 @@ def big_store(source: Path, path: Path, rows: int, seed: int = 0) -> Path:
 
 
 def quality(store: Path) -> dict:
-    """kNN preservation of the map at 200 and 500 epochs (same PCA, same neighbours)."""
-    import faiss
-
+    """The map of STORE at 200 and 500 epochs (same PCA, same neighbours)."""
     from featx.explore import coords
-    from featx.store import FeatureStore
-    from featx.audit.run import StoreRows
 
-    with FeatureStore(store) as st:
-        rows = st.rows()
-        x = StoreRows(st, rows).take(np.arange(len(rows)))
+    x, labels = _features(store)
+    reduced = _pca(x)
     out = {}
     for epochs in (200, 500):
         steps: dict = {}
         xy, _ = coords.project(x, coords.Projection(epochs=epochs), print, timings=steps)
-        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-        from sklearn.decomposition import PCA
-
-        reduced = PCA(50, svd_solver="randomized", random_state=0).fit_transform(unit).astype(np.float32)
-        want = _knn(faiss, reduced, 16)[:, 1:]
-        got = _knn(faiss, np.ascontiguousarray(xy, np.float32), 16)[:, 1:]
-        kept = np.mean([len(set(a) & set(b)) / 15 for a, b in zip(want, got)])
-        out[f"epochs_{epochs}"] = {"knn15_preserved": round(float(kept), 3), "umap_s": round(steps["umap"], 2)}
+        out[f"epochs_{epochs}"] = {**scores(reduced, xy, labels), "umap_s": round(steps["umap"], 2)}
     return out
 
 
-def _knn(faiss, x: np.ndarray, k: int) -> np.ndarray:
+def big_quality(store: Path) -> dict:
+    """The big store's sampled map, other placements of the same fit, and UMAP on every row."""
+    from featx.explore import coords
+
+    x, labels = _features(store)
+    reduced = _pca(x)
+    projection = coords.Projection()
+    out = {}
+    start = time.perf_counter()
+    xy, _ = coords.project(x, projection, print)
+    out[f"sample {coords.FIT_ROWS}, placed by {coords.PLACE_NEIGHBOURS} (featx)"] = {
+        **scores(reduced, xy, labels), "seconds": round(time.perf_counter() - start, 1)}
+    fit = coords.fit_rows(len(x), projection)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    fit_space, _ = coords.reduce(unit, projection, fit)
+    for k in (3, 15):
+        out[f"sample {coords.FIT_ROWS}, placed by {k}"] = scores(reduced, coords.place(fit_space, fit, xy[fit], k), labels)
+    start = time.perf_counter()
+    coords.SAMPLE_ABOVE = len(x)  # every row fitted: UMAP's own NN-descent above EXACT_KNN_ROWS
+    full, _ = coords.project(x, projection, print)
+    out["UMAP on every row"] = {**scores(reduced, full, labels), "seconds": round(time.perf_counter() - start, 1)}
+    return out
+
+
+def scores(reduced: np.ndarray, xy: np.ndarray, labels: np.ndarray, k: int = 15) -> dict:
+    """How well the map keeps the PCA space's neighbourhoods (see the module's docstring)."""
+    import faiss
+    from sklearn.manifold import trustworthiness
+
+    asked = np.sort(np.random.default_rng(1).choice(len(xy), min(5000, len(xy)), replace=False))
+    want = _knn(faiss, reduced, k + 1, asked)[:, 1:]
+    got = _knn(faiss, np.ascontiguousarray(xy, np.float32), k + 1, asked)[:, 1:]
+    kept = np.mean([len(set(a) & set(b)) / k for a, b in zip(want, got)])
+    trust = trustworthiness(reduced[asked[:3000]], xy[asked[:3000]], n_neighbors=k)
+    return {"knn15_kept": round(float(kept), 3), "trust15": round(float(trust), 4),
+            "label_agree_map": round(float(np.mean(labels[got] == labels[asked, None])), 3),
+            "label_agree_pca": round(float(np.mean(labels[want] == labels[asked, None])), 3)}
+
+
+def _features(store: Path) -> tuple[np.ndarray, np.ndarray]:
+    from featx.audit.run import StoreRows
+    from featx.store import FeatureStore
+
+    with FeatureStore(store) as st:
+        rows = st.rows()
+        return StoreRows(st, rows).take(np.arange(len(rows))), st.labels[rows]
+
+
+def _pca(x: np.ndarray) -> np.ndarray:
+    """The reference space: every row's unit features to 50 PCA components."""
+    from sklearn.decomposition import PCA
+
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return PCA(50, svd_solver="randomized", random_state=0).fit_transform(unit).astype(np.float32)
+
+
+def _knn(faiss, x: np.ndarray, k: int, asked: np.ndarray | None = None) -> np.ndarray:
     index = faiss.IndexFlatL2(x.shape[1])
     index.add(x)
-    return index.search(x, k)[1]
+    return index.search(x if asked is None else np.ascontiguousarray(x[asked]), k)[1]
 
 
 def main() -> None:
@@ -133,6 +198,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench-map"))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rows", type=int, default=0, help="also map a stacked store of this many rows")
+    parser.add_argument("--big-kind", choices=("interp", "noise"), default="interp",
+                        help="how the --rows store is made (see above)")
+    parser.add_argument("--big-quality", action="store_true",
+                        help="score the --rows store's map against UMAP on every row (slow)")
     parser.add_argument("--quality", action="store_true", help="kNN preservation at 200 vs 500 epochs")
     parser.add_argument("--skip-first", action="store_true", help="no first-ever run (keeps the numba cache)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -154,8 +223,9 @@ def main() -> None:
         runs.append(("first-ever (empty numba cache)", store, True))
     runs += [("cold coordinates (numba cache warm)", store, True), ("cached", store, False)]
     if args.rows:
-        big = big_store(args.store, args.work / f"stacked{args.rows}.h5", args.rows)
-        runs += [(f"{args.rows} rows, cold coordinates", big, True), (f"{args.rows} rows, cached", big, False)]
+        big = big_store(args.store, args.work / f"{args.big_kind}{args.rows}.h5", args.rows, args.big_kind)
+        runs += [(f"{args.rows} rows ({args.big_kind}), cold coordinates", big, True),
+                 (f"{args.rows} rows ({args.big_kind}), cached", big, False)]
     for name, path, drop in runs:
         before = load()
         result = run(path, page, env, drop)
@@ -163,6 +233,10 @@ def main() -> None:
                           "load_after": round(load(), 1), **result}), flush=True)
     if args.quality:
         print(json.dumps({"run": "quality", **quality(store)}), flush=True)
+    if args.rows and args.big_quality:
+        before = load()
+        print(json.dumps({"run": f"{args.rows} rows ({args.big_kind}), quality", "load_before": round(before, 1),
+                          **big_quality(big), "load_after": round(load(), 1)}), flush=True)
 
 
 if __name__ == "__main__":

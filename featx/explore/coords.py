@@ -10,10 +10,10 @@ first two components, and the page says so.
 
 Above SAMPLE_ABOVE rows UMAP is fitted on a seeded sample of FIT_ROWS rows (the PCA too) and
 every other row is placed at the inverse-distance-weighted mean of its PLACE_NEIGHBOURS nearest
-fitted rows in the PCA space: the start umap-learn's own `transform` gives a new point, without
-its further epochs (3x the time and no closer neighbourhoods, docs/map.md). 100,000 rows: 25-30 s
-instead of 200 s (quiet 2-core box). The sample is uniform, not by class, so that a relabel keeps
-the map at every size.
+fitted rows in the PCA space: much where umap-learn's own `transform` starts a new point, without
+its further epochs (6x the time and no closer neighbourhoods, docs/map.md). 100,000 rows: 30 s of
+coordinates instead of 202-234 s (quiet 2-core box). The sample is uniform, not by class, so that
+a relabel keeps the map at every size.
 
 The cache, `STORE.map.npz`, is keyed by what the coordinates depend on: every row's content
 hash in order (a relabel or a new split keeps the map; a new image redraws it), the backbone,
