@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("store", type=Path)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-map"))
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--rows", type=int, default=0, help="also map a stacked store of this many rows")
+    parser.add_argument("--rows", type=int, default=0, help="also map a store of this many rows made from STORE's features (see --big-kind)")
     parser.add_argument("--big-kind", choices=("interp", "noise"), default="interp",
                         help="how the --rows store is made (see above)")
     parser.add_argument("--big-quality", action="store_true",
