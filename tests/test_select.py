@@ -269,3 +269,9 @@ def test_the_hint_names_the_pool_folder_the_split_folders_and_the_cost_of_views(
         "on '/data/my cells'")
     picks.layout = "manifest"
     assert picks.how_to_label().startswith("label them in the manifest (the label column)")
+    # Loose images (no unlabeled/ yet): the folders to make, and a name with a space quoted.
+    loose = Selection(Path("s.h5"), Path("/data/loose"), "random", ["pic 0.png"], np.zeros(1), [""], [""],
+                      layout="unlabeled-folder")
+    assert loose.how_to_label().startswith("make class folders and an unlabeled/ folder, move each pick "
+                                           "into its class folder (mv 'pic 0.png' CLASS/) and every other "
+                                           "image into unlabeled/")

@@ -90,13 +90,19 @@ class Selection:
         cost = ("a relabel, no forward" if not self.views else
                 f"a relabel; picks that land in the train split are forwarded for their {self.views} views")
         again = f"re-run the featx extract that made the store ({cost})"
+        root = shlex.quote(str(self.dataset_root))
+        if self.layout == "unlabeled-folder" and self.paths:  # loose images: no folder says "unlabelled" yet
+            first = shlex.quote(str(PurePosixPath(self.paths[0])))
+            return (f"make class folders and an unlabeled/ folder, move each pick into its class folder "
+                    f"(mv {first} CLASS/) and every other image into unlabeled/, in the dataset folder, "
+                    f"then {again} on {root}")
         if self.layout not in ("class-folders", "split-folders") or not self.paths:
             return f"label them in the manifest (the label column), then {again}"
         first = PurePosixPath(self.paths[0])
         into = "CLASS/" if self.layout == "class-folders" else "train/CLASS/"
         where = "its class folder" if self.layout == "class-folders" else "a class folder of train/, val/ or test/"
-        return (f"move each pick from {_pool_folder(first)}/ into {where} (mv {first} {into}, in the "
-                f"dataset folder), then {again} on {shlex.quote(str(self.dataset_root))}")
+        return (f"move each pick from {_pool_folder(first)}/ into {where} (mv {shlex.quote(str(first))} "
+                f"{into}, in the dataset folder), then {again} on {root}")
 
     def to_csv(self, path: str | Path) -> Path:
         buffer = io.StringIO()
