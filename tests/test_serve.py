@@ -125,12 +125,20 @@ def test_concurrent_bad_then_good_requests_and_a_clean_sigterm(server):
     assert "Traceback" not in log and "decompression bomb" in log
 
 
-def test_a_batch_is_cut_at_max_batch_and_a_large_request_runs_alone():
+def recording_model():
+    """(sizes, run): a stand-in model that answers each image's first value and records the
+    size of every batch it is run on."""
     sizes: list[int] = []
 
     def run(x: np.ndarray) -> np.ndarray:
         sizes.append(len(x))
         return x.reshape(len(x), -1)[:, :1].astype(np.float32)
+
+    return sizes, run
+
+
+def test_a_batch_is_cut_at_max_batch_and_a_large_request_runs_alone():
+    sizes, run = recording_model()
 
     async def main():
         batcher = DynamicBatcher(run, BatchConfig(max_batch=4, max_wait_ms=50))
@@ -146,11 +154,7 @@ def test_a_batch_is_cut_at_max_batch_and_a_large_request_runs_alone():
 
 
 def test_a_lone_request_runs_at_once_and_one_on_its_way_is_waited_for():
-    sizes: list[int] = []
-
-    def run(x: np.ndarray) -> np.ndarray:
-        sizes.append(len(x))
-        return x.reshape(len(x), -1)[:, :1].astype(np.float32)
+    sizes, run = recording_model()
 
     async def main():
         # max_wait_ms of a minute: a batch cut before it is up was cut by the nobody-else rule.
