@@ -138,17 +138,24 @@ def markdown(results: dict) -> str:
              "fitted on test; floor, the ECE a perfectly calibrated model with test-T's probabilities",
              f"shows on as many test images (labels drawn from its own probabilities, {FLOOR_DRAWS} times);",
              "lr-cv, scikit-learn's LogisticRegressionCV on the same sample (C by 5-fold log loss).",
+             "|oof - test| is how far the sample's own (out-of-fold) top-1 is from the test split's;",
+             "accuracy sd, sqrt(a(1-a)/n), how far an accuracy measured on the sample's n images",
+             "strays by chance alone. ECE >= |mean confidence - accuracy|, and a head calibrated on the",
+             "sample's labels sets its mean confidence from the sample's accuracy: neither column can",
+             "be calibrated away.",
              f"Mean ± sd over {results['seeds']} seeds; {results['machine']}."
              + (f" The sweep's weight decays here: {', '.join(map(str, results['weight_decays']))}"
                 " (train-head's: 0, 1e-5, 1e-4, 1e-3)." if results.get("weight_decays") else ""), "",
-             "| data | images/class | test top-1 | out-of-fold top-1 | T oof | T test | "
-             + " | ".join(COLUMNS) + " |", "|" + "---|" * (6 + len(COLUMNS))]
+             "| data | images/class | test top-1 | out-of-fold top-1 | \\|oof - test\\| | accuracy sd | T oof | T test | "
+             + " | ".join(COLUMNS) + " |", "|" + "---|" * (8 + len(COLUMNS))]
     for name, sizes in results["stores"].items():
         for size, runs in sizes.items():
             def cell(values, fmt="{:.3f}"):
                 v = np.asarray(values, np.float64)
                 return f"{fmt.format(v.mean())} ± {fmt.format(v.std(ddof=1) if len(v) > 1 else 0.0)}"
             cells = [cell([100 * r["top1"] for r in runs], "{:.1f}"), cell([100 * r["oof_top1"] for r in runs], "{:.1f}"),
+                     cell([abs(r["oof_top1"] - r["top1"]) for r in runs]),
+                     cell([np.sqrt(r["top1"] * (1 - r["top1"]) / r["rows"]) for r in runs]),
                      cell([r["t_oof"] for r in runs], "{:.1f}"), cell([r["t_test"] for r in runs], "{:.1f}")]
             cells += [cell([r["ece"][k] for r in runs]) for k in COLUMNS]
             lines.append(f"| {name} | {size} ({runs[0]['rows']} images) | " + " | ".join(cells) + " |")

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from featx.errors import ConfigError, FeatxError
-from featx.evaluation.calibration import T_MAX, T_MIN, fit_temperature, nll_at, softmax_at, temperature_of
-from featx.probes.calibrated import check_calibration
+from featx.evaluation.calibration import (T_MAX, T_MIN, TRUSTED_MARGIN, accuracy_margin, fit_temperature,
+                                          images_for_margin, nll_at, softmax_at, temperature_of)
+from featx.probes.calibrated import check_calibration, rough_probabilities
 from featx.heads.io import Head
 from featx.heads.predict import predict
 from featx.heads.scoring import linear_scores
@@ -70,6 +71,37 @@ def test_calibrate_takes_none_or_temperature():
         check_calibration("platt")
 
 
+def test_the_accuracy_margin_is_the_wilson_interval():
+    assert accuracy_margin(0.5, 100) == pytest.approx(0.0962, abs=1e-4)
+    assert 0.04 < accuracy_margin(1.0, 40) < 0.05  # all right on 40 images is not certainty
+    assert accuracy_margin(0.45, 40) > accuracy_margin(0.45, 80) > accuracy_margin(0.45, 400)
+    n = images_for_margin(0.45)  # the fewest images that know a top-1 of 0.45 to +-0.05
+    assert accuracy_margin(0.45, n) <= TRUSTED_MARGIN < accuracy_margin(0.45, n - 1)
+    assert images_for_margin(0.99) < images_for_margin(0.8) < images_for_margin(0.5)
+
+
+def test_a_temperature_records_the_top1_it_was_fitted_at():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [1.0, 0.0]])
+    t = temperature_of(logits, np.array([0, 1, 1, 0]), "test")
+    assert (t.images, t.top1) == (4, 0.75)
+    record = t.to_dict()
+    assert record["fit_margin"] == pytest.approx(accuracy_margin(0.75, 4))
+
+
+def test_rough_probabilities_are_said_only_when_the_fit_is_too_small_to_trust():
+    rough = {"method": "temperature", "fit_images": 40, "fit_top1": 0.45, "fit_margin": accuracy_margin(0.45, 40)}
+    note = rough_probabilities(rough)
+    assert note and "fitted on 40 images" in note and "(0.450)" in note and "±0.15" in note
+    needed = images_for_margin(0.45)
+    assert f"about {needed:,} labelled val images ({needed - 40:,} more)" in note
+    cv = rough_probabilities({**rough, "fitted_on": "out-of-fold predictions of 5-fold cross-validation (40 images)"})
+    assert "labelled train+val images" in cv
+    enough = {**rough, "fit_images": 2000, "fit_margin": accuracy_margin(0.45, 2000)}
+    assert rough_probabilities(enough) is None
+    assert rough_probabilities({"method": "temperature", "temperature": 2.0}) is None  # saved before
+    assert rough_probabilities({**rough, "method": "none"}) is None
+
+
 # --- train-head's calibrated heads -----------------------------------------------------------
 
 SMALL = HeadConfig(epochs=30, batch_size=32, lrs=(0.01, 0.3, 3.0), weight_decays=(0.0, 1e-3), folds=3)
@@ -100,6 +132,7 @@ def test_a_head_trained_on_a_small_store_is_not_sure_of_its_errors(tmp_path):
     record = head.meta["calibration"]
     assert record["method"] == "temperature" and record["temperature"] == head.meta.temperature
     assert "out-of-fold" in record["fitted_on"]
+    assert record["fit_images"] == 72 and record["fit_top1"] == pytest.approx(head.val.top1)  # train+val, out-of-fold
     assert record["test"]["after"]["ece"] == pytest.approx(head.test.ece)
     for side in ("before", "after"):
         lo, hi = record["test"][side]["intervals"]["nll"]
@@ -171,5 +204,8 @@ def test_train_head_says_what_it_chose_and_how_it_calibrated(tmp_path):
     assert "selected by 3-fold cross-validation on train+val" in said
     assert re.search(r"calibrated: temperature [\d.]+, fitted on out-of-fold predictions", said)
     assert re.search(r"test NLL [\d.]+ \[[\d.]+, [\d.]+\] -> [\d.]+ \[", said)
+    # 72 train+val images cannot say the head's accuracy to +-0.05: the user is told so
+    assert re.search(r"note: probabilities are rough: the temperature was fitted on 72 images, whose top-1 "
+                     r"\([\d.]+\) says the head's accuracy only to ±0\.\d\d \(95%\)", said)
     bad = runner.invoke(app, ["train-head", str(store), "--calibrate", "platt"])
     assert bad.exit_code == 2 and "--calibrate" in bad.output

@@ -459,7 +459,7 @@ def test_calibration_table_shows_nll_and_ece_before_and_after_with_intervals(com
         text = path.read_text()
         assert "Calibration (temperature scaling)" in text and f"{record['temperature']:.3g}" in text
         assert all(cell in text for cell in cells), (cells, path)
-        assert record["fitted_on"] in text
+        assert f"{record['fitted_on']}, top-1 {record['fit_top1']:.3f} ± {record['fit_margin']:.3f}" in text
     from featx.report.calibration import calibration_section
 
     none = {**meta, "calibration": {"method": "none", "temperature": 1.0, "why": "--calibrate none"}}

@@ -127,9 +127,12 @@ def print_training(r) -> None:
     if why:
         out.print(f"selected by {why}", markup=False, soft_wrap=False)  # prose: wrapped at words
     if "calibration" in r.meta:
-        from featx.probes.calibrated import describe
+        from featx.probes.calibrated import describe, rough_probabilities
 
         out.print(describe(r.meta["calibration"]), markup=False, highlight=False, soft_wrap=False)
+        rough = rough_probabilities(r.meta["calibration"])
+        if rough:
+            out.print(f"note: {rough}", markup=False, highlight=False, soft_wrap=False)
     elif r.search and len(r.search) > 1:
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         score = f" (val top-1 {r.val.top1:.3f})" if r.val else ""

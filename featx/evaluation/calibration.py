@@ -24,6 +24,13 @@ T_MIN, T_MAX = 0.05, 100.0
 _BISECTIONS = 40  # on log T over [T_MIN, T_MAX]: 1e-11 of it, far below any printed precision
 
 
+# A temperature sets the head's mean confidence to about the top-1 of the images it is fitted on,
+# and ECE >= |mean confidence - accuracy|: when that top-1 is known only to more than this (95%),
+# train-head says the probabilities are rough (benchmarks/results/calibration_bounds.md).
+TRUSTED_MARGIN = 0.05
+_Z95 = 1.959964
+
+
 @dataclass(frozen=True)
 class Temperature:
     """A fitted temperature and what it was fitted on (said in the sidecar and the output)."""
@@ -32,10 +39,39 @@ class Temperature:
     fitted_on: str  # e.g. "out-of-fold predictions of 5-fold cross-validation (350 images)"
     nll_before: float  # held-out cross-entropy at T = 1
     nll_after: float  # ... and at `value`
+    images: int = 0  # how many held-out predictions it was fitted on
+    top1: float | None = None  # their top-1
+
+    @property
+    def margin(self) -> float | None:
+        """95% margin of `top1` as an estimate of the head's accuracy (accuracy_margin)."""
+        return None if self.top1 is None or not self.images else accuracy_margin(self.top1, self.images)
 
     def to_dict(self) -> dict:
+        fit = {} if self.margin is None else {"fit_images": self.images, "fit_top1": self.top1,
+                                              "fit_margin": self.margin}
         return {"temperature": self.value, "fitted_on": self.fitted_on,
-                "fit_nll_before": self.nll_before, "fit_nll_after": self.nll_after}
+                "fit_nll_before": self.nll_before, "fit_nll_after": self.nll_after, **fit}
+
+
+def accuracy_margin(top1: float, images: int) -> float:
+    """Half-width of the Wilson 95% interval of an accuracy `top1` measured on `images` images:
+    how far the head's true accuracy may be from it by chance alone (never 0, unlike the normal
+    approximation, when every image is right)."""
+    n, z2 = float(images), _Z95 ** 2
+    return float(_Z95 / (1 + z2 / n) * np.sqrt(top1 * (1 - top1) / n + z2 / (4 * n * n)))
+
+
+def images_for_margin(top1: float, margin: float = TRUSTED_MARGIN) -> int:
+    """The fewest held-out images whose accuracy `top1` would have an accuracy_margin of at most
+    `margin` (the margin shrinks as images grow: bisection on the count)."""
+    lo, hi = 1, 2
+    while accuracy_margin(top1, hi) > margin:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if accuracy_margin(top1, mid) > margin else (lo, mid)
+    return hi
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -88,7 +124,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def temperature_of(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -> Temperature:
     """fit_temperature, with the held-out cross-entropy before and after."""
     t = fit_temperature(logits, labels)
-    return Temperature(t, fitted_on, nll_at(logits, labels), nll_at(logits, labels, t))
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    top1 = float((logits.argmax(1) == labels).mean()) if len(labels) else None
+    return Temperature(t, fitted_on, nll_at(logits, labels), nll_at(logits, labels, t), len(labels), top1)
 
 
 def weighted_nll_ece(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,

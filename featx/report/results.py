@@ -150,6 +150,7 @@ SIDECAR = {"backbone": Required(str), "kind": Required(str), "classes": Required
                       "val_top1": float}],
            "metrics": {"val": SPLIT, "test": SPLIT},
            "calibration": {"method": str, "temperature": float, "fitted_on": str, "why": str,
+                           "fit_images": float, "fit_top1": float, "fit_margin": float,
                            "test": {"before": CALIBRATED, "after": CALIBRATED}}}
 
 
