@@ -353,6 +353,19 @@ def test_old_spellings_still_work(tmp_path, blob_store):
     assert "give only --kind" in _usage_error("train-head", blob_store, "--head", "mlp", "--kind", "linear")
 
 
+def test_extract_of_unlabelled_images_suggests_what_to_label_first(tmp_path):
+    for i in range(6):
+        write_image(tmp_path / "imgs" / f"{i}.png", i)
+    output = _ok("extract", tmp_path / "imgs", "-b", "tiny_features", "--weights", "none", "--input-size", "32",
+                 "--workers", "0", "--out", tmp_path / "stores")
+    (store,) = (tmp_path / "stores").glob("*.h5")
+    assert output.splitlines()[-1] == f"next: featx select --strategy typiclust --budget 50 {store}"
+    # and the default strategy, which needs labels, names the ones that do not
+    said = _usage_error("select", store, "--budget", "2")
+    assert said.endswith("with no labels yet, start with --strategy typiclust (a few typical images of each "
+                         "cluster), coreset or random"), said
+
+
 def test_extract_cut_then_finetune_from_block(tmp_path):
     # tiny_features (tests/tiny_backbone.py): the options' plumbing, not a network's; the resnet18
     # trunk's cuts and top fine-tuning are tested in test_cuts.py and test_finetune_top.py

@@ -117,8 +117,11 @@ def _print_extraction(r) -> None:
 
 
 def _print_next(stores: list[str]) -> None:
-    """A head on the store (on each, when there are several: the first named)."""
-    if len(stores) == 1:
+    """A head on the store (on each, when there are several: the first named); for a store with
+    no labels yet, which images to label first (train-head would have nothing to learn from)."""
+    if stores and not _has_labels(stores[0]):
+        next_step("featx select --strategy typiclust --budget 50", stores[0])
+    elif len(stores) == 1:
         next_step("featx train-head", stores[0])
     elif stores:
         next_step(f"featx train-head on each of the {len(stores)} stores, e.g. featx train-head", stores[0])
@@ -131,3 +134,11 @@ def merge(shards: o.Shards, out_path: o.MergeOut, mode: o.MergeMode = "copy") ->
     out_file(out_path, example="merged.h5")
     path = merge_shards(shards, out_path, mode)
     out.print(f"merged {len(shards)} shards into {path} ({mode})", markup=False, highlight=False)
+
+
+def _has_labels(store: str) -> bool:
+    from featx.store import open_h5
+
+    with open_h5(store, "r") as f:
+        return bool((f["samples/label"][:] >= 0).any())
+

@@ -37,7 +37,7 @@ from featx.audit.run import StoreRows
 from featx.data.folders import is_unlabeled_folder
 from featx.errors import ConfigError, DataError, StoreError
 from featx.explore.fast_head import FastHead
-from featx.explore.strategies import NEEDS_PROBABILITIES, check_strategy, choose
+from featx.explore.strategies import NEEDS_PROBABILITIES, NO_LABELS_NEEDED, check_strategy, choose
 from featx.runtime.atomic import atomic_write_text
 from featx.search.neighbours import self_neighbours
 from featx.store import FeatureStore
@@ -233,7 +233,7 @@ def _probabilities(st, store, config: SelectConfig, x, labels, rows, pool):
     if len(np.unique(labels[labelled])) < 2:
         if config.strategy in NEEDS_PROBABILITIES:
             raise ConfigError(f"--strategy {config.strategy}: needs --head, or labels of at least 2 classes "
-                              "in the store to fit one")
+                              f"in the store to fit one; with no labels yet, start with {NO_LABELS_NEEDED}")
         return None, []
     fitted = FastHead().fit(x[labelled], labels[labelled], config.seed)
     return fitted.predict_proba(x[pool]), [st.classes[c] for c in fitted.classes_]

@@ -29,6 +29,8 @@ from featx.errors import ConfigError
 
 STRATEGIES = ("random", "margin", "entropy", "coreset", "typiclust", "probcover")
 NEEDS_PROBABILITIES = ("margin", "entropy")
+# What to say to a store with no labels yet (every other strategy reads the features alone).
+NO_LABELS_NEEDED = "--strategy typiclust (a few typical images of each cluster), coreset or random"
 # ProbCover compares every pair of rows (an N x N distance matrix, float64): 8,000 rows hold
 # 512 MB. Above it the unlabelled pool is subsampled (seeded) before ProbCover sees it.
 PROBCOVER_MAX_ROWS = 8_000
@@ -62,7 +64,7 @@ def choose(strategy: str, pool_x: np.ndarray, labelled_x: np.ndarray, labelled_y
     if strategy in NEEDS_PROBABILITIES:
         if probabilities is None or len(probabilities) != len(pool_x):
             raise ConfigError(f"--strategy {strategy} needs a head's probabilities on the unlabelled "
-                              "samples: give --head, or label at least 2 classes first")
+                              f"samples: give --head, or label at least 2 classes first; or use {NO_LABELS_NEEDED}")
         doubt = uncertainty(strategy, probabilities)  # larger = more doubtful
         order = np.argsort(-doubt, kind="stable")[:budget]
         return order, (-doubt[order] if strategy == "margin" else doubt[order])
