@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from featx.errors import ConfigError, FeatxError
-from featx.evaluation.calibration import (T_MAX, T_MIN, TRUSTED_MARGIN, accuracy_margin, fit_temperature,
-                                          images_for_margin, nll_at, softmax_at, temperature_of)
+from featx.evaluation.calibration import (T_MAX, T_MIN, TRUSTED_MARGIN, accuracy_interval, accuracy_margin,
+                                          fit_temperature, images_for_margin, nll_at, softmax_at, temperature_of)
 from featx.probes.calibrated import check_calibration, rough_probabilities
 from featx.heads.io import Head
 from featx.heads.predict import predict
@@ -73,7 +73,9 @@ def test_calibrate_takes_none_or_temperature():
 
 def test_the_accuracy_margin_is_the_wilson_interval():
     assert accuracy_margin(0.5, 100) == pytest.approx(0.0962, abs=1e-4)
-    assert 0.04 < accuracy_margin(1.0, 40) < 0.05  # all right on 40 images is not certainty
+    lo, hi = accuracy_interval(0.0, 4)  # none right of 4: not certainty of 0, and never below it
+    assert lo == pytest.approx(0.0, abs=1e-12) and 0.45 < hi < 0.5
+    assert 0.04 < accuracy_margin(1.0, 40) < 0.05 and accuracy_interval(1.0, 40)[1] == pytest.approx(1.0)
     assert accuracy_margin(0.45, 40) > accuracy_margin(0.45, 80) > accuracy_margin(0.45, 400)
     n = images_for_margin(0.45)  # the fewest images that know a top-1 of 0.45 to +-0.05
     assert accuracy_margin(0.45, n) <= TRUSTED_MARGIN < accuracy_margin(0.45, n - 1)
@@ -88,18 +90,31 @@ def test_a_temperature_records_the_top1_it_was_fitted_at():
     assert record["fit_margin"] == pytest.approx(accuracy_margin(0.75, 4))
 
 
+def _fit(top1: float, images: int, fitted_on: str = "the val split's predictions") -> dict:
+    return {"method": "temperature", "fitted_on": fitted_on, "fit_images": images, "fit_top1": top1,
+            "fit_margin": accuracy_margin(top1, images)}
+
+
 def test_rough_probabilities_are_said_only_when_the_fit_is_too_small_to_trust():
-    rough = {"method": "temperature", "fit_images": 40, "fit_top1": 0.45, "fit_margin": accuracy_margin(0.45, 40)}
-    note = rough_probabilities(rough)
+    note = rough_probabilities(_fit(0.45, 40))
+    lo, hi = accuracy_interval(0.45, 40)
     assert note and "fitted on 40 images" in note and "(0.450)" in note and "±0.15" in note
-    needed = images_for_margin(0.45)
+    assert f"between {lo:.2f} and {hi:.2f} (95%)" in note
+    needed = images_for_margin(0.5)  # the least favourable accuracy the interval allows
     assert f"about {needed:,} labelled val images ({needed - 40:,} more)" in note
-    cv = rough_probabilities({**rough, "fitted_on": "out-of-fold predictions of 5-fold cross-validation (40 images)"})
-    assert "labelled train+val images" in cv
-    enough = {**rough, "fit_images": 2000, "fit_margin": accuracy_margin(0.45, 2000)}
-    assert rough_probabilities(enough) is None
+    cv = rough_probabilities(_fit(0.45, 40, "out-of-fold predictions of 5-fold cross-validation (40 images)"))
+    assert "labelled train+val images" in cv and "the test split comes on top" in cv
+    assert rough_probabilities(_fit(0.45, 2000)) is None
     assert rough_probabilities({"method": "temperature", "temperature": 2.0}) is None  # saved before
-    assert rough_probabilities({**rough, "method": "none"}) is None
+    assert rough_probabilities({**_fit(0.45, 40), "method": "none"}) is None
+
+
+def test_a_lucky_or_unlucky_small_fit_does_not_promise_a_few_images_will_do():
+    """0 (or 4) of 4 right is not an accuracy of 0 (or 1): the images asked for are those the
+    least favourable accuracy in its interval needs, about 380 for +-0.05, not 35."""
+    for top1 in (0.0, 0.25, 1.0):
+        asked = int(re.search(r"about ([\d,]+) labelled", rough_probabilities(_fit(top1, 4))).group(1).replace(",", ""))
+        assert 370 <= asked <= images_for_margin(0.5), (top1, asked)
 
 
 # --- train-head's calibrated heads -----------------------------------------------------------
@@ -206,6 +221,7 @@ def test_train_head_says_what_it_chose_and_how_it_calibrated(tmp_path):
     assert re.search(r"test NLL [\d.]+ \[[\d.]+, [\d.]+\] -> [\d.]+ \[", said)
     # 72 train+val images cannot say the head's accuracy to +-0.05: the user is told so
     assert re.search(r"note: probabilities are rough: the temperature was fitted on 72 images, whose top-1 "
-                     r"\([\d.]+\) says the head's accuracy only to ±0\.\d\d \(95%\)", said)
+                     r"\([\d.]+\) puts the head's accuracy between 0\.\d\d and [01]\.\d\d \(95%\)", said)
+    assert said.index("note: probabilities are rough") > said.index("worst errors")  # near the end, read
     bad = runner.invoke(app, ["train-head", str(store), "--calibrate", "platt"])
     assert bad.exit_code == 2 and "--calibrate" in bad.output

@@ -362,8 +362,9 @@ def test_extract_of_unlabelled_images_suggests_what_to_label_first(tmp_path):
     assert output.splitlines()[-1] == f"next: featx select --strategy typiclust --budget 50 {store}"
     # and the default strategy, which needs labels, names the ones that do not
     said = _usage_error("select", store, "--budget", "2")
+    assert said.startswith("error: --strategy margin (the default): needs --head"), said
     assert said.endswith("with no labels yet, start with --strategy typiclust (a few typical images of each "
-                         "cluster), coreset or random"), said
+                         "cluster), probcover, coreset or random"), said
 
 
 def test_extract_cut_then_finetune_from_block(tmp_path):

@@ -449,6 +449,8 @@ def test_one_head_is_introduced_as_one_result_without_marks(compared, tmp_path):
 
 
 def test_calibration_table_shows_nll_and_ece_before_and_after_with_intervals(compared, tmp_path):
+    from featx.evaluation.calibration import accuracy_interval
+
     meta = _one_result(compared, tmp_path)
     record = meta["calibration"]
     assert record["method"] == "temperature"
@@ -459,7 +461,8 @@ def test_calibration_table_shows_nll_and_ece_before_and_after_with_intervals(com
         text = path.read_text()
         assert "Calibration (temperature scaling)" in text and f"{record['temperature']:.3g}" in text
         assert all(cell in text for cell in cells), (cells, path)
-        assert f"{record['fitted_on']}, top-1 {record['fit_top1']:.3f} ± {record['fit_margin']:.3f}" in text
+        lo, hi = accuracy_interval(record["fit_top1"], record["fit_images"])
+        assert f"{record['fitted_on']}, top-1 {record['fit_top1']:.3f} [{lo:.3f}, {hi:.3f}]" in text
     from featx.report.calibration import calibration_section
 
     none = {**meta, "calibration": {"method": "none", "temperature": 1.0, "why": "--calibrate none"}}

@@ -127,12 +127,9 @@ def print_training(r) -> None:
     if why:
         out.print(f"selected by {why}", markup=False, soft_wrap=False)  # prose: wrapped at words
     if "calibration" in r.meta:
-        from featx.probes.calibrated import describe, rough_probabilities
+        from featx.probes.calibrated import describe
 
         out.print(describe(r.meta["calibration"]), markup=False, highlight=False, soft_wrap=False)
-        rough = rough_probabilities(r.meta["calibration"])
-        if rough:
-            out.print(f"note: {rough}", markup=False, highlight=False, soft_wrap=False)
     elif r.search and len(r.search) > 1:
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
         score = f" (val top-1 {r.val.top1:.3f})" if r.val else ""
@@ -153,9 +150,19 @@ def print_training(r) -> None:
             for w in final.worst[:5]:
                 out.print(f"  {w['path']}: true {w['true']} (prob {w['p_true']:.2f}), predicted "
                           f"{w['predicted']} (prob {w['p_predicted']:.2f})", markup=False, highlight=False)
+    _print_rough_probabilities(r.meta.get("calibration"))
     streamed = " (streamed from HDF5)" if r.meta.get("streamed") else ""
     out.print(f"{r.kind} head trained in {r.meta.get('seconds', 0.0):.1f} s{streamed}: "
               f"{r.path} (+ .json)", markup=False, highlight=False)
+
+
+def _print_rough_probabilities(record: dict | None) -> None:
+    """Near the end, where it is read: the tables above push the calibration line out of sight."""
+    from featx.probes.calibrated import rough_probabilities
+
+    rough = rough_probabilities(record) if isinstance(record, dict) else None
+    if rough:
+        out.print(f"note: {rough}", markup=False, highlight=False, soft_wrap=False)
 
 
 def metrics_table(splits: list[tuple[str, object]]) -> Table:

@@ -54,12 +54,20 @@ class Temperature:
                 "fit_nll_before": self.nll_before, "fit_nll_after": self.nll_after, **fit}
 
 
-def accuracy_margin(top1: float, images: int) -> float:
-    """Half-width of the Wilson 95% interval of an accuracy `top1` measured on `images` images:
-    how far the head's true accuracy may be from it by chance alone (never 0, unlike the normal
-    approximation, when every image is right)."""
+def accuracy_interval(top1: float, images: int) -> tuple[float, float]:
+    """The Wilson 95% interval of an accuracy `top1` measured on `images` images: where the head's
+    true accuracy may be, by chance alone (never a point when every image is right or wrong, and
+    never past 0 or 1, unlike the normal approximation)."""
     n, z2 = float(images), _Z95 ** 2
-    return float(_Z95 / (1 + z2 / n) * np.sqrt(top1 * (1 - top1) / n + z2 / (4 * n * n)))
+    centre = (top1 + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z95 / (1 + z2 / n) * np.sqrt(top1 * (1 - top1) / n + z2 / (4 * n * n))
+    return float(centre - half), float(centre + half)
+
+
+def accuracy_margin(top1: float, images: int) -> float:
+    """Half the width of accuracy_interval."""
+    lo, hi = accuracy_interval(top1, images)
+    return (hi - lo) / 2
 
 
 def images_for_margin(top1: float, margin: float = TRUSTED_MARGIN) -> int:

@@ -232,7 +232,8 @@ def _probabilities(st, store, config: SelectConfig, x, labels, rows, pool):
     labelled = labels >= 0
     if len(np.unique(labels[labelled])) < 2:
         if config.strategy in NEEDS_PROBABILITIES:
-            raise ConfigError(f"--strategy {config.strategy}: needs --head, or labels of at least 2 classes "
+            default = " (the default)" if config.strategy == DEFAULT_STRATEGY else ""
+            raise ConfigError(f"--strategy {config.strategy}{default}: needs --head, or labels of at least 2 classes "
                               f"in the store to fit one; with no labels yet, start with {NO_LABELS_NEEDED}")
         return None, []
     fitted = FastHead().fit(x[labelled], labels[labelled], config.seed)

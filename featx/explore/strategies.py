@@ -30,7 +30,7 @@ from featx.errors import ConfigError
 STRATEGIES = ("random", "margin", "entropy", "coreset", "typiclust", "probcover")
 NEEDS_PROBABILITIES = ("margin", "entropy")
 # What to say to a store with no labels yet (every other strategy reads the features alone).
-NO_LABELS_NEEDED = "--strategy typiclust (a few typical images of each cluster), coreset or random"
+NO_LABELS_NEEDED = "--strategy typiclust (a few typical images of each cluster), probcover, coreset or random"
 # ProbCover compares every pair of rows (an N x N distance matrix, float64): 8,000 rows hold
 # 512 MB. Above it the unlabelled pool is subsampled (seeded) before ProbCover sees it.
 PROBCOVER_MAX_ROWS = 8_000

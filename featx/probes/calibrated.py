@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from featx.errors import ConfigError
-from featx.evaluation.calibration import TRUSTED_MARGIN, Temperature, images_for_margin, softmax_at, temperature_of
+from featx.evaluation.calibration import (TRUSTED_MARGIN, Temperature, accuracy_interval, images_for_margin, softmax_at,
+                                          temperature_of)
 from featx.evaluation.metrics import Metrics
 from featx.heads.scoring import Normalizer, linear_scores
 from featx.probes.settings import CALIBRATIONS
@@ -105,20 +106,26 @@ def describe(record: dict) -> str:
 def rough_probabilities(record: dict) -> str | None:
     """A note for train-head's output when the temperature was fitted on too few images to trust
     the probabilities to TRUSTED_MARGIN: the head's mean confidence is about the top-1 of those
-    images, and that top-1 is the head's accuracy only to within its 95% margin. None otherwise,
+    images, and that top-1 is the head's accuracy only to within its 95% interval. None otherwise,
     and for heads saved before the margin was recorded."""
     margin, top1, images = (record.get(k) for k in ("fit_margin", "fit_top1", "fit_images"))
     if record.get("method") != "temperature" or not all(isinstance(v, (int, float)) for v in (margin, top1, images)):
         return None
-    if margin <= TRUSTED_MARGIN:
+    if margin <= TRUSTED_MARGIN or images < 1:
         return None
-    # Cross-validation fits it on every train+val image (each out-of-fold); the val path on val.
-    where = "train+val" if "out-of-fold" in str(record.get("fitted_on", "")) else "val"
-    needed = images_for_margin(top1)
+    lo, hi = accuracy_interval(top1, int(images))
+    # The images needed at the least favourable accuracy the interval allows (nearest 0.5): a
+    # top-1 of 0 on 4 images does not mean that 35 would do.
+    needed = images_for_margin(min(max(0.5, lo), hi))
+    more = f"{needed - images:,.0f} more"
+    if "out-of-fold" in str(record.get("fitted_on", "")):  # cross-validation: every train+val image
+        where, more = "train+val", f"{more}; the test split comes on top"
+    else:
+        where = "val"
     return (f"probabilities are rough: the temperature was fitted on {images:g} images, whose top-1 "
-            f"({top1:.3f}) says the head's accuracy only to ±{margin:.2f} (95%), and its confidence can be "
-            f"off by as much; about {needed:,} labelled {where} images ({needed - images:,.0f} more) would "
-            f"make that ±{TRUSTED_MARGIN:.2f}")
+            f"({top1:.3f}) puts the head's accuracy between {lo:.2f} and {hi:.2f} (95%), so its "
+            f"confidence can be off by about ±{margin:.2f}; about {needed:,} labelled {where} images "
+            f"({more}) would make that ±{TRUSTED_MARGIN:.2f}")
 
 
 def _with(side: dict, metric: str) -> str:

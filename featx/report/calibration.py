@@ -8,6 +8,7 @@ numbers after it are an honest estimate. The comparison table shows the calibrat
 
 from __future__ import annotations
 
+from featx.evaluation.calibration import accuracy_interval
 from featx.report.plots import label
 
 TITLE = "Calibration (temperature scaling)"
@@ -15,8 +16,8 @@ NOTE = ("Test NLL and ECE at temperature 1 (the head as trained) and at the head
         "with 95% bootstrap intervals over the test images. The temperature is fitted on held-out "
         "predictions (out-of-fold, or the val split), never on the test split; the comparison table "
         "above shows the calibrated values. Dividing the logits by one temperature leaves top-1 unchanged. "
-        "The held-out images' top-1 is shown with its 95% margin: the head's mean confidence is set to about "
-        "that top-1, so its probabilities can be off by as much as the margin.")
+        "The held-out images' top-1 is shown with its 95% interval: the head's mean confidence is set to about "
+        "that top-1, so its probabilities can be off by as much as the interval is wide.")
 HEADERS = ["result", "temperature", "fitted on", "NLL at T=1", "NLL calibrated", "ECE at T=1", "ECE calibrated"]
 
 
@@ -40,8 +41,10 @@ def _row(meta: dict) -> list[str] | None:
     test = record.get("test") if isinstance(record.get("test"), dict) else {}
     before, after = test.get("before"), test.get("after")
     fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), str) else "-"
-    if _number(record.get("fit_top1")) and _number(record.get("fit_margin")):  # heads saved since issue 28
-        fitted_on += f", top-1 {record['fit_top1']:.3f} ± {record['fit_margin']:.3f}"
+    top1, images = record.get("fit_top1"), record.get("fit_images")
+    if _number(top1) and _number(images) and images >= 1:  # heads saved since issue 28
+        lo, hi = accuracy_interval(top1, int(images))
+        fitted_on += f", top-1 {top1:.3f} [{lo:.3f}, {hi:.3f}]"
     return [label(meta), _temperature(meta, record), fitted_on,
             _cell(before, "nll"), _cell(after, "nll"), _cell(before, "ece"), _cell(after, "ece")]
 
