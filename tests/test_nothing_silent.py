@@ -155,9 +155,22 @@ def test_a_touch_only_update_keeps_the_store_version(tmp_path):
         os.utime(image, ns=(1_000_000_000, 1_000_000_000))
     touched = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
     assert touched.update.startswith("+0 new, 0 changed, 0 removed, 8 kept") and touched.version == 1
+    assert touched.same_data  # said as such, not "updated to version 1"
     attrs = read_attrs(Path(store))
     assert attrs["store_version"] == 1 and len(__import__("json").loads(attrs["history"])) == 1
     assert extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY).status == "complete"
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    for image in root.rglob("*.png"):
+        os.utime(image, ns=(2_000_000_000, 2_000_000_000))
+    said = CliRunner().invoke(app, ["extract", str(root), "-b", "tiny_cnn", "--weights", "none", "--batch-size", "8",
+                                    "--workers", "0", "--engine", "torch", "--out", str(tmp_path / "s")],
+                              env={"COLUMNS": "400"})
+    assert said.exit_code == 0, said.output
+    assert "tiny_cnn: only file times changed (+0 new, 0 changed, 0 removed, 8 kept); the store keeps version 1" \
+        in said.output and "updated to version" not in said.output
 
 
 @pytest.mark.parametrize("split", ["bogus", "validation", "Train", ""])

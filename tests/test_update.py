@@ -49,7 +49,7 @@ def test_an_updated_store_equals_a_fresh_extraction(tmp_path):
     dataset = open_dataset(root)
     updated = extract(dataset, "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
     fresh = extract(dataset, "tiny_cnn", tmp_path / "fresh", show_progress=False, **TINY)
-    assert updated.status == "updated" and updated.version == 2
+    assert updated.status == "updated" and updated.version == 2 and not updated.same_data
     # 55 old images remain: 50 keep their numbers, 5 moved training images get new views
     assert updated.update.startswith("+6 new, 2 changed, 3 removed, 50 kept (5 relabelled, 9 moved")
     assert "5 re-extracted for their views" in updated.update

@@ -105,7 +105,10 @@ def _print_extraction(r) -> None:
     for warning in r.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False)
     failed = f"{r.failed:,} failed" + (" (see `featx info`)" if r.failed else "")
-    if r.status == "updated":
+    if r.status == "updated" and r.same_data:
+        say(f"{r.backbone}: only file times changed ({r.update}); the store keeps version {r.version}, "
+            f"{plural(r.samples, 'sample')}, {failed}:")
+    elif r.status == "updated":
         say(f"{r.backbone}: updated to version {r.version}: {r.update}; {plural(r.images, 'image')} "
             f"forwarded in {r.seconds:.1f} s, {plural(r.samples, 'sample')}, {failed}:")
     elif r.status == "complete":

@@ -66,6 +66,7 @@ class ExtractResult:
     warnings: list[str] = field(default_factory=list)  # e.g. a class left with no training image
     update: str = ""  # what an update did: "+240 new, 12 changed, 3 removed, 2,369 kept"
     version: int = 0  # the store's version after this run (1: as first extracted)
+    same_data: bool = False  # an update that found only file times changed: the version is kept
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -87,11 +87,11 @@ def _update_sharded(job: ExtractJob, ctx: distributed.DistContext) -> ExtractRes
                 drop_stale_delta(delta, sub)
             distributed.barrier()
             images = extract_sharded(delta_job(job, sub, delta), ctx).images
-        version = 0
+        version, previous = 0, -1
         if ctx.rank == 0:
             seconds = time.perf_counter() - start
-            version = assemble_update(final, dataset, plan, delta if len(plan.compute) else None,
-                                      seconds)["version"]
+            entry = assemble_update(final, dataset, plan, delta if len(plan.compute) else None, seconds)
+            version, previous = entry["version"], entry["previous"]
             remove_delta(final)
     finally:
         lock.release()
@@ -99,7 +99,7 @@ def _update_sharded(job: ExtractJob, ctx: distributed.DistContext) -> ExtractRes
     seconds = time.perf_counter() - start
     return ExtractResult(str(final), job.backbone.name, "updated", len(dataset.samples), images,
                          count_failed(final), seconds, images / seconds if seconds else 0.0,
-                         str(job.device), update=plan.summary(), version=version)
+                         str(job.device), update=plan.summary(), version=version, same_data=version == previous)
 
 
 def _merge_and_remove(final: Path, world_size: int) -> None:

@@ -159,7 +159,8 @@ def update_store(job: ExtractJob) -> ExtractResult:
         remove_delta(path)
     return ExtractResult(str(path), job.backbone.name, "updated", len(dataset.samples), images,
                          count_failed(path), seconds, images / seconds if seconds else 0.0,
-                         str(job.device), update=plan.summary(), version=entry["version"])
+                         str(job.device), update=plan.summary(), version=entry["version"],
+                         same_data=entry["version"] == entry["previous"])
 
 
 def delta_job(job: ExtractJob, sub: Dataset, delta: Path) -> ExtractJob:

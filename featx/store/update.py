@@ -204,7 +204,8 @@ def _with_hashes(dataset: Dataset, old: _Old) -> Dataset:
 def assemble_update(path: Path, dataset: Dataset, plan: UpdatePlan, delta: Path | None,
                     seconds: float = 0.0) -> dict:
     """Write the store of `dataset` from the old store at `path` (rows `plan.source`) and the
-    `delta` store (rows `plan.compute`), then replace `path` atomically. Returns the history entry."""
+    `delta` store (rows `plan.compute`), then replace `path` atomically. Returns the history entry
+    and, as "previous", the version it replaced (the same one after a touch: is_no_op)."""
     with open_store_file(path) as old:
         attrs = {k: plain(v) for k, v in old.attrs.items()}
         entry = _history_entry(attrs, dataset, plan)
@@ -221,7 +222,7 @@ def assemble_update(path: Path, dataset: Dataset, plan: UpdatePlan, delta: Path 
         finally:
             if d is not None:
                 d.close()
-    return entry
+    return {**entry, "previous": int(attrs.get("store_version", 1))}
 
 
 def _check_delta(path: Path, attrs: dict, delta: Path, d: h5py.File, plan: UpdatePlan) -> None:
