@@ -63,6 +63,25 @@ def test_an_updated_store_equals_a_fresh_extraction(tmp_path):
     assert again.status == "complete" and again.images == 0
 
 
+def test_a_copied_image_is_said_copied_not_moved(tmp_path):
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=6)
+    extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    shutil.copy(root / "a" / "a_01.png", root / "a" / "copy_of_a_01.png")  # the original stays
+    shutil.move(root / "b" / "b_02.png", root / "b" / "renamed.png")
+    updated = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert updated.update.startswith("+0 new, 0 changed, 0 removed, ") and "(1 moved, 1 copied" in updated.update
+    assert updated.version == 2 and not updated.same_data  # a copy is one more sample: a new version
+    with FeatureStore(updated.store) as st:
+        assert json.loads(st.attrs["history"])[-1]["copied"] == 1 and len(st.paths) == 13
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    info = CliRunner().invoke(app, ["info", updated.store], env={"COLUMNS": "200"}).output
+    kept = updated.update.split(" kept")[0].rsplit(" ", 1)[1]  # the views decide how many rows are reused
+    assert f"0 new, 0 changed, 0 removed, {kept} kept (1 moved, 1 copied)" in info  # what the version did
+
+
 def test_a_copied_dataset_costs_no_forward(tmp_path, monkeypatch):
     """cp -r gives every file a new mtime and the dataset a new root: the bytes are the same."""
     root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10)

@@ -215,6 +215,8 @@ def _print_versions(attrs: dict) -> None:
     first, last = versions[0], versions[-1]
     if len(versions) > 1:
         counts = ", ".join(f"{last.get(k, 0):,} {k}" for k in ("new", "changed", "removed", "kept"))
+        also = [f"{last[k]:,} {k}" for k in ("relabelled", "moved", "copied", "resplit") if last.get(k)]
+        counts += f" ({', '.join(also)})" if also else ""
         _line("version", f"{last['version']}, updated {last['date']} ({counts}); first extracted "
               f"{first.get('date', '?')} with {first.get('samples', '?')} samples")
     if first.get("dataset_root") and first["dataset_root"] != attrs["dataset_root"]:

@@ -57,7 +57,7 @@ class UpdatePlan:
         """'+240 new, 12 changed, 3 removed, 2,369 kept' (and what else happened)."""
         c = self.counts
         text = f"+{c['new']:,} new, {c['changed']:,} changed, {c['removed']:,} removed, {c['kept']:,} kept"
-        extra = [f"{c[k]:,} {k}" for k in ("relabelled", "moved", "resplit", "retried") if c.get(k)]
+        extra = [f"{c[k]:,} {k}" for k in ("relabelled", "moved", "copied", "resplit", "retried") if c.get(k)]
         views = len(self.compute) - c["new"] - c["changed"] - c.get("retried", 0)
         if views > 0:  # view k is seeded by the sample's path: a moved training image gets new ones
             extra.append(f"{views:,} re-extracted for their views (moved, or new to train)")
@@ -118,8 +118,9 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
             by_sha.setdefault(sha, []).append(j)
     old_paths = {p: j for j, p in enumerate(old.paths)}
     source = np.full(len(dataset.samples), -1, dtype=np.int64)
-    counts = dict.fromkeys(("new", "changed", "kept", "relabelled", "moved", "resplit", "retried",
+    counts = dict.fromkeys(("new", "changed", "kept", "relabelled", "moved", "copied", "resplit", "retried",
                             "train_new"), 0)
+    paths_now = {s.path for s in dataset.samples}
     unlabelled_now: dict[str, int] = {}  # old class -> its images that are unlabelled now
     for i, s in enumerate(dataset.samples):
         same = by_sha.get(s.sha256, []) if s.sha256 else []
@@ -132,7 +133,8 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
         counts["relabelled"] += old.labels[j] != name
         if old.labels[j] and not name:
             unlabelled_now[old.labels[j]] = unlabelled_now.get(old.labels[j], 0) + 1
-        counts["moved"] += old.paths[j] != s.path
+        if old.paths[j] != s.path:  # known bytes at a new path: moved, or copied where the old path stays
+            counts["copied" if old.paths[j] in paths_now else "moved"] += 1
         counts["resplit"] += old.splits[j] != s.split
         counts["train_new"] += s.split == "train" and old.splits[j] != "train"
         views_ok = (s.split != "train" or not old.views
@@ -141,8 +143,8 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
             source[i] = j
         elif not old.usable[j]:
             counts["retried"] += 1
-    shas, paths = {s.sha256 for s in dataset.samples}, {s.path for s in dataset.samples}
-    counts["removed"] = sum(1 for p, sha in zip(old.paths, old.shas) if p not in paths and sha not in shas)
+    shas = {s.sha256 for s in dataset.samples}
+    counts["removed"] = sum(1 for p, sha in zip(old.paths, old.shas) if p not in paths_now and sha not in shas)
     counts["kept"] = int((source >= 0).sum())
     notes = _classes_gone(old.classes, dataset, unlabelled_now)
     return dataset, UpdatePlan(source, np.flatnonzero(source < 0), counts, notes)
@@ -239,7 +241,7 @@ def _check_delta(path: Path, attrs: dict, delta: Path, d: h5py.File, plan: Updat
         raise StoreError(f"{delta}: cannot update {path} from it: {'; '.join(found)}")
 
 
-CHANGES = ("new", "changed", "removed", "relabelled", "moved", "resplit", "retried")
+CHANGES = ("new", "changed", "removed", "relabelled", "moved", "copied", "resplit", "retried")
 
 
 def is_no_op(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> bool:
@@ -251,7 +253,7 @@ def is_no_op(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> bool:
 
 
 def _history_entry(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> dict:
-    keys = ("new", "changed", "removed", "kept", "relabelled", "moved", "resplit", "train_new")
+    keys = ("new", "changed", "removed", "kept", "relabelled", "moved", "copied", "resplit", "train_new")
     return {"version": int(attrs.get("store_version", 1)) + (0 if is_no_op(attrs, dataset, plan) else 1),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "featx_version": __version__, "dataset_root": os.path.abspath(dataset.root),
