@@ -4,6 +4,7 @@ select -> label -> extract -> train-head walked twice with no forward on the rel
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,18 @@ def test_the_csv_says_why_each_was_picked_and_copy_to_copies_the_files(tmp_path)
     assert margins == sorted(margins)  # the most doubtful first
     copied = picks.copy_to(tmp_path / "to_label")
     assert [p.read_bytes() for p in copied] == [(root / p).read_bytes() for p in picks.paths]
+    # the next round into the same folder replaces this round's copies, not the user's files
+    mine = tmp_path / "to_label" / "notes.txt"
+    mine.write_text("mine")
+    edited = copied[0]
+    edited.write_bytes(edited.read_bytes() + b"!")  # e.g. a labelling tool that rewrote it
+    again = [picks.paths[0], *[p for p in names if p not in picks.paths][:2]]  # the edited one picked again
+    later = replace(picks, paths=again)
+    later.copy_to(tmp_path / "to_label")
+    left = {p.relative_to(tmp_path / "to_label").as_posix() for p in (tmp_path / "to_label").rglob("*")
+            if p.is_file() and p.name != ".featx-copied.json"}
+    assert left == set(again) | {"notes.txt"} and later.cleared == 2  # the two untouched copies
+    assert edited.read_bytes().endswith(b"!") and mine.read_text() == "mine"  # never overwritten
 
 
 def test_bad_requests_are_one_line_errors(tmp_path):

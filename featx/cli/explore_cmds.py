@@ -44,7 +44,9 @@ SelectHead = Annotated[Optional[Path], typer.Option(
 PicksOut = Annotated[Path, typer.Option("--out", metavar="FILE", help="The picks: path, score, strategy, reason.")]
 CopyTo = Annotated[Optional[Path], typer.Option("--copy-to", metavar="DIR", show_default="none",
                                                 help="Also copy the picked images into DIR (paths as in the dataset), "
-                                                "to view or label elsewhere.")]
+                                                "to view or label elsewhere; the copies an earlier "
+                                                "select made there go first (files changed since, "
+                                                "and any others, stay).")]
 Threshold = Annotated[float, typer.Option("--threshold", metavar="COS", callback=o.at_least(-1.0),
                                           help="Near-copies: cosine at least this, with pixel hashes within 4 bits.")]
 Pixels = Annotated[bool, typer.Option("--pixels/--no-pixels", help="Confirm near-copies by the images' pixels.")]
@@ -99,7 +101,9 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
         picks.copy_to(copy_to)
     out.print(f"{len(picks)} of {picks.pool:,} unlabelled images picked by {picks.strategy} "
               f"({len(picks.excluded)} near-copies left out): {out_path}"
-              + (f"; copied into {copy_to}" if copy_to is not None else ""), markup=False, highlight=False)
+              + (f"; copied into {copy_to}" if copy_to is not None else "")
+              + (f" (the {picks.cleared} earlier picks copied there removed)" if picks.cleared else ""),
+              markup=False, highlight=False)
     next_step(picks.how_to_label())  # for a folder dataset: mv out of unlabeled/ into class folders
 
 

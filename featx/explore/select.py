@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shlex
 import shutil
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class Selection:
     pool: int = 0  # unlabelled rows before exclusion
     layout: str = "manifest"  # the store's dataset layout: how a user labels the picks
     views: int = 0  # the store's augmented views per training image
+    cleared: int = 0  # an earlier round's copies that copy_to removed from its folder
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -114,16 +116,57 @@ class Selection:
         return atomic_write_text(Path(path), buffer.getvalue())
 
     def copy_to(self, folder: str | Path) -> list[Path]:
-        """Copy the picked images into `folder`, keeping their paths under the dataset root."""
+        """Copy the picked images into `folder`, keeping their paths under the dataset root. The
+        copies an earlier copy_to left there (listed in COPIED_LIST) go first, unless they were
+        changed since: a folder for a labelling tool holds this round's picks, not every round's.
+        A file already at a pick's path that is not such a copy is kept, never overwritten.
+        Returns the copies made."""
         folder, copied = Path(folder), []
-        for rel in self.paths:
-            source = self.dataset_root / rel
+        sources = [self.dataset_root / rel for rel in self.paths]
+        for source in sources:
             if not source.is_file():
                 raise DataError(f"{source}: cannot copy a pick, the file is not there (dataset moved?)")
+        self.cleared = clear_earlier_copies(folder)
+        for rel, source in zip(self.paths, sources):
             target = folder / rel
+            if target.exists():  # not a copy of ours (those are cleared): the user's, kept as it is
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             copied.append(Path(shutil.copy2(source, target)))
+        listing = [{"path": c.relative_to(folder).as_posix(), "size": c.stat().st_size,
+                    "mtime_ns": c.stat().st_mtime_ns} for c in copied]
+        atomic_write_text(folder / COPIED_LIST, json.dumps(listing, indent=0) + "\n")
         return copied
+
+
+COPIED_LIST = ".featx-copied.json"  # in a --copy-to folder: the copies featx made there last
+
+
+def clear_earlier_copies(folder: Path) -> int:
+    """Remove the copies the last copy_to into `folder` listed, where each is still the file it
+    made (same size and mtime: one edited or replaced since is kept), and the folders that
+    leaves empty. Returns how many were removed."""
+    listed = folder / COPIED_LIST
+    try:
+        earlier = json.loads(listed.read_text())
+    except (OSError, ValueError):  # none, or not ours to trust: remove nothing
+        return 0
+    removed = 0
+    for entry in earlier if isinstance(earlier, list) else []:
+        copy = folder / str(entry.get("path", "")) if isinstance(entry, dict) else folder
+        if copy == folder or not copy.resolve().is_relative_to(folder.resolve()) or not copy.is_file():
+            continue
+        st = copy.stat()
+        if (st.st_size, st.st_mtime_ns) != (entry.get("size"), entry.get("mtime_ns")):
+            continue
+        copy.unlink()
+        removed += 1
+        for parent in copy.parents:
+            if parent == folder or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    listed.unlink()
+    return removed
 
 
 def select(store: str | Path, budget: int, strategy: str = DEFAULT_STRATEGY, head: str | Path | None = None,
