@@ -1,9 +1,11 @@
 """A no-op re-run of `featx extract` is decided before torch (featx.extraction.noop): no torch
-import, no backbone, the same summary; everything else still takes the full run."""
+import, no backbone, the same summary; so is an update that computes no row (a relabel, a move);
+everything else still takes the full run."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,11 @@ from pathlib import Path
 import h5py
 import pytest
 
+import featx.extraction.noop
 import featx.extraction.run
 from featx.errors import StoreError
 from featx.extraction import ExtractConfig, extract
-from tests.conftest import make_class_tree
+from tests.conftest import assert_same_store, make_class_tree
 from tests.image_trees import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +72,37 @@ def test_a_changed_dataset_still_updates(tmp_path, tree):
     _extract(tree, tmp_path)
     write_image(tree / "ants" / "new.png", seed=77)
     assert _extract(tree, tmp_path).status == "updated"
+
+
+def _relabel(tree: Path) -> None:
+    """The labelling loop's change: an image moved to the other class, one to a new name."""
+    (tree / "ants" / "ants_00.png").rename(tree / "bees" / "was_an_ant.png")
+    (tree / "bees" / "bees_01.png").rename(tree / "bees" / "renamed.png")
+
+
+def test_an_update_that_forwards_nothing_needs_no_torch(tmp_path, tree):
+    first = _extract(tree, tmp_path / "stores")
+    _relabel(tree)
+    run = subprocess.run([sys.executable, "-c", CLI_AND_TORCH, "extract", str(tree), *CLI_LITE,
+                          "--out", str(tmp_path / "stores")],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 0, run.stderr
+    assert ("efficientnet_lite0: updated to version 2: +0 new, 0 changed, 0 removed, 6 kept (1 relabelled, "
+            "2 moved); 0 images forwarded") in run.stdout and first.store in run.stdout
+    assert run.stderr.strip().splitlines()[-1] == "torch imported: False"
+
+
+def test_an_update_without_torch_is_the_full_runs_update(tmp_path, tree, monkeypatch):
+    _extract(tree, tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same store twice, updated both ways
+    _relabel(tree)
+    with monkeypatch.context() as m:
+        m.setattr(featx.extraction.noop, "relabel_update", lambda *a, **k: None)  # the full run's update
+        full = _extract(tree, tmp_path / "a")
+    _no_build(monkeypatch)
+    fast = _extract(tree, tmp_path / "b")
+    assert (fast.status, fast.images, fast.version, fast.update) == (full.status, 0, 2, full.update)
+    assert_same_store(Path(full.store), Path(fast.store))
 
 
 def test_same_size_new_bytes_with_the_old_mtime_still_updates(tmp_path, tree):

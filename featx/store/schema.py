@@ -126,6 +126,14 @@ def _write_samples(f: h5py.File, dataset: Dataset) -> None:
     g.create_dataset("sha256", data=np.array([s.sha256.encode() for s in samples], dtype="S64"))
 
 
+def _torch_version() -> str:
+    """A new store's torch (imported here only when asked: an update keeps the store's own, and
+    one that computes no row runs without torch, featx.extraction.noop)."""
+    import torch
+
+    return torch.__version__
+
+
 def fixed_dataset(group: h5py.Group, name: str, shape: tuple, dtype, chunks=None) -> None:
     """A fixed-size dataset with all its storage allocated now (no metadata changes later)."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -136,8 +144,6 @@ def fixed_dataset(group: h5py.Group, name: str, shape: tuple, dtype, chunks=None
 
 
 def _write_attrs(f: h5py.File, dataset: Dataset, spec: StoreSpec) -> None:
-    import torch
-
     attrs = {
         "format_version": FORMAT_VERSION, "featx_version": __version__, "cut": spec.cut or "",
         "feature_dim": spec.feature_dim, "num_aug_views": spec.num_aug_views, "dtype": spec.dtype,
@@ -145,7 +151,7 @@ def _write_attrs(f: h5py.File, dataset: Dataset, spec: StoreSpec) -> None:
         "dataset_root": os.path.abspath(dataset.root), "dataset_name": dataset.name,
         "dataset_layout": dataset.layout, "dataset_fingerprint": dataset.fingerprint,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__, "h5py_version": h5py.__version__,
+        "torch_version": spec.provenance.get("torch_version") or _torch_version(), "h5py_version": h5py.__version__,
         **spec.provenance,
     }
     for key, value in attrs.items():

@@ -276,7 +276,7 @@ def history(attrs: dict) -> list[dict]:
 def _write_new(tmp: Path, dataset: Dataset, plan: UpdatePlan, old: h5py.File, d: h5py.File | None,
                attrs: dict, entry: dict, seconds: float) -> None:
     cut = attrs.get("cut") or None
-    spec = StoreSpec(provenance={}, feature_dim=int(attrs["feature_dim"]),
+    spec = StoreSpec(provenance={"torch_version": attrs.get("torch_version", "")}, feature_dim=int(attrs["feature_dim"]),
                      num_aug_views=int(attrs["num_aug_views"]), dtype=str(attrs["dtype"]), cut=cut,
                      cut_shape=tuple(old[f"cut/{cut}/clean"].shape[1:]) if cut else None)
     write_layout(tmp, dataset, spec)
