@@ -82,6 +82,33 @@ def test_a_copied_image_is_said_copied_not_moved(tmp_path):
     assert f"0 new, 0 changed, 0 removed, {kept} kept (1 moved, 1 copied)" in info  # what the version did
 
 
+def test_class_names_a_run_gives_rename_the_store_and_none_keeps_them(tmp_path, monkeypatch):
+    import featx.extraction.runner
+
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=6)
+    first_names, other_names = tmp_path / "first.json", tmp_path / "other.json"
+    first_names.write_text(json.dumps({"a": "Ant", "b": "Bee"}))
+    other_names.write_text(json.dumps({"a": "Formicidae", "b": "Apis"}))
+    first = extract(open_dataset(root, {"class_map": str(first_names)}), "tiny_cnn", tmp_path / "s",
+                    show_progress=False, **TINY)
+    with monkeypatch.context() as m:
+        m.setattr(featx.extraction.runner.Runner, "run", lambda *a, **k: pytest.fail("a rename forwards nothing"))
+        renamed = extract(open_dataset(root, {"class_map": str(other_names)}), "tiny_cnn", tmp_path / "s",
+                          show_progress=False, **TINY)
+    assert renamed.status == "updated" and renamed.version == 2 and renamed.images == 0
+    assert renamed.update.startswith("+0 new, 0 changed, 0 removed, 12 kept (2 classes renamed")
+    with FeatureStore(first.store) as st:
+        assert st.class_names == ["Formicidae", "Apis"] and st.classes == ["a", "b"]
+    write_image(root / "a" / "new.png", 4242)  # a later run without --class-map, with a new image
+    grown = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert grown.update.startswith("+1 new") and "renamed" not in grown.update
+    with FeatureStore(first.store) as st:
+        assert st.class_names == ["Formicidae", "Apis"]  # kept, not dropped back to the folder names
+    again = extract(open_dataset(root, {"class_map": str(other_names)}), "tiny_cnn", tmp_path / "s",
+                    show_progress=False, **TINY)
+    assert again.status == "complete"  # the names it gives are the store's already
+
+
 def test_a_copied_dataset_costs_no_forward(tmp_path, monkeypatch):
     """cp -r gives every file a new mtime and the dataset a new root: the bytes are the same."""
     root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=10)

@@ -34,6 +34,7 @@ from featx.runtime.atomic import atomic_write
 from featx.data import Dataset, hash_files
 from featx.data.folders import is_unlabeled_folder
 from featx.errors import StoreError
+from featx.store.names import stored_names, with_store_names
 from featx.store.reader import open_store_file
 from featx.store.schema import (EXECUTION_KEYS, IDENTITY_KEYS, WRITE_ERRORS, StoreSpec, plain, short,
                                 write_error, write_layout)
@@ -58,6 +59,7 @@ class UpdatePlan:
         c = self.counts
         text = f"+{c['new']:,} new, {c['changed']:,} changed, {c['removed']:,} removed, {c['kept']:,} kept"
         extra = [f"{c[k]:,} {k}" for k in ("relabelled", "moved", "copied", "resplit", "retried") if c.get(k)]
+        extra += [f"{c['renamed']:,} class{'es' * (c['renamed'] > 1)} renamed"] if c.get("renamed") else []
         views = len(self.compute) - c["new"] - c["changed"] - c.get("retried", 0)
         if views > 0:  # view k is seeded by the sample's path: a moved training image gets new ones
             extra.append(f"{views:,} re-extracted for their views (moved, or new to train)")
@@ -107,9 +109,11 @@ def _loose_folder_sorted(path: Path, old: str, dataset: Dataset) -> bool:
 
 
 def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
-    """`dataset` with every sample's content hash, and the plan that turns the store into its store."""
+    """`dataset` with every sample's content hash and its classes' display names (featx.store.names),
+    and the plan that turns the store into its store."""
     with open_store_file(path) as f:
         check_same_layout(path, dict(f.attrs), dataset)
+        dataset, renamed = with_store_names(dataset, stored_names(f))
     old = _read_old(path)
     dataset = _with_hashes(dataset, old)
     by_sha: dict[str, list[int]] = {}
@@ -146,6 +150,7 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
     shas = {s.sha256 for s in dataset.samples}
     counts["removed"] = sum(1 for p, sha in zip(old.paths, old.shas) if p not in paths_now and sha not in shas)
     counts["kept"] = int((source >= 0).sum())
+    counts["renamed"] = renamed  # classes shown under another name (--class-map)
     notes = _classes_gone(old.classes, dataset, unlabelled_now)
     return dataset, UpdatePlan(source, np.flatnonzero(source < 0), counts, notes)
 
@@ -241,7 +246,7 @@ def _check_delta(path: Path, attrs: dict, delta: Path, d: h5py.File, plan: Updat
         raise StoreError(f"{delta}: cannot update {path} from it: {'; '.join(found)}")
 
 
-CHANGES = ("new", "changed", "removed", "relabelled", "moved", "copied", "resplit", "retried")
+CHANGES = ("new", "changed", "removed", "relabelled", "moved", "copied", "renamed", "resplit", "retried")
 
 
 def is_no_op(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> bool:
@@ -253,7 +258,7 @@ def is_no_op(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> bool:
 
 
 def _history_entry(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> dict:
-    keys = ("new", "changed", "removed", "kept", "relabelled", "moved", "copied", "resplit", "train_new")
+    keys = ("new", "changed", "removed", "kept", "relabelled", "moved", "copied", "renamed", "resplit", "train_new")
     return {"version": int(attrs.get("store_version", 1)) + (0 if is_no_op(attrs, dataset, plan) else 1),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "featx_version": __version__, "dataset_root": os.path.abspath(dataset.root),

@@ -23,6 +23,7 @@ from featx.data import Dataset, with_content_hashes
 from featx.errors import StoreError
 from featx.store.check import check_layout
 from featx.store.reader import open_h5
+from featx.store.names import renames
 from featx.store.update import check_same_layout
 from featx.store.schema import (EXECUTION_KEYS, REASON_BYTES, WRITE_ERRORS, StoreSpec, create_store,
                                 differences, write_error)
@@ -58,7 +59,7 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
         # Same files elsewhere (a moved dataset) is an update too: it records where the data is now.
         moved = os.path.abspath(str(attrs.get("dataset_root", ""))) != os.path.abspath(dataset.root)
         same_listing = attrs.get("dataset_fingerprint") == dataset.fingerprint
-        changed = allow_update and (not same_listing or moved or not _same_bytes(f, dataset))
+        changed = allow_update and (not same_listing or moved or renames(f, dataset) or not _same_bytes(f, dataset))
         found = differences(attrs, spec, f, dataset, resuming=changed or not complete,
                             with_dataset=not allow_update)
     if changed and not found:
