@@ -6,6 +6,8 @@
     space   check_room (planned size vs free disk), check_writable (the --out folder)
     writer  prepare_store (create / resume / complete), store_state, is_complete, StoreWriter
     update  plan_update, assemble_update: a changed dataset re-extracts only its new rows
+    versions  history (one entry per version) and head_staleness (what a head trained earlier misses)
+    names   class display names across updates (--class-map renames; none given keeps them)
     reader  FeatureStore (by split and view, shapes for `featx info`), open_h5, open_store_file
     merge   the shards of a distributed run -> one store
 
@@ -22,7 +24,8 @@ from featx.store.reader import (FeatureStore, StoreSummary, count_failed, open_h
 from featx.store.schema import (EXECUTION_KEYS, FORMAT_VERSION, IDENTITY_KEYS, JSON_ATTRS,
                                 REASON_BYTES, StoreSpec, create_store, differences, planned_bytes)
 from featx.store.space import check_room, check_writable
-from featx.store.update import UpdatePlan, assemble_update, head_staleness, history, plan_update
+from featx.store.update import UpdatePlan, assemble_update, plan_update
+from featx.store.versions import head_staleness, history
 from featx.store.writer import StoreWriter, is_complete, prepare_store, read_done, store_state
 
 __all__ = [

@@ -35,6 +35,7 @@ from featx.data import Dataset, hash_files
 from featx.data.folders import is_unlabeled_folder
 from featx.errors import StoreError
 from featx.store.names import stored_names, with_store_names
+from featx.store.versions import history
 from featx.store.reader import open_store_file
 from featx.store.schema import (EXECUTION_KEYS, IDENTITY_KEYS, WRITE_ERRORS, StoreSpec, plain, short,
                                 write_error, write_layout)
@@ -266,18 +267,6 @@ def _history_entry(attrs: dict, dataset: Dataset, plan: UpdatePlan) -> dict:
             **{k: int(plan.counts.get(k, 0)) for k in keys}}
 
 
-def history(attrs: dict) -> list[dict]:
-    """The store's versions, oldest first (a store before issue 19: one version, its creation)."""
-    try:
-        found = json.loads(attrs.get("history", ""))
-        if isinstance(found, list) and found:
-            return found
-    except (TypeError, ValueError):
-        pass
-    return [{"version": 1, "date": attrs.get("created", ""), "featx_version": attrs.get("featx_version", ""),
-             "dataset_root": attrs.get("dataset_root", "")}]
-
-
 def _write_new(tmp: Path, dataset: Dataset, plan: UpdatePlan, old: h5py.File, d: h5py.File | None,
                attrs: dict, entry: dict, seconds: float) -> None:
     cut = attrs.get("cut") or None
@@ -383,21 +372,3 @@ def _read_rows(ds: h5py.Dataset, idx: np.ndarray, axis: int) -> np.ndarray:
     else:
         rows = ds[unique] if axis == 0 else ds[:, unique]
     return rows[inverse] if axis == 0 else rows[:, inverse]
-
-
-def head_staleness(head_meta: dict, attrs: dict) -> str | None:
-    """What a head misses of its store, or None when it was trained on the store as it is:
-    'trained on version 3; the store is at version 5, with 240 new training images since'."""
-    versions = history(attrs)
-    current = int(attrs.get("store_version", versions[-1].get("version", 1)))
-    trained = head_meta.get("store_version")
-    if trained is None:  # a head from before issue 19: its store's dataset fingerprint tells
-        if head_meta.get("store_dataset_fingerprint") in (None, attrs.get("dataset_fingerprint")):
-            return None
-        return (f"trained on an earlier version of the store (now version {current}); "
-                "re-run `featx train-head` to train on everything")
-    if int(trained) >= current:
-        return None
-    new = sum(int(v.get("train_new", 0)) for v in versions if int(v.get("version", 1)) > int(trained))
-    return (f"trained on version {trained}; the store is at version {current}, with {new:,} new "
-            "training images since (re-run `featx train-head` to train on everything)")
