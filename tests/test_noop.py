@@ -105,6 +105,26 @@ def test_an_update_without_torch_is_the_full_runs_update(tmp_path, tree, monkeyp
     assert_same_store(Path(full.store), Path(fast.store))
 
 
+def test_a_rename_needs_no_backbone_and_another_engine_is_refused_as_before(tmp_path, tree, monkeypatch):
+    import json
+
+    from featx.data import open_dataset
+
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"ants": "Formicidae"}))
+    first = _extract(tree, tmp_path)
+    with monkeypatch.context() as m:
+        _no_build(m)
+        renamed = extract(open_dataset(tree, {"class_map": str(names)}), "efficientnet_lite0", tmp_path,
+                          ExtractConfig(**LITE), show_progress=False)
+    assert renamed.status == "updated" and "(1 class renamed" in renamed.update
+    _relabel(tree)
+    # a relabel asked of another engine is refused as the full run refuses it, not done quietly
+    with pytest.raises(StoreError, match="engine is torch in the store, onnxruntime requested"):
+        _extract(tree, tmp_path, engine="onnxruntime")
+    assert _extract(tree, tmp_path).store == first.store
+
+
 def test_same_size_new_bytes_with_the_old_mtime_still_updates(tmp_path, tree):
     """The listing alone (path, size, mtime) looks the same: the content hash tells."""
     first = _extract(tree, tmp_path)

@@ -268,6 +268,15 @@ def test_select_from_the_command_line_says_how_to_label_a_folder_dataset(tmp_pat
         f"folder), then re-run the featx extract that made the store (a relabel, no forward) on {root}")
     assert sorted(p.relative_to(tmp_path / "copies").parent.as_posix()
                   for p in (tmp_path / "copies").rglob("*.png")) == ["unlabeled"] * 3
+    assert f"; 3 picks copied into {tmp_path / 'copies'}\n" in result.stdout
+    mine = next((tmp_path / "copies" / "unlabeled").glob("*.png"))
+    mine.write_bytes(mine.read_bytes() + b"edited")  # a labelling tool rewrote one copy
+    again = CliRunner().invoke(app, ["select", store, "--budget", "16", "--strategy", "random", "--out",
+                                     str(tmp_path / "p.csv"), "--copy-to", str(tmp_path / "copies")],
+                               env={"COLUMNS": "300"})
+    assert again.exit_code == 0, again.output
+    assert (f"; 15 picks copied into {tmp_path / 'copies'} (the last round's 2 copies removed first; 1 pick not "
+            "copied: a file featx did not copy is at its path, kept as it is)") in again.stdout
 
 
 def test_the_hint_names_the_pool_folder_the_split_folders_and_the_cost_of_views():

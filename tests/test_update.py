@@ -82,6 +82,50 @@ def test_a_copied_image_is_said_copied_not_moved(tmp_path):
     assert f"0 new, 0 changed, 0 removed, {kept} kept (1 moved, 1 copied)" in info  # what the version did
 
 
+def test_duplicates_removed_or_moved_are_counted_as_such(tmp_path):
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=4)
+    for name in ("twin_1.png", "twin_2.png", "twin_3.png"):
+        shutil.copy(root / "a" / "a_00.png", root / "a" / name)  # four images of the same bytes
+    extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    (root / "a" / "twin_1.png").unlink()
+    (root / "a" / "twin_2.png").rename(root / "a" / "twin_moved.png")
+    updated = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert updated.update.startswith("+0 new, 0 changed, 1 removed, ") and "(1 moved" in updated.update
+    assert "copied" not in updated.update and not updated.same_data and updated.version == 2
+    # moved away, and new bytes written where it was: a move and a change, not a copy
+    (root / "b" / "b_01.png").rename(root / "b" / "b_moved.png")
+    write_image(root / "b" / "b_01.png", 31337)
+    again = extract(open_dataset(root), "tiny_cnn", tmp_path / "s", show_progress=False, **TINY)
+    assert again.update.startswith("+0 new, 1 changed, 0 removed, ") and "(1 moved" in again.update
+    assert "copied" not in again.update
+
+
+def test_a_rename_is_undone_by_mapping_back_and_a_partial_map_keeps_the_rest(tmp_path):
+    root = make_class_tree(tmp_path / "data" / "cells", classes=("a", "b"), per_class=4)
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"a": "Ant", "b": "Bee"}))
+    store = extract(open_dataset(root, {"class_map": str(names)}), "tiny_cnn", tmp_path / "s",
+                    show_progress=False, **TINY).store
+    names.write_text(json.dumps({"a": "a"}))  # a back to its folder name; b left out: kept
+    back = extract(open_dataset(root, {"class_map": str(names)}), "tiny_cnn", tmp_path / "s",
+                   show_progress=False, **TINY)
+    assert "(1 class renamed" in back.update
+    with FeatureStore(store) as st:
+        assert st.class_names == ["a", "Bee"]
+    from typer.testing import CliRunner
+
+    from featx.cli import app
+
+    info = " ".join(CliRunner().invoke(app, ["info", store], env={"COLUMNS": "200"}).output.split())
+    assert "8 kept (1 class renamed)" in info
+    names.write_text(json.dumps({"b": "Apis"}))
+    with pytest.raises(StoreError, match="class names --class-map gives differ from the store's"):
+        extract(open_dataset(root, {"class_map": str(names)}), "tiny_cnn", tmp_path / "s",
+                show_progress=False, update=False, **TINY)
+    with FeatureStore(store) as st:
+        assert st.class_names == ["a", "Bee"]  # --no-update changed nothing
+
+
 def test_class_names_a_run_gives_rename_the_store_and_none_keeps_them(tmp_path, monkeypatch):
     import featx.extraction.runner
 

@@ -216,6 +216,8 @@ def _print_versions(attrs: dict) -> None:
     if len(versions) > 1:
         counts = ", ".join(f"{last.get(k, 0):,} {k}" for k in ("new", "changed", "removed", "kept"))
         also = [f"{last[k]:,} {k}" for k in ("relabelled", "moved", "copied", "resplit") if last.get(k)]
+        renamed = int(last.get("renamed", 0))
+        also += [f"{renamed:,} class{'es' * (renamed != 1)} renamed"] if renamed else []
         counts += f" ({', '.join(also)})" if also else ""
         _line("version", f"{last['version']}, updated {last['date']} ({counts}); first extracted "
               f"{first.get('date', '?')} with {first.get('samples', '?')} samples")

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from featx.cli import options as o
-from featx.cli.core import err, next_step, out
+from featx.cli.core import err, next_step, out, plural
 from featx.cli.outputs import out_file, out_folder
 
 STRATEGIES = ("random", "margin", "entropy", "coreset", "typiclust", "probcover")  # featx.explore.STRATEGIES
@@ -97,14 +97,22 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
     settings = SelectConfig(budget, strategy, head, DuplicateSettings(threshold=threshold), pixels, seed)
     picks = run_select(store, budget, config=settings, log=_note)
     picks.to_csv(out_path)
-    if copy_to is not None:
-        picks.copy_to(copy_to)
+    copied = picks.copy_to(copy_to) if copy_to is not None else None
     out.print(f"{len(picks)} of {picks.pool:,} unlabelled images picked by {picks.strategy} "
               f"({len(picks.excluded)} near-copies left out): {out_path}"
-              + (f"; copied into {copy_to}" if copy_to is not None else "")
-              + (f" (the {picks.cleared} earlier picks copied there removed)" if picks.cleared else ""),
+              + (_copied(copy_to, len(copied), picks) if copied is not None else ""),
               markup=False, highlight=False)
     next_step(picks.how_to_label())  # for a folder dataset: mv out of unlabeled/ into class folders
+
+
+def _copied(folder: Path, copied: int, picks) -> str:
+    """'; 3 copied into DIR (the 5 copies of the last round removed first; 1 left as it was: ...)'."""
+    text = f"; {plural(copied, 'pick')} copied into {folder}"
+    earlier = "1 copy" if picks.cleared == 1 else f"{picks.cleared:,} copies"
+    notes = [f"the last round's {earlier} removed first"] if picks.cleared else []
+    notes += ([f"{plural(picks.left_alone, 'pick')} not copied: a file featx did not copy is at its path, "
+               "kept as it is"] if picks.left_alone else [])
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def label_curve(store: o.Store, strategies: Strategies = ["random", "margin", "coreset", "typiclust"],

@@ -123,7 +123,7 @@ def _print_next(stores: list[str]) -> None:
     """A head on the store (on each, when there are several: the first named); for a store with
     no labels yet, which images to label first (train-head would have nothing to learn from)."""
     if stores and not _has_labels(stores[0]):
-        next_step("featx select --strategy typiclust --budget 50", stores[0])
+        next_step(f"featx select --strategy {_first_labels_strategy()} --budget 50", stores[0])
     elif len(stores) == 1:
         next_step("featx train-head", stores[0])
     elif stores:
@@ -144,4 +144,12 @@ def _has_labels(store: str) -> bool:
 
     with open_h5(store, "r") as f:
         return bool((f["samples/label"][:] >= 0).any())
+
+
+def _first_labels_strategy() -> str:
+    """TypiClust for a store with no labels (a few typical images of each cluster); random where
+    scikit-activeml, which implements it, is not installed (the `explore` extra)."""
+    import importlib.util
+
+    return "typiclust" if importlib.util.find_spec("skactiveml") else "random"
 

@@ -37,6 +37,9 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) found at scan
     notes: list[str] = field(default_factory=list)
     ignored_files: int = 0
+    # The class names this scan was given ({class: name}: --class-map, a packaged dataset's), beside
+    # display_names: a store update applies these and keeps its own for the rest (featx.store.names).
+    given_names: dict[str, str] = field(default_factory=dict)
 
     def abspath(self, sample: Sample) -> Path:
         return self.root / sample.path

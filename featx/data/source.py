@@ -67,9 +67,12 @@ def open_dataset(source: str | os.PathLike, options: DatasetOptions | dict | Non
     if name:
         dataset.name = name
         dataset.display_names = [names.get(c, c) for c in dataset.classes]
+        dataset.given_names = {c: str(n) for c, n in names.items() if c in dataset.classes}
     if options.class_map:
         mapping = read_class_map(options.class_map)
         dataset.display_names = [str(mapping.get(c, c)) for c in dataset.classes]
+        dataset.given_names = {**dataset.given_names,
+                               **{c: str(n) for c, n in mapping.items() if c in dataset.classes}}
     if not dataset.samples:
         raise DataError(f"{source}: no images found (layout: {dataset.layout}{_first_skipped(dataset)})")
     return dataset

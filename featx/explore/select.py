@@ -81,6 +81,7 @@ class Selection:
     layout: str = "manifest"  # the store's dataset layout: how a user labels the picks
     views: int = 0  # the store's augmented views per training image
     cleared: int = 0  # an earlier round's copies that copy_to removed from its folder
+    left_alone: int = 0  # picks copy_to did not copy: a file not of its making was at their path
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -126,10 +127,11 @@ class Selection:
         for source in sources:
             if not source.is_file():
                 raise DataError(f"{source}: cannot copy a pick, the file is not there (dataset moved?)")
-        self.cleared = clear_earlier_copies(folder)
+        self.cleared, self.left_alone = clear_earlier_copies(folder), 0
         for rel, source in zip(self.paths, sources):
             target = folder / rel
             if target.exists():  # not a copy of ours (those are cleared): the user's, kept as it is
+                self.left_alone += 1
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             copied.append(Path(shutil.copy2(source, target)))

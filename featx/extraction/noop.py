@@ -82,7 +82,16 @@ def decided_store(dataset: Dataset, backbone_name: str, out_dir: Path, config: E
         state = store_state(path, dataset, spec, config.update)
     except (FeatxError, OSError):
         return None  # the full run meets it again and reports it in its own words
+    if state == "changed" and not _asks_as_made(config, spec.provenance):
+        return None  # the full run refuses an update computed otherwise, rows to compute or not
     return (name, path, state) if state in ("complete", "changed") else None
+
+
+def _asks_as_made(config: ExtractConfig, made: dict) -> bool:
+    """Does the run ask for the engine the store was made with (or leave it to auto, which takes
+    the store's on an update), on the CPU it was made on? (made: the store's own, _store_and_spec;
+    a store made on a GPU is updated by the full run, which knows what `auto` means here.)"""
+    return config.engine in ("auto", made.get("engine")) and made.get("device") == "cpu"
 
 
 def relabel_update(dataset: Dataset, name: str, path: Path, device: str) -> ExtractResult | None:

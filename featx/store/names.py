@@ -2,9 +2,9 @@
 
 `--class-map FILE` (or a packaged dataset's own names) sets the names a store shows for its
 classes (`class_names`, beside `classes`, the folder or manifest labels). A later `featx
-extract` that gives other names renames them in the store, an update with no forward; one that
-gives none (display names equal to the labels) keeps the names the store has, rather than
-dropping them the day images are added.
+extract` whose map names a class otherwise renames it in the store, an update with no forward
+(a class mapped to itself gets its folder name back); a class the run's map leaves out, or a run
+with no map, keeps the name the store has, rather than losing it the day images are added.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ import h5py
 from featx.data import Dataset
 
 
-def names_given(dataset: Dataset) -> bool:
-    """Does this run name the classes (a class map, a packaged dataset's names)?"""
-    return list(dataset.display_names) != list(dataset.classes)
+def with_store_names(dataset: Dataset, stored: dict[str, str]) -> tuple[Dataset, int]:
+    """`dataset` with the display names its store will have: the names this run gives
+    (dataset.given_names), else the store's, else the class itself; and how many classes the
+    store shows under another name than before."""
+    names = [dataset.given_names.get(c, stored.get(c, c)) for c in dataset.classes]
+    renamed = sum(1 for c, n in zip(dataset.classes, names) if c in stored and stored[c] != n)
+    return replace(dataset, display_names=names), renamed
 
 
 def stored_names(f: h5py.File) -> dict[str, str]:
@@ -26,15 +30,6 @@ def stored_names(f: h5py.File) -> dict[str, str]:
     classes = list(f["classes"].asstr()[:])
     names = list(f["class_names"].asstr()[:]) if "class_names" in f else classes
     return dict(zip(classes, names))
-
-
-def with_store_names(dataset: Dataset, stored: dict[str, str]) -> tuple[Dataset, int]:
-    """`dataset` with the display names its store will have, and how many classes the store
-    shows under another name than before (0 when the run gives no names)."""
-    if not names_given(dataset):
-        dataset = replace(dataset, display_names=[stored.get(c, c) for c in dataset.classes])
-    renamed = sum(1 for c, n in zip(dataset.classes, dataset.display_names) if c in stored and stored[c] != n)
-    return dataset, renamed
 
 
 def renames(f: h5py.File, dataset: Dataset) -> bool:

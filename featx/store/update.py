@@ -125,11 +125,17 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
     source = np.full(len(dataset.samples), -1, dtype=np.int64)
     counts = dict.fromkeys(("new", "changed", "kept", "relabelled", "moved", "copied", "resplit", "retried",
                             "train_new"), 0)
-    paths_now = {s.path for s in dataset.samples}
+    sha_now = {s.path: s.sha256 for s in dataset.samples}  # what each path holds now
+    # Old rows whose path still holds their bytes are those samples; the rest of a content's rows
+    # go to its samples at new paths first (of two duplicates, one moved: moved, not copied)
+    stayed = {old_paths[s.path] for s in dataset.samples if s.sha256 and old_paths.get(s.path) is not None
+              and old.shas[old_paths[s.path]] == s.sha256}
+    matched: set[int] = set()  # old rows some sample of the new dataset is
     unlabelled_now: dict[str, int] = {}  # old class -> its images that are unlabelled now
     for i, s in enumerate(dataset.samples):
         same = by_sha.get(s.sha256, []) if s.sha256 else []
-        j = next((j for j in same if old.paths[j] == s.path), same[0] if same else -1)
+        j = next((j for j in same if old.paths[j] == s.path),
+                 next((j for j in same if j not in stayed and j not in matched), same[0] if same else -1))
         name = dataset.classes[s.label] if s.label >= 0 else ""
         if j < 0:
             counts["changed" if s.path in old_paths else "new"] += 1
@@ -138,8 +144,9 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
         counts["relabelled"] += old.labels[j] != name
         if old.labels[j] and not name:
             unlabelled_now[old.labels[j]] = unlabelled_now.get(old.labels[j], 0) + 1
-        if old.paths[j] != s.path:  # known bytes at a new path: moved, or copied where the old path stays
-            counts["copied" if old.paths[j] in paths_now else "moved"] += 1
+        matched.add(j)
+        if old.paths[j] != s.path:  # known bytes at a new path: moved, or copied where the old path keeps them
+            counts["copied" if sha_now.get(old.paths[j]) == s.sha256 else "moved"] += 1
         counts["resplit"] += old.splits[j] != s.split
         counts["train_new"] += s.split == "train" and old.splits[j] != "train"
         views_ok = (s.split != "train" or not old.views
@@ -148,8 +155,9 @@ def plan_update(path: Path, dataset: Dataset) -> tuple[Dataset, UpdatePlan]:
             source[i] = j
         elif not old.usable[j]:
             counts["retried"] += 1
-    shas = {s.sha256 for s in dataset.samples}
-    counts["removed"] = sum(1 for p, sha in zip(old.paths, old.shas) if p not in paths_now and sha not in shas)
+    # An old row no new sample is, at a path now gone: a removal (a duplicate's too, whose bytes
+    # another path still holds: the store has one row fewer)
+    counts["removed"] = sum(1 for j, p in enumerate(old.paths) if j not in matched and p not in sha_now)
     counts["kept"] = int((source >= 0).sum())
     counts["renamed"] = renamed  # classes shown under another name (--class-map)
     notes = _classes_gone(old.classes, dataset, unlabelled_now)

@@ -62,6 +62,9 @@ def store_state(path: Path, dataset: Dataset, spec: StoreSpec, allow_update: boo
         changed = allow_update and (not same_listing or moved or renames(f, dataset) or not _same_bytes(f, dataset))
         found = differences(attrs, spec, f, dataset, resuming=changed or not complete,
                             with_dataset=not allow_update)
+        if not allow_update and renames(f, dataset):  # a rename is an update, refused like any
+            found = [*found, "the class names --class-map gives differ from the store's (without "
+                     "--no-update, the store is renamed with no forward)"]
     if changed and not found:
         check_same_layout(path, attrs, dataset)
     if found:
