@@ -125,6 +125,16 @@ def test_a_rename_needs_no_backbone_and_another_engine_is_refused_as_before(tmp_
     assert _extract(tree, tmp_path).store == first.store
 
 
+def test_a_touch_only_rerun_keeps_the_version_without_a_backbone(tmp_path, tree, monkeypatch):
+    _extract(tree, tmp_path)
+    for image in tree.rglob("*.png"):
+        os.utime(image, ns=(1_000_000_000, 1_000_000_000))
+    _no_build(monkeypatch)
+    touched = _extract(tree, tmp_path)
+    assert (touched.status, touched.version, touched.same_data, touched.images) == ("updated", 1, True, 0)
+    assert _extract(tree, tmp_path).status == "complete"
+
+
 def test_same_size_new_bytes_with_the_old_mtime_still_updates(tmp_path, tree):
     """The listing alone (path, size, mtime) looks the same: the content hash tells."""
     first = _extract(tree, tmp_path)
