@@ -209,15 +209,13 @@ def _print_store(st, attrs: dict) -> None:
 
 def _print_versions(attrs: dict) -> None:
     """The store's version, its last update, and where its dataset lived then (issue 19)."""
-    from featx.store import history
+    from featx.store import change_words, history
 
     versions = history(attrs)
     first, last = versions[0], versions[-1]
     if len(versions) > 1:
         counts = ", ".join(f"{last.get(k, 0):,} {k}" for k in ("new", "changed", "removed", "kept"))
-        also = [f"{last[k]:,} {k}" for k in ("relabelled", "moved", "copied", "resplit") if last.get(k)]
-        renamed = int(last.get("renamed", 0))
-        also += [f"{renamed:,} class{'es' * (renamed != 1)} renamed"] if renamed else []
+        also = change_words(last)
         counts += f" ({', '.join(also)})" if also else ""
         _line("version", f"{last['version']}, updated {last['date']} ({counts}); first extracted "
               f"{first.get('date', '?')} with {first.get('samples', '?')} samples")

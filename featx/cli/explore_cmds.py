@@ -106,7 +106,7 @@ def select(store: o.Store, budget: Budget, strategy: Strategy = DEFAULT_STRATEGY
 
 
 def _copied(folder: Path, copied: int, picks) -> str:
-    """'; 3 copied into DIR (the 5 copies of the last round removed first; 1 left as it was: ...)'."""
+    """'; 3 picks copied into DIR (the last round's 5 copies removed first; 1 pick not copied: ...)'."""
     text = f"; {plural(copied, 'pick')} copied into {folder}"
     earlier = "1 copy" if picks.cleared == 1 else f"{picks.cleared:,} copies"
     notes = [f"the last round's {earlier} removed first"] if picks.cleared else []

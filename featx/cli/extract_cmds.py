@@ -140,10 +140,10 @@ def merge(shards: o.Shards, out_path: o.MergeOut, mode: o.MergeMode = "copy") ->
 
 
 def _has_labels(store: str) -> bool:
-    from featx.store import open_h5
+    from featx.store import FeatureStore
 
-    with open_h5(store, "r") as f:
-        return bool((f["samples/label"][:] >= 0).any())
+    with FeatureStore(store) as st:
+        return bool((st.labels >= 0).any())
 
 
 def _first_labels_strategy() -> str:
@@ -152,4 +152,3 @@ def _first_labels_strategy() -> str:
     import importlib.util
 
     return "typiclust" if importlib.util.find_spec("skactiveml") else "random"
-

@@ -48,8 +48,8 @@ class Temperature:
         return None if self.top1 is None or not self.images else accuracy_margin(self.top1, self.images)
 
     def to_dict(self) -> dict:
-        fit = {} if self.margin is None else {"fit_images": self.images, "fit_top1": self.top1,
-                                              "fit_margin": self.margin}
+        margin = self.margin
+        fit = {} if margin is None else {"fit_images": self.images, "fit_top1": self.top1, "fit_margin": margin}
         return {"temperature": self.value, "fitted_on": self.fitted_on,
                 "fit_nll_before": self.nll_before, "fit_nll_after": self.nll_after, **fit}
 

@@ -33,9 +33,8 @@ from featx.errors import FeatxError
 from featx.extraction.config import ExtractConfig, ExtractResult
 from featx.extraction.plan import remove_delta, store_clean, store_path_named
 from featx.runtime.hashing import file_sha256
-from featx.store.schema import EXECUTION_KEYS
-from featx.store import (FeatureStore, StoreLock, StoreSpec, assemble_update, check_writable, count_failed,
-                         plan_update, read_attrs, store_state)
+from featx.store import (EXECUTION_KEYS, FeatureStore, StoreLock, StoreSpec, assemble_update, check_writable,
+                         count_failed, plan_update, read_attrs, store_state)
 
 # Families whose cards are static tables (no model is built to describe them).
 STATIC_FAMILIES = ("packaged", "torchvision")

@@ -25,13 +25,13 @@ from featx.store.schema import (EXECUTION_KEYS, FORMAT_VERSION, IDENTITY_KEYS, J
                                 REASON_BYTES, StoreSpec, create_store, differences, planned_bytes)
 from featx.store.space import check_room, check_writable
 from featx.store.update import UpdatePlan, assemble_update, plan_update
-from featx.store.versions import head_staleness, history
+from featx.store.versions import change_words, head_staleness, history
 from featx.store.writer import StoreWriter, is_complete, prepare_store, read_done, store_state
 
 __all__ = [
     "EXECUTION_KEYS", "FORMAT_VERSION", "IDENTITY_KEYS", "JSON_ATTRS", "MERGE_MODES", "REASON_BYTES",
     "FeatureStore", "StoreLock", "StoreSpec", "StoreSummary", "StoreWriter", "UpdatePlan",
-    "assemble_update", "check_layout", "head_staleness", "history", "plan_update", "store_state",
+    "assemble_update", "change_words", "check_layout", "head_staleness", "history", "plan_update", "store_state",
     "check_room", "check_writable", "count_failed", "create_store", "differences", "is_complete",
     "merge_shards", "open_h5", "open_store_file", "planned_bytes", "prepare_store", "read_attrs",
     "read_done", "shard_path", "SampleFiles", "inside_root",

@@ -35,7 +35,7 @@ from featx.data import Dataset, hash_files
 from featx.data.folders import is_unlabeled_folder
 from featx.errors import StoreError
 from featx.store.names import stored_names, with_store_names
-from featx.store.versions import history
+from featx.store.versions import change_words, history
 from featx.store.reader import open_store_file
 from featx.store.schema import (EXECUTION_KEYS, IDENTITY_KEYS, WRITE_ERRORS, StoreSpec, plain, short,
                                 write_error, write_layout)
@@ -59,8 +59,7 @@ class UpdatePlan:
         """'+240 new, 12 changed, 3 removed, 2,369 kept' (and what else happened)."""
         c = self.counts
         text = f"+{c['new']:,} new, {c['changed']:,} changed, {c['removed']:,} removed, {c['kept']:,} kept"
-        extra = [f"{c[k]:,} {k}" for k in ("relabelled", "moved", "copied", "resplit", "retried") if c.get(k)]
-        extra += [f"{c['renamed']:,} class{'es' * (c['renamed'] > 1)} renamed"] if c.get("renamed") else []
+        extra = change_words(c)
         views = len(self.compute) - c["new"] - c["changed"] - c.get("retried", 0)
         if views > 0:  # view k is seeded by the sample's path: a moved training image gets new ones
             extra.append(f"{views:,} re-extracted for their views (moved, or new to train)")

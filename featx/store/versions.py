@@ -22,6 +22,14 @@ def history(attrs: dict) -> list[dict]:
              "dataset_root": attrs.get("dataset_root", "")}]
 
 
+def change_words(counts: dict) -> list[str]:
+    """An update's counts beyond new/changed/removed/kept, in words: ['5 relabelled', '2 moved',
+    '1 class renamed'] (the update's summary and `featx info`'s version line say them alike)."""
+    words = [f"{counts[k]:,} {k}" for k in ("relabelled", "moved", "copied", "resplit", "retried") if counts.get(k)]
+    renamed = int(counts.get("renamed", 0))
+    return words + ([f"{renamed:,} class{'es' * (renamed != 1)} renamed"] if renamed else [])
+
+
 def head_staleness(head_meta: dict, attrs: dict) -> str | None:
     """What a head misses of its store, or None when it was trained on the store as it is:
     'trained on version 3; the store is at version 5, with 240 new training images since'."""
